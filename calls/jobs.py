@@ -1,0 +1,26 @@
+"""RQ entry points: thin, take ids, call a service."""
+
+from __future__ import annotations
+
+from rq import get_current_job
+
+from . import services
+from .providers import get_provider
+
+
+def schedule_calls() -> str:
+    """The scheduler tick (cron */5 by default, or a manual trigger)."""
+    return services.calls_schedule_due().line()
+
+
+def place_call(call_id: int) -> str:
+    job = get_current_job()
+    # RQ counts down retries_left as it re-runs a job after an exception; on the last run
+    # a transient error is recorded as the call's outcome instead of raised.
+    is_last_try = job is None or not job.retries_left
+    return services.call_place(call_id=call_id, is_last_try=is_last_try)
+
+
+def simulator_send_webhook(payload: dict) -> int:
+    """The simulator's delayed status callback to our own webhook."""
+    return get_provider().send_webhook(payload)

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+
+
+class CallStatus(models.TextChoices):
+    # Claimed by a tick (or scheduled as a retry); a job will place it at scheduled_for.
+    QUEUED = "queued", "Queued"
+    # A worker took it and is talking to the provider right now.
+    DIALING = "dialing", "Dialing"
+    RINGING = "ringing", "Ringing"
+    IN_PROGRESS = "in_progress", "In progress"
+    COMPLETED = "completed", "Completed"
+    FAILED = "failed", "Failed"
+    NO_ANSWER = "no_answer", "No answer"
+    BUSY = "busy", "Busy"
+    # The slot's window closed before any tick claimed it (scheduler down, say).
+    MISSED = "missed", "Missed"
+    # Dropped before dialing: user disabled, phone removed, already answered today.
+    CANCELED = "canceled", "Canceled"
+
+
+TERMINAL_STATUSES = frozenset(
+    {
+        CallStatus.COMPLETED,
+        CallStatus.FAILED,
+        CallStatus.NO_ANSWER,
+        CallStatus.BUSY,
+        CallStatus.MISSED,
+        CallStatus.CANCELED,
+    }
+)
+# Outcomes after which the user gets another attempt (original design: RETRY_ON_STATUSES).
+RETRY_STATUSES = frozenset({CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY})
+# Progress order: a status never moves back to an earlier rank (webhooks arrive late or twice).
+STATUS_RANK = {
+    CallStatus.QUEUED: 0,
+    CallStatus.DIALING: 1,
+    CallStatus.RINGING: 2,
+    CallStatus.IN_PROGRESS: 3,
+    **{status: 4 for status in TERMINAL_STATUSES},
+}
+
+
+class Call(models.Model):
+    """One attempt to phone a user: attempt 1 is the day's call, 2 and 3 are its retries."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="calls")
+    to_number = models.CharField(max_length=16)
+    agent_id = models.CharField(max_length=128, blank=True)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    local_date = models.DateField(help_text="The user's local calendar date this call belongs to.")
+    retry_of = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="retry"
+    )
+    status = models.CharField(max_length=16, choices=CallStatus.choices, default=CallStatus.QUEUED)
+    provider = models.CharField(max_length=32, blank=True)
+    provider_call_id = models.CharField(max_length=128, unique=True, null=True, blank=True)
+    # Every raw payload exchanged with the provider, oldest first, for operators to inspect.
+    provider_payloads = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    transcript = models.TextField(blank=True)
+    recording_url = models.URLField(max_length=1000, blank=True)
+    duration_seconds = models.PositiveIntegerField(null=True, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    scheduled_for = models.DateTimeField(help_text="When this attempt is due to be placed.")
+    dialed_at = models.DateTimeField(null=True, blank=True)
+    last_status_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # The guarantee that nobody is called twice: one row per attempt per local day.
+            models.UniqueConstraint(
+                fields=["user", "local_date", "attempt"], name="call_one_attempt_per_user_day"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["status", "scheduled_for"], name="call_status_scheduled_idx"),
+            models.Index(fields=["local_date"], name="call_local_date_idx"),
+            models.Index(fields=["-created_at"], name="call_created_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Call {self.pk} (attempt {self.attempt}, {self.status})"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def job_id(self) -> str:
+        """The RQ job id that places this call: deterministic, so enqueueing twice is harmless."""
+        return f"call-{self.pk}"

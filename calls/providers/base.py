@@ -1,0 +1,66 @@
+"""The small interface every call provider implements, and the errors it may raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping, Protocol
+
+
+class ProviderError(Exception):
+    """The provider did not place the call."""
+
+
+class ProviderTransientError(ProviderError):
+    """Worth trying again soon: connection error, timeout, 5xx, 429, unreadable answer."""
+
+
+class ProviderPermanentError(ProviderError):
+    """Trying again will not help (4xx: bad number, bad key); the message is the provider's."""
+
+
+class WebhookPayloadError(ValueError):
+    """A webhook body that cannot be understood; the message is safe to return to the caller."""
+
+
+@dataclass(frozen=True)
+class PlaceCallRequest:
+    call_id: int
+    user_id: int
+    to_number: str
+    agent_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class PlacedCall:
+    provider_call_id: str
+    raw: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class CallEvent:
+    """A provider's status report, normalised: ``status`` is one of CallStatus' values."""
+
+    provider_call_id: str
+    status: str
+    our_call_id: int | None = None
+    transcript: str = ""
+    recording_url: str = ""
+    duration_seconds: int | None = None
+    error_message: str = ""
+    occurred_at: datetime | None = None
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+class CallProvider(Protocol):
+    name: str
+
+    def place_call(self, request: PlaceCallRequest) -> PlacedCall:
+        """Ask the provider to dial; raise ProviderTransientError or ProviderPermanentError."""
+
+    def verify_webhook_signature(self, *, body: bytes, headers: Mapping[str, str]) -> bool:
+        """True when the request really comes from the provider."""
+
+    def parse_webhook(self, payload: Any) -> CallEvent:
+        """Turn a decoded webhook body into a CallEvent; raise WebhookPayloadError if bad."""

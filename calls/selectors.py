@@ -1,0 +1,48 @@
+"""Reads: who is due, which calls need attention. No writes here."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from django.contrib.auth import get_user_model
+from django.db.models import QuerySet
+
+from .models import Call, CallStatus
+
+User = get_user_model()
+
+
+def users_due_for_call(*, now: datetime) -> QuerySet:
+    """Users whose next slot has begun, oldest first (an index range scan on next_call_at)."""
+    return (
+        User.objects.filter(next_call_at__lte=now)
+        .order_by("next_call_at")
+        .only("id", "name", "username", "phone", "local_tz", "call_time", "call_enabled", "next_call_at")
+    )
+
+
+def calls_queued_before(*, before: datetime) -> QuerySet:
+    """Queued calls that were due before ``before``: a worker should have taken them."""
+    return Call.objects.filter(status=CallStatus.QUEUED, scheduled_for__lte=before).order_by(
+        "scheduled_for"
+    )
+
+
+def calls_dialing_since(*, before: datetime) -> QuerySet:
+    """Calls a worker started dialing before ``before`` and never finished (worker died)."""
+    return Call.objects.filter(status=CallStatus.DIALING, dialed_at__lte=before).order_by("dialed_at")
+
+
+def user_answered_on(*, user_id: int, local_date: date) -> bool:
+    return Call.objects.filter(
+        user_id=user_id,
+        local_date=local_date,
+        status__in=[CallStatus.IN_PROGRESS, CallStatus.COMPLETED],
+    ).exists()
+
+
+def call_retry_chain(*, call: Call) -> list[Call]:
+    """All attempts of the same user and local day, first attempt first."""
+    return list(
+        Call.objects.filter(user_id=call.user_id, local_date=call.local_date).order_by("attempt")
+    )

@@ -1,0 +1,455 @@
+"""Writes: claim slots, place calls, record provider events, schedule retries.
+
+Exactly-once comes from the database: every new call row is a conditional insert on the
+(user, local_date, attempt) unique constraint, every state change is made under a row lock
+or a conditional update, and jobs are enqueued only after the claim commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Iterable
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.utils import timezone
+
+from . import queues, selectors
+from .models import RETRY_STATUSES, STATUS_RANK, TERMINAL_STATUSES, Call, CallStatus
+from .providers import get_provider
+from .providers.base import (
+    CallEvent,
+    PlaceCallRequest,
+    ProviderPermanentError,
+    ProviderTransientError,
+)
+from .slots import next_open_slot, slot_local_date
+
+logger = logging.getLogger("relevel.calls")
+User = get_user_model()
+
+# Users claimed per transaction: small enough to keep row locks short, large enough that
+# a rush slot of 100k users is a hundred round trips, not a hundred thousand.
+TICK_BATCH_SIZE = 1000
+# Rows per multi-row INSERT (SQLite allows 32766 parameters per statement).
+INSERT_CHUNK = 500
+
+
+def mask_phone(phone: str | None) -> str:
+    """+919876543210 -> ********3210: logs never carry a whole number."""
+    if not phone:
+        return "-"
+    return "*" * max(len(phone) - 4, 0) + phone[-4:]
+
+
+def _humanize_delay(seconds: int) -> str:
+    if seconds and seconds % 60 == 0:
+        minutes = seconds // 60
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
+@dataclass
+class TickSummary:
+    due: int = 0
+    claimed: int = 0
+    enqueued: int = 0
+    missed: int = 0
+    reenqueued: int = 0
+    abandoned: int = 0
+    claimed_call_ids: list[int] = field(default_factory=list, repr=False)
+
+    def line(self) -> str:
+        return (
+            f"due={self.due} claimed={self.claimed} enqueued={self.enqueued} "
+            f"missed={self.missed} re-enqueued={self.reenqueued} abandoned={self.abandoned}"
+        )
+
+
+# --- Claiming -----------------------------------------------------------------------------
+
+
+def _insert_calls_ignoring_conflicts(calls: list[Call]) -> list[int]:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id: the ids of the rows really inserted.
+
+    Django's bulk_create(ignore_conflicts=True) cannot tell which rows were inserted, and
+    that is exactly what decides who gets a job. PostgreSQL and SQLite (3.35+) both speak
+    this dialect.
+    """
+    if not calls:
+        return []
+    fields = [f for f in Call._meta.concrete_fields if not f.primary_key]
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    row_placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    inserted: list[int] = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(calls), INSERT_CHUNK):
+            chunk = calls[start : start + INSERT_CHUNK]
+            params = [
+                f.get_db_prep_save(f.pre_save(call, True), connection) for call in chunk for f in fields
+            ]
+            cursor.execute(
+                f"INSERT INTO {quote(Call._meta.db_table)} ({columns}) "
+                f"VALUES {', '.join([row_placeholder] * len(chunk))} "
+                f"ON CONFLICT ({quote('user_id')}, {quote('local_date')}, {quote('attempt')}) "
+                f"DO NOTHING RETURNING {quote('id')}",
+                params,
+            )
+            inserted.extend(row[0] for row in cursor.fetchall())
+    return inserted
+
+
+def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) -> int:
+    """Claim one batch of due users in one transaction; returns how many users it took."""
+    agent_id = settings.CALLKARO_AGENT_ID
+    with transaction.atomic():
+        # skip_locked: a second tick running at the same time takes other users, never
+        # waits on (or double-claims) these.
+        users = list(
+            selectors.users_due_for_call(now=now).select_for_update(skip_locked=True, of=("self",))[
+                :TICK_BATCH_SIZE
+            ]
+        )
+        if not users:
+            return 0
+        first_attempts: list[Call] = []
+        missed: list[Call] = []
+        for user in users:
+            if not user.is_callable:
+                # A stale next_call_at (calls disabled by a bulk UPDATE, say): stop here.
+                user.next_call_at = None
+                continue
+            tz = ZoneInfo(user.local_tz)
+            slot = user.next_call_at
+            local_date = slot_local_date(slot=slot, tz=tz)
+            in_window = now < slot + window
+            call = Call(
+                user_id=user.pk,
+                to_number=user.phone or "",
+                agent_id=agent_id,
+                attempt=1,
+                local_date=local_date,
+                status=CallStatus.QUEUED if in_window else CallStatus.MISSED,
+                scheduled_for=slot,
+                provider=settings.CALL_PROVIDER,
+            )
+            if in_window:
+                first_attempts.append(call)
+            else:
+                call.error = (
+                    f"No scheduler tick ran between {slot:%Y-%m-%d %H:%M} and "
+                    f"{slot + window:%H:%M} UTC, the window of this slot."
+                )
+                call.completed_at = call.last_status_at = now
+                missed.append(call)
+            user.next_call_at = next_open_slot(
+                call_time=user.call_time, tz=tz, now=now, window=window, after=local_date
+            )
+        claimed_ids = _insert_calls_ignoring_conflicts(first_attempts)
+        missed_ids = _insert_calls_ignoring_conflicts(missed)
+        User.objects.bulk_update(users, ["next_call_at"])
+        queues.on_commit(lambda: queues.enqueue_call_jobs(claimed_ids))
+
+    summary.due += len(users)
+    summary.claimed += len(claimed_ids)
+    summary.enqueued += len(claimed_ids)
+    summary.missed += len(missed_ids)
+    summary.claimed_call_ids.extend(claimed_ids)
+    for call in missed:
+        logger.info(
+            "Missed call for user %s on %s: %s", call.user_id, call.local_date, call.error
+        )
+    return len(users)
+
+
+def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
+    """One scheduler tick: claim and enqueue every due slot, repair what earlier ticks lost.
+
+    Safe to run any number of times concurrently (two schedulers, a manual trigger during
+    a tick): each (user, local date) gets at most one first attempt.
+    """
+    now = now or timezone.now()
+    window = timedelta(minutes=settings.CALL_TIME_WINDOW_MINUTES)
+    summary = TickSummary()
+    while _claim_due_batch(now=now, window=window, summary=summary) == TICK_BATCH_SIZE:
+        pass
+    summary.abandoned = calls_fail_abandoned(now=now)
+    summary.reenqueued = calls_reenqueue_stranded(now=now)
+    logger.info("Tick at %s: %s", now.isoformat(timespec="seconds"), summary.line())
+    return summary
+
+
+def calls_reenqueue_stranded(*, now: datetime, limit: int = 10_000) -> int:
+    """Enqueue again the queued calls whose job Redis lost (down during the claim, flushed).
+
+    A job that is still waiting in Redis (a long backlog) is left alone: the check is per
+    job id, and the enqueue itself is unique, so a race with a worker is harmless too.
+    """
+    before = now - timedelta(seconds=settings.CALL_STRANDED_AFTER_SECONDS)
+    candidates = list(
+        selectors.calls_queued_before(before=before).values_list("id", "scheduled_for")[:limit]
+    )
+    if not candidates:
+        return 0
+    present = queues.existing_job_ids([queues.call_job_id(call_id) for call_id, _ in candidates])
+    reenqueued = 0
+    for call_id, _ in candidates:
+        if queues.call_job_id(call_id) in present:
+            continue
+        if queues.enqueue_call_job_unique(call_id):
+            reenqueued += 1
+            logger.warning("Call %s was queued without a job in Redis: enqueued again", call_id)
+    return reenqueued
+
+
+def calls_fail_abandoned(*, now: datetime) -> int:
+    """Fail the calls left in 'dialing' by a worker that died mid-request.
+
+    Whether the provider dialled is unknown, so the call is marked failed with that said in
+    its error, and the retry policy applies: at worst the user gets a traced retry.
+    """
+    before = now - timedelta(seconds=settings.CALL_DIALING_TIMEOUT_SECONDS)
+    count = 0
+    for call_id in selectors.calls_dialing_since(before=before).values_list("id", flat=True)[:1000]:
+        with transaction.atomic():
+            call = Call.objects.select_for_update().filter(pk=call_id, status=CallStatus.DIALING).first()
+            if call is None:
+                continue
+            _finish(
+                call,
+                status=CallStatus.FAILED,
+                error="Worker stopped while dialing; the provider may or may not have placed it.",
+                now=now,
+            )
+            call_schedule_retry(call=call, now=now)
+            count += 1
+    return count
+
+
+# --- Placing ------------------------------------------------------------------------------
+
+
+def _reason_not_to_dial(call: Call) -> str:
+    user = call.user
+    if not user.call_enabled:
+        return "User disabled calls before this call was placed."
+    if not user.phone:
+        return "User has no phone number."
+    if call.attempt > 1 and selectors.user_answered_on(user_id=user.pk, local_date=call.local_date):
+        return "User already answered a call today."
+    return ""
+
+
+def _finish(call: Call, *, status: str, error: str = "", now: datetime) -> None:
+    call.status = status
+    call.error = error or call.error
+    call.last_status_at = now
+    if status in TERMINAL_STATUSES:
+        call.completed_at = now
+    call.save(update_fields=["status", "error", "last_status_at", "completed_at"])
+
+
+def call_place(*, call_id: int, is_last_try: bool = True) -> str:
+    """Place one queued call through the provider; returns what happened, in a word.
+
+    Raises ProviderTransientError when the provider could not be reached and another try
+    is left (the caller, an RQ job, is then retried with backoff).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        call = Call.objects.select_for_update(of=("self",)).select_related("user").filter(pk=call_id).first()
+        if call is None:
+            logger.warning("Call %s does not exist; nothing to place", call_id)
+            return "missing"
+        if call.status != CallStatus.QUEUED:
+            # A repeated job (re-enqueued, RQ retry after a kill): someone already took it.
+            logger.info("Call %s is %s, not queued; not placing it again", call.pk, call.status)
+            return "skipped"
+        user = call.user
+        name = user.name or user.get_username()
+        if call.attempt > 1:
+            logger.info(
+                "Processing user call for %s (retry %s/%s)", name, call.attempt - 1, settings.CALL_MAX_RETRIES
+            )
+        else:
+            logger.info("Processing user call for %s", name)
+        reason = _reason_not_to_dial(call)
+        if reason:
+            _finish(call, status=CallStatus.CANCELED, error=reason, now=now)
+            logger.info("Call %s canceled: %s", call.pk, reason)
+            return "canceled"
+        call.status = CallStatus.DIALING
+        call.dialed_at = now
+        call.to_number = user.phone
+        call.provider = settings.CALL_PROVIDER
+        call.save(update_fields=["status", "dialed_at", "to_number", "provider"])
+
+    provider = get_provider()
+    request = PlaceCallRequest(
+        call_id=call.pk, user_id=user.pk, to_number=call.to_number, agent_id=call.agent_id, name=name
+    )
+    try:
+        placed = provider.place_call(request)
+    except ProviderPermanentError as exc:
+        # A wrong number or a bad API key is no better in 30 minutes: no retry of any kind.
+        _record_dial_failure(call_id=call.pk, error=str(exc), schedule_retry=False)
+        logger.error("Call %s to %s failed permanently: %s", call.pk, mask_phone(call.to_number), exc)
+        return "failed"
+    except ProviderTransientError as exc:
+        if not is_last_try:
+            Call.objects.filter(pk=call.pk, status=CallStatus.DIALING).update(
+                status=CallStatus.QUEUED, error=str(exc)
+            )
+            logger.warning(
+                "Call %s to %s: transient provider error, will try again: %s",
+                call.pk, mask_phone(call.to_number), exc,
+            )
+            raise
+        _record_dial_failure(call_id=call.pk, error=str(exc), schedule_retry=True)
+        logger.error("Call %s to %s failed, provider unreachable: %s", call.pk, mask_phone(call.to_number), exc)
+        return "failed"
+
+    with transaction.atomic():
+        call = Call.objects.select_for_update().get(pk=call.pk)
+        call.provider_call_id = placed.provider_call_id
+        call.provider_payloads = [*call.provider_payloads, {"placed": placed.raw}]
+        call.error = ""
+        fields = ["provider_call_id", "provider_payloads", "error"]
+        # A fast webhook may already have moved the call further on; never move it back.
+        if STATUS_RANK[call.status] < STATUS_RANK[CallStatus.RINGING]:
+            call.status = CallStatus.RINGING
+            call.last_status_at = timezone.now()
+            fields += ["status", "last_status_at"]
+        call.save(update_fields=fields)
+    logger.info(
+        "Call %s initiated to %s (provider call %s)", call.pk, mask_phone(call.to_number), placed.provider_call_id
+    )
+    return "placed"
+
+
+def _record_dial_failure(*, call_id: int, error: str, schedule_retry: bool) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        call = Call.objects.select_for_update().filter(pk=call_id, status=CallStatus.DIALING).first()
+        if call is None:
+            return
+        _finish(call, status=CallStatus.FAILED, error=error, now=now)
+        if schedule_retry:
+            call_schedule_retry(call=call, now=now)
+
+
+# --- Outcomes and retries -----------------------------------------------------------------
+
+
+class CallNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class EventResult:
+    call: Call
+    applied: bool
+    retry_scheduled: bool
+
+
+def call_apply_event(*, event: CallEvent) -> EventResult:
+    """Record a provider status report. Status only moves forward; terminal is final.
+
+    Concurrent deliveries of one event are serialised on the call row, and the retry they
+    may trigger is a conditional insert, so the same outcome delivered twice schedules one
+    retry.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        call = (
+            Call.objects.select_for_update()
+            .filter(provider_call_id=event.provider_call_id)
+            .first()
+        )
+        if call is None and event.our_call_id is not None:
+            call = Call.objects.select_for_update().filter(pk=event.our_call_id).first()
+            if call is not None and call.provider_call_id not in (None, "", event.provider_call_id):
+                call = None  # our id, but another provider call: not this call's event
+        if call is None:
+            raise CallNotFound(f"no call with call_id {event.provider_call_id[:64]}")
+
+        if call.is_terminal or STATUS_RANK[event.status] <= STATUS_RANK[call.status]:
+            logger.info(
+                "Call %s: ignoring %s webhook, call is already %s", call.pk, event.status, call.status
+            )
+            return EventResult(call=call, applied=False, retry_scheduled=False)
+
+        call.provider_call_id = event.provider_call_id
+        call.status = event.status
+        call.last_status_at = now
+        call.provider_payloads = [*call.provider_payloads, event.raw]
+        call.transcript = event.transcript or call.transcript
+        call.recording_url = event.recording_url or call.recording_url
+        if event.duration_seconds is not None:
+            call.duration_seconds = event.duration_seconds
+        if event.error_message:
+            call.error = event.error_message
+        if call.status in TERMINAL_STATUSES:
+            call.completed_at = now
+        call.save()
+        logger.info("[Webhook:%s] Updated call %s: %s", call.provider or "provider", call.pk, call.status)
+        retry_scheduled = False
+        if call.status in RETRY_STATUSES:
+            retry_scheduled = call_schedule_retry(call=call, now=now)
+    return EventResult(call=call, applied=True, retry_scheduled=retry_scheduled)
+
+
+def call_schedule_retry(*, call: Call, now: datetime) -> bool:
+    """Schedule the next attempt of a failed/unanswered call; True if this call created it.
+
+    Must run inside the transaction that recorded the outcome: the job is enqueued when it
+    commits, and the insert is conditional, so a repeated outcome creates nothing.
+    """
+    max_retries = settings.CALL_MAX_RETRIES
+    if call.attempt > max_retries:
+        logger.info("Call %s - max retries (%s) reached", call.pk, max_retries)
+        return False
+    user = User.objects.only("id", "phone", "call_enabled").get(pk=call.user_id)
+    if not user.is_callable:
+        logger.info("Call %s: no retry, the user can no longer be called", call.pk)
+        return False
+    delay = settings.CALL_RETRY_DELAY_SECONDS
+    retry = Call(
+        user_id=call.user_id,
+        to_number=user.phone,
+        agent_id=call.agent_id,
+        attempt=call.attempt + 1,
+        local_date=call.local_date,
+        retry_of_id=call.pk,
+        status=CallStatus.QUEUED,
+        scheduled_for=now + timedelta(seconds=delay),
+        provider=settings.CALL_PROVIDER,
+    )
+    inserted = _insert_calls_ignoring_conflicts([retry])
+    if not inserted:
+        return False
+    retry_id, due = inserted[0], retry.scheduled_for
+    queues.on_commit(lambda: queues.schedule_call_job(retry_id, due))
+    logger.info(
+        "Scheduled retry %s/%s for call %s in %s", call.attempt, max_retries, call.pk, _humanize_delay(delay)
+    )
+    return True
+
+
+# --- Users --------------------------------------------------------------------------------
+
+
+def users_set_call_enabled(*, users: Iterable, enabled: bool) -> int:
+    """Enable or disable calls for users, keeping each one's next call in step."""
+    changed = 0
+    for user in users:
+        if user.call_enabled != enabled:
+            user.call_enabled = enabled
+            user.save(update_fields=["call_enabled"])
+            changed += 1
+    return changed

@@ -1,0 +1,53 @@
+"""Where a user's daily call falls in absolute time.
+
+A user's *slot* for a local date is the instant their wall clock in ``local_tz`` shows
+``call_time`` on that date. The rules for the two daylight-saving edge cases are chosen on
+purpose (README, "Daylight saving"):
+
+* Spring-forward gap: a wall time that does not exist that day is pushed forward by the
+  length of the gap (02:30 on 2026-03-08 in America/New_York becomes 03:30 EDT). This is
+  what ``zoneinfo`` gives with ``fold=0``: the offset from before the transition.
+* Autumn fold: a wall time that happens twice is the first occurrence (``fold=0``), and the
+  (user, local date, attempt) constraint makes sure the second occurrence calls nobody.
+
+Everything returned here is an aware UTC datetime; local wall-clock values never take part
+in ``timedelta`` arithmetic.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from zoneinfo import ZoneInfo
+
+
+def slot_for_date(*, local_date: date, call_time: time, tz: ZoneInfo) -> datetime:
+    """The UTC instant of the slot on ``local_date`` (see the module doc for DST rules)."""
+    wall = datetime.combine(local_date, call_time.replace(tzinfo=None), tzinfo=tz).replace(fold=0)
+    return wall.astimezone(UTC)
+
+
+def slot_local_date(*, slot: datetime, tz: ZoneInfo) -> date:
+    """The local calendar date a slot instant belongs to."""
+    return slot.astimezone(tz).date()
+
+
+def next_open_slot(
+    *, call_time: time, tz: ZoneInfo, now: datetime, window: timedelta, after: date | None = None
+) -> datetime:
+    """The earliest slot whose calling window has not closed at ``now``.
+
+    A slot is callable while ``slot <= now < slot + window``, so a slot that began a few
+    minutes ago is still returned: that is how a user created (or re-enabled, or moved to a
+    later time) just after their time still gets today's call. Starting one day back catches
+    a 23:58 slot that a tick at 00:01 must still pick up. ``after`` skips local dates up to
+    and including it (a date that already has its first attempt).
+    """
+    local_today = now.astimezone(tz).date()
+    day = local_today - timedelta(days=1)
+    if after is not None and after >= day:
+        day = after + timedelta(days=1)
+    while True:
+        slot = slot_for_date(local_date=day, call_time=call_time, tz=tz)
+        if slot + window > now:
+            return slot
+        day += timedelta(days=1)

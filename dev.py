@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Zero-setup entry point: needs only Python 3.11+ (standard library) to start.
+
+    python3 dev.py start   # install, then run web + worker + scheduler on embedded defaults
+    python3 dev.py test    # install, then run the whole test suite
+
+Both create ./.venv and install the pinned requirements into it the first time (and again
+whenever a requirements file changes). With DATABASE_URL / REDIS_URL set, they use those;
+without, SQLite and an embedded real Redis.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+
+
+def say(message: str) -> None:
+    print(f"relevel: {message}", flush=True)
+
+
+def ensure_venv(requirements: str) -> None:
+    if sys.version_info < (3, 11):
+        sys.exit("relevel: Python 3.11 or newer is needed (this is %d.%d)" % sys.version_info[:2])
+    if not PYTHON.exists():
+        say(f"creating a virtualenv in {VENV}")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    digest = hashlib.sha256()
+    for name in ("requirements.txt", requirements):
+        digest.update((ROOT / name).read_bytes())
+    stamp = VENV / f".installed-{requirements}"
+    if stamp.exists() and stamp.read_text() == digest.hexdigest():
+        return
+    say(f"installing {requirements} (first run only)")
+    subprocess.check_call(
+        [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", str(ROOT / requirements)]
+    )
+    stamp.write_text(digest.hexdigest())
+
+
+def with_redis(command: list[str]) -> list[str]:
+    """Wrap a command so that it runs with an embedded Redis when REDIS_URL is not set."""
+    if os.environ.get("REDIS_URL"):
+        return command
+    return [str(PYTHON), "-m", "relevel.embedded_redis", "--", *command]
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("start", "test"):
+        print(__doc__.strip())
+        return 2
+    os.chdir(ROOT)
+    if argv[0] == "test":
+        ensure_venv("requirements-dev.txt")
+        return subprocess.call(with_redis([str(PYTHON), "-m", "pytest", *argv[1:]]))
+    ensure_venv("requirements.txt")
+    return subprocess.call([str(PYTHON), "manage.py", "runall", *argv[1:]])
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except subprocess.CalledProcessError as exc:
+        sys.exit(f"relevel: {' '.join(map(str, exc.cmd))} failed with exit code {exc.returncode}")
+    except KeyboardInterrupt:
+        sys.exit(130)

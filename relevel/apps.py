@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class RelevelConfig(AppConfig):
+    name = "relevel"
+    verbose_name = "relevel"

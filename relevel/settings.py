@@ -1,0 +1,179 @@
+"""Settings for relevel, read from the environment (see .env.example and README)."""
+
+from datetime import time
+from pathlib import Path
+from urllib.parse import urlsplit
+from zoneinfo import available_timezones
+
+import environ
+from croniter import croniter
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+# A developer may keep local values in .env; the file is ignored by git and never required.
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+
+_INSECURE_KEY = "insecure-dev-key-do-not-use-in-production"
+SECRET_KEY = env.str("SECRET_KEY", default="" if not DEBUG else _INSECURE_KEY)
+if not DEBUG and (not SECRET_KEY or SECRET_KEY == _INSECURE_KEY or len(SECRET_KEY) < 32):
+    raise ImproperlyConfigured(
+        "SECRET_KEY must be set to a random string of 32+ characters when DEBUG is off"
+    )
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    # Project apps come before django_rq: our `rqscheduler` command replaces django-rq's
+    # (which belongs to the separate rq-scheduler package) with RQ's own cron.
+    "relevel",
+    "users",
+    "calls",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_rq",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "relevel.urls"
+WSGI_APPLICATION = "relevel.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "users.User"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Redis and queues -------------------------------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")
+try:
+    _redis_url = urlsplit(REDIS_URL)
+    _redis_url.port  # noqa: B018 - raises ValueError on a port that is not a number
+except ValueError:
+    _redis_url = None
+if _redis_url is None or _redis_url.scheme not in ("redis", "rediss", "unix") or not (
+    _redis_url.hostname or _redis_url.path
+):
+    raise ImproperlyConfigured("REDIS_URL must look like redis://host:port/db")
+
+# The one queue every relevel job runs on: the tick and the calls it places. The name is
+# the original design's. Job retention follows its intent (RQ keeps by age, not count):
+# finished jobs about a day, failed ones about a week.
+CALLS_QUEUE = "daily-calls"
+JOB_RESULT_TTL = env.int("JOB_RESULT_TTL", default=24 * 3600)
+JOB_FAILURE_TTL = env.int("JOB_FAILURE_TTL", default=7 * 24 * 3600)
+RQ_QUEUES = {
+    CALLS_QUEUE: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300, "DEFAULT_RESULT_TTL": JOB_RESULT_TTL},
+}
+RQ_SHOW_ADMIN_LINK = True
+QUEUE_CONCURRENCY = env.int("QUEUE_CONCURRENCY", default=5)
+
+# --- Call scheduling ----------------------------------------------------------------------
+DEFAULT_TIMEZONE = env.str("DEFAULT_TIMEZONE", default="UTC")
+if DEFAULT_TIMEZONE not in available_timezones():
+    raise ImproperlyConfigured(f"DEFAULT_TIMEZONE {DEFAULT_TIMEZONE!r} is not an IANA time zone")
+try:
+    DEFAULT_CALL_TIME = time.fromisoformat(env.str("DEFAULT_CALL_TIME", default="20:30:00"))
+except ValueError:
+    raise ImproperlyConfigured("DEFAULT_CALL_TIME must be a time such as 20:30:00") from None
+CALL_TIME_WINDOW_MINUTES = env.int("CALL_TIME_WINDOW_MINUTES", default=15)
+CALL_MAX_RETRIES = env.int("CALL_MAX_RETRIES", default=2)
+CALL_RETRY_DELAY_SECONDS = env.int("CALL_RETRY_DELAY_SECONDS", default=1800)
+SCHEDULE_CRON = env.str("SCHEDULE_CRON", default="*/5 * * * *")
+if not croniter.is_valid(SCHEDULE_CRON):
+    raise ImproperlyConfigured(f"SCHEDULE_CRON {SCHEDULE_CRON!r} is not a valid cron expression")
+if CALL_TIME_WINDOW_MINUTES < 1 or CALL_MAX_RETRIES < 0 or CALL_RETRY_DELAY_SECONDS < 0:
+    raise ImproperlyConfigured(
+        "CALL_TIME_WINDOW_MINUTES must be >= 1; CALL_MAX_RETRIES and CALL_RETRY_DELAY_SECONDS >= 0"
+    )
+
+# --- Call provider ------------------------------------------------------------------------
+CALL_PROVIDERS = ("callkaro", "simulator")
+# The simulator is the default only for local development, so that production never
+# silently runs a fake.
+CALL_PROVIDER = env.str("CALL_PROVIDER", default="simulator" if DEBUG else "callkaro")
+if CALL_PROVIDER not in CALL_PROVIDERS:
+    raise ImproperlyConfigured(f"CALL_PROVIDER must be one of {', '.join(CALL_PROVIDERS)}")
+CALLKARO_API_KEY = env.str("CALLKARO_API_KEY", default="")
+if CALL_PROVIDER == "callkaro" and not CALLKARO_API_KEY:
+    raise ImproperlyConfigured("CALLKARO_API_KEY must be set when CALL_PROVIDER=callkaro")
+CALLKARO_BASE_URL = env.str("CALLKARO_BASE_URL", default="https://api.callkaro.ai").rstrip("/")
+CALLKARO_AGENT_ID = env.str("CALLKARO_AGENT_ID", default="")
+CALLKARO_WEBHOOK_SECRET = env.str("CALLKARO_WEBHOOK_SECRET", default="")
+CALLKARO_CONNECT_TIMEOUT = env.float("CALLKARO_CONNECT_TIMEOUT", default=5.0)
+CALLKARO_READ_TIMEOUT = env.float("CALLKARO_READ_TIMEOUT", default=15.0)
+# Simulator: where it posts its webhooks (our own endpoint), after how long, and the mix.
+SIMULATOR_WEBHOOK_URL = env.str(
+    "SIMULATOR_WEBHOOK_URL", default="http://127.0.0.1:8000/api/webhooks/call"
+)
+SIMULATOR_DELAY_SECONDS = env.int("SIMULATOR_DELAY_SECONDS", default=5)
+SIMULATOR_OUTCOMES = env.str(
+    "SIMULATOR_OUTCOMES", default="completed:70,no_answer:15,busy:10,failed:5"
+)
+
+# --- HTTP API -------------------------------------------------------------------------------
+QUEUE_API_TOKEN = env.str("QUEUE_API_TOKEN", default="")
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(name)s] %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# --- Jobs ---------------------------------------------------------------------------------
+# Seconds between the RQ attempts of a place-call job after a transient provider error.
+CALL_PLACE_RETRY_INTERVALS = env.list("CALL_PLACE_RETRY_INTERVALS", cast=int, default=[2, 4])
+CALL_JOB_TIMEOUT = env.int("CALL_JOB_TIMEOUT", default=120)
+# A queued call whose job is not in Redis this long after it was due is enqueued again.
+CALL_STRANDED_AFTER_SECONDS = env.int("CALL_STRANDED_AFTER_SECONDS", default=120)
+# A call left in "dialing" this long (its worker died mid-request) is failed and retried.
+CALL_DIALING_TIMEOUT_SECONDS = env.int("CALL_DIALING_TIMEOUT_SECONDS", default=600)

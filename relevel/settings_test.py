@@ -1,0 +1,20 @@
+"""Settings for the test suite: the real settings with safe test values for secrets.
+
+DATABASE_URL and REDIS_URL come from the environment as usual (README: "Tests").
+"""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "test-secret-key-" + "x" * 40)
+os.environ.setdefault("CALL_PROVIDER", "callkaro")
+os.environ.setdefault("CALLKARO_API_KEY", "test-api-key")
+# Nothing listens on port 9: a test that forgets to fake the provider fails fast, locally.
+os.environ.setdefault("CALLKARO_BASE_URL", "http://127.0.0.1:9")
+os.environ.setdefault("CALLKARO_AGENT_ID", "agent-test")
+os.environ.setdefault("CALLKARO_WEBHOOK_SECRET", "test-webhook-secret")
+os.environ.setdefault("QUEUE_API_TOKEN", "test-queue-token")
+os.environ.setdefault("CALL_PLACE_RETRY_INTERVALS", "0,0")
+
+from .settings import *  # noqa: E402,F403
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

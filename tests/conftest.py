@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import itertools
+from datetime import UTC, date, datetime, time
+
+import django_rq
+import pytest
+from django.conf import settings
+
+from calls.models import Call, CallStatus
+from calls.providers import reset_provider_cache
+from tests.fakes import FakeCallKaro
+
+_numbers = itertools.count(1)
+
+
+@pytest.fixture(autouse=True)
+def clean_redis():
+    """Every test starts with an empty Redis database (REDIS_URL names a test-only DB)."""
+    connection = django_rq.get_connection(settings.CALLS_QUEUE)
+    connection.flushdb()
+    yield connection
+    connection.flushdb()
+
+
+@pytest.fixture(autouse=True)
+def fresh_provider():
+    reset_provider_cache()
+    yield
+    reset_provider_cache()
+
+
+@pytest.fixture
+def redis_conn(clean_redis):
+    return clean_redis
+
+
+@pytest.fixture
+def make_user(db):
+    from users.models import User
+
+    def make(**fields) -> User:
+        n = next(_numbers)
+        fields.setdefault("username", f"user{n}")
+        fields.setdefault("name", f"User {n}")
+        fields.setdefault("phone", f"+9198765{n:05d}")
+        fields.setdefault("local_tz", "Asia/Kolkata")
+        fields.setdefault("call_time", time(20, 30))
+        user = User(**fields)
+        user.save()
+        return user
+
+    return make
+
+
+@pytest.fixture
+def make_call(db, make_user):
+    def make(user=None, **fields) -> Call:
+        user = user or make_user()
+        fields.setdefault("to_number", user.phone or "")
+        fields.setdefault("agent_id", "agent-test")
+        fields.setdefault("local_date", date(2026, 11, 28))
+        fields.setdefault("status", CallStatus.QUEUED)
+        fields.setdefault("scheduled_for", datetime(2026, 11, 28, 15, 0, tzinfo=UTC))
+        fields.setdefault("provider", "callkaro")
+        return Call.objects.create(user=user, **fields)
+
+    return make
+
+
+@pytest.fixture
+def fake_callkaro(settings):
+    """A fake CallKaro HTTP server on 127.0.0.1 that the provider is pointed at."""
+    fake = FakeCallKaro().start()
+    settings.CALL_PROVIDER = "callkaro"
+    settings.CALLKARO_BASE_URL = fake.url
+    settings.CALLKARO_READ_TIMEOUT = 2.0
+    settings.CALLKARO_CONNECT_TIMEOUT = 1.0
+    reset_provider_cache()
+    yield fake
+    fake.stop()
+    reset_provider_cache()

@@ -1,0 +1,72 @@
+"""A fake CallKaro on 127.0.0.1: the provider is faked at its HTTP boundary and nowhere else."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeCallKaro:
+    """Answers POST /call/outbound. Script the answers with ``respond_with``.
+
+    Each scripted answer is (status_code, body) where body is a dict (sent as JSON) or raw
+    bytes; the last one repeats. ``delay`` seconds are slept before answering.
+    """
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.answers: list[tuple[int, dict | bytes]] = []
+        self.delay = 0.0
+        self._lock = threading.Lock()
+        self._counter = 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                with fake._lock:
+                    fake._counter += 1
+                    number = fake._counter
+                    fake.requests.append(
+                        {"path": self.path, "headers": dict(self.headers), "json": json.loads(raw or b"null")}
+                    )
+                    if fake.answers:
+                        status, body = fake.answers[0] if len(fake.answers) == 1 else fake.answers.pop(0)
+                    else:
+                        status, body = 200, {
+                            "status": "success",
+                            "message": "Call initiated successfully",
+                            "call_id": f"ck-{number}",
+                        }
+                if fake.delay:
+                    time.sleep(fake.delay)
+                payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def respond_with(self, *answers: tuple[int, dict | bytes]) -> None:
+        self.answers = list(answers)
+
+    def start(self) -> FakeCallKaro:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

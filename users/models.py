@@ -1,0 +1,102 @@
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.db import models
+from django.utils import timezone
+
+from calls.slots import next_open_slot
+
+from .validators import validate_e164_phone, validate_iana_time_zone
+
+# The fields that decide when (and whether) a user is called next.
+SCHEDULE_FIELDS = frozenset({"phone", "local_tz", "call_enabled", "call_time"})
+
+
+def default_time_zone() -> str:
+    return settings.DEFAULT_TIMEZONE
+
+
+def default_call_time():
+    return settings.DEFAULT_CALL_TIME
+
+
+class User(AbstractUser):
+    name = models.CharField(max_length=150, blank=True)
+    # NULL rather than "" for "no phone", so that the unique constraint allows many of them.
+    phone = models.CharField(
+        max_length=16,
+        unique=True,
+        null=True,
+        blank=True,
+        validators=[validate_e164_phone],
+        help_text="E.164, such as +919876543210. A user without a phone is never called.",
+    )
+    local_tz = models.CharField(
+        "time zone",
+        max_length=64,
+        default=default_time_zone,
+        validators=[validate_iana_time_zone],
+        help_text="IANA time zone name, such as Asia/Kolkata.",
+    )
+    call_enabled = models.BooleanField("calls enabled", default=True)
+    call_time = models.TimeField(
+        default=default_call_time, help_text="Local wall-clock time of the daily call."
+    )
+    # Denormalised on purpose: the UTC instant of the next slot to call, NULL when the user
+    # is not callable. The scheduler tick selects `next_call_at <= now` on a partial index,
+    # so its cost grows with the number of due users, not with the number of users.
+    next_call_at = models.DateTimeField("next call", null=True, blank=True, editable=False)
+
+    class Meta:
+        indexes = [
+            models.Index(
+                fields=["next_call_at"],
+                name="user_next_call_at_idx",
+                condition=models.Q(next_call_at__isnull=False),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name or self.username
+
+    @classmethod
+    def from_db(cls, db, field_names, values):
+        instance = super().from_db(db, field_names, values)
+        instance._loaded_schedule = instance._schedule_snapshot()
+        return instance
+
+    def _schedule_snapshot(self) -> tuple:
+        return tuple(self.__dict__.get(f) for f in sorted(SCHEDULE_FIELDS))
+
+    @property
+    def is_callable(self) -> bool:
+        return bool(self.call_enabled and self.phone)
+
+    def compute_next_call_at(self, *, now: datetime | None = None) -> datetime | None:
+        if not self.is_callable:
+            return None
+        return next_open_slot(
+            call_time=self.call_time,
+            tz=ZoneInfo(self.local_tz),
+            now=now or timezone.now(),
+            window=timedelta(minutes=settings.CALL_TIME_WINDOW_MINUTES),
+        )
+
+    def save(self, *args, **kwargs):
+        # Kept here rather than in a service because *every* way of saving a user (admin
+        # form, list_editable, shell, a future API) must keep next_call_at in step with the
+        # schedule fields, or that user is silently never called (or called at a stale time).
+        # Claiming a slot never relies on this value alone: the unique (user, local_date,
+        # attempt) constraint is what prevents a second call on the same day.
+        update_fields = kwargs.get("update_fields")
+        changed = self._schedule_snapshot() != getattr(self, "_loaded_schedule", None)
+        if changed and (update_fields is None or SCHEDULE_FIELDS & set(update_fields)):
+            self.next_call_at = self.compute_next_call_at()
+            if update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, "next_call_at"}
+        super().save(*args, **kwargs)
+        self._loaded_schedule = self._schedule_snapshot()
