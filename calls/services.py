@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
+from redis.exceptions import RedisError
 
 from . import queues, selectors
 from .models import RETRY_STATUSES, STATUS_RANK, TERMINAL_STATUSES, Call, CallStatus
@@ -61,12 +62,14 @@ class TickSummary:
     missed: int = 0
     reenqueued: int = 0
     abandoned: int = 0
+    enqueue_failed: int = 0
     claimed_call_ids: list[int] = field(default_factory=list, repr=False)
 
     def line(self) -> str:
         return (
             f"due={self.due} claimed={self.claimed} enqueued={self.enqueued} "
             f"missed={self.missed} re-enqueued={self.reenqueued} abandoned={self.abandoned}"
+            + (f" enqueue-failed={self.enqueue_failed}" if self.enqueue_failed else "")
         )
 
 
@@ -153,11 +156,10 @@ def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) 
         claimed_ids = _insert_calls_ignoring_conflicts(first_attempts)
         missed_ids = _insert_calls_ignoring_conflicts(missed)
         User.objects.bulk_update(users, ["next_call_at"])
-        queues.on_commit(lambda: queues.enqueue_call_jobs(claimed_ids))
+        queues.on_commit(lambda: _enqueue_claimed(claimed_ids, summary))
 
     summary.due += len(users)
     summary.claimed += len(claimed_ids)
-    summary.enqueued += len(claimed_ids)
     summary.missed += len(missed_ids)
     summary.claimed_call_ids.extend(claimed_ids)
     for call in missed:
@@ -165,6 +167,19 @@ def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) 
             "Missed call for user %s on %s: %s", call.user_id, call.local_date, call.error
         )
     return len(users)
+
+
+def _enqueue_claimed(call_ids: list[int], summary: TickSummary) -> None:
+    """Runs after the claim commits. If Redis is down the claims stand, and a later tick
+    finds these queued calls without a job and enqueues them (calls_reenqueue_stranded)."""
+    try:
+        summary.enqueued += queues.enqueue_call_jobs(call_ids)
+    except RedisError as exc:
+        summary.enqueue_failed += len(call_ids)
+        logger.error(
+            "Redis unreachable (%s): %s claimed calls will be enqueued by a later tick",
+            type(exc).__name__, len(call_ids),
+        )
 
 
 def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
@@ -179,7 +194,10 @@ def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
     while _claim_due_batch(now=now, window=window, summary=summary) == TICK_BATCH_SIZE:
         pass
     summary.abandoned = calls_fail_abandoned(now=now)
-    summary.reenqueued = calls_reenqueue_stranded(now=now)
+    try:
+        summary.reenqueued = calls_reenqueue_stranded(now=now)
+    except RedisError as exc:
+        logger.error("Redis unreachable (%s): stranded calls not checked this tick", type(exc).__name__)
     logger.info("Tick at %s: %s", now.isoformat(timespec="seconds"), summary.line())
     return summary
 
@@ -434,11 +452,20 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
     if not inserted:
         return False
     retry_id, due = inserted[0], retry.scheduled_for
-    queues.on_commit(lambda: queues.schedule_call_job(retry_id, due))
+    queues.on_commit(lambda: _schedule_retry_job(retry_id, due))
     logger.info(
         "Scheduled retry %s/%s for call %s in %s", call.attempt, max_retries, call.pk, _humanize_delay(delay)
     )
     return True
+
+
+def _schedule_retry_job(call_id: int, due: datetime) -> None:
+    try:
+        queues.schedule_call_job(call_id, due)
+    except RedisError as exc:
+        # The retry row is committed and queued; the first tick after it is due finds it
+        # without a job and enqueues it.
+        logger.error("Redis unreachable (%s): retry call %s will be enqueued by a tick", type(exc).__name__, call_id)
 
 
 # --- Users --------------------------------------------------------------------------------

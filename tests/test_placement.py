@@ -1,0 +1,141 @@
+"""Placing a call through the CallKaro client, against a fake CallKaro on 127.0.0.1."""
+
+import logging
+from datetime import UTC, date, datetime
+
+import pytest
+from rq.registry import ScheduledJobRegistry
+
+from calls import services
+from calls.models import Call, CallStatus
+from calls.providers.base import ProviderTransientError
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def test_it_places_a_queued_call_with_the_documented_request(fake_callkaro, make_call, caplog):
+    call = make_call()
+    with caplog.at_level(logging.INFO, logger="relevel.calls"):
+        assert services.call_place(call_id=call.pk) == "placed"
+
+    [request] = fake_callkaro.requests
+    assert request["path"] == "/call/outbound"
+    assert request["headers"]["X-API-KEY"] == "test-api-key"
+    assert request["json"] == {
+        "to_number": call.user.phone,
+        "agent_id": "agent-test",
+        "metadata": {"call_id": str(call.pk), "user_id": str(call.user_id), "name": call.user.name},
+    }
+    call.refresh_from_db()
+    assert call.status == CallStatus.RINGING
+    assert call.provider_call_id == "ck-1"
+    assert call.dialed_at is not None and call.provider_payloads[0]["placed"]["call_id"] == "ck-1"
+    # Logs name the number by its last four digits only.
+    assert call.user.phone not in caplog.text and call.user.phone[-4:] in caplog.text
+
+
+def test_a_call_that_is_no_longer_queued_is_not_placed_again(fake_callkaro, make_call):
+    call = make_call(status=CallStatus.RINGING)
+    assert services.call_place(call_id=call.pk) == "skipped"
+    assert fake_callkaro.requests == []
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [({"call_enabled": False}, "disabled calls"), ({"phone": None}, "no phone")],
+)
+def test_a_call_for_a_user_who_cannot_be_called_is_canceled_with_the_reason(
+    fake_callkaro, make_user, make_call, change, reason
+):
+    user = make_user()
+    call = make_call(user=user)
+    for field, value in change.items():
+        setattr(user, field, value)
+    user.save()
+    assert services.call_place(call_id=call.pk) == "canceled"
+    call.refresh_from_db()
+    assert call.status == CallStatus.CANCELED and reason in call.error
+    assert fake_callkaro.requests == []
+
+
+def test_a_provider_4xx_fails_the_call_with_its_message_and_no_retry(fake_callkaro, make_call, redis_conn):
+    fake_callkaro.respond_with((400, {"status": "error", "message": "Invalid phone number"}))
+    call = make_call()
+    assert services.call_place(call_id=call.pk, is_last_try=False) == "failed"
+    call.refresh_from_db()
+    assert call.status == CallStatus.FAILED
+    assert "Invalid phone number" in call.error and "400" in call.error
+    assert Call.objects.count() == 1  # no outcome retry either
+    assert len(fake_callkaro.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        (500, {"status": "error", "message": "Internal error"}),
+        (429, {"status": "error", "message": "Too many requests"}),
+        (503, b"<html>bad gateway</html>"),
+        (200, b"not json at all"),
+    ],
+)
+def test_a_transient_answer_puts_the_call_back_in_the_queue_for_another_try(fake_callkaro, make_call, answer):
+    fake_callkaro.respond_with(answer)
+    call = make_call()
+    with pytest.raises(ProviderTransientError):
+        services.call_place(call_id=call.pk, is_last_try=False)
+    call.refresh_from_db()
+    assert call.status == CallStatus.QUEUED and call.error
+
+
+def test_an_unreachable_provider_on_the_last_try_fails_the_call_and_schedules_a_retry(
+    settings, make_call, redis_conn
+):
+    settings.CALLKARO_BASE_URL = "http://127.0.0.1:9"  # nothing listens there
+    call = make_call(local_date=date(2026, 11, 28))
+    assert services.call_place(call_id=call.pk, is_last_try=True) == "failed"
+    call.refresh_from_db()
+    assert call.status == CallStatus.FAILED and "unreachable" in call.error
+    retry = Call.objects.get(retry_of=call)
+    assert (retry.attempt, retry.status, retry.local_date) == (2, CallStatus.QUEUED, call.local_date)
+    assert f"call-{retry.pk}" in ScheduledJobRegistry("daily-calls", connection=redis_conn).get_job_ids()
+
+
+def test_a_read_timeout_is_transient(fake_callkaro, settings, make_call):
+    settings.CALLKARO_READ_TIMEOUT = 0.2
+    from calls.providers import reset_provider_cache
+
+    reset_provider_cache()
+    fake_callkaro.delay = 0.5
+    call = make_call()
+    with pytest.raises(ProviderTransientError, match="timed out"):
+        services.call_place(call_id=call.pk, is_last_try=False)
+
+
+def test_a_retry_is_dropped_when_the_user_already_answered_that_day(fake_callkaro, make_user, make_call):
+    user = make_user()
+    make_call(user=user, attempt=1, status=CallStatus.COMPLETED)
+    retry = make_call(user=user, attempt=2, scheduled_for=datetime(2026, 11, 28, 15, 30, tzinfo=UTC))
+    assert services.call_place(call_id=retry.pk) == "canceled"
+    retry.refresh_from_db()
+    assert retry.status == CallStatus.CANCELED and "already answered" in retry.error
+    assert fake_callkaro.requests == []
+
+
+def test_a_webhook_that_beats_the_placement_answer_is_not_moved_back(fake_callkaro, make_call):
+    """The provider can call back before we store its id: the later status stays."""
+    from calls.providers.base import CallEvent
+
+    call = make_call()
+    original_post = services.get_provider().session.post
+
+    def post_then_webhook(*args, **kwargs):
+        response = original_post(*args, **kwargs)
+        services.call_apply_event(
+            event=CallEvent(provider_call_id="ck-1", status=CallStatus.IN_PROGRESS, our_call_id=call.pk)
+        )
+        return response
+
+    services.get_provider().session.post = post_then_webhook
+    assert services.call_place(call_id=call.pk) == "placed"
+    call.refresh_from_db()
+    assert (call.status, call.provider_call_id) == (CallStatus.IN_PROGRESS, "ck-1")

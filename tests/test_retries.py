@@ -1,0 +1,130 @@
+"""Outcome retries: when, how many, exactly once, and when they are dropped."""
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from rq.registry import ScheduledJobRegistry
+
+from calls import services
+from calls.models import Call, CallStatus
+from calls.providers.base import CallEvent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+NOW = datetime(2026, 11, 28, 15, 5, tzinfo=UTC)
+
+
+def ringing_call(make_call, **fields):
+    fields.setdefault("status", CallStatus.RINGING)
+    fields.setdefault("provider_call_id", f"ck-{fields.get('attempt', 1)}")
+    return make_call(**fields)
+
+
+def outcome(call, status):
+    with time_machine.travel(NOW, tick=False):
+        return services.call_apply_event(
+            event=CallEvent(provider_call_id=call.provider_call_id, status=status, raw={"status": status})
+        )
+
+
+@pytest.mark.parametrize("status", [CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY])
+def test_an_unanswered_call_is_retried_after_the_delay(make_call, redis_conn, caplog, status):
+    call = ringing_call(make_call)
+    with caplog.at_level(logging.INFO, logger="relevel.calls"):
+        result = outcome(call, status)
+    assert result.applied and result.retry_scheduled
+    retry = Call.objects.get(retry_of=call)
+    assert (retry.attempt, retry.status) == (2, CallStatus.QUEUED)
+    assert retry.scheduled_for == NOW + timedelta(seconds=1800)
+    registry = ScheduledJobRegistry("daily-calls", connection=redis_conn)
+    assert registry.get_job_ids() == [f"call-{retry.pk}"]
+    assert registry.get_scheduled_time(f"call-{retry.pk}") == NOW + timedelta(seconds=1800)
+    assert f"Scheduled retry 1/2 for call {call.pk} in 30 minutes" in caplog.text
+
+
+def test_a_completed_call_is_not_retried(make_call, redis_conn):
+    call = ringing_call(make_call)
+    result = outcome(call, CallStatus.COMPLETED)
+    assert result.applied and not result.retry_scheduled
+    assert Call.objects.count() == 1
+
+
+def test_the_same_outcome_delivered_twice_schedules_one_retry(make_call, redis_conn):
+    call = ringing_call(make_call)
+    first, second = outcome(call, CallStatus.NO_ANSWER), outcome(call, CallStatus.NO_ANSWER)
+    assert (first.retry_scheduled, second.retry_scheduled, second.applied) == (True, False, False)
+    assert Call.objects.filter(attempt=2).count() == 1
+    assert len(ScheduledJobRegistry("daily-calls", connection=redis_conn)) == 1
+
+
+def test_the_third_attempt_is_the_last(make_user, make_call, caplog, redis_conn):
+    user = make_user()
+    first = ringing_call(make_call, user=user, attempt=1, status=CallStatus.BUSY)
+    second = ringing_call(make_call, user=user, attempt=2, status=CallStatus.NO_ANSWER, retry_of=first)
+    third = ringing_call(make_call, user=user, attempt=3, retry_of=second)
+    with caplog.at_level(logging.INFO, logger="relevel.calls"):
+        result = outcome(third, CallStatus.FAILED)
+    assert result.applied and not result.retry_scheduled
+    assert not Call.objects.filter(attempt=4).exists()
+    assert f"Call {third.pk} - max retries (2) reached" in caplog.text
+
+
+def test_the_second_retry_logs_its_number(make_user, make_call, caplog, redis_conn):
+    user = make_user()
+    first = ringing_call(make_call, user=user, attempt=1, status=CallStatus.BUSY)
+    second = ringing_call(make_call, user=user, attempt=2, retry_of=first)
+    with caplog.at_level(logging.INFO, logger="relevel.calls"):
+        assert outcome(second, CallStatus.BUSY).retry_scheduled
+    assert f"Scheduled retry 2/2 for call {second.pk}" in caplog.text
+    assert Call.objects.get(attempt=3).retry_of == second
+
+
+def test_max_retries_follows_the_setting(settings, make_call, redis_conn):
+    settings.CALL_MAX_RETRIES = 0
+    call = ringing_call(make_call)
+    assert not outcome(call, CallStatus.BUSY).retry_scheduled
+    assert Call.objects.count() == 1
+
+
+def test_no_retry_is_scheduled_for_a_user_who_disabled_calls(make_user, make_call, redis_conn):
+    user = make_user()
+    call = ringing_call(make_call, user=user)
+    user.call_enabled = False
+    user.save()
+    assert not outcome(call, CallStatus.NO_ANSWER).retry_scheduled
+    assert Call.objects.count() == 1
+
+
+def test_a_retry_that_comes_due_after_the_user_disabled_calls_is_dropped(make_user, make_call, redis_conn):
+    user = make_user()
+    call = ringing_call(make_call, user=user)
+    outcome(call, CallStatus.NO_ANSWER)
+    retry = Call.objects.get(retry_of=call)
+    user.call_enabled = False
+    user.save()
+    assert services.call_place(call_id=retry.pk) == "canceled"
+    retry.refresh_from_db()
+    assert retry.status == CallStatus.CANCELED
+
+
+def test_a_retry_whose_job_redis_lost_is_enqueued_by_the_first_tick_after_it_is_due(make_call, redis_conn):
+    call = ringing_call(make_call)
+    outcome(call, CallStatus.NO_ANSWER)
+    retry = Call.objects.get(retry_of=call)
+    redis_conn.flushdb()
+    with time_machine.travel(NOW + timedelta(minutes=10), tick=False):
+        assert services.calls_schedule_due().reenqueued == 0  # not due yet: nothing to do
+    with time_machine.travel(NOW + timedelta(minutes=35), tick=False):
+        assert services.calls_schedule_due().reenqueued == 1
+    assert redis_conn.exists(f"rq:job:call-{retry.pk}")
+
+
+def test_a_call_left_dialing_by_a_dead_worker_is_failed_and_retried(make_call, redis_conn):
+    call = make_call(status=CallStatus.DIALING, dialed_at=NOW - timedelta(minutes=11))
+    with time_machine.travel(NOW, tick=False):
+        summary = services.calls_schedule_due()
+    call.refresh_from_db()
+    assert summary.abandoned == 1
+    assert call.status == CallStatus.FAILED and "Worker stopped while dialing" in call.error
+    assert Call.objects.filter(retry_of=call, attempt=2).exists()

@@ -1,0 +1,241 @@
+"""The scheduler tick: who is due, exactly once, missed slots, and what Redis lost."""
+
+import logging
+from datetime import UTC, date, datetime, time, timedelta
+
+import pytest
+import time_machine
+from rq import Queue
+
+from calls.models import Call, CallStatus
+from calls.services import calls_schedule_due
+from users.models import User
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+# Asia/Kolkata is UTC+5:30 with no DST: 20:30 local is 15:00 UTC.
+SLOT = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
+
+
+def at(moment):
+    return time_machine.travel(moment, tick=False)
+
+
+def tick(moment):
+    with at(moment):
+        return calls_schedule_due()
+
+
+def queued_job_ids(redis_conn):
+    return set(Queue("daily-calls", connection=redis_conn).job_ids)
+
+
+def test_a_due_user_is_claimed_once_with_a_deterministic_job(make_user, redis_conn):
+    with at(SLOT - timedelta(hours=1)):
+        user = make_user()
+    assert user.next_call_at == SLOT
+
+    first = tick(SLOT + timedelta(minutes=1))
+    second = tick(SLOT + timedelta(minutes=6))
+
+    call = Call.objects.get(user=user)
+    assert (first.due, first.claimed, first.enqueued) == (1, 1, 1)
+    assert (second.due, second.claimed) == (0, 0)
+    assert (call.status, call.attempt, call.local_date) == (CallStatus.QUEUED, 1, date(2026, 11, 28))
+    assert call.to_number == user.phone and call.agent_id == "agent-test"
+    assert queued_job_ids(redis_conn) == {f"call-{call.pk}"}
+    user.refresh_from_db()
+    assert user.next_call_at == SLOT + timedelta(days=1)
+
+
+def test_a_user_whose_slot_has_not_begun_is_not_due(make_user, redis_conn):
+    with at(SLOT - timedelta(hours=1)):
+        make_user()
+    summary = tick(SLOT - timedelta(seconds=1))
+    assert summary.due == 0 and not Call.objects.exists()
+
+
+def test_a_user_created_just_after_their_time_is_called_at_the_next_tick(make_user):
+    with at(SLOT + timedelta(minutes=1)):
+        user = make_user()
+    summary = tick(SLOT + timedelta(minutes=5))
+    assert summary.claimed == 1
+    assert Call.objects.get(user=user).local_date == date(2026, 11, 28)
+
+
+def test_a_tick_after_the_window_records_a_missed_call_and_moves_on(make_user, redis_conn):
+    with at(SLOT - timedelta(hours=1)):
+        user = make_user()
+    summary = tick(SLOT + timedelta(minutes=15))
+    call = Call.objects.get(user=user)
+    assert (summary.claimed, summary.missed) == (0, 1)
+    assert call.status == CallStatus.MISSED and "No scheduler tick ran" in call.error
+    assert queued_job_ids(redis_conn) == set()
+    user.refresh_from_db()
+    assert user.next_call_at == SLOT + timedelta(days=1)
+
+
+def test_moving_call_time_later_the_same_day_calls_at_the_new_time(make_user):
+    with at(SLOT - timedelta(hours=2)):
+        user = make_user()
+        user.call_time = time(21, 0)
+        user.save()
+    assert tick(SLOT + timedelta(minutes=1)).claimed == 0
+    assert tick(SLOT + timedelta(minutes=31)).claimed == 1
+    assert Call.objects.get(user=user).scheduled_for == SLOT + timedelta(minutes=30)
+
+
+def test_moving_call_time_later_after_being_called_does_not_call_twice(make_user):
+    with at(SLOT - timedelta(hours=2)):
+        user = make_user()
+    assert tick(SLOT + timedelta(minutes=1)).claimed == 1
+    with at(SLOT + timedelta(minutes=2)):
+        user.refresh_from_db()
+        user.call_time = time(21, 0)
+        user.save()
+    summary = tick(SLOT + timedelta(minutes=31))
+    assert summary.claimed == 0
+    assert Call.objects.filter(user=user).count() == 1
+    user.refresh_from_db()
+    assert user.next_call_at == SLOT + timedelta(days=1, minutes=30)
+
+
+def test_a_user_re_enabled_within_the_window_is_called(make_user):
+    with at(SLOT - timedelta(hours=2)):
+        user = make_user(call_enabled=False)
+    assert user.next_call_at is None
+    assert tick(SLOT + timedelta(minutes=1)).due == 0
+    with at(SLOT + timedelta(minutes=8)):
+        user.call_enabled = True
+        user.save()
+    assert tick(SLOT + timedelta(minutes=10)).claimed == 1
+
+
+def test_a_user_re_enabled_after_the_window_waits_for_tomorrow_without_a_missed_row(make_user):
+    with at(SLOT - timedelta(hours=2)):
+        user = make_user(call_enabled=False)
+    with at(SLOT + timedelta(minutes=30)):
+        user.call_enabled = True
+        user.save()
+    assert user.next_call_at == SLOT + timedelta(days=1)
+    assert tick(SLOT + timedelta(minutes=31)).due == 0
+    assert not Call.objects.exists()
+
+
+def test_users_without_phone_or_disabled_are_never_due(make_user):
+    with at(SLOT - timedelta(hours=1)):
+        no_phone = make_user(phone=None)
+        disabled = make_user(call_enabled=False)
+    assert no_phone.next_call_at is None and disabled.next_call_at is None
+    assert tick(SLOT + timedelta(minutes=1)).due == 0
+
+
+def test_a_user_disabled_behind_the_models_back_is_not_called(make_user):
+    with at(SLOT - timedelta(hours=1)):
+        user = make_user()
+    User.objects.filter(pk=user.pk).update(call_enabled=False)  # a raw UPDATE: next_call_at is stale
+    summary = tick(SLOT + timedelta(minutes=1))
+    assert summary.claimed == 0 and not Call.objects.exists()
+    user.refresh_from_db()
+    assert user.next_call_at is None
+
+
+def test_a_slot_before_local_midnight_is_picked_up_just_after_it(make_user):
+    with at(datetime(2026, 11, 28, 12, 0, tzinfo=UTC)):
+        user = make_user(local_tz="Asia/Kolkata", call_time=time(23, 58))
+    # 00:01 IST on the 29th is 18:31 UTC on the 28th.
+    summary = tick(datetime(2026, 11, 28, 18, 31, tzinfo=UTC))
+    assert summary.claimed == 1
+    assert Call.objects.get(user=user).local_date == date(2026, 11, 28)
+
+
+def test_a_call_time_in_the_autumn_fold_is_called_once(make_user):
+    """01:30 happens twice in New York on 2026-11-01; ticks every 5 minutes through both."""
+    with at(datetime(2026, 10, 31, 12, 0, tzinfo=UTC)):
+        user = make_user(local_tz="America/New_York", call_time=time(1, 30))
+    moment = datetime(2026, 11, 1, 5, 0, tzinfo=UTC)  # 01:00 EDT
+    claimed = 0
+    while moment <= datetime(2026, 11, 1, 7, 0, tzinfo=UTC):  # 02:00 EST
+        claimed += tick(moment).claimed
+        moment += timedelta(minutes=5)
+    assert claimed == 1
+    call = Call.objects.get(user=user)
+    assert call.scheduled_for == datetime(2026, 11, 1, 5, 30, tzinfo=UTC)
+    assert call.local_date == date(2026, 11, 1)
+
+
+def test_a_call_time_in_the_spring_gap_is_called_once_just_after_it(make_user):
+    with at(datetime(2026, 3, 7, 12, 0, tzinfo=UTC)):
+        user = make_user(local_tz="America/New_York", call_time=time(2, 30))
+    moment = datetime(2026, 3, 8, 6, 0, tzinfo=UTC)  # 01:00 EST
+    claimed = 0
+    while moment <= datetime(2026, 3, 8, 9, 0, tzinfo=UTC):  # 05:00 EDT
+        claimed += tick(moment).claimed
+        moment += timedelta(minutes=5)
+    assert claimed == 1
+    assert Call.objects.get(user=user).scheduled_for == datetime(2026, 3, 8, 7, 30, tzinfo=UTC)  # 03:30 EDT
+
+
+@pytest.mark.parametrize(
+    ("zone", "slot_utc"),
+    [
+        ("Asia/Kathmandu", datetime(2026, 11, 28, 14, 45, tzinfo=UTC)),
+        ("Australia/Lord_Howe", datetime(2026, 11, 28, 9, 30, tzinfo=UTC)),
+        ("America/St_Johns", datetime(2026, 11, 29, 0, 0, tzinfo=UTC)),
+        ("Pacific/Chatham", datetime(2026, 11, 28, 6, 45, tzinfo=UTC)),
+    ],
+)
+def test_odd_offset_zones_are_called_at_their_local_time(make_user, zone, slot_utc):
+    with at(slot_utc - timedelta(hours=3)):
+        user = make_user(local_tz=zone, call_time=time(20, 30))
+    assert tick(slot_utc - timedelta(minutes=1)).claimed == 0
+    assert tick(slot_utc + timedelta(minutes=2)).claimed == 1
+    assert Call.objects.get(user=user).local_date == date(2026, 11, 28)
+
+
+def test_a_claimed_call_whose_job_redis_lost_is_enqueued_again(make_user, redis_conn):
+    with at(SLOT - timedelta(hours=1)):
+        user = make_user()
+    tick(SLOT + timedelta(minutes=1))
+    redis_conn.flushdb()  # Redis restarted empty between claim and work
+    summary = tick(SLOT + timedelta(minutes=6))
+    call = Call.objects.get(user=user)
+    assert summary.reenqueued == 1
+    assert queued_job_ids(redis_conn) == {f"call-{call.pk}"}
+    # The job is there now: the next tick leaves it alone.
+    assert tick(SLOT + timedelta(minutes=11)).reenqueued == 0
+    assert Queue("daily-calls", connection=redis_conn).count == 1
+
+
+def test_claims_survive_redis_being_down_and_a_later_tick_enqueues_them(make_user, redis_conn, monkeypatch, caplog):
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from calls import queues
+
+    with at(SLOT - timedelta(hours=1)):
+        users = [make_user() for _ in range(3)]
+
+    def redis_down(*args, **kwargs):
+        raise RedisConnectionError("connection refused")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(queues, "enqueue_call_jobs", redis_down)
+        patch.setattr(queues, "existing_job_ids", redis_down)
+        with caplog.at_level(logging.ERROR, logger="relevel.calls"):
+            down = tick(SLOT + timedelta(minutes=1))
+    assert (down.claimed, down.enqueued, down.enqueue_failed) == (3, 0, 3)
+    assert "will be enqueued by a later tick" in caplog.text
+    assert Call.objects.filter(status=CallStatus.QUEUED).count() == 3
+
+    up = tick(SLOT + timedelta(minutes=6))
+    assert (up.claimed, up.reenqueued) == (0, 3)
+    expected = {f"call-{c.pk}" for c in Call.objects.filter(user__in=users)}
+    assert queued_job_ids(redis_conn) == expected
+
+
+def test_the_tick_logs_a_summary_line(make_user, caplog):
+    with at(SLOT - timedelta(hours=1)):
+        make_user()
+    with caplog.at_level(logging.INFO, logger="relevel.calls"):
+        tick(SLOT + timedelta(minutes=1))
+    assert "due=1 claimed=1 enqueued=1 missed=0" in caplog.text
