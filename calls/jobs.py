@@ -21,6 +21,11 @@ def place_call(call_id: int) -> str:
     return services.call_place(call_id=call_id, is_last_try=is_last_try)
 
 
+def place_calls(call_ids: list[int]) -> dict[str, int]:
+    """A tick's batch of first attempts, placed concurrently (see calls_place_batch)."""
+    return services.calls_place_batch(call_ids=call_ids)
+
+
 def simulator_send_webhook(payload: dict) -> int:
     """The simulator's delayed status callback to our own webhook."""
     return get_provider().send_webhook(payload)

@@ -56,6 +56,10 @@ class Call(models.Model):
     )
     status = models.CharField(max_length=16, choices=CallStatus.choices, default=CallStatus.QUEUED)
     provider = models.CharField(max_length=32, blank=True)
+    # The RQ job that first carried this call: a batch job for a tick's first attempts
+    # ("place-calls-u<user>-<date>"), blank for calls that run on their own job ("call-<pk>").
+    # Lets a later tick tell a call whose job Redis lost from one still waiting in line.
+    job_id = models.CharField(max_length=64, blank=True)
     provider_call_id = models.CharField(max_length=128, unique=True, null=True, blank=True)
     # Every raw payload exchanged with the provider, oldest first, for operators to inspect.
     provider_payloads = models.JSONField(default=list, blank=True)
@@ -90,7 +94,3 @@ class Call(models.Model):
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
 
-    @property
-    def job_id(self) -> str:
-        """The RQ job id that places this call: deterministic, so enqueueing twice is harmless."""
-        return f"call-{self.pk}"

@@ -17,6 +17,8 @@ from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.job import Job
 
+from calls.models import Call
+
 
 def calls_queue() -> Queue:
     # commit_mode="auto": we defer to on_commit ourselves, the same way for enqueue and
@@ -32,70 +34,75 @@ def _job_options() -> dict[str, Any]:
     return {"result_ttl": settings.JOB_RESULT_TTL, "failure_ttl": settings.JOB_FAILURE_TTL}
 
 
-def _place_call_retry() -> Retry:
-    # Transient provider errors: RQ runs the job again after 2 s, then 4 s (3 attempts).
-    intervals = list(settings.CALL_PLACE_RETRY_INTERVALS)
-    return Retry(max=len(intervals), interval=intervals)
+def _retry(intervals: list[int]) -> Retry | None:
+    return Retry(max=len(intervals), interval=intervals) if intervals else None
 
 
-def enqueue_call_jobs(call_ids: Iterable[int]) -> int:
-    """Enqueue place-call jobs for new calls in one Redis round trip; returns how many."""
-    from calls.jobs import place_call
+def batch_job_id(first_call: Call) -> str:
+    """A tick's batch job is named after its first call's (user, local date, attempt), which
+    no other batch can share: enqueueing the same batch twice names the same job."""
+    return f"place-calls-u{first_call.user_id}-{first_call.local_date:%Y%m%d}-a{first_call.attempt}"
+
+
+def enqueue_call_batches(batches: dict[str, list[int]]) -> int:
+    """Enqueue place-calls batch jobs {job_id: call ids} in one Redis round trip.
+
+    A batch job tries each call once; a call that meets a transient provider error goes on
+    to a job of its own (enqueue_place_call) that RQ retries with backoff.
+    """
+    from calls.jobs import place_calls
 
     queue = calls_queue()
     job_datas = [
         Queue.prepare_data(
-            place_call,
-            args=(call_id,),
-            job_id=call_job_id(call_id),
-            retry=_place_call_retry(),
+            place_calls,
+            args=(call_ids,),
+            job_id=job_id,
             timeout=settings.CALL_JOB_TIMEOUT,
             **_job_options(),
         )
-        for call_id in call_ids
+        for job_id, call_ids in batches.items()
+        if call_ids
     ]
     if not job_datas:
         return 0
     with queue.connection.pipeline() as pipe:
         queue.enqueue_many(job_datas, pipeline=pipe)
         pipe.execute()
-    return len(job_datas)
+    return sum(len(ids) for ids in batches.values())
 
 
-def schedule_call_job(call_id: int, at: datetime) -> bool:
-    """Put a call's job on RQ's scheduled registry; False if that job already exists."""
+def enqueue_place_call(
+    call_id: int, *, at: datetime | None = None, retry_intervals: list[int] | None = None
+) -> bool:
+    """Give one call a job of its own ("call-<pk>"), now or at ``at``; False if one is live.
+
+    Used for outcome retries, calls whose job Redis lost, and calls a batch could not
+    place. A finished or failed job of the same id (its result is kept for a day) is
+    replaced; a live one (queued, scheduled, started) is left alone, atomically.
+    """
     from calls.jobs import place_call
 
+    if retry_intervals is None:
+        retry_intervals = list(settings.CALL_PLACE_RETRY_INTERVALS)
+    queue = calls_queue()
+    job_id = call_job_id(call_id)
+    if job_id not in live_job_ids([job_id]):
+        existing = queue.fetch_job(job_id)
+        if existing is not None:
+            existing.delete()
+    options = dict(
+        job_id=job_id,
+        retry=_retry(retry_intervals),
+        job_timeout=settings.CALL_JOB_TIMEOUT,
+        unique=True,
+        **_job_options(),
+    )
     try:
-        calls_queue().enqueue_at(
-            at,
-            place_call,
-            call_id,
-            job_id=call_job_id(call_id),
-            retry=_place_call_retry(),
-            job_timeout=settings.CALL_JOB_TIMEOUT,
-            unique=True,
-            **_job_options(),
-        )
-    except DuplicateJobError:
-        return False
-    return True
-
-
-def enqueue_call_job_unique(call_id: int) -> bool:
-    """Enqueue one call's job now unless a job with its id exists; True if enqueued."""
-    from calls.jobs import place_call
-
-    try:
-        calls_queue().enqueue(
-            place_call,
-            call_id,
-            job_id=call_job_id(call_id),
-            retry=_place_call_retry(),
-            job_timeout=settings.CALL_JOB_TIMEOUT,
-            unique=True,
-            **_job_options(),
-        )
+        if at is None:
+            queue.enqueue(place_call, call_id, **options)
+        else:
+            queue.enqueue_at(at, place_call, call_id, **options)
     except DuplicateJobError:
         return False
     return True
@@ -117,13 +124,18 @@ def enqueue_tick() -> Job:
     return calls_queue().enqueue(schedule_calls, **_job_options())
 
 
-def existing_job_ids(job_ids: list[str]) -> set[str]:
-    """Which of these jobs Redis still holds, in one round trip."""
+# A job in one of these states will still run; any other (finished, failed, stopped,
+# canceled, or gone) will not.
+LIVE_JOB_STATUSES = {b"queued", b"scheduled", b"started", b"deferred"}
+
+
+def live_job_ids(job_ids: list[str]) -> set[str]:
+    """Which of these jobs will still run, in one Redis round trip."""
     if not job_ids:
         return set()
     connection = calls_queue().connection
     with connection.pipeline(transaction=False) as pipe:
         for job_id in job_ids:
-            pipe.exists(Job.key_for(job_id))
-        found = pipe.execute()
-    return {job_id for job_id, exists in zip(job_ids, found) if exists}
+            pipe.hget(Job.key_for(job_id), "status")
+        statuses = pipe.execute()
+    return {job_id for job_id, status in zip(job_ids, statuses) if status in LIVE_JOB_STATUSES}

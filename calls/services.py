@@ -8,6 +8,10 @@ or a conditional update, and jobs are enqueued only after the claim commits.
 from __future__ import annotations
 
 import logging
+import os
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Iterable
@@ -15,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -76,8 +80,8 @@ class TickSummary:
 # --- Claiming -----------------------------------------------------------------------------
 
 
-def _insert_calls_ignoring_conflicts(calls: list[Call]) -> list[int]:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING id: the ids of the rows really inserted.
+def _insert_calls_ignoring_conflicts(calls: list[Call]) -> list[tuple[int, str]]:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id, job_id: the rows really inserted.
 
     Django's bulk_create(ignore_conflicts=True) cannot tell which rows were inserted, and
     that is exactly what decides who gets a job. PostgreSQL and SQLite (3.35+) both speak
@@ -89,7 +93,7 @@ def _insert_calls_ignoring_conflicts(calls: list[Call]) -> list[int]:
     quote = connection.ops.quote_name
     columns = ", ".join(quote(f.column) for f in fields)
     row_placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    inserted: list[int] = []
+    inserted: list[tuple[int, str]] = []
     with connection.cursor() as cursor:
         for start in range(0, len(calls), INSERT_CHUNK):
             chunk = calls[start : start + INSERT_CHUNK]
@@ -100,10 +104,10 @@ def _insert_calls_ignoring_conflicts(calls: list[Call]) -> list[int]:
                 f"INSERT INTO {quote(Call._meta.db_table)} ({columns}) "
                 f"VALUES {', '.join([row_placeholder] * len(chunk))} "
                 f"ON CONFLICT ({quote('user_id')}, {quote('local_date')}, {quote('attempt')}) "
-                f"DO NOTHING RETURNING {quote('id')}",
+                f"DO NOTHING RETURNING {quote('id')}, {quote('job_id')}",
                 params,
             )
-            inserted.extend(row[0] for row in cursor.fetchall())
+            inserted.extend((row[0], row[1]) for row in cursor.fetchall())
     return inserted
 
 
@@ -153,10 +157,19 @@ def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) 
             user.next_call_at = next_open_slot(
                 call_time=user.call_time, tz=tz, now=now, window=window, after=local_date
             )
-        claimed_ids = _insert_calls_ignoring_conflicts(first_attempts)
+        batch_size = settings.CALL_BATCH_SIZE
+        for start in range(0, len(first_attempts), batch_size):
+            batch = first_attempts[start : start + batch_size]
+            for call in batch:
+                call.job_id = queues.batch_job_id(batch[0])
+        claimed = _insert_calls_ignoring_conflicts(first_attempts)
         missed_ids = _insert_calls_ignoring_conflicts(missed)
         User.objects.bulk_update(users, ["next_call_at"])
-        queues.on_commit(lambda: _enqueue_claimed(claimed_ids, summary))
+        batches: dict[str, list[int]] = {}
+        for call_id, job_id in claimed:
+            batches.setdefault(job_id, []).append(call_id)
+        queues.on_commit(lambda: _enqueue_claimed(batches, summary))
+        claimed_ids = [call_id for call_id, _ in claimed]
 
     summary.due += len(users)
     summary.claimed += len(claimed_ids)
@@ -169,16 +182,17 @@ def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) 
     return len(users)
 
 
-def _enqueue_claimed(call_ids: list[int], summary: TickSummary) -> None:
+def _enqueue_claimed(batches: dict[str, list[int]], summary: TickSummary) -> None:
     """Runs after the claim commits. If Redis is down the claims stand, and a later tick
-    finds these queued calls without a job and enqueues them (calls_reenqueue_stranded)."""
+    finds these queued calls without a live job and enqueues them (calls_reenqueue_stranded)."""
     try:
-        summary.enqueued += queues.enqueue_call_jobs(call_ids)
+        summary.enqueued += queues.enqueue_call_batches(batches)
     except RedisError as exc:
-        summary.enqueue_failed += len(call_ids)
+        count = sum(len(ids) for ids in batches.values())
+        summary.enqueue_failed += count
         logger.error(
             "Redis unreachable (%s): %s claimed calls will be enqueued by a later tick",
-            type(exc).__name__, len(call_ids),
+            type(exc).__name__, count,
         )
 
 
@@ -203,25 +217,26 @@ def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
 
 
 def calls_reenqueue_stranded(*, now: datetime, limit: int = 10_000) -> int:
-    """Enqueue again the queued calls whose job Redis lost (down during the claim, flushed).
+    """Enqueue again the queued calls whose job will never run: Redis was down during the
+    claim or lost its data, or the batch job carrying the call died before reaching it.
 
-    A job that is still waiting in Redis (a long backlog) is left alone: the check is per
-    job id, and the enqueue itself is unique, so a race with a worker is harmless too.
+    A call is left alone while its batch job or its own job is still live (a long backlog),
+    and the enqueue itself is unique, so a race with a worker is harmless too.
     """
     before = now - timedelta(seconds=settings.CALL_STRANDED_AFTER_SECONDS)
-    candidates = list(
-        selectors.calls_queued_before(before=before).values_list("id", "scheduled_for")[:limit]
-    )
+    candidates = list(selectors.calls_queued_before(before=before).values_list("id", "job_id")[:limit])
     if not candidates:
         return 0
-    present = queues.existing_job_ids([queues.call_job_id(call_id) for call_id, _ in candidates])
+    job_ids = {queues.call_job_id(call_id) for call_id, _ in candidates}
+    job_ids.update(job_id for _, job_id in candidates if job_id)
+    live = queues.live_job_ids(sorted(job_ids))
     reenqueued = 0
-    for call_id, _ in candidates:
-        if queues.call_job_id(call_id) in present:
+    for call_id, job_id in candidates:
+        if job_id in live or queues.call_job_id(call_id) in live:
             continue
-        if queues.enqueue_call_job_unique(call_id):
+        if queues.enqueue_place_call(call_id):
             reenqueued += 1
-            logger.warning("Call %s was queued without a job in Redis: enqueued again", call_id)
+            logger.warning("Call %s was queued without a live job in Redis: enqueued again", call_id)
     return reenqueued
 
 
@@ -350,6 +365,74 @@ def call_place(*, call_id: int, is_last_try: bool = True) -> str:
     return "placed"
 
 
+_pool: ThreadPoolExecutor | None = None
+_pool_pid: int | None = None
+_pool_lock = threading.Lock()
+
+
+def placement_threads_per_process() -> int:
+    """This worker process's share of PROVIDER_MAX_CONCURRENCY (at least one)."""
+    return max(1, settings.PROVIDER_MAX_CONCURRENCY // settings.QUEUE_CONCURRENCY)
+
+
+def _placement_pool() -> ThreadPoolExecutor:
+    # One pool per process, kept across jobs so that its threads keep their database
+    # connections and the provider's keep-alive connections. Rebuilt after a fork.
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool = ThreadPoolExecutor(
+                max_workers=placement_threads_per_process(), thread_name_prefix="place-call"
+            )
+            _pool_pid = os.getpid()
+        return _pool
+
+
+def reset_placement_pool() -> None:
+    """Drop this process's pool so the next batch sizes a new one from settings (tests)."""
+    global _pool
+    with _pool_lock:
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+        _pool = None
+
+
+def _place_one_in_batch(call_id: int, is_last_try: bool) -> str:
+    try:
+        return call_place(call_id=call_id, is_last_try=is_last_try)
+    except ProviderTransientError:
+        return "transient"
+    except Exception:  # noqa: BLE001 - one bad call must not sink the batch
+        # The call stays queued (re-enqueued by a tick) or dialing (failed by a tick).
+        logger.exception("Call %s: unexpected error while placing it", call_id)
+        return "error"
+    finally:
+        # Each placement is this thread's "request": as Django does around a request, drop
+        # the connection if it is broken or older than CONN_MAX_AGE (0 closes it every time).
+        close_old_connections()
+
+
+def calls_place_batch(*, call_ids: list[int]) -> dict[str, int]:
+    """Place a tick's batch of calls concurrently, each exactly as call_place does alone.
+
+    Each call gets its first try here. One that meets a transient provider error moves to a
+    job of its own that RQ retries with the same backoff a lone call gets (2 s, then 4 s), so
+    per-call states, errors and retries are the engine's, whatever the batch size.
+    """
+    intervals = list(settings.CALL_PLACE_RETRY_INTERVALS)
+    is_last_try = not intervals
+    outcomes = list(_placement_pool().map(lambda pk: _place_one_in_batch(pk, is_last_try), call_ids))
+    now = timezone.now()
+    for call_id, outcome in zip(call_ids, outcomes):
+        if outcome == "transient":
+            first_delay, later = intervals[0], intervals[1:]
+            at = now + timedelta(seconds=first_delay) if first_delay else None
+            queues.enqueue_place_call(call_id, at=at, retry_intervals=later)
+    counts = dict(Counter(outcomes))
+    logger.info("Placed a batch of %s calls: %s", len(call_ids), counts)
+    return counts
+
+
 def _record_dial_failure(*, call_id: int, error: str, schedule_retry: bool) -> None:
     now = timezone.now()
     with transaction.atomic():
@@ -451,7 +534,7 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
     inserted = _insert_calls_ignoring_conflicts([retry])
     if not inserted:
         return False
-    retry_id, due = inserted[0], retry.scheduled_for
+    (retry_id, _), due = inserted[0], retry.scheduled_for
     queues.on_commit(lambda: _schedule_retry_job(retry_id, due))
     logger.info(
         "Scheduled retry %s/%s for call %s in %s", call.attempt, max_retries, call.pk, _humanize_delay(delay)
@@ -461,7 +544,7 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
 
 def _schedule_retry_job(call_id: int, due: datetime) -> None:
     try:
-        queues.schedule_call_job(call_id, due)
+        queues.enqueue_place_call(call_id, at=due)
     except RedisError as exc:
         # The retry row is committed and queued; the first tick after it is due finds it
         # without a job and enqueues it.

@@ -71,7 +71,10 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=0))
+# Persistent connections (seconds): workers place calls on long-lived threads, each with its
+# own connection, so reconnecting for every call would cost more than the call's queries.
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "users.User"
 
@@ -177,3 +180,14 @@ CALL_JOB_TIMEOUT = env.int("CALL_JOB_TIMEOUT", default=120)
 CALL_STRANDED_AFTER_SECONDS = env.int("CALL_STRANDED_AFTER_SECONDS", default=120)
 # A call left in "dialing" this long (its worker died mid-request) is failed and retried.
 CALL_DIALING_TIMEOUT_SECONDS = env.int("CALL_DIALING_TIMEOUT_SECONDS", default=600)
+# First attempts are placed in batch jobs of this many calls, each batch on a thread pool:
+# RQ runs one job per process, and a provider answers in ~200 ms, so one call per job would
+# leave a worker idle waiting on the network.
+CALL_BATCH_SIZE = env.int("CALL_BATCH_SIZE", default=50)
+# Calls in flight at once to the provider, in total across the QUEUE_CONCURRENCY worker
+# processes (each process gets an equal share of at least one).
+PROVIDER_MAX_CONCURRENCY = env.int("PROVIDER_MAX_CONCURRENCY", default=100)
+if CALL_BATCH_SIZE < 1 or PROVIDER_MAX_CONCURRENCY < 1 or QUEUE_CONCURRENCY < 1:
+    raise ImproperlyConfigured(
+        "CALL_BATCH_SIZE, PROVIDER_MAX_CONCURRENCY and QUEUE_CONCURRENCY must be at least 1"
+    )

@@ -17,4 +17,8 @@ os.environ.setdefault("CALL_PLACE_RETRY_INTERVALS", "0,0")
 
 from .settings import *  # noqa: E402,F403
 
+# Close connections after each request/placement, so that worker threads in tests leave
+# no session open on the test database when it is dropped.
+DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

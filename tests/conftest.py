@@ -9,6 +9,7 @@ from django.conf import settings
 
 from calls.models import Call, CallStatus
 from calls.providers import reset_provider_cache
+from calls.services import reset_placement_pool
 from tests.fakes import FakeCallKaro
 
 _numbers = itertools.count(1)
@@ -28,6 +29,7 @@ def fresh_provider():
     reset_provider_cache()
     yield
     reset_provider_cache()
+    reset_placement_pool()
 
 
 @pytest.fixture

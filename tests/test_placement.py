@@ -139,3 +139,28 @@ def test_a_webhook_that_beats_the_placement_answer_is_not_moved_back(fake_callka
     assert services.call_place(call_id=call.pk) == "placed"
     call.refresh_from_db()
     assert (call.status, call.provider_call_id) == (CallStatus.IN_PROGRESS, "ck-1")
+
+
+def test_a_batch_places_each_call_and_hands_transient_failures_to_jobs_of_their_own(
+    fake_callkaro, make_call, settings, redis_conn
+):
+    settings.CALL_PLACE_RETRY_INTERVALS = [2, 4]
+    fake_callkaro.respond_with(
+        (200, {"status": "success", "message": "ok", "call_id": "ck-a"}),
+        (500, {"status": "error", "message": "upstream down"}),
+        (400, {"status": "error", "message": "Invalid phone number"}),
+    )
+    settings.PROVIDER_MAX_CONCURRENCY = settings.QUEUE_CONCURRENCY  # one thread: answers in order
+    services.reset_placement_pool()
+    calls = [make_call(), make_call(), make_call()]
+
+    counts = services.calls_place_batch(call_ids=[c.pk for c in calls])
+
+    assert counts == {"placed": 1, "transient": 1, "failed": 1}
+    statuses = [Call.objects.get(pk=c.pk).status for c in calls]
+    assert statuses == [CallStatus.RINGING, CallStatus.QUEUED, CallStatus.FAILED]
+    # The transient one waits 2 s in RQ's scheduled registry, with one RQ retry (4 s) left.
+    registry = ScheduledJobRegistry("daily-calls", connection=redis_conn)
+    assert registry.get_job_ids() == [f"call-{calls[1].pk}"]
+    job = services.queues.calls_queue().fetch_job(f"call-{calls[1].pk}")
+    assert (job.retries_left, job.retry_intervals) == (1, [4])

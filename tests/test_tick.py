@@ -30,6 +30,14 @@ def queued_job_ids(redis_conn):
     return set(Queue("daily-calls", connection=redis_conn).job_ids)
 
 
+def queued_call_ids(redis_conn):
+    """The call ids that the queued jobs carry, whether batch jobs or jobs of their own."""
+    ids = []
+    for job in Queue("daily-calls", connection=redis_conn).jobs:
+        ids.extend(job.args[0] if isinstance(job.args[0], list) else [job.args[0]])
+    return sorted(ids)
+
+
 def test_a_due_user_is_claimed_once_with_a_deterministic_job(make_user, redis_conn):
     with at(SLOT - timedelta(hours=1)):
         user = make_user()
@@ -43,7 +51,10 @@ def test_a_due_user_is_claimed_once_with_a_deterministic_job(make_user, redis_co
     assert (second.due, second.claimed) == (0, 0)
     assert (call.status, call.attempt, call.local_date) == (CallStatus.QUEUED, 1, date(2026, 11, 28))
     assert call.to_number == user.phone and call.agent_id == "agent-test"
-    assert queued_job_ids(redis_conn) == {f"call-{call.pk}"}
+    # The tick's first attempts travel in batch jobs named after their first call.
+    assert queued_job_ids(redis_conn) == {f"place-calls-u{user.pk}-20261128-a1"}
+    assert queued_call_ids(redis_conn) == [call.pk]
+    assert call.job_id == f"place-calls-u{user.pk}-20261128-a1"
     user.refresh_from_db()
     assert user.next_call_at == SLOT + timedelta(days=1)
 
@@ -201,7 +212,7 @@ def test_a_claimed_call_whose_job_redis_lost_is_enqueued_again(make_user, redis_
     summary = tick(SLOT + timedelta(minutes=6))
     call = Call.objects.get(user=user)
     assert summary.reenqueued == 1
-    assert queued_job_ids(redis_conn) == {f"call-{call.pk}"}
+    assert queued_job_ids(redis_conn) == {f"call-{call.pk}"}  # a job of its own now
     # The job is there now: the next tick leaves it alone.
     assert tick(SLOT + timedelta(minutes=11)).reenqueued == 0
     assert Queue("daily-calls", connection=redis_conn).count == 1
@@ -219,8 +230,8 @@ def test_claims_survive_redis_being_down_and_a_later_tick_enqueues_them(make_use
         raise RedisConnectionError("connection refused")
 
     with monkeypatch.context() as patch:
-        patch.setattr(queues, "enqueue_call_jobs", redis_down)
-        patch.setattr(queues, "existing_job_ids", redis_down)
+        patch.setattr(queues, "enqueue_call_batches", redis_down)
+        patch.setattr(queues, "live_job_ids", redis_down)
         with caplog.at_level(logging.ERROR, logger="relevel.calls"):
             down = tick(SLOT + timedelta(minutes=1))
     assert (down.claimed, down.enqueued, down.enqueue_failed) == (3, 0, 3)
@@ -231,6 +242,31 @@ def test_claims_survive_redis_being_down_and_a_later_tick_enqueues_them(make_use
     assert (up.claimed, up.reenqueued) == (0, 3)
     expected = {f"call-{c.pk}" for c in Call.objects.filter(user__in=users)}
     assert queued_job_ids(redis_conn) == expected
+
+
+def test_a_call_in_a_batch_job_that_died_is_enqueued_again(make_user, redis_conn):
+    from rq.job import JobStatus
+
+    with at(SLOT - timedelta(hours=1)):
+        users = [make_user() for _ in range(2)]
+    tick(SLOT + timedelta(minutes=1))
+    [batch] = Queue("daily-calls", connection=redis_conn).jobs
+    assert tick(SLOT + timedelta(minutes=6)).reenqueued == 0  # still waiting in line: left alone
+    batch.set_status(JobStatus.FAILED)  # its worker died before reaching the calls
+    summary = tick(SLOT + timedelta(minutes=11))
+    assert summary.reenqueued == 2
+    assert {f"call-{c.pk}" for c in Call.objects.filter(user__in=users)} <= queued_job_ids(redis_conn)
+
+
+def test_first_attempts_are_split_into_batches_of_the_configured_size(make_user, redis_conn, settings):
+    settings.CALL_BATCH_SIZE = 2
+    with at(SLOT - timedelta(hours=1)):
+        for _ in range(5):
+            make_user()
+    tick(SLOT + timedelta(minutes=1))
+    jobs = Queue("daily-calls", connection=redis_conn).jobs
+    assert sorted(len(job.args[0]) for job in jobs) == [1, 2, 2]
+    assert queued_call_ids(redis_conn) == sorted(Call.objects.values_list("id", flat=True))
 
 
 def test_the_tick_logs_a_summary_line(make_user, caplog):

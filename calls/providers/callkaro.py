@@ -107,12 +107,15 @@ class CallKaroProvider(CallKaroWebhooks):
 
     @classmethod
     def from_settings(cls) -> CallKaroProvider:
+        from calls.services import placement_threads_per_process
+
         return cls(
             base_url=settings.CALLKARO_BASE_URL,
             api_key=settings.CALLKARO_API_KEY,
             webhook_secret=settings.CALLKARO_WEBHOOK_SECRET,
             connect_timeout=settings.CALLKARO_CONNECT_TIMEOUT,
             read_timeout=settings.CALLKARO_READ_TIMEOUT,
+            pool_size=placement_threads_per_process(),
         )
 
     def place_call(self, request: PlaceCallRequest) -> PlacedCall:

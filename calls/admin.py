@@ -1,0 +1,232 @@
+"""Calls in the admin: a read-only record of every attempt, for operators to inspect."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.conf import settings
+from django.contrib import admin
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
+
+from . import selectors
+from .models import Call, CallStatus
+from .services import mask_phone
+
+# One colour per outcome family, readable on the admin's light and dark themes alike
+# (white text on a mid-tone background).
+STATUS_COLOURS = {
+    CallStatus.QUEUED: "#64748b",
+    CallStatus.DIALING: "#2563eb",
+    CallStatus.RINGING: "#2563eb",
+    CallStatus.IN_PROGRESS: "#0e7490",
+    CallStatus.COMPLETED: "#15803d",
+    CallStatus.NO_ANSWER: "#b45309",
+    CallStatus.BUSY: "#b45309",
+    CallStatus.FAILED: "#b91c1c",
+    CallStatus.MISSED: "#7e22ce",
+    CallStatus.CANCELED: "#525252",
+}
+_BADGE_STYLE = (
+    "display:inline-block;padding:1px 8px;border-radius:9px;color:#fff;"
+    "font-size:0.85em;font-weight:600;white-space:nowrap;background:{}"
+)
+
+
+def status_badge(status: str | None) -> SafeString | str:
+    """A call status as a coloured pill; "-" when there is none (a user never called)."""
+    if not status:
+        return "-"
+    try:
+        label = CallStatus(status).label
+    except ValueError:  # a status this code no longer knows: show it as it is stored
+        label = status
+    colour = STATUS_COLOURS.get(status, "#525252")
+    return format_html('<span class="call-status" style="{}">{}</span>', _BADGE_STYLE.format(colour), label)
+
+
+def local_wall_clock(value, tz_name: str) -> str:
+    """A UTC instant as the user's wall-clock time, e.g. "2026-11-28 20:30 IST"."""
+    try:
+        tz = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ""
+    return f"{value.astimezone(tz):%Y-%m-%d %H:%M %Z}"
+
+
+class ProviderFilter(admin.SimpleListFilter):
+    # The configured providers rather than SELECT DISTINCT over every call ever placed.
+    title = "provider"
+    parameter_name = "provider"
+
+    def lookups(self, request, model_admin):
+        return [(name, name) for name in settings.CALL_PROVIDERS]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(provider=self.value())
+        return queryset
+
+
+class AttemptFilter(admin.SimpleListFilter):
+    title = "attempt"
+    parameter_name = "attempt"
+
+    def lookups(self, request, model_admin):
+        return [("first", "First attempt"), ("retry", "Retries")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "first":
+            return queryset.filter(attempt=1)
+        if self.value() == "retry":
+            return queryset.filter(attempt__gt=1)
+        return queryset
+
+
+@admin.register(Call)
+class CallAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "user_link",
+        "masked_to_number",
+        "attempt",
+        "status_display",
+        "local_date",
+        "scheduled_for",
+        "last_status_at",
+        "completed_at",
+        "provider",
+    )
+    list_display_links = ("id",)
+    list_filter = ("status", ProviderFilter, AttemptFilter)
+    date_hierarchy = "local_date"
+    search_fields = ("to_number", "provider_call_id", "user__name", "user__username", "user__phone")
+    list_select_related = ("user",)
+    ordering = ("-id",)
+    # The calls table grows every day: skip the unfiltered COUNT(*) on filtered pages.
+    show_full_result_count = False
+    fieldsets = (
+        (
+            None,
+            {"fields": ("user_link", "to_number", "attempt", "status_display", "local_date", "retry_chain")},
+        ),
+        (
+            "Timing (UTC)",
+            {
+                "fields": (
+                    "scheduled_for",
+                    "scheduled_for_local",
+                    "created_at",
+                    "dialed_at",
+                    "last_status_at",
+                    "completed_at",
+                    "duration_seconds",
+                )
+            },
+        ),
+        ("Outcome", {"fields": ("error", "transcript", "recording")}),
+        ("Provider", {"fields": ("provider", "provider_call_id", "agent_id", "payloads")}),
+    )
+    readonly_fields = (
+        "user_link",
+        "to_number",
+        "attempt",
+        "status_display",
+        "local_date",
+        "retry_chain",
+        "scheduled_for",
+        "scheduled_for_local",
+        "created_at",
+        "dialed_at",
+        "last_status_at",
+        "completed_at",
+        "duration_seconds",
+        "error",
+        "transcript",
+        "recording",
+        "provider",
+        "provider_call_id",
+        "agent_id",
+        "payloads",
+    )
+
+    # Calls are written only by the scheduler, the workers and the webhook: the admin is a
+    # window onto them. Deleting stays possible for superusers (test data, GDPR requests).
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Call | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Call | None = None) -> bool:
+        return request.user.is_superuser
+
+    @admin.display(description="user", ordering="user__name")
+    def user_link(self, obj: Call) -> str:
+        url = reverse("admin:users_user_change", args=[obj.user_id])
+        return format_html('<a href="{}">{}</a>', url, obj.user)
+
+    @admin.display(description="to", ordering="to_number")
+    def masked_to_number(self, obj: Call) -> str:
+        return mask_phone(obj.to_number)
+
+    @admin.display(description="status", ordering="status")
+    def status_display(self, obj: Call) -> str:
+        return status_badge(obj.status)
+
+    @admin.display(description="scheduled for (user's local time)")
+    def scheduled_for_local(self, obj: Call) -> str:
+        return local_wall_clock(obj.scheduled_for, obj.user.local_tz) or "-"
+
+    @admin.display(description="recording")
+    def recording(self, obj: Call) -> str:
+        url = obj.recording_url
+        # The URL comes from a provider payload: only http(s) becomes a link or a player.
+        if not url or urlsplit(url).scheme not in ("http", "https"):
+            return url or "-"
+        return format_html(
+            '<audio controls preload="none" src="{}"></audio><br>'
+            '<a href="{}" target="_blank" rel="noopener noreferrer">{}</a>',
+            url,
+            url,
+            url,
+        )
+
+    @admin.display(description="provider payloads (oldest first)")
+    def payloads(self, obj: Call) -> str:
+        if not obj.provider_payloads:
+            return "-"
+        # Sorted keys: PostgreSQL's jsonb does not keep the provider's key order anyway, and
+        # the same payload then reads the same on every database.
+        text = json.dumps(obj.provider_payloads, indent=2, sort_keys=True, ensure_ascii=False, default=str)
+        return format_html(
+            '<pre style="white-space:pre-wrap;max-height:40em;overflow:auto;margin:0">{}</pre>', text
+        )
+
+    @admin.display(description="retry chain (same user and local day)")
+    def retry_chain(self, obj: Call) -> str:
+        rows = []
+        for attempt in selectors.call_retry_chain(call=obj):
+            label = f"Call {attempt.pk} · attempt {attempt.attempt}"
+            when = f"{attempt.scheduled_for:%Y-%m-%d %H:%M} UTC"
+            if attempt.pk == obj.pk:
+                rows.append(
+                    (
+                        format_html("<strong>{} (this call)</strong>", label),
+                        status_badge(attempt.status),
+                        when,
+                    )
+                )
+            else:
+                url = reverse("admin:calls_call_change", args=[attempt.pk])
+                rows.append(
+                    (format_html('<a href="{}">{}</a>', url, label), status_badge(attempt.status), when)
+                )
+        return format_html(
+            '<ol class="retry-chain" style="margin:0;padding-left:1.5em">{}</ol>',
+            format_html_join("", "<li>{} {} <span class='quiet'>scheduled {}</span></li>", rows),
+        )

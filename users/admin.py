@@ -1,0 +1,159 @@
+"""Users in the admin: who is called, when, and how their last call went."""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from django.contrib import admin, messages
+from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
+
+from calls.admin import local_wall_clock, status_badge
+from calls.models import Call
+from calls.services import mask_phone, users_set_call_enabled
+
+from .forms import UserAdminChangeForm, UserAdminCreationForm
+from .models import User
+
+RECENT_CALLS_SHOWN = 10
+
+
+def _latest_call(field: str) -> Subquery:
+    # (user, local_date, attempt) is the unique constraint's index: one index probe per row.
+    return Subquery(
+        Call.objects.filter(user=OuterRef("pk")).order_by("-local_date", "-attempt").values(field)[:1]
+    )
+
+
+@admin.register(User)
+class UserAdmin(BaseUserAdmin):
+    form = UserAdminChangeForm
+    add_form = UserAdminCreationForm
+    add_form_template = "admin/users/user/add_form.html"
+
+    list_display = (
+        "username",
+        "name",
+        "masked_phone",
+        "local_tz",
+        "call_time",
+        "call_enabled",
+        "next_call",
+        "last_call",
+    )
+    list_display_links = ("username",)
+    list_editable = ("call_time", "call_enabled")
+    list_filter = ("call_enabled", "local_tz", "is_staff", "is_active")
+    search_fields = ("name", "phone", "email", "username")
+    actions = ("enable_calls", "disable_calls")
+
+    fieldsets = (
+        (None, {"fields": ("username", "password")}),
+        (
+            "Daily call",
+            {
+                "fields": ("phone", "local_tz", "call_enabled", "call_time", "next_call", "recent_calls"),
+                "description": "Saving recomputes the next call from these fields.",
+            },
+        ),
+        ("Personal info", {"fields": ("name", "first_name", "last_name", "email")}),
+        (
+            "Permissions",
+            {
+                "classes": ("collapse",),
+                "fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions"),
+            },
+        ),
+        ("Important dates", {"classes": ("collapse",), "fields": ("last_login", "date_joined")}),
+    )
+    add_fieldsets = (
+        (None, {"classes": ("wide",), "fields": ("username", "usable_password", "password1", "password2")}),
+        (
+            "Daily call",
+            {"classes": ("wide",), "fields": ("name", "phone", "local_tz", "call_enabled", "call_time")},
+        ),
+        ("Personal info", {"classes": ("wide",), "fields": ("email",)}),
+    )
+    readonly_fields = ("next_call", "recent_calls", "last_login", "date_joined")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(last_call_status=_latest_call("status"), last_call_id=_latest_call("id"))
+        )
+
+    # --- Columns ----------------------------------------------------------------------
+
+    @admin.display(description="phone", ordering="phone")
+    def masked_phone(self, obj: User) -> str:
+        return mask_phone(obj.phone)
+
+    @admin.display(description="next call", ordering="next_call_at")
+    def next_call(self, obj: User) -> str:
+        if obj.next_call_at is None:
+            return "-"
+        utc = f"{obj.next_call_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
+        local = local_wall_clock(obj.next_call_at, obj.local_tz)
+        if not local:
+            return utc
+        return format_html('{}<br><span class="quiet">{}</span>', local, utc)
+
+    @admin.display(description="last call", ordering="last_call_status")
+    def last_call(self, obj: User) -> str:
+        status = getattr(obj, "last_call_status", None)
+        if not status:
+            return "-"
+        url = reverse("admin:calls_call_change", args=[obj.last_call_id])
+        return format_html('<a href="{}">{}</a>', url, status_badge(status))
+
+    @admin.display(description="recent calls")
+    def recent_calls(self, obj: User) -> str:
+        if obj.pk is None:
+            return "-"
+        calls = list(obj.calls.order_by("-local_date", "-attempt")[:RECENT_CALLS_SHOWN])
+        if not calls:
+            return "No calls yet."
+        rows = format_html_join(
+            "",
+            '<li><a href="{}">{} · attempt {}</a> {}</li>',
+            (
+                (
+                    reverse("admin:calls_call_change", args=[c.pk]),
+                    c.local_date,
+                    c.attempt,
+                    status_badge(c.status),
+                )
+                for c in calls
+            ),
+        )
+        all_url = reverse("admin:calls_call_changelist") + "?" + urlencode({"user__id__exact": obj.pk})
+        return format_html(
+            '<ul style="margin:0;padding-left:1.5em">{}</ul><a href="{}">All calls of this user</a>',
+            rows,
+            all_url,
+        )
+
+    # --- Actions ----------------------------------------------------------------------
+
+    @admin.action(description="Enable calls for selected users", permissions=["change"])
+    def enable_calls(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set_call_enabled(request, queryset, enabled=True)
+
+    @admin.action(description="Disable calls for selected users", permissions=["change"])
+    def disable_calls(self, request: HttpRequest, queryset: QuerySet) -> None:
+        self._set_call_enabled(request, queryset, enabled=False)
+
+    def _set_call_enabled(self, request: HttpRequest, queryset: QuerySet, *, enabled: bool) -> None:
+        selected = queryset.count()
+        changed = users_set_call_enabled(users=queryset, enabled=enabled)
+        verb = "enabled" if enabled else "disabled"
+        unchanged = selected - changed
+        message = f"Calls {verb} for {changed} user{'s' if changed != 1 else ''}"
+        if unchanged:
+            message += f"; {unchanged} already had calls {verb}"
+        self.message_user(request, message + ".", messages.SUCCESS if changed else messages.INFO)
