@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import close_old_connections, connection, transaction
+from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -205,8 +205,17 @@ def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
     now = now or timezone.now()
     window = timedelta(minutes=settings.CALL_TIME_WINDOW_MINUTES)
     summary = TickSummary()
-    while _claim_due_batch(now=now, window=window, summary=summary) == TICK_BATCH_SIZE:
-        pass
+    try:
+        while _claim_due_batch(now=now, window=window, summary=summary) == TICK_BATCH_SIZE:
+            pass
+    except DatabaseError as exc:
+        # Batches committed so far stand (their jobs are enqueued); the failed batch rolled
+        # back whole, so the next tick simply finds its users still due.
+        logger.error(
+            "Tick at %s failed: database error (%s: %s) after %s; the next tick completes the work",
+            now.isoformat(timespec="seconds"), type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "", summary.line(),
+        )
+        raise
     summary.abandoned = calls_fail_abandoned(now=now)
     try:
         summary.reenqueued = calls_reenqueue_stranded(now=now)

