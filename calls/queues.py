@@ -8,11 +8,13 @@ a rolled-back claim never leaves a job behind. Job ids are deterministic (``call
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable
+from functools import lru_cache
+from typing import Any, Callable
 
 import django_rq
 from django.conf import settings
 from django.db import transaction
+from redis import Redis
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.job import Job
@@ -20,10 +22,19 @@ from rq.job import Job
 from calls.models import Call
 
 
+@lru_cache(maxsize=8)
+def _redis_connection(url: str) -> Redis:
+    # One connection pool per process and URL: django-rq builds a new pool on every
+    # get_queue(). Timeouts make a Redis that stops answering fail a request in seconds
+    # instead of hanging it (redis-py resets the pool by itself after a fork).
+    return Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30)
+
+
 def calls_queue() -> Queue:
     # commit_mode="auto": we defer to on_commit ourselves, the same way for enqueue and
     # enqueue_at (django-rq only defers plain enqueue).
-    return django_rq.get_queue(settings.CALLS_QUEUE, commit_mode="auto")
+    url = settings.RQ_QUEUES[settings.CALLS_QUEUE]["URL"]
+    return django_rq.get_queue(settings.CALLS_QUEUE, commit_mode="auto", connection=_redis_connection(url))
 
 
 def call_job_id(call_id: int) -> str:

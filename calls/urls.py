@@ -4,4 +4,8 @@ from . import views
 
 urlpatterns = [
     path("api/webhooks/call", views.call_webhook, name="call-webhook"),
+    path("api/queue/trigger", views.queue_trigger, name="queue-trigger"),
+    path("api/queue/status", views.queue_status, name="queue-status"),
+    path("api/admin/queues", views.admin_queues, name="admin-queues"),
+    path("api/health", views.health, name="health"),
 ]

@@ -1,49 +1,65 @@
-"""HTTP edges: parse, authenticate, call one service, answer JSON."""
+"""HTTP edges: check the request (decorators), parse, call one service, answer JSON."""
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+from typing import Any
 
 from django.conf import settings
-from django.http import JsonResponse
+from django.http import HttpRequest, JsonResponse
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from redis.exceptions import RedisError
 
-from . import services
+from . import monitoring, queues, services
+from .decorators import (
+    error_response,
+    limit_body,
+    operator_required,
+    provider_signature_required,
+    rate_limit,
+    redis_unavailable_response,
+    require_methods,
+)
 from .providers import get_provider
 from .providers.base import WebhookPayloadError
 
 logger = logging.getLogger("relevel.webhooks")
 
+WEBHOOK_MAX_BYTES = 256 * 1024
+# CallKaro's payload is two levels deep (metadata); anything far deeper is not a status report.
+WEBHOOK_MAX_DEPTH = 32
+TRIGGER_RATE_LIMIT = 5
+TRIGGER_RATE_PERIOD_SECONDS = 60
 
-def error_response(message: str, status: int) -> JsonResponse:
-    return JsonResponse({"success": False, "error": message}, status=status)
+
+class BadPayload(ValueError):
+    """A webhook body we will not store; the message is safe to return to the caller."""
+
+
+# --- Provider webhook ---------------------------------------------------------------------
 
 
 @csrf_exempt
-@require_POST
-def call_webhook(request):
-    provider = get_provider()
-    body = request.body
-    if settings.CALLKARO_WEBHOOK_SECRET:
-        if not provider.verify_webhook_signature(body=body, headers=request.headers):
-            return error_response("invalid or missing webhook signature", 401)
-    elif not settings.DEBUG:
-        return error_response("webhook secret not configured", 503)
-    else:
-        logger.warning("Accepting an unsigned webhook: CALLKARO_WEBHOOK_SECRET is not set (DEBUG)")
+@require_methods("POST")
+@limit_body(WEBHOOK_MAX_BYTES)
+@provider_signature_required
+def call_webhook(request: HttpRequest) -> JsonResponse:
+    """The provider's status callback: record the status, schedule a retry if it calls for one."""
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        return error_response("body is not valid JSON", 400)
-    try:
-        event = provider.parse_webhook(payload)
-    except WebhookPayloadError as exc:
+        payload = _decode_json(request.body)
+        event = get_provider().parse_webhook(payload)
+    except (BadPayload, WebhookPayloadError) as exc:
+        logger.warning("Webhook rejected: %s", exc)
         return error_response(str(exc), 400)
     try:
         result = services.call_apply_event(event=event)
     except services.CallNotFound as exc:
+        logger.warning("Webhook for an unknown call: %s", exc)
         return error_response(str(exc), 404)
     return JsonResponse(
         {
@@ -53,3 +69,140 @@ def call_webhook(request):
             "retry_scheduled": result.retry_scheduled,
         }
     )
+
+
+def _finite_float(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):  # 1e999: JSON allows it, PostgreSQL's jsonb does not
+        raise ValueError("number out of range")
+    return number
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _decode_json(body: bytes) -> Any:
+    """The body as JSON that the database can store, or BadPayload.
+
+    PostgreSQL refuses NUL characters and unpaired surrogates in text and jsonb, and
+    NaN/Infinity in jsonb; Python's json accepts all of them, so they are refused here
+    rather than turning into a 500 when the payload is saved.
+    """
+    try:
+        payload = json.loads(body, parse_float=_finite_float, parse_constant=_reject_constant)
+    except RecursionError:
+        raise BadPayload("JSON is nested too deeply") from None
+    except ValueError:  # also UnicodeDecodeError, and integers of more than 4300 digits
+        raise BadPayload("body is not valid JSON") from None
+    stack = [(payload, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if depth > WEBHOOK_MAX_DEPTH:
+            raise BadPayload("JSON is nested too deeply")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_text(key)
+                stack.append((item, depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1) for item in value)
+        elif isinstance(value, str):
+            _check_text(value)
+    return payload
+
+
+def _check_text(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadPayload("JSON strings must not contain unpaired surrogates") from None
+    if "\x00" in text:
+        raise BadPayload("JSON strings must not contain NUL characters")
+
+
+# --- Operator API -------------------------------------------------------------------------
+
+
+@require_methods("POST")
+@operator_required
+@rate_limit(scope="queue-trigger", limit=TRIGGER_RATE_LIMIT, period=TRIGGER_RATE_PERIOD_SECONDS)
+def queue_trigger(request: HttpRequest) -> JsonResponse:
+    """Enqueue one scheduling tick now (the tick itself is safe to run concurrently)."""
+    try:
+        job = queues.enqueue_tick()
+    except RedisError as exc:
+        return redis_unavailable_response(exc)
+    logger.info("Scheduling tick %s triggered by %s", job.id, request.operator)
+    return JsonResponse(
+        {"success": True, "jobId": job.id, "message": "Daily calls scheduler triggered successfully"},
+        status=202,
+    )
+
+
+@never_cache
+@require_methods("GET")
+@operator_required
+def queue_status(request: HttpRequest) -> JsonResponse:
+    try:
+        queue = monitoring.calls_queue_status(now=timezone.now())
+    except monitoring.RedisUnavailable as exc:
+        logger.error("Queue status: Redis unavailable: %s", exc)
+        return JsonResponse(
+            {
+                "success": False,
+                "error": f"Redis is unavailable: {exc}",
+                "queue": {"name": settings.CALLS_QUEUE, "health": "unhealthy", "reason": str(exc)},
+            },
+            status=503,
+        )
+    return JsonResponse({"success": True, "queue": queue})
+
+
+@never_cache
+@require_methods("GET")
+@operator_required
+def admin_queues(request: HttpRequest) -> JsonResponse:
+    """Every queue's counts, where the dashboard is, and the API endpoints."""
+    statuses = monitoring.all_queues_status()
+    healthy = all(status["health"] == "healthy" for status in statuses)
+    return JsonResponse(
+        {
+            "success": healthy,
+            "dashboard": reverse("django_rq:home"),
+            "queues": statuses,
+            "endpoints": [
+                {
+                    "method": "POST",
+                    "path": reverse("queue-trigger"),
+                    "description": "Enqueue a scheduling tick now",
+                },
+                {
+                    "method": "GET",
+                    "path": reverse("queue-status"),
+                    "description": "Calls queue counts and crons",
+                },
+                {"method": "GET", "path": reverse("admin-queues"), "description": "All queues (this page)"},
+                {"method": "GET", "path": reverse("health"), "description": "Database and Redis health"},
+                {
+                    "method": "POST",
+                    "path": reverse("call-webhook"),
+                    "description": "Provider status callback",
+                },
+            ],
+        },
+        status=200 if healthy else 503,
+    )
+
+
+@never_cache
+@require_methods("GET", "HEAD")
+def health(request: HttpRequest) -> JsonResponse:
+    """For load balancers: no authentication, and no reasons (they go to the log)."""
+    problems = monitoring.dependency_problems()
+    checks = {name: ("down" if name in problems else "ok") for name in ("database", "redis")}
+    if problems:
+        logger.error(
+            "Health check failed: %s", "; ".join(f"{name}: {reason}" for name, reason in problems.items())
+        )
+        return JsonResponse({"status": "unavailable", "down": sorted(problems), **checks}, status=503)
+    return JsonResponse({"status": "ok", **checks})

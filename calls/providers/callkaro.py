@@ -22,6 +22,8 @@ from .base import (
     WebhookPayloadError,
 )
 
+MAX_PROVIDER_CALL_ID = 128  # Call.provider_call_id's length
+MAX_DURATION_SECONDS = 2**31 - 1  # Call.duration_seconds is a PositiveIntegerField
 SIGNATURE_HEADERS = ("X-Callkaro-Signature", "X-Webhook-Signature")
 # Provider statuses as they arrive -> ours. "no-answer" is an alias some providers send.
 WEBHOOK_STATUSES = {
@@ -52,22 +54,30 @@ class CallKaroWebhooks:
         received = received.strip()
         if received.lower().startswith("sha256="):
             received = received[len("sha256=") :]
-        expected = sign_body(body, self.webhook_secret)
-        return hmac.compare_digest(expected, received.lower())
+        expected = sign_body(body, self.webhook_secret).encode()
+        # Bytes, not str: compare_digest refuses non-ASCII strings, and a header is input.
+        return hmac.compare_digest(expected, received.lower().encode("utf-8", "replace"))
 
     def parse_webhook(self, payload: Any) -> CallEvent:
         if not isinstance(payload, dict):
             raise WebhookPayloadError("body must be a JSON object")
         provider_call_id = payload.get("call_id")
         raw_status = payload.get("status")
-        if not provider_call_id or not isinstance(provider_call_id, (str, int)):
+        if isinstance(provider_call_id, bool) or not isinstance(provider_call_id, (str, int)):
+            provider_call_id = None
+        if not provider_call_id:
             raise WebhookPayloadError("call_id is required")
+        if len(str(provider_call_id)) > MAX_PROVIDER_CALL_ID:
+            raise WebhookPayloadError(f"call_id is longer than {MAX_PROVIDER_CALL_ID} characters")
         if not raw_status or not isinstance(raw_status, str):
             raise WebhookPayloadError("status is required")
         if raw_status not in WEBHOOK_STATUSES:
             raise WebhookPayloadError(
                 f"unknown status {raw_status[:40]!r}; expected one of {', '.join(WEBHOOK_STATUSES)}"
             )
+        duration_seconds = _as_int(payload.get("duration"))
+        if duration_seconds is not None and duration_seconds > MAX_DURATION_SECONDS:
+            raise WebhookPayloadError("duration is out of range")
         metadata = payload.get("metadata") if isinstance(payload.get("metadata"), dict) else {}
         return CallEvent(
             provider_call_id=str(provider_call_id),
@@ -75,7 +85,7 @@ class CallKaroWebhooks:
             our_call_id=_as_int(metadata.get("call_id")),
             transcript=_as_text(payload.get("transcript")),
             recording_url=_as_text(payload.get("recording_url"))[:1000],
-            duration_seconds=_as_int(payload.get("duration")),
+            duration_seconds=duration_seconds,
             error_message=_as_text(payload.get("error_message")),
             occurred_at=_as_datetime(payload.get("timestamp")),
             raw=payload,
