@@ -19,3 +19,23 @@ def check_webhook_secret(app_configs=None, **kwargs) -> list[Error]:
             id="relevel.E001",
         )
     ]
+
+
+@register()
+def check_simulator_outcomes(app_configs=None, **kwargs) -> list[Error]:
+    """A bad outcome mix would only surface at the first simulated call; say so at start-up."""
+    if settings.CALL_PROVIDER != "simulator":
+        return []
+    from calls.providers.simulator import parse_outcome_mix
+
+    try:
+        parse_outcome_mix(settings.SIMULATOR_OUTCOMES)
+    except ValueError as exc:
+        return [
+            Error(
+                f"SIMULATOR_OUTCOMES is invalid: {exc}",
+                hint="Use status:weight pairs such as completed:70,no_answer:15,busy:10,failed:5.",
+                id="relevel.E002",
+            )
+        ]
+    return []

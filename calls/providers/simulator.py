@@ -33,8 +33,10 @@ def parse_outcome_mix(spec: str) -> list[tuple[str, int]]:
     for part in spec.split(","):
         status, _, weight = part.strip().partition(":")
         if status not in TRANSCRIPTS or not weight.isdigit():
-            raise ValueError(f"bad SIMULATOR_OUTCOMES entry {part!r}")
+            raise ValueError(f"bad entry {part.strip()!r}; expected status:weight with a status of {', '.join(TRANSCRIPTS)}")
         mix.append((status, int(weight)))
+    if not any(weight for _, weight in mix):
+        raise ValueError("every weight is zero")
     return mix
 
 

@@ -1,0 +1,86 @@
+"""The simulator runs the whole loop on one machine: placed, signed webhook, outcome, retry."""
+
+import hashlib
+import hmac
+import json
+from datetime import time
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import SystemCheckError
+from django.utils import timezone
+from rq import SimpleWorker
+
+from calls import services
+from calls.models import Call, CallStatus
+from calls.providers import get_provider
+from calls.providers.simulator import parse_outcome_mix
+from calls.queues import calls_queue
+
+
+@pytest.fixture
+def simulator(settings, live_server):
+    settings.CALL_PROVIDER = "simulator"
+    settings.SIMULATOR_WEBHOOK_URL = f"{live_server.url}/api/webhooks/call"
+    settings.SIMULATOR_DELAY_SECONDS = 0
+    settings.CALL_RETRY_DELAY_SECONDS = 3600
+    return settings
+
+
+def run_worker_burst():
+    queue = calls_queue()
+    SimpleWorker([queue], connection=queue.connection).work(burst=True, with_scheduler=True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_simulated_call_is_answered_by_a_signed_webhook_and_retried(simulator, make_user):
+    simulator.SIMULATOR_OUTCOMES = "no_answer:1"
+    now = timezone.now()
+    user = make_user(local_tz="UTC", call_time=time(now.hour, now.minute))
+    services.calls_schedule_due()
+    run_worker_burst()  # places the call; the simulator schedules its webhook
+    run_worker_burst()  # delivers the webhook to our own endpoint
+
+    first = Call.objects.get(user=user, attempt=1)
+    assert first.provider_call_id.startswith("sim-")
+    assert first.status == CallStatus.NO_ANSWER
+    assert first.provider_payloads[-1]["metadata"]["call_id"] == str(first.pk)
+    retry = Call.objects.get(user=user, attempt=2)
+    assert (retry.status, retry.retry_of_id) == (CallStatus.QUEUED, first.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_completed_simulated_call_carries_a_transcript_and_recording(simulator, make_user):
+    simulator.SIMULATOR_OUTCOMES = "completed:1"
+    now = timezone.now()
+    make_user(local_tz="UTC", call_time=time(now.hour, now.minute))
+    services.calls_schedule_due()
+    run_worker_burst()
+    run_worker_burst()
+    call = Call.objects.get()
+    assert call.status == CallStatus.COMPLETED
+    assert call.transcript and call.recording_url and call.duration_seconds
+    assert not Call.objects.filter(attempt=2).exists()
+
+
+def test_the_simulator_signs_its_webhooks_like_callkaro(settings):
+    settings.CALL_PROVIDER = "simulator"
+    provider = get_provider()
+    body = json.dumps({"call_id": "sim-1", "status": "busy"}).encode()
+    signature = hmac.new(settings.CALLKARO_WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert provider.verify_webhook_signature(body=body, headers={"X-Callkaro-Signature": signature})
+    assert not provider.verify_webhook_signature(body=body + b" ", headers={"X-Callkaro-Signature": signature})
+
+
+def test_the_outcome_mix_is_parsed_and_validated():
+    assert parse_outcome_mix("completed:70, no_answer:30") == [("completed", 70), ("no_answer", 30)]
+    for bad in ("answered:5", "completed", "completed:x", "completed:0"):
+        with pytest.raises(ValueError):
+            parse_outcome_mix(bad)
+
+
+def test_a_bad_outcome_mix_fails_the_system_checks(settings):
+    settings.CALL_PROVIDER = "simulator"
+    settings.SIMULATOR_OUTCOMES = "completed:70,hangup:30"
+    with pytest.raises(SystemCheckError, match="SIMULATOR_OUTCOMES is invalid"):
+        call_command("check")
