@@ -131,28 +131,8 @@ class CallAdmin(admin.ModelAdmin):
         ("Outcome", {"fields": ("error", "transcript", "recording")}),
         ("Provider", {"fields": ("provider", "provider_call_id", "agent_id", "payloads")}),
     )
-    readonly_fields = (
-        "user_link",
-        "to_number",
-        "attempt",
-        "status_display",
-        "local_date",
-        "retry_chain",
-        "scheduled_for",
-        "scheduled_for_local",
-        "created_at",
-        "dialed_at",
-        "last_status_at",
-        "completed_at",
-        "duration_seconds",
-        "error",
-        "transcript",
-        "recording",
-        "provider",
-        "provider_call_id",
-        "agent_id",
-        "payloads",
-    )
+    # Every field shown is read-only: derived from the fieldsets so the two cannot drift.
+    readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
 
     # Calls are written only by the scheduler, the workers and the webhook: the admin is a
     # window onto them. Deleting stays possible for superusers (test data, GDPR requests).

@@ -10,6 +10,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from calls.models import Call, CallStatus
+from tests.test_user_validation import add_form_data
 from users.models import User
 
 # Asia/Kolkata is UTC+5:30 with no DST: 20:30 local on 2026-11-28 is 15:00 UTC.
@@ -224,19 +225,7 @@ def test_the_user_add_page_asks_for_the_daily_call_fields(admin_client):
 def test_adding_a_user_in_the_admin_schedules_the_first_call(admin_client):
     with at(MORNING):
         response = admin_client.post(
-            reverse("admin:users_user_add"),
-            {
-                "username": "newcomer",
-                "usable_password": "true",
-                "password1": "a-long-Passphrase-42",
-                "password2": "a-long-Passphrase-42",
-                "email": "newcomer@example.com",
-                "name": "New Comer",
-                "phone": "+91 98765-43210",
-                "local_tz": "Asia/Kolkata",
-                "call_enabled": "on",
-                "call_time": "20:30",
-            },
+            reverse("admin:users_user_add"), add_form_data(phone="+91 98765-43210")
         )
     assert response.status_code == 302
     user = User.objects.get(username="newcomer")

@@ -31,6 +31,10 @@ class PlaceCallRequest:
     agent_id: str
     name: str
 
+    def metadata(self) -> dict[str, str]:
+        """What the provider echoes back in its webhooks, so we can find our call."""
+        return {"call_id": str(self.call_id), "user_id": str(self.user_id), "name": self.name}
+
 
 @dataclass(frozen=True)
 class PlacedCall:

@@ -132,11 +132,7 @@ class CallKaroProvider(CallKaroWebhooks):
         body = {
             "to_number": request.to_number,
             "agent_id": request.agent_id,
-            "metadata": {
-                "call_id": str(request.call_id),
-                "user_id": str(request.user_id),
-                "name": request.name,
-            },
+            "metadata": request.metadata(),
         }
         try:
             response = self.session.post(self.url, json=body, timeout=self.timeout)

@@ -71,11 +71,7 @@ class SimulatorProvider(CallKaroWebhooks):
         payload = {
             "call_id": provider_call_id,
             "status": outcome,
-            "metadata": {
-                "call_id": str(request.call_id),
-                "user_id": str(request.user_id),
-                "name": request.name,
-            },
+            "metadata": request.metadata(),
             "transcript": TRANSCRIPTS[outcome],
             "recording_url": (
                 f"https://recordings.example.invalid/{provider_call_id}.mp3"
