@@ -93,4 +93,3 @@ class Call(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
-

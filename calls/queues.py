@@ -7,9 +7,10 @@ a rolled-back claim never leaves a job behind. Job ids are deterministic (``call
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 import django_rq
 from django.conf import settings
@@ -149,4 +150,4 @@ def live_job_ids(job_ids: list[str]) -> set[str]:
         for job_id in job_ids:
             pipe.hget(Job.key_for(job_id), "status")
         statuses = pipe.execute()
-    return {job_id for job_id, status in zip(job_ids, statuses) if status in LIVE_JOB_STATUSES}
+    return {job_id for job_id, status in zip(job_ids, statuses, strict=True) if status in LIVE_JOB_STATUSES}

@@ -23,9 +23,7 @@ def users_due_for_call(*, now: datetime) -> QuerySet:
 
 def calls_queued_before(*, before: datetime) -> QuerySet:
     """Queued calls that were due before ``before``: a worker should have taken them."""
-    return Call.objects.filter(status=CallStatus.QUEUED, scheduled_for__lte=before).order_by(
-        "scheduled_for"
-    )
+    return Call.objects.filter(status=CallStatus.QUEUED, scheduled_for__lte=before).order_by("scheduled_for")
 
 
 def calls_dialing_since(*, before: datetime) -> QuerySet:
@@ -43,6 +41,4 @@ def user_answered_on(*, user_id: int, local_date: date) -> bool:
 
 def call_retry_chain(*, call: Call) -> list[Call]:
     """All attempts of the same user and local day, first attempt first."""
-    return list(
-        Call.objects.filter(user_id=call.user_id, local_date=call.local_date).order_by("attempt")
-    )
+    return list(Call.objects.filter(user_id=call.user_id, local_date=call.local_date).order_by("attempt"))

@@ -11,10 +11,10 @@ import logging
 import os
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Iterable
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -176,9 +176,7 @@ def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) 
     summary.missed += len(missed_ids)
     summary.claimed_call_ids.extend(claimed_ids)
     for call in missed:
-        logger.info(
-            "Missed call for user %s on %s: %s", call.user_id, call.local_date, call.error
-        )
+        logger.info("Missed call for user %s on %s: %s", call.user_id, call.local_date, call.error)
     return len(users)
 
 
@@ -192,7 +190,8 @@ def _enqueue_claimed(batches: dict[str, list[int]], summary: TickSummary) -> Non
         summary.enqueue_failed += count
         logger.error(
             "Redis unreachable (%s): %s claimed calls will be enqueued by a later tick",
-            type(exc).__name__, count,
+            type(exc).__name__,
+            count,
         )
 
 
@@ -213,7 +212,10 @@ def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
         # back whole, so the next tick simply finds its users still due.
         logger.error(
             "Tick at %s failed: database error (%s: %s) after %s; the next tick completes the work",
-            now.isoformat(timespec="seconds"), type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc).strip() else "", summary.line(),
+            now.isoformat(timespec="seconds"),
+            type(exc).__name__,
+            str(exc).strip().splitlines()[0] if str(exc).strip() else "",
+            summary.line(),
         )
         raise
     summary.abandoned = calls_fail_abandoned(now=now)
@@ -349,11 +351,15 @@ def call_place(*, call_id: int, is_last_try: bool = True) -> str:
             )
             logger.warning(
                 "Call %s to %s: transient provider error, will try again: %s",
-                call.pk, mask_phone(call.to_number), exc,
+                call.pk,
+                mask_phone(call.to_number),
+                exc,
             )
             raise
         _record_dial_failure(call_id=call.pk, error=str(exc), schedule_retry=True)
-        logger.error("Call %s to %s failed, provider unreachable: %s", call.pk, mask_phone(call.to_number), exc)
+        logger.error(
+            "Call %s to %s failed, provider unreachable: %s", call.pk, mask_phone(call.to_number), exc
+        )
         return "failed"
 
     with transaction.atomic():
@@ -369,7 +375,10 @@ def call_place(*, call_id: int, is_last_try: bool = True) -> str:
             fields += ["status", "last_status_at"]
         call.save(update_fields=fields)
     logger.info(
-        "Call %s initiated to %s (provider call %s)", call.pk, mask_phone(call.to_number), placed.provider_call_id
+        "Call %s initiated to %s (provider call %s)",
+        call.pk,
+        mask_phone(call.to_number),
+        placed.provider_call_id,
     )
     return "placed"
 
@@ -432,7 +441,7 @@ def calls_place_batch(*, call_ids: list[int]) -> dict[str, int]:
     is_last_try = not intervals
     outcomes = list(_placement_pool().map(lambda pk: _place_one_in_batch(pk, is_last_try), call_ids))
     now = timezone.now()
-    for call_id, outcome in zip(call_ids, outcomes):
+    for call_id, outcome in zip(call_ids, outcomes, strict=True):
         if outcome == "transient":
             first_delay, later = intervals[0], intervals[1:]
             at = now + timedelta(seconds=first_delay) if first_delay else None
@@ -476,11 +485,7 @@ def call_apply_event(*, event: CallEvent) -> EventResult:
     """
     now = timezone.now()
     with transaction.atomic():
-        call = (
-            Call.objects.select_for_update()
-            .filter(provider_call_id=event.provider_call_id)
-            .first()
-        )
+        call = Call.objects.select_for_update().filter(provider_call_id=event.provider_call_id).first()
         if call is None and event.our_call_id is not None:
             call = Call.objects.select_for_update().filter(pk=event.our_call_id).first()
             if call is not None and call.provider_call_id not in (None, "", event.provider_call_id):
@@ -557,7 +562,9 @@ def _schedule_retry_job(call_id: int, due: datetime) -> None:
     except RedisError as exc:
         # The retry row is committed and queued; the first tick after it is due finds it
         # without a job and enqueues it.
-        logger.error("Redis unreachable (%s): retry call %s will be enqueued by a tick", type(exc).__name__, call_id)
+        logger.error(
+            "Redis unreachable (%s): retry call %s will be enqueued by a tick", type(exc).__name__, call_id
+        )
 
 
 # --- Users --------------------------------------------------------------------------------

@@ -1,5 +1,4 @@
 from django.contrib import admin
-from django.contrib.admin.views.decorators import staff_member_required
 from django.urls import include, path
 
 admin.site.site_header = "relevel"

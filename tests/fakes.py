@@ -41,11 +41,14 @@ class FakeCallKaro:
                     if fake.answers:
                         status, body = fake.answers[0] if len(fake.answers) == 1 else fake.answers.pop(0)
                     else:
-                        status, body = 200, {
-                            "status": "success",
-                            "message": "Call initiated successfully",
-                            "call_id": f"ck-{number}",
-                        }
+                        status, body = (
+                            200,
+                            {
+                                "status": "success",
+                                "message": "Call initiated successfully",
+                                "call_id": f"ck-{number}",
+                            },
+                        )
                 if fake.delay:
                     time.sleep(fake.delay)
                 payload = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -58,7 +61,9 @@ class FakeCallKaro:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     def respond_with(self, *answers: tuple[int, dict | bytes]) -> None:
         self.answers = list(answers)
@@ -95,9 +100,21 @@ class RedisServer:
         from relevel.embedded_redis import redis_server_binary
 
         self.process = subprocess.Popen(
-            [str(redis_server_binary()), "--bind", "127.0.0.1", "--port", str(self.port),
-             "--save", "", "--appendonly", "no", "--dir", self.dir],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                str(redis_server_binary()),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                self.dir,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while True:

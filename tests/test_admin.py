@@ -224,9 +224,7 @@ def test_the_user_add_page_asks_for_the_daily_call_fields(admin_client):
 
 def test_adding_a_user_in_the_admin_schedules_the_first_call(admin_client):
     with at(MORNING):
-        response = admin_client.post(
-            reverse("admin:users_user_add"), add_form_data(phone="+91 98765-43210")
-        )
+        response = admin_client.post(reverse("admin:users_user_add"), add_form_data(phone="+91 98765-43210"))
     assert response.status_code == 302
     user = User.objects.get(username="newcomer")
     assert user.phone == "+919876543210"  # separators a person pasted are dropped

@@ -14,13 +14,13 @@ import subprocess
 import sys
 import threading
 import time as wall
-from datetime import UTC, datetime, time, timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 
 import pytest
 import redis
 from django.conf import settings as django_settings
-from django.db import connection, connections
+from django.db import DatabaseError, connection, connections
 from django.utils import timezone
 from rq import Queue, SimpleWorker
 
@@ -67,7 +67,9 @@ def child_env(**extra: str) -> dict[str, str]:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "relevel.settings_test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}",
+        "DATABASE_URL": (
+            f"postgres://{db['USER']}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+        ),
         "REDIS_URL": django_settings.REDIS_URL,
     }
     env.update(extra)
@@ -120,10 +122,19 @@ def test_a_worker_killed_mid_request_leaves_a_traced_failed_call_and_one_retry(
     assert services.calls_schedule_due(now=now).enqueued == 1
 
     worker = subprocess.Popen(
-        [sys.executable, "manage.py", "rqworker", "daily-calls", "--burst",
-         "--worker-class", "rq.worker.SimpleWorker"],
-        cwd=ROOT, env=child_env(CALLKARO_BASE_URL=fake_callkaro.url, CALLKARO_READ_TIMEOUT="60"),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "manage.py",
+            "rqworker",
+            "daily-calls",
+            "--burst",
+            "--worker-class",
+            "rq.worker.SimpleWorker",
+        ],
+        cwd=ROOT,
+        env=child_env(CALLKARO_BASE_URL=fake_callkaro.url, CALLKARO_READ_TIMEOUT="60"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         deadline = wall.monotonic() + 30
@@ -245,13 +256,34 @@ def test_racing_schedulers_and_manual_triggers_give_exactly_one_first_attempt(re
         queues.enqueue_tick()  # manual triggers, run by the workers below
     env = child_env()
     processes = [
-        subprocess.Popen([sys.executable, "manage.py", "schedule_calls"], cwd=ROOT, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "manage.py", "schedule_calls"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ] + [
-        subprocess.Popen([sys.executable, "manage.py", "rqworker", "daily-calls", "--burst",
-                          "--worker-class", "rq.worker.SimpleWorker", "--max-jobs", "3"],
-                         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "rqworker",
+                "daily-calls",
+                "--burst",
+                "--worker-class",
+                "rq.worker.SimpleWorker",
+                "--max-jobs",
+                "3",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(2)
     ]
     outputs = [p.communicate(timeout=120) for p in processes]
@@ -262,7 +294,11 @@ def test_racing_schedulers_and_manual_triggers_give_exactly_one_first_attempt(re
     assert sorted(claimed.values_list("user_id", flat=True)) == sorted(user_ids)
     # No call rides in two batch jobs, whether those jobs still wait or already ran...
     queue = Queue("daily-calls", connection=redis_conn)
-    job_ids = queue.get_job_ids() + queue.finished_job_registry.get_job_ids() + queue.failed_job_registry.get_job_ids()
+    job_ids = (
+        queue.get_job_ids()
+        + queue.finished_job_registry.get_job_ids()
+        + queue.failed_job_registry.get_job_ids()
+    )
     carried = [
         pk
         for job in queue.job_class.fetch_many(job_ids, connection=redis_conn)
@@ -296,7 +332,7 @@ def test_a_tick_that_loses_its_database_connection_says_so_and_the_next_tick_fin
         return real_claim(**kwargs)
 
     monkeypatch.setattr(services, "_claim_due_batch", claim_then_drop)
-    with caplog.at_level(logging.ERROR, logger="relevel.calls"), pytest.raises(Exception):
+    with caplog.at_level(logging.ERROR, logger="relevel.calls"), pytest.raises(DatabaseError):
         services.calls_schedule_due(now=now)
     assert "failed: database error" in caplog.text and "the next tick completes the work" in caplog.text
     connection.close()

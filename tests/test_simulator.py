@@ -69,7 +69,9 @@ def test_the_simulator_signs_its_webhooks_like_callkaro(settings):
     body = json.dumps({"call_id": "sim-1", "status": "busy"}).encode()
     signature = hmac.new(settings.CALLKARO_WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
     assert provider.verify_webhook_signature(body=body, headers={"X-Callkaro-Signature": signature})
-    assert not provider.verify_webhook_signature(body=body + b" ", headers={"X-Callkaro-Signature": signature})
+    assert not provider.verify_webhook_signature(
+        body=body + b" ", headers={"X-Callkaro-Signature": signature}
+    )
 
 
 def test_the_outcome_mix_is_parsed_and_validated():

@@ -55,9 +55,9 @@ def test_the_slot_is_still_open_until_the_window_closes():
     for now in (slot - timedelta(seconds=1), slot, slot + WINDOW - timedelta(seconds=1)):
         assert next_open_slot(call_time=time(20, 30), tz=tz, now=now, window=WINDOW) == slot
     # At slot + window exactly the window has closed: tomorrow's slot is next.
-    assert next_open_slot(call_time=time(20, 30), tz=tz, now=slot + WINDOW, window=WINDOW) == slot + timedelta(
-        days=1
-    )
+    assert next_open_slot(
+        call_time=time(20, 30), tz=tz, now=slot + WINDOW, window=WINDOW
+    ) == slot + timedelta(days=1)
 
 
 def test_a_slot_just_before_local_midnight_is_still_open_just_after_it():

@@ -218,7 +218,9 @@ def test_a_claimed_call_whose_job_redis_lost_is_enqueued_again(make_user, redis_
     assert Queue("daily-calls", connection=redis_conn).count == 1
 
 
-def test_claims_survive_redis_being_down_and_a_later_tick_enqueues_them(make_user, redis_conn, monkeypatch, caplog):
+def test_claims_survive_redis_being_down_and_a_later_tick_enqueues_them(
+    make_user, redis_conn, monkeypatch, caplog
+):
     from redis.exceptions import ConnectionError as RedisConnectionError
 
     from calls import queues

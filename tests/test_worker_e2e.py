@@ -83,7 +83,9 @@ def test_an_unanswered_call_is_retried_after_the_configured_delay(fake_callkaro,
     services.calls_schedule_due()
     run_worker_burst()
     first = Call.objects.get()
-    result = services.call_apply_event(event=CallEvent(provider_call_id=first.provider_call_id, status="no_answer"))
+    result = services.call_apply_event(
+        event=CallEvent(provider_call_id=first.provider_call_id, status="no_answer")
+    )
     assert result.retry_scheduled
 
     run_worker_burst()  # not due yet: the scheduler leaves it

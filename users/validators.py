@@ -15,8 +15,7 @@ def iana_time_zones() -> frozenset[str]:
 def validate_iana_time_zone(value: str) -> None:
     if value not in iana_time_zones():
         raise ValidationError(
-            "%(value)s is not an IANA time zone; use a name such as Asia/Kolkata or "
-            "America/New_York.",
+            "%(value)s is not an IANA time zone; use a name such as Asia/Kolkata or America/New_York.",
             code="invalid_time_zone",
             params={"value": value},
         )

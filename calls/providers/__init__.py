@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from django.conf import settings
 
 from .base import CallProvider
 
 
-@lru_cache(maxsize=None)
+@cache
 def _provider_named(name: str) -> CallProvider:
     if name == "callkaro":
         from .callkaro import CallKaroProvider

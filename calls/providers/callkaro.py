@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
 import requests
 from django.conf import settings
@@ -147,13 +148,9 @@ class CallKaroProvider(CallKaroWebhooks):
             data = None
         message = data.get("message") if isinstance(data, dict) else None
         if response.status_code == 429 or response.status_code >= 500:
-            raise ProviderTransientError(
-                f"CallKaro HTTP {response.status_code}: {message or 'no message'}"
-            )
+            raise ProviderTransientError(f"CallKaro HTTP {response.status_code}: {message or 'no message'}")
         if response.status_code >= 400:
-            raise ProviderPermanentError(
-                f"CallKaro HTTP {response.status_code}: {message or 'no message'}"
-            )
+            raise ProviderPermanentError(f"CallKaro HTTP {response.status_code}: {message or 'no message'}")
         provider_call_id = data.get("call_id") if isinstance(data, dict) else None
         if response.status_code != 200 or not provider_call_id:
             # A 200 we cannot read may still have dialled; a retry is the lesser evil and

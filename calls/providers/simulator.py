@@ -33,7 +33,10 @@ def parse_outcome_mix(spec: str) -> list[tuple[str, int]]:
     for part in spec.split(","):
         status, _, weight = part.strip().partition(":")
         if status not in TRANSCRIPTS or not weight.isdigit():
-            raise ValueError(f"bad entry {part.strip()!r}; expected status:weight with a status of {', '.join(TRANSCRIPTS)}")
+            raise ValueError(
+                f"bad entry {part.strip()!r}; expected status:weight, "
+                f"with a status of {', '.join(TRANSCRIPTS)}"
+            )
         mix.append((status, int(weight)))
     if not any(weight for _, weight in mix):
         raise ValueError("every weight is zero")
@@ -59,7 +62,7 @@ class SimulatorProvider(CallKaroWebhooks):
         )
 
     def pick_outcome(self) -> str:
-        statuses, weights = zip(*self.outcomes)
+        statuses, weights = zip(*self.outcomes, strict=True)
         return random.choices(statuses, weights=weights)[0]  # noqa: S311 - not security
 
     def place_call(self, request: PlaceCallRequest) -> PlacedCall:
@@ -74,9 +77,7 @@ class SimulatorProvider(CallKaroWebhooks):
             "metadata": request.metadata(),
             "transcript": TRANSCRIPTS[outcome],
             "recording_url": (
-                f"https://recordings.example.invalid/{provider_call_id}.mp3"
-                if outcome == "completed"
-                else ""
+                f"https://recordings.example.invalid/{provider_call_id}.mp3" if outcome == "completed" else ""
             ),
             "duration": random.randint(30, 240) if outcome == "completed" else 0,  # noqa: S311
             "timestamp": (timezone.now() + self.delay).isoformat(),
@@ -85,8 +86,11 @@ class SimulatorProvider(CallKaroWebhooks):
         enqueue_in(self.delay, simulator_send_webhook, payload)
         return PlacedCall(
             provider_call_id=provider_call_id,
-            raw={"status": "success", "message": "Call initiated successfully (simulated)",
-                 "call_id": provider_call_id},
+            raw={
+                "status": "success",
+                "message": "Call initiated successfully (simulated)",
+                "call_id": provider_call_id,
+            },
         )
 
     def send_webhook(self, payload: dict) -> int:

@@ -12,5 +12,8 @@ class Command(BaseCommand):
             summary = calls_schedule_due()
         except RedisError as exc:
             # The claims committed; the next tick re-enqueues their jobs.
-            raise CommandError(f"Redis is unreachable ({type(exc).__name__}); claimed calls will be enqueued by the next tick") from None
+            raise CommandError(
+                f"Redis is unreachable ({type(exc).__name__}); "
+                "claimed calls will be enqueued by the next tick"
+            ) from None
         self.stdout.write(f"schedule_calls: {summary.line()}")
