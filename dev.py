@@ -54,6 +54,27 @@ def with_redis(command: list[str]) -> list[str]:
     return [str(PYTHON), "-m", "relevel.embedded_redis", "--", *command]
 
 
+def dotenv_sets(name: str) -> bool:
+    """Whether ./.env (read by the settings too) gives ``name`` a value."""
+    path = ROOT / ".env"
+    if not path.exists():
+        return False
+    for line in path.read_text().splitlines():
+        line = line.strip().removeprefix("export ").lstrip()
+        if line.startswith(f"{name}=") or line.startswith(f"{name} ="):
+            return True
+    return False
+
+
+def run(command: list[str]) -> int:
+    """Run ``command`` in place of this process where possible, so that signals (Ctrl-C, a
+    supervisor's SIGTERM) reach it directly and it can shut its children down cleanly."""
+    sys.stdout.flush()
+    if os.name == "posix":
+        os.execv(command[0], command)
+    return subprocess.call(command)
+
+
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("start", "test"):
         print(__doc__.strip())
@@ -61,9 +82,14 @@ def main(argv: list[str]) -> int:
     os.chdir(ROOT)
     if argv[0] == "test":
         ensure_venv("requirements-dev.txt")
-        return subprocess.call(with_redis([str(PYTHON), "-m", "pytest", *argv[1:]]))
+        return run(with_redis([str(PYTHON), "-m", "pytest", *argv[1:]]))
     ensure_venv("requirements.txt")
-    return subprocess.call([str(PYTHON), "manage.py", "runall", *argv[1:]])
+    # runall reads its settings before it can change anything, so the first run's default is
+    # set here: a local demo with DEBUG on, which also makes the simulator the default
+    # provider (settings.py). A DEBUG you set, in the environment or .env, wins.
+    if "DEBUG" not in os.environ and not dotenv_sets("DEBUG"):
+        os.environ["DEBUG"] = "1"
+    return run([str(PYTHON), "manage.py", "runall", *argv[1:]])
 
 
 if __name__ == "__main__":

@@ -389,7 +389,12 @@ _pool_lock = threading.Lock()
 
 
 def placement_threads_per_process() -> int:
-    """This worker process's share of PROVIDER_MAX_CONCURRENCY (at least one)."""
+    """This worker process's share of PROVIDER_MAX_CONCURRENCY (at least one).
+
+    On SQLite, one: it has a single writer, and threads would only queue for its lock.
+    """
+    if connection.vendor == "sqlite":
+        return 1
     return max(1, settings.PROVIDER_MAX_CONCURRENCY // settings.QUEUE_CONCURRENCY)
 
 

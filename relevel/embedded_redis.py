@@ -55,6 +55,9 @@ def embedded_redis(port: int | None = None) -> Iterator[str]:
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        # Not in our process group: a Ctrl-C at the terminal must not stop Redis under a
+        # worker that is still finishing its job; we stop it ourselves, last.
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 10

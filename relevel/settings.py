@@ -11,7 +11,26 @@ from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
-env = environ.Env()
+
+
+class _Env(environ.Env):
+    """environ.Env whose bad values are configuration errors naming the variable, so every
+    process stops with one readable line (manage.py prints it) instead of a traceback."""
+
+    BOOLEAN_WORDS = {"1", "0", "true", "false", "yes", "no", "on", "off", "t", "f", "y", "n", ""}
+
+    def get_value(self, var, cast=None, default=environ.Env.NOTSET, parse_default=False):
+        if cast is bool and str(self.ENVIRON.get(var, "")).strip().lower() not in self.BOOLEAN_WORDS:
+            raise ImproperlyConfigured(f"{var} must be true or false, not {self.ENVIRON[var]!r}")
+        try:
+            return super().get_value(var, cast=cast, default=default, parse_default=parse_default)
+        except ImproperlyConfigured:
+            raise
+        except (TypeError, ValueError) as exc:
+            raise ImproperlyConfigured(f"{var} has an invalid value: {exc}") from None
+
+
+env = _Env()
 # A developer may keep local values in .env; the file is ignored by git and never required.
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
@@ -44,6 +63,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Serves the admin's and the dashboard's static files from gunicorn, without a CDN.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -75,6 +96,11 @@ DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / '
 # own connection, so reconnecting for every call would cost more than the call's queries.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # SQLite (the zero-setup default) has one writer at a time: web, worker and scheduler
+    # wait their turn for up to 20 s rather than fail with "database is locked", and take
+    # the write lock when a transaction begins, so two writers cannot deadlock on upgrade.
+    DATABASES["default"].setdefault("OPTIONS", {}).update({"timeout": 20, "transaction_mode": "IMMEDIATE"})
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "users.User"
 
@@ -92,6 +118,12 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "staticfiles"
+# In development (and tests) static files come straight from the apps, no collectstatic.
+WHITENOISE_USE_FINDERS = WHITENOISE_AUTOREFRESH = DEBUG
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
+}
 
 # --- Redis and queues -------------------------------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="redis://127.0.0.1:6379/0")

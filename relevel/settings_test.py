@@ -21,4 +21,6 @@ from .settings import *  # noqa: E402,F403
 # no session open on the test database when it is dropped.
 DATABASES["default"]["CONN_MAX_AGE"] = 0  # noqa: F405
 
+WHITENOISE_USE_FINDERS = WHITENOISE_AUTOREFRESH = True
+
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
