@@ -21,7 +21,7 @@ def build_cron_scheduler(*, logging_level: int = logging.INFO) -> DjangoCronSche
     scheduler = DjangoCronScheduler(logging_level=logging_level)
     scheduler.register(
         schedule_calls,
-        queue_name=settings.CALLS_QUEUE,
+        queue_name=settings.TICK_QUEUE,
         cron=settings.SCHEDULE_CRON,
         name=TICK_CRON_NAME,
         result_ttl=settings.JOB_RESULT_TTL,

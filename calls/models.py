@@ -57,7 +57,7 @@ class Call(models.Model):
     status = models.CharField(max_length=16, choices=CallStatus.choices, default=CallStatus.QUEUED)
     provider = models.CharField(max_length=32, blank=True)
     # The RQ job that first carried this call: a batch job for a tick's first attempts
-    # ("place-calls-u<user>-<date>"), blank for calls that run on their own job ("call-<pk>").
+    # ("place-calls-<pk of its first call>"), blank for calls on a job of their own ("call-<pk>").
     # Lets a later tick tell a call whose job Redis lost from one still waiting in line.
     job_id = models.CharField(max_length=64, blank=True)
     provider_call_id = models.CharField(max_length=128, unique=True, null=True, blank=True)

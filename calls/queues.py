@@ -20,7 +20,6 @@ from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.job import Job
 
-from calls.models import Call
 
 
 @lru_cache(maxsize=8)
@@ -31,11 +30,19 @@ def _redis_connection(url: str) -> Redis:
     return Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30)
 
 
-def calls_queue() -> Queue:
+def _queue(name: str) -> Queue:
     # commit_mode="auto": we defer to on_commit ourselves, the same way for enqueue and
     # enqueue_at (django-rq only defers plain enqueue).
-    url = settings.RQ_QUEUES[settings.CALLS_QUEUE]["URL"]
-    return django_rq.get_queue(settings.CALLS_QUEUE, commit_mode="auto", connection=_redis_connection(url))
+    url = settings.RQ_QUEUES[name]["URL"]
+    return django_rq.get_queue(name, commit_mode="auto", connection=_redis_connection(url))
+
+
+def calls_queue() -> Queue:
+    return _queue(settings.CALLS_QUEUE)
+
+
+def tick_queue() -> Queue:
+    return _queue(settings.TICK_QUEUE)
 
 
 def call_job_id(call_id: int) -> str:
@@ -50,10 +57,10 @@ def _retry(intervals: list[int]) -> Retry | None:
     return Retry(max=len(intervals), interval=intervals) if intervals else None
 
 
-def batch_job_id(first_call: Call) -> str:
-    """A tick's batch job is named after its first call's (user, local date, attempt), which
-    no other batch can share: enqueueing the same batch twice names the same job."""
-    return f"place-calls-u{first_call.user_id}-{first_call.local_date:%Y%m%d}-a{first_call.attempt}"
+def batch_job_id(first_call_id: int) -> str:
+    """A tick's batch job is named after its first call, which no other batch can share:
+    enqueueing the same batch twice names the same job."""
+    return f"place-calls-{first_call_id}"
 
 
 def enqueue_call_batches(batches: dict[str, list[int]]) -> int:
@@ -133,7 +140,7 @@ def enqueue_tick() -> Job:
     """Enqueue one scheduling tick now (the manual trigger)."""
     from calls.jobs import schedule_calls
 
-    return calls_queue().enqueue(schedule_calls, **_job_options())
+    return tick_queue().enqueue(schedule_calls, **_job_options())
 
 
 # A job in one of these states will still run; any other (finished, failed, stopped,

@@ -31,6 +31,23 @@ def calls_dialing_since(*, before: datetime) -> QuerySet:
     return Call.objects.filter(status=CallStatus.DIALING, dialed_at__lte=before).order_by("dialed_at")
 
 
+def calls_without_outcome_since(*, before: datetime) -> QuerySet:
+    """Calls the provider reported as ringing or in progress before ``before`` and never
+    finished: their final webhook was lost."""
+    return Call.objects.filter(
+        status__in=[CallStatus.RINGING, CallStatus.IN_PROGRESS], last_status_at__lte=before
+    ).order_by("last_status_at")
+
+
+def users_callable_without_next_call() -> QuerySet:
+    """Callable users with no next call: only a raw UPDATE or a bulk insert makes these."""
+    return (
+        User.objects.filter(next_call_at__isnull=True, call_enabled=True, phone__isnull=False)
+        .exclude(phone="")
+        .order_by("pk")
+    )
+
+
 def user_answered_on(*, user_id: int, local_date: date) -> bool:
     return Call.objects.filter(
         user_id=user_id,

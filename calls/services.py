@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -66,6 +66,8 @@ class TickSummary:
     missed: int = 0
     reenqueued: int = 0
     abandoned: int = 0
+    silent: int = 0
+    repaired: int = 0
     enqueue_failed: int = 0
     claimed_call_ids: list[int] = field(default_factory=list, repr=False)
 
@@ -73,15 +75,23 @@ class TickSummary:
         return (
             f"due={self.due} claimed={self.claimed} enqueued={self.enqueued} "
             f"missed={self.missed} re-enqueued={self.reenqueued} abandoned={self.abandoned}"
-            + (f" enqueue-failed={self.enqueue_failed}" if self.enqueue_failed else "")
+            + "".join(
+                f" {name}={value}"
+                for name, value in (
+                    ("no-outcome", self.silent),
+                    ("rescheduled", self.repaired),
+                    ("enqueue-failed", self.enqueue_failed),
+                )
+                if value
+            )
         )
 
 
 # --- Claiming -----------------------------------------------------------------------------
 
 
-def _insert_calls_ignoring_conflicts(calls: list[Call]) -> list[tuple[int, str]]:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING id, job_id: the rows really inserted.
+def _insert_calls_ignoring_conflicts(calls: list[Call]) -> list[int]:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING id: the ids of the rows really inserted.
 
     Django's bulk_create(ignore_conflicts=True) cannot tell which rows were inserted, and
     that is exactly what decides who gets a job. PostgreSQL and SQLite (3.35+) both speak
@@ -93,7 +103,7 @@ def _insert_calls_ignoring_conflicts(calls: list[Call]) -> list[tuple[int, str]]
     quote = connection.ops.quote_name
     columns = ", ".join(quote(f.column) for f in fields)
     row_placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    inserted: list[tuple[int, str]] = []
+    inserted: list[int] = []
     with connection.cursor() as cursor:
         for start in range(0, len(calls), INSERT_CHUNK):
             chunk = calls[start : start + INSERT_CHUNK]
@@ -104,10 +114,10 @@ def _insert_calls_ignoring_conflicts(calls: list[Call]) -> list[tuple[int, str]]
                 f"INSERT INTO {quote(Call._meta.db_table)} ({columns}) "
                 f"VALUES {', '.join([row_placeholder] * len(chunk))} "
                 f"ON CONFLICT ({quote('user_id')}, {quote('local_date')}, {quote('attempt')}) "
-                f"DO NOTHING RETURNING {quote('id')}, {quote('job_id')}",
+                f"DO NOTHING RETURNING {quote('id')}",
                 params,
             )
-            inserted.extend((row[0], row[1]) for row in cursor.fetchall())
+            inserted.extend(row[0] for row in cursor.fetchall())
     return inserted
 
 
@@ -116,60 +126,27 @@ def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) 
     agent_id = settings.CALLKARO_AGENT_ID
     with transaction.atomic():
         # skip_locked: a second tick running at the same time takes other users, never
-        # waits on (or double-claims) these.
+        # waits on (or double-claims) these. no_key: the lock still lets other transactions
+        # insert calls that reference these users (a webhook's retry).
         users = list(
-            selectors.users_due_for_call(now=now).select_for_update(skip_locked=True, of=("self",))[
-                :TICK_BATCH_SIZE
-            ]
+            selectors.users_due_for_call(now=now).select_for_update(
+                skip_locked=True, no_key=True, of=("self",)
+            )[:TICK_BATCH_SIZE]
         )
         if not users:
             return 0
         first_attempts: list[Call] = []
         missed: list[Call] = []
         for user in users:
-            if not user.is_callable:
-                # A stale next_call_at (calls disabled by a bulk UPDATE, say): stop here.
-                user.next_call_at = None
+            call = _slot_call_for(user, now=now, window=window, agent_id=agent_id)
+            if call is None:
                 continue
-            tz = ZoneInfo(user.local_tz)
-            slot = user.next_call_at
-            local_date = slot_local_date(slot=slot, tz=tz)
-            in_window = now < slot + window
-            call = Call(
-                user_id=user.pk,
-                to_number=user.phone or "",
-                agent_id=agent_id,
-                attempt=1,
-                local_date=local_date,
-                status=CallStatus.QUEUED if in_window else CallStatus.MISSED,
-                scheduled_for=slot,
-                provider=settings.CALL_PROVIDER,
-            )
-            if in_window:
-                first_attempts.append(call)
-            else:
-                call.error = (
-                    f"No scheduler tick ran between {slot:%Y-%m-%d %H:%M} and "
-                    f"{slot + window:%H:%M} UTC, the window of this slot."
-                )
-                call.completed_at = call.last_status_at = now
-                missed.append(call)
-            user.next_call_at = next_open_slot(
-                call_time=user.call_time, tz=tz, now=now, window=window, after=local_date
-            )
-        batch_size = settings.CALL_BATCH_SIZE
-        for start in range(0, len(first_attempts), batch_size):
-            batch = first_attempts[start : start + batch_size]
-            for call in batch:
-                call.job_id = queues.batch_job_id(batch[0])
-        claimed = _insert_calls_ignoring_conflicts(first_attempts)
+            (first_attempts if call.status == CallStatus.QUEUED else missed).append(call)
+        claimed_ids = _insert_calls_ignoring_conflicts(first_attempts)
         missed_ids = _insert_calls_ignoring_conflicts(missed)
         User.objects.bulk_update(users, ["next_call_at"])
-        batches: dict[str, list[int]] = {}
-        for call_id, job_id in claimed:
-            batches.setdefault(job_id, []).append(call_id)
+        batches = _name_batches(claimed_ids)
         queues.on_commit(lambda: _enqueue_claimed(batches, summary))
-        claimed_ids = [call_id for call_id, _ in claimed]
 
     summary.due += len(users)
     summary.claimed += len(claimed_ids)
@@ -178,6 +155,59 @@ def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) 
     for call in missed:
         logger.info("Missed call for user %s on %s: %s", call.user_id, call.local_date, call.error)
     return len(users)
+
+
+def _slot_call_for(user, *, now: datetime, window: timedelta, agent_id: str) -> Call | None:
+    """The call row for the user's due slot (queued, or missed if its window closed), with
+    ``user.next_call_at`` moved on to the next slot; None if the user cannot be called."""
+    if not user.is_callable:
+        # A stale next_call_at (calls disabled by a bulk UPDATE, say): stop here.
+        user.next_call_at = None
+        return None
+    try:
+        tz = ZoneInfo(user.local_tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        # A zone this host's tzdata does not know (a raw UPDATE, an import): one bad row
+        # must not stop every tick. Parked until someone fixes the zone (the admin validates).
+        logger.error("User %s has an unknown time zone %r: not scheduled", user.pk, user.local_tz)
+        user.next_call_at = None
+        return None
+    slot = user.next_call_at
+    local_date = slot_local_date(slot=slot, call_time=user.call_time, tz=tz)
+    in_window = now < slot + window
+    call = Call(
+        user_id=user.pk,
+        to_number=user.phone,
+        agent_id=agent_id,
+        attempt=1,
+        local_date=local_date,
+        status=CallStatus.QUEUED if in_window else CallStatus.MISSED,
+        scheduled_for=slot,
+        provider=settings.CALL_PROVIDER,
+    )
+    if not in_window:
+        call.error = (
+            f"No scheduler tick ran between {slot:%Y-%m-%d %H:%M} and "
+            f"{slot + window:%H:%M} UTC, the window of this slot."
+        )
+        call.completed_at = call.last_status_at = now
+    user.next_call_at = next_open_slot(
+        call_time=user.call_time, tz=tz, now=now, window=window, after=local_date
+    )
+    return call
+
+
+def _name_batches(call_ids: list[int]) -> dict[str, list[int]]:
+    """Split newly claimed calls into batch jobs named after their first call's pk (unique
+    for ever), and record each call's job on its row, in the claiming transaction."""
+    batches: dict[str, list[int]] = {}
+    size = settings.CALL_BATCH_SIZE
+    for start in range(0, len(call_ids), size):
+        chunk = call_ids[start : start + size]
+        job_id = queues.batch_job_id(chunk[0])
+        Call.objects.filter(pk__in=chunk).update(job_id=job_id)
+        batches[job_id] = chunk
+    return batches
 
 
 def _enqueue_claimed(batches: dict[str, list[int]], summary: TickSummary) -> None:
@@ -204,73 +234,122 @@ def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
     now = now or timezone.now()
     window = timedelta(minutes=settings.CALL_TIME_WINDOW_MINUTES)
     summary = TickSummary()
+    failure: DatabaseError | None = None
     try:
+        summary.repaired = users_schedule_unscheduled(now=now)
         while _claim_due_batch(now=now, window=window, summary=summary) == TICK_BATCH_SIZE:
             pass
     except DatabaseError as exc:
         # Batches committed so far stand (their jobs are enqueued); the failed batch rolled
         # back whole, so the next tick simply finds its users still due.
+        first_line = (str(exc).strip().splitlines() or [""])[0]
         logger.error(
             "Tick at %s failed: database error (%s: %s) after %s; the next tick completes the work",
-            now.isoformat(timespec="seconds"),
-            type(exc).__name__,
-            str(exc).strip().splitlines()[0] if str(exc).strip() else "",
-            summary.line(),
+            now.isoformat(timespec="seconds"), type(exc).__name__, first_line, summary.line(),
         )
-        raise
-    summary.abandoned = calls_fail_abandoned(now=now)
-    try:
-        summary.reenqueued = calls_reenqueue_stranded(now=now)
-    except RedisError as exc:
-        logger.error("Redis unreachable (%s): stranded calls not checked this tick", type(exc).__name__)
+        failure = exc
+    # The repairs run even when claiming failed: each is independent, and a stuck call must
+    # not wait for the claim to work again.
+    for step in (_fail_stuck_calls, _reenqueue_stranded_calls):
+        try:
+            step(now=now, window=window, summary=summary)
+        except (DatabaseError, RedisError) as exc:
+            logger.error("Tick at %s: %s skipped (%s)", now.isoformat(timespec="seconds"), step.__name__, type(exc).__name__)
     logger.info("Tick at %s: %s", now.isoformat(timespec="seconds"), summary.line())
+    if failure is not None:
+        raise failure
     return summary
 
 
-def calls_reenqueue_stranded(*, now: datetime, limit: int = 10_000) -> int:
+def users_schedule_unscheduled(*, now: datetime, limit: int = 1000) -> int:
+    """Give a next call to callable users who have none (enabled by a raw UPDATE, created by
+    bulk_create or loaddata): without it the tick would never select them."""
+    users = list(selectors.users_callable_without_next_call()[:limit])
+    for user in users:
+        try:
+            user.next_call_at = user.compute_next_call_at(now=now)
+        except (ZoneInfoNotFoundError, ValueError):
+            logger.error("User %s has an unknown time zone %r: not scheduled", user.pk, user.local_tz)
+    scheduled = [user for user in users if user.next_call_at is not None]
+    User.objects.bulk_update(scheduled, ["next_call_at"])
+    return len(scheduled)
+
+
+def _reenqueue_stranded_calls(*, now: datetime, window: timedelta, summary: TickSummary) -> None:
+    summary.reenqueued, expired = calls_reenqueue_stranded(now=now, window=window)
+    summary.missed += expired
+
+
+def calls_reenqueue_stranded(*, now: datetime, window: timedelta, limit: int = 10_000) -> tuple[int, int]:
     """Enqueue again the queued calls whose job will never run: Redis was down during the
     claim or lost its data, or the batch job carrying the call died before reaching it.
+    Returns (re-enqueued, expired).
 
     A call is left alone while its batch job or its own job is still live (a long backlog),
-    and the enqueue itself is unique, so a race with a worker is harmless too.
+    and the enqueue itself is unique, so a race with a worker is harmless too. A call whose
+    window closed meanwhile is not placed late (at night, after a long outage): it is
+    marked missed, saying why.
     """
     before = now - timedelta(seconds=settings.CALL_STRANDED_AFTER_SECONDS)
-    candidates = list(selectors.calls_queued_before(before=before).values_list("id", "job_id")[:limit])
+    candidates = list(
+        selectors.calls_queued_before(before=before).values_list("id", "job_id", "scheduled_for")[:limit]
+    )
     if not candidates:
-        return 0
-    job_ids = {queues.call_job_id(call_id) for call_id, _ in candidates}
-    job_ids.update(job_id for _, job_id in candidates if job_id)
+        return 0, 0
+    job_ids = {queues.call_job_id(call_id) for call_id, _, _ in candidates}
+    job_ids.update(job_id for _, job_id, _ in candidates if job_id)
     live = queues.live_job_ids(sorted(job_ids))
-    reenqueued = 0
-    for call_id, job_id in candidates:
+    reenqueued = expired = 0
+    for call_id, job_id, scheduled_for in candidates:
         if job_id in live or queues.call_job_id(call_id) in live:
+            continue
+        if now >= scheduled_for + window:
+            expired += Call.objects.filter(pk=call_id, status=CallStatus.QUEUED).update(
+                status=CallStatus.MISSED,
+                error="Its job was lost (Redis down or flushed) and its window closed before a tick found it.",
+                last_status_at=now,
+                completed_at=now,
+            )
             continue
         if queues.enqueue_place_call(call_id):
             reenqueued += 1
             logger.warning("Call %s was queued without a live job in Redis: enqueued again", call_id)
-    return reenqueued
+    return reenqueued, expired
 
 
-def calls_fail_abandoned(*, now: datetime) -> int:
-    """Fail the calls left in 'dialing' by a worker that died mid-request.
+def _fail_stuck_calls(*, now: datetime, window: timedelta, summary: TickSummary) -> None:
+    """Give a final state to calls that will never get one by themselves."""
+    dialing_before = now - timedelta(seconds=settings.CALL_DIALING_TIMEOUT_SECONDS)
+    summary.abandoned += _fail_calls(
+        selectors.calls_dialing_since(before=dialing_before),
+        now=now,
+        # Whether the provider dialled is unknown: at worst the user gets a traced retry.
+        error="Worker stopped while dialing; the provider may or may not have placed it.",
+    )
+    silent_before = now - timedelta(seconds=settings.CALL_OUTCOME_TIMEOUT_SECONDS)
+    summary.silent += _fail_calls(
+        selectors.calls_without_outcome_since(before=silent_before),
+        now=now,
+        error=(
+            f"No final status from the provider within {_humanize_delay(settings.CALL_OUTCOME_TIMEOUT_SECONDS)} "
+            "(a lost webhook)."
+        ),
+    )
 
-    Whether the provider dialled is unknown, so the call is marked failed with that said in
-    its error, and the retry policy applies: at worst the user gets a traced retry.
-    """
-    before = now - timedelta(seconds=settings.CALL_DIALING_TIMEOUT_SECONDS)
+
+def _fail_calls(calls, *, now: datetime, error: str) -> int:
+    """Fail each call (if still in the state it was selected in) and apply the retry policy,
+    which drops the retry for a call the user had answered (in progress)."""
     count = 0
-    for call_id in selectors.calls_dialing_since(before=before).values_list("id", flat=True)[:1000]:
+    for call_id, status in calls.values_list("id", "status")[:1000]:
         with transaction.atomic():
-            call = Call.objects.select_for_update().filter(pk=call_id, status=CallStatus.DIALING).first()
+            call = Call.objects.select_for_update().filter(pk=call_id, status=status).first()
             if call is None:
                 continue
-            _finish(
-                call,
-                status=CallStatus.FAILED,
-                error="Worker stopped while dialing; the provider may or may not have placed it.",
-                now=now,
-            )
-            call_schedule_retry(call=call, now=now)
+            answered = call.status == CallStatus.IN_PROGRESS
+            _finish(call, status=CallStatus.FAILED, error=error, now=now)
+            if not answered:
+                call_schedule_retry(call=call, now=now)
             count += 1
     return count
 
@@ -366,13 +445,14 @@ def call_place(*, call_id: int, is_last_try: bool = True) -> str:
         call = Call.objects.select_for_update().get(pk=call.pk)
         call.provider_call_id = placed.provider_call_id
         call.provider_payloads = [*call.provider_payloads, {"placed": placed.raw}]
-        call.error = ""
-        fields = ["provider_call_id", "provider_payloads", "error"]
-        # A fast webhook may already have moved the call further on; never move it back.
+        fields = ["provider_call_id", "provider_payloads"]
+        # A fast webhook may already have moved the call further on (and said why it
+        # failed): never move it back, nor wipe what it recorded.
         if STATUS_RANK[call.status] < STATUS_RANK[CallStatus.RINGING]:
             call.status = CallStatus.RINGING
             call.last_status_at = timezone.now()
-            fields += ["status", "last_status_at"]
+            call.error = ""  # an earlier transient error, now overcome
+            fields += ["status", "last_status_at", "error"]
         call.save(update_fields=fields)
     logger.info(
         "Call %s initiated to %s (provider call %s)",
@@ -553,7 +633,7 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
     inserted = _insert_calls_ignoring_conflicts([retry])
     if not inserted:
         return False
-    (retry_id, _), due = inserted[0], retry.scheduled_for
+    retry_id, due = inserted[0], retry.scheduled_for
     queues.on_commit(lambda: _schedule_retry_job(retry_id, due))
     logger.info(
         "Scheduled retry %s/%s for call %s in %s", call.attempt, max_retries, call.pk, _humanize_delay(delay)

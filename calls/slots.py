@@ -26,9 +26,18 @@ def slot_for_date(*, local_date: date, call_time: time, tz: ZoneInfo) -> datetim
     return wall.astimezone(UTC)
 
 
-def slot_local_date(*, slot: datetime, tz: ZoneInfo) -> date:
-    """The local calendar date a slot instant belongs to."""
-    return slot.astimezone(tz).date()
+def slot_local_date(*, slot: datetime, call_time: time, tz: ZoneInfo) -> date:
+    """The local calendar date a slot belongs to.
+
+    Usually the date its instant shows locally, except where a spring-forward gap runs up
+    to midnight (America/Nuuk on 2026-03-28): a 23:30 pushed forward by the gap lands on the
+    next day, yet it is the slot of the day before.
+    """
+    shown = slot.astimezone(tz).date()
+    previous = shown - timedelta(days=1)
+    if slot_for_date(local_date=previous, call_time=call_time, tz=tz) == slot:
+        return previous
+    return shown
 
 
 def next_open_slot(

@@ -137,14 +137,19 @@ if _redis_url is None or _redis_url.scheme not in ("redis", "rediss", "unix") or
 ):
     raise ImproperlyConfigured("REDIS_URL must look like redis://host:port/db")
 
-# The one queue every relevel job runs on: the tick and the calls it places. The name is
-# the original design's. Job retention follows its intent (RQ keeps by age, not count):
+# The calls queue (the original design's name) carries every call: batches, retries, the
+# simulator's webhooks. The tick has a queue of its own that workers serve first, so a tick
+# never waits behind a rush of calls (it would find slots whose window closed meanwhile).
+# Job retention follows the original design's intent (RQ keeps by age, not count):
 # finished jobs about a day, failed ones about a week.
 CALLS_QUEUE = "daily-calls"
+TICK_QUEUE = "daily-calls-tick"
+WORKER_QUEUES = [TICK_QUEUE, CALLS_QUEUE]  # in priority order: what `rqworker` is given
 JOB_RESULT_TTL = env.int("JOB_RESULT_TTL", default=24 * 3600)
 JOB_FAILURE_TTL = env.int("JOB_FAILURE_TTL", default=7 * 24 * 3600)
 RQ_QUEUES = {
-    CALLS_QUEUE: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300, "DEFAULT_RESULT_TTL": JOB_RESULT_TTL},
+    name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300, "DEFAULT_RESULT_TTL": JOB_RESULT_TTL}
+    for name in (CALLS_QUEUE, TICK_QUEUE)
 }
 RQ_SHOW_ADMIN_LINK = True
 QUEUE_CONCURRENCY = env.int("QUEUE_CONCURRENCY", default=5)
@@ -212,6 +217,9 @@ CALL_JOB_TIMEOUT = env.int("CALL_JOB_TIMEOUT", default=120)
 CALL_STRANDED_AFTER_SECONDS = env.int("CALL_STRANDED_AFTER_SECONDS", default=120)
 # A call left in "dialing" this long (its worker died mid-request) is failed and retried.
 CALL_DIALING_TIMEOUT_SECONDS = env.int("CALL_DIALING_TIMEOUT_SECONDS", default=600)
+# A call left ringing or in progress this long never got its final webhook: it is failed
+# (and retried if it was only ringing).
+CALL_OUTCOME_TIMEOUT_SECONDS = env.int("CALL_OUTCOME_TIMEOUT_SECONDS", default=3600)
 # First attempts are placed in batch jobs of this many calls, each batch on a thread pool:
 # RQ runs one job per process, and a provider answers in ~200 ms, so one call per job would
 # leave a worker idle waiting on the network.

@@ -203,7 +203,7 @@ def test_the_worker_pool_serves_the_calls_queue_with_queue_concurrency_workers()
     (argv,) = command_steps(SERVICES["worker"]["command"])
     command, options = parse_manage_py(argv)
     assert argv[2] == "rqworker-pool"
-    assert options.args == [settings.CALLS_QUEUE]
+    assert options.args == settings.WORKER_QUEUES  # the tick's queue first
     assert "${QUEUE_CONCURRENCY:-5}" in SERVICES["worker"]["command"]
     assert options.num_workers == 5
     assert options.worker_class == "rq.worker.SimpleWorker"
@@ -363,7 +363,7 @@ def test_runall_starts_real_commands_with_valid_arguments():
         parse_manage_py(["python", "manage.py", *argv[2:]])
     assert children["web"][2:] == ("runserver", "--noreload", "127.0.0.1:8123")
     _, worker_options = parse_manage_py(["python", "manage.py", *children["worker"][2:]])
-    assert worker_options.args == [settings.CALLS_QUEUE]
+    assert worker_options.args == settings.WORKER_QUEUES
     # Without the scheduler, delayed jobs (retries, the simulator's webhooks) never run.
     assert worker_options.with_scheduler
 

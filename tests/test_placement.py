@@ -121,8 +121,11 @@ def test_a_retry_is_dropped_when_the_user_already_answered_that_day(fake_callkar
     assert fake_callkaro.requests == []
 
 
-def test_a_webhook_that_beats_the_placement_answer_is_not_moved_back(fake_callkaro, make_call):
-    """The provider can call back before we store its id: the later status stays."""
+@pytest.mark.parametrize(
+    ("status", "error_message"), [(CallStatus.IN_PROGRESS, ""), (CallStatus.FAILED, "carrier rejected")]
+)
+def test_a_webhook_that_beats_the_placement_answer_is_not_undone(fake_callkaro, make_call, status, error_message):
+    """The provider can call back before we store its id: its status and error stay."""
     from calls.providers.base import CallEvent
 
     call = make_call()
@@ -131,14 +134,16 @@ def test_a_webhook_that_beats_the_placement_answer_is_not_moved_back(fake_callka
     def post_then_webhook(*args, **kwargs):
         response = original_post(*args, **kwargs)
         services.call_apply_event(
-            event=CallEvent(provider_call_id="ck-1", status=CallStatus.IN_PROGRESS, our_call_id=call.pk)
+            event=CallEvent(
+                provider_call_id="ck-1", status=status, our_call_id=call.pk, error_message=error_message
+            )
         )
         return response
 
     services.get_provider().session.post = post_then_webhook
     assert services.call_place(call_id=call.pk) == "placed"
     call.refresh_from_db()
-    assert (call.status, call.provider_call_id) == (CallStatus.IN_PROGRESS, "ck-1")
+    assert (call.status, call.provider_call_id, call.error) == (status, "ck-1", error_message)
 
 
 def test_a_batch_places_each_call_and_hands_transient_failures_to_jobs_of_their_own(

@@ -10,7 +10,7 @@ from django.test import Client
 from rq import SimpleWorker, Worker
 from rq.job import Job
 
-from calls.queues import calls_queue
+from calls.queues import calls_queue, tick_queue
 
 TOKEN = "test-queue-token"
 TRIGGER, STATUS, QUEUES = "/api/queue/trigger", "/api/queue/status", "/api/admin/queues"
@@ -48,7 +48,8 @@ def redis_down(settings):
 
 
 def queued_job_ids() -> list[str]:
-    return calls_queue().get_job_ids()
+    """Ticks waiting to run: the manual trigger's jobs go on the tick's own queue."""
+    return tick_queue().get_job_ids()
 
 
 # --- Authentication -------------------------------------------------------------------------
@@ -309,6 +310,16 @@ def test_admin_queues_lists_every_queue_the_dashboard_and_the_endpoints(staff_cl
             "workers": 0,
         },
         {
+            "name": "daily-calls-tick",
+            "health": "healthy",
+            "active": 0,
+            "waiting": 0,
+            "completed": 0,
+            "failed": 0,
+            "delayed": 0,
+            "workers": 0,
+        },
+        {
             "name": "other",
             "health": "healthy",
             "active": 0,
@@ -334,7 +345,10 @@ def test_admin_queues_is_503_naming_the_queue_whose_redis_is_down(staff_client, 
     response = staff_client.get(QUEUES)
     body = response.json()
     assert response.status_code == 503 and body["success"] is False
-    healthy, down = body["queues"]
-    assert healthy["name"] == "daily-calls" and healthy["health"] == "healthy"
+    *healthy, down = body["queues"]
+    assert [(q["name"], q["health"]) for q in healthy] == [
+        ("daily-calls", "healthy"),
+        ("daily-calls-tick", "healthy"),
+    ]
     assert down["name"] == "elsewhere" and down["health"] == "unhealthy"
     assert down["reason"].startswith("ConnectionError") and "hunter2" not in response.content.decode()

@@ -128,3 +128,34 @@ def test_a_call_left_dialing_by_a_dead_worker_is_failed_and_retried(make_call, r
     assert summary.abandoned == 1
     assert call.status == CallStatus.FAILED and "Worker stopped while dialing" in call.error
     assert Call.objects.filter(retry_of=call, attempt=2).exists()
+
+
+def test_a_ringing_call_whose_final_webhook_was_lost_is_failed_and_retried(make_call, settings, redis_conn):
+    call = ringing_call(make_call, last_status_at=NOW - timedelta(seconds=settings.CALL_OUTCOME_TIMEOUT_SECONDS + 1))
+    with time_machine.travel(NOW, tick=False):
+        summary = services.calls_schedule_due()
+    call.refresh_from_db()
+    assert summary.silent == 1
+    assert call.status == CallStatus.FAILED and "No final status from the provider" in call.error
+    assert Call.objects.filter(retry_of=call).count() == 1
+
+
+def test_an_answered_call_whose_final_webhook_was_lost_is_failed_without_a_retry(make_call, settings):
+    call = ringing_call(
+        make_call,
+        status=CallStatus.IN_PROGRESS,
+        last_status_at=NOW - timedelta(seconds=settings.CALL_OUTCOME_TIMEOUT_SECONDS + 1),
+    )
+    with time_machine.travel(NOW, tick=False):
+        assert services.calls_schedule_due().silent == 1
+    call.refresh_from_db()
+    assert call.status == CallStatus.FAILED
+    assert not Call.objects.filter(retry_of=call).exists()
+
+
+def test_a_recent_ringing_call_is_left_alone(make_call):
+    call = ringing_call(make_call, last_status_at=NOW - timedelta(minutes=5))
+    with time_machine.travel(NOW, tick=False):
+        assert services.calls_schedule_due().silent == 0
+    call.refresh_from_db()
+    assert call.status == CallStatus.RINGING

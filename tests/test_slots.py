@@ -40,7 +40,7 @@ def test_slot_for_date_follows_the_documented_rules(zone, day, call_time, expect
     slot = slot_for_date(local_date=day, call_time=call_time, tz=ZoneInfo(zone))
     assert slot == expected_utc
     assert slot.tzinfo is UTC
-    assert slot_local_date(slot=slot, tz=ZoneInfo(zone)) == day
+    assert slot_local_date(slot=slot, call_time=call_time, tz=ZoneInfo(zone)) == day
 
 
 def test_a_gap_slot_lands_on_the_local_wall_clock_just_after_the_gap():
@@ -65,7 +65,7 @@ def test_a_slot_just_before_local_midnight_is_still_open_just_after_it():
     now = datetime(2026, 11, 29, 0, 1, tzinfo=tz)
     slot = next_open_slot(call_time=time(23, 58), tz=tz, now=now, window=WINDOW)
     assert slot == datetime(2026, 11, 28, 23, 58, tzinfo=tz)
-    assert slot_local_date(slot=slot, tz=tz) == date(2026, 11, 28)
+    assert slot_local_date(slot=slot, call_time=time(23, 58), tz=tz) == date(2026, 11, 28)
 
 
 def test_after_skips_dates_that_already_have_their_call():
@@ -81,3 +81,15 @@ def test_across_a_fold_the_next_slot_after_the_first_occurrence_is_the_next_day(
     now = utc(2026, 11, 1, 6, 35)
     slot = next_open_slot(call_time=time(1, 30), tz=tz, now=now, window=WINDOW, after=date(2026, 11, 1))
     assert slot == datetime(2026, 11, 2, 1, 30, tzinfo=tz)
+
+
+def test_a_gap_that_runs_up_to_midnight_keeps_the_slot_on_its_own_day():
+    """America/Nuuk skips 23:00-24:00 on 2026-03-28: 23:30 is pushed to 00:30 on the 29th,
+    yet it is the 28th's call, and the 29th still gets its own."""
+    tz = ZoneInfo("America/Nuuk")
+    slot = slot_for_date(local_date=date(2026, 3, 28), call_time=time(23, 30), tz=tz)
+    assert slot == utc(2026, 3, 29, 1, 30)
+    assert slot.astimezone(tz).date() == date(2026, 3, 29)
+    assert slot_local_date(slot=slot, call_time=time(23, 30), tz=tz) == date(2026, 3, 28)
+    following = next_open_slot(call_time=time(23, 30), tz=tz, now=slot, window=WINDOW, after=date(2026, 3, 28))
+    assert following == utc(2026, 3, 30, 0, 30)  # 23:30 on the 29th, now UTC-1

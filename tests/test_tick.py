@@ -52,9 +52,9 @@ def test_a_due_user_is_claimed_once_with_a_deterministic_job(make_user, redis_co
     assert (call.status, call.attempt, call.local_date) == (CallStatus.QUEUED, 1, date(2026, 11, 28))
     assert call.to_number == user.phone and call.agent_id == "agent-test"
     # The tick's first attempts travel in batch jobs named after their first call.
-    assert queued_job_ids(redis_conn) == {f"place-calls-u{user.pk}-20261128-a1"}
+    assert queued_job_ids(redis_conn) == {f"place-calls-{call.pk}"}
     assert queued_call_ids(redis_conn) == [call.pk]
-    assert call.job_id == f"place-calls-u{user.pk}-20261128-a1"
+    assert call.job_id == f"place-calls-{call.pk}"
     user.refresh_from_db()
     assert user.next_call_at == SLOT + timedelta(days=1)
 
@@ -277,3 +277,56 @@ def test_the_tick_logs_a_summary_line(make_user, caplog):
     with caplog.at_level(logging.INFO, logger="relevel.calls"):
         tick(SLOT + timedelta(minutes=1))
     assert "due=1 claimed=1 enqueued=1 missed=0" in caplog.text
+
+
+def test_a_user_rewound_after_being_claimed_does_not_take_over_an_earlier_batch(make_user, redis_conn):
+    """A rewound next_call_at sorts first in the next tick; its claim conflicts. The new batch
+    must not reuse the earlier batch's job id (which would overwrite its queued job)."""
+    with at(SLOT - timedelta(hours=1)):
+        early = [make_user() for _ in range(2)]
+    tick(SLOT + timedelta(minutes=1))
+    with at(SLOT + timedelta(minutes=2)):
+        early[0].phone = "+919811111111"  # a schedule field: next_call_at is recomputed...
+        early[0].save()
+        late = make_user(call_time=time(20, 35))
+    assert early[0].next_call_at == SLOT + timedelta(days=1)  # ...past the day already called
+    User.objects.filter(pk=early[0].pk).update(next_call_at=SLOT)  # and even if it were rewound
+    tick(SLOT + timedelta(minutes=6))
+    assert len(queued_job_ids(redis_conn)) == 2
+    assert queued_call_ids(redis_conn) == sorted(Call.objects.values_list("id", flat=True))
+    assert Call.objects.filter(user__in=[*early, late]).count() == 3
+
+
+def test_a_user_with_an_unknown_time_zone_does_not_stop_the_tick(make_user, caplog):
+    with at(SLOT - timedelta(hours=1)):
+        broken = make_user()
+        others = [make_user() for _ in range(2)]
+    User.objects.filter(pk=broken.pk).update(local_tz="Mars/Olympus", next_call_at=SLOT - timedelta(minutes=1))
+    with caplog.at_level(logging.ERROR, logger="relevel.calls"):
+        summary = tick(SLOT + timedelta(minutes=1))
+    assert summary.claimed == 2
+    assert sorted(Call.objects.values_list("user_id", flat=True)) == sorted(u.pk for u in others)
+    assert f"User {broken.pk} has an unknown time zone 'Mars/Olympus'" in caplog.text
+    broken.refresh_from_db()
+    assert broken.next_call_at is None  # parked, not retried every tick
+
+
+def test_a_user_enabled_behind_the_models_back_is_scheduled_and_called(make_user):
+    with at(SLOT - timedelta(hours=1)):
+        user = make_user(call_enabled=False)
+    User.objects.filter(pk=user.pk).update(call_enabled=True)  # next_call_at stays NULL
+    summary = tick(SLOT + timedelta(minutes=1))
+    assert (summary.repaired, summary.claimed) == (1, 1)
+    assert Call.objects.get().user_id == user.pk
+
+
+def test_a_stranded_call_whose_window_closed_is_marked_missed_not_placed_late(make_user, redis_conn):
+    with at(SLOT - timedelta(hours=1)):
+        user = make_user()
+    tick(SLOT + timedelta(minutes=1))
+    redis_conn.flushdb()  # Redis lost the job, and stayed down past the window
+    summary = tick(SLOT + timedelta(minutes=20))
+    call = Call.objects.get(user=user)
+    assert (summary.reenqueued, summary.missed) == (0, 1)
+    assert call.status == CallStatus.MISSED and "window closed" in call.error
+    assert queued_job_ids(redis_conn) == set()

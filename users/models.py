@@ -6,6 +6,7 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.db.models import Max
 from django.utils import timezone
 
 from calls.slots import next_open_slot
@@ -58,32 +59,35 @@ class User(AbstractUser):
                 name="user_next_call_at_idx",
                 condition=models.Q(next_call_at__isnull=False),
             ),
+            # Callable users with no next call: normally none, so the tick's repair query
+            # reads an empty index rather than scanning the table.
+            models.Index(
+                fields=["id"],
+                name="user_unscheduled_idx",
+                condition=models.Q(next_call_at__isnull=True, call_enabled=True, phone__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
         return self.name or self.username
-
-    @classmethod
-    def from_db(cls, db, field_names, values):
-        instance = super().from_db(db, field_names, values)
-        instance._loaded_schedule = instance._schedule_snapshot()
-        return instance
-
-    def _schedule_snapshot(self) -> tuple:
-        return tuple(self.__dict__.get(f) for f in sorted(SCHEDULE_FIELDS))
 
     @property
     def is_callable(self) -> bool:
         return bool(self.call_enabled and self.phone)
 
     def compute_next_call_at(self, *, now: datetime | None = None) -> datetime | None:
+        """The next slot to call, skipping local dates that already have their first call."""
         if not self.is_callable:
             return None
+        last_called = None
+        if self.pk is not None:
+            last_called = self.calls.filter(attempt=1).aggregate(last=Max("local_date"))["last"]
         return next_open_slot(
             call_time=self.call_time,
             tz=ZoneInfo(self.local_tz),
             now=now or timezone.now(),
             window=timedelta(minutes=settings.CALL_TIME_WINDOW_MINUTES),
+            after=last_called,
         )
 
     def save(self, *args, **kwargs):
@@ -93,10 +97,8 @@ class User(AbstractUser):
         # Claiming a slot never relies on this value alone: the unique (user, local_date,
         # attempt) constraint is what prevents a second call on the same day.
         update_fields = kwargs.get("update_fields")
-        changed = self._schedule_snapshot() != getattr(self, "_loaded_schedule", None)
-        if changed and (update_fields is None or SCHEDULE_FIELDS & set(update_fields)):
+        if update_fields is None or SCHEDULE_FIELDS & set(update_fields):
             self.next_call_at = self.compute_next_call_at()
             if update_fields is not None:
                 kwargs["update_fields"] = {*update_fields, "next_call_at"}
         super().save(*args, **kwargs)
-        self._loaded_schedule = self._schedule_snapshot()

@@ -5,7 +5,7 @@ to anything: it prepares an environment (an embedded Redis when REDIS_URL is not
 webhook secret, demo timings) and starts each process as a child with it:
 
     web        manage.py runserver --noreload 127.0.0.1:PORT
-    worker     manage.py rqworker daily-calls --with-scheduler --worker-class rq.worker.SimpleWorker
+    worker     manage.py rqworker daily-calls-tick daily-calls --with-scheduler --worker-class rq.worker.SimpleWorker
     scheduler  manage.py rqscheduler
 
 Before that it migrates the database, makes sure an ``admin`` superuser exists with a
@@ -94,7 +94,7 @@ def child_processes(*, port: int, python: str = sys.executable) -> list[ChildSpe
         # connections live from one job to the next (README, "Running each process").
         ChildSpec(
             "worker",
-            (*manage, "rqworker", settings.CALLS_QUEUE, "--with-scheduler", *SIMPLE_WORKER),
+            (*manage, "rqworker", *settings.WORKER_QUEUES, "--with-scheduler", *SIMPLE_WORKER),
         ),
         ChildSpec("scheduler", (*manage, "rqscheduler")),
     ]
