@@ -23,7 +23,7 @@ from django.db import DatabaseError, close_old_connections, connection, transact
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from . import queues, selectors
+from . import bulk, queues, selectors
 from .models import RETRY_STATUSES, STATUS_RANK, TERMINAL_STATUSES, Call, CallStatus
 from .providers import get_provider
 from .providers.base import (
@@ -40,8 +40,6 @@ User = get_user_model()
 # Users claimed per transaction: small enough to keep row locks short, large enough that
 # a rush slot of 100k users is a hundred round trips, not a hundred thousand.
 TICK_BATCH_SIZE = 1000
-# Rows per multi-row INSERT (SQLite allows 32766 parameters per statement).
-INSERT_CHUNK = 500
 
 
 def mask_phone(phone: str | None) -> str:
@@ -91,34 +89,8 @@ class TickSummary:
 
 
 def _insert_calls_ignoring_conflicts(calls: list[Call]) -> list[int]:
-    """INSERT ... ON CONFLICT DO NOTHING RETURNING id: the ids of the rows really inserted.
-
-    Django's bulk_create(ignore_conflicts=True) cannot tell which rows were inserted, and
-    that is exactly what decides who gets a job. PostgreSQL and SQLite (3.35+) both speak
-    this dialect.
-    """
-    if not calls:
-        return []
-    fields = [f for f in Call._meta.concrete_fields if not f.primary_key]
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in fields)
-    row_placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
-    inserted: list[int] = []
-    with connection.cursor() as cursor:
-        for start in range(0, len(calls), INSERT_CHUNK):
-            chunk = calls[start : start + INSERT_CHUNK]
-            params = [
-                f.get_db_prep_save(f.pre_save(call, True), connection) for call in chunk for f in fields
-            ]
-            cursor.execute(
-                f"INSERT INTO {quote(Call._meta.db_table)} ({columns}) "
-                f"VALUES {', '.join([row_placeholder] * len(chunk))} "
-                f"ON CONFLICT ({quote('user_id')}, {quote('local_date')}, {quote('attempt')}) "
-                f"DO NOTHING RETURNING {quote('id')}",
-                params,
-            )
-            inserted.extend(row[0] for row in cursor.fetchall())
-    return inserted
+    """The conditional insert that claims: the ids of the rows really inserted."""
+    return bulk.insert_ignoring_conflicts(calls, conflict_fields=["user", "local_date", "attempt"])
 
 
 def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) -> int:
@@ -144,7 +116,7 @@ def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) 
             (first_attempts if call.status == CallStatus.QUEUED else missed).append(call)
         claimed_ids = _insert_calls_ignoring_conflicts(first_attempts)
         missed_ids = _insert_calls_ignoring_conflicts(missed)
-        User.objects.bulk_update(users, ["next_call_at"])
+        bulk.update_column(User, "next_call_at", {user.pk: user.next_call_at for user in users})
         batches = _name_batches(claimed_ids)
         queues.on_commit(lambda: _enqueue_claimed(batches, summary))
 
@@ -204,9 +176,8 @@ def _name_batches(call_ids: list[int]) -> dict[str, list[int]]:
     size = settings.CALL_BATCH_SIZE
     for start in range(0, len(call_ids), size):
         chunk = call_ids[start : start + size]
-        job_id = queues.batch_job_id(chunk[0])
-        Call.objects.filter(pk__in=chunk).update(job_id=job_id)
-        batches[job_id] = chunk
+        batches[queues.batch_job_id(chunk[0])] = chunk
+    bulk.update_column(Call, "job_id", {pk: job_id for job_id, chunk in batches.items() for pk in chunk})
     return batches
 
 
