@@ -29,8 +29,9 @@ def say(message: str) -> None:
 
 
 def ensure_venv(requirements: str) -> None:
-    if sys.version_info < (3, 11):
-        sys.exit("relevel: Python 3.11 or newer is needed (this is %d.%d)" % sys.version_info[:2])
+    # Run by whatever python3 a newcomer has, possibly older than the project needs.
+    if sys.version_info < (3, 11):  # noqa: UP036
+        sys.exit("relevel: Python 3.11 or newer is needed (this is {}.{})".format(*sys.version_info[:2]))
     if not PYTHON.exists():
         say(f"creating a virtualenv in {VENV}")
         venv.EnvBuilder(with_pip=True).create(VENV)
@@ -42,7 +43,16 @@ def ensure_venv(requirements: str) -> None:
         return
     say(f"installing {requirements} (first run only)")
     subprocess.check_call(
-        [str(PYTHON), "-m", "pip", "install", "--disable-pip-version-check", "-q", "-r", str(ROOT / requirements)]
+        [
+            str(PYTHON),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "-q",
+            "-r",
+            str(ROOT / requirements),
+        ]
     )
     stamp.write_text(digest.hexdigest())
 

@@ -18,13 +18,28 @@ from django.db.models import Model
 SQLITE_INSERT_CHUNK = 500
 
 
+def reserve_ids(model: type[Model], count: int) -> list[int] | None:
+    """Take ``count`` primary keys from the table's sequence ahead of an insert, so rows can
+    be named after their ids without a second write; None where there is no sequence."""
+    if connection.vendor != "postgresql" or count == 0:
+        return None
+    table, column = model._meta.db_table, model._meta.pk.column
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
+            [table, column, count],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
 def insert_ignoring_conflicts(objs: Sequence[Model], *, conflict_fields: Sequence[str]) -> list[int]:
     """INSERT ... ON CONFLICT (conflict_fields) DO NOTHING RETURNING id: the ids of the rows
     really inserted (Django's bulk_create(ignore_conflicts=True) cannot tell which)."""
     if not objs:
         return []
     model = type(objs[0])
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    # The primary key goes in too when the rows carry reserved ids (reserve_ids).
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key or objs[0].pk is not None]
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     columns = ", ".join(quote(f.column) for f in fields)
@@ -32,12 +47,26 @@ def insert_ignoring_conflicts(objs: Sequence[Model], *, conflict_fields: Sequenc
     pk = quote(model._meta.pk.column)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            arrays = [[f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in objs] for f in fields]
-            casts = ", ".join(f"%s::{f.db_type(connection)}[]" for f in fields)
+            select, params, arrays, array_casts = [], [], [], []
+            for index, field in enumerate(fields):
+                values = _column(field, objs)
+                # (The last column goes as an array if no other did: unnest makes the rows.)
+                varying = not all(value == values[0] for value in values)
+                if not varying and (arrays or index < len(fields) - 1):
+                    # The same for every row (attempt, status, empty texts...): one parameter,
+                    # not an array of thousands.
+                    select.append(f"%s::{field.db_type(connection)}")
+                    params.append(values[0])
+                else:
+                    select.append(f"v.c{len(arrays)}")
+                    arrays.append(values)
+                    array_casts.append(f"%s::{field.db_type(connection)}[]")
+            names = ", ".join(f"c{i}" for i in range(len(arrays)))
             cursor.execute(
-                f"INSERT INTO {table} ({columns}) SELECT * FROM unnest({casts}) "
+                f"INSERT INTO {table} ({columns}) SELECT {', '.join(select)} "
+                f"FROM unnest({', '.join(array_casts)}) AS v({names}) "
                 f"ON CONFLICT ({conflict}) DO NOTHING RETURNING {pk}",
-                arrays,
+                params + arrays,
             )
             return [row[0] for row in cursor.fetchall()]
         inserted: list[int] = []
@@ -52,6 +81,19 @@ def insert_ignoring_conflicts(objs: Sequence[Model], *, conflict_fields: Sequenc
             )
             inserted.extend(r[0] for r in cursor.fetchall())
         return inserted
+
+
+def _column(field, objs: Sequence[Model]) -> list[Any]:
+    """One column's values, ready for psycopg. Plain values (int, str, date, aware datetime)
+    adapt as they are; only fields with their own database form (JSON) are prepared, which
+    is most of the cost of Django's per-value get_db_prep_save at tick scale."""
+    if getattr(field, "auto_now_add", False) or getattr(field, "auto_now", False):
+        now = field.pre_save(objs[0], True)  # one instant for the whole statement
+        return [now] * len(objs)
+    values = [getattr(obj, field.attname) for obj in objs]
+    if field.get_internal_type() == "JSONField":
+        values = [field.get_db_prep_save(value, connection) for value in values]
+    return values
 
 
 def update_column(model: type[Model], field_name: str, values: dict[Any, Any]) -> None:

@@ -21,7 +21,6 @@ from rq.exceptions import DuplicateJobError
 from rq.job import Job
 
 
-
 @lru_cache(maxsize=8)
 def _redis_connection(url: str) -> Redis:
     # One connection pool per process and URL: django-rq builds a new pool on every

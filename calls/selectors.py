@@ -14,11 +14,7 @@ User = get_user_model()
 
 def users_due_for_call(*, now: datetime) -> QuerySet:
     """Users whose next slot has begun, oldest first (an index range scan on next_call_at)."""
-    return (
-        User.objects.filter(next_call_at__lte=now)
-        .order_by("next_call_at")
-        .only("id", "name", "username", "phone", "local_tz", "call_time", "call_enabled", "next_call_at")
-    )
+    return User.objects.filter(next_call_at__lte=now).order_by("next_call_at")
 
 
 def calls_queued_before(*, before: datetime) -> QuerySet:

@@ -12,14 +12,14 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -29,8 +29,9 @@ from .providers import get_provider
 from .providers.base import (
     CallEvent,
     PlaceCallRequest,
+    PlacedCall,
+    ProviderError,
     ProviderPermanentError,
-    ProviderTransientError,
 )
 from .slots import next_open_slot, slot_local_date
 
@@ -100,11 +101,12 @@ def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) 
         # skip_locked: a second tick running at the same time takes other users, never
         # waits on (or double-claims) these. no_key: the lock still lets other transactions
         # insert calls that reference these users (a webhook's retry).
-        users = list(
-            selectors.users_due_for_call(now=now).select_for_update(
-                skip_locked=True, no_key=True, of=("self",)
-            )[:TICK_BATCH_SIZE]
-        )
+        users = [
+            DueUser(*row)
+            for row in selectors.users_due_for_call(now=now)
+            .select_for_update(skip_locked=True, no_key=True, of=("self",))
+            .values_list(*DueUser.__dataclass_fields__)[:TICK_BATCH_SIZE]
+        ]
         if not users:
             return 0
         first_attempts: list[Call] = []
@@ -114,10 +116,19 @@ def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) 
             if call is None:
                 continue
             (first_attempts if call.status == CallStatus.QUEUED else missed).append(call)
+        reserved = bulk.reserve_ids(Call, len(first_attempts))
+        if reserved is not None:
+            _name_batches_ahead(first_attempts, reserved)
         claimed_ids = _insert_calls_ignoring_conflicts(first_attempts)
         missed_ids = _insert_calls_ignoring_conflicts(missed)
         bulk.update_column(User, "next_call_at", {user.pk: user.next_call_at for user in users})
-        batches = _name_batches(claimed_ids)
+        if reserved is not None:
+            job_of = {call.pk: call.job_id for call in first_attempts}
+            batches: dict[str, list[int]] = {}
+            for call_id in claimed_ids:
+                batches.setdefault(job_of[call_id], []).append(call_id)
+        else:
+            batches = _name_batches(claimed_ids)
         queues.on_commit(lambda: _enqueue_claimed(batches, summary))
 
     summary.due += len(users)
@@ -129,7 +140,24 @@ def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) 
     return len(users)
 
 
-def _slot_call_for(user, *, now: datetime, window: timedelta, agent_id: str) -> Call | None:
+@dataclass(slots=True)
+class DueUser:
+    """The columns of a due user that the tick reads (rows, not models: a rush slot loads
+    100,000 of them)."""
+
+    pk: int
+    phone: str | None
+    local_tz: str
+    call_time: time
+    call_enabled: bool
+    next_call_at: datetime | None
+
+    @property
+    def is_callable(self) -> bool:
+        return bool(self.call_enabled and self.phone)
+
+
+def _slot_call_for(user: DueUser, *, now: datetime, window: timedelta, agent_id: str) -> Call | None:
     """The call row for the user's due slot (queued, or missed if its window closed), with
     ``user.next_call_at`` moved on to the next slot; None if the user cannot be called."""
     if not user.is_callable:
@@ -169,9 +197,21 @@ def _slot_call_for(user, *, now: datetime, window: timedelta, agent_id: str) -> 
     return call
 
 
+def _name_batches_ahead(calls: list[Call], ids: list[int]) -> None:
+    """Give calls their reserved ids and their batch job, named after the batch's first id:
+    unique for ever (a sequence never hands an id out twice), even if that row's insert
+    then conflicts and the batch goes out without it."""
+    size = settings.CALL_BATCH_SIZE
+    for start in range(0, len(calls), size):
+        job_id = queues.batch_job_id(ids[start])
+        for call, pk in zip(calls[start : start + size], ids[start : start + size], strict=True):
+            call.pk, call.job_id = pk, job_id
+
+
 def _name_batches(call_ids: list[int]) -> dict[str, list[int]]:
-    """Split newly claimed calls into batch jobs named after their first call's pk (unique
-    for ever), and record each call's job on its row, in the claiming transaction."""
+    """Where no ids can be reserved (SQLite): split the inserted calls into batch jobs named
+    after their first call's pk, and record each call's job on its row, in the claiming
+    transaction."""
     batches: dict[str, list[int]] = {}
     size = settings.CALL_BATCH_SIZE
     for start in range(0, len(call_ids), size):
@@ -216,7 +256,10 @@ def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
         first_line = (str(exc).strip().splitlines() or [""])[0]
         logger.error(
             "Tick at %s failed: database error (%s: %s) after %s; the next tick completes the work",
-            now.isoformat(timespec="seconds"), type(exc).__name__, first_line, summary.line(),
+            now.isoformat(timespec="seconds"),
+            type(exc).__name__,
+            first_line,
+            summary.line(),
         )
         failure = exc
     # The repairs run even when claiming failed: each is independent, and a stuck call must
@@ -225,7 +268,12 @@ def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
         try:
             step(now=now, window=window, summary=summary)
         except (DatabaseError, RedisError) as exc:
-            logger.error("Tick at %s: %s skipped (%s)", now.isoformat(timespec="seconds"), step.__name__, type(exc).__name__)
+            logger.error(
+                "Tick at %s: %s skipped (%s)",
+                now.isoformat(timespec="seconds"),
+                step.__name__,
+                type(exc).__name__,
+            )
     logger.info("Tick at %s: %s", now.isoformat(timespec="seconds"), summary.line())
     if failure is not None:
         raise failure
@@ -277,7 +325,9 @@ def calls_reenqueue_stranded(*, now: datetime, window: timedelta, limit: int = 1
         if now >= scheduled_for + window:
             expired += Call.objects.filter(pk=call_id, status=CallStatus.QUEUED).update(
                 status=CallStatus.MISSED,
-                error="Its job was lost (Redis down or flushed) and its window closed before a tick found it.",
+                error=(
+                    "Its job was lost (Redis down or flushed) and its window closed before a tick found it."
+                ),
                 last_status_at=now,
                 completed_at=now,
             )
@@ -302,8 +352,8 @@ def _fail_stuck_calls(*, now: datetime, window: timedelta, summary: TickSummary)
         selectors.calls_without_outcome_since(before=silent_before),
         now=now,
         error=(
-            f"No final status from the provider within {_humanize_delay(settings.CALL_OUTCOME_TIMEOUT_SECONDS)} "
-            "(a lost webhook)."
+            "No final status from the provider within "
+            f"{_humanize_delay(settings.CALL_OUTCOME_TIMEOUT_SECONDS)} (a lost webhook)."
         ),
     )
 
@@ -326,6 +376,12 @@ def _fail_calls(calls, *, now: datetime, error: str) -> int:
 
 
 # --- Placing ------------------------------------------------------------------------------
+#
+# Placing a call is three steps: take it (queued -> dialing, under a row lock), dial (one HTTP
+# request, no database), record the answer. A batch takes all its calls in one transaction,
+# dials them on a thread pool, and records each answer as it arrives, all on the job's own
+# database connection: a worker process holds one connection, however many calls it has in
+# flight, and the threads do nothing but wait on the provider.
 
 
 def _reason_not_to_dial(call: Call) -> str:
@@ -348,74 +404,100 @@ def _finish(call: Call, *, status: str, error: str = "", now: datetime) -> None:
     call.save(update_fields=["status", "error", "last_status_at", "completed_at"])
 
 
-def call_place(*, call_id: int, is_last_try: bool = True) -> str:
-    """Place one queued call through the provider; returns what happened, in a word.
-
-    Raises ProviderTransientError when the provider could not be reached and another try
-    is left (the caller, an RQ job, is then retried with backoff).
-    """
+def _take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest], Counter]:
+    """Move the dialable calls among ``call_ids`` from queued to dialing, in one transaction;
+    cancel the ones whose user can no longer be called. Returns the requests to send and a
+    count of what happened to the others."""
     now = timezone.now()
+    requests: list[PlaceCallRequest] = []
+    others: Counter = Counter()
     with transaction.atomic():
-        call = Call.objects.select_for_update(of=("self",)).select_related("user").filter(pk=call_id).first()
-        if call is None:
-            logger.warning("Call %s does not exist; nothing to place", call_id)
-            return "missing"
-        if call.status != CallStatus.QUEUED:
-            # A repeated job (re-enqueued, RQ retry after a kill): someone already took it.
-            logger.info("Call %s is %s, not queued; not placing it again", call.pk, call.status)
-            return "skipped"
-        user = call.user
-        name = user.name or user.get_username()
-        if call.attempt > 1:
-            logger.info(
-                "Processing user call for %s (retry %s/%s)", name, call.attempt - 1, settings.CALL_MAX_RETRIES
+        calls = {
+            call.pk: call
+            for call in Call.objects.select_for_update(of=("self",))
+            .select_related("user")
+            .filter(pk__in=call_ids)
+            .order_by("pk")
+        }
+        for call_id in call_ids:
+            call = calls.get(call_id)
+            if call is None:
+                logger.warning("Call %s does not exist; nothing to place", call_id)
+                others["missing"] += 1
+                continue
+            if call.status != CallStatus.QUEUED:
+                # A repeated job (re-enqueued, RQ retry after a kill): someone already took it.
+                logger.info("Call %s is %s, not queued; not placing it again", call.pk, call.status)
+                others["skipped"] += 1
+                continue
+            user = call.user
+            name = user.name or user.get_username()
+            if call.attempt > 1:
+                logger.info(
+                    "Processing user call for %s (retry %s/%s)",
+                    name,
+                    call.attempt - 1,
+                    settings.CALL_MAX_RETRIES,
+                )
+            else:
+                logger.info("Processing user call for %s", name)
+            reason = _reason_not_to_dial(call)
+            if reason:
+                _finish(call, status=CallStatus.CANCELED, error=reason, now=now)
+                logger.info("Call %s canceled: %s", call.pk, reason)
+                others["canceled"] += 1
+                continue
+            call.status = CallStatus.DIALING
+            call.dialed_at = now
+            call.to_number = user.phone
+            call.provider = settings.CALL_PROVIDER
+            call.save(update_fields=["status", "dialed_at", "to_number", "provider"])
+            requests.append(
+                PlaceCallRequest(
+                    call_id=call.pk,
+                    user_id=user.pk,
+                    to_number=call.to_number,
+                    agent_id=call.agent_id,
+                    name=name,
+                )
             )
-        else:
-            logger.info("Processing user call for %s", name)
-        reason = _reason_not_to_dial(call)
-        if reason:
-            _finish(call, status=CallStatus.CANCELED, error=reason, now=now)
-            logger.info("Call %s canceled: %s", call.pk, reason)
-            return "canceled"
-        call.status = CallStatus.DIALING
-        call.dialed_at = now
-        call.to_number = user.phone
-        call.provider = settings.CALL_PROVIDER
-        call.save(update_fields=["status", "dialed_at", "to_number", "provider"])
+    return requests, others
 
-    provider = get_provider()
-    request = PlaceCallRequest(
-        call_id=call.pk, user_id=user.pk, to_number=call.to_number, agent_id=call.agent_id, name=name
-    )
+
+def _dial(request: PlaceCallRequest) -> PlacedCall | ProviderError:
+    """The provider's answer, or the error it gave: no database work (runs on a pool thread)."""
     try:
-        placed = provider.place_call(request)
-    except ProviderPermanentError as exc:
+        return get_provider().place_call(request)
+    except ProviderError as exc:
+        return exc
+
+
+def _record_dial_result(
+    request: PlaceCallRequest, result: PlacedCall | ProviderError, *, is_last_try: bool
+) -> str:
+    """Store what the provider said about one call; returns what happened, in a word."""
+    masked = mask_phone(request.to_number)
+    if isinstance(result, ProviderPermanentError):
         # A wrong number or a bad API key is no better in 30 minutes: no retry of any kind.
-        _record_dial_failure(call_id=call.pk, error=str(exc), schedule_retry=False)
-        logger.error("Call %s to %s failed permanently: %s", call.pk, mask_phone(call.to_number), exc)
+        _record_dial_failure(call_id=request.call_id, error=str(result), schedule_retry=False)
+        logger.error("Call %s to %s failed permanently: %s", request.call_id, masked, result)
         return "failed"
-    except ProviderTransientError as exc:
+    if isinstance(result, ProviderError):
         if not is_last_try:
-            Call.objects.filter(pk=call.pk, status=CallStatus.DIALING).update(
-                status=CallStatus.QUEUED, error=str(exc)
+            Call.objects.filter(pk=request.call_id, status=CallStatus.DIALING).update(
+                status=CallStatus.QUEUED, error=str(result)
             )
             logger.warning(
-                "Call %s to %s: transient provider error, will try again: %s",
-                call.pk,
-                mask_phone(call.to_number),
-                exc,
+                "Call %s to %s: transient provider error, will try again: %s", request.call_id, masked, result
             )
-            raise
-        _record_dial_failure(call_id=call.pk, error=str(exc), schedule_retry=True)
-        logger.error(
-            "Call %s to %s failed, provider unreachable: %s", call.pk, mask_phone(call.to_number), exc
-        )
+            return "transient"
+        _record_dial_failure(call_id=request.call_id, error=str(result), schedule_retry=True)
+        logger.error("Call %s to %s failed, provider unreachable: %s", request.call_id, masked, result)
         return "failed"
-
     with transaction.atomic():
-        call = Call.objects.select_for_update().get(pk=call.pk)
-        call.provider_call_id = placed.provider_call_id
-        call.provider_payloads = [*call.provider_payloads, {"placed": placed.raw}]
+        call = Call.objects.select_for_update().get(pk=request.call_id)
+        call.provider_call_id = result.provider_call_id
+        call.provider_payloads = [*call.provider_payloads, {"placed": result.raw}]
         fields = ["provider_call_id", "provider_payloads"]
         # A fast webhook may already have moved the call further on (and said why it
         # failed): never move it back, nor wipe what it recorded.
@@ -426,12 +508,36 @@ def call_place(*, call_id: int, is_last_try: bool = True) -> str:
             fields += ["status", "last_status_at", "error"]
         call.save(update_fields=fields)
     logger.info(
-        "Call %s initiated to %s (provider call %s)",
-        call.pk,
-        mask_phone(call.to_number),
-        placed.provider_call_id,
+        "Call %s initiated to %s (provider call %s)", request.call_id, masked, result.provider_call_id
     )
     return "placed"
+
+
+def _record_dial_failure(*, call_id: int, error: str, schedule_retry: bool) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        call = Call.objects.select_for_update().filter(pk=call_id, status=CallStatus.DIALING).first()
+        if call is None:
+            return
+        _finish(call, status=CallStatus.FAILED, error=error, now=now)
+        if schedule_retry:
+            call_schedule_retry(call=call, now=now)
+
+
+def call_place(*, call_id: int, is_last_try: bool = True) -> str:
+    """Place one queued call through the provider; returns what happened, in a word.
+
+    Raises ProviderTransientError when the provider could not be reached and another try
+    is left (the caller, an RQ job, is then retried with backoff).
+    """
+    requests, others = _take_calls_for_dialing([call_id])
+    if not requests:
+        return next(iter(others))
+    result = _dial(requests[0])
+    outcome = _record_dial_result(requests[0], result, is_last_try=is_last_try)
+    if outcome == "transient":
+        raise result
+    return outcome
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -440,18 +546,13 @@ _pool_lock = threading.Lock()
 
 
 def placement_threads_per_process() -> int:
-    """This worker process's share of PROVIDER_MAX_CONCURRENCY (at least one).
-
-    On SQLite, one: it has a single writer, and threads would only queue for its lock.
-    """
-    if connection.vendor == "sqlite":
-        return 1
+    """This worker process's share of PROVIDER_MAX_CONCURRENCY (at least one)."""
     return max(1, settings.PROVIDER_MAX_CONCURRENCY // settings.QUEUE_CONCURRENCY)
 
 
 def _placement_pool() -> ThreadPoolExecutor:
-    # One pool per process, kept across jobs so that its threads keep their database
-    # connections and the provider's keep-alive connections. Rebuilt after a fork.
+    # One pool per process, kept across jobs so that the provider's keep-alive connections
+    # are reused. Rebuilt after a fork.
     global _pool, _pool_pid
     with _pool_lock:
         if _pool is None or _pool_pid != os.getpid():
@@ -471,21 +572,6 @@ def reset_placement_pool() -> None:
         _pool = None
 
 
-def _place_one_in_batch(call_id: int, is_last_try: bool) -> str:
-    try:
-        return call_place(call_id=call_id, is_last_try=is_last_try)
-    except ProviderTransientError:
-        return "transient"
-    except Exception:  # noqa: BLE001 - one bad call must not sink the batch
-        # The call stays queued (re-enqueued by a tick) or dialing (failed by a tick).
-        logger.exception("Call %s: unexpected error while placing it", call_id)
-        return "error"
-    finally:
-        # Each placement is this thread's "request": as Django does around a request, drop
-        # the connection if it is broken or older than CONN_MAX_AGE (0 closes it every time).
-        close_old_connections()
-
-
 def calls_place_batch(*, call_ids: list[int]) -> dict[str, int]:
     """Place a tick's batch of calls concurrently, each exactly as call_place does alone.
 
@@ -494,28 +580,29 @@ def calls_place_batch(*, call_ids: list[int]) -> dict[str, int]:
     per-call states, errors and retries are the engine's, whatever the batch size.
     """
     intervals = list(settings.CALL_PLACE_RETRY_INTERVALS)
-    is_last_try = not intervals
-    outcomes = list(_placement_pool().map(lambda pk: _place_one_in_batch(pk, is_last_try), call_ids))
-    now = timezone.now()
-    for call_id, outcome in zip(call_ids, outcomes, strict=True):
+    requests, counts = _take_calls_for_dialing(call_ids)
+    futures = {_placement_pool().submit(_dial, request): request for request in requests}
+    transient: list[int] = []
+    # Answers are recorded as they arrive, on this thread's connection, while the pool is
+    # still waiting on the others.
+    for future in as_completed(futures):
+        request = futures[future]
+        try:
+            outcome = _record_dial_result(request, future.result(), is_last_try=not intervals)
+        except Exception:  # noqa: BLE001 - one bad call must not sink the batch
+            # The call stays dialing; the tick fails it after CALL_DIALING_TIMEOUT_SECONDS.
+            logger.exception("Call %s: unexpected error while recording its placement", request.call_id)
+            outcome = "error"
+        counts[outcome] += 1
         if outcome == "transient":
-            first_delay, later = intervals[0], intervals[1:]
-            at = now + timedelta(seconds=first_delay) if first_delay else None
-            queues.enqueue_place_call(call_id, at=at, retry_intervals=later)
-    counts = dict(Counter(outcomes))
-    logger.info("Placed a batch of %s calls: %s", len(call_ids), counts)
-    return counts
-
-
-def _record_dial_failure(*, call_id: int, error: str, schedule_retry: bool) -> None:
+            transient.append(request.call_id)
     now = timezone.now()
-    with transaction.atomic():
-        call = Call.objects.select_for_update().filter(pk=call_id, status=CallStatus.DIALING).first()
-        if call is None:
-            return
-        _finish(call, status=CallStatus.FAILED, error=error, now=now)
-        if schedule_retry:
-            call_schedule_retry(call=call, now=now)
+    for call_id in transient:
+        first_delay, later = intervals[0], intervals[1:]
+        at = now + timedelta(seconds=first_delay) if first_delay else None
+        queues.enqueue_place_call(call_id, at=at, retry_intervals=later)
+    logger.info("Placed a batch of %s calls: %s", len(call_ids), dict(counts))
+    return dict(counts)
 
 
 # --- Outcomes and retries -----------------------------------------------------------------

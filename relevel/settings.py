@@ -12,7 +12,6 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
-
 class _Env(environ.Env):
     """environ.Env whose bad values are configuration errors naming the variable, so every
     process stops with one readable line (manage.py prints it) instead of a traceback."""
@@ -132,8 +131,10 @@ try:
     _redis_url.port  # noqa: B018 - raises ValueError on a port that is not a number
 except ValueError:
     _redis_url = None
-if _redis_url is None or _redis_url.scheme not in ("redis", "rediss", "unix") or not (
-    _redis_url.hostname or _redis_url.path
+if (
+    _redis_url is None
+    or _redis_url.scheme not in ("redis", "rediss", "unix")
+    or not (_redis_url.hostname or _redis_url.path)
 ):
     raise ImproperlyConfigured("REDIS_URL must look like redis://host:port/db")
 
@@ -189,13 +190,9 @@ CALLKARO_WEBHOOK_SECRET = env.str("CALLKARO_WEBHOOK_SECRET", default="")
 CALLKARO_CONNECT_TIMEOUT = env.float("CALLKARO_CONNECT_TIMEOUT", default=5.0)
 CALLKARO_READ_TIMEOUT = env.float("CALLKARO_READ_TIMEOUT", default=15.0)
 # Simulator: where it posts its webhooks (our own endpoint), after how long, and the mix.
-SIMULATOR_WEBHOOK_URL = env.str(
-    "SIMULATOR_WEBHOOK_URL", default="http://127.0.0.1:8000/api/webhooks/call"
-)
+SIMULATOR_WEBHOOK_URL = env.str("SIMULATOR_WEBHOOK_URL", default="http://127.0.0.1:8000/api/webhooks/call")
 SIMULATOR_DELAY_SECONDS = env.int("SIMULATOR_DELAY_SECONDS", default=5)
-SIMULATOR_OUTCOMES = env.str(
-    "SIMULATOR_OUTCOMES", default="completed:70,no_answer:15,busy:10,failed:5"
-)
+SIMULATOR_OUTCOMES = env.str("SIMULATOR_OUTCOMES", default="completed:70,no_answer:15,busy:10,failed:5")
 
 # --- HTTP API -------------------------------------------------------------------------------
 QUEUE_API_TOKEN = env.str("QUEUE_API_TOKEN", default="")

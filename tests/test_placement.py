@@ -124,7 +124,9 @@ def test_a_retry_is_dropped_when_the_user_already_answered_that_day(fake_callkar
 @pytest.mark.parametrize(
     ("status", "error_message"), [(CallStatus.IN_PROGRESS, ""), (CallStatus.FAILED, "carrier rejected")]
 )
-def test_a_webhook_that_beats_the_placement_answer_is_not_undone(fake_callkaro, make_call, status, error_message):
+def test_a_webhook_that_beats_the_placement_answer_is_not_undone(
+    fake_callkaro, make_call, status, error_message
+):
     """The provider can call back before we store its id: its status and error stay."""
     from calls.providers.base import CallEvent
 

@@ -131,7 +131,9 @@ def test_a_call_left_dialing_by_a_dead_worker_is_failed_and_retried(make_call, r
 
 
 def test_a_ringing_call_whose_final_webhook_was_lost_is_failed_and_retried(make_call, settings, redis_conn):
-    call = ringing_call(make_call, last_status_at=NOW - timedelta(seconds=settings.CALL_OUTCOME_TIMEOUT_SECONDS + 1))
+    call = ringing_call(
+        make_call, last_status_at=NOW - timedelta(seconds=settings.CALL_OUTCOME_TIMEOUT_SECONDS + 1)
+    )
     with time_machine.travel(NOW, tick=False):
         summary = services.calls_schedule_due()
     call.refresh_from_db()

@@ -91,5 +91,7 @@ def test_a_gap_that_runs_up_to_midnight_keeps_the_slot_on_its_own_day():
     assert slot == utc(2026, 3, 29, 1, 30)
     assert slot.astimezone(tz).date() == date(2026, 3, 29)
     assert slot_local_date(slot=slot, call_time=time(23, 30), tz=tz) == date(2026, 3, 28)
-    following = next_open_slot(call_time=time(23, 30), tz=tz, now=slot, window=WINDOW, after=date(2026, 3, 28))
+    following = next_open_slot(
+        call_time=time(23, 30), tz=tz, now=slot, window=WINDOW, after=date(2026, 3, 28)
+    )
     assert following == utc(2026, 3, 30, 0, 30)  # 23:30 on the 29th, now UTC-1

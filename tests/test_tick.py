@@ -301,7 +301,9 @@ def test_a_user_with_an_unknown_time_zone_does_not_stop_the_tick(make_user, capl
     with at(SLOT - timedelta(hours=1)):
         broken = make_user()
         others = [make_user() for _ in range(2)]
-    User.objects.filter(pk=broken.pk).update(local_tz="Mars/Olympus", next_call_at=SLOT - timedelta(minutes=1))
+    User.objects.filter(pk=broken.pk).update(
+        local_tz="Mars/Olympus", next_call_at=SLOT - timedelta(minutes=1)
+    )
     with caplog.at_level(logging.ERROR, logger="relevel.calls"):
         summary = tick(SLOT + timedelta(minutes=1))
     assert summary.claimed == 2
