@@ -91,8 +91,8 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
-# Persistent connections (seconds): workers place calls on long-lived threads, each with its
-# own connection, so reconnecting for every call would cost more than the call's queries.
+# Persistent connections (seconds): a worker records hundreds of call answers a second on
+# its one connection; reconnecting for every job would cost more than the job's queries.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
