@@ -46,7 +46,10 @@ STATUS_RANK = {
 class Call(models.Model):
     """One attempt to phone a user: attempt 1 is the day's call, 2 and 3 are its retries."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="calls")
+    # No index of its own: the (user, local_date, attempt) constraint's index leads with it.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="calls", db_index=False
+    )
     to_number = models.CharField(max_length=16)
     agent_id = models.CharField(max_length=128, blank=True)
     attempt = models.PositiveSmallIntegerField(default=1)
@@ -60,7 +63,9 @@ class Call(models.Model):
     # ("place-calls-<pk of its first call>"), blank for calls on a job of their own ("call-<pk>").
     # Lets a later tick tell a call whose job Redis lost from one still waiting in line.
     job_id = models.CharField(max_length=64, blank=True)
-    provider_call_id = models.CharField(max_length=128, unique=True, null=True, blank=True)
+    # Unique through Meta.constraints rather than unique=True, which on PostgreSQL also
+    # builds a LIKE-pattern index that no query uses (one more index for every write).
+    provider_call_id = models.CharField(max_length=128, null=True, blank=True)
     # Every raw payload exchanged with the provider, oldest first, for operators to inspect.
     provider_payloads = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
@@ -80,6 +85,7 @@ class Call(models.Model):
             models.UniqueConstraint(
                 fields=["user", "local_date", "attempt"], name="call_one_attempt_per_user_day"
             ),
+            models.UniqueConstraint(fields=["provider_call_id"], name="call_unique_provider_call_id"),
         ]
         indexes = [
             models.Index(fields=["status", "scheduled_for"], name="call_status_scheduled_idx"),

@@ -646,15 +646,22 @@ def call_apply_event(*, event: CallEvent) -> EventResult:
         call.status = event.status
         call.last_status_at = now
         call.provider_payloads = [*call.provider_payloads, event.raw]
-        call.transcript = event.transcript or call.transcript
-        call.recording_url = event.recording_url or call.recording_url
-        if event.duration_seconds is not None:
-            call.duration_seconds = event.duration_seconds
-        if event.error_message:
-            call.error = event.error_message
+        # Only what this event changes: the webhook is the hottest write, and rewriting
+        # every column (the transcript, all payloads) is most of its cost.
+        fields = ["provider_call_id", "status", "last_status_at", "provider_payloads"]
+        for field, value in (
+            ("transcript", event.transcript),
+            ("recording_url", event.recording_url),
+            ("duration_seconds", event.duration_seconds),
+            ("error", event.error_message),
+        ):
+            if value not in (None, ""):
+                setattr(call, field, value)
+                fields.append(field)
         if call.status in TERMINAL_STATUSES:
             call.completed_at = now
-        call.save()
+            fields.append("completed_at")
+        call.save(update_fields=fields)
         logger.info("[Webhook:%s] Updated call %s: %s", call.provider or "provider", call.pk, call.status)
         retry_scheduled = False
         if call.status in RETRY_STATUSES:
