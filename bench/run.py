@@ -1,0 +1,128 @@
+"""relevel's benchmarks (issue 5): one command, a table per benchmark.
+
+    python bench/run.py            # full run (~10 min on 2 cores)
+    python bench/run.py --quick    # smaller sizes (~3 min)
+    python bench/run.py --only tick|placement|webhook|enqueue [--only ...]
+    python bench/run.py --profile  # also write cProfile/EXPLAIN output to bench/out/
+
+Each benchmark measures the alternative side by side in the same run, so the ratios hold
+on a noisy machine. The run creates and migrates its own PostgreSQL database
+(relevel_bench), uses Redis DB 9 (flushed before and after), talks to 127.0.0.1 only, and
+drops the database at the end, also on Ctrl-C. See BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+sys.path[:0] = [str(BENCH), str(BENCH.parent)]
+
+import harness  # noqa: E402
+from harness import say  # noqa: E402
+
+BENCHMARKS = ("tick", "placement", "webhook", "enqueue")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Run relevel's benchmarks and print a table per benchmark.")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes: 10k/100k users, rush 20k")
+    parser.add_argument("--only", action="append", choices=BENCHMARKS, help="run only this benchmark (repeatable)")
+    parser.add_argument(
+        "--placement-config", action="append", metavar="QxCbB",
+        help="placement setting to run instead of the default list, e.g. 4x80b40 (QUEUE_CONCURRENCY x "
+        "PROVIDER_MAX_CONCURRENCY, CALL_BATCH_SIZE); suffix -pool for rqworker-pool (repeatable)",
+    )
+    parser.add_argument("--profile", action="store_true", help="write profiles and query plans to bench/out/")
+    args = parser.parse_args()
+    selected = args.only or list(BENCHMARKS)
+    out = BENCH / "out" if args.profile else None
+    if out is not None:
+        out.mkdir(exist_ok=True)
+    logs = Path(tempfile.mkdtemp(prefix="relevel-bench-"))
+
+    started = time.perf_counter()
+    tables = []
+    provider = None
+    harness.create_bench_db()
+    try:
+        harness.flush_redis()
+        provider = harness.FakeProvider(delay=0.2)
+        env = harness.bench_env(provider_port=provider.port)
+        os.environ.update(env)
+        # The harness itself logs warnings only; workers and gunicorn log at INFO to files.
+        os.environ["LOG_LEVEL"] = "WARNING"
+        say(f"database {harness.BENCH_DB} created; migrating; logs in {logs}")
+        harness.migrate(env)
+
+        import django
+
+        django.setup()
+
+        if "tick" in selected:
+            import bench_tick
+
+            tables.append(
+                bench_tick.run(
+                    sizes=[10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000],
+                    rush=20_000 if args.quick else 100_000,
+                    repeats=3 if args.quick else 5,
+                    naive_repeats=1,
+                    out=out,
+                )
+            )
+            print(tables[-1].render() + "\n", file=sys.stderr, flush=True)
+        if "enqueue" in selected:
+            import bench_enqueue
+
+            tables.append(bench_enqueue.run(jobs=2_000 if args.quick else 10_000))
+            print(tables[-1].render() + "\n", file=sys.stderr, flush=True)
+        if "placement" in selected:
+            import bench_placement
+
+            tables.append(
+                bench_placement.run(
+                    calls=2_000 if args.quick else 5_000,
+                    original_calls=200 if args.quick else 500,
+                    provider=provider,
+                    quick=args.quick,
+                    logs=logs,
+                    out=out,
+                    specs=args.placement_config,
+                )
+            )
+            print(tables[-1].render() + "\n", file=sys.stderr, flush=True)
+        if "webhook" in selected:
+            import bench_webhook
+
+            tables.append(bench_webhook.run(calls=2_000 if args.quick else 6_000, quick=args.quick, logs=logs))
+            print(tables[-1].render() + "\n", file=sys.stderr, flush=True)
+    finally:
+        from django.db import connections
+
+        connections.close_all()
+        if provider is not None:
+            provider.stop()
+        harness.flush_redis()
+        harness.drop_bench_db()
+        say(f"database {harness.BENCH_DB} dropped, Redis DB 9 flushed")
+
+    info = {**harness.machine(), **harness.versions()}
+    print("# relevel benchmarks" + (" (--quick)" if args.quick else ""))
+    print(
+        f"machine: {info['nproc']} cores, {info['cpu']}, {info['ram']} RAM; "
+        f"PostgreSQL {info['postgresql']}, Redis {info['redis']}; "
+        f"total {time.perf_counter() - started:.0f} s\n"
+    )
+    for table in tables:
+        print(table.render() + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
