@@ -23,4 +23,5 @@ class Command(BaseCommand):
                 f"rqscheduler: {cron_job.name} on '{cron_job.cron}' -> queue {cron_job.queue_name}, "
                 f"next at {cron_job.next_enqueue_time:%Y-%m-%d %H:%M:%S} UTC"
             )
+        self.stdout.flush()  # before the loop: a supervisor's log shows the schedule at once
         scheduler.start()
