@@ -85,3 +85,19 @@ def test_a_bad_setting_fails_at_start_up_with_one_line_naming_it(runs, case, var
     assert "Traceback" not in result.stderr
     assert lines[0].startswith("relevel: configuration error: ")
     assert variable in lines[0]
+
+
+def test_the_wsgi_entry_point_refuses_bad_settings_with_the_same_one_line():
+    env = {"PATH": os.environ["PATH"], **VALID, "CALL_PROVIDER": "twilio"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import relevel.wsgi"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "relevel: configuration error: CALL_PROVIDER must be one of callkaro, simulator"
+    ]
