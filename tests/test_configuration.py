@@ -46,17 +46,16 @@ BAD = [
 ]
 
 
-def manage_py_check(changes: dict[str, str]) -> subprocess.CompletedProcess:
+def run_with(changes: dict[str, str], *argv: str) -> subprocess.CompletedProcess:
     # Only PATH from the outside, so the runner's own settings (the suite's) do not leak in.
     env = {"PATH": os.environ["PATH"], **VALID, **changes}
     return subprocess.run(
-        [sys.executable, "manage.py", "check"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
+        [sys.executable, *argv], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
+
+
+def manage_py_check(changes: dict[str, str]) -> subprocess.CompletedProcess:
+    return run_with(changes, "manage.py", "check")
 
 
 @pytest.fixture(scope="module")
@@ -88,15 +87,7 @@ def test_a_bad_setting_fails_at_start_up_with_one_line_naming_it(runs, case, var
 
 
 def test_the_wsgi_entry_point_refuses_bad_settings_with_the_same_one_line():
-    env = {"PATH": os.environ["PATH"], **VALID, "CALL_PROVIDER": "twilio"}
-    result = subprocess.run(
-        [sys.executable, "-c", "import relevel.wsgi"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_with({"CALL_PROVIDER": "twilio"}, "-c", "import relevel.wsgi")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "relevel: configuration error: CALL_PROVIDER must be one of callkaro, simulator"

@@ -62,6 +62,21 @@ def assert_each_called_once(user_ids, fake_callkaro) -> None:
     assert sorted(dialed) == sorted(str(pk) for pk in user_ids), "a user was dialed twice or never"
 
 
+def burst_worker_command(*extra: str) -> list[str]:
+    """A real worker process, as deployed, that drains the queues and exits."""
+    return [
+        sys.executable,
+        "manage.py",
+        "rqworker",
+        "daily-calls-tick",
+        "daily-calls",
+        "--burst",
+        "--worker-class",
+        "rq.worker.SimpleWorker",
+        *extra,
+    ]
+
+
 def child_env(**extra: str) -> dict[str, str]:
     db = connection.settings_dict
     env = {
@@ -122,15 +137,7 @@ def test_a_worker_killed_mid_request_leaves_a_traced_failed_call_and_one_retry(
     assert services.calls_schedule_due(now=now).enqueued == 1
 
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "manage.py",
-            "rqworker",
-            "daily-calls",
-            "--burst",
-            "--worker-class",
-            "rq.worker.SimpleWorker",
-        ],
+        burst_worker_command(),
         cwd=ROOT,
         env=child_env(CALLKARO_BASE_URL=fake_callkaro.url, CALLKARO_READ_TIMEOUT="60"),
         stdout=subprocess.DEVNULL,
@@ -271,17 +278,7 @@ def test_racing_schedulers_and_manual_triggers_give_exactly_one_first_attempt(re
         for _ in range(2)
     ] + [
         subprocess.Popen(
-            [
-                sys.executable,
-                "manage.py",
-                "rqworker",
-                "daily-calls",
-                "--burst",
-                "--worker-class",
-                "rq.worker.SimpleWorker",
-                "--max-jobs",
-                "3",
-            ],
+            burst_worker_command("--max-jobs", "3"),
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
