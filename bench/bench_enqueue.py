@@ -47,13 +47,21 @@ def run(*, jobs: int, repeats: int = 3) -> Table:
 
     fast, slow, service = results["pipelined"][0], results["one by one"][0], results["service"][0]
     table.add(
-        "enqueue_many, one pipeline (queues.enqueue_call_batches)", f"{jobs:,} jobs", f"{fast:,.0f} jobs/s",
-        f"{fast / slow:.1f}x one-by-one", ">= one-by-one (tick uses this path)", met(fast >= slow),
+        "enqueue_many, one pipeline (queues.enqueue_call_batches)",
+        f"{jobs:,} jobs",
+        f"{fast:,.0f} jobs/s",
+        f"{fast / slow:.1f}x one-by-one",
+        ">= one-by-one (tick uses this path)",
+        met(fast >= slow),
     )
     table.add("queue.enqueue one by one", f"{jobs:,} jobs", f"{slow:,.0f} jobs/s", "1.0x", "", "")
     table.add(
-        "queues.enqueue_place_call (retries, stranded calls)", f"{results['service'][1]:,} jobs",
-        f"{service:,.0f} jobs/s", f"{service / slow:.2f}x one-by-one", "", "",
+        "queues.enqueue_place_call (retries, stranded calls)",
+        f"{results['service'][1]:,} jobs",
+        f"{service:,.0f} jobs/s",
+        f"{service / slow:.2f}x one-by-one",
+        "",
+        "",
         note="checks for a live job of the same id, then enqueues with unique=True: 3+ round trips a job",
     )
     say(f"enqueue: pipelined {fast:,.0f}/s, one by one {slow:,.0f}/s, service {service:,.0f}/s")

@@ -25,7 +25,16 @@ from requests.adapters import HTTPAdapter
 
 import seed
 from harness import (
-    BENCH_DSN, PYTHON, ROOT, FakeProvider, Table, flush_redis, met, pg_connection_budget, say, stop_process,
+    BENCH_DSN,
+    PYTHON,
+    ROOT,
+    FakeProvider,
+    Table,
+    flush_redis,
+    met,
+    pg_connection_budget,
+    say,
+    stop_process,
 )
 
 TARGET_CALLS_PER_S = 300
@@ -42,8 +51,7 @@ class Config:
     concurrency: int  # PROVIDER_MAX_CONCURRENCY, in total
     batch: int  # CALL_BATCH_SIZE
     calls: int
-    pool: bool = False  # rqworker-pool with RQ's forking Worker, as docker-compose runs it
-    lean: bool = False  # bench/lean_worker.py: the recommended placement change, prototyped
+    pool: bool = False  # one rqworker-pool command, as docker-compose.yml runs the workers
 
     @property
     def threads(self) -> int:
@@ -51,19 +59,9 @@ class Config:
 
     @property
     def db_connections(self) -> int:
-        if threads_use_database():
-            # Each placement thread keeps its own persistent connection (CONN_MAX_AGE), and a
-            # thread pool only grows to min(threads, batch) threads.
-            return self.processes * min(self.threads, self.batch)
-        return self.processes * 2  # the worker's own connection, and one to spare
-
-
-def threads_use_database() -> bool:
-    """Before ee16a76 each placement thread ran call_place with its own connection; since,
-    the threads only dial and the worker's one connection records the answers."""
-    from calls import services
-
-    return not hasattr(services, "_take_calls_for_dialing")
+        # Since ee16a76 the placement threads only dial; each worker records the answers on
+        # its one connection. One more per worker to spare.
+        return self.processes * 2
 
 
 def _cpu_of_others(into: dict[int, tuple[str, float]]) -> None:
@@ -73,9 +71,12 @@ def _cpu_of_others(into: dict[int, tuple[str, float]]) -> None:
             name = proc.info["name"] or ""
             cmdline = " ".join(proc.info["cmdline"] or [])
             key = (
-                "postgresql" if name.startswith("postgres")
-                else "redis" if name.startswith("redis-server")
-                else "provider" if "fake_provider.py" in cmdline
+                "postgresql"
+                if name.startswith("postgres")
+                else "redis"
+                if name.startswith("redis-server")
+                else "provider"
+                if "fake_provider.py" in cmdline
                 else None
             )
             if key:
@@ -135,7 +136,9 @@ def _prepare(config: Config) -> None:
     flush_redis()
     now = datetime.now(UTC).replace(second=0, microsecond=0)
     call_time = (now - timedelta(minutes=1)).time()
-    seed.seed_same_slot(start=1, count=config.calls, zone="UTC", call_time=call_time, previous_tick=now - timedelta(minutes=5))
+    seed.seed_same_slot(
+        start=1, count=config.calls, zone="UTC", call_time=call_time, previous_tick=now - timedelta(minutes=5)
+    )
     seed.vacuum_analyze()
     settings.CALL_BATCH_SIZE = config.batch  # the tick sizes its batch jobs from this
     summary = calls_schedule_due(now=datetime.now(UTC))
@@ -154,15 +157,14 @@ def _start_workers(config: Config, env: dict[str, str], log: Path) -> list[subpr
     }
     manage = [PYTHON, str(ROOT / "manage.py")]
     output = open(log, "ab")  # noqa: SIM115 - closed when the processes are gone
-    if config.lean:
-        worker_env["PYTHONPATH"] = f"{ROOT / 'bench'}:{worker_env.get('PYTHONPATH', '')}"
-    worker_class = "lean_worker.LeanWorker" if config.lean else "rq.worker.SimpleWorker"
+    simple = ["--worker-class", "rq.worker.SimpleWorker"]
     if config.pool:
-        commands = [[*manage, "rqworker-pool", "daily-calls", "--burst", "--num-workers", str(config.processes)]]
+        # docker-compose.yml's worker command, plus --burst so the pool exits once the queues
+        # are empty. Its workers are forked processes that each run SimpleWorker.
+        pool = ["rqworker-pool", "daily-calls-tick", "daily-calls", "--burst"]
+        commands = [[*manage, *pool, "--num-workers", str(config.processes), *simple]]
     else:
-        commands = [
-            [*manage, "rqworker", "daily-calls", "--burst", "--worker-class", worker_class]
-        ] * config.processes
+        commands = [[*manage, "rqworker", "daily-calls", "--burst", *simple]] * config.processes
     return [subprocess.Popen(c, cwd=ROOT, env=worker_env, stdout=output, stderr=output) for c in commands]
 
 
@@ -227,9 +229,22 @@ def _py_spy(processes: list[subprocess.Popen], out: Path, name: str) -> list[sub
     py_spy = shutil.which("py-spy") or str(Path(PYTHON).with_name("py-spy"))
     return [
         subprocess.Popen(
-            [py_spy, "record", "--pid", str(p.pid), "--rate", "250", "--format", "raw", "--nonblocking", "--gil",
-             "--output", str(out / f"{name}-{i}.txt")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                py_spy,
+                "record",
+                "--pid",
+                str(p.pid),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--nonblocking",
+                "--gil",
+                "--output",
+                str(out / f"{name}-{i}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         for i, p in enumerate(processes)
     ]
@@ -247,8 +262,10 @@ def summarize_py_spy(files: list[Path], *, top: int = 40) -> str:
             stack, _, count = line.rpartition(" ")
             if not count.isdigit():
                 continue
-            frames = [f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
-                      for f in stack.split(";")[1:]]  # first frame is the thread
+            frames = [
+                f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
+                for f in stack.split(";")[1:]
+            ]  # first frame is the thread
             n = int(count)
             total += n
             for frame in set(frames):
@@ -284,24 +301,31 @@ def place(config: Config, env: dict[str, str], logs: Path, profile_to: Path | No
         files = [profile_to / f"{name}-{i}.txt" for i in range(len(processes))]
         (profile_to / f"{name}-summary.txt").write_text(summarize_py_spy(files))
     if outcome.ringing != config.calls:
-        say(f"placement {config.label}: only {outcome.ringing} of {config.calls} ringing: {outcome.statuses}; see {log}")
+        say(f"placement {config.label}: only {outcome.ringing} of {config.calls} ringing: {outcome.statuses}")
+        say(f"placement {config.label}: see {log}")
     return outcome
 
 
 def parse_config(spec: str, calls: int) -> Config:
     """'4x80b40' -> 4 processes, PROVIDER_MAX_CONCURRENCY 80, CALL_BATCH_SIZE 40; suffix '-pool'
-    for rqworker-pool (forking Worker), '-lean' for the prototyped lean placement."""
-    pool, lean = spec.endswith("-pool"), spec.endswith("-lean")
-    processes, _, rest = spec.removesuffix("-pool").removesuffix("-lean").partition("x")
+    for one rqworker-pool command with SimpleWorker, as docker-compose.yml runs the workers."""
+    pool = spec.endswith("-pool")
+    processes, _, rest = spec.removesuffix("-pool").partition("x")
     concurrency, _, batch = rest.partition("b")
     threads = max(1, int(concurrency) // int(processes))
     label = f"{processes} x {concurrency} ({threads} threads each), batch {batch}"
-    label += ", rqworker-pool (forking Worker)" if pool else ", lean placement (prototype)" if lean else ""
-    return Config(label, int(processes), int(concurrency), int(batch), calls, pool, lean)
+    label += ", rqworker-pool (SimpleWorker, as docker-compose)" if pool else ""
+    return Config(label, int(processes), int(concurrency), int(batch), calls, pool)
 
 
 def run(
-    *, calls: int, original_calls: int, provider: FakeProvider, quick: bool, logs: Path, out: Path | None,
+    *,
+    calls: int,
+    original_calls: int,
+    provider: FakeProvider,
+    quick: bool,
+    logs: Path,
+    out: Path | None,
     specs: list[str] | None = None,
 ) -> Table:
     import os
@@ -311,17 +335,22 @@ def run(
     env["LOG_LEVEL"] = "INFO"
     original = Config("original design: 5 processes x 1 call per job (5 in flight)", 5, 5, 1, original_calls)
     specs = specs or (
-        ["2x80b40", "4x80b40", "4x80b100-lean"] if quick
-        else ["2x100b50", "5x100b50", "4x200b50", "2x80b40", "4x80b40", "4x80b100", "2x80b40-pool", "4x80b100-lean"]
+        ["2x80b40", "5x100b50", "5x100b50-pool"]
+        if quick
+        else ["2x100b50", "5x100b50", "5x100b50-pool", "4x200b50", "2x80b40", "4x80b40", "4x80b100"]
     )
-    if not threads_use_database():
-        # The lean prototype replaced call_place, which batches no longer use.
-        specs = [spec for spec in specs if not spec.endswith("-lean")]
     configs = [original, *(parse_config(spec, calls) for spec in specs)]
 
     say(f"placement: bare limit, {calls:,} requests on ThreadPoolExecutor(200)")
     bare = bare_limit(provider, calls=calls)
-    table.add("bare limit: ThreadPoolExecutor(200) + requests.Session", f"{calls:,} calls", f"{bare:,.0f} calls/s", "1.0x", "", "")
+    table.add(
+        "bare limit: ThreadPoolExecutor(200) + requests.Session",
+        f"{calls:,} calls",
+        f"{bare:,.0f} calls/s",
+        "1.0x",
+        "",
+        "",
+    )
 
     max_connections, _ = pg_connection_budget()
     for config in configs:
@@ -330,38 +359,54 @@ def run(
         n = f"{config.calls:,} calls"
         if config.db_connections > free:
             table.add(
-                config.label, n, "not run", "", "", "not run",
-                note=f"needs {config.db_connections} PostgreSQL connections at once (one per placement thread, "
-                f"CONN_MAX_AGE); the server allows {max_connections} and {in_use} are in use",
+                config.label,
+                n,
+                "not run",
+                "",
+                "",
+                "not run",
+                note=f"needs {config.db_connections} PostgreSQL connections at once; the server allows "
+                f"{max_connections} and {in_use} are in use",
             )
             say(f"placement: skipped {config.label}: needs {config.db_connections} connections, {free} free")
             continue
         say(f"placement: {config.label}, {config.calls:,} calls")
         # --profile samples the first setting after the original with py-spy.
-        result = place(config, env, logs, profile_to=out if out is not None and config is configs[1] else None)
+        result = place(
+            config, env, logs, profile_to=out if out is not None and config is configs[1] else None
+        )
         rate = result.ringing / result.pickup_to_ringing_s if result.pickup_to_ringing_s else 0.0
         share = rate / bare
         is_original = config.concurrency <= 5
-        ok = (rate >= TARGET_CALLS_PER_S or share >= TARGET_SHARE_OF_BARE) and result.peak_rss <= TARGET_RSS_BYTES
+        ok = (
+            rate >= TARGET_CALLS_PER_S or share >= TARGET_SHARE_OF_BARE
+        ) and result.peak_rss <= TARGET_RSS_BYTES
         extra = ""
         if is_original:
             extra = f"; at this rate 5,000 calls take {5000 / rate:,.0f} s" if rate else ""
         table.add(
-            config.label, n, f"{rate:,.0f} calls/s",
+            config.label,
+            n,
+            f"{rate:,.0f} calls/s",
             f"{share:.0%} of bare",
-            "" if is_original else f">= {TARGET_CALLS_PER_S}/s or >= {TARGET_SHARE_OF_BARE:.0%} of bare; RSS <= 1.5 GB",
+            ""
+            if is_original
+            else f">= {TARGET_CALLS_PER_S}/s or >= {TARGET_SHARE_OF_BARE:.0%} of bare; RSS <= 1.5 GB",
             "" if is_original else met(ok),
             note=(
-                f"{result.ringing:,}/{config.calls:,} ringing; pickup->last ringing {result.pickup_to_ringing_s:.1f} s, "
+                f"{result.ringing:,}/{config.calls:,} ringing; "
+                f"pickup->last ringing {result.pickup_to_ringing_s:.1f} s, "
                 f"wall incl. start-up {result.wall_s:.1f} s; peak RSS {result.peak_rss / 2**20:,.0f} MiB "
-                f"({config.processes} processes); CPU s: workers {result.cpu_s:.1f}, "
+                f"({config.processes} workers{' and the pool process' if config.pool else ''}); "
+                f"CPU s: workers {result.cpu_s:.1f}, "
                 + ", ".join(f"{k} {v:.1f}" for k, v in result.others_cpu.items())
                 + f" (host busy {result.host_cpu_percent:.0f}% of {os.cpu_count()} cores)"
                 + (f"; statuses {result.statuses}" if result.ringing != config.calls else "")
                 + extra
             ),
         )
-        say(f"placement: {config.label}: {rate:,.0f} calls/s ({share:.0%} of bare), peak RSS {result.peak_rss / 2**20:,.0f} MiB")
+        rss_mib = result.peak_rss / 2**20
+        say(f"placement: {config.label}: {rate:,.0f} calls/s ({share:.0%} of bare), {rss_mib:,.0f} MiB RSS")
     seed.truncate_all()
     flush_redis()
     return table

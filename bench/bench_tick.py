@@ -7,10 +7,12 @@ original design's naive tick (bench/naive.py), and the bare indexed due-rows que
 from __future__ import annotations
 
 import cProfile
+import functools
 import io
 import pstats
 import time
-from datetime import UTC, datetime, time as clock, timedelta
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -18,7 +20,7 @@ import psycopg
 from django.db import connection
 
 import seed
-from harness import BENCH_DSN, Table, fmt_ratio, fmt_s, flush_redis, median, met, say, timed
+from harness import BENCH_DSN, Table, flush_redis, fmt_ratio, fmt_s, median, met, say, timed
 
 # A fixed tick instant: a Monday afternoon in June (northern DST in force).
 TICK_AT = datetime(2026, 6, 15, 14, 30, tzinfo=UTC)
@@ -66,21 +68,6 @@ def _tick(now: datetime):
     from calls.services import calls_schedule_due
 
     return calls_schedule_due(now=now)
-
-
-def app_writes_are_set_based() -> bool:
-    """True once calls.services writes claims with set-based statements (calls.bulk): the
-    prototype in bench/proposed.py is then what the app does, and is not run."""
-    from calls import services
-
-    return hasattr(services, "bulk")
-
-
-def _tick_proposed(now: datetime):
-    import proposed
-
-    with proposed.patched():
-        return _tick(now)
 
 
 def _naive(now: datetime):
@@ -131,12 +118,18 @@ def run(*, sizes: list[int], rush: int, repeats: int, naive_repeats: int, out: P
     seeded = 0
     for size in sizes:
         say(f"tick: seeding users {seeded + 1}..{size}")
-        seed_s, _ = timed(lambda: seed.seed_population(start=seeded + 1, count=size - seeded, previous_tick=TICK_AT - SLOT))
+        seed_s, _ = timed(
+            functools.partial(
+                seed.seed_population, start=seeded + 1, count=size - seeded, previous_tick=TICK_AT - SLOT
+            )
+        )
         seeded = size
         seed.vacuum_analyze()
         snapshot = _due_snapshot(TICK_AT)
         due = len(snapshot[0])
-        table.notes.append(f"{size:,} users: seeded (COPY) in {seed_s:.1f} s cumulative step; {due:,} due in the slot")
+        table.notes.append(
+            f"{size:,} users: seeded (COPY) in {seed_s:.1f} s cumulative step; {due:,} due in the slot"
+        )
 
         bare = []
         for _ in range(5):
@@ -148,13 +141,6 @@ def run(*, sizes: list[int], rush: int, repeats: int, naive_repeats: int, out: P
             seconds, summary = timed(lambda: _tick(TICK_AT))
             ticks.append(seconds)
             summaries.append(summary)
-        proposed_runs = []
-        for _ in range(0 if app_writes_are_set_based() else repeats):
-            _reset(snapshot)
-            seconds, summary = timed(lambda: _tick_proposed(TICK_AT))
-            proposed_runs.append(seconds)
-            if summary.claimed != due:
-                table.notes.append(f"{size:,}: proposed tick claimed {summary.claimed} of {due} due")
         naive_runs, extrapolated, naive_result = [], False, None
         for _ in range(naive_repeats):
             _reset(snapshot)
@@ -167,36 +153,44 @@ def run(*, sizes: list[int], rush: int, repeats: int, naive_repeats: int, out: P
         tick_median = median(ticks)
         last = summaries[-1]
         if last.claimed != due or last.enqueued != due:
-            table.notes.append(f"{size:,}: tick claimed {last.claimed}, enqueued {last.enqueued} of {due} due")
+            table.notes.append(
+                f"{size:,}: tick claimed {last.claimed}, enqueued {last.enqueued} of {due} due"
+            )
         if naive_result is not None and naive_result.matched != due:
             table.notes.append(f"{size:,}: naive tick matched {naive_result.matched} of {due} due")
         is_target = size >= 1_000_000
         n = f"{size:,} users / {due:,} due"
         table.add(
-            "tick (calls_schedule_due)", n, fmt_s(tick_median),
+            "tick (calls_schedule_due)",
+            n,
+            fmt_s(tick_median),
             f"{fmt_ratio(tick_median, median(naive_runs))} faster than naive" if naive_runs else "",
             f"<= {TICK_TARGET_S} s at 1M" if is_target else "",
             met(tick_median <= TICK_TARGET_S) if is_target else "",
         )
-        if proposed_runs:
-            table.add(
-                "tick + proposed unnest writes (prototype)", n, fmt_s(median(proposed_runs)),
-                f"{fmt_ratio(median(proposed_runs), tick_median)} faster than the tick",
-                f"<= {TICK_TARGET_S} s at 1M" if is_target else "",
-                met(median(proposed_runs) <= TICK_TARGET_S) if is_target else "",
-            )
         table.add(
-            "naive tick (original design)", n,
+            "naive tick (original design)",
+            n,
             fmt_s(median(naive_runs)) + (" (extrapolated)" if extrapolated else ""),
-            "1.0x", "", "",
+            "1.0x",
+            "",
+            "",
             note=f"{size:,}: {len(naive_runs)} run(s); scans {naive_result.scanned:,} enabled users"
-            if naive_result else "",
+            if naive_result
+            else "",
         )
         table.add(
-            "bare due-rows query (index range scan)", n, fmt_s(median(bare)),
-            f"{median(bare) / tick_median:.0%} of the tick", "", "",
+            "bare due-rows query (index range scan)",
+            n,
+            fmt_s(median(bare)),
+            f"{median(bare) / tick_median:.0%} of the tick",
+            "",
+            "",
         )
-        say(f"tick: {size:,} users: tick {fmt_s(tick_median)}, proposed {fmt_s(median(proposed_runs))}, naive {fmt_s(median(naive_runs))}, bare {fmt_s(median(bare))}")
+        say(
+            f"tick: {size:,} users: tick {fmt_s(tick_median)}, naive {fmt_s(median(naive_runs))}, "
+            f"bare {fmt_s(median(bare))}"
+        )
         if out is not None and size == sizes[-1]:
             _explain_claim(TICK_AT, out / f"explain_claim_{size}.txt")
             _profile_tick(TICK_AT, snapshot, out / f"tick_{size}.prof")
@@ -206,7 +200,9 @@ def run(*, sizes: list[int], rush: int, repeats: int, naive_repeats: int, out: P
     say(f"tick: rush slot, seeding {rush:,} users at {RUSH_TIME:%H:%M} {RUSH_ZONE}")
     seed.truncate_all()
     rush_slot = datetime.combine(TICK_AT.date(), RUSH_TIME, tzinfo=ZoneInfo(RUSH_ZONE)).astimezone(UTC)
-    slot = seed.seed_same_slot(start=1, count=rush, zone=RUSH_ZONE, call_time=RUSH_TIME, previous_tick=rush_slot - SLOT)
+    slot = seed.seed_same_slot(
+        start=1, count=rush, zone=RUSH_ZONE, call_time=RUSH_TIME, previous_tick=rush_slot - SLOT
+    )
     seed.vacuum_analyze()
     snapshot = _due_snapshot(slot)
     rush_ticks, rush_summary = [], None
@@ -214,38 +210,35 @@ def run(*, sizes: list[int], rush: int, repeats: int, naive_repeats: int, out: P
         _reset(snapshot)
         seconds, rush_summary = timed(lambda: _tick(slot))
         rush_ticks.append(seconds)
-    rush_proposed = []
-    for _ in range(0 if app_writes_are_set_based() else max(2, repeats // 2)):
-        _reset(snapshot)
-        seconds, summary = timed(lambda: _tick_proposed(slot))
-        rush_proposed.append(seconds)
     _reset(snapshot)
     seconds, naive_result = timed(lambda: _naive(slot))
     naive_s, cut = _naive_seconds(seconds, naive_result)
     rush_median = median(rush_ticks)
     n = f"{rush:,} due at once"
     table.add(
-        "rush slot: tick", n, fmt_s(rush_median),
+        "rush slot: tick",
+        n,
+        fmt_s(rush_median),
         f"{fmt_ratio(rush_median, naive_s)} faster than naive",
         f"<= {RUSH_TARGET_S:.0f} s" + ("" if rush >= 100_000 else " (at 100k)"),
-        met(rush_median <= RUSH_TARGET_S) if rush >= 100_000 else f"{rush_median * 100_000 / rush:.1f} s scaled to 100k",
+        met(rush_median <= RUSH_TARGET_S)
+        if rush >= 100_000
+        else f"{rush_median * 100_000 / rush:.1f} s scaled to 100k",
         note=f"claimed {rush_summary.claimed:,}, enqueued {rush_summary.enqueued:,} "
-        f"in {-(-rush_summary.enqueued // _batch_size())} batch jobs; {rush * 1e6 / rush_median / 1e6:,.0f} users/s",
+        f"in {-(-rush_summary.enqueued // _batch_size())} batch jobs; {rush / rush_median:,.0f} users/s",
     )
-    proposed_median = median(rush_proposed)
-    if rush_proposed:
-        table.add(
-            "rush slot: tick + proposed unnest writes (prototype)", n, fmt_s(proposed_median),
-            f"{fmt_ratio(proposed_median, rush_median)} faster than the tick",
-            f"<= {RUSH_TARGET_S:.0f} s" + ("" if rush >= 100_000 else " (at 100k)"),
-            met(proposed_median <= RUSH_TARGET_S) if rush >= 100_000 else f"{proposed_median * 100_000 / rush:.1f} s scaled to 100k",
-        )
     table.add(
-        "rush slot: naive tick", n, fmt_s(naive_s) + (" (extrapolated)" if cut else ""), "1.0x", "", "",
+        "rush slot: naive tick",
+        n,
+        fmt_s(naive_s) + (" (extrapolated)" if cut else ""),
+        "1.0x",
+        "",
+        "",
         note=f"handled {naive_result.handled:,} of {naive_result.matched:,} within {NAIVE_BUDGET_S:.0f} s"
-        if cut else "",
+        if cut
+        else "",
     )
-    say(f"tick: rush {fmt_s(rush_median)}, proposed {fmt_s(proposed_median)}, naive {fmt_s(naive_s)}")
+    say(f"tick: rush {fmt_s(rush_median)}, naive {fmt_s(naive_s)}")
     if out is not None:
         _profile_tick(slot, snapshot, out / f"tick_rush_{rush}.prof")
     _reset(snapshot)

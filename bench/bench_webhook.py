@@ -69,8 +69,21 @@ def _start_gunicorn(server: Server, port: int, log: Path) -> subprocess.Popen:
     env = dict(os.environ, LOG_LEVEL="INFO")
     output = open(log, "ab")  # noqa: SIM115 - closed with the process
     process = subprocess.Popen(
-        [PYTHON, "-m", "gunicorn", "relevel.wsgi", *server.args, "-b", f"127.0.0.1:{port}", "--backlog", "2048"],
-        cwd=ROOT, env=env, stdout=output, stderr=output,
+        [
+            PYTHON,
+            "-m",
+            "gunicorn",
+            "relevel.wsgi",
+            *server.args,
+            "-b",
+            f"127.0.0.1:{port}",
+            "--backlog",
+            "2048",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=output,
+        stderr=output,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -93,16 +106,35 @@ def _load(file: Path, port: int, *, connections: int, timeout_s: int) -> dict[st
     wrk = shutil.which("wrk")
     if wrk:
         command = [
-            wrk, "-t", "1", "-c", str(connections), "-d", f"{timeout_s}s", "--timeout", "5s",
-            "-s", str(ROOT / "bench" / "webhook.lua"), f"http://127.0.0.1:{port}", "--", str(file), "1",
+            wrk,
+            "-t",
+            "1",
+            "-c",
+            str(connections),
+            "-d",
+            f"{timeout_s}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(ROOT / "bench" / "webhook.lua"),
+            f"http://127.0.0.1:{port}",
+            "--",
+            str(file),
+            "1",
             str(file) + ".done",
         ]
         for old in file.parent.glob(file.name + ".done.*"):
             old.unlink()
     else:
         command = [
-            PYTHON, str(ROOT / "bench" / "loadgen.py"), str(file), str(port),
-            "--processes", "2", "--threads", str(max(1, connections // 2)),
+            PYTHON,
+            str(ROOT / "bench" / "loadgen.py"),
+            str(file),
+            str(port),
+            "--processes",
+            "2",
+            "--threads",
+            str(max(1, connections // 2)),
         ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     client = psutil.Process(process.pid)
@@ -115,8 +147,10 @@ def _load(file: Path, port: int, *, connections: int, timeout_s: int) -> dict[st
                 break
             try:
                 times = client.cpu_times()
-                cpu = times.user + times.system + sum(
-                    c.cpu_times().user + c.cpu_times().system for c in client.children(recursive=True)
+                cpu = (
+                    times.user
+                    + times.system
+                    + sum(c.cpu_times().user + c.cpu_times().system for c in client.children(recursive=True))
                 )
             except psutil.NoSuchProcess:
                 pass
@@ -124,7 +158,7 @@ def _load(file: Path, port: int, *, connections: int, timeout_s: int) -> dict[st
         stdout = process.communicate(timeout=timeout_s + 30)[0]
     finally:
         stop_process(process)
-    line = next((l for l in stdout.splitlines() if l.startswith("RESULT ")), None)
+    line = next((out for out in stdout.splitlines() if out.startswith("RESULT ")), None)
     if line is None:
         raise RuntimeError(f"load generator printed no result: {stdout[-500:]}")
     result = {k: int(v) for k, v in (part.split("=") for part in line.split()[1:])}
@@ -160,17 +194,24 @@ def run(*, calls: int, quick: bool, logs: Path, connections: int = 16) -> Table:
         finally:
             stop_process(gunicorn)
         with psycopg.connect(BENCH_DSN) as conn:
-            statuses = dict(conn.execute("SELECT status, count(*) FROM calls_call GROUP BY status").fetchall())
+            statuses = dict(
+                conn.execute("SELECT status, count(*) FROM calls_call GROUP BY status").fetchall()
+            )
         seconds = result["duration_us"] / 1e6
         rps = result["requests"] / seconds
         p50, p99 = result["p50_us"] / 1000, result["p99_us"] / 1000
+        client_s = result["client_cpu_ms"] / 1000
         ok = rps >= TARGET_RPS and p99 <= TARGET_P99_MS and result["non200"] == 0
         table.add(
-            server.label, f"{result['requests']:,} requests", f"{rps:,.0f} req/s; p50 {p50:.1f} ms, p99 {p99:.1f} ms",
+            server.label,
+            f"{result['requests']:,} requests",
+            f"{rps:,.0f} req/s; p50 {p50:.1f} ms, p99 {p99:.1f} ms",
             f"{rps / TARGET_RPS:.2f}x the target rate",
-            f">= {TARGET_RPS}/s, p99 <= {TARGET_P99_MS} ms", met(ok),
-            note=f"{result['tool']} with {connections} keep-alive connections used {result['client_cpu_ms'] / 1000:.1f} s CPU "
-            f"({result['client_cpu_ms'] / 10 / seconds:.0f}% of one core) over {seconds:.1f} s; host busy {host_cpu:.0f}% of "
+            f">= {TARGET_RPS}/s, p99 <= {TARGET_P99_MS} ms",
+            met(ok),
+            note=f"{result['tool']} with {connections} keep-alive connections used "
+            f"{client_s:.1f} s CPU ({client_s * 100 / seconds:.0f}% of one core) "
+            f"over {seconds:.1f} s; host busy {host_cpu:.0f}% of "
             f"{os.cpu_count()} cores; non-200: {result['non200']}, socket errors: {result['socket_errors']}; "
             f"calls now {statuses}",
         )

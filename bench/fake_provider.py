@@ -19,7 +19,9 @@ MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
 
 
-async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, delay: float, counter) -> None:
+async def _handle(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, delay: float, counter
+) -> None:
     try:
         while True:
             try:

@@ -13,9 +13,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import psycopg
 
@@ -65,7 +65,10 @@ def drop_bench_db() -> None:
 def migrate(env: dict[str, str]) -> None:
     subprocess.run(
         [PYTHON, "manage.py", "migrate", "--verbosity", "0", "--no-input"],
-        cwd=ROOT, env=env, check=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        check=True,
+        timeout=300,
     )
 
 
@@ -79,7 +82,9 @@ def pg_connection_budget() -> tuple[int, int]:
     """(max_connections, connections in use) of the PostgreSQL server, all databases."""
     with psycopg.connect(PG_ADMIN_DSN, autocommit=True) as conn:
         max_connections = int(conn.execute("SHOW max_connections").fetchone()[0])
-        in_use = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'").fetchone()[0]
+        in_use = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        ).fetchone()[0]
     return max_connections, int(in_use)
 
 
@@ -113,7 +118,8 @@ class FakeProvider:
     def __init__(self, *, delay: float) -> None:
         self.process = subprocess.Popen(
             [PYTHON, str(ROOT / "bench" / "fake_provider.py"), "--delay", str(delay)],
-            stdout=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            text=True,
         )
         line = self.process.stdout.readline().strip()
         if not line.isdigit():
@@ -174,12 +180,14 @@ class Table:
     def render(self) -> str:
         headers = ["variant", "n", "median / throughput", "ratio vs alternative", "target", "met?"]
         cells = [[r.variant, r.n, r.figure, r.ratio, r.target, r.met] for r in self.rows]
-        widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)]
+        widths = [
+            max(len(h), *(len(c[i]) for c in cells)) if cells else len(h) for i, h in enumerate(headers)
+        ]
         lines = [f"## {self.title}", ""]
-        lines.append("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths)) + " |")
+        lines.append("| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |")
         lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
         for row in cells:
-            lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+            lines.append("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
         for row in self.rows:
             if row.note:
                 lines.append(f"- {row.variant}: {row.note}")

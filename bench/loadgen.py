@@ -20,7 +20,9 @@ def _thread(lines: list[tuple[str, bytes]], port: int, latencies: list[float], b
     for signature, body in lines:
         start = time.perf_counter()
         conn.request(
-            "POST", "/api/webhooks/call", body=body,
+            "POST",
+            "/api/webhooks/call",
+            body=body,
             headers={"Content-Type": "application/json", "X-Callkaro-Signature": signature},
         )
         response = conn.getresponse()
@@ -35,7 +37,8 @@ def _process(lines: list[tuple[str, bytes]], port: int, threads: int, out) -> No
     latencies: list[float] = []
     bad: list[int] = []
     workers = [
-        threading.Thread(target=_thread, args=(lines[i::threads], port, latencies, bad)) for i in range(threads)
+        threading.Thread(target=_thread, args=(lines[i::threads], port, latencies, bad))
+        for i in range(threads)
     ]
     for worker in workers:
         worker.start()
@@ -59,7 +62,9 @@ def main() -> None:
     queue = multiprocessing.Queue()
     start = time.perf_counter()
     procs = [
-        multiprocessing.Process(target=_process, args=(lines[i :: args.processes], args.port, args.threads, queue))
+        multiprocessing.Process(
+            target=_process, args=(lines[i :: args.processes], args.port, args.threads, queue)
+        )
         for i in range(args.processes)
     ]
     for proc in procs:
@@ -78,7 +83,8 @@ def main() -> None:
         return int(latencies[min(len(latencies) - 1, int(len(latencies) * p / 100))] * 1e6)
 
     print(
-        f"RESULT requests={len(latencies)} duration_us={int(duration * 1e6)} p50_us={pct(50)} p99_us={pct(99)} "
+        f"RESULT requests={len(latencies)} duration_us={int(duration * 1e6)} "
+        f"p50_us={pct(50)} p99_us={pct(99)} "
         f"max_us={int(latencies[-1] * 1e6)} non200={bad} socket_errors=0",
         flush=True,
     )

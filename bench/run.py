@@ -1,6 +1,6 @@
 """relevel's benchmarks (issue 5): one command, a table per benchmark.
 
-    python bench/run.py            # full run (~10 min on 2 cores)
+    python bench/run.py            # full run (~6 min on 2 cores)
     python bench/run.py --quick    # smaller sizes (~3 min)
     python bench/run.py --only tick|placement|webhook|enqueue [--only ...]
     python bench/run.py --profile  # also write cProfile/EXPLAIN output to bench/out/
@@ -32,11 +32,16 @@ BENCHMARKS = ("tick", "placement", "webhook", "enqueue")
 def main() -> int:
     parser = argparse.ArgumentParser(description="Run relevel's benchmarks and print a table per benchmark.")
     parser.add_argument("--quick", action="store_true", help="smaller sizes: 10k/100k users, rush 20k")
-    parser.add_argument("--only", action="append", choices=BENCHMARKS, help="run only this benchmark (repeatable)")
     parser.add_argument(
-        "--placement-config", action="append", metavar="QxCbB",
+        "--only", action="append", choices=BENCHMARKS, help="run only this benchmark (repeatable)"
+    )
+    parser.add_argument(
+        "--placement-config",
+        action="append",
+        metavar="QxCbB",
         help="placement setting to run instead of the default list, e.g. 4x80b40 (QUEUE_CONCURRENCY x "
-        "PROVIDER_MAX_CONCURRENCY, CALL_BATCH_SIZE); suffix -pool for rqworker-pool (repeatable)",
+        "PROVIDER_MAX_CONCURRENCY, CALL_BATCH_SIZE); suffix -pool for docker-compose's rqworker-pool "
+        "command (repeatable)",
     )
     parser.add_argument("--profile", action="store_true", help="write profiles and query plans to bench/out/")
     args = parser.parse_args()
@@ -100,7 +105,9 @@ def main() -> int:
         if "webhook" in selected:
             import bench_webhook
 
-            tables.append(bench_webhook.run(calls=2_000 if args.quick else 6_000, quick=args.quick, logs=logs))
+            tables.append(
+                bench_webhook.run(calls=2_000 if args.quick else 6_000, quick=args.quick, logs=logs)
+            )
             print(tables[-1].render() + "\n", file=sys.stderr, flush=True)
     finally:
         from django.db import connections

@@ -18,14 +18,36 @@ from harness import BENCH_DSN
 # ~30 IANA zones, weighted towards India (the product's first market), with the awkward
 # offsets in the mix: +5:30, +5:45, +9:30/+10:30, Lord Howe's 30-minute DST shift.
 ZONES: list[tuple[str, int]] = [
-    ("Asia/Kolkata", 40), ("America/New_York", 6), ("America/Chicago", 3), ("America/Denver", 1),
-    ("America/Los_Angeles", 4), ("America/Phoenix", 1), ("America/Toronto", 2), ("America/Mexico_City", 2),
-    ("America/Sao_Paulo", 3), ("America/Argentina/Buenos_Aires", 1), ("Europe/London", 4),
-    ("Europe/Berlin", 3), ("Europe/Paris", 2), ("Europe/Madrid", 1), ("Europe/Istanbul", 1),
-    ("Europe/Moscow", 1), ("Africa/Lagos", 2), ("Africa/Nairobi", 1), ("Africa/Johannesburg", 1),
-    ("Asia/Dubai", 4), ("Asia/Karachi", 2), ("Asia/Kathmandu", 1), ("Asia/Dhaka", 2),
-    ("Asia/Singapore", 3), ("Asia/Jakarta", 2), ("Asia/Shanghai", 1), ("Asia/Tokyo", 1),
-    ("Australia/Sydney", 2), ("Australia/Adelaide", 1), ("Australia/Lord_Howe", 1),
+    ("Asia/Kolkata", 40),
+    ("America/New_York", 6),
+    ("America/Chicago", 3),
+    ("America/Denver", 1),
+    ("America/Los_Angeles", 4),
+    ("America/Phoenix", 1),
+    ("America/Toronto", 2),
+    ("America/Mexico_City", 2),
+    ("America/Sao_Paulo", 3),
+    ("America/Argentina/Buenos_Aires", 1),
+    ("Europe/London", 4),
+    ("Europe/Berlin", 3),
+    ("Europe/Paris", 2),
+    ("Europe/Madrid", 1),
+    ("Europe/Istanbul", 1),
+    ("Europe/Moscow", 1),
+    ("Africa/Lagos", 2),
+    ("Africa/Nairobi", 1),
+    ("Africa/Johannesburg", 1),
+    ("Asia/Dubai", 4),
+    ("Asia/Karachi", 2),
+    ("Asia/Kathmandu", 1),
+    ("Asia/Dhaka", 2),
+    ("Asia/Singapore", 3),
+    ("Asia/Jakarta", 2),
+    ("Asia/Shanghai", 1),
+    ("Asia/Tokyo", 1),
+    ("Australia/Sydney", 2),
+    ("Australia/Adelaide", 1),
+    ("Australia/Lord_Howe", 1),
     ("Pacific/Auckland", 1),
 ]
 DISABLED_SHARE = 0.03
@@ -107,7 +129,9 @@ def seed_population(*, start: int, count: int, previous_tick: datetime, seed: in
     _copy_lines("users_user", USER_COLUMNS, lines())
 
 
-def seed_same_slot(*, start: int, count: int, zone: str, call_time: time, previous_tick: datetime) -> datetime:
+def seed_same_slot(
+    *, start: int, count: int, zone: str, call_time: time, previous_tick: datetime
+) -> datetime:
     """``count`` callable users who all call at ``call_time`` in ``zone``; returns their slot."""
     minute = call_time.hour * 60 + call_time.minute
     slot_text = _slot_table([zone], [minute], after=previous_tick)[(zone, minute)]
