@@ -177,3 +177,14 @@ def test_a_bad_call_time_in_the_list_shows_the_error_and_saves_nothing(admin_cli
     assert formset.forms[0].errors["call_time"] == ["Enter a valid time."]
     assert "Enter a valid time." in response.content.decode()
     assert User.objects.values().get(pk=user.pk) == before
+
+
+def test_a_phone_another_user_has_is_refused_with_a_clear_message(admin_client, make_user):
+    make_user(phone="+919876543210")
+    with pytest.raises(ValidationError) as refused:
+        valid_user().full_clean()  # valid_user's phone is +919876543210 too
+    assert refused.value.message_dict["phone"] == ["User with this Phone already exists."]
+    response = admin_client.post(reverse("admin:users_user_add"), add_form_data(phone="+919876543210"))
+    assert response.status_code == 200
+    assert "User with this Phone already exists." in response.content.decode()
+    assert not User.objects.filter(username="newcomer").exists()
