@@ -8,6 +8,7 @@ SQLite, the zero-setup default, takes the portable form.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ def reserve_ids(model: type[Model], count: int) -> list[int] | None:
     be named after their ids without a second write; None where there is no sequence."""
     if connection.vendor != "postgresql" or count == 0:
         return None
-    table, column = model._meta.db_table, model._meta.pk.column
+    table, column = connection.ops.quote_name(model._meta.db_table), model._meta.pk.column
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT nextval(pg_get_serial_sequence(%s, %s)) FROM generate_series(1, %s)",
@@ -55,12 +56,12 @@ def insert_ignoring_conflicts(objs: Sequence[Model], *, conflict_fields: Sequenc
                 if not varying and (arrays or index < len(fields) - 1):
                     # The same for every row (attempt, status, empty texts...): one parameter,
                     # not an array of thousands.
-                    select.append(f"%s::{field.db_type(connection)}")
+                    select.append(f"%s::{_cast_type(field)}")
                     params.append(values[0])
                 else:
                     select.append(f"v.c{len(arrays)}")
                     arrays.append(values)
-                    array_casts.append(f"%s::{field.db_type(connection)}[]")
+                    array_casts.append(f"%s::{_cast_type(field)}[]")
             names = ", ".join(f"c{i}" for i in range(len(arrays)))
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) SELECT {', '.join(select)} "
@@ -81,6 +82,12 @@ def insert_ignoring_conflicts(objs: Sequence[Model], *, conflict_fields: Sequenc
             )
             inserted.extend(r[0] for r in cursor.fetchall())
         return inserted
+
+
+def _cast_type(field) -> str:
+    """The column's type without a length: an explicit cast to varchar(n) would silently
+    truncate a longer value, where the assignment into the column refuses it."""
+    return re.sub(r"\(\d+\)", "", field.db_type(connection))
 
 
 def _column(field, objs: Sequence[Model]) -> list[Any]:
@@ -110,7 +117,7 @@ def update_column(model: type[Model], field_name: str, values: dict[Any, Any]) -
     with connection.cursor() as cursor:
         cursor.execute(
             f"UPDATE {quote(model._meta.db_table)} AS t SET {quote(field.column)} = v.value "
-            f"FROM unnest(%s::{pk_field.db_type(connection)}[], %s::{field.db_type(connection)}[]) "
+            f"FROM unnest(%s::{_cast_type(pk_field)}[], %s::{_cast_type(field)}[]) "
             f"AS v(pk, value) WHERE t.{quote(pk_field.column)} = v.pk",
             [
                 list(values),

@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from django.db import close_old_connections
 from rq import get_current_job
 
 from . import services
 from .providers import get_provider
 
 
+def job(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Treat each job as Django treats a request: drop a database connection that is broken
+    (a PostgreSQL restart, failover, idle kill) or older than CONN_MAX_AGE, before and after.
+    A worker runs for days on one connection; without this, one restart of the database
+    would fail every later job until someone restarted the workers."""
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        close_old_connections()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return run
+
+
+@job
 def schedule_calls() -> str:
     """The scheduler tick (cron */5 by default, or a manual trigger)."""
     return services.calls_schedule_due().line()
 
 
+@job
 def place_call(call_id: int) -> str:
     job = get_current_job()
     # RQ counts down retries_left as it re-runs a job after an exception; on the last run
@@ -21,6 +45,7 @@ def place_call(call_id: int) -> str:
     return services.call_place(call_id=call_id, is_last_try=is_last_try)
 
 
+@job
 def place_calls(call_ids: list[int]) -> dict[str, int]:
     """A tick's batch of first attempts, placed concurrently (see calls_place_batch)."""
     return services.calls_place_batch(call_ids=call_ids)

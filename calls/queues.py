@@ -62,6 +62,21 @@ def batch_job_id(first_call_id: int) -> str:
     return f"place-calls-{first_call_id}"
 
 
+def placement_threads_per_process() -> int:
+    """A worker process's share of PROVIDER_MAX_CONCURRENCY (at least one): the calls it
+    has in flight at once."""
+    return max(1, settings.PROVIDER_MAX_CONCURRENCY // settings.QUEUE_CONCURRENCY)
+
+
+def batch_job_timeout(calls: int) -> int:
+    """Long enough for a batch against a provider that answers only at its timeouts: rounds
+    of ``threads`` calls, each up to connect + read timeout. A job cut short by RQ leaves its
+    unsent calls for the next tick, but the ones in flight lose their answer."""
+    rounds = -(-calls // placement_threads_per_process())
+    worst = rounds * (settings.CALLKARO_CONNECT_TIMEOUT + settings.CALLKARO_READ_TIMEOUT)
+    return max(settings.CALL_JOB_TIMEOUT, int(worst) + 30)
+
+
 def enqueue_call_batches(batches: dict[str, list[int]]) -> int:
     """Enqueue place-calls batch jobs {job_id: call ids} in one Redis round trip.
 
@@ -76,7 +91,7 @@ def enqueue_call_batches(batches: dict[str, list[int]]) -> int:
             place_calls,
             args=(call_ids,),
             job_id=job_id,
-            timeout=settings.CALL_JOB_TIMEOUT,
+            timeout=batch_job_timeout(len(call_ids)),
             **_job_options(),
         )
         for job_id, call_ids in batches.items()
@@ -97,7 +112,9 @@ def enqueue_place_call(
 
     Used for outcome retries, calls whose job Redis lost, and calls a batch could not
     place. A finished or failed job of the same id (its result is kept for a day) is
-    replaced; a live one (queued, scheduled, started) is left alone, atomically.
+    replaced; a live one (queued, scheduled, started) is left alone. Two callers racing may
+    replace each other's job; the call's own status (queued -> dialing under a row lock) is
+    what keeps it from being dialed twice.
     """
     from calls.jobs import place_call
 

@@ -477,10 +477,12 @@ def _record_dial_result(
 ) -> str:
     """Store what the provider said about one call; returns what happened, in a word."""
     masked = mask_phone(request.to_number)
+    # A provider's message may quote the number ("+91… is not reachable"): not in our logs.
+    said = str(result).replace(request.to_number, masked)
     if isinstance(result, ProviderPermanentError):
         # A wrong number or a bad API key is no better in 30 minutes: no retry of any kind.
         _record_dial_failure(call_id=request.call_id, error=str(result), schedule_retry=False)
-        logger.error("Call %s to %s failed permanently: %s", request.call_id, masked, result)
+        logger.error("Call %s to %s failed permanently: %s", request.call_id, masked, said)
         return "failed"
     if isinstance(result, ProviderError):
         if not is_last_try:
@@ -488,11 +490,11 @@ def _record_dial_result(
                 status=CallStatus.QUEUED, error=str(result)
             )
             logger.warning(
-                "Call %s to %s: transient provider error, will try again: %s", request.call_id, masked, result
+                "Call %s to %s: transient provider error, will try again: %s", request.call_id, masked, said
             )
             return "transient"
         _record_dial_failure(call_id=request.call_id, error=str(result), schedule_retry=True)
-        logger.error("Call %s to %s failed, provider unreachable: %s", request.call_id, masked, result)
+        logger.error("Call %s to %s failed, provider unreachable: %s", request.call_id, masked, said)
         return "failed"
     with transaction.atomic():
         call = Call.objects.select_for_update().get(pk=request.call_id)
@@ -524,6 +526,24 @@ def _record_dial_failure(*, call_id: int, error: str, schedule_retry: bool) -> N
             call_schedule_retry(call=call, now=now)
 
 
+def _salvage_placed(request: PlaceCallRequest, result: PlacedCall | ProviderError) -> str:
+    """Recording an answer failed (a database blip): keep at least the provider's id, so a
+    call the provider accepted is not later taken for lost and dialed again."""
+    if not isinstance(result, PlacedCall):
+        return "error"  # still dialing: the tick fails it after CALL_DIALING_TIMEOUT_SECONDS
+    try:
+        Call.objects.filter(pk=request.call_id, status=CallStatus.DIALING).update(
+            provider_call_id=result.provider_call_id, status=CallStatus.RINGING, last_status_at=timezone.now()
+        )
+    except DatabaseError:
+        logger.error(
+            "Call %s was accepted by the provider (call %s) but could not be recorded",
+            request.call_id,
+            result.provider_call_id,
+        )
+    return "error"
+
+
 def call_place(*, call_id: int, is_last_try: bool = True) -> str:
     """Place one queued call through the provider; returns what happened, in a word.
 
@@ -545,11 +565,6 @@ _pool_pid: int | None = None
 _pool_lock = threading.Lock()
 
 
-def placement_threads_per_process() -> int:
-    """This worker process's share of PROVIDER_MAX_CONCURRENCY (at least one)."""
-    return max(1, settings.PROVIDER_MAX_CONCURRENCY // settings.QUEUE_CONCURRENCY)
-
-
 def _placement_pool() -> ThreadPoolExecutor:
     # One pool per process, kept across jobs so that the provider's keep-alive connections
     # are reused. Rebuilt after a fork.
@@ -557,7 +572,7 @@ def _placement_pool() -> ThreadPoolExecutor:
     with _pool_lock:
         if _pool is None or _pool_pid != os.getpid():
             _pool = ThreadPoolExecutor(
-                max_workers=placement_threads_per_process(), thread_name_prefix="place-call"
+                max_workers=queues.placement_threads_per_process(), thread_name_prefix="place-call"
             )
             _pool_pid = os.getpid()
         return _pool
@@ -583,19 +598,27 @@ def calls_place_batch(*, call_ids: list[int]) -> dict[str, int]:
     requests, counts = _take_calls_for_dialing(call_ids)
     futures = {_placement_pool().submit(_dial, request): request for request in requests}
     transient: list[int] = []
-    # Answers are recorded as they arrive, on this thread's connection, while the pool is
-    # still waiting on the others.
-    for future in as_completed(futures):
-        request = futures[future]
-        try:
-            outcome = _record_dial_result(request, future.result(), is_last_try=not intervals)
-        except Exception:  # noqa: BLE001 - one bad call must not sink the batch
-            # The call stays dialing; the tick fails it after CALL_DIALING_TIMEOUT_SECONDS.
-            logger.exception("Call %s: unexpected error while recording its placement", request.call_id)
-            outcome = "error"
-        counts[outcome] += 1
-        if outcome == "transient":
-            transient.append(request.call_id)
+    try:
+        # Answers are recorded as they arrive, on this thread's connection, while the pool
+        # is still waiting on the others.
+        for future in as_completed(futures):
+            request = futures[future]
+            result = future.result()
+            try:
+                outcome = _record_dial_result(request, result, is_last_try=not intervals)
+            except Exception:  # noqa: BLE001 - one bad call must not sink the batch
+                logger.exception("Call %s: unexpected error while recording its placement", request.call_id)
+                outcome = _salvage_placed(request, result)
+            counts[outcome] += 1
+            if outcome == "transient":
+                transient.append(request.call_id)
+    finally:
+        # The job was cut short (its timeout, a shutdown): calls not yet sent go back to the
+        # queue, where the next tick re-enqueues them; only calls really sent stay dialing.
+        unsent = [request.call_id for future, request in futures.items() if future.cancel()]
+        if unsent:
+            Call.objects.filter(pk__in=unsent, status=CallStatus.DIALING).update(status=CallStatus.QUEUED)
+            logger.warning("Batch cut short: %s calls not sent, back in the queue", len(unsent))
     now = timezone.now()
     for call_id in transient:
         first_delay, later = intervals[0], intervals[1:]

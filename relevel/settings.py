@@ -90,7 +90,10 @@ TEMPLATES = [
     },
 ]
 
-DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+try:
+    DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+except (TypeError, ValueError) as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from None
 # Persistent connections (seconds): a worker records hundreds of call answers a second on
 # its one connection; reconnecting for every job would cost more than the job's queries.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
@@ -189,6 +192,8 @@ CALLKARO_AGENT_ID = env.str("CALLKARO_AGENT_ID", default="")
 CALLKARO_WEBHOOK_SECRET = env.str("CALLKARO_WEBHOOK_SECRET", default="")
 CALLKARO_CONNECT_TIMEOUT = env.float("CALLKARO_CONNECT_TIMEOUT", default=5.0)
 CALLKARO_READ_TIMEOUT = env.float("CALLKARO_READ_TIMEOUT", default=15.0)
+if CALLKARO_CONNECT_TIMEOUT <= 0 or CALLKARO_READ_TIMEOUT <= 0:
+    raise ImproperlyConfigured("CALLKARO_CONNECT_TIMEOUT and CALLKARO_READ_TIMEOUT must be positive seconds")
 # Simulator: where it posts its webhooks (our own endpoint), after how long, and the mix.
 SIMULATOR_WEBHOOK_URL = env.str("SIMULATOR_WEBHOOK_URL", default="http://127.0.0.1:8000/api/webhooks/call")
 SIMULATOR_DELAY_SECONDS = env.int("SIMULATOR_DELAY_SECONDS", default=5)
@@ -209,6 +214,8 @@ LOGGING = {
 # --- Jobs ---------------------------------------------------------------------------------
 # Seconds between the RQ attempts of a place-call job after a transient provider error.
 CALL_PLACE_RETRY_INTERVALS = env.list("CALL_PLACE_RETRY_INTERVALS", cast=int, default=[2, 4])
+if any(seconds < 0 for seconds in CALL_PLACE_RETRY_INTERVALS):
+    raise ImproperlyConfigured("CALL_PLACE_RETRY_INTERVALS must be seconds >= 0, such as 2,4")
 CALL_JOB_TIMEOUT = env.int("CALL_JOB_TIMEOUT", default=120)
 # A queued call whose job is not in Redis this long after it was due is enqueued again.
 CALL_STRANDED_AFTER_SECONDS = env.int("CALL_STRANDED_AFTER_SECONDS", default=120)

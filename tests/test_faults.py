@@ -24,7 +24,7 @@ from django.db import DatabaseError, connection, connections
 from django.utils import timezone
 from rq import Queue, SimpleWorker
 
-from calls import queues, services
+from calls import jobs, queues, services
 from calls.models import Call, CallStatus
 from calls.providers.base import CallEvent
 from tests.fakes import RedisServer
@@ -318,6 +318,9 @@ def test_racing_schedulers_and_manual_triggers_give_exactly_one_first_attempt(re
 def test_a_tick_that_loses_its_database_connection_says_so_and_the_next_tick_finishes(
     monkeypatch, caplog, redis_conn
 ):
+    # A worker's connection as in production: kept for CONN_MAX_AGE, not closed per job.
+    connection.close()
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 600)
     now = timezone.now().replace(second=0, microsecond=0)
     user_ids = seed_due_users(50, next_call_at=now)
     monkeypatch.setattr(services, "TICK_BATCH_SIZE", 20)
@@ -327,20 +330,63 @@ def test_a_tick_that_loses_its_database_connection_says_so_and_the_next_tick_fin
     def claim_then_drop(**kwargs):
         batches.append(1)
         if len(batches) == 2:  # kill this connection from the outside, mid-tick
-            pid = connection.cursor().connection.info.backend_pid
-            with connections["default"].__class__(connection.settings_dict, alias="killer").cursor() as c:
-                c.execute("SELECT pg_terminate_backend(%s)", [pid])
+            kill_backend(connection.cursor().connection.info.backend_pid)
         return real_claim(**kwargs)
 
     monkeypatch.setattr(services, "_claim_due_batch", claim_then_drop)
     with caplog.at_level(logging.ERROR, logger="relevel.calls"), pytest.raises(DatabaseError):
-        services.calls_schedule_due(now=now)
+        jobs.schedule_calls()
     assert "failed: database error" in caplog.text and "the next tick completes the work" in caplog.text
-    connection.close()
 
+    # The next tick runs on the same worker, whose connection is now dead: the job itself
+    # must replace it (nothing here closes it by hand).
     monkeypatch.setattr(services, "_claim_due_batch", real_claim)
-    services.calls_schedule_due(now=now + timedelta(minutes=5))
+    jobs.schedule_calls()
     claimed = Call.objects.filter(attempt=1)
     assert sorted(claimed.values_list("user_id", flat=True)) == sorted(user_ids)
     carried = [pk for job in Queue("daily-calls", connection=redis_conn).jobs for pk in job.args[0]]
     assert sorted(carried) == sorted(claimed.values_list("id", flat=True))
+
+
+@postgres_only
+def test_a_worker_whose_idle_connection_was_killed_recovers_at_its_next_job(monkeypatch, redis_conn):
+    """PostgreSQL restarted (or killed idle sessions) between two jobs of a long-lived worker."""
+    connection.close()
+    monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 600)  # kept, as in production
+    jobs.schedule_calls()  # the worker's connection is open and idle now
+    kill_backend(connection.connection.info.backend_pid)
+
+    now = timezone.now().replace(second=0, microsecond=0)
+    user_ids = seed_due_users_outside_this_connection(5, next_call_at=now)
+    jobs.schedule_calls()
+    assert sorted(Call.objects.filter(attempt=1).values_list("user_id", flat=True)) == sorted(user_ids)
+
+
+def kill_backend(pid: int) -> None:
+    """Terminate a PostgreSQL session from another connection, as a restart would."""
+    killer = connections["default"].__class__(connection.settings_dict, alias="killer")
+    try:
+        with killer.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+    finally:
+        killer.close()
+
+
+def seed_due_users_outside_this_connection(count: int, *, next_call_at: datetime) -> list[int]:
+    """Seed through a connection of its own, leaving the (dead) default one untouched."""
+    seeder = connections["default"].__class__(connection.settings_dict, alias="seeder")
+    try:
+        with seeder.cursor() as cursor:
+            for i in range(count):
+                cursor.execute(
+                    "INSERT INTO users_user (password, is_superuser, username, first_name, last_name, "
+                    "email, is_staff, is_active, date_joined, name, phone, local_tz, call_enabled, "
+                    "call_time, next_call_at) VALUES ('', false, %s, '', '', '', false, true, now(), "
+                    "'', %s, 'UTC', true, %s, %s) RETURNING id",
+                    [f"idle{i}", f"+9196{i:08d}", next_call_at.time(), next_call_at],
+                )
+        with seeder.cursor() as cursor:
+            cursor.execute("SELECT id FROM users_user WHERE username LIKE 'idle%%'")
+            return [row[0] for row in cursor.fetchall()]
+    finally:
+        seeder.close()

@@ -171,3 +171,66 @@ def test_a_batch_places_each_call_and_hands_transient_failures_to_jobs_of_their_
     assert registry.get_job_ids() == [f"call-{calls[1].pk}"]
     job = services.queues.calls_queue().fetch_job(f"call-{calls[1].pk}")
     assert (job.retries_left, job.retry_intervals) == (1, [4])
+
+
+class CutShort(BaseException):
+    """What RQ raises in a job it stops (its timeout, a cold shutdown): not an Exception."""
+
+
+def test_a_batch_cut_short_puts_its_unsent_calls_back_in_the_queue(
+    fake_callkaro, make_call, settings, monkeypatch
+):
+    settings.PROVIDER_MAX_CONCURRENCY = settings.QUEUE_CONCURRENCY  # one thread: sent one by one
+    services.reset_placement_pool()
+    fake_callkaro.delay = 0.2
+    calls = [make_call() for _ in range(5)]
+
+    def stopped_by_rq(*args, **kwargs):
+        raise CutShort
+
+    monkeypatch.setattr(services, "_record_dial_result", stopped_by_rq)
+    with pytest.raises(CutShort):
+        services.calls_place_batch(call_ids=[c.pk for c in calls])
+    services.reset_placement_pool()  # waits for the request already in flight
+
+    sent = {int(r["json"]["metadata"]["call_id"]) for r in fake_callkaro.requests}
+    statuses = {c.pk: Call.objects.get(pk=c.pk).status for c in calls}
+    assert 1 <= len(sent) <= 2  # the answered one, and the one a thread had already taken
+    assert all(statuses[pk] == CallStatus.DIALING for pk in sent)  # outcome unknown: the tick decides
+    assert all(status == CallStatus.QUEUED for pk, status in statuses.items() if pk not in sent)
+
+
+def test_a_placed_call_whose_answer_cannot_be_recorded_keeps_the_provider_id(
+    fake_callkaro, make_call, monkeypatch
+):
+    from django.db import OperationalError
+
+    call = make_call()
+    real_record = services._record_dial_result
+
+    def database_blip(request, result, **kwargs):
+        if isinstance(result, services.PlacedCall):
+            raise OperationalError("server closed the connection unexpectedly")
+        return real_record(request, result, **kwargs)
+
+    monkeypatch.setattr(services, "_record_dial_result", database_blip)
+    assert services.calls_place_batch(call_ids=[call.pk]) == {"error": 1}
+    call.refresh_from_db()
+    assert (call.status, call.provider_call_id) == (CallStatus.RINGING, "ck-1")
+
+
+def test_a_2xx_answer_with_a_call_id_is_a_placed_call(fake_callkaro, make_call):
+    fake_callkaro.respond_with((201, {"status": "success", "message": "queued", "call_id": "ck-201"}))
+    call = make_call()
+    assert services.call_place(call_id=call.pk) == "placed"
+    call.refresh_from_db()
+    assert call.provider_call_id == "ck-201"
+
+
+def test_a_provider_message_quoting_the_number_is_masked_in_the_logs(fake_callkaro, make_call, caplog):
+    call = make_call()
+    fake_callkaro.respond_with((400, {"status": "error", "message": f"{call.to_number} is not reachable"}))
+    with caplog.at_level(logging.INFO, logger="relevel.calls"):
+        services.call_place(call_id=call.pk)
+    assert call.to_number not in caplog.text
+    assert f"{services.mask_phone(call.to_number)} is not reachable" in caplog.text

@@ -118,7 +118,7 @@ class CallKaroProvider(CallKaroWebhooks):
 
     @classmethod
     def from_settings(cls) -> CallKaroProvider:
-        from calls.services import placement_threads_per_process
+        from calls.queues import placement_threads_per_process
 
         return cls(
             base_url=settings.CALLKARO_BASE_URL,
@@ -152,7 +152,7 @@ class CallKaroProvider(CallKaroWebhooks):
         if response.status_code >= 400:
             raise ProviderPermanentError(f"CallKaro HTTP {response.status_code}: {message or 'no message'}")
         provider_call_id = data.get("call_id") if isinstance(data, dict) else None
-        if response.status_code != 200 or not provider_call_id:
+        if not 200 <= response.status_code < 300 or not provider_call_id:
             # A 200 we cannot read may still have dialled; a retry is the lesser evil and
             # leaves a trace on the call (its error and payloads).
             raise ProviderTransientError(
