@@ -266,26 +266,14 @@ def test_racing_schedulers_and_manual_triggers_give_exactly_one_first_attempt(re
     for _ in range(3):
         queues.enqueue_tick()  # manual triggers, run by the workers below
     env = child_env()
+    commands = [[sys.executable, "manage.py", "schedule_calls"]] * 2 + [
+        burst_worker_command("--max-jobs", "3")
+    ] * 2
     processes = [
         subprocess.Popen(
-            [sys.executable, "manage.py", "schedule_calls"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
+            command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
         )
-        for _ in range(2)
-    ] + [
-        subprocess.Popen(
-            burst_worker_command("--max-jobs", "3"),
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
+        for command in commands
     ]
     outputs = [p.communicate(timeout=120) for p in processes]
     assert [p.returncode for p in processes] == [0, 0, 0, 0], outputs

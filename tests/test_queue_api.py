@@ -298,37 +298,19 @@ def test_admin_queues_lists_every_queue_the_dashboard_and_the_endpoints(staff_cl
     body = response.json()
     assert response.status_code == 200 and body["success"] is True
     assert body["dashboard"] == "/django-rq/"
+    idle = {
+        "health": "healthy",
+        "active": 0,
+        "waiting": 0,
+        "completed": 0,
+        "failed": 0,
+        "delayed": 0,
+        "workers": 0,
+    }
     assert body["queues"] == [
-        {
-            "name": "daily-calls",
-            "health": "healthy",
-            "active": 0,
-            "waiting": 1,
-            "completed": 0,
-            "failed": 0,
-            "delayed": 0,
-            "workers": 0,
-        },
-        {
-            "name": "daily-calls-tick",
-            "health": "healthy",
-            "active": 0,
-            "waiting": 0,
-            "completed": 0,
-            "failed": 0,
-            "delayed": 0,
-            "workers": 0,
-        },
-        {
-            "name": "other",
-            "health": "healthy",
-            "active": 0,
-            "waiting": 0,
-            "completed": 0,
-            "failed": 0,
-            "delayed": 0,
-            "workers": 0,
-        },
+        {**idle, "name": "daily-calls", "waiting": 1},
+        {**idle, "name": "daily-calls-tick"},
+        {**idle, "name": "other"},
     ]
     assert {(e["method"], e["path"]) for e in body["endpoints"]} == {
         ("POST", "/api/queue/trigger"),
