@@ -13,7 +13,7 @@ import threading
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -68,7 +68,6 @@ class TickSummary:
     silent: int = 0
     repaired: int = 0
     enqueue_failed: int = 0
-    claimed_call_ids: list[int] = field(default_factory=list, repr=False)
 
     def line(self) -> str:
         return (
@@ -134,7 +133,6 @@ def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) 
     summary.due += len(users)
     summary.claimed += len(claimed_ids)
     summary.missed += len(missed_ids)
-    summary.claimed_call_ids.extend(claimed_ids)
     for call in missed:
         logger.info("Missed call for user %s on %s: %s", call.user_id, call.local_date, call.error)
     return len(users)
