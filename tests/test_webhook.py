@@ -77,6 +77,11 @@ def dialed(make_call):
     return make_call(status=CallStatus.RINGING, provider_call_id="ck-1001")
 
 
+def accepted(call, status: str, *, retry_scheduled: bool = False) -> dict:
+    """The webhook's 200 answer for ``call`` now in ``status``."""
+    return {"success": True, "call_id": str(call.pk), "status": status, "retry_scheduled": retry_scheduled}
+
+
 # --- Transitions --------------------------------------------------------------------------
 
 
@@ -87,12 +92,7 @@ def test_a_call_moves_through_ringing_in_progress_and_completed(make_call, clien
         ringing = post(client, event(call, "ringing"))
     call.refresh_from_db()
     assert ringing.status_code == 200
-    assert ringing.json() == {
-        "success": True,
-        "call_id": str(call.pk),
-        "status": "ringing",
-        "retry_scheduled": False,
-    }
+    assert ringing.json() == accepted(call, "ringing")
     assert call.status == CallStatus.RINGING and call.last_status_at == NOW and call.completed_at is None
 
     in_progress = post(client, event(call, "in_progress"))
@@ -111,12 +111,7 @@ def test_a_call_moves_through_ringing_in_progress_and_completed(make_call, clien
     with time_machine.travel(done_at, tick=False):
         completed = post(client, payload)
     call.refresh_from_db()
-    assert completed.json() == {
-        "success": True,
-        "call_id": str(call.pk),
-        "status": "completed",
-        "retry_scheduled": False,
-    }
+    assert completed.json() == accepted(call, "completed")
     assert call.status == CallStatus.COMPLETED
     assert call.transcript == "Agent: Hi. User: Hello!"
     assert call.recording_url == "https://rec.example/ck-1001.mp3"
@@ -147,12 +142,7 @@ def test_an_unanswered_outcome_schedules_a_real_rq_retry_job(
     dialed.refresh_from_db()
     retry = Call.objects.get(retry_of=dialed)
     assert response.status_code == 200
-    assert response.json() == {
-        "success": True,
-        "call_id": str(dialed.pk),
-        "status": stored,
-        "retry_scheduled": True,
-    }
+    assert response.json() == accepted(dialed, stored, retry_scheduled=True)
     assert dialed.status == stored and dialed.completed_at == NOW and dialed.error == "carrier said no"
     assert (retry.attempt, retry.status, retry.local_date) == (2, CallStatus.QUEUED, dialed.local_date)
     assert retry.scheduled_for == NOW + timedelta(seconds=settings.CALL_RETRY_DELAY_SECONDS)
@@ -244,12 +234,7 @@ def test_a_repeated_terminal_delivery_is_a_no_op(
 
     assert first.json()["retry_scheduled"] is True
     assert second.status_code == 200
-    assert second.json() == {
-        "success": True,
-        "call_id": str(dialed.pk),
-        "status": "no_answer",
-        "retry_scheduled": False,
-    }
+    assert second.json() == accepted(dialed, "no_answer")
     assert stored_state(redis_conn) == after_first
     assert Call.objects.filter(retry_of=dialed).count() == 1
 
@@ -268,12 +253,7 @@ def test_an_older_status_arriving_late_is_ignored(dialed, client, redis_conn):
     late = post(client, event(dialed, "ringing"))
     dialed.refresh_from_db()
     assert late.status_code == 200
-    assert late.json() == {
-        "success": True,
-        "call_id": str(dialed.pk),
-        "status": "in_progress",
-        "retry_scheduled": False,
-    }
+    assert late.json() == accepted(dialed, "in_progress")
     assert stored_state(redis_conn) == before
 
 
