@@ -130,7 +130,7 @@ def _prepare(config: Config) -> None:
     from django.conf import settings
     from django.db import connections
 
-    from calls.services import calls_schedule_due
+    from calls.scheduling import calls_schedule_due
 
     seed.truncate_all()
     flush_redis()

@@ -65,7 +65,7 @@ def _bare_due_query(now: datetime) -> int:
 
 
 def _tick(now: datetime):
-    from calls.services import calls_schedule_due
+    from calls.scheduling import calls_schedule_due
 
     return calls_schedule_due(now=now)
 

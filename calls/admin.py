@@ -14,8 +14,8 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
 from . import selectors
+from .logsafe import mask_phone
 from .models import Call, CallStatus
-from .services import mask_phone
 
 # One colour per outcome family, readable on the admin's light and dark themes alike
 # (white text on a mid-tone background).

@@ -16,7 +16,7 @@ def build_cron_scheduler(*, logging_level: int = logging.INFO) -> DjangoCronSche
     """A cron scheduler with the tick registered on SCHEDULE_CRON.
 
     RQ's cron has no leader lock, so two schedulers both enqueue the tick; that is harmless
-    because a tick claims each slot at most once (see calls.services.calls_schedule_due).
+    because a tick claims each slot at most once (see calls.scheduling.calls_schedule_due).
     """
     scheduler = DjangoCronScheduler(logging_level=logging_level)
     scheduler.register(

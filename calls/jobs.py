@@ -9,7 +9,7 @@ from typing import Any
 from django.db import close_old_connections
 from rq import get_current_job
 
-from . import services
+from . import placement, scheduling
 from .providers import get_provider
 
 
@@ -33,7 +33,7 @@ def job(func: Callable[..., Any]) -> Callable[..., Any]:
 @job
 def schedule_calls() -> str:
     """The scheduler tick (cron */5 by default, or a manual trigger)."""
-    return services.calls_schedule_due().line()
+    return scheduling.calls_schedule_due().line()
 
 
 @job
@@ -42,13 +42,13 @@ def place_call(call_id: int) -> str:
     # RQ counts down retries_left as it re-runs a job after an exception; on the last run
     # a transient error is recorded as the call's outcome instead of raised.
     is_last_try = job is None or not job.retries_left
-    return services.call_place(call_id=call_id, is_last_try=is_last_try)
+    return placement.call_place(call_id=call_id, is_last_try=is_last_try)
 
 
 @job
 def place_calls(call_ids: list[int]) -> dict[str, int]:
-    """A tick's batch of first attempts, placed concurrently (see calls_place_batch)."""
-    return services.calls_place_batch(call_ids=call_ids)
+    """A tick's batch of first attempts, placed concurrently (see placement.calls_place_batch)."""
+    return placement.calls_place_batch(call_ids=call_ids)
 
 
 def simulator_send_webhook(payload: dict) -> int:

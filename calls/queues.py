@@ -20,6 +20,13 @@ from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.job import Job
 
+# Jobs are named by dotted path, so that this module (which the services import) never
+# imports calls.jobs (which imports the services): RQ resolves the path in the worker.
+SCHEDULE_CALLS_JOB = "calls.jobs.schedule_calls"
+PLACE_CALLS_JOB = "calls.jobs.place_calls"
+PLACE_CALL_JOB = "calls.jobs.place_call"
+SIMULATOR_WEBHOOK_JOB = "calls.jobs.simulator_send_webhook"
+
 
 @lru_cache(maxsize=8)
 def _redis_connection(url: str) -> Redis:
@@ -83,12 +90,10 @@ def enqueue_call_batches(batches: dict[str, list[int]]) -> int:
     A batch job tries each call once; a call that meets a transient provider error goes on
     to a job of its own (enqueue_place_call) that RQ retries with backoff.
     """
-    from calls.jobs import place_calls
-
     queue = calls_queue()
     job_datas = [
         Queue.prepare_data(
-            place_calls,
+            PLACE_CALLS_JOB,
             args=(call_ids,),
             job_id=job_id,
             timeout=batch_job_timeout(len(call_ids)),
@@ -116,8 +121,6 @@ def enqueue_place_call(
     replace each other's job; the call's own status (queued -> dialing under a row lock) is
     what keeps it from being dialed twice.
     """
-    from calls.jobs import place_call
-
     if retry_intervals is None:
         retry_intervals = list(settings.CALL_PLACE_RETRY_INTERVALS)
     queue = calls_queue()
@@ -135,9 +138,9 @@ def enqueue_place_call(
     )
     try:
         if at is None:
-            queue.enqueue(place_call, call_id, **options)
+            queue.enqueue(PLACE_CALL_JOB, call_id, **options)
         else:
-            queue.enqueue_at(at, place_call, call_id, **options)
+            queue.enqueue_at(at, PLACE_CALL_JOB, call_id, **options)
     except DuplicateJobError:
         return False
     return True
@@ -148,15 +151,14 @@ def on_commit(func: Callable[[], Any]) -> None:
     transaction.on_commit(func)
 
 
-def enqueue_in(delay: timedelta, func: Callable, *args: Any) -> Job:
+def enqueue_in(delay: timedelta, func: str, *args: Any) -> Job:
+    """Run the job at dotted path ``func`` after ``delay``."""
     return calls_queue().enqueue_in(delay, func, *args, **_job_options())
 
 
 def enqueue_tick() -> Job:
     """Enqueue one scheduling tick now (the manual trigger)."""
-    from calls.jobs import schedule_calls
-
-    return tick_queue().enqueue(schedule_calls, **_job_options())
+    return tick_queue().enqueue(SCHEDULE_CALLS_JOB, **_job_options())
 
 
 # A job in one of these states will still run; any other (finished, failed, stopped,

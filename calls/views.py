@@ -15,7 +15,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from redis.exceptions import RedisError
 
-from . import monitoring, queues, services
+from . import monitoring, outcomes, queues
 from .decorators import (
     error_response,
     limit_body,
@@ -57,8 +57,8 @@ def call_webhook(request: HttpRequest) -> JsonResponse:
         logger.warning("Webhook rejected: %s", exc)
         return error_response(str(exc), 400)
     try:
-        result = services.call_apply_event(event=event)
-    except services.CallNotFound as exc:
+        result = outcomes.call_apply_event(event=event)
+    except outcomes.CallNotFound as exc:
         logger.warning("Webhook for an unknown call: %s", exc)
         return error_response(str(exc), 404)
     return JsonResponse(

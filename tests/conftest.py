@@ -8,8 +8,8 @@ import pytest
 from django.conf import settings
 
 from calls.models import Call, CallStatus
+from calls.placement import reset_placement_pool
 from calls.providers import reset_provider_cache
-from calls.services import reset_placement_pool
 from tests.fakes import FakeCallKaro
 
 _numbers = itertools.count(1)

@@ -8,7 +8,7 @@ from django.db import connection, connections
 from rq import Queue
 
 from calls.models import Call
-from calls.services import calls_schedule_due
+from calls.scheduling import calls_schedule_due
 from users.models import User
 
 SLOT = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)

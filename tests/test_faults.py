@@ -24,7 +24,8 @@ from django.db import DatabaseError, connection, connections
 from django.utils import timezone
 from rq import Queue, SimpleWorker
 
-from calls import jobs, queues, services
+from calls import jobs, placement, queues, scheduling
+from calls import outcomes as call_outcomes
 from calls.models import Call, CallStatus
 from calls.providers.base import CallEvent
 from tests.fakes import RedisServer
@@ -109,13 +110,13 @@ def test_redis_stopped_after_the_claims_commit_loses_no_call(fake_callkaro, monk
 
         monkeypatch.setattr(queues, "enqueue_call_batches", stop_redis_then_enqueue)
         with caplog.at_level(logging.ERROR, logger="relevel.calls"):
-            down = services.calls_schedule_due(now=now)
+            down = scheduling.calls_schedule_due(now=now)
         assert (down.claimed, down.enqueued, down.enqueue_failed) == (40, 0, 40)
         assert "will be enqueued by a later tick" in caplog.text
 
         server.start()  # back, and empty
         monkeypatch.setattr(queues, "enqueue_call_batches", real_enqueue)
-        up = services.calls_schedule_due(now=now + timedelta(minutes=5))
+        up = scheduling.calls_schedule_due(now=now + timedelta(minutes=5))
         assert (up.claimed, up.reenqueued) == (0, 40)
         burst(queue)
         assert_each_called_once(user_ids, fake_callkaro)
@@ -134,7 +135,7 @@ def test_a_worker_killed_mid_request_leaves_a_traced_failed_call_and_one_retry(
     fake_callkaro.delay = 30  # the provider "hangs" long enough to be killed mid-request
     now = timezone.now().replace(second=0, microsecond=0)
     [user_id] = seed_due_users(1, next_call_at=now)
-    assert services.calls_schedule_due(now=now).enqueued == 1
+    assert scheduling.calls_schedule_due(now=now).enqueued == 1
 
     worker = subprocess.Popen(
         burst_worker_command(),
@@ -158,8 +159,8 @@ def test_a_worker_killed_mid_request_leaves_a_traced_failed_call_and_one_retry(
 
     # The next tick past the dialing timeout fails it (saying why) and schedules one retry.
     later = now + timedelta(seconds=settings.CALL_DIALING_TIMEOUT_SECONDS + 60)
-    assert services.calls_schedule_due(now=later).abandoned == 1
-    assert services.calls_schedule_due(now=later).abandoned == 0  # once
+    assert scheduling.calls_schedule_due(now=later).abandoned == 1
+    assert scheduling.calls_schedule_due(now=later).abandoned == 0  # once
     call.refresh_from_db()
     assert call.status == CallStatus.FAILED and "may or may not have placed it" in call.error
     retry = Call.objects.get(attempt=2)
@@ -167,8 +168,8 @@ def test_a_worker_killed_mid_request_leaves_a_traced_failed_call_and_one_retry(
 
     # Whatever RQ does with the killed job, attempt 1 is never dialed again.
     fake_callkaro.delay = 0
-    services.call_place(call_id=call.pk)
-    services.call_place(call_id=retry.pk)
+    placement.call_place(call_id=call.pk)
+    placement.call_place(call_id=retry.pk)
     assert [r["json"]["metadata"]["call_id"] for r in fake_callkaro.requests] == [str(call.pk), str(retry.pk)]
     assert User.objects.get(pk=user_id).calls.count() == 2
 
@@ -199,7 +200,7 @@ def test_a_failing_provider_gets_three_attempts_then_the_call_fails_with_one_ret
     reset_provider_cache()
     now = timezone.now().replace(second=0, microsecond=0)
     seed_due_users(3, next_call_at=now)
-    services.calls_schedule_due(now=now)
+    scheduling.calls_schedule_due(now=now)
     burst(queues.calls_queue())
 
     if fault != "refused":
@@ -237,7 +238,7 @@ def test_a_storm_of_duplicate_and_out_of_order_webhooks_ends_in_the_right_state(
     def deliver(chunk):
         try:
             for event in chunk:
-                result = services.call_apply_event(event=event)
+                result = call_outcomes.call_apply_event(event=event)
                 with lock:
                     retry_flags.append(result.retry_scheduled)
         finally:
@@ -296,7 +297,10 @@ def test_racing_schedulers_and_manual_triggers_give_exactly_one_first_attempt(re
     ]
     assert len(carried) == len(set(carried)) == 10_000
     # ...and none was left without a live job (the check a later tick makes).
-    assert services.calls_reenqueue_stranded(now=now + timedelta(hours=1), window=timedelta(days=1)) == (0, 0)
+    assert scheduling.calls_reenqueue_stranded(now=now + timedelta(hours=1), window=timedelta(days=1)) == (
+        0,
+        0,
+    )
 
 
 # 6. The database connection drops in the middle of a tick ----------------------------------
@@ -311,8 +315,8 @@ def test_a_tick_that_loses_its_database_connection_says_so_and_the_next_tick_fin
     monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 600)
     now = timezone.now().replace(second=0, microsecond=0)
     user_ids = seed_due_users(50, next_call_at=now)
-    monkeypatch.setattr(services, "TICK_BATCH_SIZE", 20)
-    real_claim = services._claim_due_batch
+    monkeypatch.setattr(scheduling, "TICK_BATCH_SIZE", 20)
+    real_claim = scheduling._claim_due_batch
     batches = []
 
     def claim_then_drop(**kwargs):
@@ -321,14 +325,14 @@ def test_a_tick_that_loses_its_database_connection_says_so_and_the_next_tick_fin
             kill_backend(connection.cursor().connection.info.backend_pid)
         return real_claim(**kwargs)
 
-    monkeypatch.setattr(services, "_claim_due_batch", claim_then_drop)
+    monkeypatch.setattr(scheduling, "_claim_due_batch", claim_then_drop)
     with caplog.at_level(logging.ERROR, logger="relevel.calls"), pytest.raises(DatabaseError):
         jobs.schedule_calls()
     assert "failed: database error" in caplog.text and "the next tick completes the work" in caplog.text
 
     # The next tick runs on the same worker, whose connection is now dead: the job itself
     # must replace it (nothing here closes it by hand).
-    monkeypatch.setattr(services, "_claim_due_batch", real_claim)
+    monkeypatch.setattr(scheduling, "_claim_due_batch", real_claim)
     jobs.schedule_calls()
     claimed = Call.objects.filter(attempt=1)
     assert sorted(claimed.values_list("user_id", flat=True)) == sorted(user_ids)

@@ -6,7 +6,7 @@ from datetime import UTC, date, datetime
 import pytest
 from rq.registry import ScheduledJobRegistry
 
-from calls import services
+from calls import logsafe, outcomes, placement
 from calls.models import Call, CallStatus
 from calls.providers.base import ProviderTransientError
 
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def test_it_places_a_queued_call_with_the_documented_request(fake_callkaro, make_call, caplog):
     call = make_call()
     with caplog.at_level(logging.INFO, logger="relevel.calls"):
-        assert services.call_place(call_id=call.pk) == "placed"
+        assert placement.call_place(call_id=call.pk) == "placed"
 
     [request] = fake_callkaro.requests
     assert request["path"] == "/call/outbound"
@@ -36,7 +36,7 @@ def test_it_places_a_queued_call_with_the_documented_request(fake_callkaro, make
 
 def test_a_call_that_is_no_longer_queued_is_not_placed_again(fake_callkaro, make_call):
     call = make_call(status=CallStatus.RINGING)
-    assert services.call_place(call_id=call.pk) == "skipped"
+    assert placement.call_place(call_id=call.pk) == "skipped"
     assert fake_callkaro.requests == []
 
 
@@ -52,7 +52,7 @@ def test_a_call_for_a_user_who_cannot_be_called_is_canceled_with_the_reason(
     for field, value in change.items():
         setattr(user, field, value)
     user.save()
-    assert services.call_place(call_id=call.pk) == "canceled"
+    assert placement.call_place(call_id=call.pk) == "canceled"
     call.refresh_from_db()
     assert call.status == CallStatus.CANCELED and reason in call.error
     assert fake_callkaro.requests == []
@@ -61,7 +61,7 @@ def test_a_call_for_a_user_who_cannot_be_called_is_canceled_with_the_reason(
 def test_a_provider_4xx_fails_the_call_with_its_message_and_no_retry(fake_callkaro, make_call, redis_conn):
     fake_callkaro.respond_with((400, {"status": "error", "message": "Invalid phone number"}))
     call = make_call()
-    assert services.call_place(call_id=call.pk, is_last_try=False) == "failed"
+    assert placement.call_place(call_id=call.pk, is_last_try=False) == "failed"
     call.refresh_from_db()
     assert call.status == CallStatus.FAILED
     assert "Invalid phone number" in call.error and "400" in call.error
@@ -82,7 +82,7 @@ def test_a_transient_answer_puts_the_call_back_in_the_queue_for_another_try(fake
     fake_callkaro.respond_with(answer)
     call = make_call()
     with pytest.raises(ProviderTransientError):
-        services.call_place(call_id=call.pk, is_last_try=False)
+        placement.call_place(call_id=call.pk, is_last_try=False)
     call.refresh_from_db()
     assert call.status == CallStatus.QUEUED and call.error
 
@@ -92,7 +92,7 @@ def test_an_unreachable_provider_on_the_last_try_fails_the_call_and_schedules_a_
 ):
     settings.CALLKARO_BASE_URL = "http://127.0.0.1:9"  # nothing listens there
     call = make_call(local_date=date(2026, 11, 28))
-    assert services.call_place(call_id=call.pk, is_last_try=True) == "failed"
+    assert placement.call_place(call_id=call.pk, is_last_try=True) == "failed"
     call.refresh_from_db()
     assert call.status == CallStatus.FAILED and "unreachable" in call.error
     retry = Call.objects.get(retry_of=call)
@@ -108,14 +108,14 @@ def test_a_read_timeout_is_transient(fake_callkaro, settings, make_call):
     fake_callkaro.delay = 0.5
     call = make_call()
     with pytest.raises(ProviderTransientError, match="timed out"):
-        services.call_place(call_id=call.pk, is_last_try=False)
+        placement.call_place(call_id=call.pk, is_last_try=False)
 
 
 def test_a_retry_is_dropped_when_the_user_already_answered_that_day(fake_callkaro, make_user, make_call):
     user = make_user()
     make_call(user=user, attempt=1, status=CallStatus.COMPLETED)
     retry = make_call(user=user, attempt=2, scheduled_for=datetime(2026, 11, 28, 15, 30, tzinfo=UTC))
-    assert services.call_place(call_id=retry.pk) == "canceled"
+    assert placement.call_place(call_id=retry.pk) == "canceled"
     retry.refresh_from_db()
     assert retry.status == CallStatus.CANCELED and "already answered" in retry.error
     assert fake_callkaro.requests == []
@@ -131,19 +131,19 @@ def test_a_webhook_that_beats_the_placement_answer_is_not_undone(
     from calls.providers.base import CallEvent
 
     call = make_call()
-    original_post = services.get_provider().session.post
+    original_post = placement.get_provider().session.post
 
     def post_then_webhook(*args, **kwargs):
         response = original_post(*args, **kwargs)
-        services.call_apply_event(
+        outcomes.call_apply_event(
             event=CallEvent(
                 provider_call_id="ck-1", status=status, our_call_id=call.pk, error_message=error_message
             )
         )
         return response
 
-    services.get_provider().session.post = post_then_webhook
-    assert services.call_place(call_id=call.pk) == "placed"
+    placement.get_provider().session.post = post_then_webhook
+    assert placement.call_place(call_id=call.pk) == "placed"
     call.refresh_from_db()
     assert (call.status, call.provider_call_id, call.error) == (status, "ck-1", error_message)
 
@@ -158,10 +158,10 @@ def test_a_batch_places_each_call_and_hands_transient_failures_to_jobs_of_their_
         (400, {"status": "error", "message": "Invalid phone number"}),
     )
     settings.PROVIDER_MAX_CONCURRENCY = settings.QUEUE_CONCURRENCY  # one thread: answers in order
-    services.reset_placement_pool()
+    placement.reset_placement_pool()
     calls = [make_call(), make_call(), make_call()]
 
-    counts = services.calls_place_batch(call_ids=[c.pk for c in calls])
+    counts = placement.calls_place_batch(call_ids=[c.pk for c in calls])
 
     assert counts == {"placed": 1, "transient": 1, "failed": 1}
     statuses = [Call.objects.get(pk=c.pk).status for c in calls]
@@ -169,7 +169,7 @@ def test_a_batch_places_each_call_and_hands_transient_failures_to_jobs_of_their_
     # The transient one waits 2 s in RQ's scheduled registry, with one RQ retry (4 s) left.
     registry = ScheduledJobRegistry("daily-calls", connection=redis_conn)
     assert registry.get_job_ids() == [f"call-{calls[1].pk}"]
-    job = services.queues.calls_queue().fetch_job(f"call-{calls[1].pk}")
+    job = placement.queues.calls_queue().fetch_job(f"call-{calls[1].pk}")
     assert (job.retries_left, job.retry_intervals) == (1, [4])
 
 
@@ -181,17 +181,17 @@ def test_a_batch_cut_short_puts_its_unsent_calls_back_in_the_queue(
     fake_callkaro, make_call, settings, monkeypatch
 ):
     settings.PROVIDER_MAX_CONCURRENCY = settings.QUEUE_CONCURRENCY  # one thread: sent one by one
-    services.reset_placement_pool()
+    placement.reset_placement_pool()
     fake_callkaro.delay = 0.2
     calls = [make_call() for _ in range(5)]
 
     def stopped_by_rq(*args, **kwargs):
         raise CutShort
 
-    monkeypatch.setattr(services, "_record_dial_result", stopped_by_rq)
+    monkeypatch.setattr(placement, "_record_dial_result", stopped_by_rq)
     with pytest.raises(CutShort):
-        services.calls_place_batch(call_ids=[c.pk for c in calls])
-    services.reset_placement_pool()  # waits for the request already in flight
+        placement.calls_place_batch(call_ids=[c.pk for c in calls])
+    placement.reset_placement_pool()  # waits for the request already in flight
 
     sent = {int(r["json"]["metadata"]["call_id"]) for r in fake_callkaro.requests}
     statuses = {c.pk: Call.objects.get(pk=c.pk).status for c in calls}
@@ -206,15 +206,15 @@ def test_a_placed_call_whose_answer_cannot_be_recorded_keeps_the_provider_id(
     from django.db import OperationalError
 
     call = make_call()
-    real_record = services._record_dial_result
+    real_record = placement._record_dial_result
 
     def database_blip(request, result, **kwargs):
-        if isinstance(result, services.PlacedCall):
+        if isinstance(result, placement.PlacedCall):
             raise OperationalError("server closed the connection unexpectedly")
         return real_record(request, result, **kwargs)
 
-    monkeypatch.setattr(services, "_record_dial_result", database_blip)
-    assert services.calls_place_batch(call_ids=[call.pk]) == {"error": 1}
+    monkeypatch.setattr(placement, "_record_dial_result", database_blip)
+    assert placement.calls_place_batch(call_ids=[call.pk]) == {"error": 1}
     call.refresh_from_db()
     assert (call.status, call.provider_call_id) == (CallStatus.RINGING, "ck-1")
 
@@ -222,7 +222,7 @@ def test_a_placed_call_whose_answer_cannot_be_recorded_keeps_the_provider_id(
 def test_a_2xx_answer_with_a_call_id_is_a_placed_call(fake_callkaro, make_call):
     fake_callkaro.respond_with((201, {"status": "success", "message": "queued", "call_id": "ck-201"}))
     call = make_call()
-    assert services.call_place(call_id=call.pk) == "placed"
+    assert placement.call_place(call_id=call.pk) == "placed"
     call.refresh_from_db()
     assert call.provider_call_id == "ck-201"
 
@@ -231,6 +231,6 @@ def test_a_provider_message_quoting_the_number_is_masked_in_the_logs(fake_callka
     call = make_call()
     fake_callkaro.respond_with((400, {"status": "error", "message": f"{call.to_number} is not reachable"}))
     with caplog.at_level(logging.INFO, logger="relevel.calls"):
-        services.call_place(call_id=call.pk)
+        placement.call_place(call_id=call.pk)
     assert call.to_number not in caplog.text
-    assert f"{services.mask_phone(call.to_number)} is not reachable" in caplog.text
+    assert f"{logsafe.mask_phone(call.to_number)} is not reachable" in caplog.text

@@ -7,7 +7,7 @@ import pytest
 import time_machine
 from rq.registry import ScheduledJobRegistry
 
-from calls import services
+from calls import outcomes, placement, scheduling
 from calls.models import Call, CallStatus
 from calls.providers.base import CallEvent
 
@@ -23,7 +23,7 @@ def ringing_call(make_call, **fields):
 
 def outcome(call, status):
     with time_machine.travel(NOW, tick=False):
-        return services.call_apply_event(
+        return outcomes.call_apply_event(
             event=CallEvent(provider_call_id=call.provider_call_id, status=status, raw={"status": status})
         )
 
@@ -103,7 +103,7 @@ def test_a_retry_that_comes_due_after_the_user_disabled_calls_is_dropped(make_us
     retry = Call.objects.get(retry_of=call)
     user.call_enabled = False
     user.save()
-    assert services.call_place(call_id=retry.pk) == "canceled"
+    assert placement.call_place(call_id=retry.pk) == "canceled"
     retry.refresh_from_db()
     assert retry.status == CallStatus.CANCELED
 
@@ -114,16 +114,16 @@ def test_a_retry_whose_job_redis_lost_is_enqueued_by_the_first_tick_after_it_is_
     retry = Call.objects.get(retry_of=call)
     redis_conn.flushdb()
     with time_machine.travel(NOW + timedelta(minutes=10), tick=False):
-        assert services.calls_schedule_due().reenqueued == 0  # not due yet: nothing to do
+        assert scheduling.calls_schedule_due().reenqueued == 0  # not due yet: nothing to do
     with time_machine.travel(NOW + timedelta(minutes=35), tick=False):
-        assert services.calls_schedule_due().reenqueued == 1
+        assert scheduling.calls_schedule_due().reenqueued == 1
     assert redis_conn.exists(f"rq:job:call-{retry.pk}")
 
 
 def test_a_call_left_dialing_by_a_dead_worker_is_failed_and_retried(make_call, redis_conn):
     call = make_call(status=CallStatus.DIALING, dialed_at=NOW - timedelta(minutes=11))
     with time_machine.travel(NOW, tick=False):
-        summary = services.calls_schedule_due()
+        summary = scheduling.calls_schedule_due()
     call.refresh_from_db()
     assert summary.abandoned == 1
     assert call.status == CallStatus.FAILED and "Worker stopped while dialing" in call.error
@@ -135,7 +135,7 @@ def test_a_ringing_call_whose_final_webhook_was_lost_is_failed_and_retried(make_
         make_call, last_status_at=NOW - timedelta(seconds=settings.CALL_OUTCOME_TIMEOUT_SECONDS + 1)
     )
     with time_machine.travel(NOW, tick=False):
-        summary = services.calls_schedule_due()
+        summary = scheduling.calls_schedule_due()
     call.refresh_from_db()
     assert summary.silent == 1
     assert call.status == CallStatus.FAILED and "No final status from the provider" in call.error
@@ -149,7 +149,7 @@ def test_an_answered_call_whose_final_webhook_was_lost_is_failed_without_a_retry
         last_status_at=NOW - timedelta(seconds=settings.CALL_OUTCOME_TIMEOUT_SECONDS + 1),
     )
     with time_machine.travel(NOW, tick=False):
-        assert services.calls_schedule_due().silent == 1
+        assert scheduling.calls_schedule_due().silent == 1
     call.refresh_from_db()
     assert call.status == CallStatus.FAILED
     assert not Call.objects.filter(retry_of=call).exists()
@@ -158,6 +158,6 @@ def test_an_answered_call_whose_final_webhook_was_lost_is_failed_without_a_retry
 def test_a_recent_ringing_call_is_left_alone(make_call):
     call = ringing_call(make_call, last_status_at=NOW - timedelta(minutes=5))
     with time_machine.travel(NOW, tick=False):
-        assert services.calls_schedule_due().silent == 0
+        assert scheduling.calls_schedule_due().silent == 0
     call.refresh_from_db()
     assert call.status == CallStatus.RINGING

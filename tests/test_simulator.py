@@ -11,7 +11,7 @@ from django.core.management.base import SystemCheckError
 from django.utils import timezone
 from rq import SimpleWorker
 
-from calls import services
+from calls import scheduling
 from calls.models import Call, CallStatus
 from calls.providers import get_provider
 from calls.providers.simulator import parse_outcome_mix
@@ -37,7 +37,7 @@ def test_a_simulated_call_is_answered_by_a_signed_webhook_and_retried(simulator,
     simulator.SIMULATOR_OUTCOMES = "no_answer:1"
     now = timezone.now()
     user = make_user(local_tz="UTC", call_time=time(now.hour, now.minute))
-    services.calls_schedule_due()
+    scheduling.calls_schedule_due()
     run_worker_burst()  # places the call; the simulator schedules its webhook
     run_worker_burst()  # delivers the webhook to our own endpoint
 
@@ -54,7 +54,7 @@ def test_a_completed_simulated_call_carries_a_transcript_and_recording(simulator
     simulator.SIMULATOR_OUTCOMES = "completed:1"
     now = timezone.now()
     make_user(local_tz="UTC", call_time=time(now.hour, now.minute))
-    services.calls_schedule_due()
+    scheduling.calls_schedule_due()
     run_worker_burst()
     run_worker_burst()
     call = Call.objects.get()

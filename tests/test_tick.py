@@ -8,7 +8,7 @@ import time_machine
 from rq import Queue
 
 from calls.models import Call, CallStatus
-from calls.services import calls_schedule_due
+from calls.scheduling import calls_schedule_due
 from users.models import User
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -8,7 +8,7 @@ from django.utils import timezone
 from rq import SimpleWorker
 from rq.registry import FailedJobRegistry
 
-from calls import services
+from calls import outcomes, scheduling
 from calls.models import Call, CallStatus
 from calls.providers.base import CallEvent
 from calls.queues import calls_queue
@@ -31,9 +31,9 @@ def run_worker_burst():
 
 def test_due_users_are_called_once_with_the_right_request(fake_callkaro, make_user):
     users = [due_now(make_user) for _ in range(3)]
-    services.calls_schedule_due()
+    scheduling.calls_schedule_due()
     run_worker_burst()
-    services.calls_schedule_due()  # a second tick changes nothing
+    scheduling.calls_schedule_due()  # a second tick changes nothing
     run_worker_burst()
 
     assert sorted(r["json"]["to_number"] for r in fake_callkaro.requests) == sorted(u.phone for u in users)
@@ -48,7 +48,7 @@ def test_a_provider_500_is_retried_by_rq_and_then_placed_once(fake_callkaro, mak
         (200, {"status": "success", "message": "Call initiated successfully", "call_id": "ck-ok"}),
     )
     due_now(make_user)
-    services.calls_schedule_due()
+    scheduling.calls_schedule_due()
     run_worker_burst()
     assert len(fake_callkaro.requests) == 2
     call = Call.objects.get()
@@ -58,7 +58,7 @@ def test_a_provider_500_is_retried_by_rq_and_then_placed_once(fake_callkaro, mak
 def test_a_provider_that_stays_down_fails_the_call_after_three_attempts(fake_callkaro, make_user, redis_conn):
     fake_callkaro.respond_with((503, {"status": "error", "message": "maintenance"}))
     due_now(make_user)
-    services.calls_schedule_due()
+    scheduling.calls_schedule_due()
     run_worker_burst()
     assert len(fake_callkaro.requests) == 3  # 1 + 2 RQ retries, no storm
     first = Call.objects.get(attempt=1)
@@ -69,7 +69,7 @@ def test_a_provider_that_stays_down_fails_the_call_after_three_attempts(fake_cal
 def test_a_provider_400_is_not_retried(fake_callkaro, make_user):
     fake_callkaro.respond_with((400, {"status": "error", "message": "Invalid agent"}))
     due_now(make_user)
-    services.calls_schedule_due()
+    scheduling.calls_schedule_due()
     run_worker_burst()
     assert len(fake_callkaro.requests) == 1
     call = Call.objects.get()
@@ -80,10 +80,10 @@ def test_a_provider_400_is_not_retried(fake_callkaro, make_user):
 def test_an_unanswered_call_is_retried_after_the_configured_delay(fake_callkaro, make_user, settings):
     settings.CALL_RETRY_DELAY_SECONDS = 1
     due_now(make_user)
-    services.calls_schedule_due()
+    scheduling.calls_schedule_due()
     run_worker_burst()
     first = Call.objects.get()
-    result = services.call_apply_event(
+    result = outcomes.call_apply_event(
         event=CallEvent(provider_call_id=first.provider_call_id, status="no_answer")
     )
     assert result.retry_scheduled

@@ -13,8 +13,9 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
 
 from calls.admin import local_wall_clock, status_badge
+from calls.logsafe import mask_phone
 from calls.models import Call
-from calls.services import mask_phone, users_set_call_enabled
+from users.services import users_set_call_enabled
 
 from .forms import UserAdminChangeForm, UserAdminCreationForm
 from .models import User

@@ -66,8 +66,7 @@ class SimulatorProvider(CallKaroWebhooks):
         return random.choices(statuses, weights=weights)[0]  # noqa: S311 - not security
 
     def place_call(self, request: PlaceCallRequest) -> PlacedCall:
-        from calls.jobs import simulator_send_webhook
-        from calls.queues import enqueue_in
+        from calls.queues import SIMULATOR_WEBHOOK_JOB, enqueue_in
 
         provider_call_id = f"sim-{uuid.uuid4().hex[:16]}"
         outcome = self.pick_outcome()
@@ -83,7 +82,7 @@ class SimulatorProvider(CallKaroWebhooks):
             "timestamp": (timezone.now() + self.delay).isoformat(),
             "error_message": "simulated carrier failure" if outcome == "failed" else "",
         }
-        enqueue_in(self.delay, simulator_send_webhook, payload)
+        enqueue_in(self.delay, SIMULATOR_WEBHOOK_JOB, payload)
         return PlacedCall(
             provider_call_id=provider_call_id,
             raw={

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 from redis.exceptions import RedisError
 
-from calls.services import calls_schedule_due
+from calls.scheduling import calls_schedule_due
 
 
 class Command(BaseCommand):

@@ -1,0 +1,265 @@
+"""Placing calls: take them (queued -> dialing, under a row lock), dial (one HTTP request,
+no database), record the provider's answer.
+
+A batch takes all its calls in one transaction, dials them on a thread pool, and records
+each answer as it arrives, all on the job's own database connection: a worker process
+holds one connection, however many calls it has in flight, and the threads do nothing but
+wait on the provider.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+
+from . import queues, selectors
+from .logsafe import mask_phone
+from .models import STATUS_RANK, Call, CallStatus
+from .outcomes import call_finish, call_schedule_retry
+from .providers import get_provider
+from .providers.base import PlaceCallRequest, PlacedCall, ProviderError, ProviderPermanentError
+
+logger = logging.getLogger("relevel.calls")
+
+
+def _reason_not_to_dial(call: Call) -> str:
+    user = call.user
+    if not user.call_enabled:
+        return "User disabled calls before this call was placed."
+    if not user.phone:
+        return "User has no phone number."
+    if call.attempt > 1 and selectors.user_answered_on(user_id=user.pk, local_date=call.local_date):
+        return "User already answered a call today."
+    return ""
+
+
+def _take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest], Counter]:
+    """Move the dialable calls among ``call_ids`` from queued to dialing, in one transaction;
+    cancel the ones whose user can no longer be called. Returns the requests to send and a
+    count of what happened to the others."""
+    now = timezone.now()
+    requests: list[PlaceCallRequest] = []
+    others: Counter = Counter()
+    with transaction.atomic():
+        calls = {
+            call.pk: call
+            for call in Call.objects.select_for_update(of=("self",))
+            .select_related("user")
+            .filter(pk__in=call_ids)
+            .order_by("pk")
+        }
+        for call_id in call_ids:
+            call = calls.get(call_id)
+            if call is None:
+                logger.warning("Call %s does not exist; nothing to place", call_id)
+                others["missing"] += 1
+                continue
+            if call.status != CallStatus.QUEUED:
+                # A repeated job (re-enqueued, RQ retry after a kill): someone already took it.
+                logger.info("Call %s is %s, not queued; not placing it again", call.pk, call.status)
+                others["skipped"] += 1
+                continue
+            user = call.user
+            name = user.name or user.get_username()
+            if call.attempt > 1:
+                logger.info(
+                    "Processing user call for %s (retry %s/%s)",
+                    name,
+                    call.attempt - 1,
+                    settings.CALL_MAX_RETRIES,
+                )
+            else:
+                logger.info("Processing user call for %s", name)
+            reason = _reason_not_to_dial(call)
+            if reason:
+                call_finish(call, status=CallStatus.CANCELED, error=reason, now=now)
+                logger.info("Call %s canceled: %s", call.pk, reason)
+                others["canceled"] += 1
+                continue
+            call.status = CallStatus.DIALING
+            call.dialed_at = now
+            call.to_number = user.phone
+            call.provider = settings.CALL_PROVIDER
+            call.save(update_fields=["status", "dialed_at", "to_number", "provider"])
+            requests.append(
+                PlaceCallRequest(
+                    call_id=call.pk,
+                    user_id=user.pk,
+                    to_number=call.to_number,
+                    agent_id=call.agent_id,
+                    name=name,
+                )
+            )
+    return requests, others
+
+
+def _dial(request: PlaceCallRequest) -> PlacedCall | ProviderError:
+    """The provider's answer, or the error it gave: no database work (runs on a pool thread)."""
+    try:
+        return get_provider().place_call(request)
+    except ProviderError as exc:
+        return exc
+
+
+def _record_dial_result(
+    request: PlaceCallRequest, result: PlacedCall | ProviderError, *, is_last_try: bool
+) -> str:
+    """Store what the provider said about one call; returns what happened, in a word."""
+    masked = mask_phone(request.to_number)
+    # A provider's message may quote the number ("+91… is not reachable"): not in our logs.
+    said = str(result).replace(request.to_number, masked)
+    if isinstance(result, ProviderPermanentError):
+        # A wrong number or a bad API key is no better in 30 minutes: no retry of any kind.
+        _record_dial_failure(call_id=request.call_id, error=str(result), schedule_retry=False)
+        logger.error("Call %s to %s failed permanently: %s", request.call_id, masked, said)
+        return "failed"
+    if isinstance(result, ProviderError):
+        if not is_last_try:
+            Call.objects.filter(pk=request.call_id, status=CallStatus.DIALING).update(
+                status=CallStatus.QUEUED, error=str(result)
+            )
+            logger.warning(
+                "Call %s to %s: transient provider error, will try again: %s", request.call_id, masked, said
+            )
+            return "transient"
+        _record_dial_failure(call_id=request.call_id, error=str(result), schedule_retry=True)
+        logger.error("Call %s to %s failed, provider unreachable: %s", request.call_id, masked, said)
+        return "failed"
+    with transaction.atomic():
+        call = Call.objects.select_for_update().get(pk=request.call_id)
+        call.provider_call_id = result.provider_call_id
+        call.provider_payloads = [*call.provider_payloads, {"placed": result.raw}]
+        fields = ["provider_call_id", "provider_payloads"]
+        # A fast webhook may already have moved the call further on (and said why it
+        # failed): never move it back, nor wipe what it recorded.
+        if STATUS_RANK[call.status] < STATUS_RANK[CallStatus.RINGING]:
+            call.status = CallStatus.RINGING
+            call.last_status_at = timezone.now()
+            call.error = ""  # an earlier transient error, now overcome
+            fields += ["status", "last_status_at", "error"]
+        call.save(update_fields=fields)
+    logger.info(
+        "Call %s initiated to %s (provider call %s)", request.call_id, masked, result.provider_call_id
+    )
+    return "placed"
+
+
+def _record_dial_failure(*, call_id: int, error: str, schedule_retry: bool) -> None:
+    now = timezone.now()
+    with transaction.atomic():
+        call = Call.objects.select_for_update().filter(pk=call_id, status=CallStatus.DIALING).first()
+        if call is None:
+            return
+        call_finish(call, status=CallStatus.FAILED, error=error, now=now)
+        if schedule_retry:
+            call_schedule_retry(call=call, now=now)
+
+
+def _salvage_placed(request: PlaceCallRequest, result: PlacedCall | ProviderError) -> str:
+    """Recording an answer failed (a database blip): keep at least the provider's id, so a
+    call the provider accepted is not later taken for lost and dialed again."""
+    if not isinstance(result, PlacedCall):
+        return "error"  # still dialing: the tick fails it after CALL_DIALING_TIMEOUT_SECONDS
+    try:
+        Call.objects.filter(pk=request.call_id, status=CallStatus.DIALING).update(
+            provider_call_id=result.provider_call_id, status=CallStatus.RINGING, last_status_at=timezone.now()
+        )
+    except DatabaseError:
+        logger.error(
+            "Call %s was accepted by the provider (call %s) but could not be recorded",
+            request.call_id,
+            result.provider_call_id,
+        )
+    return "error"
+
+
+def call_place(*, call_id: int, is_last_try: bool = True) -> str:
+    """Place one queued call through the provider; returns what happened, in a word.
+
+    Raises ProviderTransientError when the provider could not be reached and another try
+    is left (the caller, an RQ job, is then retried with backoff).
+    """
+    requests, others = _take_calls_for_dialing([call_id])
+    if not requests:
+        return next(iter(others))
+    result = _dial(requests[0])
+    outcome = _record_dial_result(requests[0], result, is_last_try=is_last_try)
+    if outcome == "transient":
+        raise result
+    return outcome
+
+
+_pool: ThreadPoolExecutor | None = None
+_pool_pid: int | None = None
+_pool_lock = threading.Lock()
+
+
+def _placement_pool() -> ThreadPoolExecutor:
+    # One pool per process, kept across jobs so that the provider's keep-alive connections
+    # are reused. Rebuilt after a fork.
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid():
+            _pool = ThreadPoolExecutor(
+                max_workers=queues.placement_threads_per_process(), thread_name_prefix="place-call"
+            )
+            _pool_pid = os.getpid()
+        return _pool
+
+
+def reset_placement_pool() -> None:
+    """Drop this process's pool so the next batch sizes a new one from settings (tests)."""
+    global _pool
+    with _pool_lock:
+        if _pool is not None:
+            _pool.shutdown(wait=True)
+        _pool = None
+
+
+def calls_place_batch(*, call_ids: list[int]) -> dict[str, int]:
+    """Place a tick's batch of calls concurrently, each exactly as call_place does alone.
+
+    Each call gets its first try here. One that meets a transient provider error moves to a
+    job of its own that RQ retries with the same backoff a lone call gets (2 s, then 4 s), so
+    per-call states, errors and retries are the engine's, whatever the batch size.
+    """
+    intervals = list(settings.CALL_PLACE_RETRY_INTERVALS)
+    requests, counts = _take_calls_for_dialing(call_ids)
+    futures = {_placement_pool().submit(_dial, request): request for request in requests}
+    transient: list[int] = []
+    try:
+        # Answers are recorded as they arrive, on this thread's connection, while the pool
+        # is still waiting on the others.
+        for future in as_completed(futures):
+            request = futures[future]
+            result = future.result()
+            try:
+                outcome = _record_dial_result(request, result, is_last_try=not intervals)
+            except Exception:  # noqa: BLE001 - one bad call must not sink the batch
+                logger.exception("Call %s: unexpected error while recording its placement", request.call_id)
+                outcome = _salvage_placed(request, result)
+            counts[outcome] += 1
+            if outcome == "transient":
+                transient.append(request.call_id)
+    finally:
+        # The job was cut short (its timeout, a shutdown): calls not yet sent go back to the
+        # queue, where the next tick re-enqueues them; only calls really sent stay dialing.
+        unsent = [request.call_id for future, request in futures.items() if future.cancel()]
+        if unsent:
+            Call.objects.filter(pk__in=unsent, status=CallStatus.DIALING).update(status=CallStatus.QUEUED)
+            logger.warning("Batch cut short: %s calls not sent, back in the queue", len(unsent))
+    now = timezone.now()
+    for call_id in transient:
+        first_delay, later = intervals[0], intervals[1:]
+        at = now + timedelta(seconds=first_delay) if first_delay else None
+        queues.enqueue_place_call(call_id, at=at, retry_intervals=later)
+    logger.info("Placed a batch of %s calls: %s", len(call_ids), dict(counts))
+    return dict(counts)

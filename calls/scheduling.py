@@ -1,0 +1,344 @@
+"""The scheduler tick: who is due, claiming their slots, and the sweeps that repair what
+earlier ticks or dead workers left behind.
+
+Exactly-once comes from the database: every new call row is a conditional insert on the
+(user, local_date, attempt) unique constraint, and jobs are enqueued only after the claim
+commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import DatabaseError, transaction
+from django.utils import timezone
+from redis.exceptions import RedisError
+
+from . import bulk, queues, selectors
+from .models import Call, CallStatus
+from .outcomes import call_finish, call_schedule_retry, humanize_delay, insert_calls_ignoring_conflicts
+from .slots import next_open_slot, slot_local_date
+
+logger = logging.getLogger("relevel.calls")
+User = get_user_model()
+
+
+# Users claimed per transaction: small enough to keep row locks short, large enough that
+# a rush slot of 100k users is a hundred round trips, not a hundred thousand.
+TICK_BATCH_SIZE = 1000
+
+
+@dataclass
+class TickSummary:
+    due: int = 0
+    claimed: int = 0
+    enqueued: int = 0
+    missed: int = 0
+    reenqueued: int = 0
+    abandoned: int = 0
+    silent: int = 0
+    repaired: int = 0
+    enqueue_failed: int = 0
+
+    def line(self) -> str:
+        return (
+            f"due={self.due} claimed={self.claimed} enqueued={self.enqueued} "
+            f"missed={self.missed} re-enqueued={self.reenqueued} abandoned={self.abandoned}"
+            + "".join(
+                f" {name}={value}"
+                for name, value in (
+                    ("no-outcome", self.silent),
+                    ("rescheduled", self.repaired),
+                    ("enqueue-failed", self.enqueue_failed),
+                )
+                if value
+            )
+        )
+
+
+# --- Claiming -----------------------------------------------------------------------------
+
+
+def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) -> int:
+    """Claim one batch of due users in one transaction; returns how many users it took."""
+    agent_id = settings.CALLKARO_AGENT_ID
+    with transaction.atomic():
+        # skip_locked: a second tick running at the same time takes other users, never
+        # waits on (or double-claims) these. no_key: the lock still lets other transactions
+        # insert calls that reference these users (a webhook's retry).
+        users = [
+            DueUser(*row)
+            for row in selectors.users_due_for_call(now=now)
+            .select_for_update(skip_locked=True, no_key=True, of=("self",))
+            .values_list(*DueUser.__dataclass_fields__)[:TICK_BATCH_SIZE]
+        ]
+        if not users:
+            return 0
+        first_attempts: list[Call] = []
+        missed: list[Call] = []
+        for user in users:
+            call = _slot_call_for(user, now=now, window=window, agent_id=agent_id)
+            if call is None:
+                continue
+            (first_attempts if call.status == CallStatus.QUEUED else missed).append(call)
+        reserved = bulk.reserve_ids(Call, len(first_attempts))
+        if reserved is not None:
+            _name_batches_ahead(first_attempts, reserved)
+        claimed_ids = insert_calls_ignoring_conflicts(first_attempts)
+        missed_ids = insert_calls_ignoring_conflicts(missed)
+        bulk.update_column(User, "next_call_at", {user.pk: user.next_call_at for user in users})
+        if reserved is not None:
+            job_of = {call.pk: call.job_id for call in first_attempts}
+            batches: dict[str, list[int]] = {}
+            for call_id in claimed_ids:
+                batches.setdefault(job_of[call_id], []).append(call_id)
+        else:
+            batches = _name_batches(claimed_ids)
+        queues.on_commit(lambda: _enqueue_claimed(batches, summary))
+
+    summary.due += len(users)
+    summary.claimed += len(claimed_ids)
+    summary.missed += len(missed_ids)
+    for call in missed:
+        logger.info("Missed call for user %s on %s: %s", call.user_id, call.local_date, call.error)
+    return len(users)
+
+
+@dataclass(slots=True)
+class DueUser:
+    """The columns of a due user that the tick reads (rows, not models: a rush slot loads
+    100,000 of them)."""
+
+    pk: int
+    phone: str | None
+    local_tz: str
+    call_time: time
+    call_enabled: bool
+    next_call_at: datetime | None
+
+    @property
+    def is_callable(self) -> bool:
+        return bool(self.call_enabled and self.phone)
+
+
+def _slot_call_for(user: DueUser, *, now: datetime, window: timedelta, agent_id: str) -> Call | None:
+    """The call row for the user's due slot (queued, or missed if its window closed), with
+    ``user.next_call_at`` moved on to the next slot; None if the user cannot be called."""
+    if not user.is_callable:
+        # A stale next_call_at (calls disabled by a bulk UPDATE, say): stop here.
+        user.next_call_at = None
+        return None
+    try:
+        tz = ZoneInfo(user.local_tz)
+    except (ZoneInfoNotFoundError, ValueError):
+        # A zone this host's tzdata does not know (a raw UPDATE, an import): one bad row
+        # must not stop every tick. Parked until someone fixes the zone (the admin validates).
+        logger.error("User %s has an unknown time zone %r: not scheduled", user.pk, user.local_tz)
+        user.next_call_at = None
+        return None
+    slot = user.next_call_at
+    local_date = slot_local_date(slot=slot, call_time=user.call_time, tz=tz)
+    in_window = now < slot + window
+    call = Call(
+        user_id=user.pk,
+        to_number=user.phone,
+        agent_id=agent_id,
+        attempt=1,
+        local_date=local_date,
+        status=CallStatus.QUEUED if in_window else CallStatus.MISSED,
+        scheduled_for=slot,
+        provider=settings.CALL_PROVIDER,
+    )
+    if not in_window:
+        call.error = (
+            f"No scheduler tick ran between {slot:%Y-%m-%d %H:%M} and "
+            f"{slot + window:%H:%M} UTC, the window of this slot."
+        )
+        call.completed_at = call.last_status_at = now
+    user.next_call_at = next_open_slot(
+        call_time=user.call_time, tz=tz, now=now, window=window, after=local_date
+    )
+    return call
+
+
+def _name_batches_ahead(calls: list[Call], ids: list[int]) -> None:
+    """Give calls their reserved ids and their batch job, named after the batch's first id:
+    unique for ever (a sequence never hands an id out twice), even if that row's insert
+    then conflicts and the batch goes out without it."""
+    size = settings.CALL_BATCH_SIZE
+    for start in range(0, len(calls), size):
+        job_id = queues.batch_job_id(ids[start])
+        for call, pk in zip(calls[start : start + size], ids[start : start + size], strict=True):
+            call.pk, call.job_id = pk, job_id
+
+
+def _name_batches(call_ids: list[int]) -> dict[str, list[int]]:
+    """Where no ids can be reserved (SQLite): split the inserted calls into batch jobs named
+    after their first call's pk, and record each call's job on its row, in the claiming
+    transaction."""
+    batches: dict[str, list[int]] = {}
+    size = settings.CALL_BATCH_SIZE
+    for start in range(0, len(call_ids), size):
+        chunk = call_ids[start : start + size]
+        batches[queues.batch_job_id(chunk[0])] = chunk
+    bulk.update_column(Call, "job_id", {pk: job_id for job_id, chunk in batches.items() for pk in chunk})
+    return batches
+
+
+def _enqueue_claimed(batches: dict[str, list[int]], summary: TickSummary) -> None:
+    """Runs after the claim commits. If Redis is down the claims stand, and a later tick
+    finds these queued calls without a live job and enqueues them (calls_reenqueue_stranded)."""
+    try:
+        summary.enqueued += queues.enqueue_call_batches(batches)
+    except RedisError as exc:
+        count = sum(len(ids) for ids in batches.values())
+        summary.enqueue_failed += count
+        logger.error(
+            "Redis unreachable (%s): %s claimed calls will be enqueued by a later tick",
+            type(exc).__name__,
+            count,
+        )
+
+
+def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
+    """One scheduler tick: claim and enqueue every due slot, repair what earlier ticks lost.
+
+    Safe to run any number of times concurrently (two schedulers, a manual trigger during
+    a tick): each (user, local date) gets at most one first attempt.
+    """
+    now = now or timezone.now()
+    window = timedelta(minutes=settings.CALL_TIME_WINDOW_MINUTES)
+    summary = TickSummary()
+    failure: DatabaseError | None = None
+    try:
+        summary.repaired = users_schedule_unscheduled(now=now)
+        while _claim_due_batch(now=now, window=window, summary=summary) == TICK_BATCH_SIZE:
+            pass
+    except DatabaseError as exc:
+        # Batches committed so far stand (their jobs are enqueued); the failed batch rolled
+        # back whole, so the next tick simply finds its users still due.
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        logger.error(
+            "Tick at %s failed: database error (%s: %s) after %s; the next tick completes the work",
+            now.isoformat(timespec="seconds"),
+            type(exc).__name__,
+            first_line,
+            summary.line(),
+        )
+        failure = exc
+    # The repairs run even when claiming failed: each is independent, and a stuck call must
+    # not wait for the claim to work again.
+    for step in (_fail_stuck_calls, _reenqueue_stranded_calls):
+        try:
+            step(now=now, window=window, summary=summary)
+        except (DatabaseError, RedisError) as exc:
+            logger.error(
+                "Tick at %s: %s skipped (%s)",
+                now.isoformat(timespec="seconds"),
+                step.__name__,
+                type(exc).__name__,
+            )
+    logger.info("Tick at %s: %s", now.isoformat(timespec="seconds"), summary.line())
+    if failure is not None:
+        raise failure
+    return summary
+
+
+def users_schedule_unscheduled(*, now: datetime, limit: int = 1000) -> int:
+    """Give a next call to callable users who have none (enabled by a raw UPDATE, created by
+    bulk_create or loaddata): without it the tick would never select them."""
+    users = list(selectors.users_callable_without_next_call()[:limit])
+    for user in users:
+        try:
+            user.next_call_at = user.compute_next_call_at(now=now)
+        except (ZoneInfoNotFoundError, ValueError):
+            logger.error("User %s has an unknown time zone %r: not scheduled", user.pk, user.local_tz)
+    scheduled = [user for user in users if user.next_call_at is not None]
+    User.objects.bulk_update(scheduled, ["next_call_at"])
+    return len(scheduled)
+
+
+def _reenqueue_stranded_calls(*, now: datetime, window: timedelta, summary: TickSummary) -> None:
+    summary.reenqueued, expired = calls_reenqueue_stranded(now=now, window=window)
+    summary.missed += expired
+
+
+def calls_reenqueue_stranded(*, now: datetime, window: timedelta, limit: int = 10_000) -> tuple[int, int]:
+    """Enqueue again the queued calls whose job will never run: Redis was down during the
+    claim or lost its data, or the batch job carrying the call died before reaching it.
+    Returns (re-enqueued, expired).
+
+    A call is left alone while its batch job or its own job is still live (a long backlog),
+    and the enqueue itself is unique, so a race with a worker is harmless too. A call whose
+    window closed meanwhile is not placed late (at night, after a long outage): it is
+    marked missed, saying why.
+    """
+    before = now - timedelta(seconds=settings.CALL_STRANDED_AFTER_SECONDS)
+    candidates = list(
+        selectors.calls_queued_before(before=before).values_list("id", "job_id", "scheduled_for")[:limit]
+    )
+    if not candidates:
+        return 0, 0
+    job_ids = {queues.call_job_id(call_id) for call_id, _, _ in candidates}
+    job_ids.update(job_id for _, job_id, _ in candidates if job_id)
+    live = queues.live_job_ids(sorted(job_ids))
+    reenqueued = expired = 0
+    for call_id, job_id, scheduled_for in candidates:
+        if job_id in live or queues.call_job_id(call_id) in live:
+            continue
+        if now >= scheduled_for + window:
+            expired += Call.objects.filter(pk=call_id, status=CallStatus.QUEUED).update(
+                status=CallStatus.MISSED,
+                error=(
+                    "Its job was lost (Redis down or flushed) and its window closed before a tick found it."
+                ),
+                last_status_at=now,
+                completed_at=now,
+            )
+            continue
+        if queues.enqueue_place_call(call_id):
+            reenqueued += 1
+            logger.warning("Call %s was queued without a live job in Redis: enqueued again", call_id)
+    return reenqueued, expired
+
+
+def _fail_stuck_calls(*, now: datetime, window: timedelta, summary: TickSummary) -> None:
+    """Give a final state to calls that will never get one by themselves."""
+    dialing_before = now - timedelta(seconds=settings.CALL_DIALING_TIMEOUT_SECONDS)
+    summary.abandoned += _fail_calls(
+        selectors.calls_dialing_since(before=dialing_before),
+        now=now,
+        # Whether the provider dialled is unknown: at worst the user gets a traced retry.
+        error="Worker stopped while dialing; the provider may or may not have placed it.",
+    )
+    silent_before = now - timedelta(seconds=settings.CALL_OUTCOME_TIMEOUT_SECONDS)
+    summary.silent += _fail_calls(
+        selectors.calls_without_outcome_since(before=silent_before),
+        now=now,
+        error=(
+            "No final status from the provider within "
+            f"{humanize_delay(settings.CALL_OUTCOME_TIMEOUT_SECONDS)} (a lost webhook)."
+        ),
+    )
+
+
+def _fail_calls(calls, *, now: datetime, error: str) -> int:
+    """Fail each call (if still in the state it was selected in) and apply the retry policy,
+    which drops the retry for a call the user had answered (in progress)."""
+    count = 0
+    for call_id, status in calls.values_list("id", "status")[:1000]:
+        with transaction.atomic():
+            call = Call.objects.select_for_update().filter(pk=call_id, status=status).first()
+            if call is None:
+                continue
+            answered = call.status == CallStatus.IN_PROGRESS
+            call_finish(call, status=CallStatus.FAILED, error=error, now=now)
+            if not answered:
+                call_schedule_retry(call=call, now=now)
+            count += 1
+    return count
