@@ -9,6 +9,11 @@ class CallStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     # A worker took it and is talking to the provider right now.
     DIALING = "dialing", "Dialing"
+    # Sent, but the provider's answer was lost (a read timeout, a 5xx, a 2xx without an id):
+    # it may have been placed, so it is never sent again at once. The webhook (which finds
+    # it by our call id in the metadata) settles it, or the tick fails it after
+    # CALL_UNCONFIRMED_TIMEOUT_SECONDS and the normal retry policy applies.
+    UNCONFIRMED = "unconfirmed", "Unconfirmed"
     RINGING = "ringing", "Ringing"
     IN_PROGRESS = "in_progress", "In progress"
     COMPLETED = "completed", "Completed"
@@ -37,6 +42,7 @@ RETRY_STATUSES = frozenset({CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.
 STATUS_RANK = {
     CallStatus.QUEUED: 0,
     CallStatus.DIALING: 1,
+    CallStatus.UNCONFIRMED: 1,
     CallStatus.RINGING: 2,
     CallStatus.IN_PROGRESS: 3,
     **{status: 4 for status in TERMINAL_STATUSES},
@@ -70,7 +76,11 @@ class Call(models.Model):
     provider_payloads = models.JSONField(default=list, blank=True)
     error = models.TextField(blank=True)
     transcript = models.TextField(blank=True)
-    recording_url = models.URLField(max_length=1000, blank=True)
+    # Text, not a URLField: signed recording URLs run to thousands of characters.
+    recording_url = models.TextField(blank=True)
+    # The provider's own word for how the call ended (CallKaro's hangup_reason, Vapi's
+    # endedReason, Retell's disconnection_reason), kept raw beside the status we map it to.
+    end_reason = models.CharField(max_length=64, blank=True)
     duration_seconds = models.PositiveIntegerField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -85,7 +95,10 @@ class Call(models.Model):
             models.UniqueConstraint(
                 fields=["user", "local_date", "attempt"], name="call_one_attempt_per_user_day"
             ),
-            models.UniqueConstraint(fields=["provider_call_id"], name="call_unique_provider_call_id"),
+            # Per provider: two providers may well use the same id format.
+            models.UniqueConstraint(
+                fields=["provider", "provider_call_id"], name="call_unique_provider_call_id"
+            ),
         ]
         indexes = [
             models.Index(fields=["status", "scheduled_for"], name="call_status_scheduled_idx"),
