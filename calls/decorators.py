@@ -18,7 +18,8 @@ from django.views.decorators.csrf import csrf_exempt
 from redis.exceptions import RedisError
 
 from . import monitoring, queues
-from .providers import get_provider
+from .providers import provider_named
+from .providers.base import WebhookAuth
 
 logger = logging.getLogger("relevel.api")
 
@@ -91,33 +92,37 @@ def limit_body(max_bytes: int) -> Callable[[View], View]:
     return decorator
 
 
-def provider_signature_required(view: View) -> View:
-    """401 unless the body carries the provider's signature (HMAC of the raw body).
+def provider_webhook_authenticated(view: View) -> View:
+    """401 unless the request comes from the provider named by the view's ``provider``
+    argument (each provider's own scheme: a URL token, a shared-secret header, an HMAC
+    signature; see calls/providers/). Nothing is written for a refused request.
 
-    Without a configured secret, unsigned webhooks are accepted only while DEBUG is on;
-    with DEBUG off they are refused (503), and `manage.py check --deploy` says why.
+    A provider with no credential configured is accepted only while DEBUG is on; with DEBUG
+    off its webhooks are refused (503), and `manage.py check --deploy` says why.
     """
 
     @wraps(view)
-    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        if settings.CALLKARO_WEBHOOK_SECRET:
-            try:
-                valid = get_provider().verify_webhook_signature(body=request.body, headers=request.headers)
-            except (TypeError, ValueError):
-                # hmac.compare_digest refuses str with non-ASCII characters: a forged header.
-                valid = False
-            if not valid:
-                logger.warning(
-                    "Webhook rejected: invalid or missing signature (from %s)",
-                    request.META.get("REMOTE_ADDR"),
-                )
-                return error_response("invalid or missing webhook signature", 401)
-        elif settings.DEBUG:
-            logger.warning("Accepting an unsigned webhook: CALLKARO_WEBHOOK_SECRET is not set (DEBUG)")
-        else:
-            logger.error("Webhook refused: CALLKARO_WEBHOOK_SECRET is not set and DEBUG is off")
-            return error_response("webhook secret not configured", 503)
-        return view(request, *args, **kwargs)
+    def wrapper(request: HttpRequest, *args, provider: str, **kwargs) -> HttpResponse:
+        try:
+            verdict = provider_named(provider).authenticate_webhook(
+                body=request.body, headers=request.headers, query=request.GET
+            )
+        except (TypeError, ValueError):
+            verdict = WebhookAuth.DENIED  # a forged header that the comparison refuses
+        if verdict is WebhookAuth.UNCONFIGURED:
+            if not settings.DEBUG:
+                logger.error("Webhook refused: no %s webhook credential is set and DEBUG is off", provider)
+                return error_response("webhook authentication not configured", 503)
+            logger.warning("Accepting an unauthenticated %s webhook: no credential is set (DEBUG)", provider)
+        elif verdict is not WebhookAuth.OK:
+            # Never the token or the headers: only who knocked.
+            logger.warning(
+                "Webhook rejected: invalid or missing %s credentials (from %s)",
+                provider,
+                request.META.get("REMOTE_ADDR"),
+            )
+            return error_response("invalid or missing webhook credentials", 401)
+        return view(request, *args, provider=provider, **kwargs)
 
     return wrapper
 

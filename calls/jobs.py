@@ -10,7 +10,7 @@ from django.db import close_old_connections
 from rq import get_current_job
 
 from . import placement, scheduling
-from .providers import get_provider
+from .providers import provider_named
 
 
 def job(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -53,4 +53,4 @@ def place_calls(call_ids: list[int]) -> dict[str, int]:
 
 def simulator_send_webhook(payload: dict) -> int:
     """The simulator's delayed status callback to our own webhook."""
-    return get_provider().send_webhook(payload)
+    return provider_named("simulator").send_webhook(payload)

@@ -32,14 +32,18 @@ def insert_calls_ignoring_conflicts(calls: list[Call]) -> list[int]:
     return bulk.insert_ignoring_conflicts(calls, conflict_fields=["user", "local_date", "attempt"])
 
 
-def call_finish(call: Call, *, status: str, error: str = "", now: datetime) -> None:
-    """Move a locked call to ``status``, keeping the error it already has unless given one."""
+def call_finish(call: Call, *, status: str, error: str = "", now: datetime, inferred: bool = False) -> None:
+    """Move a locked call to ``status``, keeping the error it already has unless given one.
+    ``inferred``: relevel decided this outcome (a timeout), the provider did not report it."""
     call.status = status
     call.error = error or call.error
     call.last_status_at = now
+    call.outcome_inferred = inferred
+    fields = ["status", "error", "last_status_at", "outcome_inferred"]
     if status in TERMINAL_STATUSES:
         call.completed_at = now
-    call.save(update_fields=["status", "error", "last_status_at", "completed_at"])
+        fields.append("completed_at")
+    call.save(update_fields=fields)
 
 
 class CallNotFound(LookupError):
@@ -53,54 +57,122 @@ class EventResult:
     retry_scheduled: bool
 
 
-def call_apply_event(*, event: CallEvent) -> EventResult:
-    """Record a provider status report. Status only moves forward; terminal is final.
+def _locked_call_for(event: CallEvent, providers: tuple[str, ...]) -> Call:
+    """The call ``event`` is about, locked; CallNotFound if it is not one of ours.
+
+    A provider names the call by its own id, and echoes ours back in the metadata we sent.
+    A call still unconfirmed has no provider id yet and is found by ours alone; when both
+    are given they must agree, or the event is about another call (another deployment on
+    the same provider account, say).
+    """
+    calls = Call.objects.select_for_update().filter(provider__in=providers)
+    by_provider_id = None
+    if event.provider_call_id:
+        by_provider_id = calls.filter(provider_call_id=event.provider_call_id).first()
+    not_found = CallNotFound(
+        f"no call with call_id {event.provider_call_id[:64]}"
+        if event.provider_call_id
+        else f"no call {event.our_call_id}"
+    )
+    if event.our_call_id is None:
+        if by_provider_id is None:
+            raise not_found
+        return by_provider_id
+    if by_provider_id is not None:
+        if by_provider_id.pk != event.our_call_id:
+            raise CallNotFound("the provider call id and our call id point at different calls")
+        return by_provider_id
+    call = calls.filter(pk=event.our_call_id).first()
+    if call is None:
+        raise not_found
+    if call.provider_call_id and event.provider_call_id and call.provider_call_id != event.provider_call_id:
+        raise CallNotFound(f"call {call.pk} was placed as another provider call")
+    return call
+
+
+def call_apply_event(*, event: CallEvent, providers: tuple[str, ...] | None = None) -> EventResult:
+    """Record a provider status report about one of ``providers``' calls (any provider's
+    when None; a webhook names its own, so that it never touches another's calls).
+
+    Status only moves forward, and a final status reported by the provider is final. The
+    exception is a final status relevel only inferred (no webhook in time): the provider's
+    own word replaces it, and a retry that the inference scheduled and that has not been
+    dialed yet is canceled if the real outcome needs none.
 
     Concurrent deliveries of one event are serialised on the call row, and the retry they
-    may trigger is a conditional insert, so the same outcome delivered twice schedules one
-    retry.
+    may trigger is a conditional insert, so the same outcome delivered twice (CallKaro's
+    account- and agent-level webhooks) schedules one retry.
     """
     now = timezone.now()
-    with transaction.atomic():
-        call = Call.objects.select_for_update().filter(provider_call_id=event.provider_call_id).first()
-        if call is None and event.our_call_id is not None:
-            call = Call.objects.select_for_update().filter(pk=event.our_call_id).first()
-            if call is not None and call.provider_call_id not in (None, "", event.provider_call_id):
-                call = None  # our id, but another provider call: not this call's event
-        if call is None:
-            raise CallNotFound(f"no call with call_id {event.provider_call_id[:64]}")
+    if providers is None:
+        from .providers import PROVIDER_CLASSES
 
-        if call.is_terminal or STATUS_RANK[event.status] <= STATUS_RANK[call.status]:
+        providers = tuple(PROVIDER_CLASSES)
+    with transaction.atomic():
+        call = _locked_call_for(event, providers)
+        replaces_inference = call.is_terminal and call.outcome_inferred and event.status in TERMINAL_STATUSES
+        if not replaces_inference and (
+            call.is_terminal or STATUS_RANK[event.status] <= STATUS_RANK[call.status]
+        ):
             logger.info(
                 "Call %s: ignoring %s webhook, call is already %s", call.pk, event.status, call.status
             )
             return EventResult(call=call, applied=False, retry_scheduled=False)
 
-        call.provider_call_id = event.provider_call_id
         call.status = event.status
         call.last_status_at = now
         call.provider_payloads = [*call.provider_payloads, event.raw]
         # Only what this event changes: the webhook is the hottest write, and rewriting
         # every column (the transcript, all payloads) is most of its cost.
-        fields = ["provider_call_id", "status", "last_status_at", "provider_payloads"]
+        fields = ["status", "last_status_at", "provider_payloads"]
+        if event.provider_call_id and call.provider_call_id != event.provider_call_id:
+            call.provider_call_id = event.provider_call_id
+            fields.append("provider_call_id")
         for field, value in (
             ("transcript", event.transcript),
             ("recording_url", event.recording_url),
             ("duration_seconds", event.duration_seconds),
             ("error", event.error_message),
+            ("end_reason", event.end_reason[:64]),
         ):
             if value not in (None, ""):
                 setattr(call, field, value)
                 fields.append(field)
+        if call.status == CallStatus.COMPLETED and not event.error_message and call.error:
+            call.error = ""  # an earlier transient or inferred error, now overcome
+            fields.append("error")
+        if call.outcome_inferred:
+            call.outcome_inferred = False
+            fields.append("outcome_inferred")
         if call.status in TERMINAL_STATUSES:
             call.completed_at = now
             fields.append("completed_at")
-        call.save(update_fields=fields)
-        logger.info("[Webhook:%s] Updated call %s: %s", call.provider or "provider", call.pk, call.status)
-        retry_scheduled = False
-        if call.status in RETRY_STATUSES:
-            retry_scheduled = call_schedule_retry(call=call, now=now)
+        call.save(update_fields=list(dict.fromkeys(fields)))
+        logger.info(
+            "[Webhook:%s] Updated call %s: %s%s",
+            call.provider or "provider",
+            call.pk,
+            call.status,
+            f" ({call.end_reason})" if call.end_reason else "",
+        )
+        wants_retry = call.status in RETRY_STATUSES and event.retry
+        if replaces_inference and not wants_retry:
+            _cancel_undialed_retry(call, now=now)
+        retry_scheduled = call_schedule_retry(call=call, now=now) if wants_retry else False
     return EventResult(call=call, applied=True, retry_scheduled=retry_scheduled)
+
+
+def _cancel_undialed_retry(call: Call, *, now: datetime) -> None:
+    canceled = Call.objects.filter(retry_of=call, status=CallStatus.QUEUED).update(
+        status=CallStatus.CANCELED,
+        error=(
+            f"The provider reported attempt {call.attempt} as {call.status} after relevel had given up on it."
+        ),
+        last_status_at=now,
+        completed_at=now,
+    )
+    if canceled:
+        logger.info("Call %s: its retry is canceled, the provider reported %s", call.pk, call.status)
 
 
 def call_schedule_retry(*, call: Call, now: datetime) -> bool:

@@ -14,18 +14,26 @@ import os
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
 from django.utils import timezone
+from rq.timeouts import JobTimeoutException
 
 from . import queues, selectors
-from .logsafe import mask_phone
+from .logsafe import mask_phone, redact_phones
 from .models import STATUS_RANK, Call, CallStatus
 from .outcomes import call_finish, call_schedule_retry
-from .providers import get_provider
-from .providers.base import PlaceCallRequest, PlacedCall, ProviderError, ProviderPermanentError
+from .providers import default_agent_id, provider_named
+from .providers.base import (
+    PlaceCallRequest,
+    PlacedCall,
+    ProviderError,
+    ProviderMaybePlacedError,
+    ProviderPermanentError,
+)
 
 logger = logging.getLogger("relevel.calls")
 
@@ -84,11 +92,15 @@ def _take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest]
                 logger.info("Call %s canceled: %s", call.pk, reason)
                 others["canceled"] += 1
                 continue
+            if call.provider != settings.CALL_PROVIDER or not call.agent_id:
+                # CALL_PROVIDER changed since the call was queued: the new provider places it,
+                # with its own agent.
+                call.provider = settings.CALL_PROVIDER
+                call.agent_id = default_agent_id(call.provider)
             call.status = CallStatus.DIALING
-            call.dialed_at = now
+            call.dialed_at = now  # taken; the real send time is recorded with the answer
             call.to_number = user.phone
-            call.provider = settings.CALL_PROVIDER
-            call.save(update_fields=["status", "dialed_at", "to_number", "provider"])
+            call.save(update_fields=["status", "dialed_at", "to_number", "provider", "agent_id"])
             requests.append(
                 PlaceCallRequest(
                     call_id=call.pk,
@@ -96,48 +108,72 @@ def _take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest]
                     to_number=call.to_number,
                     agent_id=call.agent_id,
                     name=name,
+                    provider=call.provider,
                 )
             )
     return requests, others
 
 
-def _dial(request: PlaceCallRequest) -> PlacedCall | ProviderError:
+@dataclass(frozen=True)
+class DialResult:
+    result: PlacedCall | ProviderError
+    # When the request really went out: a call may wait in the pool long after it was taken.
+    sent_at: datetime
+
+
+def _dial(request: PlaceCallRequest) -> DialResult:
     """The provider's answer, or the error it gave: no database work (runs on a pool thread)."""
+    sent_at = timezone.now()
     try:
-        return get_provider().place_call(request)
+        result: PlacedCall | ProviderError = provider_named(request.provider).place_call(request)
     except ProviderError as exc:
-        return exc
+        result = exc
+    return DialResult(result=result, sent_at=sent_at)
 
 
-def _record_dial_result(
-    request: PlaceCallRequest, result: PlacedCall | ProviderError, *, is_last_try: bool
-) -> str:
+def _record_dial_result(request: PlaceCallRequest, dialed: DialResult, *, is_last_try: bool) -> str:
     """Store what the provider said about one call; returns what happened, in a word."""
+    result = dialed.result
     masked = mask_phone(request.to_number)
     # A provider's message may quote the number ("+91… is not reachable"): not in our logs.
-    said = str(result).replace(request.to_number, masked)
+    said = redact_phones(str(result))
     if isinstance(result, ProviderPermanentError):
         # A wrong number or a bad API key is no better in 30 minutes: no retry of any kind.
-        _record_dial_failure(call_id=request.call_id, error=str(result), schedule_retry=False)
+        _record_dial_failure(call_id=request.call_id, error=said, schedule_retry=False)
         logger.error("Call %s to %s failed permanently: %s", request.call_id, masked, said)
         return "failed"
+    if isinstance(result, ProviderMaybePlacedError):
+        # Sent, answer lost: the provider may be ringing the user right now. Never sent
+        # again from here; the webhook (found by our call id) or the unconfirmed sweep
+        # settles it.
+        Call.objects.filter(pk=request.call_id, status=CallStatus.DIALING).update(
+            status=CallStatus.UNCONFIRMED,
+            error=said,
+            dialed_at=dialed.sent_at,
+            last_status_at=timezone.now(),
+        )
+        logger.warning(
+            "Call %s to %s unconfirmed, waiting for the provider's webhook: %s", request.call_id, masked, said
+        )
+        return "unconfirmed"
     if isinstance(result, ProviderError):
         if not is_last_try:
             Call.objects.filter(pk=request.call_id, status=CallStatus.DIALING).update(
-                status=CallStatus.QUEUED, error=str(result)
+                status=CallStatus.QUEUED, error=said
             )
-            logger.warning(
-                "Call %s to %s: transient provider error, will try again: %s", request.call_id, masked, said
-            )
+            logger.warning("Call %s to %s: not sent (%s), will try again", request.call_id, masked, said)
             return "transient"
-        _record_dial_failure(call_id=request.call_id, error=str(result), schedule_retry=True)
+        _record_dial_failure(call_id=request.call_id, error=said, schedule_retry=True)
         logger.error("Call %s to %s failed, provider unreachable: %s", request.call_id, masked, said)
         return "failed"
     with transaction.atomic():
         call = Call.objects.select_for_update().get(pk=request.call_id)
-        call.provider_call_id = result.provider_call_id
         call.provider_payloads = [*call.provider_payloads, {"placed": result.raw}]
-        fields = ["provider_call_id", "provider_payloads"]
+        call.dialed_at = dialed.sent_at
+        fields = ["provider_payloads", "dialed_at"]
+        if _provider_call_id_is_free(call, result.provider_call_id):
+            call.provider_call_id = result.provider_call_id
+            fields.append("provider_call_id")
         # A fast webhook may already have moved the call further on (and said why it
         # failed): never move it back, nor wipe what it recorded.
         if STATUS_RANK[call.status] < STATUS_RANK[CallStatus.RINGING]:
@@ -152,6 +188,28 @@ def _record_dial_result(
     return "placed"
 
 
+def _provider_call_id_is_free(call: Call, provider_call_id: str) -> bool:
+    """A provider that hands out an id it already gave another call: the call is placed all
+    the same (ringing, so it is never dialed again), without the id, and says why; its
+    webhook finds it by our own id."""
+    taken = (
+        Call.objects.filter(provider=call.provider, provider_call_id=provider_call_id)
+        .exclude(pk=call.pk)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if taken is None:
+        return True
+    logger.error(
+        "Call %s: the provider answered with call id %s, already the id of call %s",
+        call.pk,
+        provider_call_id[:64],
+        taken,
+    )
+    call.error = f"The provider reused call id {provider_call_id[:64]} (already call {taken})."
+    return False
+
+
 def _record_dial_failure(*, call_id: int, error: str, schedule_retry: bool) -> None:
     now = timezone.now()
     with transaction.atomic():
@@ -163,11 +221,14 @@ def _record_dial_failure(*, call_id: int, error: str, schedule_retry: bool) -> N
             call_schedule_retry(call=call, now=now)
 
 
-def _salvage_placed(request: PlaceCallRequest, result: PlacedCall | ProviderError) -> str:
+def _salvage_placed(request: PlaceCallRequest, dialed: DialResult) -> str:
     """Recording an answer failed (a database blip): keep at least the provider's id, so a
     call the provider accepted is not later taken for lost and dialed again."""
+    result = dialed.result
     if not isinstance(result, PlacedCall):
-        return "error"  # still dialing: the tick fails it after CALL_DIALING_TIMEOUT_SECONDS
+        # Still dialing: once its job is over, the tick's sweep takes it for unconfirmed
+        # (sent or not, nobody knows) and the webhook or the unconfirmed timeout settles it.
+        return "error"
     try:
         Call.objects.filter(pk=request.call_id, status=CallStatus.DIALING).update(
             provider_call_id=result.provider_call_id, status=CallStatus.RINGING, last_status_at=timezone.now()
@@ -184,16 +245,17 @@ def _salvage_placed(request: PlaceCallRequest, result: PlacedCall | ProviderErro
 def call_place(*, call_id: int, is_last_try: bool = True) -> str:
     """Place one queued call through the provider; returns what happened, in a word.
 
-    Raises ProviderTransientError when the provider could not be reached and another try
-    is left (the caller, an RQ job, is then retried with backoff).
+    Raises ProviderNotSentError when the request did not reach the provider and another try
+    is left (the caller, an RQ job, is then retried with backoff). An answer that was lost
+    after sending is never retried here: the call is left unconfirmed.
     """
     requests, others = _take_calls_for_dialing([call_id])
     if not requests:
         return next(iter(others))
-    result = _dial(requests[0])
-    outcome = _record_dial_result(requests[0], result, is_last_try=is_last_try)
+    dialed = _dial(requests[0])
+    outcome = _record_dial_result(requests[0], dialed, is_last_try=is_last_try)
     if outcome == "transient":
-        raise result
+        raise dialed.result
     return outcome
 
 
@@ -240,12 +302,16 @@ def calls_place_batch(*, call_ids: list[int]) -> dict[str, int]:
         # is still waiting on the others.
         for future in as_completed(futures):
             request = futures[future]
-            result = future.result()
+            dialed = future.result()
             try:
-                outcome = _record_dial_result(request, result, is_last_try=not intervals)
+                outcome = _record_dial_result(request, dialed, is_last_try=not intervals)
+            except JobTimeoutException:
+                # RQ's timeout (or shutdown) arrives as an exception in this thread: it must
+                # end the job, not be taken for one call's recording error.
+                raise
             except Exception:  # noqa: BLE001 - one bad call must not sink the batch
                 logger.exception("Call %s: unexpected error while recording its placement", request.call_id)
-                outcome = _salvage_placed(request, result)
+                outcome = _salvage_placed(request, dialed)
             counts[outcome] += 1
             if outcome == "transient":
                 transient.append(request.call_id)

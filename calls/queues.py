@@ -19,6 +19,7 @@ from redis import Redis
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.job import Job
+from rq.registry import StartedJobRegistry
 
 # Jobs are named by dotted path, so that this module (which the services import) never
 # imports calls.jobs (which imports the services): RQ resolves the path in the worker.
@@ -164,6 +165,13 @@ def enqueue_tick() -> Job:
 # A job in one of these states will still run; any other (finished, failed, stopped,
 # canceled, or gone) will not.
 LIVE_JOB_STATUSES = {b"queued", b"scheduled", b"started", b"deferred"}
+
+
+def reap_abandoned_jobs(*, now: datetime) -> None:
+    """Let RQ settle the jobs whose worker died mid-job (their heartbeat ran out before
+    ``now``): failed, or re-run if they have retries left. Until then such a job still says
+    "started", and the calls it carried would look as if a worker were still on them."""
+    StartedJobRegistry(queue=calls_queue()).cleanup(timestamp=now.timestamp())
 
 
 def live_job_ids(job_ids: list[str]) -> set[str]:

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 from . import bulk, queues, selectors
 from .models import Call, CallStatus
 from .outcomes import call_finish, call_schedule_retry, humanize_delay, insert_calls_ignoring_conflicts
+from .providers import default_agent_id
 from .slots import next_open_slot, slot_local_date
 
 logger = logging.getLogger("relevel.calls")
@@ -41,6 +42,7 @@ class TickSummary:
     missed: int = 0
     reenqueued: int = 0
     abandoned: int = 0
+    unconfirmed: int = 0
     silent: int = 0
     repaired: int = 0
     enqueue_failed: int = 0
@@ -52,6 +54,7 @@ class TickSummary:
             + "".join(
                 f" {name}={value}"
                 for name, value in (
+                    ("unconfirmed-failed", self.unconfirmed),
                     ("no-outcome", self.silent),
                     ("rescheduled", self.repaired),
                     ("enqueue-failed", self.enqueue_failed),
@@ -66,7 +69,7 @@ class TickSummary:
 
 def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) -> int:
     """Claim one batch of due users in one transaction; returns how many users it took."""
-    agent_id = settings.CALLKARO_AGENT_ID
+    agent_id = default_agent_id(settings.CALL_PROVIDER)
     with transaction.atomic():
         # skip_locked: a second tick running at the same time takes other users, never
         # waits on (or double-claims) these. no_key: the lock still lets other transactions
@@ -309,12 +312,15 @@ def calls_reenqueue_stranded(*, now: datetime, window: timedelta, limit: int = 1
 
 def _fail_stuck_calls(*, now: datetime, window: timedelta, summary: TickSummary) -> None:
     """Give a final state to calls that will never get one by themselves."""
-    dialing_before = now - timedelta(seconds=settings.CALL_DIALING_TIMEOUT_SECONDS)
-    summary.abandoned += _fail_calls(
-        selectors.calls_dialing_since(before=dialing_before),
+    summary.abandoned += calls_unconfirm_abandoned(now=now)
+    unconfirmed_before = now - timedelta(seconds=settings.CALL_UNCONFIRMED_TIMEOUT_SECONDS)
+    summary.unconfirmed += _fail_calls(
+        selectors.calls_unconfirmed_since(before=unconfirmed_before),
         now=now,
-        # Whether the provider dialled is unknown: at worst the user gets a traced retry.
-        error="Worker stopped while dialing; the provider may or may not have placed it.",
+        error=(
+            "Sent, but neither the provider's answer nor its webhook arrived within "
+            f"{humanize_delay(settings.CALL_UNCONFIRMED_TIMEOUT_SECONDS)}."
+        ),
     )
     silent_before = now - timedelta(seconds=settings.CALL_OUTCOME_TIMEOUT_SECONDS)
     summary.silent += _fail_calls(
@@ -327,6 +333,34 @@ def _fail_stuck_calls(*, now: datetime, window: timedelta, summary: TickSummary)
     )
 
 
+def calls_unconfirm_abandoned(*, now: datetime, limit: int = 1000) -> int:
+    """Calls left ``dialing`` by a job that is over (its worker was killed mid-request):
+    whether the provider got the request is unknown, so they are never failed and retried
+    at once (a second ring) but made ``unconfirmed``, to wait for a webhook like any call
+    whose answer was lost. A call whose job is still running (waiting in a slow batch) is
+    left alone, however long it takes."""
+    before = now - timedelta(seconds=settings.CALL_DIALING_TIMEOUT_SECONDS)
+    candidates = list(selectors.calls_dialing_since(before=before).values_list("id", "job_id")[:limit])
+    if not candidates:
+        return 0
+    queues.reap_abandoned_jobs(now=now)
+    job_ids = {queues.call_job_id(call_id) for call_id, _ in candidates} | {j for _, j in candidates if j}
+    live = queues.live_job_ids(sorted(job_ids))
+    abandoned = [
+        call_id
+        for call_id, job_id in candidates
+        if job_id not in live and queues.call_job_id(call_id) not in live
+    ]
+    count = Call.objects.filter(pk__in=abandoned, status=CallStatus.DIALING).update(
+        status=CallStatus.UNCONFIRMED,
+        error="Its worker stopped while dialing: the provider may or may not have placed it.",
+        last_status_at=now,
+    )
+    if count:
+        logger.warning("%s calls were left dialing by a worker that stopped: now unconfirmed", count)
+    return count
+
+
 def _fail_calls(calls, *, now: datetime, error: str) -> int:
     """Fail each call (if still in the state it was selected in) and apply the retry policy,
     which drops the retry for a call the user had answered (in progress)."""
@@ -337,7 +371,7 @@ def _fail_calls(calls, *, now: datetime, error: str) -> int:
             if call is None:
                 continue
             answered = call.status == CallStatus.IN_PROGRESS
-            call_finish(call, status=CallStatus.FAILED, error=error, now=now)
+            call_finish(call, status=CallStatus.FAILED, error=error, now=now, inferred=True)
             if not answered:
                 call_schedule_retry(call=call, now=now)
             count += 1

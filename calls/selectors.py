@@ -27,6 +27,13 @@ def calls_dialing_since(*, before: datetime) -> QuerySet:
     return Call.objects.filter(status=CallStatus.DIALING, dialed_at__lte=before).order_by("dialed_at")
 
 
+def calls_unconfirmed_since(*, before: datetime) -> QuerySet:
+    """Calls sent whose answer was lost, still without a webhook since ``before``."""
+    return Call.objects.filter(status=CallStatus.UNCONFIRMED, last_status_at__lte=before).order_by(
+        "last_status_at"
+    )
+
+
 def calls_without_outcome_since(*, before: datetime) -> QuerySet:
     """Calls the provider reported as ringing or in progress before ``before`` and never
     finished: their final webhook was lost."""

@@ -20,13 +20,13 @@ from .decorators import (
     error_response,
     limit_body,
     operator_required,
-    provider_signature_required,
+    provider_webhook_authenticated,
     rate_limit,
     redis_unavailable_response,
     require_methods,
 )
-from .providers import get_provider
-from .providers.base import WebhookPayloadError
+from .providers import LEGACY_WEBHOOK_PROVIDERS, PROVIDER_CLASSES, provider_named
+from .providers.base import WebhookIgnored, WebhookPayloadError
 
 logger = logging.getLogger("relevel.webhooks")
 
@@ -41,24 +41,47 @@ class BadPayload(ValueError):
     """A webhook body we will not store; the message is safe to return to the caller."""
 
 
-# --- Provider webhook ---------------------------------------------------------------------
+# --- Provider webhooks --------------------------------------------------------------------
 
 
 @csrf_exempt
 @require_methods("POST")
-@limit_body(WEBHOOK_MAX_BYTES)
-@provider_signature_required
+def provider_webhook(request: HttpRequest, provider: str) -> JsonResponse:
+    """``/api/webhooks/<provider>``: one provider's status callback, for its own calls."""
+    if provider not in PROVIDER_CLASSES:
+        return error_response(
+            f"unknown provider {provider[:40]!r}; expected one of {', '.join(PROVIDER_CLASSES)}", 404
+        )
+    return _webhook(request, provider=provider, scope=(provider,))
+
+
+@csrf_exempt
+@require_methods("POST")
 def call_webhook(request: HttpRequest) -> JsonResponse:
-    """The provider's status callback: record the status, schedule a retry if it calls for one."""
+    """``/api/webhooks/call``, the original design's URL: its flat format exactly as before,
+    and CallKaro's envelope, for the calls CallKaro or the simulator placed."""
+    return _webhook(request, provider="callkaro", scope=LEGACY_WEBHOOK_PROVIDERS)
+
+
+@limit_body(WEBHOOK_MAX_BYTES)
+@provider_webhook_authenticated
+def _webhook(request: HttpRequest, *, provider: str, scope: tuple[str, ...]) -> JsonResponse:
+    """Record the status, schedule a retry if it calls for one."""
     try:
         payload = _decode_json(request.body)
-        event = get_provider().parse_webhook(payload)
+        event = provider_named(provider).parse_webhook(payload)
     except (BadPayload, WebhookPayloadError) as exc:
-        logger.warning("Webhook rejected: %s", exc)
+        logger.warning("Webhook from %s rejected: %s", provider, exc)
         return error_response(str(exc), 400)
+    except WebhookIgnored as exc:
+        return _ignored(provider, str(exc))
     try:
-        result = outcomes.call_apply_event(event=event)
+        result = outcomes.call_apply_event(event=event, providers=scope)
     except outcomes.CallNotFound as exc:
+        if not isinstance(payload, dict) or "call_id" not in payload or "event" in payload:
+            # A provider's account-level webhook sees every call of the account (inbound
+            # calls, dashboard tests, another deployment's): not ours, nothing to do.
+            return _ignored(provider, f"not a call relevel placed ({exc})")
         logger.warning("Webhook for an unknown call: %s", exc)
         return error_response(str(exc), 404)
     return JsonResponse(
@@ -69,6 +92,11 @@ def call_webhook(request: HttpRequest) -> JsonResponse:
             "retry_scheduled": result.retry_scheduled,
         }
     )
+
+
+def _ignored(provider: str, why: str) -> JsonResponse:
+    logger.info("Webhook from %s ignored: %s", provider, why)
+    return JsonResponse({"success": True, "ignored": why})
 
 
 def _finite_float(text: str) -> float:

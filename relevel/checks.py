@@ -5,17 +5,27 @@ from __future__ import annotations
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 
+# Each provider's webhook credentials: (setting names, one of which must be set).
+WEBHOOK_CREDENTIALS = {
+    "callkaro": ("CALLKARO_WEBHOOK_TOKEN", "CALLKARO_WEBHOOK_SECRET"),
+    "simulator": ("CALLKARO_WEBHOOK_TOKEN", "CALLKARO_WEBHOOK_SECRET"),
+    "vapi": ("VAPI_WEBHOOK_SECRET",),
+    "retell": ("RETELL_WEBHOOK_API_KEY",),
+}
+
 
 @register(Tags.security, deploy=True)
 def check_webhook_secret(app_configs=None, **kwargs) -> list[Error]:
-    """Without a webhook secret and with DEBUG off, every provider webhook is refused."""
-    if settings.CALLKARO_WEBHOOK_SECRET:
+    """Without a webhook credential and with DEBUG off, the provider's webhook is refused."""
+    provider = settings.CALL_PROVIDER
+    names = WEBHOOK_CREDENTIALS[provider]
+    if any(getattr(settings, name) for name in names):
         return []
     return [
         Error(
-            "CALLKARO_WEBHOOK_SECRET is not set: with DEBUG off, /api/webhooks/call refuses every "
+            f"{' or '.join(names)} is not set: with DEBUG off, /api/webhooks/{provider} refuses every "
             "status callback (503), so no call outcome is recorded and no retry is scheduled.",
-            hint="Set CALLKARO_WEBHOOK_SECRET to the signing secret configured in the provider's dashboard.",
+            hint="Set it to the value configured in the provider's dashboard (README, Providers).",
             id="relevel.E001",
         )
     ]

@@ -178,24 +178,60 @@ if CALL_TIME_WINDOW_MINUTES < 1 or CALL_MAX_RETRIES < 0 or CALL_RETRY_DELAY_SECO
     )
 
 # --- Call provider ------------------------------------------------------------------------
-CALL_PROVIDERS = ("callkaro", "simulator")
+CALL_PROVIDERS = ("callkaro", "vapi", "retell", "simulator")
 # The simulator is the default only for local development, so that production never
-# silently runs a fake.
+# silently runs a fake. CALL_PROVIDER chooses who places *new* calls; every provider's
+# webhook keeps settling the calls it placed, so its settings stay after a switch.
 CALL_PROVIDER = env.str("CALL_PROVIDER", default="simulator" if DEBUG else "callkaro")
 if CALL_PROVIDER not in CALL_PROVIDERS:
     raise ImproperlyConfigured(f"CALL_PROVIDER must be one of {', '.join(CALL_PROVIDERS)}")
 CALLKARO_API_KEY = env.str("CALLKARO_API_KEY", default="")
-if CALL_PROVIDER == "callkaro" and not CALLKARO_API_KEY:
-    raise ImproperlyConfigured("CALLKARO_API_KEY must be set when CALL_PROVIDER=callkaro")
 CALLKARO_BASE_URL = env.str("CALLKARO_BASE_URL", default="https://api.callkaro.ai").rstrip("/")
 CALLKARO_AGENT_ID = env.str("CALLKARO_AGENT_ID", default="")
+# CallKaro signs nothing: its webhook URL carries this token (?token=...). The HMAC secret
+# is relevel's own signature (the original design's, and the simulator's).
+CALLKARO_WEBHOOK_TOKEN = env.str("CALLKARO_WEBHOOK_TOKEN", default="")
 CALLKARO_WEBHOOK_SECRET = env.str("CALLKARO_WEBHOOK_SECRET", default="")
 CALLKARO_CONNECT_TIMEOUT = env.float("CALLKARO_CONNECT_TIMEOUT", default=5.0)
 CALLKARO_READ_TIMEOUT = env.float("CALLKARO_READ_TIMEOUT", default=15.0)
-if CALLKARO_CONNECT_TIMEOUT <= 0 or CALLKARO_READ_TIMEOUT <= 0:
-    raise ImproperlyConfigured("CALLKARO_CONNECT_TIMEOUT and CALLKARO_READ_TIMEOUT must be positive seconds")
+# The same for Vapi and Retell (CallKaro's own settings are their defaults).
+PROVIDER_CONNECT_TIMEOUT = env.float("PROVIDER_CONNECT_TIMEOUT", default=CALLKARO_CONNECT_TIMEOUT)
+PROVIDER_READ_TIMEOUT = env.float("PROVIDER_READ_TIMEOUT", default=CALLKARO_READ_TIMEOUT)
+if min(CALLKARO_CONNECT_TIMEOUT, CALLKARO_READ_TIMEOUT, PROVIDER_CONNECT_TIMEOUT, PROVIDER_READ_TIMEOUT) <= 0:
+    raise ImproperlyConfigured(
+        "CALLKARO_CONNECT_TIMEOUT, CALLKARO_READ_TIMEOUT, PROVIDER_CONNECT_TIMEOUT and "
+        "PROVIDER_READ_TIMEOUT must be positive seconds"
+    )
+VAPI_BASE_URL = env.str("VAPI_BASE_URL", default="https://api.vapi.ai").rstrip("/")
+VAPI_API_KEY = env.str("VAPI_API_KEY", default="")
+VAPI_ASSISTANT_ID = env.str("VAPI_ASSISTANT_ID", default="")
+VAPI_PHONE_NUMBER_ID = env.str("VAPI_PHONE_NUMBER_ID", default="")
+VAPI_WEBHOOK_SECRET = env.str("VAPI_WEBHOOK_SECRET", default="")
+RETELL_BASE_URL = env.str("RETELL_BASE_URL", default="https://api.retellai.com").rstrip("/")
+RETELL_API_KEY = env.str("RETELL_API_KEY", default="")
+RETELL_FROM_NUMBER = env.str("RETELL_FROM_NUMBER", default="")
+RETELL_AGENT_ID = env.str("RETELL_AGENT_ID", default="")
+# Retell signs webhooks with the API key that has the "webhook" badge in its dashboard.
+RETELL_WEBHOOK_API_KEY = env.str("RETELL_WEBHOOK_API_KEY", default=RETELL_API_KEY)
+# What the chosen provider cannot place calls without: start-up stops naming the first gap.
+PROVIDER_REQUIRED_SETTINGS = {
+    "callkaro": ("CALLKARO_API_KEY",),
+    "vapi": ("VAPI_API_KEY", "VAPI_ASSISTANT_ID", "VAPI_PHONE_NUMBER_ID"),
+    "retell": ("RETELL_API_KEY", "RETELL_FROM_NUMBER", "RETELL_AGENT_ID"),
+    "simulator": (),
+}
+for _name in PROVIDER_REQUIRED_SETTINGS[CALL_PROVIDER]:
+    if not globals()[_name]:
+        raise ImproperlyConfigured(f"{_name} must be set when CALL_PROVIDER={CALL_PROVIDER}")
+# How long a call sent whose answer was lost (read timeout, 5xx) waits for its webhook
+# before it is failed and the retry policy applies.
+CALL_UNCONFIRMED_TIMEOUT_SECONDS = env.int("CALL_UNCONFIRMED_TIMEOUT_SECONDS", default=900)
+if CALL_UNCONFIRMED_TIMEOUT_SECONDS < 1:
+    raise ImproperlyConfigured("CALL_UNCONFIRMED_TIMEOUT_SECONDS must be at least 1")
 # Simulator: where it posts its webhooks (our own endpoint), after how long, and the mix.
-SIMULATOR_WEBHOOK_URL = env.str("SIMULATOR_WEBHOOK_URL", default="http://127.0.0.1:8000/api/webhooks/call")
+SIMULATOR_WEBHOOK_URL = env.str(
+    "SIMULATOR_WEBHOOK_URL", default="http://127.0.0.1:8000/api/webhooks/simulator"
+)
 SIMULATOR_DELAY_SECONDS = env.int("SIMULATOR_DELAY_SECONDS", default=5)
 SIMULATOR_OUTCOMES = env.str("SIMULATOR_OUTCOMES", default="completed:70,no_answer:15,busy:10,failed:5")
 

@@ -41,12 +41,13 @@ class FakeCallKaro:
                     if fake.answers:
                         status, body = fake.answers[0] if len(fake.answers) == 1 else fake.answers.pop(0)
                     else:
+                        # CallKaro's documented answer (tests/fixtures/callkaro/).
                         status, body = (
                             200,
                             {
-                                "status": "success",
-                                "message": "Call initiated successfully",
-                                "call_id": f"ck-{number}",
+                                "status": "done",
+                                "message": "Call queued successfully",
+                                "call_sid": f"ck-{number}",
                             },
                         )
                 if fake.delay:

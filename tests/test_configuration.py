@@ -93,5 +93,5 @@ def test_the_wsgi_entry_point_refuses_bad_settings_with_the_same_one_line():
     result = run_with({"CALL_PROVIDER": "twilio"}, "-c", "import relevel.wsgi")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "relevel: configuration error: CALL_PROVIDER must be one of callkaro, simulator"
+        "relevel: configuration error: CALL_PROVIDER must be one of callkaro, vapi, retell, simulator"
     ]

@@ -377,7 +377,7 @@ def test_runall_children_get_redis_a_signed_webhook_loop_and_demo_timings(monkey
     settings.CALL_PROVIDER = "simulator"
     env = Command().child_env(port=8123, redis_url="redis://127.0.0.1:7000/0")
     assert env["REDIS_URL"] == "redis://127.0.0.1:7000/0"
-    assert env["SIMULATOR_WEBHOOK_URL"] == "http://127.0.0.1:8123/api/webhooks/call"
+    assert env["SIMULATOR_WEBHOOK_URL"] == "http://127.0.0.1:8123/api/webhooks/simulator"
     assert len(env["CALLKARO_WEBHOOK_SECRET"]) >= 32
     assert (env["SCHEDULE_CRON"], env["SIMULATOR_DELAY_SECONDS"]) == ("* * * * *", "5")
     assert env["CALL_RETRY_DELAY_SECONDS"] == "90"

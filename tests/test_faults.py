@@ -129,7 +129,7 @@ def test_redis_stopped_after_the_claims_commit_loses_no_call(fake_callkaro, monk
 
 
 @postgres_only
-def test_a_worker_killed_mid_request_leaves_a_traced_failed_call_and_one_retry(
+def test_a_worker_killed_mid_request_leaves_an_unconfirmed_call_then_one_traced_retry(
     fake_callkaro, redis_conn, settings
 ):
     fake_callkaro.delay = 30  # the provider "hangs" long enough to be killed mid-request
@@ -157,12 +157,19 @@ def test_a_worker_killed_mid_request_leaves_a_traced_failed_call_and_one_retry(
     call = Call.objects.get(attempt=1)
     assert call.status == CallStatus.DIALING  # mid-request: the outcome is unknown
 
-    # The next tick past the dialing timeout fails it (saying why) and schedules one retry.
+    # The next tick past the dialing timeout (once RQ's heartbeat for the dead job ran out)
+    # makes it unconfirmed: the provider may be ringing the user, so no retry yet.
     later = now + timedelta(seconds=settings.CALL_DIALING_TIMEOUT_SECONDS + 60)
     assert scheduling.calls_schedule_due(now=later).abandoned == 1
     assert scheduling.calls_schedule_due(now=later).abandoned == 0  # once
     call.refresh_from_db()
-    assert call.status == CallStatus.FAILED and "may or may not have placed it" in call.error
+    assert call.status == CallStatus.UNCONFIRMED and "may or may not have placed it" in call.error
+    assert not Call.objects.filter(attempt=2).exists()
+    # No webhook came: failed (saying so) after the unconfirmed timeout, with one retry.
+    latest = later + timedelta(seconds=settings.CALL_UNCONFIRMED_TIMEOUT_SECONDS + 1)
+    assert scheduling.calls_schedule_due(now=latest).unconfirmed == 1
+    call.refresh_from_db()
+    assert call.status == CallStatus.FAILED and call.outcome_inferred
     retry = Call.objects.get(attempt=2)
     assert (retry.retry_of_id, retry.status) == (call.pk, CallStatus.QUEUED)
 
@@ -177,24 +184,16 @@ def test_a_worker_killed_mid_request_leaves_a_traced_failed_call_and_one_retry(
 # 3. A misbehaving provider: bounded retries with backoff, then a defined state --------------
 
 
-@pytest.mark.parametrize(
-    "fault",
-    ["http-500", "http-429", "timeout", "refused", "200-not-json"],
-)
-def test_a_failing_provider_gets_three_attempts_then_the_call_fails_with_one_retry(
+@pytest.mark.parametrize("fault", ["http-429", "http-503", "refused"])
+def test_a_provider_refusing_before_acting_gets_three_attempts_then_the_call_fails_with_one_retry(
     fake_callkaro, settings, fault
 ):
-    if fault == "http-500":
-        fake_callkaro.respond_with((500, {"status": "error", "message": "Internal error"}))
-    elif fault == "http-429":
+    if fault == "http-429":
         fake_callkaro.respond_with((429, {"status": "error", "message": "Too many requests"}))
-    elif fault == "timeout":
-        settings.CALLKARO_READ_TIMEOUT = 0.2
-        fake_callkaro.delay = 0.5
-    elif fault == "refused":
-        settings.CALLKARO_BASE_URL = "http://127.0.0.1:9"
+    elif fault == "http-503":
+        fake_callkaro.respond_with((503, {"status": "error", "message": "Service unavailable"}))
     else:
-        fake_callkaro.respond_with((200, b"<html>OK</html>"))
+        settings.CALLKARO_BASE_URL = "http://127.0.0.1:9"
     from calls.providers import reset_provider_cache
 
     reset_provider_cache()
@@ -214,6 +213,59 @@ def test_a_failing_provider_gets_three_attempts_then_the_call_fails_with_one_ret
     assert all(call.error for call in first)
     retries = Call.objects.filter(attempt=2)
     assert retries.count() == 3 and set(retries.values_list("status", flat=True)) == {CallStatus.QUEUED}
+
+
+@pytest.mark.parametrize("fault", ["http-500", "http-502", "read-timeout", "200-not-json", "200-without-id"])
+def test_a_provider_that_may_have_placed_the_call_is_asked_once_and_the_webhook_settles_it(
+    fake_callkaro, settings, fault, client
+):
+    """Never a blind re-dial: one request per user, then the webhook (found by our id in
+    the metadata) or the unconfirmed timeout decides, with at most one retry."""
+    if fault == "http-500":
+        fake_callkaro.respond_with((500, {"status": "error", "message": "Server error"}))
+    elif fault == "http-502":
+        fake_callkaro.respond_with((502, b"<html>Bad gateway</html>"))
+    elif fault == "read-timeout":
+        settings.CALLKARO_READ_TIMEOUT = 0.2
+        fake_callkaro.delay = 0.5
+    elif fault == "200-not-json":
+        fake_callkaro.respond_with((200, b"<html>OK</html>"))
+    else:
+        fake_callkaro.respond_with((200, {"status": "done", "message": "Call queued successfully"}))
+    from calls.providers import reset_provider_cache
+
+    reset_provider_cache()
+    settings.CALLKARO_WEBHOOK_TOKEN = "t" * 32
+    now = timezone.now().replace(second=0, microsecond=0)
+    seed_due_users(2, next_call_at=now)
+    scheduling.calls_schedule_due(now=now)
+    burst(queues.calls_queue())
+    assert len(fake_callkaro.requests) == 2  # one each, no re-send
+    answered, silent = Call.objects.filter(attempt=1).order_by("pk")
+    assert {answered.status, silent.status} == {CallStatus.UNCONFIRMED}
+
+    # The first one's webhook arrives, naming it by our id: settled, no retry.
+    webhook = {
+        "event": "call_ended",
+        "data": {
+            "callSid": "ck-late-1",
+            "hangup_reason": "CLIENT_INITIATED",
+            "call_metadata": {"call_id": str(answered.pk)},
+        },
+    }
+    response = client.post(
+        f"/api/webhooks/callkaro?token={'t' * 32}", data=webhook, content_type="application/json"
+    )
+    assert response.status_code == 200 and response.json()["status"] == "completed"
+    # The other never hears back: failed after the timeout, with exactly one retry.
+    later = now + timedelta(seconds=settings.CALL_UNCONFIRMED_TIMEOUT_SECONDS + 60)
+    scheduling.calls_schedule_due(now=later)
+    scheduling.calls_schedule_due(now=later)
+    answered.refresh_from_db()
+    silent.refresh_from_db()
+    assert (answered.status, answered.provider_call_id) == (CallStatus.COMPLETED, "ck-late-1")
+    assert silent.status == CallStatus.FAILED and silent.outcome_inferred
+    assert list(Call.objects.filter(attempt=2).values_list("retry_of_id", flat=True)) == [silent.pk]
 
 
 # 4. Webhook storms: duplicates and out-of-order statuses, concurrently ---------------------

@@ -120,14 +120,39 @@ def test_a_retry_whose_job_redis_lost_is_enqueued_by_the_first_tick_after_it_is_
     assert redis_conn.exists(f"rq:job:call-{retry.pk}")
 
 
-def test_a_call_left_dialing_by_a_dead_worker_is_failed_and_retried(make_call, redis_conn):
-    call = make_call(status=CallStatus.DIALING, dialed_at=NOW - timedelta(minutes=11))
+def test_a_call_left_dialing_by_a_dead_worker_is_unconfirmed_then_failed_and_retried_once(
+    make_call, settings, redis_conn
+):
+    """The worker died mid-request: maybe placed, so no retry until the webhook had its time."""
+    call = make_call(status=CallStatus.DIALING, dialed_at=NOW - timedelta(minutes=11), job_id="place-calls-1")
     with time_machine.travel(NOW, tick=False):
         summary = scheduling.calls_schedule_due()
     call.refresh_from_db()
     assert summary.abandoned == 1
-    assert call.status == CallStatus.FAILED and "Worker stopped while dialing" in call.error
-    assert Call.objects.filter(retry_of=call, attempt=2).exists()
+    assert call.status == CallStatus.UNCONFIRMED and "stopped while dialing" in call.error
+    assert not Call.objects.filter(retry_of=call).exists()
+
+    later = NOW + timedelta(seconds=settings.CALL_UNCONFIRMED_TIMEOUT_SECONDS + 1)
+    with time_machine.travel(later, tick=False):
+        summary = scheduling.calls_schedule_due()
+        scheduling.calls_schedule_due()
+    call.refresh_from_db()
+    assert summary.unconfirmed == 1
+    assert call.status == CallStatus.FAILED and call.outcome_inferred
+    assert "neither the provider's answer nor its webhook" in call.error
+    assert Call.objects.filter(retry_of=call, attempt=2).count() == 1
+
+
+def test_a_call_still_waiting_in_a_live_batch_job_is_not_taken_for_abandoned(make_call, redis_conn):
+    """A slow batch: its calls wait in the pool, long after they were taken (defect 4)."""
+    from rq.job import Job
+
+    call = make_call(status=CallStatus.DIALING, dialed_at=NOW - timedelta(hours=1), job_id="place-calls-77")
+    redis_conn.hset(Job.key_for("place-calls-77"), "status", "started")
+    with time_machine.travel(NOW, tick=False):
+        summary = scheduling.calls_schedule_due()
+    call.refresh_from_db()
+    assert summary.abandoned == 0 and call.status == CallStatus.DIALING
 
 
 def test_a_ringing_call_whose_final_webhook_was_lost_is_failed_and_retried(make_call, settings, redis_conn):

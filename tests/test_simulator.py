@@ -21,7 +21,7 @@ from calls.queues import calls_queue
 @pytest.fixture
 def simulator(settings, live_server):
     settings.CALL_PROVIDER = "simulator"
-    settings.SIMULATOR_WEBHOOK_URL = f"{live_server.url}/api/webhooks/call"
+    settings.SIMULATOR_WEBHOOK_URL = f"{live_server.url}/api/webhooks/simulator"
     settings.SIMULATOR_DELAY_SECONDS = 0
     settings.CALL_RETRY_DELAY_SECONDS = 3600
     return settings
@@ -44,7 +44,12 @@ def test_a_simulated_call_is_answered_by_a_signed_webhook_and_retried(simulator,
     first = Call.objects.get(user=user, attempt=1)
     assert first.provider_call_id.startswith("sim-")
     assert first.status == CallStatus.NO_ANSWER
-    assert first.provider_payloads[-1]["metadata"]["call_id"] == str(first.pk)
+    # CallKaro's real envelope, as https://docs.callkaro.ai/webhook/call-ended documents it.
+    webhook = first.provider_payloads[-1]
+    assert webhook["event"] == "call_ended"
+    assert webhook["data"]["call_metadata"]["call_id"] == str(first.pk)
+    assert (webhook["data"]["hangup_reason"], first.end_reason) == ("USER_UNAVAILABLE", "USER_UNAVAILABLE")
+    assert webhook["data"]["to"] == user.phone.lstrip("+")
     retry = Call.objects.get(user=user, attempt=2)
     assert (retry.status, retry.retry_of_id) == (CallStatus.QUEUED, first.pk)
 
@@ -64,14 +69,15 @@ def test_a_completed_simulated_call_carries_a_transcript_and_recording(simulator
 
 
 def test_the_simulator_signs_its_webhooks_like_callkaro(settings):
+    from calls.providers.base import WebhookAuth
+
     settings.CALL_PROVIDER = "simulator"
     provider = get_provider()
-    body = json.dumps({"call_id": "sim-1", "status": "busy"}).encode()
+    body = json.dumps({"event": "call_ended", "data": {"callSid": "sim-1"}}).encode()
     signature = hmac.new(settings.CALLKARO_WEBHOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
-    assert provider.verify_webhook_signature(body=body, headers={"X-Callkaro-Signature": signature})
-    assert not provider.verify_webhook_signature(
-        body=body + b" ", headers={"X-Callkaro-Signature": signature}
-    )
+    signed = {"X-Callkaro-Signature": signature}
+    assert provider.authenticate_webhook(body=body, headers=signed, query={}) is WebhookAuth.OK
+    assert provider.authenticate_webhook(body=body + b" ", headers=signed, query={}) is WebhookAuth.DENIED
 
 
 def test_the_outcome_mix_is_parsed_and_validated():

@@ -460,7 +460,7 @@ def test_a_missing_signature_is_401_and_writes_nothing(dialed, client, redis_con
     before = stored_state(redis_conn)
     response = post(client, event(dialed, "no_answer"), secret=None)
     assert response.status_code == 401
-    assert response.json() == {"success": False, "error": "invalid or missing webhook signature"}
+    assert response.json() == {"success": False, "error": "invalid or missing webhook credentials"}
     assert stored_state(redis_conn) == before
 
 
@@ -517,7 +517,7 @@ def test_without_a_secret_unsigned_webhooks_are_accepted_in_debug_with_a_warning
         response = post(client, event(dialed, "in_progress"), secret=None)
     dialed.refresh_from_db()
     assert response.status_code == 200 and dialed.status == CallStatus.IN_PROGRESS
-    assert "Accepting an unsigned webhook" in caplog.text
+    assert "Accepting an unauthenticated callkaro webhook" in caplog.text
 
 
 def test_without_a_secret_webhooks_are_refused_when_debug_is_off(dialed, client, settings, redis_conn):
@@ -526,7 +526,7 @@ def test_without_a_secret_webhooks_are_refused_when_debug_is_off(dialed, client,
     before = stored_state(redis_conn)
     response = post(client, event(dialed, "no_answer"), secret=None)
     assert response.status_code == 503
-    assert response.json() == {"success": False, "error": "webhook secret not configured"}
+    assert response.json() == {"success": False, "error": "webhook authentication not configured"}
     assert stored_state(redis_conn) == before
 
 

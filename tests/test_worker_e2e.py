@@ -42,10 +42,10 @@ def test_due_users_are_called_once_with_the_right_request(fake_callkaro, make_us
     assert Call.objects.count() == 3
 
 
-def test_a_provider_500_is_retried_by_rq_and_then_placed_once(fake_callkaro, make_user):
+def test_a_provider_503_is_retried_by_rq_and_then_placed_once(fake_callkaro, make_user):
     fake_callkaro.respond_with(
-        (500, {"status": "error", "message": "upstream down"}),
-        (200, {"status": "success", "message": "Call initiated successfully", "call_id": "ck-ok"}),
+        (503, {"status": "error", "message": "upstream down"}),
+        (200, {"status": "done", "message": "Call queued successfully", "call_sid": "ck-ok"}),
     )
     due_now(make_user)
     scheduling.calls_schedule_due()

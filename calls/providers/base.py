@@ -1,19 +1,43 @@
-"""The small interface every call provider implements, and the errors it may raise."""
+"""The small interface every call provider implements, and the errors it may raise.
+
+Placing a call is one HTTP request whose failure means one of three things, and the engine
+treats each differently (README, "Never a blind re-dial"):
+
+* ``ProviderNotSentError``: the request cannot have been acted on (connection refused, DNS,
+  connect timeout, 429, 503). Sent again after a short backoff.
+* ``ProviderMaybePlacedError``: the request reached the provider and its answer was lost
+  (read timeout, 500/502/504, a 2xx without an id). The provider may be dialing: the call
+  becomes ``unconfirmed`` and waits for the webhook; it is never re-sent at once.
+* ``ProviderPermanentError``: refused for good (4xx: a bad number, a bad key). No retry.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import Enum
 from typing import Any, Protocol
 
 
 class ProviderError(Exception):
-    """The provider did not place the call."""
+    """The provider did not confirm the call. The message never holds a full phone number."""
 
 
-class ProviderTransientError(ProviderError):
-    """Worth trying again soon: connection error, timeout, 5xx, 429, unreadable answer."""
+class ProviderNotSentError(ProviderError):
+    """Not sent or refused before acting on it: worth sending again soon."""
+
+
+# The name the engine and older code use for "try again soon".
+ProviderTransientError = ProviderNotSentError
+
+
+class ProviderCapacityError(ProviderNotSentError):
+    """The provider refused the call because its live-call capacity is used up."""
+
+
+class ProviderMaybePlacedError(ProviderError):
+    """Sent, and the answer was lost: the provider may have placed it. Never re-sent at once."""
 
 
 class ProviderPermanentError(ProviderError):
@@ -24,6 +48,18 @@ class WebhookPayloadError(ValueError):
     """A webhook body that cannot be understood; the message is safe to return to the caller."""
 
 
+class WebhookIgnored(Exception):
+    """A well-formed webhook that is not about a call we track (another event type): answered
+    200 with the reason, nothing written."""
+
+
+class WebhookAuth(Enum):
+    OK = "ok"
+    DENIED = "denied"
+    # No credential configured for this provider: accepted under DEBUG only.
+    UNCONFIGURED = "unconfigured"
+
+
 @dataclass(frozen=True)
 class PlaceCallRequest:
     call_id: int
@@ -31,6 +67,7 @@ class PlaceCallRequest:
     to_number: str
     agent_id: str
     name: str
+    provider: str = ""
 
     def metadata(self) -> dict[str, str]:
         """What the provider echoes back in its webhooks, so we can find our call."""
@@ -45,11 +82,17 @@ class PlacedCall:
 
 @dataclass(frozen=True)
 class CallEvent:
-    """A provider's status report, normalised: ``status`` is one of CallStatus' values."""
+    """A provider's status report, normalised: ``status`` is one of CallStatus' values.
+
+    ``provider_call_id`` may be empty when the event names the call only by our own id
+    (metadata). ``retry`` False forbids a retry whatever the status (an invalid number).
+    """
 
     provider_call_id: str
     status: str
     our_call_id: int | None = None
+    end_reason: str = ""
+    retry: bool = True
     transcript: str = ""
     recording_url: str = ""
     duration_seconds: int | None = None
@@ -62,10 +105,69 @@ class CallProvider(Protocol):
     name: str
 
     def place_call(self, request: PlaceCallRequest) -> PlacedCall:
-        """Ask the provider to dial; raise ProviderTransientError or ProviderPermanentError."""
+        """Ask the provider to dial; raise one of the ProviderError subclasses."""
 
-    def verify_webhook_signature(self, *, body: bytes, headers: Mapping[str, str]) -> bool:
-        """True when the request really comes from the provider."""
+    def authenticate_webhook(
+        self, *, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]
+    ) -> WebhookAuth:
+        """Whether the request really comes from the provider."""
 
     def parse_webhook(self, payload: Any) -> CallEvent:
-        """Turn a decoded webhook body into a CallEvent; raise WebhookPayloadError if bad."""
+        """Turn a decoded webhook body into a CallEvent; raise WebhookPayloadError if it is
+        malformed, WebhookIgnored if it is not an event about one call's progress."""
+
+
+# --- Helpers the parsers share ----------------------------------------------------------
+
+MAX_PROVIDER_CALL_ID = 128  # Call.provider_call_id's length
+MAX_END_REASON = 64  # Call.end_reason's length
+MAX_DURATION_SECONDS = 2**31 - 1  # Call.duration_seconds is a PositiveIntegerField
+
+
+def as_text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def as_int(value: Any) -> int | None:
+    """A non-negative integer that fits a database bigint, else None (floats are floored)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = int(float(value)) if isinstance(value, float) else int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if 0 <= number < 2**63 else None
+
+
+def as_duration(value: Any) -> int | None:
+    seconds = as_int(value)
+    if seconds is not None and seconds > MAX_DURATION_SECONDS:
+        raise WebhookPayloadError("duration is out of range")
+    return seconds
+
+
+def as_provider_call_id(value: Any, *, field_name: str) -> str:
+    """The provider's call id as text ("" when absent); a bad one is a WebhookPayloadError."""
+    if value is None or value == "":
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise WebhookPayloadError(f"{field_name} must be a string")
+    text = str(value)
+    if len(text) > MAX_PROVIDER_CALL_ID:
+        raise WebhookPayloadError(f"{field_name} is longer than {MAX_PROVIDER_CALL_ID} characters")
+    return text
+
+
+def as_iso_datetime(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else None
+
+
+def our_call_id(metadata: Any) -> int | None:
+    """Our call id from the metadata we sent and the provider echoed back."""
+    return as_int(metadata.get("call_id")) if isinstance(metadata, dict) else None

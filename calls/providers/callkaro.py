@@ -1,16 +1,34 @@
-"""CallKaro: the one HTTP choke point for placing calls, and its webhook format."""
+"""CallKaro, as its published API documents itself (docs.callkaro.ai):
+
+* Placing: ``POST {CALLKARO_BASE_URL}/call/outbound`` with ``X-API-KEY``; the body is
+  ``{to_number, agent_id, metadata}`` and nothing else: relevel owns scheduling and
+  retries, so none of CallKaro's ``schedule_at``/``number_of_retries``/trigger-window
+  options is ever sent. Success is ``200 {"status": "done", "message": "Call queued
+  successfully", "call_sid": "…"}`` (older accounts: ``"status": "success"``, ``call_id``).
+  https://docs.callkaro.ai/api-reference/outbound-call
+* Webhook: one event, ``{"event": "call_ended", "data": {callSid, hangup_reason,
+  call_metadata, call_duration, transcription, recordingUrl, …}}``, sent to the account-level
+  and the agent-level URL alike when both are set (so duplicates by design), and unsigned.
+  https://docs.callkaro.ai/webhook/call-ended, https://docs.callkaro.ai/webhook/introduction
+* Outcome: ``hangup_reason``, mapped by HANGUP_REASONS below.
+  https://docs.callkaro.ai/calls/hangup-reasons
+
+Authentication, since CallKaro signs nothing: a secret token in the webhook URL pasted into
+CallKaro's dashboard (``?token=CALLKARO_WEBHOOK_TOKEN``), or relevel's own HMAC signature
+(``X-Callkaro-Signature``, what the original design and our simulator send).
+
+``/api/webhooks/call`` also accepts the original design's flat format
+(``{"call_id", "status", "metadata", …}``), exactly as before.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
-import requests
 from django.conf import settings
-from requests.adapters import HTTPAdapter
 
 from calls.models import CallStatus
 
@@ -18,16 +36,46 @@ from .base import (
     CallEvent,
     PlaceCallRequest,
     PlacedCall,
-    ProviderPermanentError,
-    ProviderTransientError,
+    ProviderMaybePlacedError,
+    WebhookAuth,
+    WebhookIgnored,
     WebhookPayloadError,
+    as_duration,
+    as_iso_datetime,
+    as_provider_call_id,
+    as_text,
+    our_call_id,
 )
+from .http import ProviderHTTP
 
-MAX_PROVIDER_CALL_ID = 128  # Call.provider_call_id's length
-MAX_DURATION_SECONDS = 2**31 - 1  # Call.duration_seconds is a PositiveIntegerField
 SIGNATURE_HEADERS = ("X-Callkaro-Signature", "X-Webhook-Signature")
-# Provider statuses as they arrive -> ours. "no-answer" is an alias some providers send.
-WEBHOOK_STATUSES = {
+
+# hangup_reason -> (our status, whether a retry may follow).
+HANGUP_REASONS: dict[str, tuple[str, bool]] = {
+    # Picked up, then ended by the user, by the agent, or at the agent's maximum duration.
+    "CLIENT_INITIATED": (CallStatus.COMPLETED, False),
+    "PARTICIPANT_REMOVED": (CallStatus.COMPLETED, False),
+    "SESSION_TIMEOUT": (CallStatus.COMPLETED, False),
+    # Rang and nobody answered; or a machine did.
+    "USER_UNAVAILABLE": (CallStatus.NO_ANSWER, True),
+    "VOICEMAIL_DETECTED": (CallStatus.NO_ANSWER, True),
+    "USER_REJECTED": (CallStatus.BUSY, True),
+    "USER_UNRESPONSIVE": (CallStatus.FAILED, True),  # "Call not rang": network or carrier
+    "PRE_CALL_FN_FAILED": (CallStatus.FAILED, True),
+    "UNKNOWN": (CallStatus.FAILED, True),
+    # The number itself is wrong: no better in 30 minutes (like a 4xx at placement).
+    "INVALID_PHONE_NUMBER": (CallStatus.FAILED, False),
+    # CallKaro's own scheduling dropped it (relevel never asks it to schedule; seen only if
+    # someone uses those features on the same agent).
+    "OUTSIDE_TRIGGER_WINDOW": (CallStatus.CANCELED, False),
+    "DELETED_SCH_CALL_ALL": (CallStatus.CANCELED, False),
+    "DELETED_SCH_CALL_ONE": (CallStatus.CANCELED, False),
+}
+# Any value CallKaro adds later: a failure worth retrying, never a silent success.
+UNKNOWN_HANGUP_REASON = (CallStatus.FAILED, True)
+
+# The original design's flat format (/api/webhooks/call): status -> ours.
+FLAT_STATUSES = {
     "ringing": CallStatus.RINGING,
     "in_progress": CallStatus.IN_PROGRESS,
     "completed": CallStatus.COMPLETED,
@@ -42,55 +90,105 @@ def sign_body(body: bytes, secret: str) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def _same_secret(received: str, expected: str) -> bool:
+    # Bytes, not str: compare_digest refuses non-ASCII strings, and a header is input.
+    return hmac.compare_digest(expected.encode(), received.encode("utf-8", "replace"))
+
+
 class CallKaroWebhooks:
-    """CallKaro's webhook format; the simulator speaks it too."""
+    """CallKaro's webhook authentication and format; the simulator speaks it too."""
 
-    def __init__(self, *, webhook_secret: str) -> None:
+    name = "callkaro"
+
+    def __init__(self, *, webhook_secret: str, webhook_token: str) -> None:
         self.webhook_secret = webhook_secret
+        self.webhook_token = webhook_token
 
-    def verify_webhook_signature(self, *, body: bytes, headers: Mapping[str, str]) -> bool:
-        if not self.webhook_secret:
-            return False
+    def authenticate_webhook(
+        self, *, body: bytes, headers: Mapping[str, str], query: Mapping[str, str]
+    ) -> WebhookAuth:
+        if not (self.webhook_secret or self.webhook_token):
+            return WebhookAuth.UNCONFIGURED
+        token = query.get("token") or ""
+        if self.webhook_token and token and _same_secret(token, self.webhook_token):
+            return WebhookAuth.OK
+        if self.webhook_secret and self._valid_signature(body, headers):
+            return WebhookAuth.OK
+        return WebhookAuth.DENIED
+
+    def _valid_signature(self, body: bytes, headers: Mapping[str, str]) -> bool:
         received = next((headers.get(h) for h in SIGNATURE_HEADERS if headers.get(h)), "")
-        received = received.strip()
-        if received.lower().startswith("sha256="):
-            received = received[len("sha256=") :]
-        expected = sign_body(body, self.webhook_secret).encode()
-        # Bytes, not str: compare_digest refuses non-ASCII strings, and a header is input.
-        return hmac.compare_digest(expected, received.lower().encode("utf-8", "replace"))
+        received = received.strip().lower()
+        received = received.removeprefix("sha256=")
+        return bool(received) and _same_secret(received, sign_body(body, self.webhook_secret))
 
     def parse_webhook(self, payload: Any) -> CallEvent:
         if not isinstance(payload, dict):
             raise WebhookPayloadError("body must be a JSON object")
-        provider_call_id = payload.get("call_id")
-        raw_status = payload.get("status")
-        if isinstance(provider_call_id, bool) or not isinstance(provider_call_id, (str, int)):
-            provider_call_id = None
-        if not provider_call_id:
-            raise WebhookPayloadError("call_id is required")
-        if len(str(provider_call_id)) > MAX_PROVIDER_CALL_ID:
-            raise WebhookPayloadError(f"call_id is longer than {MAX_PROVIDER_CALL_ID} characters")
-        if not raw_status or not isinstance(raw_status, str):
-            raise WebhookPayloadError("status is required")
-        if raw_status not in WEBHOOK_STATUSES:
-            raise WebhookPayloadError(
-                f"unknown status {raw_status[:40]!r}; expected one of {', '.join(WEBHOOK_STATUSES)}"
-            )
-        duration_seconds = _as_int(payload.get("duration"))
-        if duration_seconds is not None and duration_seconds > MAX_DURATION_SECONDS:
-            raise WebhookPayloadError("duration is out of range")
-        metadata = payload.get("metadata") if isinstance(payload.get("metadata"), dict) else {}
+        if "event" in payload:
+            return self._parse_envelope(payload)
+        return _parse_flat(payload)
+
+    def _parse_envelope(self, payload: dict) -> CallEvent:
+        event = payload.get("event")
+        if not isinstance(event, str):
+            raise WebhookPayloadError("event must be a string")
+        if event != "call_ended":
+            raise WebhookIgnored(f"event {event[:40]!r} is not call_ended")
+        data = payload.get("data")
+        if not isinstance(data, dict):
+            raise WebhookPayloadError("data must be a JSON object")
+        provider_call_id = as_provider_call_id(data.get("callSid"), field_name="data.callSid")
+        ours = our_call_id(data.get("call_metadata"))
+        if not provider_call_id and ours is None:
+            raise WebhookIgnored("neither data.callSid nor data.call_metadata.call_id")
+        reason = data.get("hangup_reason")
+        reason = reason.strip()[:64] if isinstance(reason, str) else ""
+        status, retry = HANGUP_REASONS.get(reason, UNKNOWN_HANGUP_REASON)
         return CallEvent(
-            provider_call_id=str(provider_call_id),
-            status=WEBHOOK_STATUSES[raw_status],
-            our_call_id=_as_int(metadata.get("call_id")),
-            transcript=_as_text(payload.get("transcript")),
-            recording_url=_as_text(payload.get("recording_url"))[:1000],
-            duration_seconds=duration_seconds,
-            error_message=_as_text(payload.get("error_message")),
-            occurred_at=_as_datetime(payload.get("timestamp")),
+            provider_call_id=provider_call_id,
+            status=status,
+            our_call_id=ours,
+            end_reason=reason or "(none)",
+            retry=retry,
+            transcript=as_text(data.get("transcription")),
+            recording_url=as_text(data.get("recordingUrl")),
+            duration_seconds=as_duration(data.get("call_duration")),
+            error_message="" if status == CallStatus.COMPLETED else _reason_message(reason),
             raw=payload,
         )
+
+
+def _reason_message(reason: str) -> str:
+    return f"CallKaro hangup_reason {reason}" if reason else "CallKaro sent no hangup_reason"
+
+
+def _parse_flat(payload: dict) -> CallEvent:
+    """The original design's format, kept working exactly as before on /api/webhooks/call."""
+    provider_call_id = payload.get("call_id")
+    if isinstance(provider_call_id, bool) or not isinstance(provider_call_id, (str, int)):
+        provider_call_id = None
+    if not provider_call_id:
+        raise WebhookPayloadError("call_id is required")
+    provider_call_id = as_provider_call_id(provider_call_id, field_name="call_id")
+    raw_status = payload.get("status")
+    if not raw_status or not isinstance(raw_status, str):
+        raise WebhookPayloadError("status is required")
+    if raw_status not in FLAT_STATUSES:
+        raise WebhookPayloadError(
+            f"unknown status {raw_status[:40]!r}; expected one of {', '.join(FLAT_STATUSES)}"
+        )
+    return CallEvent(
+        provider_call_id=provider_call_id,
+        status=FLAT_STATUSES[raw_status],
+        our_call_id=our_call_id(payload.get("metadata")),
+        transcript=as_text(payload.get("transcript")),
+        recording_url=as_text(payload.get("recording_url")),
+        duration_seconds=as_duration(payload.get("duration")),
+        error_message=as_text(payload.get("error_message")),
+        occurred_at=as_iso_datetime(payload.get("timestamp")),
+        raw=payload,
+    )
 
 
 class CallKaroProvider(CallKaroWebhooks):
@@ -102,19 +200,24 @@ class CallKaroProvider(CallKaroWebhooks):
         base_url: str,
         api_key: str,
         webhook_secret: str,
+        webhook_token: str,
         connect_timeout: float,
         read_timeout: float,
         pool_size: int = 32,
     ) -> None:
-        super().__init__(webhook_secret=webhook_secret)
+        super().__init__(webhook_secret=webhook_secret, webhook_token=webhook_token)
         self.url = f"{base_url.rstrip('/')}/call/outbound"
-        self.timeout = (connect_timeout, read_timeout)
-        # One Session per process: keep-alive connections to the provider are reused.
-        self.session = requests.Session()
-        adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
-        self.session.mount("http://", adapter)
-        self.session.mount("https://", adapter)
-        self.session.headers.update({"X-API-KEY": api_key, "Content-Type": "application/json"})
+        self.http = ProviderHTTP(
+            provider="CallKaro",
+            headers={"X-API-KEY": api_key},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            pool_size=pool_size,
+        )
+
+    @property
+    def session(self):
+        return self.http.session
 
     @classmethod
     def from_settings(cls) -> CallKaroProvider:
@@ -124,6 +227,7 @@ class CallKaroProvider(CallKaroWebhooks):
             base_url=settings.CALLKARO_BASE_URL,
             api_key=settings.CALLKARO_API_KEY,
             webhook_secret=settings.CALLKARO_WEBHOOK_SECRET,
+            webhook_token=settings.CALLKARO_WEBHOOK_TOKEN,
             connect_timeout=settings.CALLKARO_CONNECT_TIMEOUT,
             read_timeout=settings.CALLKARO_READ_TIMEOUT,
             pool_size=placement_threads_per_process(),
@@ -135,52 +239,15 @@ class CallKaroProvider(CallKaroWebhooks):
             "agent_id": request.agent_id,
             "metadata": request.metadata(),
         }
-        try:
-            response = self.session.post(self.url, json=body, timeout=self.timeout)
-        except requests.Timeout as exc:
-            raise ProviderTransientError(f"CallKaro timed out: {type(exc).__name__}") from exc
-        except requests.RequestException as exc:
-            raise ProviderTransientError(f"CallKaro unreachable: {type(exc).__name__}") from exc
-
-        try:
-            data = response.json()
-        except ValueError:
-            data = None
-        message = data.get("message") if isinstance(data, dict) else None
-        if response.status_code == 429 or response.status_code >= 500:
-            raise ProviderTransientError(f"CallKaro HTTP {response.status_code}: {message or 'no message'}")
-        if response.status_code >= 400:
-            raise ProviderPermanentError(f"CallKaro HTTP {response.status_code}: {message or 'no message'}")
-        provider_call_id = data.get("call_id") if isinstance(data, dict) else None
-        if not 200 <= response.status_code < 300 or not provider_call_id:
-            # A 200 we cannot read may still have dialled; a retry is the lesser evil and
-            # leaves a trace on the call (its error and payloads).
-            raise ProviderTransientError(
-                f"CallKaro HTTP {response.status_code} without a call_id in the answer"
+        answer = self.http.post_json(self.url, body)
+        self.http.raise_for_status(answer)
+        data = answer.data if isinstance(answer.data, dict) else {}
+        provider_call_id = data.get("call_sid") or data.get("call_id")
+        if isinstance(provider_call_id, bool) or not isinstance(provider_call_id, (str, int)):
+            provider_call_id = None
+        if not provider_call_id or len(str(provider_call_id)) > 128:
+            # A 2xx we cannot read may still have dialled: wait for the webhook instead.
+            raise ProviderMaybePlacedError(
+                f"CallKaro HTTP {answer.status_code} without a call_sid in the answer"
             )
         return PlacedCall(provider_call_id=str(provider_call_id), raw=data)
-
-
-def _as_text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _as_int(value: Any) -> int | None:
-    """A non-negative integer that fits a database bigint, else None."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return number if 0 <= number < 2**63 else None
-
-
-def _as_datetime(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else None

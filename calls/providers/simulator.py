@@ -1,8 +1,9 @@
 """A stand-in provider for demos and the first run: no account, no network beyond ourselves.
 
-It answers at once with a provider call id and, a few seconds later, posts a correctly
-signed CallKaro-style webhook with a random outcome to our own endpoint, so the whole loop
-(ringing, outcome, retries) runs on one machine.
+It answers as CallKaro documents (``{"status": "done", "call_sid": …}``) and, a few seconds
+later, posts CallKaro's real ``call_ended`` envelope, signed, to our own
+``/api/webhooks/simulator``, so the first run goes down the same parsing path as production
+(README, "Providers").
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import random
 import uuid
 from datetime import timedelta
+from urllib.parse import urlencode
 
 import requests
 from django.conf import settings
@@ -19,12 +21,15 @@ from django.utils import timezone
 from .base import PlaceCallRequest, PlacedCall
 from .callkaro import CallKaroWebhooks, sign_body
 
-TRANSCRIPTS = {
-    "completed": "Agent: Hi, this is your daily check-in. User: Going well, thanks!",
-    "failed": "",
-    "no_answer": "",
-    "busy": "",
+# The outcome names of SIMULATOR_OUTCOMES -> the hangup_reason CallKaro would send.
+HANGUP_REASON_OF = {
+    "completed": "CLIENT_INITIATED",
+    "no_answer": "USER_UNAVAILABLE",
+    "voicemail": "VOICEMAIL_DETECTED",
+    "busy": "USER_REJECTED",
+    "failed": "USER_UNRESPONSIVE",
 }
+TRANSCRIPT = "Agent: Hi, this is your daily check-in. User: Going well, thanks!"
 
 
 def parse_outcome_mix(spec: str) -> list[tuple[str, int]]:
@@ -32,10 +37,10 @@ def parse_outcome_mix(spec: str) -> list[tuple[str, int]]:
     mix = []
     for part in spec.split(","):
         status, _, weight = part.strip().partition(":")
-        if status not in TRANSCRIPTS or not weight.isdigit():
+        if status not in HANGUP_REASON_OF or not weight.isdigit():
             raise ValueError(
                 f"bad entry {part.strip()!r}; expected status:weight, "
-                f"with a status of {', '.join(TRANSCRIPTS)}"
+                f"with a status of {', '.join(HANGUP_REASON_OF)}"
             )
         mix.append((status, int(weight)))
     if not any(weight for _, weight in mix):
@@ -46,8 +51,10 @@ def parse_outcome_mix(spec: str) -> list[tuple[str, int]]:
 class SimulatorProvider(CallKaroWebhooks):
     name = "simulator"
 
-    def __init__(self, *, webhook_url: str, webhook_secret: str, delay_seconds: int, outcomes: str):
-        super().__init__(webhook_secret=webhook_secret)
+    def __init__(
+        self, *, webhook_url: str, webhook_secret: str, webhook_token: str, delay_seconds: int, outcomes: str
+    ):
+        super().__init__(webhook_secret=webhook_secret, webhook_token=webhook_token)
         self.webhook_url = webhook_url
         self.delay = timedelta(seconds=delay_seconds)
         self.outcomes = parse_outcome_mix(outcomes)
@@ -57,6 +64,7 @@ class SimulatorProvider(CallKaroWebhooks):
         return cls(
             webhook_url=settings.SIMULATOR_WEBHOOK_URL,
             webhook_secret=settings.CALLKARO_WEBHOOK_SECRET,
+            webhook_token=settings.CALLKARO_WEBHOOK_TOKEN,
             delay_seconds=settings.SIMULATOR_DELAY_SECONDS,
             outcomes=settings.SIMULATOR_OUTCOMES,
         )
@@ -68,28 +76,36 @@ class SimulatorProvider(CallKaroWebhooks):
     def place_call(self, request: PlaceCallRequest) -> PlacedCall:
         from calls.queues import SIMULATOR_WEBHOOK_JOB, enqueue_in
 
-        provider_call_id = f"sim-{uuid.uuid4().hex[:16]}"
+        call_sid = f"sim-{uuid.uuid4().hex[:16]}"
         outcome = self.pick_outcome()
+        answered = outcome == "completed"
+        ended = timezone.localtime(timezone.now() + self.delay)
+        # https://docs.callkaro.ai/webhook/call-ended: numbers without "+", time without zone.
         payload = {
-            "call_id": provider_call_id,
-            "status": outcome,
-            "metadata": request.metadata(),
-            "transcript": TRANSCRIPTS[outcome],
-            "recording_url": (
-                f"https://recordings.example.invalid/{provider_call_id}.mp3" if outcome == "completed" else ""
-            ),
-            "duration": random.randint(30, 240) if outcome == "completed" else 0,  # noqa: S311
-            "timestamp": (timezone.now() + self.delay).isoformat(),
-            "error_message": "simulated carrier failure" if outcome == "failed" else "",
+            "event": "call_ended",
+            "data": {
+                "callSid": call_sid,
+                "name": "outbound-api",
+                "agent": request.agent_id,
+                "from": "910000000000",
+                "to": request.to_number.lstrip("+"),
+                "recordingUrl": f"https://recordings.example.invalid/{call_sid}.mp3" if answered else "",
+                "call_duration": random.randint(30, 240) if answered else 0,  # noqa: S311
+                "time": ended.strftime("%Y-%m-%d %H:%M:%S"),
+                "transcription": TRANSCRIPT if answered else "",
+                "hangup_reason": HANGUP_REASON_OF[outcome],
+                "call_metadata": request.metadata(),
+                "try_count": 0,
+                "post_call": {"mood": "good"} if answered else {},
+                "disposition_reason": "Daily check-in done" if answered else "",
+                "conversion_status": answered,
+                "next_call_scheduled": False,
+            },
         }
         enqueue_in(self.delay, SIMULATOR_WEBHOOK_JOB, payload)
         return PlacedCall(
-            provider_call_id=provider_call_id,
-            raw={
-                "status": "success",
-                "message": "Call initiated successfully (simulated)",
-                "call_id": provider_call_id,
-            },
+            provider_call_id=call_sid,
+            raw={"status": "done", "message": "Call queued successfully (simulated)", "call_sid": call_sid},
         )
 
     def send_webhook(self, payload: dict) -> int:
@@ -97,5 +113,8 @@ class SimulatorProvider(CallKaroWebhooks):
         headers = {"Content-Type": "application/json"}
         if self.webhook_secret:
             headers["X-Callkaro-Signature"] = sign_body(body, self.webhook_secret)
-        response = requests.post(self.webhook_url, data=body, headers=headers, timeout=(3, 10))
+        url = self.webhook_url
+        if self.webhook_token:
+            url += ("&" if "?" in url else "?") + urlencode({"token": self.webhook_token})
+        response = requests.post(url, data=body, headers=headers, timeout=(3, 10))
         return response.status_code

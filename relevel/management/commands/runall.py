@@ -374,7 +374,7 @@ class Command(BaseCommand):
         # The simulator signs its webhooks with this, and our endpoint checks them, exactly
         # as with CallKaro; a per-run secret keeps the demo on the signed path.
         env.setdefault("CALLKARO_WEBHOOK_SECRET", secrets.token_hex(16))
-        env["SIMULATOR_WEBHOOK_URL"] = f"http://127.0.0.1:{port}/api/webhooks/call"
+        env["SIMULATOR_WEBHOOK_URL"] = f"http://127.0.0.1:{port}/api/webhooks/simulator"
         if settings.CALL_PROVIDER == "simulator":
             for name, value in DEMO_TIMINGS.items():
                 env.setdefault(name, value)
