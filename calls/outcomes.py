@@ -114,6 +114,8 @@ def call_apply_event(*, event: CallEvent, providers: tuple[str, ...] | None = No
         if not replaces_inference and (
             call.is_terminal or STATUS_RANK[event.status] <= STATUS_RANK[call.status]
         ):
+            if _fill_in_details(call, event):
+                return EventResult(call=call, applied=True, retry_scheduled=False)
             logger.info(
                 "Call %s: ignoring %s webhook, call is already %s", call.pk, event.status, call.status
             )
@@ -160,6 +162,32 @@ def call_apply_event(*, event: CallEvent, providers: tuple[str, ...] | None = No
             _cancel_undialed_retry(call, now=now)
         retry_scheduled = call_schedule_retry(call=call, now=now) if wants_retry else False
     return EventResult(call=call, applied=True, retry_scheduled=retry_scheduled)
+
+
+def _fill_in_details(call: Call, event: CallEvent) -> bool:
+    """A second report of the same final outcome that carries what the first lacked (Vapi's
+    end-of-call-report after its status-update "ended", Retell's call_analyzed after
+    call_ended): keep the transcript, recording and duration. A plain duplicate adds nothing
+    and writes nothing."""
+    if event.status != call.status:
+        return False
+    fields = [
+        field
+        for field, value in (
+            ("transcript", event.transcript),
+            ("recording_url", event.recording_url),
+            ("duration_seconds", event.duration_seconds),
+        )
+        if value not in (None, "") and getattr(call, field) in (None, "")
+    ]
+    if not fields:
+        return False
+    for field in fields:
+        setattr(call, field, getattr(event, field))
+    call.provider_payloads = [*call.provider_payloads, event.raw]
+    call.save(update_fields=[*fields, "provider_payloads"])
+    logger.info("[Webhook:%s] Call %s: %s added", call.provider, call.pk, ", ".join(fields))
+    return True
 
 
 def _cancel_undialed_retry(call: Call, *, now: datetime) -> None:
