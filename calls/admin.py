@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -10,6 +11,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
@@ -17,11 +19,15 @@ from . import selectors
 from .logsafe import mask_phone
 from .models import Call, CallStatus
 
+# What CallKaro reports about the conversation, shown on the call's page.
+REPORT_FIELDS = ("disposition_reason", "conversion_status", "post_call", "post_call_detail", "call_link")
+
 # One colour per outcome family, readable on the admin's light and dark themes alike
 # (white text on a mid-tone background).
 STATUS_COLOURS = {
     CallStatus.QUEUED: "#64748b",
     CallStatus.DIALING: "#2563eb",
+    CallStatus.UNCONFIRMED: "#c2410c",
     CallStatus.RINGING: "#2563eb",
     CallStatus.IN_PROGRESS: "#0e7490",
     CallStatus.COMPLETED: "#15803d",
@@ -72,6 +78,31 @@ class ProviderFilter(admin.SimpleListFilter):
         return queryset
 
 
+class EndReasonFilter(admin.SimpleListFilter):
+    """The provider's own end reasons seen in the last 30 days (hangup_reason, endedReason,
+    disconnection_reason): a bounded scan of recent calls, not DISTINCT over all of them."""
+
+    title = "end reason"
+    parameter_name = "end_reason"
+    RECENT_DAYS = 30
+
+    def lookups(self, request, model_admin):
+        since = timezone.now() - timedelta(days=self.RECENT_DAYS)
+        reasons = (
+            Call.objects.filter(created_at__gte=since)
+            .exclude(end_reason="")
+            .values_list("end_reason", flat=True)
+            .distinct()
+            .order_by("end_reason")[:200]
+        )
+        return [(reason, reason) for reason in reasons]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(end_reason=self.value())
+        return queryset
+
+
 class AttemptFilter(admin.SimpleListFilter):
     title = "attempt"
     parameter_name = "attempt"
@@ -100,11 +131,19 @@ class CallAdmin(admin.ModelAdmin):
         "last_status_at",
         "completed_at",
         "provider",
+        "end_reason",
     )
     list_display_links = ("id",)
-    list_filter = ("status", ProviderFilter, AttemptFilter)
+    list_filter = ("status", ProviderFilter, EndReasonFilter, AttemptFilter, "outcome_inferred")
     date_hierarchy = "local_date"
-    search_fields = ("to_number", "provider_call_id", "user__name", "user__username", "user__phone")
+    search_fields = (
+        "to_number",
+        "provider_call_id",
+        "end_reason",
+        "user__name",
+        "user__username",
+        "user__phone",
+    )
     list_select_related = ("user",)
     ordering = ("-id",)
     # The calls table grows every day: skip the unfiltered COUNT(*) on filtered pages.
@@ -128,7 +167,19 @@ class CallAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Outcome", {"fields": ("error", "transcript", "recording")}),
+        (
+            "Outcome",
+            {
+                "fields": (
+                    "end_reason",
+                    "outcome_inferred",
+                    "error",
+                    "provider_report",
+                    "transcript",
+                    "recording",
+                )
+            },
+        ),
         ("Provider", {"fields": ("provider", "provider_call_id", "agent_id", "payloads")}),
     )
     # Every field shown is read-only: derived from the fieldsets so the two cannot drift.
@@ -174,6 +225,28 @@ class CallAdmin(admin.ModelAdmin):
             url,
             url,
             url,
+        )
+
+    @admin.display(description="provider's report")
+    def provider_report(self, obj: Call) -> str:
+        """What the provider said about the conversation itself (CallKaro's post_call,
+        disposition_reason, conversion_status), from its latest call_ended report."""
+        rows = []
+        for payload in reversed(obj.provider_payloads or []):
+            data = payload.get("data") if isinstance(payload, dict) else None
+            if isinstance(data, dict):
+                for key in REPORT_FIELDS:
+                    if data.get(key) not in (None, "", {}, []):
+                        value = data[key]
+                        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+                        rows.append((key, text))
+                if rows:
+                    break
+        if not rows:
+            return "-"
+        return format_html(
+            "<dl class='provider-report' style='margin:0'>{}</dl>",
+            format_html_join("", "<dt><code>{}</code></dt><dd style='margin:0 0 .4em 1em'>{}</dd>", rows),
         )
 
     @admin.display(description="provider payloads (oldest first)")

@@ -403,3 +403,39 @@ def test_an_anonymous_visitor_cannot_see_the_queues_dashboard(client):
     response = client.get("/django-rq/")
     assert response.status_code == 302
     assert response["Location"] == "/admin/login/?next=/django-rq/"
+
+
+def test_the_call_list_shows_filters_and_searches_the_providers_end_reason(admin_client, make_call):
+    no_answer = make_call(status=CallStatus.NO_ANSWER, end_reason="USER_UNAVAILABLE")
+    answered = make_call(status=CallStatus.COMPLETED, end_reason="CLIENT_INITIATED")
+    response = admin_client.get(CALLS_URL)
+    assert "USER_UNAVAILABLE" in response.text and "CLIENT_INITIATED" in response.text
+    assert "?end_reason=USER_UNAVAILABLE" in response.text  # offered as a filter choice
+    assert listed(admin_client.get(CALLS_URL, {"end_reason": "USER_UNAVAILABLE"})) == {no_answer.pk}
+    assert listed(admin_client.get(CALLS_URL, {"q": "CLIENT_INIT"})) == {answered.pk}
+
+
+def test_the_call_page_shows_the_end_reason_and_what_callkaro_reported(admin_client, make_call):
+    call = make_call(
+        status=CallStatus.COMPLETED,
+        end_reason="CLIENT_INITIATED",
+        provider_payloads=[
+            {
+                "event": "call_ended",
+                "data": {
+                    "hangup_reason": "CLIENT_INITIATED",
+                    "post_call": {"lead_status": "interested"},
+                    "disposition_reason": "Customer requested callback",
+                    "conversion_status": True,
+                },
+            }
+        ],
+    )
+    page = admin_client.get(call_url(call)).text
+    assert "CLIENT_INITIATED" in page
+    assert "Customer requested callback" in page and "lead_status" in page and "conversion_status" in page
+
+
+def test_an_unconfirmed_call_has_its_own_badge(admin_client, make_call):
+    make_call(status=CallStatus.UNCONFIRMED)
+    assert ">Unconfirmed</span>" in admin_client.get(CALLS_URL).text
