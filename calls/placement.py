@@ -171,7 +171,8 @@ def _record_dial_result(request: PlaceCallRequest, dialed: DialResult, *, is_las
         call.provider_payloads = [*call.provider_payloads, {"placed": result.raw}]
         call.dialed_at = dialed.sent_at
         fields = ["provider_payloads", "dialed_at"]
-        if _provider_call_id_is_free(call, result.provider_call_id):
+        reused_by = _call_with_provider_call_id(call, result.provider_call_id)
+        if reused_by is None:
             call.provider_call_id = result.provider_call_id
             fields.append("provider_call_id")
         # A fast webhook may already have moved the call further on (and said why it
@@ -181,33 +182,30 @@ def _record_dial_result(request: PlaceCallRequest, dialed: DialResult, *, is_las
             call.last_status_at = timezone.now()
             call.error = ""  # an earlier transient error, now overcome
             fields += ["status", "last_status_at", "error"]
-        call.save(update_fields=fields)
+        if reused_by is not None:
+            # Placed all the same (ringing, so never dialed again), without the id; its
+            # webhook finds it by our own id.
+            call.error = (
+                f"The provider reused call id {result.provider_call_id[:64]} (already call {reused_by})."
+            )
+            fields.append("error")
+            logger.error("Call %s: %s", call.pk, call.error)
+        call.save(update_fields=list(dict.fromkeys(fields)))
     logger.info(
         "Call %s initiated to %s (provider call %s)", request.call_id, masked, result.provider_call_id
     )
     return "placed"
 
 
-def _provider_call_id_is_free(call: Call, provider_call_id: str) -> bool:
-    """A provider that hands out an id it already gave another call: the call is placed all
-    the same (ringing, so it is never dialed again), without the id, and says why; its
-    webhook finds it by our own id."""
-    taken = (
+def _call_with_provider_call_id(call: Call, provider_call_id: str) -> int | None:
+    """Another call of the same provider that already has this provider id (a provider
+    that hands out an id twice), or None."""
+    return (
         Call.objects.filter(provider=call.provider, provider_call_id=provider_call_id)
         .exclude(pk=call.pk)
         .values_list("pk", flat=True)
         .first()
     )
-    if taken is None:
-        return True
-    logger.error(
-        "Call %s: the provider answered with call id %s, already the id of call %s",
-        call.pk,
-        provider_call_id[:64],
-        taken,
-    )
-    call.error = f"The provider reused call id {provider_call_id[:64]} (already call {taken})."
-    return False
 
 
 def _record_dial_failure(*, call_id: int, error: str, schedule_retry: bool) -> None:

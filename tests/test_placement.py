@@ -262,3 +262,88 @@ def test_a_provider_message_quoting_the_number_is_masked_in_the_logs(fake_callka
         placement.call_place(call_id=call.pk)
     assert call.to_number not in caplog.text and call.to_number[1:] not in caplog.text
     assert f"{call.to_number[-4:]} is not reachable" in caplog.text
+
+
+def test_a_provider_that_trickles_its_answer_is_cut_off_at_the_total_timeout(settings, make_call):
+    """requests' read timeout is per read: a byte every 0.1 s would never trip it. The whole
+    answer is bounded by connect + read timeout, and the call is unconfirmed (it was sent)."""
+    import socket
+    import threading
+    import time as wall
+
+    from calls.providers import reset_provider_cache
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen()
+    stop = threading.Event()
+
+    def trickle():
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            body = b'{"status": "done", "message": "Call queued successfully", "call_sid": "ck-slow"}'
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+            conn.sendall(b"Content-Length: %d\r\n\r\n" % len(body))
+            for byte in body:
+                if stop.is_set():
+                    return
+                conn.sendall(bytes([byte]))
+                wall.sleep(0.1)
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    settings.CALLKARO_BASE_URL = f"http://127.0.0.1:{server.getsockname()[1]}"
+    settings.CALLKARO_CONNECT_TIMEOUT, settings.CALLKARO_READ_TIMEOUT = 0.3, 0.5
+    reset_provider_cache()
+    call = make_call()
+    started = wall.monotonic()
+    try:
+        assert placement.call_place(call_id=call.pk) == "unconfirmed"
+    finally:
+        stop.set()
+        server.close()
+    assert wall.monotonic() - started < 3  # the body alone would take 8 s
+    call.refresh_from_db()
+    assert call.status == CallStatus.UNCONFIRMED and "too slowly" in call.error
+
+
+def test_rqs_job_timeout_while_recording_ends_the_batch_instead_of_being_swallowed(
+    fake_callkaro, make_call, settings, monkeypatch
+):
+    """Suspected: `except Exception` around recording swallowed JobTimeoutException (an
+    Exception subclass), so a batch RQ had stopped went on dialing. Proved, and fixed."""
+    from rq.timeouts import JobTimeoutException
+
+    settings.PROVIDER_MAX_CONCURRENCY = settings.QUEUE_CONCURRENCY  # one thread: one by one
+    placement.reset_placement_pool()
+    fake_callkaro.delay = 0.2
+    calls = [make_call() for _ in range(4)]
+
+    def timed_out(*args, **kwargs):
+        raise JobTimeoutException("Task exceeded maximum timeout value (1 seconds)")
+
+    monkeypatch.setattr(placement, "_record_dial_result", timed_out)
+    with pytest.raises(JobTimeoutException):
+        placement.calls_place_batch(call_ids=[c.pk for c in calls])
+    placement.reset_placement_pool()
+    assert len(fake_callkaro.requests) <= 2  # not the whole batch
+    statuses = [Call.objects.get(pk=c.pk).status for c in calls]
+    assert statuses.count(CallStatus.QUEUED) >= 2  # the unsent ones went back
+
+
+def test_a_provider_call_id_reused_for_a_second_call_leaves_it_placed_not_redialed(
+    fake_callkaro, make_call, redis_conn
+):
+    """Suspected: a reused provider id hit the unique constraint and left the call dialing,
+    to be failed and retried (a double call). Now it is placed (ringing) without the id."""
+    make_call(status=CallStatus.COMPLETED, provider_call_id="ck-dup")
+    fake_callkaro.respond_with(
+        (200, {"status": "done", "message": "Call queued successfully", "call_sid": "ck-dup"})
+    )
+    call = make_call()
+    assert placement.call_place(call_id=call.pk) == "placed"
+    call.refresh_from_db()
+    assert call.status == CallStatus.RINGING and call.provider_call_id is None
+    assert "reused call id ck-dup" in call.error
+    assert Call.objects.count() == 2 and len(fake_callkaro.requests) == 1

@@ -108,20 +108,23 @@ class ProviderHTTP:
         return ProviderAnswer(status_code=response.status_code, data=data)
 
     def _read_bounded(self, response: requests.Response) -> bytes:
+        # read1 returns what has arrived (at least a byte), so the deadline is checked
+        # between reads; read(n) would wait for n bytes, a trickle at a time.
         deadline = time.monotonic() + self.total_timeout
         chunks: list[bytes] = []
         size = 0
         try:
-            for chunk in response.iter_content(chunk_size=8192):
+            while size <= MAX_ANSWER_BYTES:
+                chunk = response.raw.read1(8192, decode_content=True)
+                if not chunk:
+                    break
                 chunks.append(chunk)
                 size += len(chunk)
-                if size > MAX_ANSWER_BYTES:
-                    break
                 if time.monotonic() > deadline:
                     raise ProviderMaybePlacedError(
                         f"{self.provider} answered too slowly (over {self.total_timeout:g} s)"
                     )
-        except requests.RequestException as exc:
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise ProviderMaybePlacedError(f"{self.provider} answer cut off: {type(exc).__name__}") from exc
         return b"".join(chunks)
 
