@@ -80,7 +80,7 @@ class Call(models.Model):
     recording_url = models.TextField(blank=True)
     # The provider's own word for how the call ended (CallKaro's hangup_reason, Vapi's
     # endedReason, Retell's disconnection_reason), kept raw beside the status we map it to.
-    end_reason = models.CharField(max_length=64, blank=True)
+    end_reason = models.CharField(max_length=128, blank=True)
     # The final status was relevel's inference (no webhook in time, a worker that died), not
     # the provider's word: a later real outcome from the provider replaces it.
     outcome_inferred = models.BooleanField(default=False)

@@ -135,7 +135,7 @@ def call_apply_event(*, event: CallEvent, providers: tuple[str, ...] | None = No
             ("recording_url", event.recording_url),
             ("duration_seconds", event.duration_seconds),
             ("error", event.error_message),
-            ("end_reason", event.end_reason[:64]),
+            ("end_reason", event.end_reason),
         ):
             if value not in (None, ""):
                 setattr(call, field, value)

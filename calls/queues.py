@@ -81,7 +81,11 @@ def batch_job_timeout(calls: int) -> int:
     of ``threads`` calls, each up to connect + read timeout. A job cut short by RQ leaves its
     unsent calls for the next tick, but the ones in flight lose their answer."""
     rounds = -(-calls // placement_threads_per_process())
-    worst = rounds * (settings.CALLKARO_CONNECT_TIMEOUT + settings.CALLKARO_READ_TIMEOUT)
+    per_call = max(
+        settings.CALLKARO_CONNECT_TIMEOUT + settings.CALLKARO_READ_TIMEOUT,
+        settings.PROVIDER_CONNECT_TIMEOUT + settings.PROVIDER_READ_TIMEOUT,
+    )
+    worst = rounds * per_call
     return max(settings.CALL_JOB_TIMEOUT, int(worst) + 30)
 
 

@@ -19,7 +19,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='call',
             name='end_reason',
-            field=models.CharField(blank=True, max_length=64),
+            field=models.CharField(blank=True, max_length=128),
         ),
         migrations.AlterField(
             model_name='call',

@@ -120,7 +120,7 @@ class CallProvider(Protocol):
 # --- Helpers the parsers share ----------------------------------------------------------
 
 MAX_PROVIDER_CALL_ID = 128  # Call.provider_call_id's length
-MAX_END_REASON = 64  # Call.end_reason's length
+MAX_END_REASON = 128  # Call.end_reason's length
 MAX_DURATION_SECONDS = 2**31 - 1  # Call.duration_seconds is a PositiveIntegerField
 
 

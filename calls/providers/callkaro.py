@@ -33,6 +33,7 @@ from django.conf import settings
 from calls.models import CallStatus
 
 from .base import (
+    MAX_END_REASON,
     CallEvent,
     PlaceCallRequest,
     PlacedCall,
@@ -143,7 +144,7 @@ class CallKaroWebhooks:
         if not provider_call_id and ours is None:
             raise WebhookIgnored("neither data.callSid nor data.call_metadata.call_id")
         reason = data.get("hangup_reason")
-        reason = reason.strip()[:64] if isinstance(reason, str) else ""
+        reason = reason.strip()[:MAX_END_REASON] if isinstance(reason, str) else ""
         status, retry = HANGUP_REASONS.get(reason, UNKNOWN_HANGUP_REASON)
         return CallEvent(
             provider_call_id=provider_call_id,
@@ -194,26 +195,10 @@ def _parse_flat(payload: dict) -> CallEvent:
 class CallKaroProvider(CallKaroWebhooks):
     name = "callkaro"
 
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        api_key: str,
-        webhook_secret: str,
-        webhook_token: str,
-        connect_timeout: float,
-        read_timeout: float,
-        pool_size: int = 32,
-    ) -> None:
+    def __init__(self, *, base_url: str, webhook_secret: str, webhook_token: str, http: ProviderHTTP) -> None:
         super().__init__(webhook_secret=webhook_secret, webhook_token=webhook_token)
         self.url = f"{base_url.rstrip('/')}/call/outbound"
-        self.http = ProviderHTTP(
-            provider="CallKaro",
-            headers={"X-API-KEY": api_key},
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            pool_size=pool_size,
-        )
+        self.http = http
 
     @property
     def session(self):
@@ -221,16 +206,16 @@ class CallKaroProvider(CallKaroWebhooks):
 
     @classmethod
     def from_settings(cls) -> CallKaroProvider:
-        from calls.queues import placement_threads_per_process
-
         return cls(
             base_url=settings.CALLKARO_BASE_URL,
-            api_key=settings.CALLKARO_API_KEY,
             webhook_secret=settings.CALLKARO_WEBHOOK_SECRET,
             webhook_token=settings.CALLKARO_WEBHOOK_TOKEN,
-            connect_timeout=settings.CALLKARO_CONNECT_TIMEOUT,
-            read_timeout=settings.CALLKARO_READ_TIMEOUT,
-            pool_size=placement_threads_per_process(),
+            http=ProviderHTTP.from_settings(
+                provider="CallKaro",
+                headers={"X-API-KEY": settings.CALLKARO_API_KEY},
+                connect_timeout=settings.CALLKARO_CONNECT_TIMEOUT,
+                read_timeout=settings.CALLKARO_READ_TIMEOUT,
+            ),
         )
 
     def place_call(self, request: PlaceCallRequest) -> PlacedCall:

@@ -68,6 +68,21 @@ class ProviderHTTP:
         self.session.mount("https://", adapter)
         self.session.headers.update({"Content-Type": "application/json", **headers})
 
+    @classmethod
+    def from_settings(
+        cls, *, provider: str, headers: dict[str, str], connect_timeout: float, read_timeout: float
+    ) -> ProviderHTTP:
+        """A session sized for this worker process's share of the calls in flight."""
+        from calls.queues import placement_threads_per_process
+
+        return cls(
+            provider=provider,
+            headers=headers,
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            pool_size=placement_threads_per_process(),
+        )
+
     @property
     def total_timeout(self) -> float:
         """The longest one request may take, answer included."""

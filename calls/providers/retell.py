@@ -25,6 +25,7 @@ from django.conf import settings
 from calls.models import CallStatus
 
 from .base import (
+    MAX_END_REASON,
     CallEvent,
     PlaceCallRequest,
     PlacedCall,
@@ -75,40 +76,24 @@ CONCURRENCY_REASONS = frozenset({"concurrency_limit_reached", "no_concurrency_fa
 class RetellProvider:
     name = "retell"
 
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        api_key: str,
-        webhook_api_key: str,
-        from_number: str,
-        connect_timeout: float,
-        read_timeout: float,
-        pool_size: int = 32,
-    ) -> None:
+    def __init__(self, *, base_url: str, webhook_api_key: str, from_number: str, http: ProviderHTTP) -> None:
         self.url = f"{base_url.rstrip('/')}/v2/create-phone-call"
         self.from_number = from_number
         self.webhook_api_key = webhook_api_key
-        self.http = ProviderHTTP(
-            provider="Retell",
-            headers={"Authorization": f"Bearer {api_key}"},
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            pool_size=pool_size,
-        )
+        self.http = http
 
     @classmethod
     def from_settings(cls) -> RetellProvider:
-        from calls.queues import placement_threads_per_process
-
         return cls(
             base_url=settings.RETELL_BASE_URL,
-            api_key=settings.RETELL_API_KEY,
             webhook_api_key=settings.RETELL_WEBHOOK_API_KEY,
             from_number=settings.RETELL_FROM_NUMBER,
-            connect_timeout=settings.PROVIDER_CONNECT_TIMEOUT,
-            read_timeout=settings.PROVIDER_READ_TIMEOUT,
-            pool_size=placement_threads_per_process(),
+            http=ProviderHTTP.from_settings(
+                provider="Retell",
+                headers={"Authorization": f"Bearer {settings.RETELL_API_KEY}"},
+                connect_timeout=settings.PROVIDER_CONNECT_TIMEOUT,
+                read_timeout=settings.PROVIDER_READ_TIMEOUT,
+            ),
         )
 
     def place_call(self, request: PlaceCallRequest) -> PlacedCall:
@@ -167,7 +152,7 @@ class RetellProvider:
         if event == "call_started":
             # Sent only for calls that connected (https://docs.retellai.com/features/webhook).
             return CallEvent(status=CallStatus.IN_PROGRESS, **base)
-        reason = as_text(call.get("disconnection_reason")).strip()[:64]
+        reason = as_text(call.get("disconnection_reason")).strip()[:MAX_END_REASON]
         status = DISCONNECTION_REASONS.get(reason, CallStatus.FAILED)
         duration_ms = as_int(call.get("duration_ms"))
         return CallEvent(

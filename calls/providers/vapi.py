@@ -29,6 +29,7 @@ from django.conf import settings
 from calls.models import CallStatus
 
 from .base import (
+    MAX_END_REASON,
     CallEvent,
     PlaceCallRequest,
     PlacedCall,
@@ -99,39 +100,25 @@ class VapiProvider:
     name = "vapi"
 
     def __init__(
-        self,
-        *,
-        base_url: str,
-        api_key: str,
-        phone_number_id: str,
-        webhook_secret: str,
-        connect_timeout: float,
-        read_timeout: float,
-        pool_size: int = 32,
+        self, *, base_url: str, phone_number_id: str, webhook_secret: str, http: ProviderHTTP
     ) -> None:
         self.url = f"{base_url.rstrip('/')}/call"
         self.phone_number_id = phone_number_id
         self.webhook_secret = webhook_secret
-        self.http = ProviderHTTP(
-            provider="Vapi",
-            headers={"Authorization": f"Bearer {api_key}"},
-            connect_timeout=connect_timeout,
-            read_timeout=read_timeout,
-            pool_size=pool_size,
-        )
+        self.http = http
 
     @classmethod
     def from_settings(cls) -> VapiProvider:
-        from calls.queues import placement_threads_per_process
-
         return cls(
             base_url=settings.VAPI_BASE_URL,
-            api_key=settings.VAPI_API_KEY,
             phone_number_id=settings.VAPI_PHONE_NUMBER_ID,
             webhook_secret=settings.VAPI_WEBHOOK_SECRET,
-            connect_timeout=settings.PROVIDER_CONNECT_TIMEOUT,
-            read_timeout=settings.PROVIDER_READ_TIMEOUT,
-            pool_size=placement_threads_per_process(),
+            http=ProviderHTTP.from_settings(
+                provider="Vapi",
+                headers={"Authorization": f"Bearer {settings.VAPI_API_KEY}"},
+                connect_timeout=settings.PROVIDER_CONNECT_TIMEOUT,
+                read_timeout=settings.PROVIDER_READ_TIMEOUT,
+            ),
         )
 
     # --- Placing ---------------------------------------------------------------------------
@@ -207,7 +194,7 @@ def _our_id(call: dict) -> int | None:
 
 
 def _ended(message: dict, **base: Any) -> CallEvent:
-    reason = as_text(message.get("endedReason")).strip()[:64]
+    reason = as_text(message.get("endedReason")).strip()[:MAX_END_REASON]
     status = ENDED_REASONS.get(reason, CallStatus.FAILED)
     artifact = message.get("artifact") if isinstance(message.get("artifact"), dict) else {}
     recording = as_text(artifact.get("recordingUrl"))
