@@ -227,7 +227,9 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
         retry_of_id=call.pk,
         status=CallStatus.QUEUED,
         scheduled_for=now + timedelta(seconds=delay),
-        provider=settings.CALL_PROVIDER,
+        # The provider of the attempt it retries: if CALL_PROVIDER changed meanwhile, the
+        # worker that takes it switches provider and agent together.
+        provider=call.provider or settings.CALL_PROVIDER,
     )
     inserted = insert_calls_ignoring_conflicts([retry])
     if not inserted:

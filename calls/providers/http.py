@@ -38,7 +38,8 @@ class ProviderAnswer:
         """The provider's own explanation, if its answer has one (masked: it may quote the number)."""
         data = self.data
         if isinstance(data, dict):
-            for key in ("message", "error", "detail"):
+            # "error_message": Retell's older error bodies.
+            for key in ("message", "error_message", "error", "detail"):
                 value = data.get(key)
                 if isinstance(value, dict):
                     value = value.get("message")

@@ -137,11 +137,14 @@ class VapiProvider:
             raise ProviderCapacityError(f"Vapi HTTP 400: {answer.message}")
         self.http.raise_for_status(answer)
         limits = data.get("subscriptionLimits")
-        if isinstance(limits, dict) and limits.get("concurrencyBlocked") is True:
-            raise ProviderCapacityError("Vapi refused the call: concurrency limit reached")
+        blocked = isinstance(limits, dict) and limits.get("concurrencyBlocked") is True
         provider_call_id = data.get("id")
         if not isinstance(provider_call_id, str) or not provider_call_id or len(provider_call_id) > 128:
+            if blocked:
+                raise ProviderCapacityError("Vapi refused the call: concurrency limit reached")
             raise ProviderMaybePlacedError(f"Vapi HTTP {answer.status_code} without a call id in the answer")
+        # Blocked but given an id: Vapi's docs say such a call may wait for a free slot and
+        # ring later, so it is never sent again; its server messages settle it.
         return PlacedCall(provider_call_id=provider_call_id, raw=data)
 
     # --- Webhook ---------------------------------------------------------------------------
