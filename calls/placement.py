@@ -21,7 +21,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from . import queues, selectors
-from .logsafe import mask_phone
+from .logsafe import mask_phone, redact_phones
 from .models import STATUS_RANK, Call, CallStatus
 from .outcomes import call_finish, call_schedule_retry
 from .providers import get_provider
@@ -114,8 +114,9 @@ def _record_dial_result(
 ) -> str:
     """Store what the provider said about one call; returns what happened, in a word."""
     masked = mask_phone(request.to_number)
-    # A provider's message may quote the number ("+91… is not reachable"): not in our logs.
-    said = str(result).replace(request.to_number, masked)
+    # A provider's message may quote the number ("91… is not reachable"): not in our logs.
+    # ProviderError masks its own text; this also covers any other text we are handed.
+    said = redact_phones(str(result))
     if isinstance(result, ProviderPermanentError):
         # A wrong number or a bad API key is no better in 30 minutes: no retry of any kind.
         _record_dial_failure(call_id=request.call_id, error=str(result), schedule_retry=False)

@@ -202,11 +202,17 @@ SIMULATOR_OUTCOMES = env.str("SIMULATOR_OUTCOMES", default="completed:70,no_answ
 # --- HTTP API -------------------------------------------------------------------------------
 QUEUE_API_TOKEN = env.str("QUEUE_API_TOKEN", default="")
 
+# Every record the console prints (relevel's, Django's, RQ's, with its tracebacks) has its
+# phone numbers masked to the last four digits, whoever logged it and however the number
+# was written (calls/logsafe.py). RQ's loggers find this handler on the root and use it.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(name)s] %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"redact_phones": {"()": "calls.logsafe.RedactPhonesFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_phones"]}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }

@@ -7,9 +7,19 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from calls.logsafe import redact_phones
+
 
 class ProviderError(Exception):
-    """The provider did not place the call."""
+    """The provider did not place the call.
+
+    Its text is safe to log: phone numbers in it (a provider's message often quotes the
+    number, with or without "+") are masked when it is made, so the call's error, our log
+    lines and RQ's traceback of a job that re-raises it never hold a whole number.
+    """
+
+    def __init__(self, message: object = "") -> None:
+        super().__init__(redact_phones(str(message)))
 
 
 class ProviderTransientError(ProviderError):
