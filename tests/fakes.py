@@ -137,3 +137,73 @@ class RedisServer:
 
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class GunicornServer:
+    """relevel served by a real gunicorn on 127.0.0.1, as compose runs it (sync workers)."""
+
+    def __init__(self, *, env: dict[str, str], args: tuple[str, ...] = (), workers: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = env
+        self.argv = [
+            *("-m", "gunicorn", "relevel.wsgi", "--bind", f"127.0.0.1:{self.port}"),
+            *("--workers", str(workers), *args),
+        ]
+        self.process = None
+
+    def start(self) -> GunicornServer:
+        import subprocess
+        import sys
+        import tempfile
+        from pathlib import Path
+
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(
+            [sys.executable, *self.argv],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port, process=self.process, output=self.output)
+        return self
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except Exception:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+def wait_for_port(port: int, *, process=None, output=lambda: "", timeout: float = 30) -> None:
+    """Until something accepts connections on 127.0.0.1:port (and ``process`` is alive)."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited ({process.returncode}):\n{output()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on port {port}:\n{output()}") from None
+            time.sleep(0.1)
