@@ -2,7 +2,7 @@
 
 from datetime import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import available_timezones
 
 import environ
@@ -140,6 +140,29 @@ if (
     or not (_redis_url.hostname or _redis_url.path)
 ):
     raise ImproperlyConfigured("REDIS_URL must look like redis://host:port/db")
+# Seconds any one Redis command (or connection attempt) may take before it fails. Short,
+# so that a Redis that accepts connections but stops answering costs a web request a few
+# seconds, not gunicorn's whole worker timeout: the webhook still records its outcome and
+# answers (the tick enqueues the retry it could not), /api/health says 503 in time. One
+# value for every process: RQ's worker lengthens its own connection's timeout for its
+# blocking wait on the queues by itself, and nothing of relevel's blocks on Redis.
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=5.0)
+if REDIS_SOCKET_TIMEOUT <= 0:
+    raise ImproperlyConfigured("REDIS_SOCKET_TIMEOUT must be positive seconds, such as 5")
+
+
+def _with_socket_timeouts(url: str, seconds: float) -> str:
+    """``url`` with redis-py's socket timeouts as query arguments (unless it sets its own):
+    the only way to give them to the connections django-rq makes from RQ_QUEUES (the
+    dashboard, the workers and the cron scheduler), which otherwise wait for ever."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    given = {name for name, _ in query}
+    query += [
+        (name, str(seconds)) for name in ("socket_timeout", "socket_connect_timeout") if name not in given
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
 
 # The calls queue (the original design's name) carries every call: batches, retries, the
 # simulator's webhooks. The tick has a queue of its own that workers serve first, so a tick
@@ -152,7 +175,11 @@ WORKER_QUEUES = [TICK_QUEUE, CALLS_QUEUE]  # in priority order: what `rqworker` 
 JOB_RESULT_TTL = env.int("JOB_RESULT_TTL", default=24 * 3600)
 JOB_FAILURE_TTL = env.int("JOB_FAILURE_TTL", default=7 * 24 * 3600)
 RQ_QUEUES = {
-    name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300, "DEFAULT_RESULT_TTL": JOB_RESULT_TTL}
+    name: {
+        "URL": _with_socket_timeouts(REDIS_URL, REDIS_SOCKET_TIMEOUT),
+        "DEFAULT_TIMEOUT": 300,
+        "DEFAULT_RESULT_TTL": JOB_RESULT_TTL,
+    }
     for name in (CALLS_QUEUE, TICK_QUEUE)
 }
 RQ_SHOW_ADMIN_LINK = True

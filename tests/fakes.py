@@ -207,3 +207,42 @@ def wait_for_port(port: int, *, process=None, output=lambda: "", timeout: float 
             if time.monotonic() > deadline:
                 raise RuntimeError(f"nothing listens on port {port}:\n{output()}") from None
             time.sleep(0.1)
+
+
+class SilentServer:
+    """A TCP server on 127.0.0.1 that accepts every connection and never answers: a Redis
+    that hangs (a stuck AOF rewrite, a paused container, a black-holed network path)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.accepted: list = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)  # held open, never read, never answered
+
+    def start(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        import socket
+
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()
