@@ -35,15 +35,60 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
 
+
+def _is_strong_secret(value: str, *, length: int) -> bool:
+    """Long and not one character repeated: the measure Django's W009 applies to SECRET_KEY."""
+    return len(value) >= length and len(set(value)) >= 5
+
+
 _INSECURE_KEY = "insecure-dev-key-do-not-use-in-production"
 SECRET_KEY = env.str("SECRET_KEY", default="" if not DEBUG else _INSECURE_KEY)
-if not DEBUG and (not SECRET_KEY or SECRET_KEY == _INSECURE_KEY or len(SECRET_KEY) < 32):
+# What `check --deploy` accepts (security.W009): 50+ characters, 5+ different ones, not
+# Django's generated development key.
+if not DEBUG and (
+    SECRET_KEY == _INSECURE_KEY
+    or SECRET_KEY.startswith("django-insecure-")
+    or not _is_strong_secret(SECRET_KEY, length=50)
+):
     raise ImproperlyConfigured(
-        "SECRET_KEY must be set to a random string of 32+ characters when DEBUG is off"
+        "SECRET_KEY must be set to a random string of 50+ characters when DEBUG is off"
     )
+# Shared secrets that let a caller in (the operator API's token, providers' webhook keys)
+# are guessable when short: with DEBUG off, one that is set must be 32+ characters.
+SHARED_SECRET_MIN_LENGTH = 32
+
+
+def _check_shared_secret(name: str, value: str) -> None:
+    if value and not DEBUG and not _is_strong_secret(value, length=SHARED_SECRET_MIN_LENGTH):
+        raise ImproperlyConfigured(
+            f"{name} must be a random string of {SHARED_SECRET_MIN_LENGTH}+ characters "
+            f"when DEBUG is off (it has {len(value)})"
+        )
+
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- Behind TLS -----------------------------------------------------------------------------
+# Off by default (runserver, a trial on plain HTTP); docker compose turns them on, with
+# nginx terminating TLS in front of gunicorn. README "Running behind TLS" lists them.
+# The header the TLS-terminating proxy sets to "https" (nginx: X-Forwarded-Proto). Only
+# name one your proxy always sets itself, overwriting what a client sent.
+_proxy_ssl_header = env.str("SECURE_PROXY_SSL_HEADER", default="").strip()
+if _proxy_ssl_header:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Machine endpoints are never redirected: a redirected POST is lost (providers do not
+# follow it), the webhook is authenticated by its signature, not by a cookie, and the
+# compose healthcheck and load balancers probe /api/health over plain HTTP from inside.
+SECURE_REDIRECT_EXEMPT = [r"^api/health$", r"^api/webhooks/call$"]
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured("SECURE_HSTS_SECONDS must be seconds >= 0 (0 sends no HSTS header)")
 
 INSTALLED_APPS = [
     # Project apps come before django_rq: our `rqscheduler` command replaces django-rq's
@@ -217,6 +262,7 @@ if CALL_PROVIDER == "callkaro" and not CALLKARO_API_KEY:
 CALLKARO_BASE_URL = env.str("CALLKARO_BASE_URL", default="https://api.callkaro.ai").rstrip("/")
 CALLKARO_AGENT_ID = env.str("CALLKARO_AGENT_ID", default="")
 CALLKARO_WEBHOOK_SECRET = env.str("CALLKARO_WEBHOOK_SECRET", default="")
+_check_shared_secret("CALLKARO_WEBHOOK_SECRET", CALLKARO_WEBHOOK_SECRET)
 CALLKARO_CONNECT_TIMEOUT = env.float("CALLKARO_CONNECT_TIMEOUT", default=5.0)
 CALLKARO_READ_TIMEOUT = env.float("CALLKARO_READ_TIMEOUT", default=15.0)
 if CALLKARO_CONNECT_TIMEOUT <= 0 or CALLKARO_READ_TIMEOUT <= 0:
@@ -228,6 +274,7 @@ SIMULATOR_OUTCOMES = env.str("SIMULATOR_OUTCOMES", default="completed:70,no_answ
 
 # --- HTTP API -------------------------------------------------------------------------------
 QUEUE_API_TOKEN = env.str("QUEUE_API_TOKEN", default="")
+_check_shared_secret("QUEUE_API_TOKEN", QUEUE_API_TOKEN)
 
 # Every record the console prints (relevel's, Django's, RQ's, with its tracebacks) has its
 # phone numbers masked to the last four digits, whoever logged it and however the number

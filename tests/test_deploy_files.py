@@ -158,7 +158,7 @@ def test_the_defaults_env_example_shows_are_the_defaults_settings_use(tmp_path):
         "PYTHONPATH": str(tmp_path),
         "PROBE_NAMES": json.dumps(sorted(documented)),
         "DEBUG": "0",
-        "SECRET_KEY": "k" * 40,
+        "SECRET_KEY": "s3cr3t-" + "k" * 43,
         "CALLKARO_API_KEY": "test-api-key",
     }
 
