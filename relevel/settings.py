@@ -144,6 +144,16 @@ except (TypeError, ValueError) as exc:
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    from sqlite3 import dbapi2 as _sqlite  # what Django's SQLite backend uses
+
+    # The tick claims calls with INSERT ... ON CONFLICT DO NOTHING RETURNING (calls/bulk.py),
+    # which SQLite has from 3.35; Django itself runs on 3.31+, so without this the first
+    # tick, not the start, would fail, with a syntax error.
+    if _sqlite.sqlite_version_info < (3, 35, 0):
+        raise ImproperlyConfigured(
+            f"DATABASE_URL is SQLite, and this Python's SQLite is {_sqlite.sqlite_version}; relevel "
+            "needs 3.35 or newer (INSERT ... RETURNING): use a newer Python, or PostgreSQL"
+        )
     # SQLite (the zero-setup default) has one writer at a time: web, worker and scheduler
     # wait their turn for up to 20 s rather than fail with "database is locked", and take
     # the write lock when a transaction begins, so two writers cannot deadlock on upgrade.

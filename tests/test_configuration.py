@@ -163,3 +163,35 @@ def test_secure_proxy_ssl_header_names_the_header_the_proxy_sets():
         "import relevel.settings as s; print(s.SECURE_PROXY_SSL_HEADER)",
     )
     assert result.stdout.strip() == "('HTTP_X_FORWARDED_PROTO', 'https')", result.stderr
+
+
+# --- SQLite without RETURNING -------------------------------------------------------------------
+
+
+def run_on_sqlite_version(version: str, *argv: str) -> subprocess.CompletedProcess:
+    """`manage.py ARGV` in a Python whose SQLite library says it is ``version``."""
+    script = (
+        "import runpy, sys\n"
+        "from sqlite3 import dbapi2\n"
+        f"dbapi2.sqlite_version = {version!r}\n"
+        f"dbapi2.sqlite_version_info = {tuple(int(part) for part in version.split('.'))!r}\n"
+        f"sys.argv = ['manage.py', *{list(argv)!r}]\n"
+        "runpy.run_path('manage.py', run_name='__main__')\n"
+    )
+    return run_with({"DATABASE_URL": "sqlite:////tmp/relevel-sqlite-version-test.sqlite3"}, "-c", script)
+
+
+def test_sqlite_older_than_3_35_is_refused_at_start_up_in_one_line():
+    # Django 5.2 runs on SQLite 3.31+, but the tick's claiming INSERT uses RETURNING (3.35):
+    # without this, the first run would start, and every tick would fail with a syntax error.
+    result = run_on_sqlite_version("3.34.1", "check")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "relevel: configuration error: DATABASE_URL is SQLite, and this Python's SQLite is 3.34.1; "
+        "relevel needs 3.35 or newer (INSERT ... RETURNING): use a newer Python, or PostgreSQL"
+    ]
+
+
+def test_sqlite_3_35_is_accepted():
+    result = run_on_sqlite_version("3.35.0", "check")
+    assert result.returncode == 0, result.stderr
