@@ -15,14 +15,15 @@ import re
 # "+" only given its region, so "919876543210" (a provider quoting our number without its
 # plus) would be missed, and a missed number is a leak. The rule errs on masking:
 #   - "+" (or "%2B", URL-encoded) then at least 7 digits, in groups joined by up to two
-#     separators (" ", "-", ".", "(", ")"): "+919876543210", "+91 98765 43210",
-#     "+1 (312) 555-0147";
+#     separators (" ", "-", ".", "(", ")", and a URL's "+" and "%20"): "+919876543210",
+#     "+91 98765 43210", "+1 (312) 555-0147", "%2B91+98765+43210";
 #   - without "+", at least 8 digits the same way, not inside a word, a decimal, a time
 #     or a dashed id (an underscore is no shield): "919876543210", "91 98765 43210", "(030) 1234-5678".
 # Tokens that look like numbers but are not phones, and that operators need intact, are
 # matched first and kept: ISO dates and times (the tick's summary line), UUIDs (job ids),
 # IPv4 addresses (who sent a webhook).
-_SEPARATOR = r"[ \t\u00a0\-.()]{0,2}"
+# "+" and "%20" too: a space in a URL's query string ("?q=%2B91+98765+43210").
+_SEPARATOR = r"(?:[ \t\u00a0\-.()+]|%20){0,2}"
 _KEEP = (
     r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:[.,]\d+)?)?)?"
     r"|[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
@@ -49,7 +50,8 @@ def _mask_match(match: re.Match) -> str:
     if candidate is None:
         return match[0]
     plus = candidate[:1] == "+" or candidate[:3].upper() == "%2B"
-    digits = "".join(char for char in candidate[3 if candidate[:1] == "%" else 0 :] if char.isdigit())
+    body = candidate[3:] if candidate[:1] == "%" else candidate
+    digits = "".join(char for char in body.replace("%20", " ") if char.isdigit())
     if len(digits) < (_MIN_DIGITS_WITH_PLUS if plus else _MIN_DIGITS_WITHOUT_PLUS):
         return candidate
     # Written compactly, so that a number comes out masked as mask_phone masks it.

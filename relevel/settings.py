@@ -289,16 +289,37 @@ _check_shared_secret("QUEUE_API_TOKEN", QUEUE_API_TOKEN)
 # Every record the console prints (relevel's, Django's, RQ's, with its tracebacks) has its
 # phone numbers masked to the last four digits, whoever logged it and however the number
 # was written (calls/logsafe.py). RQ's loggers find this handler on the root and use it.
+# Django's own handlers (its DEFAULT_LOGGING: a console one for DEBUG, runserver's access
+# log) and redis-py's are replaced by masked ones: "django" goes to the root's handler,
+# runserver's lines keep their look.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(name)s] %(message)s"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s [%(name)s] %(message)s"},
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        },
+    },
     "filters": {"redact_phones": {"()": "calls.logsafe.RedactPhonesFilter"}},
     "handlers": {
-        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_phones"]}
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_phones"]},
+        "django.server": {
+            "class": "logging.StreamHandler",
+            "formatter": "django.server",
+            "filters": ["redact_phones"],
+        },
     },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django": {"handlers": [], "propagate": True},
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
+        "django.db.backends": {"level": "WARNING"},
+        # redis-py gives this logger a bare handler of its own, unless it is configured.
+        "push_response": {"handlers": [], "propagate": True},
+    },
 }
 
 # --- Jobs ---------------------------------------------------------------------------------

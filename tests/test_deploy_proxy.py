@@ -329,6 +329,18 @@ def test_two_half_sent_requests_block_bare_gunicorn_but_not_gunicorn_behind_ngin
 # --- gunicorn's access log ------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def gunicorn_loggers_restored():
+    """gunicorn's Logger adds handlers to the process-wide gunicorn.* loggers: take them off."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in ("gunicorn.error", "gunicorn.access")]
+    before = [list(logger.handlers) for logger in loggers]
+    yield
+    for logger, handlers in zip(loggers, before, strict=True):
+        logger.handlers = handlers
+
+
 class ConfiguredGunicorn(Application):
     """gunicorn's settings as `gunicorn -c deploy/gunicorn.conf.py` loads them."""
 
