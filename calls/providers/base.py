@@ -18,8 +18,8 @@ class ProviderError(Exception):
     lines and RQ's traceback of a job that re-raises it never hold a whole number.
     """
 
-    def __init__(self, message: object = "") -> None:
-        super().__init__(redact_phones(str(message)))
+    def __init__(self, message: object = "", *details: object) -> None:
+        super().__init__(*(redact_phones(str(part)) for part in (message, *details)))
 
 
 class ProviderTransientError(ProviderError):
