@@ -25,4 +25,5 @@ RUN useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin relev
 USER relevel
 
 EXPOSE 8000
-CMD ["gunicorn", "relevel.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--access-logfile", "-"]
+# The access log's format (no query strings: they may hold phone numbers) is in the config.
+CMD ["gunicorn", "relevel.wsgi", "-c", "deploy/gunicorn.conf.py", "--bind", "0.0.0.0:8000", "--workers", "3"]

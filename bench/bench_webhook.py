@@ -31,7 +31,7 @@ from harness import BENCH_DSN, PYTHON, ROOT, Table, flush_redis, met, say, stop_
 
 TARGET_RPS = 500
 TARGET_P99_MS = 50
-SECRET = "bench-secret"
+SECRET = "bench-webhook-secret-0123456789abcdef"  # harness.bench_env's CALLKARO_WEBHOOK_SECRET
 EVENTS = ("ringing", "in_progress", "completed")
 
 

@@ -32,12 +32,12 @@ def bench_env(*, provider_port: int, **overrides: str | int) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         DJANGO_SETTINGS_MODULE="relevel.settings",
-        SECRET_KEY="bench-secret-key-0123456789abcdefghijklmnop",  # 40+ characters
+        SECRET_KEY="bench-secret-key-0123456789abcdefghijklmnopqrstuvwxyz",  # 50+ characters
         DEBUG="false",
         CALL_PROVIDER="callkaro",
         CALLKARO_API_KEY="bench",
         CALLKARO_BASE_URL=f"http://127.0.0.1:{provider_port}",
-        CALLKARO_WEBHOOK_SECRET="bench-secret",
+        CALLKARO_WEBHOOK_SECRET="bench-webhook-secret-0123456789abcdef",  # 32+
         CALLKARO_AGENT_ID="agent-bench",
         DATABASE_URL=f"postgres://postgres@127.0.0.1:5432/{BENCH_DB}",
         REDIS_URL=REDIS_URL,

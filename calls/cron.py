@@ -3,22 +3,84 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from django.conf import settings
 from django_rq.cron import DjangoCronScheduler
+from redis.exceptions import RedisError
+from rq.exceptions import StopRequested
 
 from .jobs import schedule_calls
 
 TICK_CRON_NAME = "schedule-calls"
+# Seconds between tries while Redis does not answer: quick at first (a restart takes a
+# second or two), then every 30 s.
+REDIS_RETRY_DELAYS = (1, 2, 5, 10, 30)
 
 
-def build_cron_scheduler(*, logging_level: int = logging.INFO) -> DjangoCronScheduler:
+class OutageTolerantCronScheduler(DjangoCronScheduler):
+    """RQ's cron scheduler, riding out Redis outages.
+
+    RQ's loop (``CronScheduler.start``) lets a Redis error out, so a Redis restart or a
+    network blip ended `rqscheduler`, and every tick with it, until someone restarted it.
+    This is the same loop with Redis errors caught: one log line, a wait, another try. A
+    tick that fell due meanwhile stays due (RQ moves a cron job on only once it is
+    enqueued), so it is enqueued, once, as soon as Redis answers.
+    """
+
+    def start(self) -> None:
+        self.log.info("CronScheduler %s: starting...", self.name)
+        self._install_signal_handlers()
+        registered = False
+        failures = 0
+        try:
+            while True:
+                try:
+                    if not registered:
+                        self.register_birth()
+                        registered = True
+                    if self.enqueue_jobs():
+                        self.save()  # the cron jobs' timings, for the dashboard
+                    self.heartbeat()
+                except RedisError as exc:
+                    delay = REDIS_RETRY_DELAYS[min(failures, len(REDIS_RETRY_DELAYS) - 1)]
+                    failures += 1
+                    self.log.error(
+                        "CronScheduler %s: Redis unreachable (%s: %s); trying again in %s s",
+                        self.name,
+                        type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "",
+                        delay,
+                    )
+                    time.sleep(delay)
+                    continue
+                if failures:
+                    self.log.warning(
+                        "CronScheduler %s: Redis answers again after %s failed tries", self.name, failures
+                    )
+                    failures = 0
+                sleep_time = self.calculate_sleep_interval()
+                if sleep_time > 0:
+                    time.sleep(sleep_time)
+        except KeyboardInterrupt:
+            self.log.info("CronScheduler %s: received KeyboardInterrupt", self.name)
+        except StopRequested:
+            self.log.info("CronScheduler %s: stop requested", self.name)
+        finally:
+            try:
+                self.register_death()
+            except RedisError as exc:
+                self.log.warning("CronScheduler %s: could not unregister (%s)", self.name, type(exc).__name__)
+            self.log.info("CronScheduler %s: shutdown complete", self.name)
+
+
+def build_cron_scheduler(*, logging_level: int = logging.INFO) -> OutageTolerantCronScheduler:
     """A cron scheduler with the tick registered on SCHEDULE_CRON.
 
     RQ's cron has no leader lock, so two schedulers both enqueue the tick; that is harmless
     because a tick claims each slot at most once (see calls.scheduling.calls_schedule_due).
     """
-    scheduler = DjangoCronScheduler(logging_level=logging_level)
+    scheduler = OutageTolerantCronScheduler(logging_level=logging_level)
     scheduler.register(
         schedule_calls,
         queue_name=settings.TICK_QUEUE,

@@ -6,6 +6,7 @@ so a view body only ever sees requests it can act on.
 from __future__ import annotations
 
 import hmac
+import io
 import logging
 from collections.abc import Callable
 from functools import wraps
@@ -57,9 +58,25 @@ def require_methods(*methods: str) -> Callable[[View], View]:
     return decorator
 
 
+def _read_unlengthed_wsgi_body(request: HttpRequest, max_bytes: int) -> bytes | None:
+    """The body of a WSGI request sent without Content-Length (``Transfer-Encoding:
+    chunked``), read up to one byte past ``max_bytes``; None if there is nothing to do.
+
+    Django sizes a WSGI body by Content-Length alone and reads a body without one as empty,
+    so a chunked webhook would fail its signature check. A server that de-chunks the body
+    and ends wsgi.input where the body ends says so with ``wsgi.input_terminated`` (gunicorn
+    always does); only then may wsgi.input be read to its end without hanging.
+    """
+    meta = request.META
+    if meta.get("CONTENT_LENGTH") or not meta.get("wsgi.input_terminated") or "wsgi.input" not in meta:
+        return None
+    return meta["wsgi.input"].read(max_bytes + 1)
+
+
 def limit_body(max_bytes: int) -> Callable[[View], View]:
     """413 for a body over ``max_bytes``, judged on Content-Length before reading and on
     the bytes actually read (ASGI and chunked requests may understate Content-Length).
+    A chunked WSGI body (no Content-Length) is read here, within the same limit.
 
     Django's own DATA_UPLOAD_MAX_MEMORY_SIZE check would answer a plain 400, and an
     unparsable Content-Length would make ``request.body`` raise: both are handled here.
@@ -77,6 +94,16 @@ def limit_body(max_bytes: int) -> Callable[[View], View]:
                 return error_response("invalid Content-Length header", 400)
             if declared > max_bytes:
                 return error_response(too_big, 413)
+            try:
+                unlengthed = _read_unlengthed_wsgi_body(request, max_bytes)
+            except OSError:  # the client went away mid-body
+                return error_response("request body could not be read", 400)
+            if unlengthed is not None:
+                if len(unlengthed) > max_bytes:
+                    return error_response(too_big, 413)
+                # What Django reads request.body from: now the whole body, and its length.
+                request._stream = io.BytesIO(unlengthed)
+                request.META["CONTENT_LENGTH"] = str(len(unlengthed))
             try:
                 body = request.body
             except RequestDataTooBig:

@@ -93,6 +93,8 @@ class Call(models.Model):
     completed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        # Acting in the queues dashboard (/django-rq/): relevel/queue_dashboard.py.
+        permissions = [("manage_queues", "Can empty queues and delete, requeue or stop jobs")]
         constraints = [
             # The guarantee that nobody is called twice: one row per attempt per local day.
             models.UniqueConstraint(

@@ -13,12 +13,13 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from urllib.parse import unquote, urlsplit
 
-import django_rq
 from croniter import croniter
 from django.conf import settings
 from django.db import DatabaseError, connection
 from redis.exceptions import RedisError
 from rq import Queue, Worker
+
+from . import queues
 
 logger = logging.getLogger("relevel.api")
 
@@ -67,7 +68,7 @@ def queue_counts(*, name: str) -> QueueCounts:
     active = started registry, waiting = the queue itself, failed/completed = the failed
     and finished registries, delayed = scheduled registry (Bull's "delayed").
     """
-    queue: Queue = django_rq.get_queue(name)
+    queue: Queue = queues.queue_named(name)
     registries = (
         queue.started_job_registry,
         queue.failed_job_registry,
@@ -149,7 +150,7 @@ def database_problem() -> str | None:
 def redis_problem() -> str | None:
     """None when the calls queue's Redis answers PING, else one line saying why not."""
     try:
-        django_rq.get_queue(settings.CALLS_QUEUE).connection.ping()
+        queues.calls_queue().connection.ping()
     except RedisError as exc:
         return redis_error_reason(exc)
     return None

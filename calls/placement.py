@@ -135,7 +135,8 @@ def _record_dial_result(request: PlaceCallRequest, dialed: DialResult, *, is_las
     """Store what the provider said about one call; returns what happened, in a word."""
     result = dialed.result
     masked = mask_phone(request.to_number)
-    # A provider's message may quote the number ("+91… is not reachable"): not in our logs.
+    # A provider's message may quote the number ("91… is not reachable"): not in our logs.
+    # ProviderError masks its own text; this also covers any other text we are handed.
     said = redact_phones(str(result))
     if isinstance(result, ProviderPermanentError):
         # A wrong number or a bad API key is no better in 30 minutes: no retry of any kind.

@@ -30,18 +30,26 @@ SIMULATOR_WEBHOOK_JOB = "calls.jobs.simulator_send_webhook"
 
 
 @lru_cache(maxsize=8)
-def _redis_connection(url: str) -> Redis:
+def _redis_connection(url: str, timeout: float) -> Redis:
     # One connection pool per process and URL: django-rq builds a new pool on every
-    # get_queue(). Timeouts make a Redis that stops answering fail a request in seconds
-    # instead of hanging it (redis-py resets the pool by itself after a fork).
-    return Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30, health_check_interval=30)
+    # get_queue(). REDIS_SOCKET_TIMEOUT makes a Redis that stops answering fail a command
+    # in seconds instead of hanging the request or job (redis-py resets the pool by itself
+    # after a fork). Timeouts written in the URL's query win over these.
+    return Redis.from_url(
+        url, socket_connect_timeout=timeout, socket_timeout=timeout, health_check_interval=30
+    )
 
 
 def _queue(name: str) -> Queue:
     # commit_mode="auto": we defer to on_commit ourselves, the same way for enqueue and
     # enqueue_at (django-rq only defers plain enqueue).
-    url = settings.RQ_QUEUES[name]["URL"]
-    return django_rq.get_queue(name, commit_mode="auto", connection=_redis_connection(url))
+    connection = _redis_connection(settings.RQ_QUEUES[name]["URL"], settings.REDIS_SOCKET_TIMEOUT)
+    return django_rq.get_queue(name, commit_mode="auto", connection=connection)
+
+
+def queue_named(name: str) -> Queue:
+    """Any queue of RQ_QUEUES, on relevel's connection (with its timeouts)."""
+    return _queue(name)
 
 
 def calls_queue() -> Queue:

@@ -2,7 +2,7 @@
 
 from datetime import time
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from zoneinfo import available_timezones
 
 import environ
@@ -35,15 +35,60 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
 
+
+def _is_strong_secret(value: str, *, length: int) -> bool:
+    """Long and not one character repeated: the measure Django's W009 applies to SECRET_KEY."""
+    return len(value) >= length and len(set(value)) >= 5
+
+
 _INSECURE_KEY = "insecure-dev-key-do-not-use-in-production"
 SECRET_KEY = env.str("SECRET_KEY", default="" if not DEBUG else _INSECURE_KEY)
-if not DEBUG and (not SECRET_KEY or SECRET_KEY == _INSECURE_KEY or len(SECRET_KEY) < 32):
+# What `check --deploy` accepts (security.W009): 50+ characters, 5+ different ones, not
+# Django's generated development key.
+if not DEBUG and (
+    SECRET_KEY == _INSECURE_KEY
+    or SECRET_KEY.startswith("django-insecure-")
+    or not _is_strong_secret(SECRET_KEY, length=50)
+):
     raise ImproperlyConfigured(
-        "SECRET_KEY must be set to a random string of 32+ characters when DEBUG is off"
+        "SECRET_KEY must be set to a random string of 50+ characters when DEBUG is off"
     )
+# Shared secrets that let a caller in (the operator API's token, providers' webhook keys)
+# are guessable when short: with DEBUG off, one that is set must be 32+ characters.
+SHARED_SECRET_MIN_LENGTH = 32
+
+
+def _check_shared_secret(name: str, value: str) -> None:
+    if value and not DEBUG and not _is_strong_secret(value, length=SHARED_SECRET_MIN_LENGTH):
+        raise ImproperlyConfigured(
+            f"{name} must be a random string of {SHARED_SECRET_MIN_LENGTH}+ characters "
+            f"when DEBUG is off (it has {len(value)})"
+        )
+
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+# --- Behind TLS -----------------------------------------------------------------------------
+# Off by default (runserver, a trial on plain HTTP); docker compose turns them on, with
+# nginx terminating TLS in front of gunicorn. README "Running behind TLS" lists them.
+# The header the TLS-terminating proxy sets to "https" (nginx: X-Forwarded-Proto). Only
+# name one your proxy always sets itself, overwriting what a client sent.
+_proxy_ssl_header = env.str("SECURE_PROXY_SSL_HEADER", default="").strip()
+if _proxy_ssl_header:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_" + _proxy_ssl_header.upper().replace("-", "_"), "https")
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Machine endpoints are never redirected: a redirected POST is lost (providers do not
+# follow it), the webhook is authenticated by its signature, not by a cookie, and the
+# compose healthcheck and load balancers probe /api/health over plain HTTP from inside.
+SECURE_REDIRECT_EXEMPT = [r"^api/health$", r"^api/webhooks/call$"]
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=False)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+if SECURE_HSTS_SECONDS < 0:
+    raise ImproperlyConfigured("SECURE_HSTS_SECONDS must be seconds >= 0 (0 sends no HSTS header)")
 
 INSTALLED_APPS = [
     # Project apps come before django_rq: our `rqscheduler` command replaces django-rq's
@@ -99,6 +144,16 @@ except (TypeError, ValueError) as exc:
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    from sqlite3 import dbapi2 as _sqlite  # what Django's SQLite backend uses
+
+    # The tick claims calls with INSERT ... ON CONFLICT DO NOTHING RETURNING (calls/bulk.py),
+    # which SQLite has from 3.35; Django itself runs on 3.31+, so without this the first
+    # tick, not the start, would fail, with a syntax error.
+    if _sqlite.sqlite_version_info < (3, 35, 0):
+        raise ImproperlyConfigured(
+            f"DATABASE_URL is SQLite, and this Python's SQLite is {_sqlite.sqlite_version}; relevel "
+            "needs 3.35 or newer (INSERT ... RETURNING): use a newer Python, or PostgreSQL"
+        )
     # SQLite (the zero-setup default) has one writer at a time: web, worker and scheduler
     # wait their turn for up to 20 s rather than fail with "database is locked", and take
     # the write lock when a transaction begins, so two writers cannot deadlock on upgrade.
@@ -140,6 +195,29 @@ if (
     or not (_redis_url.hostname or _redis_url.path)
 ):
     raise ImproperlyConfigured("REDIS_URL must look like redis://host:port/db")
+# Seconds any one Redis command (or connection attempt) may take before it fails. Short,
+# so that a Redis that accepts connections but stops answering costs a web request a few
+# seconds, not gunicorn's whole worker timeout: the webhook still records its outcome and
+# answers (the tick enqueues the retry it could not), /api/health says 503 in time. One
+# value for every process: RQ's worker lengthens its own connection's timeout for its
+# blocking wait on the queues by itself, and nothing of relevel's blocks on Redis.
+REDIS_SOCKET_TIMEOUT = env.float("REDIS_SOCKET_TIMEOUT", default=5.0)
+if REDIS_SOCKET_TIMEOUT <= 0:
+    raise ImproperlyConfigured("REDIS_SOCKET_TIMEOUT must be positive seconds, such as 5")
+
+
+def _with_socket_timeouts(url: str, seconds: float) -> str:
+    """``url`` with redis-py's socket timeouts as query arguments (unless it sets its own):
+    the only way to give them to the connections django-rq makes from RQ_QUEUES (the
+    dashboard, the workers and the cron scheduler), which otherwise wait for ever."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    given = {name for name, _ in query}
+    query += [
+        (name, str(seconds)) for name in ("socket_timeout", "socket_connect_timeout") if name not in given
+    ]
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
 
 # The calls queue (the original design's name) carries every call: batches, retries, the
 # simulator's webhooks. The tick has a queue of its own that workers serve first, so a tick
@@ -152,7 +230,11 @@ WORKER_QUEUES = [TICK_QUEUE, CALLS_QUEUE]  # in priority order: what `rqworker` 
 JOB_RESULT_TTL = env.int("JOB_RESULT_TTL", default=24 * 3600)
 JOB_FAILURE_TTL = env.int("JOB_FAILURE_TTL", default=7 * 24 * 3600)
 RQ_QUEUES = {
-    name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": 300, "DEFAULT_RESULT_TTL": JOB_RESULT_TTL}
+    name: {
+        "URL": _with_socket_timeouts(REDIS_URL, REDIS_SOCKET_TIMEOUT),
+        "DEFAULT_TIMEOUT": 300,
+        "DEFAULT_RESULT_TTL": JOB_RESULT_TTL,
+    }
     for name in (CALLS_QUEUE, TICK_QUEUE)
 }
 RQ_SHOW_ADMIN_LINK = True
@@ -192,6 +274,8 @@ CALLKARO_AGENT_ID = env.str("CALLKARO_AGENT_ID", default="")
 # is relevel's own signature (the original design's, and the simulator's).
 CALLKARO_WEBHOOK_TOKEN = env.str("CALLKARO_WEBHOOK_TOKEN", default="")
 CALLKARO_WEBHOOK_SECRET = env.str("CALLKARO_WEBHOOK_SECRET", default="")
+_check_shared_secret("CALLKARO_WEBHOOK_TOKEN", CALLKARO_WEBHOOK_TOKEN)
+_check_shared_secret("CALLKARO_WEBHOOK_SECRET", CALLKARO_WEBHOOK_SECRET)
 CALLKARO_CONNECT_TIMEOUT = env.float("CALLKARO_CONNECT_TIMEOUT", default=5.0)
 CALLKARO_READ_TIMEOUT = env.float("CALLKARO_READ_TIMEOUT", default=15.0)
 # The same for Vapi and Retell (CallKaro's own settings are their defaults).
@@ -207,6 +291,7 @@ VAPI_API_KEY = env.str("VAPI_API_KEY", default="")
 VAPI_ASSISTANT_ID = env.str("VAPI_ASSISTANT_ID", default="")
 VAPI_PHONE_NUMBER_ID = env.str("VAPI_PHONE_NUMBER_ID", default="")
 VAPI_WEBHOOK_SECRET = env.str("VAPI_WEBHOOK_SECRET", default="")
+_check_shared_secret("VAPI_WEBHOOK_SECRET", VAPI_WEBHOOK_SECRET)
 RETELL_BASE_URL = env.str("RETELL_BASE_URL", default="https://api.retellai.com").rstrip("/")
 RETELL_API_KEY = env.str("RETELL_API_KEY", default="")
 RETELL_FROM_NUMBER = env.str("RETELL_FROM_NUMBER", default="")
@@ -237,14 +322,42 @@ SIMULATOR_OUTCOMES = env.str("SIMULATOR_OUTCOMES", default="completed:70,no_answ
 
 # --- HTTP API -------------------------------------------------------------------------------
 QUEUE_API_TOKEN = env.str("QUEUE_API_TOKEN", default="")
+_check_shared_secret("QUEUE_API_TOKEN", QUEUE_API_TOKEN)
 
+# Every record the console prints (relevel's, Django's, RQ's, with its tracebacks) has its
+# phone numbers masked to the last four digits, whoever logged it and however the number
+# was written (calls/logsafe.py). RQ's loggers find this handler on the root and use it.
+# Django's own handlers (its DEFAULT_LOGGING: a console one for DEBUG, runserver's access
+# log) and redis-py's are replaced by masked ones: "django" goes to the root's handler,
+# runserver's lines keep their look.
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s [%(name)s] %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s [%(name)s] %(message)s"},
+        "django.server": {
+            "()": "django.utils.log.ServerFormatter",
+            "format": "[{server_time}] {message}",
+            "style": "{",
+        },
+    },
+    "filters": {"redact_phones": {"()": "calls.logsafe.RedactPhonesFilter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_phones"]},
+        "django.server": {
+            "class": "logging.StreamHandler",
+            "formatter": "django.server",
+            "filters": ["redact_phones"],
+        },
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django": {"handlers": [], "propagate": True},
+        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
+        "django.db.backends": {"level": "WARNING"},
+        # redis-py gives this logger a bare handler of its own, unless it is configured.
+        "push_response": {"handlers": [], "propagate": True},
+    },
 }
 
 # --- Jobs ---------------------------------------------------------------------------------

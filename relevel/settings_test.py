@@ -11,8 +11,8 @@ os.environ.setdefault("CALLKARO_API_KEY", "test-api-key")
 # Nothing listens on port 9: a test that forgets to fake the provider fails fast, locally.
 os.environ.setdefault("CALLKARO_BASE_URL", "http://127.0.0.1:9")
 os.environ.setdefault("CALLKARO_AGENT_ID", "agent-test")
-os.environ.setdefault("CALLKARO_WEBHOOK_SECRET", "test-webhook-secret")
-os.environ.setdefault("QUEUE_API_TOKEN", "test-queue-token")
+os.environ.setdefault("CALLKARO_WEBHOOK_SECRET", "test-webhook-secret-0123456789abcdef")
+os.environ.setdefault("QUEUE_API_TOKEN", "test-queue-token-0123456789abcdefgh")
 os.environ.setdefault("CALL_PLACE_RETRY_INTERVALS", "0,0")
 
 from .settings import *  # noqa: E402,F403

@@ -138,3 +138,112 @@ class RedisServer:
 
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class GunicornServer:
+    """relevel served by a real gunicorn on 127.0.0.1, as compose runs it (sync workers)."""
+
+    def __init__(self, *, env: dict[str, str], args: tuple[str, ...] = (), workers: int = 1) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = env
+        self.argv = [
+            *("-m", "gunicorn", "relevel.wsgi", "--bind", f"127.0.0.1:{self.port}"),
+            *("--workers", str(workers), *args),
+        ]
+        self.process = None
+
+    def start(self) -> GunicornServer:
+        import subprocess
+        import sys
+        import tempfile
+        from pathlib import Path
+
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.process = subprocess.Popen(
+            [sys.executable, *self.argv],
+            cwd=Path(__file__).resolve().parent.parent,
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(self.port, process=self.process, output=self.output)
+        return self
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except Exception:
+                self.process.kill()
+                self.process.wait()
+            self.process = None
+
+
+def wait_for_port(port: int, *, process=None, output=lambda: "", timeout: float = 30) -> None:
+    """Until something accepts connections on 127.0.0.1:port (and ``process`` is alive)."""
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"the server exited ({process.returncode}):\n{output()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nothing listens on port {port}:\n{output()}") from None
+            time.sleep(0.1)
+
+
+class SilentServer:
+    """A TCP server on 127.0.0.1 that accepts every connection and never answers: a Redis
+    that hangs (a stuck AOF rewrite, a paused container, a black-holed network path)."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.accepted: list = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)  # held open, never read, never answered
+
+    def start(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        import socket
+
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.sock.close()
+        for conn in self.accepted:
+            conn.close()

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VALID = {
     "DJANGO_SETTINGS_MODULE": "relevel.settings",
     "DEBUG": "0",
-    "SECRET_KEY": "s3cr3t-" + "k" * 33,  # 40 characters
+    "SECRET_KEY": "s3cr3t-" + "k" * 43,  # 50 characters, as check --deploy asks
     "CALL_PROVIDER": "callkaro",
     "CALLKARO_API_KEY": "test-api-key",
     "REDIS_URL": "redis://127.0.0.1:6379/0",
@@ -38,6 +38,20 @@ BAD = [
     ("cron-minute-out-of-range", {"SCHEDULE_CRON": "61 * * * *"}, "SCHEDULE_CRON"),
     ("secret-key-missing-with-debug-off", {"SECRET_KEY": ""}, "SECRET_KEY"),
     ("secret-key-too-short-with-debug-off", {"SECRET_KEY": "short"}, "SECRET_KEY"),
+    # Django's check --deploy flags (security.W009) a key of under 50 characters or of fewer
+    # than 5 different ones, and its own generated development keys.
+    ("secret-key-of-49-characters", {"SECRET_KEY": "s3cr3t-" + "k" * 42}, "SECRET_KEY"),
+    ("secret-key-one-character-repeated", {"SECRET_KEY": "k" * 64}, "SECRET_KEY"),
+    ("secret-key-djangos-insecure-one", {"SECRET_KEY": "django-insecure-" + "s3cr3t-k3y" * 5}, "SECRET_KEY"),
+    ("queue-api-token-too-short", {"QUEUE_API_TOKEN": "test-queue-token"}, "QUEUE_API_TOKEN"),
+    (
+        "webhook-secret-of-31-characters",
+        {"CALLKARO_WEBHOOK_SECRET": "s3cr3t-" * 4 + "xxx"},
+        "CALLKARO_WEBHOOK_SECRET",
+    ),
+    ("webhook-secret-repeated", {"CALLKARO_WEBHOOK_SECRET": "x" * 40}, "CALLKARO_WEBHOOK_SECRET"),
+    ("ssl-redirect-not-a-boolean", {"SECURE_SSL_REDIRECT": "sometimes"}, "SECURE_SSL_REDIRECT"),
+    ("hsts-seconds-negative", {"SECURE_HSTS_SECONDS": "-1"}, "SECURE_HSTS_SECONDS"),
     ("time-zone-not-iana", {"DEFAULT_TIMEZONE": "India/Mumbai"}, "DEFAULT_TIMEZONE"),
     ("number-not-a-number", {"CALL_MAX_RETRIES": "two"}, "CALL_MAX_RETRIES"),
     ("list-of-numbers-not-numbers", {"CALL_PLACE_RETRY_INTERVALS": "2,four"}, "CALL_PLACE_RETRY_INTERVALS"),
@@ -95,3 +109,89 @@ def test_the_wsgi_entry_point_refuses_bad_settings_with_the_same_one_line():
     assert result.stderr.strip().splitlines() == [
         "relevel: configuration error: CALL_PROVIDER must be one of callkaro, vapi, retell, simulator"
     ]
+
+
+# --- check --deploy -------------------------------------------------------------------------
+
+# The production settings README documents, as docker compose sets them (with a webhook
+# secret and the operator token, which .env supplies).
+PRODUCTION = {
+    "ALLOWED_HOSTS": "relevel.example.com",
+    "CSRF_TRUSTED_ORIGINS": "https://relevel.example.com",
+    "CALLKARO_WEBHOOK_SECRET": "whsec-" + "0123456789abcdef" * 2,
+    "QUEUE_API_TOKEN": "qat-" + "fedcba9876543210" * 2,
+}
+
+
+def compose_tls_settings() -> dict[str, str]:
+    """The TLS settings docker-compose.yml gives every app service, with its defaults."""
+    import yaml
+
+    from tests.test_deploy_files import interpolate
+
+    environment = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["x-app"]["environment"]
+    tls = {name: interpolate(str(value)) for name, value in environment.items() if name.startswith("SECURE_")}
+    tls.update({name: str(environment[name]) for name in ("SESSION_COOKIE_SECURE", "CSRF_COOKIE_SECURE")})
+    return tls
+
+
+def check_deploy(changes: dict[str, str]) -> subprocess.CompletedProcess:
+    return run_with(changes, "manage.py", "check", "--deploy", "--fail-level", "WARNING")
+
+
+def test_check_deploy_is_clean_with_the_documented_production_settings():
+    tls = compose_tls_settings()
+    assert {"SECURE_PROXY_SSL_HEADER", "SECURE_SSL_REDIRECT", "SECURE_HSTS_SECONDS"} <= tls.keys()
+    result = check_deploy({**PRODUCTION, **tls})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "System check identified no issues" in result.stdout
+
+
+def test_without_the_tls_settings_check_deploy_says_what_is_missing():
+    result = check_deploy(PRODUCTION)
+    assert result.returncode == 1
+    for warning in ("security.W004", "security.W008", "security.W012", "security.W016"):
+        assert warning in result.stderr
+    assert "security.W009" not in result.stderr  # the key the settings accept, Django accepts
+
+
+def test_secure_proxy_ssl_header_names_the_header_the_proxy_sets():
+    # SECURE_PROXY_SSL_HEADER names the header; Django reads it from META as HTTP_...
+    result = run_with(
+        {"SECURE_PROXY_SSL_HEADER": "X-Forwarded-Proto"},
+        "-c",
+        "import relevel.settings as s; print(s.SECURE_PROXY_SSL_HEADER)",
+    )
+    assert result.stdout.strip() == "('HTTP_X_FORWARDED_PROTO', 'https')", result.stderr
+
+
+# --- SQLite without RETURNING -------------------------------------------------------------------
+
+
+def run_on_sqlite_version(version: str, *argv: str) -> subprocess.CompletedProcess:
+    """`manage.py ARGV` in a Python whose SQLite library says it is ``version``."""
+    script = (
+        "import runpy, sys\n"
+        "from sqlite3 import dbapi2\n"
+        f"dbapi2.sqlite_version = {version!r}\n"
+        f"dbapi2.sqlite_version_info = {tuple(int(part) for part in version.split('.'))!r}\n"
+        f"sys.argv = ['manage.py', *{list(argv)!r}]\n"
+        "runpy.run_path('manage.py', run_name='__main__')\n"
+    )
+    return run_with({"DATABASE_URL": "sqlite:////tmp/relevel-sqlite-version-test.sqlite3"}, "-c", script)
+
+
+def test_sqlite_older_than_3_35_is_refused_at_start_up_in_one_line():
+    # Django 5.2 runs on SQLite 3.31+, but the tick's claiming INSERT uses RETURNING (3.35):
+    # without this, the first run would start, and every tick would fail with a syntax error.
+    result = run_on_sqlite_version("3.34.1", "check")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "relevel: configuration error: DATABASE_URL is SQLite, and this Python's SQLite is 3.34.1; "
+        "relevel needs 3.35 or newer (INSERT ... RETURNING): use a newer Python, or PostgreSQL"
+    ]
+
+
+def test_sqlite_3_35_is_accepted():
+    result = run_on_sqlite_version("3.35.0", "check")
+    assert result.returncode == 0, result.stderr

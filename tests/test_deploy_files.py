@@ -96,14 +96,20 @@ def parse_manage_py(argv: list[str]):
     return command, command.create_parser("manage.py", name).parse_args(argv[3:])
 
 
-def assert_gunicorn_serves_the_project(argv: list[str]) -> None:
+def gunicorn_options(argv: list[str]):
     assert argv[0] == "gunicorn"
-    options = (
+    return (
         GunicornConfig(usage="%(prog)s [OPTIONS] [APP_MODULE]", prog="gunicorn").parser().parse_args(argv[1:])
     )
+
+
+def assert_gunicorn_serves_the_project(argv: list[str]) -> None:
+    options = gunicorn_options(argv)
     module_name, _, attr = options.args[0].partition(":")
     module = importlib.import_module(module_name)
     assert callable(getattr(module, attr or "application"))
+    # Its settings file exists in the image (and is checked in tests/test_deploy_proxy.py).
+    assert options.config == "deploy/gunicorn.conf.py" and (ROOT / options.config).is_file()
 
 
 def run_step(argv: list[str]) -> None:
@@ -158,7 +164,7 @@ def test_the_defaults_env_example_shows_are_the_defaults_settings_use(tmp_path):
         "PYTHONPATH": str(tmp_path),
         "PROBE_NAMES": json.dumps(sorted(documented)),
         "DEBUG": "0",
-        "SECRET_KEY": "k" * 40,
+        "SECRET_KEY": "s3cr3t-" + "k" * 43,
         "CALLKARO_API_KEY": "test-api-key",
     }
 
@@ -180,8 +186,8 @@ def test_the_defaults_env_example_shows_are_the_defaults_settings_use(tmp_path):
 # --- docker-compose.yml ---------------------------------------------------------------------
 
 
-def test_compose_runs_the_database_redis_and_the_three_processes():
-    assert set(SERVICES) == {"postgres", "redis", *APP_SERVICES}
+def test_compose_runs_the_database_redis_the_three_processes_and_nginx():
+    assert set(SERVICES) == {"postgres", "redis", "nginx", *APP_SERVICES}
 
 
 @pytest.mark.parametrize("service", APP_SERVICES)
@@ -196,7 +202,8 @@ def test_web_migrates_before_gunicorn_serves_relevel_wsgi():
     assert parse_manage_py(first)[0].__module__.endswith(".migrate")
     assert "--noinput" in first
     assert second[:2] == ["gunicorn", "relevel.wsgi"] and "0.0.0.0:8000" in second
-    assert any(port.endswith(":8000") for port in SERVICES["web"]["ports"])
+    # Only nginx is published; gunicorn is reached through it (tests/test_deploy_proxy.py).
+    assert "ports" not in SERVICES["web"] and SERVICES["web"]["expose"] == ["8000"]
 
 
 def test_the_worker_pool_serves_the_calls_queue_with_queue_concurrency_workers():

@@ -12,7 +12,7 @@ from rq.job import Job
 
 from calls.queues import calls_queue, tick_queue
 
-TOKEN = "test-queue-token"
+TOKEN = "test-queue-token-0123456789abcdefgh"  # settings_test's
 TRIGGER, STATUS, QUEUES = "/api/queue/trigger", "/api/queue/status", "/api/admin/queues"
 # (method, path, the status code an authorised caller gets)
 ENDPOINTS = [("post", TRIGGER, 202), ("get", STATUS, 200), ("get", QUEUES, 200)]

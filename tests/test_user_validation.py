@@ -1,5 +1,6 @@
 """Bad schedule values are refused with a clear message: in full_clean() and in every admin form."""
 
+import re
 from datetime import UTC, datetime, time
 
 import pytest
@@ -17,7 +18,8 @@ MORNING = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
 BAD_VALUES = [
     ("local_tz", "Mars/Olympus", "Mars/Olympus is not an IANA time zone"),
     ("call_time", "25:00", "Enter a valid time."),
-    ("phone", "98765", "98765 is not a valid phone number in E.164 format"),
+    # The form's message and the model's (E.164 only) both start so.
+    ("phone", "98765", "98765 is not a valid phone number"),
 ]
 # full_clean() parses the time itself and words its error differently from the form field.
 MODEL_MESSAGES = {"call_time": "is an invalid time"}
@@ -188,3 +190,81 @@ def test_a_phone_another_user_has_is_refused_with_a_clear_message(admin_client, 
     assert response.status_code == 200
     assert "User with this Phone already exists." in response.content.decode()
     assert not User.objects.filter(username="newcomer").exists()
+
+
+# --- Phones as people type them -------------------------------------------------------------
+
+# (typed, stored): what a person pastes from a contact card is read whole and stored as E.164.
+TYPED_PHONES = [
+    ("+49 30 1234 56789", "+4930123456789"),
+    ("+1 (312) 555-0147", "+13125550147"),
+    ("+91 98765-43210", "+919876543210"),
+    ("+44 (0)20 7946 0958", "+442079460958"),
+    ("+33 1.23.45.67.89", "+33123456789"),
+    ("+919876543210", "+919876543210"),
+]
+# Refused, with an error quoting exactly what was typed, never stored as some other number.
+UNTYPABLE_PHONES = [
+    "+1 (312) 555-014",  # what a maxlength=16 input made of the number above: one digit short
+    "+49 30 1234 56789 ext. 12",  # an extension: calling without it reaches someone else
+    "+1 800 FLOWERS",  # letters: phonenumbers would dial them as a keypad
+    "0049 30 1234 56789",  # no "+": which country's number is it?
+    "919876543210",
+]
+
+
+def phone_input(html: str) -> str:
+    [tag] = re.findall(r"<input[^>]*\bname=\"phone\"[^>]*>", html)
+    return tag
+
+
+def test_the_phone_inputs_never_cut_what_is_pasted(admin_client, make_user):
+    pages = [reverse("admin:users_user_add"), reverse("admin:users_user_change", args=[make_user().pk])]
+    for page in pages:
+        tag = phone_input(admin_client.get(page).content.decode())
+        # A browser silently truncates a paste at maxlength; the input has none (so it
+        # takes at least 32 characters), and the server reads what is typed whole.
+        maxlength = re.search(r'maxlength="(\d+)"', tag)
+        assert maxlength is None or int(maxlength[1]) >= 32, tag
+        assert 'inputmode="tel"' in tag
+
+
+@pytest.mark.parametrize(("typed", "stored"), TYPED_PHONES)
+def test_the_add_form_stores_a_formatted_phone_as_e164(admin_client, typed, stored):
+    response = admin_client.post(reverse("admin:users_user_add"), add_form_data(phone=typed))
+    assert response.status_code == 302, field_errors(response, "phone")
+    assert User.objects.get(username="newcomer").phone == stored
+
+
+@pytest.mark.parametrize(("typed", "stored"), TYPED_PHONES)
+def test_the_change_form_stores_a_formatted_phone_as_e164(admin_client, make_user, typed, stored):
+    user = make_user(phone="+14155550123")
+    response = admin_client.post(
+        reverse("admin:users_user_change", args=[user.pk]), change_form_data(user, phone=typed)
+    )
+    assert response.status_code == 302, field_errors(response, "phone")
+    user.refresh_from_db()
+    assert user.phone == stored
+
+
+@pytest.mark.parametrize("typed", UNTYPABLE_PHONES)
+def test_a_phone_that_is_not_valid_is_refused_quoting_what_was_typed(admin_client, make_user, typed):
+    response = admin_client.post(reverse("admin:users_user_add"), add_form_data(phone=typed))
+    assert response.status_code == 200
+    [error] = field_errors(response, "phone")
+    assert error.startswith(f"{typed} is not a valid phone number: write it with + and its country code")
+    assert not User.objects.filter(username="newcomer").exists()
+
+    user = make_user(phone="+14155550123")
+    response = admin_client.post(
+        reverse("admin:users_user_change", args=[user.pk]), change_form_data(user, phone=typed)
+    )
+    assert field_errors(response, "phone") == [error]
+    user.refresh_from_db()
+    assert user.phone == "+14155550123"
+
+
+def test_a_formatted_phone_another_user_has_is_refused_as_theirs(admin_client, make_user):
+    make_user(phone="+919876543210")
+    response = admin_client.post(reverse("admin:users_user_add"), add_form_data(phone="+91 98765 43210"))
+    assert field_errors(response, "phone") == ["User with this Phone already exists."]

@@ -25,7 +25,7 @@ from calls.models import Call, CallStatus
 from calls.queues import calls_queue
 
 URL = "/api/webhooks/call"
-SECRET = "test-webhook-secret"
+SECRET = "test-webhook-secret-0123456789abcdef"  # settings_test's
 NOW = datetime(2026, 11, 28, 15, 2, tzinfo=UTC)
 
 

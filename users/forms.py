@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
-import re
-
 from django import forms
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.utils.html import format_html, format_html_join
 
 from .models import User
-from .validators import iana_time_zones
+from .validators import iana_time_zones, phone_to_e164
 
 DAILY_CALL_FIELDS = ("name", "phone", "local_tz", "call_enabled", "call_time")
 
-# Separators people paste from contact cards: "+91 98765-43210", "+1 (212) 555.0100".
-_PHONE_SEPARATORS = re.compile(r"[\s\-.()]")
+
+class PhoneNumberField(forms.CharField):
+    """A phone typed as people write it ("+49 30 1234 56789"), stored as E.164.
+
+    The model's column holds E.164 (at most 16 characters), but what people type is longer,
+    so the input has no maxlength at all: a browser cuts a paste at maxlength without a
+    word, and the cut number may well be valid, and somebody else's. Whatever is typed is
+    read whole; if it is not a valid number, the error quotes it.
+    """
+
+    def __init__(self, *, max_length: int | None = None, **kwargs) -> None:
+        # max_length is the model column's (E.164's 16), which says nothing about input.
+        super().__init__(**kwargs)
+
+    def widget_attrs(self, widget):
+        return {**super().widget_attrs(widget), "inputmode": "tel", "autocomplete": "off"}
+
+    def to_python(self, value):
+        value = super().to_python(value)
+        if value in self.empty_values:
+            return value
+        return phone_to_e164(value)
 
 
 class TimeZoneInput(forms.TextInput):
@@ -40,25 +58,22 @@ class TimeZoneInput(forms.TextInput):
 
 
 class DailyCallFieldsMixin:
-    """Shared by the add and change forms: the phone is tidied before the model validates it."""
+    """Shared by the add and change forms: no phone is NULL (many users may have none)."""
 
     def clean_phone(self) -> str | None:
-        phone = self.cleaned_data.get("phone")
-        if phone and phone.startswith("+"):
-            # Only separators are removed; anything else (a missing "+", letters) is left
-            # for the E.164 validator to reject with its explanation.
-            phone = _PHONE_SEPARATORS.sub("", phone)
-        return phone or None
+        return self.cleaned_data.get("phone") or None
 
 
 class UserAdminCreationForm(DailyCallFieldsMixin, AdminUserCreationForm):
     class Meta(AdminUserCreationForm.Meta):
         model = User
         fields = ("username", "email", *DAILY_CALL_FIELDS)
+        field_classes = {**AdminUserCreationForm.Meta.field_classes, "phone": PhoneNumberField}
         widgets = {"local_tz": TimeZoneInput}
 
 
 class UserAdminChangeForm(DailyCallFieldsMixin, UserChangeForm):
     class Meta(UserChangeForm.Meta):
         model = User
+        field_classes = {**UserChangeForm.Meta.field_classes, "phone": PhoneNumberField}
         widgets = {"local_tz": TimeZoneInput}

@@ -1,5 +1,6 @@
 """Validators for the fields operators and integrations set on a user."""
 
+import re
 from functools import lru_cache
 from zoneinfo import available_timezones
 
@@ -19,6 +20,36 @@ def validate_iana_time_zone(value: str) -> None:
             code="invalid_time_zone",
             params={"value": value},
         )
+
+
+# What people paste from contact cards and signatures besides digits: "+49 30 1234 56789",
+# "+1 (312) 555-0147", "+44 (0)20 7946 0958", "+91 98765-43210", "+33 1.23.45.67.89".
+_TYPED_PHONE = re.compile(r"\+[0-9 \u00a0\-.()/]+")
+
+
+def phone_to_e164(typed: str) -> str:
+    """A phone as a person types it -> E.164, or a ValidationError that quotes ``typed``.
+
+    The number must start with "+" and its country code (a number without one is
+    somebody's in some country; guessing which would phone a stranger). Only digits and
+    separators are accepted: phonenumbers would otherwise read letters as a keypad
+    ("+1 800 FLOWERS"), or drop an extension or trailing words, and store a number
+    other than the one typed.
+    """
+    message = (
+        "%(value)s is not a valid phone number: write it with + and its country code, "
+        "such as +919876543210 or +91 98765 43210."
+    )
+    error = ValidationError(message, code="invalid_phone", params={"value": typed})
+    if not _TYPED_PHONE.fullmatch(typed):
+        raise error
+    try:
+        parsed = phonenumbers.parse(typed, None)
+    except phonenumbers.NumberParseException:
+        raise error from None
+    if parsed.extension or not phonenumbers.is_valid_number(parsed):
+        raise error
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 def validate_e164_phone(value: str) -> None:

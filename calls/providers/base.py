@@ -19,9 +19,19 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Protocol
 
+from calls.logsafe import redact_phones
+
 
 class ProviderError(Exception):
-    """The provider did not confirm the call. The message never holds a full phone number."""
+    """The provider did not place the call.
+
+    Its text is safe to log: phone numbers in it (a provider's message often quotes the
+    number, with or without "+") are masked when it is made, so the call's error, our log
+    lines and RQ's traceback of a job that re-raises it never hold a whole number.
+    """
+
+    def __init__(self, message: object = "", *details: object) -> None:
+        super().__init__(*(redact_phones(str(part)) for part in (message, *details)))
 
 
 class ProviderNotSentError(ProviderError):
