@@ -10,14 +10,16 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest
+from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from . import selectors
+from . import policy, selectors
+from .forms import CallPolicyForm
 from .logsafe import mask_phone
-from .models import Call, CallStatus
+from .models import Call, CallPolicy, CallStatus
 
 # What CallKaro reports about the conversation, shown on the call's page.
 REPORT_FIELDS = ("disposition_reason", "conversion_status", "post_call", "post_call_detail", "call_link")
@@ -282,4 +284,69 @@ class CallAdmin(admin.ModelAdmin):
         return format_html(
             '<ol class="retry-chain" style="margin:0;padding-left:1.5em">{}</ol>',
             format_html_join("", "<li>{} {} <span class='quiet'>scheduled {}</span></li>", rows),
+        )
+
+
+@admin.register(CallPolicy)
+class CallPolicyAdmin(admin.ModelAdmin):
+    """One page, the policy row: the list view opens it, it cannot be added or deleted, and
+    every save is in its history (the admin's own LogEntry, with who and when)."""
+
+    form = CallPolicyForm
+    fieldsets = (
+        ("Pause", {"fields": ("paused",)}),
+        (
+            "Calling hours (each user's local time)",
+            {"fields": ("calling_hours_start", "calling_hours_end", "users_outside_hours")},
+        ),
+        (
+            "Retries and window",
+            {"fields": ("max_retries", "retry_delays_minutes", "retry_statuses", "window_minutes")},
+        ),
+        ("In force", {"fields": ("in_force", "updated_at")}),
+    )
+    readonly_fields = ("users_outside_hours", "in_force", "updated_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def changelist_view(self, request: HttpRequest, extra_context=None):
+        row = policy.policy_row()
+        return redirect(reverse("admin:calls_callpolicy_change", args=[row.pk]))
+
+    def save_model(self, request, obj, form, change):
+        was_paused = CallPolicy.objects.filter(pk=obj.pk).values_list("paused", flat=True).first() or False
+        super().save_model(request, obj, form, change)
+        # The admin records the history entry itself; the rest is what every change does.
+        policy.policy_changed(
+            row=obj,
+            changed=form.changed_data,
+            user_id=None,
+            actor=f"user:{request.user.pk}",
+            was_paused=was_paused,
+        )
+
+    @admin.display(description="users whose call time is outside")
+    def users_outside_hours(self, obj: CallPolicy) -> str:
+        from users.selectors import users_calling_outside_hours
+
+        if obj.calling_hours_start is None or obj.calling_hours_end is None:
+            return "-"
+        count = users_calling_outside_hours(start=obj.calling_hours_start, end=obj.calling_hours_end).count()
+        url = reverse("admin:users_user_changelist") + "?outside_calling_hours=1"
+        return format_html(
+            '<a href="{}">{} user{}</a>: their daily call is recorded missed, saying why',
+            url,
+            count,
+            "" if count == 1 else "s",
+        )
+
+    @admin.display(description="rules in force")
+    def in_force(self, obj: CallPolicy) -> str:
+        effective = policy.policy_as_dict(obj)["effective"]
+        return format_html(
+            "<pre style='margin:0'>{}</pre>", json.dumps(effective, indent=2, ensure_ascii=False, default=str)
         )

@@ -117,3 +117,48 @@ class Call(models.Model):
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+class CallPolicy(models.Model):
+    """The operator's rules for calling, one row (pk 1), edited in the admin ("Call policy")
+    and through /api/policy. A blank value means the deployment's setting applies (README,
+    "Call policy"), so nothing changes until an operator changes it. Read through
+    calls.policy.policy_current(), never directly."""
+
+    paused = models.BooleanField(
+        default=False,
+        help_text="Stops every call: the tick claims nothing and workers dial nothing, within seconds.",
+    )
+    calling_hours_start = models.TimeField(
+        null=True, blank=True, help_text="In each user's local time; blank: any hour."
+    )
+    calling_hours_end = models.TimeField(
+        null=True,
+        blank=True,
+        help_text="In each user's local time, not included; earlier than the start means overnight.",
+    )
+    max_retries = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Retries per user per day; blank: CALL_MAX_RETRIES."
+    )
+    retry_delays_minutes = models.JSONField(
+        null=True,
+        blank=True,
+        help_text="Minutes before each retry, e.g. [30, 60]; blank: CALL_RETRY_DELAY_SECONDS each time.",
+    )
+    retry_statuses = models.JSONField(
+        null=True,
+        blank=True,
+        help_text='Outcomes that are retried, e.g. ["no_answer", "busy"]; blank: failed, no_answer and busy.',
+    )
+    window_minutes = models.PositiveSmallIntegerField(
+        null=True,
+        blank=True,
+        help_text="How long after a call time the call may still be placed; blank: CALL_TIME_WINDOW_MINUTES.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name = verbose_name_plural = "call policy"
+
+    def __str__(self) -> str:
+        return "Call policy"

@@ -9,4 +9,5 @@ urlpatterns = [
     path("api/queue/status", views.queue_status, name="queue-status"),
     path("api/admin/queues", views.admin_queues, name="admin-queues"),
     path("api/health", views.health, name="health"),
+    path("api/policy", views.call_policy, name="call-policy"),
 ]

@@ -15,7 +15,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from redis.exceptions import RedisError
 
-from . import monitoring, outcomes, queues
+from . import monitoring, outcomes, policy, queues
 from .decorators import (
     error_response,
     limit_body,
@@ -234,3 +234,33 @@ def health(request: HttpRequest) -> JsonResponse:
         )
         return JsonResponse({"status": "unavailable", "down": sorted(problems), **checks}, status=503)
     return JsonResponse({"status": "ok", **checks})
+
+
+# --- Call policy --------------------------------------------------------------------------
+
+
+@never_cache
+@require_methods("GET", "PATCH")
+@operator_required
+@limit_body(16 * 1024)
+def call_policy(request: HttpRequest) -> JsonResponse:
+    """GET: the stored policy (null: the setting applies) and the rules in force. PATCH:
+    change some of it, all or nothing; an unknown key or a bad value is a 400 naming it."""
+    if request.method == "PATCH":
+        try:
+            changes = _decode_json(request.body)
+        except BadPayload as exc:
+            return error_response(str(exc), 400)
+        if not isinstance(changes, dict) or not changes:
+            return error_response("body must be a JSON object with the keys to change", 400)
+        try:
+            policy.policy_update(
+                changes=changes,
+                user_id=request.user.pk if request.operator.startswith("user:") else None,
+                actor=request.operator,
+            )
+        except policy.PolicyInvalid as exc:
+            return JsonResponse(
+                {"success": False, "error": f"invalid call policy: {exc}", "errors": exc.errors}, status=400
+            )
+    return JsonResponse({"success": True, "policy": policy.policy_as_dict()})

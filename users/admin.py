@@ -15,6 +15,8 @@ from django.utils.http import urlencode
 from calls.admin import local_wall_clock, status_badge
 from calls.logsafe import mask_phone
 from calls.models import Call
+from calls.policy import policy_current
+from users.selectors import users_calling_outside_hours
 from users.services import users_set_call_enabled
 
 from .forms import UserAdminChangeForm, UserAdminCreationForm
@@ -28,6 +30,25 @@ def _latest_call(field: str) -> Subquery:
     return Subquery(
         Call.objects.filter(user=OuterRef("pk")).order_by("-local_date", "-attempt").values(field)[:1]
     )
+
+
+class OutsideCallingHoursFilter(admin.SimpleListFilter):
+    """Users whose call time lies outside the call policy's calling hours."""
+
+    title = "call time vs calling hours"
+    parameter_name = "outside_calling_hours"
+
+    def lookups(self, request, model_admin):
+        return [("1", "Outside calling hours")]
+
+    def queryset(self, request, queryset):
+        if self.value() != "1":
+            return queryset
+        hours = policy_current().calling_hours
+        if hours is None:
+            return queryset.none()
+        outside = users_calling_outside_hours(start=hours[0], end=hours[1])
+        return queryset.filter(pk__in=outside.values("pk"))
 
 
 @admin.register(User)
@@ -48,7 +69,7 @@ class UserAdmin(BaseUserAdmin):
     )
     list_display_links = ("username",)
     list_editable = ("call_time", "call_enabled")
-    list_filter = ("call_enabled", "local_tz", "is_staff", "is_active")
+    list_filter = ("call_enabled", OutsideCallingHoursFilter, "local_tz", "is_staff", "is_active")
     search_fields = ("name", "phone", "email", "username")
     actions = ("enable_calls", "disable_calls")
 
