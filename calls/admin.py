@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.contrib import admin
@@ -16,6 +15,7 @@ from django.utils.safestring import SafeString
 from . import selectors
 from .logsafe import mask_phone
 from .models import Call, CallStatus
+from .slots import zone_or_none
 
 # One colour per outcome family, readable on the admin's light and dark themes alike
 # (white text on a mid-tone background).
@@ -51,9 +51,8 @@ def status_badge(status: str | None) -> SafeString | str:
 
 def local_wall_clock(value, tz_name: str) -> str:
     """A UTC instant as the user's wall-clock time, e.g. "2026-11-28 20:30 IST"."""
-    try:
-        tz = ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):
+    tz = zone_or_none(tz_name)
+    if tz is None:
         return ""
     return f"{value.astimezone(tz):%Y-%m-%d %H:%M %Z}"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -22,7 +21,7 @@ from redis.exceptions import RedisError
 from . import bulk, queues, selectors
 from .models import Call, CallStatus
 from .outcomes import call_finish, call_schedule_retry, humanize_delay, insert_calls_ignoring_conflicts
-from .slots import next_open_slot, slot_local_date
+from .slots import next_open_slot, slot_local_date, zone_or_none
 
 logger = logging.getLogger("relevel.calls")
 User = get_user_model()
@@ -133,9 +132,8 @@ def _slot_call_for(user: DueUser, *, now: datetime, window: timedelta, agent_id:
         # A stale next_call_at (calls disabled by a bulk UPDATE, say): stop here.
         user.next_call_at = None
         return None
-    try:
-        tz = ZoneInfo(user.local_tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    tz = zone_or_none(user.local_tz)
+    if tz is None:
         # A zone this host's tzdata does not know (a raw UPDATE, an import): one bad row
         # must not stop every tick. Parked until someone fixes the zone (the admin validates).
         logger.error("User %s has an unknown time zone %r: not scheduled", user.pk, user.local_tz)
@@ -254,10 +252,10 @@ def users_schedule_unscheduled(*, now: datetime, limit: int = 1000) -> int:
     bulk_create or loaddata): without it the tick would never select them."""
     users = list(selectors.users_callable_without_next_call()[:limit])
     for user in users:
-        try:
-            user.next_call_at = user.compute_next_call_at(now=now)
-        except (ZoneInfoNotFoundError, ValueError):
+        if zone_or_none(user.local_tz) is None:
             logger.error("User %s has an unknown time zone %r: not scheduled", user.pk, user.local_tz)
+            continue
+        user.next_call_at = user.compute_next_call_at(now=now)
     scheduled = [user for user in users if user.next_call_at is not None]
     User.objects.bulk_update(scheduled, ["next_call_at"])
     return len(scheduled)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
@@ -9,7 +8,7 @@ from django.db import models
 from django.db.models import Max
 from django.utils import timezone
 
-from calls.slots import next_open_slot
+from calls.slots import next_open_slot, zone_or_none
 
 from .validators import validate_e164_phone, validate_iana_time_zone
 
@@ -78,15 +77,17 @@ class User(AbstractUser):
         return bool(self.call_enabled and self.phone)
 
     def compute_next_call_at(self, *, now: datetime | None = None) -> datetime | None:
-        """The next slot to call, skipping local dates that already have their first call."""
-        if not self.is_callable:
+        """The next slot to call, skipping local dates that already have their first call;
+        None if the user cannot be called, or has a time zone this host does not know."""
+        tz = zone_or_none(self.local_tz)
+        if not self.is_callable or tz is None:
             return None
         last_called = None
         if self.pk is not None:
             last_called = self.calls.filter(attempt=1).aggregate(last=Max("local_date"))["last"]
         return next_open_slot(
             call_time=self.call_time,
-            tz=ZoneInfo(self.local_tz),
+            tz=tz,
             now=now or timezone.now(),
             window=timedelta(minutes=settings.CALL_TIME_WINDOW_MINUTES),
             after=last_called,
