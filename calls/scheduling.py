@@ -18,6 +18,8 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from users.models import unknown_zone_error
+
 from . import bulk, queues, selectors
 from .models import Call, CallStatus
 from .outcomes import call_finish, call_schedule_retry, humanize_delay, insert_calls_ignoring_conflicts
@@ -80,8 +82,9 @@ def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) 
             return 0
         first_attempts: list[Call] = []
         missed: list[Call] = []
+        parked: list[DueUser] = []
         for user in users:
-            call = _slot_call_for(user, now=now, window=window, agent_id=agent_id)
+            call = _slot_call_for(user, now=now, window=window, agent_id=agent_id, parked=parked)
             if call is None:
                 continue
             (first_attempts if call.status == CallStatus.QUEUED else missed).append(call)
@@ -91,6 +94,7 @@ def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) 
         claimed_ids = insert_calls_ignoring_conflicts(first_attempts)
         missed_ids = insert_calls_ignoring_conflicts(missed)
         bulk.update_column(User, "next_call_at", {user.pk: user.next_call_at for user in users})
+        _park(parked)
         if reserved is not None:
             job_of = {call.pk: call.job_id for call in first_attempts}
             batches: dict[str, list[int]] = {}
@@ -125,9 +129,12 @@ class DueUser:
         return bool(self.call_enabled and self.phone)
 
 
-def _slot_call_for(user: DueUser, *, now: datetime, window: timedelta, agent_id: str) -> Call | None:
+def _slot_call_for(
+    user: DueUser, *, now: datetime, window: timedelta, agent_id: str, parked: list[DueUser]
+) -> Call | None:
     """The call row for the user's due slot (queued, or missed if its window closed), with
-    ``user.next_call_at`` moved on to the next slot; None if the user cannot be called."""
+    ``user.next_call_at`` moved on to the next slot; None if the user cannot be called
+    (added to ``parked`` if that is because of their time zone)."""
     if not user.is_callable:
         # A stale next_call_at (calls disabled by a bulk UPDATE, say): stop here.
         user.next_call_at = None
@@ -136,8 +143,8 @@ def _slot_call_for(user: DueUser, *, now: datetime, window: timedelta, agent_id:
     if tz is None:
         # A zone this host's tzdata does not know (a raw UPDATE, an import): one bad row
         # must not stop every tick. Parked until someone fixes the zone (the admin validates).
-        logger.error("User %s has an unknown time zone %r: not scheduled", user.pk, user.local_tz)
         user.next_call_at = None
+        parked.append(user)
         return None
     slot = user.next_call_at
     local_date = slot_local_date(slot=slot, call_time=user.call_time, tz=tz)
@@ -251,14 +258,31 @@ def users_schedule_unscheduled(*, now: datetime, limit: int = 1000) -> int:
     """Give a next call to callable users who have none (enabled by a raw UPDATE, created by
     bulk_create or loaddata): without it the tick would never select them."""
     users = list(selectors.users_callable_without_next_call()[:limit])
+    parked = []
     for user in users:
         if zone_or_none(user.local_tz) is None:
-            logger.error("User %s has an unknown time zone %r: not scheduled", user.pk, user.local_tz)
+            parked.append(user)
             continue
         user.next_call_at = user.compute_next_call_at(now=now)
+    # Parked users leave the selection, so the next page reaches the users after them.
+    _park(parked)
     scheduled = [user for user in users if user.next_call_at is not None]
     User.objects.bulk_update(scheduled, ["next_call_at"])
     return len(scheduled)
+
+
+def _park(users: list) -> None:
+    """Record why these users cannot be scheduled (their time zone), saying so once: a
+    parked user is skipped by the repair until saved with a valid zone.
+
+    Conditional on the zone still being the bad one: an operator who fixed the user a
+    moment ago (which schedules them) is not parked again by a stale read."""
+    for user in users:
+        error = unknown_zone_error(user.local_tz)
+        if User.objects.filter(pk=user.pk, local_tz=user.local_tz, next_call_at__isnull=True).update(
+            schedule_error=error
+        ):
+            logger.error("User %s has an unknown time zone %r: not scheduled", user.pk, user.local_tz)
 
 
 def _reenqueue_stranded_calls(*, now: datetime, window: timedelta, summary: TickSummary) -> None:

@@ -36,9 +36,12 @@ def calls_without_outcome_since(*, before: datetime) -> QuerySet:
 
 
 def users_callable_without_next_call() -> QuerySet:
-    """Callable users with no next call: only a raw UPDATE or a bulk insert makes these."""
+    """Callable users with no next call: only a raw UPDATE or a bulk insert makes these.
+    Parked users (``schedule_error`` set) are left out: they wait for someone to fix them."""
     return (
-        User.objects.filter(next_call_at__isnull=True, call_enabled=True, phone__isnull=False)
+        User.objects.filter(
+            next_call_at__isnull=True, call_enabled=True, phone__isnull=False, schedule_error__isnull=True
+        )
         .exclude(phone="")
         .order_by("pk")
     )

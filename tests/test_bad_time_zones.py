@@ -125,3 +125,80 @@ def test_the_admin_call_page_shows_a_call_whose_user_has_a_bad_zone(admin_client
     response = admin_client.get(reverse("admin:calls_call_change", args=[call.pk]))
     assert response.status_code == 200
     assert admin_client.get(reverse("admin:calls_call_changelist")).status_code == 200
+
+
+# --- Parked means parked ------------------------------------------------------------------
+
+
+def unknown_zone_lines(caplog) -> int:
+    return sum("has an unknown time zone" in record.getMessage() for record in caplog.records)
+
+
+def test_parked_users_do_not_hold_up_the_users_after_them(caplog):
+    """1,000 imported users with a bad zone, then one good one: the repair's page is full of
+    parked users only until they are parked, once."""
+    User.objects.bulk_create(
+        User(username=f"parked{i}", phone=f"+9197{i:08d}", local_tz="America", call_time=time(20, 30))
+        for i in range(1000)
+    )
+    good = User.objects.create(username="good", phone="+919811111111", local_tz="Asia/Kolkata")
+    User.objects.filter(pk=good.pk).update(next_call_at=None)  # as bulk_create leaves it
+    with caplog.at_level(logging.ERROR, logger="relevel.calls"):
+        for n in range(14):
+            calls_schedule_due(now=SLOT - timedelta(hours=2) + timedelta(minutes=5 * n))
+    good.refresh_from_db()
+    assert good.next_call_at == SLOT
+    assert unknown_zone_lines(caplog) == 1000  # one line per user, not one per user per tick
+    parked = User.objects.exclude(pk=good.pk)
+    assert parked.filter(next_call_at=None, schedule_error__contains="'America'").count() == 1000
+
+
+def test_a_due_user_parked_by_the_tick_is_logged_once(make_user, caplog):
+    with at(SLOT - timedelta(hours=1)):
+        user = make_user()
+    User.objects.filter(pk=user.pk).update(local_tz="US")
+    with caplog.at_level(logging.ERROR, logger="relevel.calls"):
+        for n in range(3):
+            calls_schedule_due(now=SLOT + timedelta(minutes=1 + 5 * n))
+    assert unknown_zone_lines(caplog) == 1
+    user.refresh_from_db()
+    assert user.next_call_at is None
+    assert user.schedule_error == "Time zone 'US' is not an IANA time zone this host knows."
+
+
+def test_saving_a_parked_user_with_a_valid_zone_schedules_them_again(make_user):
+    with at(SLOT - timedelta(hours=1)):
+        user = make_user()
+        User.objects.filter(pk=user.pk).update(local_tz="Europe", next_call_at=None)
+        calls_schedule_due()
+        user.refresh_from_db()
+        assert user.schedule_error
+        user.local_tz = "Asia/Kolkata"
+        user.save(update_fields=["local_tz"])
+    user.refresh_from_db()
+    assert (user.schedule_error, user.next_call_at) == (None, SLOT)
+
+
+def test_saving_a_user_with_a_bad_zone_records_why_they_are_parked(make_user):
+    user = make_user()
+    user.local_tz = "Etc"
+    user.save()
+    user.refresh_from_db()
+    assert user.schedule_error == "Time zone 'Etc' is not an IANA time zone this host knows."
+    user.call_enabled = False  # not callable: nothing to park
+    user.save()
+    user.refresh_from_db()
+    assert user.schedule_error is None
+
+
+def test_the_admin_shows_why_a_user_is_parked_and_lists_parked_users(admin_client, make_user):
+    parked, fine = make_user(name="Parked Person"), make_user(name="Fine Person")
+    User.objects.filter(pk=parked.pk).update(local_tz="America", next_call_at=None)
+    users_schedule_unscheduled(now=SLOT)
+    page = admin_client.get(reverse("admin:users_user_change", args=[parked.pk])).content.decode()
+    assert "Time zone &#x27;America&#x27; is not an IANA time zone this host knows." in page
+    response = admin_client.get(reverse("admin:users_user_changelist") + "?parked=yes")
+    assert {user.pk for user in response.context["cl"].result_list} == {parked.pk}
+    response = admin_client.get(reverse("admin:users_user_changelist") + "?parked=no")
+    assert fine.pk in {user.pk for user in response.context["cl"].result_list}
+    assert parked.pk not in {user.pk for user in response.context["cl"].result_list}
