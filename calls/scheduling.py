@@ -290,43 +290,90 @@ def _reenqueue_stranded_calls(*, now: datetime, window: timedelta, summary: Tick
     summary.missed += expired
 
 
-def calls_reenqueue_stranded(*, now: datetime, window: timedelta, limit: int = 10_000) -> tuple[int, int]:
+# Queued calls the stranded sweep reads per page: one query and one Redis round trip each.
+STRANDED_PAGE_SIZE = 2000
+
+
+def calls_reenqueue_stranded(
+    *, now: datetime, window: timedelta, page_size: int = STRANDED_PAGE_SIZE
+) -> tuple[int, int]:
     """Enqueue again the queued calls whose job will never run: Redis was down during the
     claim or lost its data, or the batch job carrying the call died before reaching it.
     Returns (re-enqueued, expired).
 
-    A call is left alone while its batch job or its own job is still live (a long backlog),
-    and the enqueue itself is unique, so a race with a worker is harmless too. A call whose
+    Every queued call due before the stranded threshold is looked at, page by page in
+    (scheduled_for, id) order, so a rush of any size is repaired in one tick: calls whose
+    job is still live are skipped without holding up the ones after them. A call is left
+    alone while its batch job or its own job is still live (a long backlog), and a race with
+    a worker is harmless (taking a call is conditional on it being queued). A call whose
     window closed meanwhile is not placed late (at night, after a long outage): it is
     marked missed, saying why.
     """
     before = now - timedelta(seconds=settings.CALL_STRANDED_AFTER_SECONDS)
-    candidates = list(
-        selectors.calls_queued_before(before=before).values_list("id", "job_id", "scheduled_for")[:limit]
-    )
-    if not candidates:
-        return 0, 0
-    job_ids = {queues.call_job_id(call_id) for call_id, _, _ in candidates}
-    job_ids.update(job_id for _, job_id, _ in candidates if job_id)
-    live = queues.live_job_ids(sorted(job_ids))
     reenqueued = expired = 0
-    for call_id, job_id, scheduled_for in candidates:
+    after: tuple[datetime, int] | None = None
+    while True:
+        page = list(
+            selectors.calls_queued_before(before=before, after=after).values_list(
+                "id", "job_id", "scheduled_for", "attempt"
+            )[:page_size]
+        )
+        if not page:
+            break
+        page_reenqueued, page_expired = _repair_stranded_page(page, now=now, window=window)
+        reenqueued += page_reenqueued
+        expired += page_expired
+        if len(page) < page_size:
+            break
+        last_id, _, last_due, _ = page[-1]
+        after = (last_due, last_id)
+    if reenqueued:
+        logger.warning("%s queued calls had no live job in Redis: enqueued again", reenqueued)
+    return reenqueued, expired
+
+
+def _repair_stranded_page(
+    page: list[tuple[int, str, datetime, int]], *, now: datetime, window: timedelta
+) -> tuple[int, int]:
+    job_ids = {queues.call_job_id(call_id) for call_id, _, _, _ in page}
+    job_ids.update(job_id for _, job_id, _, _ in page if job_id)
+    live = queues.live_job_ids(sorted(job_ids))
+    lost: list[int] = []
+    first_attempts: list[int] = []
+    retries: list[int] = []
+    for call_id, job_id, scheduled_for, attempt in page:
         if job_id in live or queues.call_job_id(call_id) in live:
             continue
         if now >= scheduled_for + window:
-            expired += Call.objects.filter(pk=call_id, status=CallStatus.QUEUED).update(
-                status=CallStatus.MISSED,
-                error=(
-                    "Its job was lost (Redis down or flushed) and its window closed before a tick found it."
-                ),
-                last_status_at=now,
-                completed_at=now,
-            )
-            continue
-        if queues.enqueue_place_call(call_id):
-            reenqueued += 1
-            logger.warning("Call %s was queued without a live job in Redis: enqueued again", call_id)
+            lost.append(call_id)
+        elif attempt == 1:
+            first_attempts.append(call_id)
+        else:
+            retries.append(call_id)
+    expired = Call.objects.filter(pk__in=lost, status=CallStatus.QUEUED).update(
+        status=CallStatus.MISSED,
+        error="Its job was lost (Redis down or flushed) and its window closed before a tick found it.",
+        last_status_at=now,
+        completed_at=now,
+    )
+    reenqueued = _reenqueue_in_batches(first_attempts, now=now)
+    # Retries travel alone (call-<pk>), as when they were scheduled.
+    reenqueued += sum(queues.enqueue_place_call(call_id) for call_id in retries)
     return reenqueued, expired
+
+
+def _reenqueue_in_batches(call_ids: list[int], *, now: datetime) -> int:
+    """First attempts go back in batch jobs, as the tick sent them: a rush of them is a few
+    hundred jobs in one Redis round trip, not one job each. The rows name their new job
+    first, so the next tick sees these calls as live (or, if the enqueue fails, as still
+    stranded)."""
+    size = settings.CALL_BATCH_SIZE
+    batches = {
+        queues.requeued_batch_job_id(call_ids[start], at=now): call_ids[start : start + size]
+        for start in range(0, len(call_ids), size)
+    }
+    bulk.update_column(Call, "job_id", {pk: job_id for job_id, chunk in batches.items() for pk in chunk})
+    return queues.enqueue_call_batches(batches)
 
 
 def _fail_stuck_calls(*, now: datetime, window: timedelta, summary: TickSummary) -> None:

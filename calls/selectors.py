@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from django.contrib.auth import get_user_model
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from .models import Call, CallStatus
 
@@ -17,9 +17,20 @@ def users_due_for_call(*, now: datetime) -> QuerySet:
     return User.objects.filter(next_call_at__lte=now).order_by("next_call_at")
 
 
-def calls_queued_before(*, before: datetime) -> QuerySet:
-    """Queued calls that were due before ``before``: a worker should have taken them."""
-    return Call.objects.filter(status=CallStatus.QUEUED, scheduled_for__lte=before).order_by("scheduled_for")
+def calls_queued_before(*, before: datetime, after: tuple[datetime, int] | None = None) -> QuerySet:
+    """Queued calls that were due before ``before``, a worker should have taken them, in
+    (scheduled_for, id) order; ``after`` a (scheduled_for, id) resumes past that call.
+
+    Keyset pages, not offsets: a rush slot is thousands of calls with one scheduled_for, and
+    each page must move on from the last one whatever happened to the calls before it."""
+    calls = Call.objects.filter(status=CallStatus.QUEUED, scheduled_for__lte=before)
+    if after is not None:
+        scheduled_for, pk = after
+        # The redundant lower bound keeps the (status, scheduled_for) index's range scan.
+        calls = calls.filter(scheduled_for__gte=scheduled_for).filter(
+            Q(scheduled_for__gt=scheduled_for) | Q(pk__gt=pk)
+        )
+    return calls.order_by("scheduled_for", "pk")
 
 
 def calls_dialing_since(*, before: datetime) -> QuerySet:

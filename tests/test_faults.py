@@ -40,14 +40,17 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 def seed_due_users(count: int, *, next_call_at: datetime) -> list[int]:
     User.objects.bulk_create(
-        User(
-            username=f"fault{i}",
-            phone=f"+9197{i:08d}",
-            local_tz="UTC",
-            call_time=time(next_call_at.hour, next_call_at.minute),
-            next_call_at=next_call_at,
-        )
-        for i in range(count)
+        (
+            User(
+                username=f"fault{i}",
+                phone=f"+9197{i:08d}",
+                local_tz="UTC",
+                call_time=time(next_call_at.hour, next_call_at.minute),
+                next_call_at=next_call_at,
+            )
+            for i in range(count)
+        ),
+        batch_size=5000,
     )
     return list(User.objects.values_list("id", flat=True))
 
@@ -123,6 +126,38 @@ def test_redis_stopped_after_the_claims_commit_loses_no_call(fake_callkaro, monk
         assert set(Call.objects.values_list("status", flat=True)) == {CallStatus.RINGING}
     finally:
         server.cleanup()
+
+
+# 1b. A rush slot whose jobs Redis lost -----------------------------------------------------
+
+RUSH = 25_000
+
+
+def test_a_rush_whose_jobs_redis_lost_is_enqueued_again_whole_within_its_window(redis_conn, caplog):
+    """25,000 users share one slot (one scheduled_for); Redis restarts empty after the claim.
+    The next tick must reach every one of them, not the first page again and again."""
+    started = wall.monotonic()
+    now = timezone.now().replace(second=0, microsecond=0)
+    seed_due_users(RUSH, next_call_at=now)
+    claim = scheduling.calls_schedule_due(now=now)
+    assert (claim.claimed, claim.enqueued) == (RUSH, RUSH)
+    redis_conn.flushdb()  # every batch job of the rush is gone; the calls stay queued
+
+    with caplog.at_level(logging.INFO, logger="relevel.calls"):
+        later = [scheduling.calls_schedule_due(now=now + timedelta(minutes=m)) for m in (5, 10)]
+    assert [tick.reenqueued for tick in later] == [RUSH, 0]
+    assert [tick.missed for tick in later] == [0, 0]
+
+    # Every queued call rides in exactly one live batch job, the one its row names (which is
+    # how the second tick knew to leave them alone).
+    queue = Queue("daily-calls", connection=redis_conn)
+    jobs = queue.job_class.fetch_many(queue.get_job_ids(), connection=redis_conn)
+    assert {job.func_name for job in jobs} == {"calls.jobs.place_calls"}
+    assert len(jobs) == RUSH // django_settings.CALL_BATCH_SIZE
+    carried = {pk: job.id for job in jobs for pk in job.args[0]}
+    assert len(carried) == sum(len(job.args[0]) for job in jobs) == RUSH
+    assert dict(Call.objects.filter(status=CallStatus.QUEUED).values_list("id", "job_id")) == carried
+    print(f"\n{RUSH:,}-call rush re-enqueued in {wall.monotonic() - started:.1f} s (seed, claim, 2 ticks)")
 
 
 # 2. A worker killed with SIGKILL in the middle of a provider request -----------------------
