@@ -14,11 +14,12 @@ import subprocess
 import sys
 import threading
 import time as wall
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis
+import time_machine
 from django.conf import settings as django_settings
 from django.db import DatabaseError, connection, connections
 from django.utils import timezone
@@ -28,6 +29,7 @@ from calls import jobs, placement, queues, scheduling
 from calls import outcomes as call_outcomes
 from calls.models import Call, CallStatus
 from calls.providers.base import CallEvent
+from tests.clock import midday_user_fields
 from tests.fakes import RedisServer
 from users.models import User
 
@@ -39,20 +41,24 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def seed_due_users(count: int, *, next_call_at: datetime) -> list[int]:
+    # Users whose clock shows noon: their retries stay on the call's local day.
+    fields = midday_user_fields(next_call_at)
     User.objects.bulk_create(
         (
-            User(
-                username=f"fault{i}",
-                phone=f"+9197{i:08d}",
-                local_tz="UTC",
-                call_time=time(next_call_at.hour, next_call_at.minute),
-                next_call_at=next_call_at,
-            )
+            User(username=f"fault{i}", phone=f"+9197{i:08d}", next_call_at=next_call_at, **fields)
             for i in range(count)
         ),
         batch_size=5000,
     )
     return list(User.objects.values_list("id", flat=True))
+
+
+@pytest.fixture
+def on_the_calls_day():
+    """Webhooks delivered on the day of make_call's calls (20:30 IST on 2026-11-28), where a
+    retry is still possible."""
+    with time_machine.travel(datetime(2026, 11, 28, 15, 2, tzinfo=UTC), tick=True):
+        yield
 
 
 def burst(queue: Queue) -> None:
@@ -204,7 +210,8 @@ def test_a_worker_killed_mid_request_leaves_a_traced_failed_call_and_one_retry(
     # Whatever RQ does with the killed job, attempt 1 is never dialed again.
     fake_callkaro.delay = 0
     placement.call_place(call_id=call.pk)
-    placement.call_place(call_id=retry.pk)
+    with time_machine.travel(retry.scheduled_for + timedelta(seconds=1), tick=True):  # its time
+        placement.call_place(call_id=retry.pk)
     assert [r["json"]["metadata"]["call_id"] for r in fake_callkaro.requests] == [str(call.pk), str(retry.pk)]
     assert User.objects.get(pk=user_id).calls.count() == 2
 
@@ -255,7 +262,9 @@ def test_a_failing_provider_gets_three_attempts_then_the_call_fails_with_one_ret
 
 
 @postgres_only
-def test_a_storm_of_duplicate_and_out_of_order_webhooks_ends_in_the_right_state(make_user, make_call):
+def test_a_storm_of_duplicate_and_out_of_order_webhooks_ends_in_the_right_state(
+    make_user, make_call, on_the_calls_day
+):
     outcomes = {}
     for i in range(30):
         call = make_call(user=make_user(), status=CallStatus.RINGING, provider_call_id=f"ck-storm-{i}")
