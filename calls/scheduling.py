@@ -307,7 +307,7 @@ def calls_reenqueue_stranded(
     alone while its batch job or its own job is still live (a long backlog), and a race with
     a worker is harmless (taking a call is conditional on it being queued). A call whose
     window closed meanwhile is not placed late (at night, after a long outage): it is
-    marked missed, saying why.
+    marked missed, saying why, whether its job was lost or is still waiting.
     """
     before = now - timedelta(seconds=settings.CALL_STRANDED_AFTER_SECONDS)
     reenqueued = expired = 0
@@ -339,27 +339,46 @@ def _repair_stranded_page(
     job_ids.update(job_id for _, job_id, _, _ in page if job_id)
     live = queues.live_job_ids(sorted(job_ids))
     lost: list[int] = []
+    late: list[int] = []
     first_attempts: list[int] = []
     retries: list[int] = []
     for call_id, job_id, scheduled_for, attempt in page:
-        if job_id in live or queues.call_job_id(call_id) in live:
-            continue
+        is_live = job_id in live or queues.call_job_id(call_id) in live
         if now >= scheduled_for + window:
-            lost.append(call_id)
+            # Past its window a call is never dialed, live job or not (the worker would mark
+            # it missed anyway): a job nobody runs (no worker, or none running RQ's scheduler
+            # to release a delayed retry) must not keep it queued for ever.
+            (late if is_live else lost).append(call_id)
+        elif is_live:
+            continue
         elif attempt == 1:
             first_attempts.append(call_id)
         else:
             retries.append(call_id)
-    expired = Call.objects.filter(pk__in=lost, status=CallStatus.QUEUED).update(
-        status=CallStatus.MISSED,
+    expired = _mark_missed(
+        lost,
+        now=now,
         error="Its job was lost (Redis down or flushed) and its window closed before a tick found it.",
-        last_status_at=now,
-        completed_at=now,
+    )
+    expired += _mark_missed(
+        late,
+        now=now,
+        error=(
+            "Its window closed while its job was still waiting: no worker took it in time (workers "
+            "down or behind, or none running RQ's scheduler, which releases delayed retries)."
+        ),
     )
     reenqueued = _reenqueue_in_batches(first_attempts, now=now)
     # Retries travel alone (call-<pk>), as when they were scheduled.
     reenqueued += sum(queues.enqueue_place_call(call_id) for call_id in retries)
     return reenqueued, expired
+
+
+def _mark_missed(call_ids: list[int], *, now: datetime, error: str) -> int:
+    """Conditional on the call still being queued: a worker that took it meanwhile wins."""
+    return Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED).update(
+        status=CallStatus.MISSED, error=error, last_status_at=now, completed_at=now
+    )
 
 
 def _reenqueue_in_batches(call_ids: list[int], *, now: datetime) -> int:

@@ -184,3 +184,24 @@ def test_no_retry_is_created_for_a_user_whose_zone_is_unknown(make_call, redis_c
         )
     assert not result.retry_scheduled
     assert f"Call {call.pk}: no retry, the user's time zone 'America' is unknown" in caplog.text
+
+
+# --- Delayed jobs nobody releases ---------------------------------------------------------
+
+
+def test_a_retry_whose_delayed_job_is_never_released_is_missed_once_its_window_closes(make_call, redis_conn):
+    """No worker runs --with-scheduler: the retry's job sits in RQ's scheduled registry, live
+    for ever. The tick must not wait on it past the retry's window."""
+    call = ringing(make_call)
+    with at(SLOT + timedelta(minutes=5)):
+        assert outcomes.call_apply_event(
+            event=CallEvent(provider_call_id="ck-late", status=CallStatus.NO_ANSWER)
+        ).retry_scheduled
+    retry = Call.objects.get(retry_of=call)  # due at 21:05 IST, its job scheduled in RQ
+    inside = scheduling.calls_schedule_due(now=retry.scheduled_for + timedelta(minutes=10))
+    assert (inside.reenqueued, inside.missed) == (0, 0)  # its job is live: left alone
+    after = scheduling.calls_schedule_due(now=retry.scheduled_for + timedelta(minutes=16))
+    assert after.missed == 1
+    retry.refresh_from_db()
+    assert retry.status == CallStatus.MISSED
+    assert retry.error.startswith("Its window closed while its job was still waiting")

@@ -163,7 +163,19 @@ def test_a_rush_whose_jobs_redis_lost_is_enqueued_again_whole_within_its_window(
     carried = {pk: job.id for job in jobs for pk in job.args[0]}
     assert len(carried) == sum(len(job.args[0]) for job in jobs) == RUSH
     assert dict(Call.objects.filter(status=CallStatus.QUEUED).values_list("id", "job_id")) == carried
-    print(f"\n{RUSH:,}-call rush re-enqueued in {wall.monotonic() - started:.1f} s (seed, claim, 2 ticks)")
+
+    # No worker comes (or none runs in time): once the window closes, the jobs are still
+    # live in Redis, but the calls are missed, all of them, saying why; none is left queued.
+    closed = scheduling.calls_schedule_due(now=now + timedelta(minutes=15))
+    assert (closed.reenqueued, closed.missed) == (0, RUSH)
+    assert not Call.objects.filter(status=CallStatus.QUEUED).exists()
+    assert (
+        Call.objects.filter(
+            status=CallStatus.MISSED, error__startswith="Its window closed while its job was still waiting"
+        ).count()
+        == RUSH
+    )
+    print(f"\n{RUSH:,}-call rush: seed, claim and 3 ticks in {wall.monotonic() - started:.1f} s")
 
 
 # 2. A worker killed with SIGKILL in the middle of a provider request -----------------------
