@@ -291,7 +291,7 @@ def _reenqueue_stranded_calls(*, now: datetime, window: timedelta, summary: Tick
 
 
 # Queued calls the stranded sweep reads per page: one query and one Redis round trip each.
-STRANDED_PAGE_SIZE = 2000
+STRANDED_PAGE_SIZE = 5000
 
 
 def calls_reenqueue_stranded(

@@ -26,10 +26,9 @@ def calls_queued_before(*, before: datetime, after: tuple[datetime, int] | None 
     calls = Call.objects.filter(status=CallStatus.QUEUED, scheduled_for__lte=before)
     if after is not None:
         scheduled_for, pk = after
-        # The redundant lower bound keeps the (status, scheduled_for) index's range scan.
-        calls = calls.filter(scheduled_for__gte=scheduled_for).filter(
-            Q(scheduled_for__gt=scheduled_for) | Q(pk__gt=pk)
-        )
+        # Both arms on the (status, scheduled_for) index: the rest of this instant's calls,
+        # then the later instants.
+        calls = calls.filter(Q(scheduled_for=scheduled_for, pk__gt=pk) | Q(scheduled_for__gt=scheduled_for))
     return calls.order_by("scheduled_for", "pk")
 
 
