@@ -21,6 +21,8 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 from rq import Queue, Worker
 
+from . import queues
+
 logger = logging.getLogger("relevel.api")
 
 # The original design's name for the scheduling cron job.
@@ -175,7 +177,7 @@ def redis_problem() -> str | None:
 def scheduler_problem() -> str | None:
     """None when no delayed job of the calls queue is overdue (or Redis does not answer:
     redis_problem says so), else one line saying how many are."""
-    queue = django_rq.get_queue(settings.CALLS_QUEUE)
+    queue = queues.calls_queue()
     try:
         with queue.connection.pipeline(transaction=False) as pipe:
             _count_overdue(pipe, queue)
