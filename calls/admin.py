@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.contrib import admin
@@ -20,6 +19,7 @@ from . import policy, selectors
 from .forms import CallPolicyForm
 from .logsafe import mask_phone
 from .models import Call, CallPolicy, CallStatus
+from .slots import zone_or_none
 
 # What CallKaro reports about the conversation, shown on the call's page.
 REPORT_FIELDS = ("disposition_reason", "conversion_status", "post_call", "post_call_detail", "call_link")
@@ -59,9 +59,8 @@ def status_badge(status: str | None) -> SafeString | str:
 
 def local_wall_clock(value, tz_name: str) -> str:
     """A UTC instant as the user's wall-clock time, e.g. "2026-11-28 20:30 IST"."""
-    try:
-        tz = ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):
+    tz = zone_or_none(tz_name)
+    if tz is None:
         return ""
     return f"{value.astimezone(tz):%Y-%m-%d %H:%M %Z}"
 

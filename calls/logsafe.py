@@ -32,7 +32,8 @@ _KEEP = (
 _DIGITS = rf"\(?\d(?:{_SEPARATOR}\d)*"
 _PHONE_RE = re.compile(
     rf"(?P<keep>{_KEEP})"
-    rf"|(?P<phone>(?:\+|%2[Bb]){_DIGITS}|(?<![A-Za-z0-9:.+\-/%]){_DIGITS})(?!\w)"
+    # (A date in brackets, "(2026-11-28)", is kept too: the bracket must not start a phone.)
+    rf"|(?P<phone>(?:\+|%2[Bb]){_DIGITS}|(?<![A-Za-z0-9:.+\-/%])(?!\(\d{{4}}-\d{{2}}-\d{{2}}){_DIGITS})(?!\w)"
 )
 _MIN_DIGITS_WITH_PLUS = 7
 _MIN_DIGITS_WITHOUT_PLUS = 8

@@ -16,6 +16,7 @@ from urllib.parse import unquote, urlsplit
 from croniter import croniter
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.utils import timezone
 from redis.exceptions import RedisError
 from rq import Queue, Worker
 
@@ -25,6 +26,11 @@ logger = logging.getLogger("relevel.api")
 
 # The original design's name for the scheduling cron job.
 SCHEDULE_CRON_NAME = "schedule-calls"
+# A delayed job (a 30-minute retry, a transient error's 2 s/4 s retry) is released within a
+# second of its time by the worker holding RQ's scheduler lock, or within about three
+# minutes by another worker if that one died (the lock lives 61 s; workers retry it every
+# 120 s). Later than this, nobody is releasing them: no worker runs --with-scheduler.
+DELAYED_OVERDUE_AFTER_SECONDS = 300
 _URL_CREDENTIALS = re.compile(r"(\w+://)[^@/\s]*@")
 
 
@@ -56,6 +62,7 @@ class QueueCounts:
     failed: int
     completed: int
     delayed: int
+    overdue: int
     workers: int
 
     def as_dict(self) -> dict:
@@ -66,7 +73,8 @@ def queue_counts(*, name: str) -> QueueCounts:
     """The job counts of one queue in RQ_QUEUES, read in one MULTI (a consistent snapshot).
 
     active = started registry, waiting = the queue itself, failed/completed = the failed
-    and finished registries, delayed = scheduled registry (Bull's "delayed").
+    and finished registries, delayed = scheduled registry (Bull's "delayed"), overdue = the
+    delayed jobs more than DELAYED_OVERDUE_AFTER_SECONDS past their time.
     """
     queue: Queue = queues.queue_named(name)
     registries = (
@@ -80,7 +88,8 @@ def queue_counts(*, name: str) -> QueueCounts:
             pipe.llen(queue.key)
             for registry in registries:
                 pipe.zcard(registry.key)
-            waiting, active, failed, completed, delayed = pipe.execute()
+            _count_overdue(pipe, queue)
+            waiting, active, failed, completed, delayed, overdue = pipe.execute()
         workers = Worker.count(queue=queue)
     except RedisError as exc:
         raise RedisUnavailable(redis_error_reason(exc)) from exc
@@ -91,8 +100,15 @@ def queue_counts(*, name: str) -> QueueCounts:
         failed=failed,
         completed=completed,
         delayed=delayed,
+        overdue=overdue,
         workers=workers,
     )
+
+
+def _count_overdue(redis, queue: Queue) -> None:
+    # The scheduled registry is scored by each job's time (epoch seconds).
+    cutoff = timezone.now().timestamp() - DELAYED_OVERDUE_AFTER_SECONDS
+    redis.zcount(queue.scheduled_job_registry.key, "-inf", cutoff)
 
 
 def cron_schedules(*, now: datetime) -> list[dict]:
@@ -118,6 +134,7 @@ def calls_queue_status(*, now: datetime) -> dict:
         "failed": counts.failed,
         "completed": counts.completed,
         "delayed": counts.delayed,
+        "overdue": counts.overdue,
         "workers": counts.workers,
         "crons": cron_schedules(now=now),
     }
@@ -154,6 +171,24 @@ def redis_problem() -> str | None:
     except RedisError as exc:
         return redis_error_reason(exc)
     return None
+
+
+def scheduler_problem() -> str | None:
+    """None when no delayed job of the calls queue is overdue (or Redis does not answer:
+    redis_problem says so), else one line saying how many are."""
+    queue = queues.calls_queue()
+    try:
+        with queue.connection.pipeline(transaction=False) as pipe:
+            _count_overdue(pipe, queue)
+            [overdue] = pipe.execute()
+    except RedisError:
+        return None
+    if not overdue:
+        return None
+    return (
+        f"{overdue} delayed job(s) more than {DELAYED_OVERDUE_AFTER_SECONDS} s past their time: "
+        "is a worker running with --with-scheduler?"
+    )
 
 
 def dependency_problems() -> dict[str, str]:

@@ -15,6 +15,7 @@ from redis.exceptions import RedisError
 from . import bulk, queues
 from .models import RETRY_STATUSES, STATUS_RANK, TERMINAL_STATUSES, Call, CallStatus
 from .providers.base import CallEvent
+from .slots import zone_or_none
 
 logger = logging.getLogger("relevel.calls")
 User = get_user_model()
@@ -213,11 +214,26 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
     if call.attempt > max_retries:
         logger.info("Call %s - max retries (%s) reached", call.pk, max_retries)
         return False
-    user = User.objects.only("id", "phone", "call_enabled").get(pk=call.user_id)
+    user = User.objects.only("id", "phone", "call_enabled", "local_tz").get(pk=call.user_id)
     if not user.is_callable:
         logger.info("Call %s: no retry, the user can no longer be called", call.pk)
         return False
     delay = settings.CALL_RETRY_DELAY_SECONDS
+    # A retry belongs to its call's local day: one that would fall on the next (a late
+    # evening call, or a stuck call the tick only finds the next morning) is not made.
+    tz = zone_or_none(user.local_tz)
+    if tz is None:
+        logger.info("Call %s: no retry, the user's time zone %r is unknown", call.pk, user.local_tz)
+        return False
+    due = (now + timedelta(seconds=delay)).astimezone(tz)
+    if due.date() != call.local_date:
+        logger.info(
+            "Call %s: no retry, %s is past its local day (%s)",
+            call.pk,
+            f"{due:%Y-%m-%d %H:%M %Z}",
+            call.local_date,
+        )
+        return False
     retry = Call(
         user_id=call.user_id,
         to_number=user.phone,

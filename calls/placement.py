@@ -34,25 +34,53 @@ from .providers.base import (
     ProviderMaybePlacedError,
     ProviderPermanentError,
 )
+from .slots import zone_or_none
 
 logger = logging.getLogger("relevel.calls")
 
 
-def _reason_not_to_dial(call: Call) -> str:
+def _reason_not_to_dial(call: Call, *, now: datetime) -> tuple[str, str]:
+    """Why a queued call must not be dialed at ``now``, as (the status it takes, the
+    reason), or ("", "") to dial it. QUEUED means "not yet": it stays queued.
+
+    The window is checked here, where the call is taken, because only here is it known
+    how late the job really ran (workers down while Redis kept their jobs, a scheduler that
+    released a retry late): a first attempt is dialed only inside [slot, slot + window), a
+    retry only inside its own window and on the local day it belongs to.
+    """
     user = call.user
     if not user.call_enabled:
-        return "User disabled calls before this call was placed."
+        return CallStatus.CANCELED, "User disabled calls before this call was placed."
     if not user.phone:
-        return "User has no phone number."
+        return CallStatus.CANCELED, "User has no phone number."
     if call.attempt > 1 and selectors.user_answered_on(user_id=user.pk, local_date=call.local_date):
-        return "User already answered a call today."
-    return ""
+        return CallStatus.CANCELED, "User already answered a call today."
+    tz = zone_or_none(user.local_tz)
+    if tz is None:
+        return CallStatus.CANCELED, f"User's time zone {user.local_tz!r} is not one this host knows."
+    if now < call.scheduled_for:
+        # Only a clock running ahead gets here: the tick sends it again once it is due.
+        return CallStatus.QUEUED, f"Not due until {call.scheduled_for.astimezone(tz):%Y-%m-%d %H:%M:%S %Z}."
+    opens = call.scheduled_for.astimezone(tz)
+    closes = (call.scheduled_for + timedelta(minutes=settings.CALL_TIME_WINDOW_MINUTES)).astimezone(tz)
+    taken = now.astimezone(tz)
+    if now >= closes:
+        return CallStatus.MISSED, (
+            f"Its window ({opens:%Y-%m-%d %H:%M} to {closes:%H:%M %Z}) had closed when a worker "
+            f"took it, at {taken:%Y-%m-%d %H:%M %Z}."
+        )
+    if call.attempt > 1 and taken.date() != call.local_date:
+        return CallStatus.MISSED, (
+            f"Its local day ({call.local_date}) was over when a worker took it, at {taken:%Y-%m-%d %H:%M %Z}."
+        )
+    return "", ""
 
 
 def _take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest], Counter]:
     """Move the dialable calls among ``call_ids`` from queued to dialing, in one transaction;
-    cancel the ones whose user can no longer be called. Returns the requests to send and a
-    count of what happened to the others."""
+    cancel the ones whose user can no longer be called, and mark missed the ones whose
+    window (or local day) is over. Returns the requests to send and a count of what
+    happened to the others."""
     now = timezone.now()
     requests: list[PlaceCallRequest] = []
     others: Counter = Counter()
@@ -86,11 +114,15 @@ def _take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest]
                 )
             else:
                 logger.info("Processing user call for %s", name)
-            reason = _reason_not_to_dial(call)
-            if reason:
-                call_finish(call, status=CallStatus.CANCELED, error=reason, now=now)
-                logger.info("Call %s canceled: %s", call.pk, reason)
-                others["canceled"] += 1
+            status, reason = _reason_not_to_dial(call, now=now)
+            if status == CallStatus.QUEUED:
+                logger.warning("Call %s taken before its time, left queued: %s", call.pk, reason)
+                others["early"] += 1
+                continue
+            if status:
+                call_finish(call, status=status, error=reason, now=now)
+                logger.info("Call %s %s: %s", call.pk, status, reason)
+                others[str(status)] += 1
                 continue
             if call.provider != settings.CALL_PROVIDER or not call.agent_id:
                 # CALL_PROVIDER changed since the call was queued: the new provider places it,

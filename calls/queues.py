@@ -8,7 +8,7 @@ a rolled-back claim never leaves a job behind. Job ids are deterministic (``call
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -76,6 +76,12 @@ def batch_job_id(first_call_id: int) -> str:
     """A tick's batch job is named after its first call, which no other batch can share:
     enqueueing the same batch twice names the same job."""
     return f"place-calls-{first_call_id}"
+
+
+def requeued_batch_job_id(first_call_id: int, *, at: datetime) -> str:
+    """A batch of calls that lost their job, enqueued again by the tick at ``at``: a name of
+    its own, never that of the dead job it replaces (whose result RQ may still keep)."""
+    return f"place-calls-{first_call_id}-requeued-{at.astimezone(UTC):%Y%m%dT%H%M%S}"
 
 
 def placement_threads_per_process() -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -19,11 +18,13 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from users.models import unknown_zone_error
+
 from . import bulk, queues, selectors
 from .models import Call, CallStatus
 from .outcomes import call_finish, call_schedule_retry, humanize_delay, insert_calls_ignoring_conflicts
 from .providers import default_agent_id
-from .slots import next_open_slot, slot_local_date
+from .slots import next_open_slot, slot_local_date, zone_or_none
 
 logger = logging.getLogger("relevel.calls")
 User = get_user_model()
@@ -84,8 +85,9 @@ def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) 
             return 0
         first_attempts: list[Call] = []
         missed: list[Call] = []
+        parked: list[DueUser] = []
         for user in users:
-            call = _slot_call_for(user, now=now, window=window, agent_id=agent_id)
+            call = _slot_call_for(user, now=now, window=window, agent_id=agent_id, parked=parked)
             if call is None:
                 continue
             (first_attempts if call.status == CallStatus.QUEUED else missed).append(call)
@@ -95,6 +97,7 @@ def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) 
         claimed_ids = insert_calls_ignoring_conflicts(first_attempts)
         missed_ids = insert_calls_ignoring_conflicts(missed)
         bulk.update_column(User, "next_call_at", {user.pk: user.next_call_at for user in users})
+        _park(parked)
         if reserved is not None:
             job_of = {call.pk: call.job_id for call in first_attempts}
             batches: dict[str, list[int]] = {}
@@ -129,20 +132,22 @@ class DueUser:
         return bool(self.call_enabled and self.phone)
 
 
-def _slot_call_for(user: DueUser, *, now: datetime, window: timedelta, agent_id: str) -> Call | None:
+def _slot_call_for(
+    user: DueUser, *, now: datetime, window: timedelta, agent_id: str, parked: list[DueUser]
+) -> Call | None:
     """The call row for the user's due slot (queued, or missed if its window closed), with
-    ``user.next_call_at`` moved on to the next slot; None if the user cannot be called."""
+    ``user.next_call_at`` moved on to the next slot; None if the user cannot be called
+    (added to ``parked`` if that is because of their time zone)."""
     if not user.is_callable:
         # A stale next_call_at (calls disabled by a bulk UPDATE, say): stop here.
         user.next_call_at = None
         return None
-    try:
-        tz = ZoneInfo(user.local_tz)
-    except (ZoneInfoNotFoundError, ValueError):
+    tz = zone_or_none(user.local_tz)
+    if tz is None:
         # A zone this host's tzdata does not know (a raw UPDATE, an import): one bad row
         # must not stop every tick. Parked until someone fixes the zone (the admin validates).
-        logger.error("User %s has an unknown time zone %r: not scheduled", user.pk, user.local_tz)
         user.next_call_at = None
+        parked.append(user)
         return None
     slot = user.next_call_at
     local_date = slot_local_date(slot=slot, call_time=user.call_time, tz=tz)
@@ -256,14 +261,31 @@ def users_schedule_unscheduled(*, now: datetime, limit: int = 1000) -> int:
     """Give a next call to callable users who have none (enabled by a raw UPDATE, created by
     bulk_create or loaddata): without it the tick would never select them."""
     users = list(selectors.users_callable_without_next_call()[:limit])
+    parked = []
     for user in users:
-        try:
-            user.next_call_at = user.compute_next_call_at(now=now)
-        except (ZoneInfoNotFoundError, ValueError):
-            logger.error("User %s has an unknown time zone %r: not scheduled", user.pk, user.local_tz)
+        if zone_or_none(user.local_tz) is None:
+            parked.append(user)
+            continue
+        user.next_call_at = user.compute_next_call_at(now=now)
+    # Parked users leave the selection, so the next page reaches the users after them.
+    _park(parked)
     scheduled = [user for user in users if user.next_call_at is not None]
     User.objects.bulk_update(scheduled, ["next_call_at"])
     return len(scheduled)
+
+
+def _park(users: list) -> None:
+    """Record why these users cannot be scheduled (their time zone), saying so once: a
+    parked user is skipped by the repair until saved with a valid zone.
+
+    Conditional on the zone still being the bad one: an operator who fixed the user a
+    moment ago (which schedules them) is not parked again by a stale read."""
+    for user in users:
+        error = unknown_zone_error(user.local_tz)
+        if User.objects.filter(pk=user.pk, local_tz=user.local_tz, next_call_at__isnull=True).update(
+            schedule_error=error
+        ):
+            logger.error("User %s has an unknown time zone %r: not scheduled", user.pk, user.local_tz)
 
 
 def _reenqueue_stranded_calls(*, now: datetime, window: timedelta, summary: TickSummary) -> None:
@@ -271,43 +293,109 @@ def _reenqueue_stranded_calls(*, now: datetime, window: timedelta, summary: Tick
     summary.missed += expired
 
 
-def calls_reenqueue_stranded(*, now: datetime, window: timedelta, limit: int = 10_000) -> tuple[int, int]:
+# Queued calls the stranded sweep reads per page: one query and one Redis round trip each.
+STRANDED_PAGE_SIZE = 5000
+
+
+def calls_reenqueue_stranded(
+    *, now: datetime, window: timedelta, page_size: int = STRANDED_PAGE_SIZE
+) -> tuple[int, int]:
     """Enqueue again the queued calls whose job will never run: Redis was down during the
     claim or lost its data, or the batch job carrying the call died before reaching it.
     Returns (re-enqueued, expired).
 
-    A call is left alone while its batch job or its own job is still live (a long backlog),
-    and the enqueue itself is unique, so a race with a worker is harmless too. A call whose
+    Every queued call due before the stranded threshold is looked at, page by page in
+    (scheduled_for, id) order, so a rush of any size is repaired in one tick: calls whose
+    job is still live are skipped without holding up the ones after them. A call is left
+    alone while its batch job or its own job is still live (a long backlog), and a race with
+    a worker is harmless (taking a call is conditional on it being queued). A call whose
     window closed meanwhile is not placed late (at night, after a long outage): it is
-    marked missed, saying why.
+    marked missed, saying why, whether its job was lost or is still waiting.
     """
     before = now - timedelta(seconds=settings.CALL_STRANDED_AFTER_SECONDS)
-    candidates = list(
-        selectors.calls_queued_before(before=before).values_list("id", "job_id", "scheduled_for")[:limit]
-    )
-    if not candidates:
-        return 0, 0
-    job_ids = {queues.call_job_id(call_id) for call_id, _, _ in candidates}
-    job_ids.update(job_id for _, job_id, _ in candidates if job_id)
-    live = queues.live_job_ids(sorted(job_ids))
     reenqueued = expired = 0
-    for call_id, job_id, scheduled_for in candidates:
-        if job_id in live or queues.call_job_id(call_id) in live:
-            continue
-        if now >= scheduled_for + window:
-            expired += Call.objects.filter(pk=call_id, status=CallStatus.QUEUED).update(
-                status=CallStatus.MISSED,
-                error=(
-                    "Its job was lost (Redis down or flushed) and its window closed before a tick found it."
-                ),
-                last_status_at=now,
-                completed_at=now,
-            )
-            continue
-        if queues.enqueue_place_call(call_id):
-            reenqueued += 1
-            logger.warning("Call %s was queued without a live job in Redis: enqueued again", call_id)
+    after: tuple[datetime, int] | None = None
+    while True:
+        page = list(
+            selectors.calls_queued_before(before=before, after=after).values_list(
+                "id", "job_id", "scheduled_for", "attempt"
+            )[:page_size]
+        )
+        if not page:
+            break
+        page_reenqueued, page_expired = _repair_stranded_page(page, now=now, window=window)
+        reenqueued += page_reenqueued
+        expired += page_expired
+        if len(page) < page_size:
+            break
+        last_id, _, last_due, _ = page[-1]
+        after = (last_due, last_id)
+    if reenqueued:
+        logger.warning("%s queued calls had no live job in Redis: enqueued again", reenqueued)
     return reenqueued, expired
+
+
+def _repair_stranded_page(
+    page: list[tuple[int, str, datetime, int]], *, now: datetime, window: timedelta
+) -> tuple[int, int]:
+    job_ids = {queues.call_job_id(call_id) for call_id, _, _, _ in page}
+    job_ids.update(job_id for _, job_id, _, _ in page if job_id)
+    live = queues.live_job_ids(sorted(job_ids))
+    lost: list[int] = []
+    late: list[int] = []
+    first_attempts: list[int] = []
+    retries: list[int] = []
+    for call_id, job_id, scheduled_for, attempt in page:
+        is_live = job_id in live or queues.call_job_id(call_id) in live
+        if now >= scheduled_for + window:
+            # Past its window a call is never dialed, live job or not (the worker would mark
+            # it missed anyway): a job nobody runs (no worker, or none running RQ's scheduler
+            # to release a delayed retry) must not keep it queued for ever.
+            (late if is_live else lost).append(call_id)
+        elif is_live:
+            continue
+        elif attempt == 1:
+            first_attempts.append(call_id)
+        else:
+            retries.append(call_id)
+    expired = _mark_missed(
+        lost,
+        now=now,
+        error="Its job was lost (Redis down or flushed) and its window closed before a tick found it.",
+    )
+    expired += _mark_missed(
+        late,
+        now=now,
+        error=(
+            "Its window closed while its job was still waiting: no worker took it in time (workers "
+            "down or behind, or none running RQ's scheduler, which releases delayed retries)."
+        ),
+    )
+    reenqueued = _reenqueue_in_batches(first_attempts, now=now)
+    # Retries travel alone (call-<pk>), as when they were scheduled.
+    reenqueued += sum(queues.enqueue_place_call(call_id) for call_id in retries)
+    return reenqueued, expired
+
+
+def _mark_missed(call_ids: list[int], *, now: datetime, error: str) -> int:
+    """Conditional on the call still being queued: a worker that took it meanwhile wins."""
+    return Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED).update(
+        status=CallStatus.MISSED, error=error, last_status_at=now, completed_at=now
+    )
+
+
+def _reenqueue_in_batches(call_ids: list[int], *, now: datetime) -> int:
+    """First attempts go back in batch jobs, as the tick sent them: a rush of them is a few
+    hundred jobs in one Redis round trip, not one job each. The rows name their new job
+    first, so the next tick sees these calls as live (or, if the enqueue fails, as still
+    stranded)."""
+    size = settings.CALL_BATCH_SIZE
+    batches = {
+        queues.requeued_batch_job_id(call_ids[start], at=now): call_ids[start : start + size]
+        for start in range(0, len(call_ids), size)
+    }
+    bulk.update_column(Call, "job_id", {pk: job_id for job_id, chunk in batches.items() for pk in chunk})
+    return queues.enqueue_call_batches(batches)
 
 
 def _fail_stuck_calls(*, now: datetime, window: timedelta, summary: TickSummary) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from django.contrib.auth import get_user_model
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
 from .models import Call, CallStatus
 
@@ -17,9 +17,19 @@ def users_due_for_call(*, now: datetime) -> QuerySet:
     return User.objects.filter(next_call_at__lte=now).order_by("next_call_at")
 
 
-def calls_queued_before(*, before: datetime) -> QuerySet:
-    """Queued calls that were due before ``before``: a worker should have taken them."""
-    return Call.objects.filter(status=CallStatus.QUEUED, scheduled_for__lte=before).order_by("scheduled_for")
+def calls_queued_before(*, before: datetime, after: tuple[datetime, int] | None = None) -> QuerySet:
+    """Queued calls that were due before ``before``, a worker should have taken them, in
+    (scheduled_for, id) order; ``after`` a (scheduled_for, id) resumes past that call.
+
+    Keyset pages, not offsets: a rush slot is thousands of calls with one scheduled_for, and
+    each page must move on from the last one whatever happened to the calls before it."""
+    calls = Call.objects.filter(status=CallStatus.QUEUED, scheduled_for__lte=before)
+    if after is not None:
+        scheduled_for, pk = after
+        # Both arms on the (status, scheduled_for) index: the rest of this instant's calls,
+        # then the later instants.
+        calls = calls.filter(Q(scheduled_for=scheduled_for, pk__gt=pk) | Q(scheduled_for__gt=scheduled_for))
+    return calls.order_by("scheduled_for", "pk")
 
 
 def calls_dialing_since(*, before: datetime) -> QuerySet:
@@ -43,9 +53,12 @@ def calls_without_outcome_since(*, before: datetime) -> QuerySet:
 
 
 def users_callable_without_next_call() -> QuerySet:
-    """Callable users with no next call: only a raw UPDATE or a bulk insert makes these."""
+    """Callable users with no next call: only a raw UPDATE or a bulk insert makes these.
+    Parked users (``schedule_error`` set) are left out: they wait for someone to fix them."""
     return (
-        User.objects.filter(next_call_at__isnull=True, call_enabled=True, phone__isnull=False)
+        User.objects.filter(
+            next_call_at__isnull=True, call_enabled=True, phone__isnull=False, schedule_error__isnull=True
+        )
         .exclude(phone="")
         .order_by("pk")
     )

@@ -19,6 +19,22 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from users.validators import iana_time_zones
+
+
+def zone_or_none(name: str | None) -> ZoneInfo | None:
+    """The zone a stored ``local_tz`` names, or None if it names none.
+
+    The one way to turn a stored value into a zone. ``ZoneInfo`` itself reads whatever path
+    it is given below the tzdata folders, so a raw UPDATE or an import can make it raise
+    almost anything: IsADirectoryError for a folder ("America"), ValueError for a path
+    trick, OSError for a long name. Asking the validator's set first rules all of that out,
+    and only the names validation accepts are ever opened.
+    """
+    if name not in iana_time_zones():
+        return None
+    return ZoneInfo(name)
+
 
 def slot_for_date(*, local_date: date, call_time: time, tz: ZoneInfo) -> datetime:
     """The UTC instant of the slot on ``local_date`` (see the module doc for DST rules)."""

@@ -228,12 +228,17 @@ def health(request: HttpRequest) -> JsonResponse:
     """For load balancers: no authentication, and no reasons (they go to the log)."""
     problems = monitoring.dependency_problems()
     checks = {name: ("down" if name in problems else "ok") for name in ("database", "redis")}
+    # Delayed jobs nobody releases are a worker problem, not this web server's: 200 either way.
+    late = None if "redis" in problems else monitoring.scheduler_problem()
+    checks["scheduler"] = "unknown" if "redis" in problems else ("overdue" if late else "ok")
+    if late:
+        logger.warning("Health check: %s", late)
     if problems:
         logger.error(
             "Health check failed: %s", "; ".join(f"{name}: {reason}" for name, reason in problems.items())
         )
         return JsonResponse({"status": "unavailable", "down": sorted(problems), **checks}, status=503)
-    return JsonResponse({"status": "ok", **checks})
+    return JsonResponse({"status": "degraded" if late else "ok", **checks})
 
 
 # --- Call policy --------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from datetime import UTC, date, datetime, time
 
 import django_rq
 import pytest
+import time_machine
 from django.conf import settings
 
 from calls.models import Call, CallStatus
@@ -82,3 +83,11 @@ def fake_callkaro(settings):
     yield fake
     fake.stop()
     reset_provider_cache()
+
+
+@pytest.fixture
+def inside_the_window():
+    """Workers take calls a minute into their window (make_call's default slot is 20:30 IST
+    on 2026-11-28): outside it they are missed, not dialed (tests/test_dial_window.py)."""
+    with time_machine.travel(datetime(2026, 11, 28, 15, 1, tzinfo=UTC), tick=True):
+        yield

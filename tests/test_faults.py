@@ -14,11 +14,12 @@ import subprocess
 import sys
 import threading
 import time as wall
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import redis
+import time_machine
 from django.conf import settings as django_settings
 from django.db import DatabaseError, connection, connections
 from django.utils import timezone
@@ -28,6 +29,7 @@ from calls import jobs, placement, queues, scheduling
 from calls import outcomes as call_outcomes
 from calls.models import Call, CallStatus
 from calls.providers.base import CallEvent
+from tests.clock import midday_user_fields
 from tests.fakes import RedisServer
 from users.models import User
 
@@ -39,17 +41,24 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def seed_due_users(count: int, *, next_call_at: datetime) -> list[int]:
+    # Users whose clock shows noon: their retries stay on the call's local day.
+    fields = midday_user_fields(next_call_at)
     User.objects.bulk_create(
-        User(
-            username=f"fault{i}",
-            phone=f"+9197{i:08d}",
-            local_tz="UTC",
-            call_time=time(next_call_at.hour, next_call_at.minute),
-            next_call_at=next_call_at,
-        )
-        for i in range(count)
+        (
+            User(username=f"fault{i}", phone=f"+9197{i:08d}", next_call_at=next_call_at, **fields)
+            for i in range(count)
+        ),
+        batch_size=5000,
     )
     return list(User.objects.values_list("id", flat=True))
+
+
+@pytest.fixture
+def on_the_calls_day():
+    """Webhooks delivered on the day of make_call's calls (20:30 IST on 2026-11-28), where a
+    retry is still possible."""
+    with time_machine.travel(datetime(2026, 11, 28, 15, 2, tzinfo=UTC), tick=True):
+        yield
 
 
 def burst(queue: Queue) -> None:
@@ -125,6 +134,50 @@ def test_redis_stopped_after_the_claims_commit_loses_no_call(fake_callkaro, monk
         server.cleanup()
 
 
+# 1b. A rush slot whose jobs Redis lost -----------------------------------------------------
+
+RUSH = 25_000
+
+
+def test_a_rush_whose_jobs_redis_lost_is_enqueued_again_whole_within_its_window(redis_conn, caplog):
+    """25,000 users share one slot (one scheduled_for); Redis restarts empty after the claim.
+    The next tick must reach every one of them, not the first page again and again."""
+    started = wall.monotonic()
+    now = timezone.now().replace(second=0, microsecond=0)
+    seed_due_users(RUSH, next_call_at=now)
+    claim = scheduling.calls_schedule_due(now=now)
+    assert (claim.claimed, claim.enqueued) == (RUSH, RUSH)
+    redis_conn.flushdb()  # every batch job of the rush is gone; the calls stay queued
+
+    with caplog.at_level(logging.INFO, logger="relevel.calls"):
+        later = [scheduling.calls_schedule_due(now=now + timedelta(minutes=m)) for m in (5, 10)]
+    assert [tick.reenqueued for tick in later] == [RUSH, 0]
+    assert [tick.missed for tick in later] == [0, 0]
+
+    # Every queued call rides in exactly one live batch job, the one its row names (which is
+    # how the second tick knew to leave them alone).
+    queue = Queue("daily-calls", connection=redis_conn)
+    jobs = queue.job_class.fetch_many(queue.get_job_ids(), connection=redis_conn)
+    assert {job.func_name for job in jobs} == {"calls.jobs.place_calls"}
+    assert len(jobs) == RUSH // django_settings.CALL_BATCH_SIZE
+    carried = {pk: job.id for job in jobs for pk in job.args[0]}
+    assert len(carried) == sum(len(job.args[0]) for job in jobs) == RUSH
+    assert dict(Call.objects.filter(status=CallStatus.QUEUED).values_list("id", "job_id")) == carried
+
+    # No worker comes (or none runs in time): once the window closes, the jobs are still
+    # live in Redis, but the calls are missed, all of them, saying why; none is left queued.
+    closed = scheduling.calls_schedule_due(now=now + timedelta(minutes=15))
+    assert (closed.reenqueued, closed.missed) == (0, RUSH)
+    assert not Call.objects.filter(status=CallStatus.QUEUED).exists()
+    assert (
+        Call.objects.filter(
+            status=CallStatus.MISSED, error__startswith="Its window closed while its job was still waiting"
+        ).count()
+        == RUSH
+    )
+    print(f"\n{RUSH:,}-call rush: seed, claim and 3 ticks in {wall.monotonic() - started:.1f} s")
+
+
 # 2. A worker killed with SIGKILL in the middle of a provider request -----------------------
 
 
@@ -176,7 +229,8 @@ def test_a_worker_killed_mid_request_leaves_an_unconfirmed_call_then_one_traced_
     # Whatever RQ does with the killed job, attempt 1 is never dialed again.
     fake_callkaro.delay = 0
     placement.call_place(call_id=call.pk)
-    placement.call_place(call_id=retry.pk)
+    with time_machine.travel(retry.scheduled_for + timedelta(seconds=1), tick=True):  # its time
+        placement.call_place(call_id=retry.pk)
     assert [r["json"]["metadata"]["call_id"] for r in fake_callkaro.requests] == [str(call.pk), str(retry.pk)]
     assert User.objects.get(pk=user_id).calls.count() == 2
 
@@ -272,7 +326,9 @@ def test_a_provider_that_may_have_placed_the_call_is_asked_once_and_the_webhook_
 
 
 @postgres_only
-def test_a_storm_of_duplicate_and_out_of_order_webhooks_ends_in_the_right_state(make_user, make_call):
+def test_a_storm_of_duplicate_and_out_of_order_webhooks_ends_in_the_right_state(
+    make_user, make_call, on_the_calls_day
+):
     outcomes = {}
     for i in range(30):
         call = make_call(user=make_user(), status=CallStatus.RINGING, provider_call_id=f"ck-storm-{i}")

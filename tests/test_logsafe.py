@@ -6,6 +6,7 @@ import io
 import logging
 import subprocess
 from contextlib import contextmanager
+from zoneinfo import ZoneInfo
 
 import pytest
 from django.db import connection
@@ -79,6 +80,7 @@ def test_other_countries_formats_and_quoted_numbers_are_masked(text):
         "Placed a batch of 50 calls: {'placed': 48, 'transient': 2}",
         "redis: ConnectionError: Error 111 connecting to 127.0.0.1:6379.",
         "Successfully completed job in 0:00:00.012345s",
+        "Call 12: no retry, 2026-11-29 00:15 IST is past its local day (2026-11-28)",
     ],
 )
 def test_what_operators_grep_for_is_left_alone(line):
@@ -170,6 +172,18 @@ def console_output():
         handler.setStream(previous)
 
 
+def due_call(make_call, make_user):
+    """A call due now, for a user whose local clock shows about noon: its worker (in this
+    process or another) dials it inside its window, and its retry falls on the same day."""
+    from django.utils import timezone
+
+    from tests.clock import midday_user_fields
+
+    now = timezone.now()
+    user = make_user(phone=PHONE, **midday_user_fields(now))
+    return make_call(user=user, scheduled_for=now, local_date=now.astimezone(ZoneInfo(user.local_tz)).date())
+
+
 def quoting_provider(fake_callkaro, answer_status: int) -> None:
     message = f"{PHONE} unreachable (dialed 919876543210, +91 98765 43210)"
     fake_callkaro.respond_with((answer_status, {"status": "error", "message": message}))
@@ -182,7 +196,7 @@ def test_a_worker_running_a_job_that_re_raises_the_providers_error_logs_no_numbe
     # A transient error with tries left is raised out of the job: RQ logs the job's
     # traceback on rq.worker, exception text and all; relevel logs the attempts.
     quoting_provider(fake_callkaro, 503)
-    call = make_call(user=make_user(phone=PHONE))
+    call = due_call(make_call, make_user)
     queues.enqueue_place_call(call.pk)
     queue = queues.calls_queue()
     with console_output() as out:
@@ -206,7 +220,7 @@ def test_a_real_worker_process_logs_no_number(fake_callkaro, make_call, make_use
     from tests.test_faults import ROOT, burst_worker_command, child_env
 
     quoting_provider(fake_callkaro, 503)
-    call = make_call(user=make_user(phone=PHONE))
+    call = due_call(make_call, make_user)
     queues.enqueue_place_call(call.pk)
     result = subprocess.run(
         burst_worker_command("--with-scheduler"),

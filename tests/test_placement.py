@@ -10,7 +10,7 @@ from calls import outcomes, placement
 from calls.models import Call, CallStatus
 from calls.providers.base import ProviderTransientError
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inside_the_window")]
 
 
 def test_it_places_a_queued_call_with_the_documented_request(fake_callkaro, make_call, caplog):

@@ -11,6 +11,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+import time_machine
 from django.contrib.auth import get_user_model
 from rq.registry import ScheduledJobRegistry
 
@@ -34,7 +35,7 @@ from tests.provider_fakes import (
 )
 from tests.test_webhook import stored_state
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("inside_the_window")]
 User = get_user_model()
 
 VAPI_DOC_ID = fixture("vapi", "create_call_response.json")["id"]
@@ -258,7 +259,8 @@ def test_the_retry_of_a_callkaro_call_that_failed_after_the_switch_is_placed_wit
         assert response.json()["retry_scheduled"] is True
         [retry] = Call.objects.filter(retry_of=callkaro_call)
 
-        placement.call_place(call_id=retry.pk)
+        with time_machine.travel(retry.scheduled_for + timedelta(minutes=1), tick=True):
+            placement.call_place(call_id=retry.pk)
 
     retry.refresh_from_db()
     assert fake_callkaro.requests == []

@@ -243,6 +243,7 @@ def test_status_reports_every_count_and_the_next_cron_run(staff_client, redis_co
             "failed": 1,
             "completed": 1,
             "delayed": 1,
+            "overdue": 0,
             "workers": 1,
             "crons": [
                 {
@@ -256,6 +257,18 @@ def test_status_reports_every_count_and_the_next_cron_run(staff_client, redis_co
     # Read-only: the expired started entry is still there, nothing moved to failed.
     assert redis_conn.zcard(calls_queue().started_job_registry.key) == 1
     assert redis_conn.zcard(calls_queue().failed_job_registry.key) == 1
+
+
+def test_status_counts_delayed_jobs_nobody_released_in_time_as_overdue(staff_client, redis_conn):
+    """No worker runs RQ's scheduler (--with-scheduler): retries wait in the scheduled
+    registry past their time. Five minutes past it, they are overdue."""
+    queue = calls_queue()
+    for minutes in (4, 6, 60):
+        queue.enqueue_at(datetime(2026, 11, 28, 15, 0, tzinfo=UTC) - timedelta(minutes=minutes), succeed)
+    queue.enqueue_at(datetime(2026, 11, 28, 16, 0, tzinfo=UTC), succeed)
+    with time_machine.travel(datetime(2026, 11, 28, 15, 0, tzinfo=UTC), tick=False):
+        body = staff_client.get(STATUS).json()["queue"]
+    assert (body["delayed"], body["overdue"]) == (4, 2)
 
 
 def test_status_computes_the_next_run_of_the_configured_cron_in_utc(staff_client, settings, redis_conn):
@@ -305,6 +318,7 @@ def test_admin_queues_lists_every_queue_the_dashboard_and_the_endpoints(staff_cl
         "completed": 0,
         "failed": 0,
         "delayed": 0,
+        "overdue": 0,
         "workers": 0,
     }
     assert body["queues"] == [

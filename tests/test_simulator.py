@@ -3,7 +3,6 @@
 import hashlib
 import hmac
 import json
-from datetime import time
 
 import pytest
 from django.core.management import call_command
@@ -16,6 +15,7 @@ from calls.models import Call, CallStatus
 from calls.providers import get_provider
 from calls.providers.simulator import parse_outcome_mix
 from calls.queues import calls_queue
+from tests.clock import midday_user_fields
 
 
 @pytest.fixture
@@ -35,8 +35,7 @@ def run_worker_burst():
 @pytest.mark.django_db(transaction=True)
 def test_a_simulated_call_is_answered_by_a_signed_webhook_and_retried(simulator, make_user):
     simulator.SIMULATOR_OUTCOMES = "no_answer:1"
-    now = timezone.now()
-    user = make_user(local_tz="UTC", call_time=time(now.hour, now.minute))
+    user = make_user(**midday_user_fields(timezone.now()))  # its retry stays on the call's day
     scheduling.calls_schedule_due()
     run_worker_burst()  # places the call; the simulator schedules its webhook
     run_worker_burst()  # delivers the webhook to our own endpoint
@@ -57,8 +56,7 @@ def test_a_simulated_call_is_answered_by_a_signed_webhook_and_retried(simulator,
 @pytest.mark.django_db(transaction=True)
 def test_a_completed_simulated_call_carries_a_transcript_and_recording(simulator, make_user):
     simulator.SIMULATOR_OUTCOMES = "completed:1"
-    now = timezone.now()
-    make_user(local_tz="UTC", call_time=time(now.hour, now.minute))
+    make_user(**midday_user_fields(timezone.now()))
     scheduling.calls_schedule_due()
     run_worker_burst()
     run_worker_burst()

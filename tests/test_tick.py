@@ -212,7 +212,10 @@ def test_a_claimed_call_whose_job_redis_lost_is_enqueued_again(make_user, redis_
     summary = tick(SLOT + timedelta(minutes=6))
     call = Call.objects.get(user=user)
     assert summary.reenqueued == 1
-    assert queued_job_ids(redis_conn) == {f"call-{call.pk}"}  # a job of its own now
+    # Back in a batch job of a name of its own, which the call's row now names.
+    assert call.job_id == f"place-calls-{call.pk}-requeued-20261128T150600"
+    assert queued_job_ids(redis_conn) == {call.job_id}
+    assert queued_call_ids(redis_conn) == [call.pk]
     # The job is there now: the next tick leaves it alone.
     assert tick(SLOT + timedelta(minutes=11)).reenqueued == 0
     assert Queue("daily-calls", connection=redis_conn).count == 1
@@ -242,8 +245,9 @@ def test_claims_survive_redis_being_down_and_a_later_tick_enqueues_them(
 
     up = tick(SLOT + timedelta(minutes=6))
     assert (up.claimed, up.reenqueued) == (0, 3)
-    expected = {f"call-{c.pk}" for c in Call.objects.filter(user__in=users)}
-    assert queued_job_ids(redis_conn) == expected
+    calls = Call.objects.filter(user__in=users)
+    assert queued_job_ids(redis_conn) == {c.job_id for c in calls}
+    assert queued_call_ids(redis_conn) == sorted(c.pk for c in calls)
 
 
 def test_a_call_in_a_batch_job_that_died_is_enqueued_again(make_user, redis_conn):
@@ -257,7 +261,30 @@ def test_a_call_in_a_batch_job_that_died_is_enqueued_again(make_user, redis_conn
     batch.set_status(JobStatus.FAILED)  # its worker died before reaching the calls
     summary = tick(SLOT + timedelta(minutes=11))
     assert summary.reenqueued == 2
-    assert {f"call-{c.pk}" for c in Call.objects.filter(user__in=users)} <= queued_job_ids(redis_conn)
+    calls = Call.objects.filter(user__in=users)
+    [again] = {c.job_id for c in calls}
+    assert again != batch.id and again in queued_job_ids(redis_conn)
+    assert Queue("daily-calls", connection=redis_conn).fetch_job(again).args == (sorted(c.pk for c in calls),)
+
+
+def test_stranded_calls_behind_live_ones_of_the_same_slot_are_reached_in_one_sweep(
+    make_user, redis_conn, settings
+):
+    """Pages of 2 over one slot: the live calls first in line must not hide the rest."""
+    from calls.scheduling import calls_reenqueue_stranded
+
+    settings.CALL_BATCH_SIZE = 1  # one job per call, so some can die and some live on
+    with at(SLOT - timedelta(hours=1)):
+        for _ in range(7):
+            make_user()
+    tick(SLOT + timedelta(minutes=1))
+    calls = list(Call.objects.order_by("pk"))
+    for call in calls[3:]:  # the jobs of the last four were lost; the first three wait in line
+        Queue("daily-calls", connection=redis_conn).fetch_job(call.job_id).delete()
+    moment = SLOT + timedelta(minutes=6)
+    assert calls_reenqueue_stranded(now=moment, window=timedelta(minutes=15), page_size=2) == (4, 0)
+    assert calls_reenqueue_stranded(now=moment, window=timedelta(minutes=15), page_size=2) == (0, 0)
+    assert queued_call_ids(redis_conn) == [c.pk for c in calls]
 
 
 def test_first_attempts_are_split_into_batches_of_the_configured_size(make_user, redis_conn, settings):

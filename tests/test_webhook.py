@@ -29,6 +29,15 @@ SECRET = "test-webhook-secret-0123456789abcdef"  # settings_test's
 NOW = datetime(2026, 11, 28, 15, 2, tzinfo=UTC)
 
 
+@pytest.fixture(autouse=True)
+def on_the_calls_day():
+    """Deliveries arrive on the day of the calls they report (make_call's default: 20:30 IST
+    on 2026-11-28), where a retry is still possible: a retry past its call's local day is
+    never made (tests/test_dial_window.py)."""
+    with time_machine.travel(NOW, tick=True):
+        yield
+
+
 def sign(body: bytes, secret: str = SECRET) -> str:
     return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 

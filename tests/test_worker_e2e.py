@@ -1,7 +1,6 @@
 """End to end: tick -> RQ worker (burst) -> fake CallKaro on 127.0.0.1 -> webhook -> retry."""
 
 import time as wall
-from datetime import time
 
 import pytest
 from django.utils import timezone
@@ -12,13 +11,14 @@ from calls import outcomes, scheduling
 from calls.models import Call, CallStatus
 from calls.providers.base import CallEvent
 from calls.queues import calls_queue
+from tests.clock import midday_user_fields
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def due_now(make_user, **fields):
-    now = timezone.localtime(timezone.now(), timezone.get_fixed_timezone(0))
-    user = make_user(local_tz="UTC", call_time=time(now.hour, now.minute), **fields)
+    # A user whose clock shows noon: the retries made here stay on the call's local day.
+    user = make_user(**midday_user_fields(timezone.now()), **fields)
     assert user.next_call_at <= timezone.now()
     return user
 

@@ -51,6 +51,23 @@ class OutsideCallingHoursFilter(admin.SimpleListFilter):
         return queryset.filter(pk__in=outside.values("pk"))
 
 
+class ParkedFilter(admin.SimpleListFilter):
+    """Users the tick cannot schedule (a time zone this host does not know) until fixed."""
+
+    title = "parked"
+    parameter_name = "parked"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Parked (cannot be scheduled)"), ("no", "Not parked")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(schedule_error__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(schedule_error__isnull=True)
+        return queryset
+
+
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
     form = UserAdminChangeForm
@@ -69,7 +86,14 @@ class UserAdmin(BaseUserAdmin):
     )
     list_display_links = ("username",)
     list_editable = ("call_time", "call_enabled")
-    list_filter = ("call_enabled", OutsideCallingHoursFilter, "local_tz", "is_staff", "is_active")
+    list_filter = (
+        "call_enabled",
+        ParkedFilter,
+        OutsideCallingHoursFilter,
+        "local_tz",
+        "is_staff",
+        "is_active",
+    )
     search_fields = ("name", "phone", "email", "username")
     actions = ("enable_calls", "disable_calls")
 
@@ -78,7 +102,15 @@ class UserAdmin(BaseUserAdmin):
         (
             "Daily call",
             {
-                "fields": ("phone", "local_tz", "call_enabled", "call_time", "next_call", "recent_calls"),
+                "fields": (
+                    "phone",
+                    "local_tz",
+                    "call_enabled",
+                    "call_time",
+                    "next_call",
+                    "schedule_error",
+                    "recent_calls",
+                ),
                 "description": "Saving recomputes the next call from these fields.",
             },
         ),
@@ -100,7 +132,7 @@ class UserAdmin(BaseUserAdmin):
         ),
         ("Personal info", {"classes": ("wide",), "fields": ("email",)}),
     )
-    readonly_fields = ("next_call", "recent_calls", "last_login", "date_joined")
+    readonly_fields = ("next_call", "schedule_error", "recent_calls", "last_login", "date_joined")
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         return (
@@ -118,7 +150,7 @@ class UserAdmin(BaseUserAdmin):
     @admin.display(description="next call", ordering="next_call_at")
     def next_call(self, obj: User) -> str:
         if obj.next_call_at is None:
-            return "-"
+            return "parked" if obj.schedule_error else "-"
         utc = f"{obj.next_call_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
         local = local_wall_clock(obj.next_call_at, obj.local_tz)
         if not local:

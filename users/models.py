@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
@@ -9,7 +8,7 @@ from django.db import models
 from django.db.models import Max
 from django.utils import timezone
 
-from calls.slots import next_open_slot
+from calls.slots import next_open_slot, zone_or_none
 
 from .validators import validate_e164_phone, validate_iana_time_zone
 
@@ -23,6 +22,16 @@ def default_time_zone() -> str:
 
 def default_call_time():
     return settings.DEFAULT_CALL_TIME
+
+
+def unknown_zone_error(local_tz: str) -> str | None:
+    """Why a callable user with this ``local_tz`` cannot be scheduled, or None if they can.
+
+    Stored on the user (``schedule_error``) when they are parked, so the tick looks at them
+    once rather than every five minutes, and operators see why in the admin."""
+    if zone_or_none(local_tz) is None:
+        return f"Time zone {local_tz!r} is not an IANA time zone this host knows."
+    return None
 
 
 class User(AbstractUser):
@@ -52,6 +61,10 @@ class User(AbstractUser):
     # is not callable. The scheduler tick selects `next_call_at <= now` on a partial index,
     # so its cost grows with the number of due users, not with the number of users.
     next_call_at = models.DateTimeField("next call", null=True, blank=True, editable=False)
+    # Why a callable user has no next call ("parked"): a time zone put there by a raw UPDATE
+    # or an import. NULL when there is nothing wrong, so that the repair's partial index below
+    # leaves parked users out; saving the user with a valid zone clears it.
+    schedule_error = models.TextField("parked because", null=True, blank=True, editable=False)
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["phone"], name="user_unique_phone")]
@@ -61,12 +74,17 @@ class User(AbstractUser):
                 name="user_next_call_at_idx",
                 condition=models.Q(next_call_at__isnull=False),
             ),
-            # Callable users with no next call: normally none, so the tick's repair query
-            # reads an empty index rather than scanning the table.
+            # Callable users with no next call and not parked: normally none, so the tick's
+            # repair query reads an empty index rather than scanning the table.
             models.Index(
                 fields=["id"],
                 name="user_unscheduled_idx",
-                condition=models.Q(next_call_at__isnull=True, call_enabled=True, phone__isnull=False),
+                condition=models.Q(
+                    next_call_at__isnull=True,
+                    call_enabled=True,
+                    phone__isnull=False,
+                    schedule_error__isnull=True,
+                ),
             ),
         ]
 
@@ -78,15 +96,17 @@ class User(AbstractUser):
         return bool(self.call_enabled and self.phone)
 
     def compute_next_call_at(self, *, now: datetime | None = None) -> datetime | None:
-        """The next slot to call, skipping local dates that already have their first call."""
-        if not self.is_callable:
+        """The next slot to call, skipping local dates that already have their first call;
+        None if the user cannot be called, or has a time zone this host does not know."""
+        tz = zone_or_none(self.local_tz)
+        if not self.is_callable or tz is None:
             return None
         last_called = None
         if self.pk is not None:
             last_called = self.calls.filter(attempt=1).aggregate(last=Max("local_date"))["last"]
         return next_open_slot(
             call_time=self.call_time,
-            tz=ZoneInfo(self.local_tz),
+            tz=tz,
             now=now or timezone.now(),
             window=timedelta(minutes=settings.CALL_TIME_WINDOW_MINUTES),
             after=last_called,
@@ -101,6 +121,7 @@ class User(AbstractUser):
         update_fields = kwargs.get("update_fields")
         if update_fields is None or SCHEDULE_FIELDS & set(update_fields):
             self.next_call_at = self.compute_next_call_at()
+            self.schedule_error = unknown_zone_error(self.local_tz) if self.is_callable else None
             if update_fields is not None:
-                kwargs["update_fields"] = {*update_fields, "next_call_at"}
+                kwargs["update_fields"] = {*update_fields, "next_call_at", "schedule_error"}
         super().save(*args, **kwargs)
