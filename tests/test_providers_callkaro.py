@@ -473,3 +473,14 @@ def test_a_call_sid_and_a_call_id_naming_different_calls_is_not_this_calls_event
     response = post_callkaro(client, payload)
     assert_ignored(response, "not a call relevel placed (the provider call id and our call id point at")
     assert stored_state(redis_conn) == before
+
+
+def test_a_long_signed_recording_url_is_stored_whole(client, settings, make_call):
+    """Defect 11 of issue 9: recording_url was cut to 1,000 characters without a word."""
+    configure_callkaro_token(settings)
+    call = make_call(status=CallStatus.RINGING, provider_call_id="ck-long-rec")
+    signed = "https://recordings.example/ck-long-rec.mp3?X-Amz-Signature=" + "a" * 3000
+    payload = callkaro_call_ended(call, hangup_reason="CLIENT_INITIATED", recordingUrl=signed)
+    assert post_callkaro(client, payload).status_code == 200
+    call.refresh_from_db()
+    assert call.recording_url == signed
