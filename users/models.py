@@ -65,6 +65,16 @@ class User(AbstractUser):
     # or an import. NULL when there is nothing wrong, so that the repair's partial index below
     # leaves parked users out; saving the user with a valid zone clears it.
     schedule_error = models.TextField("parked because", null=True, blank=True, editable=False)
+    # The product's own id for this person (the users API's key); NULL for users made in
+    # the admin, so that the unique constraint allows many of them.
+    external_id = models.CharField(max_length=128, null=True, blank=True, unique=True)
+    # Per-user overrides of the call policy; blank: the policy applies.
+    max_retries = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Retries per day for this user; blank: the call policy's."
+    )
+    retry_delay_minutes = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Minutes before each retry for this user; blank: the call policy's."
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["phone"], name="user_unique_phone")]
