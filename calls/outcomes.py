@@ -13,7 +13,8 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from . import bulk, queues
-from .models import RETRY_STATUSES, STATUS_RANK, TERMINAL_STATUSES, Call, CallStatus
+from .models import STATUS_RANK, TERMINAL_STATUSES, Call, CallStatus
+from .policy import policy_current
 from .providers.base import CallEvent
 from .slots import zone_or_none
 
@@ -158,7 +159,7 @@ def call_apply_event(*, event: CallEvent, providers: tuple[str, ...] | None = No
             call.status,
             f" ({call.end_reason})" if call.end_reason else "",
         )
-        wants_retry = call.status in RETRY_STATUSES and event.retry
+        wants_retry = call.status in policy_current().retry_statuses and event.retry
         if replaces_inference and not wants_retry:
             _cancel_undialed_retry(call, now=now)
         retry_scheduled = call_schedule_retry(call=call, now=now) if wants_retry else False
@@ -210,15 +211,22 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
     Must run inside the transaction that recorded the outcome: the job is enqueued when it
     commits, and the insert is conditional, so a repeated outcome creates nothing.
     """
-    max_retries = settings.CALL_MAX_RETRIES
+    rules = policy_current()
+    user = User.objects.only(
+        "id", "phone", "call_enabled", "local_tz", "max_retries", "retry_delay_minutes"
+    ).get(pk=call.user_id)
+    # The user's own settings, where set, override the call policy's.
+    max_retries = user.max_retries if user.max_retries is not None else rules.max_retries
     if call.attempt > max_retries:
         logger.info("Call %s - max retries (%s) reached", call.pk, max_retries)
         return False
-    user = User.objects.only("id", "phone", "call_enabled", "local_tz").get(pk=call.user_id)
     if not user.is_callable:
         logger.info("Call %s: no retry, the user can no longer be called", call.pk)
         return False
-    delay = settings.CALL_RETRY_DELAY_SECONDS
+    if user.retry_delay_minutes is not None:
+        delay = user.retry_delay_minutes * 60
+    else:
+        delay = rules.retry_delay_seconds(retry_number=call.attempt)
     # A retry belongs to its call's local day: one that would fall on the next (a late
     # evening call, or a stuck call the tick only finds the next morning) is not made.
     tz = zone_or_none(user.local_tz)
@@ -234,6 +242,7 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
             call.local_date,
         )
         return False
+    in_hours = rules.allows_hour(now + timedelta(seconds=delay), tz)
     retry = Call(
         user_id=call.user_id,
         to_number=user.phone,
@@ -241,12 +250,21 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
         attempt=call.attempt + 1,
         local_date=call.local_date,
         retry_of_id=call.pk,
-        status=CallStatus.QUEUED,
+        status=CallStatus.QUEUED if in_hours else CallStatus.CANCELED,
         scheduled_for=now + timedelta(seconds=delay),
         # The provider of the attempt it retries: if CALL_PROVIDER changed meanwhile, the
         # worker that takes it switches provider and agent together.
         provider=call.provider or settings.CALL_PROVIDER,
     )
+    if not in_hours:
+        # Recorded, so operators see why nobody was called back, but never dialed.
+        retry.error = (
+            f"Not placed: its time, {due:%H:%M %Z}, is outside the calling hours ({rules.describe_hours()})."
+        )
+        retry.completed_at = retry.last_status_at = now
+        if insert_calls_ignoring_conflicts([retry]):
+            logger.info("Call %s: retry canceled, %s", call.pk, retry.error)
+        return False
     inserted = insert_calls_ignoring_conflicts([retry])
     if not inserted:
         return False

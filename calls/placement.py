@@ -26,6 +26,7 @@ from . import queues, selectors
 from .logsafe import mask_phone, redact_phones
 from .models import STATUS_RANK, Call, CallStatus
 from .outcomes import call_finish, call_schedule_retry
+from .policy import Policy, policy_current
 from .providers import default_agent_id, provider_named
 from .providers.base import (
     PlaceCallRequest,
@@ -39,7 +40,7 @@ from .slots import zone_or_none
 logger = logging.getLogger("relevel.calls")
 
 
-def _reason_not_to_dial(call: Call, *, now: datetime) -> tuple[str, str]:
+def _reason_not_to_dial(call: Call, *, now: datetime, rules: Policy) -> tuple[str, str]:
     """Why a queued call must not be dialed at ``now``, as (the status it takes, the
     reason), or ("", "") to dial it. QUEUED means "not yet": it stays queued.
 
@@ -58,11 +59,15 @@ def _reason_not_to_dial(call: Call, *, now: datetime) -> tuple[str, str]:
     tz = zone_or_none(user.local_tz)
     if tz is None:
         return CallStatus.CANCELED, f"User's time zone {user.local_tz!r} is not one this host knows."
+    if rules.paused:
+        # Held, not dialed: the tick's sweep enqueues it again on resume if its window is
+        # still open, and records it missed ("paused") once it is not.
+        return CallStatus.QUEUED, "Calls are paused."
     if now < call.scheduled_for:
         # Only a clock running ahead gets here: the tick sends it again once it is due.
         return CallStatus.QUEUED, f"Not due until {call.scheduled_for.astimezone(tz):%Y-%m-%d %H:%M:%S %Z}."
     opens = call.scheduled_for.astimezone(tz)
-    closes = (call.scheduled_for + timedelta(minutes=settings.CALL_TIME_WINDOW_MINUTES)).astimezone(tz)
+    closes = (call.scheduled_for + rules.window).astimezone(tz)
     taken = now.astimezone(tz)
     if now >= closes:
         return CallStatus.MISSED, (
@@ -73,6 +78,14 @@ def _reason_not_to_dial(call: Call, *, now: datetime) -> tuple[str, str]:
         return CallStatus.MISSED, (
             f"Its local day ({call.local_date}) was over when a worker took it, at {taken:%Y-%m-%d %H:%M %Z}."
         )
+    if not rules.allows_hour(now, tz):
+        said = f"{taken:%H:%M %Z} is outside the calling hours ({rules.describe_hours()})."
+        # A retry outside the hours is dropped; a first attempt's slot is recorded missed.
+        return (
+            (CallStatus.CANCELED, f"Retry not placed: {said}")
+            if call.attempt > 1
+            else (CallStatus.MISSED, said)
+        )
     return "", ""
 
 
@@ -82,6 +95,7 @@ def _take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest]
     window (or local day) is over. Returns the requests to send and a count of what
     happened to the others."""
     now = timezone.now()
+    rules = policy_current()
     requests: list[PlaceCallRequest] = []
     others: Counter = Counter()
     with transaction.atomic():
@@ -110,14 +124,14 @@ def _take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest]
                     "Processing user call for %s (retry %s/%s)",
                     name,
                     call.attempt - 1,
-                    settings.CALL_MAX_RETRIES,
+                    user.max_retries if user.max_retries is not None else rules.max_retries,
                 )
             else:
                 logger.info("Processing user call for %s", name)
-            status, reason = _reason_not_to_dial(call, now=now)
+            status, reason = _reason_not_to_dial(call, now=now, rules=rules)
             if status == CallStatus.QUEUED:
-                logger.warning("Call %s taken before its time, left queued: %s", call.pk, reason)
-                others["early"] += 1
+                logger.warning("Call %s left queued, not dialed: %s", call.pk, reason)
+                others["paused" if rules.paused else "early"] += 1
                 continue
             if status:
                 call_finish(call, status=status, error=reason, now=now)

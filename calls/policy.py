@@ -21,7 +21,9 @@ from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.admin.models import CHANGE, LogEntry
+from django.core.signals import setting_changed
 from django.db import transaction
+from django.dispatch import receiver
 
 from .forms import CallPolicyForm
 from .models import RETRY_STATUSES, CallPolicy
@@ -255,3 +257,9 @@ def _tick_after_resume() -> None:
         queues.enqueue_tick()
     except RedisError:
         logger.warning("Calls resumed; Redis unreachable, the next scheduled tick places what is due")
+
+
+@receiver(setting_changed)
+def _settings_changed(**kwargs: Any) -> None:
+    # The blank fields fall back to settings: a changed setting (tests) changes the rules.
+    policy_cache_clear()

@@ -23,6 +23,7 @@ from users.models import unknown_zone_error
 from . import bulk, queues, selectors
 from .models import Call, CallStatus
 from .outcomes import call_finish, call_schedule_retry, humanize_delay, insert_calls_ignoring_conflicts
+from .policy import Policy, policy_current
 from .providers import default_agent_id
 from .slots import next_open_slot, slot_local_date, zone_or_none
 
@@ -68,16 +69,22 @@ class TickSummary:
 # --- Claiming -----------------------------------------------------------------------------
 
 
-def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) -> int:
-    """Claim one batch of due users in one transaction; returns how many users it took."""
+def _claim_due_batch(*, now: datetime, rules: Policy, summary: TickSummary) -> int:
+    """Claim one batch of due users in one transaction; returns how many users it took.
+
+    While calls are paused nothing is claimed: only slots whose window has closed are
+    taken, to be recorded missed ("paused") and moved on to the next day.
+    """
     agent_id = default_agent_id(settings.CALL_PROVIDER)
+    window = rules.window
+    due_by = now - window if rules.paused else now
     with transaction.atomic():
         # skip_locked: a second tick running at the same time takes other users, never
         # waits on (or double-claims) these. no_key: the lock still lets other transactions
         # insert calls that reference these users (a webhook's retry).
         users = [
             DueUser(*row)
-            for row in selectors.users_due_for_call(now=now)
+            for row in selectors.users_due_for_call(now=due_by)
             .select_for_update(skip_locked=True, no_key=True, of=("self",))
             .values_list(*DueUser.__dataclass_fields__)[:TICK_BATCH_SIZE]
         ]
@@ -87,7 +94,7 @@ def _claim_due_batch(*, now: datetime, window: timedelta, summary: TickSummary) 
         missed: list[Call] = []
         parked: list[DueUser] = []
         for user in users:
-            call = _slot_call_for(user, now=now, window=window, agent_id=agent_id, parked=parked)
+            call = _slot_call_for(user, now=now, rules=rules, agent_id=agent_id, parked=parked)
             if call is None:
                 continue
             (first_attempts if call.status == CallStatus.QUEUED else missed).append(call)
@@ -133,11 +140,13 @@ class DueUser:
 
 
 def _slot_call_for(
-    user: DueUser, *, now: datetime, window: timedelta, agent_id: str, parked: list[DueUser]
+    user: DueUser, *, now: datetime, rules: Policy, agent_id: str, parked: list[DueUser]
 ) -> Call | None:
-    """The call row for the user's due slot (queued, or missed if its window closed), with
-    ``user.next_call_at`` moved on to the next slot; None if the user cannot be called
-    (added to ``parked`` if that is because of their time zone)."""
+    """The call row for the user's due slot (queued; or missed, saying why, if its window
+    closed or its time is outside the calling hours), with ``user.next_call_at`` moved on
+    to the next slot; None if the user cannot be called (added to ``parked`` if that is
+    because of their time zone)."""
+    window = rules.window
     if not user.is_callable:
         # A stale next_call_at (calls disabled by a bulk UPDATE, say): stop here.
         user.next_call_at = None
@@ -152,21 +161,31 @@ def _slot_call_for(
     slot = user.next_call_at
     local_date = slot_local_date(slot=slot, call_time=user.call_time, tz=tz)
     in_window = now < slot + window
+    in_hours = rules.allows_hour(slot, tz)
     call = Call(
         user_id=user.pk,
         to_number=user.phone,
         agent_id=agent_id,
         attempt=1,
         local_date=local_date,
-        status=CallStatus.QUEUED if in_window else CallStatus.MISSED,
+        status=CallStatus.QUEUED if in_window and in_hours else CallStatus.MISSED,
         scheduled_for=slot,
         provider=settings.CALL_PROVIDER,
     )
     if not in_window:
         call.error = (
-            f"No scheduler tick ran between {slot:%Y-%m-%d %H:%M} and "
+            f"Calls were paused until the window of this slot ({slot:%Y-%m-%d %H:%M} to "
+            f"{slot + window:%H:%M} UTC) closed."
+            if rules.paused
+            else f"No scheduler tick ran between {slot:%Y-%m-%d %H:%M} and "
             f"{slot + window:%H:%M} UTC, the window of this slot."
         )
+    elif not in_hours:
+        call.error = (
+            f"Its time, {slot.astimezone(tz):%H:%M %Z}, is outside the calling hours "
+            f"({rules.describe_hours()})."
+        )
+    if call.status == CallStatus.MISSED:
         call.completed_at = call.last_status_at = now
     user.next_call_at = next_open_slot(
         call_time=user.call_time, tz=tz, now=now, window=window, after=local_date
@@ -220,12 +239,13 @@ def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
     a tick): each (user, local date) gets at most one first attempt.
     """
     now = now or timezone.now()
-    window = timedelta(minutes=settings.CALL_TIME_WINDOW_MINUTES)
+    rules = policy_current()
+    window = rules.window
     summary = TickSummary()
     failure: DatabaseError | None = None
     try:
         summary.repaired = users_schedule_unscheduled(now=now)
-        while _claim_due_batch(now=now, window=window, summary=summary) == TICK_BATCH_SIZE:
+        while _claim_due_batch(now=now, rules=rules, summary=summary) == TICK_BATCH_SIZE:
             pass
     except DatabaseError as exc:
         # Batches committed so far stand (their jobs are enqueued); the failed batch rolled
@@ -289,7 +309,8 @@ def _park(users: list) -> None:
 
 
 def _reenqueue_stranded_calls(*, now: datetime, window: timedelta, summary: TickSummary) -> None:
-    summary.reenqueued, expired = calls_reenqueue_stranded(now=now, window=window)
+    paused = policy_current().paused
+    summary.reenqueued, expired = calls_reenqueue_stranded(now=now, window=window, paused=paused)
     summary.missed += expired
 
 
@@ -298,7 +319,7 @@ STRANDED_PAGE_SIZE = 5000
 
 
 def calls_reenqueue_stranded(
-    *, now: datetime, window: timedelta, page_size: int = STRANDED_PAGE_SIZE
+    *, now: datetime, window: timedelta, page_size: int = STRANDED_PAGE_SIZE, paused: bool = False
 ) -> tuple[int, int]:
     """Enqueue again the queued calls whose job will never run: Redis was down during the
     claim or lost its data, or the batch job carrying the call died before reaching it.
@@ -310,7 +331,8 @@ def calls_reenqueue_stranded(
     alone while its batch job or its own job is still live (a long backlog), and a race with
     a worker is harmless (taking a call is conditional on it being queued). A call whose
     window closed meanwhile is not placed late (at night, after a long outage): it is
-    marked missed, saying why, whether its job was lost or is still waiting.
+    marked missed, saying why, whether its job was lost or is still waiting. While calls are
+    paused nothing is enqueued again (workers would only hold it): calls are only expired.
     """
     before = now - timedelta(seconds=settings.CALL_STRANDED_AFTER_SECONDS)
     reenqueued = expired = 0
@@ -323,7 +345,7 @@ def calls_reenqueue_stranded(
         )
         if not page:
             break
-        page_reenqueued, page_expired = _repair_stranded_page(page, now=now, window=window)
+        page_reenqueued, page_expired = _repair_stranded_page(page, now=now, window=window, paused=paused)
         reenqueued += page_reenqueued
         expired += page_expired
         if len(page) < page_size:
@@ -336,7 +358,7 @@ def calls_reenqueue_stranded(
 
 
 def _repair_stranded_page(
-    page: list[tuple[int, str, datetime, int]], *, now: datetime, window: timedelta
+    page: list[tuple[int, str, datetime, int]], *, now: datetime, window: timedelta, paused: bool
 ) -> tuple[int, int]:
     job_ids = {queues.call_job_id(call_id) for call_id, _, _, _ in page}
     job_ids.update(job_id for _, job_id, _, _ in page if job_id)
@@ -352,7 +374,7 @@ def _repair_stranded_page(
             # it missed anyway): a job nobody runs (no worker, or none running RQ's scheduler
             # to release a delayed retry) must not keep it queued for ever.
             (late if is_live else lost).append(call_id)
-        elif is_live:
+        elif is_live or paused:
             continue
         elif attempt == 1:
             first_attempts.append(call_id)
@@ -361,7 +383,11 @@ def _repair_stranded_page(
     expired = _mark_missed(
         lost,
         now=now,
-        error="Its job was lost (Redis down or flushed) and its window closed before a tick found it.",
+        error=(
+            "Calls were paused until its window closed."
+            if paused
+            else "Its job was lost (Redis down or flushed) and its window closed before a tick found it."
+        ),
     )
     expired += _mark_missed(
         late,

@@ -10,6 +10,7 @@ from django.conf import settings
 
 from calls.models import Call, CallStatus
 from calls.placement import reset_placement_pool
+from calls.policy import policy_cache_clear
 from calls.providers import reset_provider_cache
 from tests.fakes import FakeCallKaro
 
@@ -28,6 +29,7 @@ def clean_redis():
 @pytest.fixture(autouse=True)
 def fresh_provider():
     reset_provider_cache()
+    policy_cache_clear()  # a policy row another test saved is not this test's
     yield
     reset_provider_cache()
     reset_placement_pool()

@@ -34,6 +34,14 @@ def unknown_zone_error(local_tz: str) -> str | None:
     return None
 
 
+def _calling_window() -> timedelta:
+    # Imported here: the policy reads the admin's models, which are not loaded yet when
+    # this module is.
+    from calls.policy import policy_current
+
+    return policy_current().window
+
+
 class User(AbstractUser):
     name = models.CharField(max_length=150, blank=True)
     # NULL rather than "" for "no phone", so that the unique constraint allows many of them.
@@ -118,7 +126,7 @@ class User(AbstractUser):
             call_time=self.call_time,
             tz=tz,
             now=now or timezone.now(),
-            window=timedelta(minutes=settings.CALL_TIME_WINDOW_MINUTES),
+            window=_calling_window(),
             after=last_called,
         )
 
