@@ -58,12 +58,12 @@ def _reason_not_to_dial(call: Call, *, now: datetime) -> tuple[str, str]:
     taken = now.astimezone(tz)
     if now >= closes:
         return CallStatus.MISSED, (
-            f"Its window ({opens:%Y-%m-%d %H:%M} to {closes:%H:%M %Z}) had closed when a worker "
-            f"took it, at {taken:%Y-%m-%d %H:%M %Z}."
+            f"Its window, {opens:%Y-%m-%d %H:%M} to {closes:%H:%M %Z}, had closed when a worker "
+            f"took it at {taken:%Y-%m-%d %H:%M %Z}."
         )
     if call.attempt > 1 and taken.date() != call.local_date:
         return CallStatus.MISSED, (
-            f"Its local day ({call.local_date}) was over when a worker took it, at {taken:%Y-%m-%d %H:%M %Z}."
+            f"Its local day, {call.local_date}, was over when a worker took it at {taken:%Y-%m-%d %H:%M %Z}."
         )
     return "", ""
 

@@ -4,22 +4,14 @@ import logging
 from datetime import UTC, date, datetime
 
 import pytest
-import time_machine
 from rq.registry import ScheduledJobRegistry
 
 from calls import logsafe, outcomes, placement
 from calls.models import Call, CallStatus
 from calls.providers.base import ProviderTransientError
 
-pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture(autouse=True)
-def inside_the_window():
-    """Workers take these calls a minute into their window (make_call's default slot is 20:30
-    IST on 2026-11-28): outside it they are missed, not dialed (tests/test_dial_window.py)."""
-    with time_machine.travel(datetime(2026, 11, 28, 15, 1, tzinfo=UTC), tick=True):
-        yield
+# Workers take these calls inside their window (outside it they are missed, not dialed).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("on_the_calls_day")]
 
 
 def test_it_places_a_queued_call_with_the_documented_request(fake_callkaro, make_call, caplog):
