@@ -236,7 +236,7 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
     due = (now + timedelta(seconds=delay)).astimezone(tz)
     if due.date() != call.local_date:
         logger.info(
-            "Call %s: no retry, %s is past its local day (%s)",
+            "Call %s: no retry, %s is past its local day, %s",
             call.pk,
             f"{due:%Y-%m-%d %H:%M %Z}",
             call.local_date,

@@ -71,12 +71,12 @@ def _reason_not_to_dial(call: Call, *, now: datetime, rules: Policy) -> tuple[st
     taken = now.astimezone(tz)
     if now >= closes:
         return CallStatus.MISSED, (
-            f"Its window ({opens:%Y-%m-%d %H:%M} to {closes:%H:%M %Z}) had closed when a worker "
-            f"took it, at {taken:%Y-%m-%d %H:%M %Z}."
+            f"Its window, {opens:%Y-%m-%d %H:%M} to {closes:%H:%M %Z}, had closed when a worker "
+            f"took it at {taken:%Y-%m-%d %H:%M %Z}."
         )
     if call.attempt > 1 and taken.date() != call.local_date:
         return CallStatus.MISSED, (
-            f"Its local day ({call.local_date}) was over when a worker took it, at {taken:%Y-%m-%d %H:%M %Z}."
+            f"Its local day, {call.local_date}, was over when a worker took it at {taken:%Y-%m-%d %H:%M %Z}."
         )
     if not rules.allows_hour(now, tz):
         said = f"{taken:%H:%M %Z} is outside the calling hours ({rules.describe_hours()})."

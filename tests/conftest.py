@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 
 import django_rq
 import pytest
@@ -15,6 +15,8 @@ from calls.providers import reset_provider_cache
 from tests.fakes import FakeCallKaro
 
 _numbers = itertools.count(1)
+# make_call's default slot: 20:30 IST (Asia/Kolkata, make_user's zone) on 2026-11-28.
+CALL_SLOT = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
 
 
 @pytest.fixture(autouse=True)
@@ -66,11 +68,22 @@ def make_call(db, make_user):
         fields.setdefault("agent_id", "agent-test")
         fields.setdefault("local_date", date(2026, 11, 28))
         fields.setdefault("status", CallStatus.QUEUED)
-        fields.setdefault("scheduled_for", datetime(2026, 11, 28, 15, 0, tzinfo=UTC))
+        fields.setdefault("scheduled_for", CALL_SLOT)
         fields.setdefault("provider", "callkaro")
         return Call.objects.create(user=user, **fields)
 
     return make
+
+
+@pytest.fixture
+def on_the_calls_day():
+    """The clock a minute into the window of make_call's default call (20:31 IST on
+    2026-11-28), and moving: a worker dials that call, and a retry made "now" falls on its
+    day. Tests that act "now" on make_call's calls want it (pytest.mark.usefixtures): at the
+    real date those calls are past their window and day, so they are missed, not dialed,
+    and get no retry."""
+    with time_machine.travel(CALL_SLOT + timedelta(minutes=1), tick=True):
+        yield
 
 
 @pytest.fixture
@@ -85,11 +98,3 @@ def fake_callkaro(settings):
     yield fake
     fake.stop()
     reset_provider_cache()
-
-
-@pytest.fixture
-def inside_the_window():
-    """Workers take calls a minute into their window (make_call's default slot is 20:30 IST
-    on 2026-11-28): outside it they are missed, not dialed (tests/test_dial_window.py)."""
-    with time_machine.travel(datetime(2026, 11, 28, 15, 1, tzinfo=UTC), tick=True):
-        yield

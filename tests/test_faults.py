@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time as wall
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -51,14 +51,6 @@ def seed_due_users(count: int, *, next_call_at: datetime) -> list[int]:
         batch_size=5000,
     )
     return list(User.objects.values_list("id", flat=True))
-
-
-@pytest.fixture
-def on_the_calls_day():
-    """Webhooks delivered on the day of make_call's calls (20:30 IST on 2026-11-28), where a
-    retry is still possible."""
-    with time_machine.travel(datetime(2026, 11, 28, 15, 2, tzinfo=UTC), tick=True):
-        yield
 
 
 def burst(queue: Queue) -> None:

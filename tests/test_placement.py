@@ -10,7 +10,8 @@ from calls import outcomes, placement
 from calls.models import Call, CallStatus
 from calls.providers.base import ProviderTransientError
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("inside_the_window")]
+# Workers take these calls inside their window (outside it they are missed, not dialed).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("on_the_calls_day")]
 
 
 def test_it_places_a_queued_call_with_the_documented_request(fake_callkaro, make_call, caplog):

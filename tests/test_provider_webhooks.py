@@ -35,7 +35,7 @@ from tests.provider_fakes import (
 )
 from tests.test_webhook import stored_state
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("inside_the_window")]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("on_the_calls_day")]
 User = get_user_model()
 
 VAPI_DOC_ID = fixture("vapi", "create_call_response.json")["id"]

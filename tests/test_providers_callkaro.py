@@ -36,7 +36,7 @@ from tests.provider_fakes import (
 )
 from tests.test_webhook import stored_state
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("inside_the_window")]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("on_the_calls_day")]
 
 # https://docs.callkaro.ai/webhook/call-ended ("Payload Structure"): the documented callSid.
 DOC_CALL_SID = fixture("callkaro", "webhook_call_ended.json")["data"]["callSid"]

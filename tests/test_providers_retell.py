@@ -37,7 +37,7 @@ from tests.provider_fakes import (
 from tests.test_configuration import run_with
 from tests.test_webhook import stored_state
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("inside_the_window")]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("on_the_calls_day")]
 
 # The call id of Retell's documented call object (create_phone_call_response.json, and the
 # call the webhook fixtures are about).

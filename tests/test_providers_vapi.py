@@ -28,7 +28,7 @@ from tests.provider_fakes import (
 from tests.test_configuration import run_with
 from tests.test_webhook import stored_state
 
-pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("inside_the_window")]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("on_the_calls_day")]
 
 # The call id of Vapi's documented 201 (create_call_response.json, create_call_response_doc_snippet.json).
 DOC_ID = fixture("vapi", "create_call_response.json")["id"]

@@ -40,7 +40,7 @@ def timed(func):
 
 
 @pytest.mark.django_db(transaction=True)  # the retry's job is enqueued at commit, in the request
-@pytest.mark.usefixtures("inside_the_window")  # the retry falls on the call's local day
+@pytest.mark.usefixtures("on_the_calls_day")  # the retry falls on the call's local day
 def test_a_webhook_that_schedules_a_retry_answers_in_seconds_and_keeps_the_retry(
     hung_redis, make_call, client, caplog
 ):

@@ -27,15 +27,8 @@ from calls.queues import calls_queue
 URL = "/api/webhooks/call"
 SECRET = "test-webhook-secret-0123456789abcdef"  # settings_test's
 NOW = datetime(2026, 11, 28, 15, 2, tzinfo=UTC)
-
-
-@pytest.fixture(autouse=True)
-def on_the_calls_day():
-    """Deliveries arrive on the day of the calls they report (make_call's default: 20:30 IST
-    on 2026-11-28), where a retry is still possible: a retry past its call's local day is
-    never made (tests/test_dial_window.py)."""
-    with time_machine.travel(NOW, tick=True):
-        yield
+# Deliveries arrive on the day of the calls they report, where a retry is still possible.
+pytestmark = pytest.mark.usefixtures("on_the_calls_day")
 
 
 def sign(body: bytes, secret: str = SECRET) -> str:
