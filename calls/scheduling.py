@@ -447,29 +447,41 @@ def _fail_stuck_calls(*, now: datetime, window: timedelta, summary: TickSummary)
     )
 
 
-def calls_unconfirm_abandoned(*, now: datetime, limit: int = 1000) -> int:
+def calls_unconfirm_abandoned(*, now: datetime, page_size: int = 1000) -> int:
     """Calls left ``dialing`` by a job that is over (its worker was killed mid-request):
     whether the provider got the request is unknown, so they are never failed and retried
     at once (a second ring) but made ``unconfirmed``, to wait for a webhook like any call
     whose answer was lost. A call whose job is still running (waiting in a slow batch) is
-    left alone, however long it takes."""
+    left alone, however long it takes; keyset pages, so such calls never hide the
+    abandoned ones behind them."""
     before = now - timedelta(seconds=settings.CALL_DIALING_TIMEOUT_SECONDS)
-    candidates = list(selectors.calls_dialing_since(before=before).values_list("id", "job_id")[:limit])
-    if not candidates:
-        return 0
-    queues.reap_abandoned_jobs(now=now)
-    job_ids = {queues.call_job_id(call_id) for call_id, _ in candidates} | {j for _, j in candidates if j}
-    live = queues.live_job_ids(sorted(job_ids))
-    abandoned = [
-        call_id
-        for call_id, job_id in candidates
-        if job_id not in live and queues.call_job_id(call_id) not in live
-    ]
-    count = Call.objects.filter(pk__in=abandoned, status=CallStatus.DIALING).update(
-        status=CallStatus.UNCONFIRMED,
-        error="Its worker stopped while dialing: the provider may or may not have placed it.",
-        last_status_at=now,
-    )
+    count, after_id, reaped = 0, 0, False
+    while True:
+        page = list(
+            selectors.calls_dialing_since(before=before, after_id=after_id).values_list("id", "job_id")[
+                :page_size
+            ]
+        )
+        if not page:
+            break
+        if not reaped:
+            queues.reap_abandoned_jobs(now=now)
+            reaped = True
+        job_ids = {queues.call_job_id(call_id) for call_id, _ in page} | {j for _, j in page if j}
+        live = queues.live_job_ids(sorted(job_ids))
+        abandoned = [
+            call_id
+            for call_id, job_id in page
+            if job_id not in live and queues.call_job_id(call_id) not in live
+        ]
+        count += Call.objects.filter(pk__in=abandoned, status=CallStatus.DIALING).update(
+            status=CallStatus.UNCONFIRMED,
+            error="Its worker stopped while dialing: the provider may or may not have placed it.",
+            last_status_at=now,
+        )
+        if len(page) < page_size:
+            break
+        after_id = page[-1][0]
     if count:
         logger.warning("%s calls were left dialing by a worker that stopped: now unconfirmed", count)
     return count

@@ -32,9 +32,12 @@ def calls_queued_before(*, before: datetime, after: tuple[datetime, int] | None 
     return calls.order_by("scheduled_for", "pk")
 
 
-def calls_dialing_since(*, before: datetime) -> QuerySet:
-    """Calls a worker started dialing before ``before`` and never finished (worker died)."""
-    return Call.objects.filter(status=CallStatus.DIALING, dialed_at__lte=before).order_by("dialed_at")
+def calls_dialing_since(*, before: datetime, after_id: int = 0) -> QuerySet:
+    """Calls a worker took before ``before`` and never finished (its worker died, or it still
+    waits in a slow batch), in id order past ``after_id`` (keyset pages)."""
+    return Call.objects.filter(status=CallStatus.DIALING, dialed_at__lte=before, pk__gt=after_id).order_by(
+        "pk"
+    )
 
 
 def calls_unconfirmed_since(*, before: datetime) -> QuerySet:

@@ -186,3 +186,19 @@ def test_a_recent_ringing_call_is_left_alone(make_call):
         assert scheduling.calls_schedule_due().silent == 0
     call.refresh_from_db()
     assert call.status == CallStatus.RINGING
+
+
+def test_abandoned_dialing_calls_behind_a_page_of_live_ones_are_still_reached(make_call, redis_conn):
+    """The sweep pages past calls still live in a slow batch (defect 2's pattern, for dialing)."""
+    from rq.job import Job
+
+    live = [
+        make_call(status=CallStatus.DIALING, dialed_at=NOW - timedelta(hours=1), job_id="place-calls-live")
+        for _ in range(3)
+    ]
+    redis_conn.hset(Job.key_for("place-calls-live"), "status", "started")
+    dead = make_call(status=CallStatus.DIALING, dialed_at=NOW - timedelta(hours=1), job_id="place-calls-dead")
+    assert scheduling.calls_unconfirm_abandoned(now=NOW, page_size=2) == 1
+    dead.refresh_from_db()
+    assert dead.status == CallStatus.UNCONFIRMED
+    assert {c.status for c in Call.objects.filter(pk__in=[c.pk for c in live])} == {CallStatus.DIALING}
