@@ -183,7 +183,7 @@ def policy_update(*, changes: dict[str, Any], user_id: int | None, actor: str) -
         row = CallPolicy.objects.select_for_update().filter(pk=1).first() or policy_row()
         was_paused = row.paused
         initial = {name: getattr(row, name) for name in POLICY_FIELDS}
-        form = CallPolicyForm(data={**_form_data(initial), **_form_data(data)}, instance=row)
+        form = CallPolicyForm(data=_form_data({**initial, **data}), instance=row)
         if not form.is_valid():
             raise PolicyInvalid(
                 {

@@ -393,7 +393,9 @@ def _repair_stranded_page(
         late,
         now=now,
         error=(
-            "Its window closed while its job was still waiting: no worker took it in time (workers "
+            "Calls were paused until its window closed."
+            if paused
+            else "Its window closed while its job was still waiting: no worker took it in time (workers "
             "down or behind, or none running RQ's scheduler, which releases delayed retries)."
         ),
     )
