@@ -148,32 +148,23 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-class GunicornServer:
-    """relevel served by a real gunicorn on 127.0.0.1, as compose runs it (sync workers)."""
+class LoggedProcess:
+    """A server process of a test's own, its output kept in a file for the assertion that
+    needs it. Subclasses set ``argv`` (and ``port``, ``env``, ``cwd`` as needed)."""
 
-    def __init__(self, *, env: dict[str, str], args: tuple[str, ...] = (), workers: int = 1) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = env
-        self.argv = [
-            *("-m", "gunicorn", "relevel.wsgi", "--bind", f"127.0.0.1:{self.port}"),
-            *("--workers", str(workers), *args),
-        ]
-        self.process = None
+    argv: list[str]
+    port: int
+    env: dict[str, str] | None = None
+    cwd = None
+    process = None
 
-    def start(self) -> GunicornServer:
+    def start(self):
         import subprocess
-        import sys
         import tempfile
-        from pathlib import Path
 
         self.log = tempfile.TemporaryFile(mode="w+")
         self.process = subprocess.Popen(
-            [sys.executable, *self.argv],
-            cwd=Path(__file__).resolve().parent.parent,
-            env=self.env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
+            self.argv, cwd=self.cwd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
         )
         wait_for_port(self.port, process=self.process, output=self.output)
         return self
@@ -191,6 +182,24 @@ class GunicornServer:
                 self.process.kill()
                 self.process.wait()
             self.process = None
+
+
+class GunicornServer(LoggedProcess):
+    """relevel served by a real gunicorn on 127.0.0.1, as compose runs it (sync workers)."""
+
+    def __init__(self, *, env: dict[str, str], args: tuple[str, ...] = (), workers: int = 1) -> None:
+        import sys
+        from pathlib import Path
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = env
+        self.cwd = Path(__file__).resolve().parent.parent
+        self.argv = [
+            sys.executable,
+            *("-m", "gunicorn", "relevel.wsgi", "--bind", f"127.0.0.1:{self.port}"),
+            *("--workers", str(workers), *args),
+        ]
 
 
 def wait_for_port(port: int, *, process=None, output=lambda: "", timeout: float = 30) -> None:

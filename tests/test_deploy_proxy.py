@@ -23,7 +23,7 @@ import yaml
 from django.conf import settings
 from gunicorn.app.base import Application
 
-from tests.fakes import GunicornServer, free_port, wait_for_port
+from tests.fakes import GunicornServer, LoggedProcess, free_port
 from tests.test_deploy_files import command_steps, gunicorn_options
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,7 +182,7 @@ def self_signed_certificate(directory: Path) -> None:
     )
 
 
-class Nginx:
+class Nginx(LoggedProcess):
     """deploy/nginx.conf run by this machine's nginx, on free ports of 127.0.0.1, in front of
     a gunicorn on ``upstream_port``, with a self-signed certificate: only addresses, ports,
     paths and the certificate differ from what compose runs."""
@@ -190,6 +190,7 @@ class Nginx:
     def __init__(self, *, upstream_port: int) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="relevel-nginx-"))
         self.http_port, self.https_port = free_port(), free_port()
+        self.port = self.https_port  # start() waits for it
         self_signed_certificate(self.dir / "certs")
         temp_paths = "".join(
             f"    {kind}_temp_path {self.dir / kind};\n"
@@ -214,21 +215,8 @@ class Nginx:
     def test_config(self) -> subprocess.CompletedProcess:
         return subprocess.run([*self.argv, "-t"], capture_output=True, text=True, timeout=30)
 
-    def start(self) -> Nginx:
-        self.log = tempfile.TemporaryFile(mode="w+")
-        self.process = subprocess.Popen(self.argv, stdout=self.log, stderr=subprocess.STDOUT)
-        wait_for_port(self.https_port, process=self.process, output=self.output)
-        return self
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
-
     def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=15)
-            self.process = None
+        super().stop()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

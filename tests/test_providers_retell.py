@@ -35,6 +35,7 @@ from tests.provider_fakes import (
     sign_retell,
 )
 from tests.test_configuration import run_with
+from tests.test_webhook import accepted as applied
 from tests.test_webhook import stored_state
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("on_the_calls_day")]
@@ -69,10 +70,6 @@ def retell_call(retell_settings, make_call):
     return make_call(
         status=CallStatus.RINGING, provider="retell", provider_call_id=DOC_ID, agent_id=RETELL_AGENT_ID
     )
-
-
-def applied(call: Call, status: str, *, retry_scheduled: bool = False) -> dict:
-    return {"success": True, "call_id": str(call.pk), "status": status, "retry_scheduled": retry_scheduled}
 
 
 def now_ms() -> int:

@@ -26,6 +26,7 @@ from tests.provider_fakes import (
     vapi_server,
 )
 from tests.test_configuration import run_with
+from tests.test_webhook import accepted as applied
 from tests.test_webhook import stored_state
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("on_the_calls_day")]
@@ -58,10 +59,6 @@ def vapi_call(vapi_settings, make_call):
     return make_call(
         status=CallStatus.RINGING, provider="vapi", provider_call_id=DOC_ID, agent_id=VAPI_ASSISTANT_ID
     )
-
-
-def applied(call: Call, status: str, *, retry_scheduled: bool = False) -> dict:
-    return {"success": True, "call_id": str(call.pk), "status": status, "retry_scheduled": retry_scheduled}
 
 
 # --- Placing --------------------------------------------------------------------------------
