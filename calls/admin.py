@@ -133,9 +133,10 @@ class CallAdmin(admin.ModelAdmin):
         "completed_at",
         "provider",
         "end_reason",
+        "manual",
     )
     list_display_links = ("id",)
-    list_filter = ("status", ProviderFilter, EndReasonFilter, AttemptFilter, "outcome_inferred")
+    list_filter = ("status", ProviderFilter, EndReasonFilter, AttemptFilter, "manual", "outcome_inferred")
     date_hierarchy = "local_date"
     search_fields = (
         "to_number",
@@ -152,7 +153,17 @@ class CallAdmin(admin.ModelAdmin):
     fieldsets = (
         (
             None,
-            {"fields": ("user_link", "to_number", "attempt", "status_display", "local_date", "retry_chain")},
+            {
+                "fields": (
+                    "user_link",
+                    "to_number",
+                    "attempt",
+                    "manual",
+                    "status_display",
+                    "local_date",
+                    "retry_chain",
+                )
+            },
         ),
         (
             "Timing (UTC)",

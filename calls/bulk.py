@@ -33,9 +33,12 @@ def reserve_ids(model: type[Model], count: int) -> list[int] | None:
         return [row[0] for row in cursor.fetchall()]
 
 
-def insert_ignoring_conflicts(objs: Sequence[Model], *, conflict_fields: Sequence[str]) -> list[int]:
+def insert_ignoring_conflicts(
+    objs: Sequence[Model], *, conflict_fields: Sequence[str], conflict_where: str = ""
+) -> list[int]:
     """INSERT ... ON CONFLICT (conflict_fields) DO NOTHING RETURNING id: the ids of the rows
-    really inserted (Django's bulk_create(ignore_conflicts=True) cannot tell which)."""
+    really inserted (Django's bulk_create(ignore_conflicts=True) cannot tell which).
+    ``conflict_where`` names a partial unique index's predicate (SQL, no parameters)."""
     if not objs:
         return []
     model = type(objs[0])
@@ -45,6 +48,8 @@ def insert_ignoring_conflicts(objs: Sequence[Model], *, conflict_fields: Sequenc
     table = quote(model._meta.db_table)
     columns = ", ".join(quote(f.column) for f in fields)
     conflict = ", ".join(quote(model._meta.get_field(name).column) for name in conflict_fields)
+    if conflict_where:
+        conflict = f"{conflict}) WHERE ({conflict_where}"
     pk = quote(model._meta.pk.column)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":

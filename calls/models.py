@@ -84,6 +84,9 @@ class Call(models.Model):
     # The final status was relevel's inference (no webhook in time, a worker that died), not
     # the provider's word: a later real outcome from the provider replaces it.
     outcome_inferred = models.BooleanField(default=False)
+    # Placed on an operator's request ("call now"), outside the daily schedule: never the
+    # day's first attempt nor one of its retries, and never retried itself.
+    manual = models.BooleanField(default=False)
     duration_seconds = models.PositiveIntegerField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -97,8 +100,11 @@ class Call(models.Model):
         permissions = [("manage_queues", "Can empty queues and delete, requeue or stop jobs")]
         constraints = [
             # The guarantee that nobody is called twice: one row per attempt per local day.
+            # (Manual calls stand outside it: any number a day, rate-limited instead.)
             models.UniqueConstraint(
-                fields=["user", "local_date", "attempt"], name="call_one_attempt_per_user_day"
+                fields=["user", "local_date", "attempt"],
+                condition=models.Q(manual=False),
+                name="call_one_attempt_per_user_day",
             ),
             # Per provider: two providers may well use the same id format.
             models.UniqueConstraint(

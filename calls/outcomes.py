@@ -31,7 +31,9 @@ def humanize_delay(seconds: int) -> str:
 
 def insert_calls_ignoring_conflicts(calls: list[Call]) -> list[int]:
     """The conditional insert that claims: the ids of the rows really inserted."""
-    return bulk.insert_ignoring_conflicts(calls, conflict_fields=["user", "local_date", "attempt"])
+    return bulk.insert_ignoring_conflicts(
+        calls, conflict_fields=["user", "local_date", "attempt"], conflict_where="manual = false"
+    )
 
 
 def call_finish(call: Call, *, status: str, error: str = "", now: datetime, inferred: bool = False) -> None:
@@ -211,6 +213,9 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
     Must run inside the transaction that recorded the outcome: the job is enqueued when it
     commits, and the insert is conditional, so a repeated outcome creates nothing.
     """
+    if call.manual:
+        logger.info("Call %s was a manual call: no retry", call.pk)
+        return False
     rules = policy_current()
     user = User.objects.only(
         "id", "phone", "call_enabled", "local_tz", "max_retries", "retry_delay_minutes"

@@ -68,13 +68,20 @@ def users_callable_without_next_call() -> QuerySet:
 
 
 def user_answered_on(*, user_id: int, local_date: date) -> bool:
+    """Whether the user answered one of the day's scheduled calls (a manual call does not
+    count: it never stands in for the day's call or its retries)."""
     return Call.objects.filter(
         user_id=user_id,
+        manual=False,
         local_date=local_date,
         status__in=[CallStatus.IN_PROGRESS, CallStatus.COMPLETED],
     ).exists()
 
 
 def call_retry_chain(*, call: Call) -> list[Call]:
-    """All attempts of the same user and local day, first attempt first."""
-    return list(Call.objects.filter(user_id=call.user_id, local_date=call.local_date).order_by("attempt"))
+    """All attempts of the same user and local day, first attempt first (a manual call is a
+    chain of its own)."""
+    if call.manual:
+        return [call]
+    attempts = Call.objects.filter(user_id=call.user_id, local_date=call.local_date, manual=False)
+    return list(attempts.order_by("attempt"))

@@ -25,7 +25,9 @@ def call_for(user, **fields) -> Call:
 
 
 def insert(calls):
-    return bulk.insert_ignoring_conflicts(calls, conflict_fields=["user", "local_date", "attempt"])
+    return bulk.insert_ignoring_conflicts(
+        calls, conflict_fields=["user", "local_date", "attempt"], conflict_where="manual = false"
+    )
 
 
 def test_it_inserts_rows_and_returns_only_the_ids_it_inserted(make_user):

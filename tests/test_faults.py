@@ -204,7 +204,8 @@ def test_a_worker_killed_mid_request_leaves_an_unconfirmed_call_then_one_traced_
 
     # The next tick past the dialing timeout (once RQ's heartbeat for the dead job ran out)
     # makes it unconfirmed: the provider may be ringing the user, so no retry yet.
-    later = now + timedelta(seconds=settings.CALL_DIALING_TIMEOUT_SECONDS + 60)
+    # From the real clock, not the minute the test began at: the worker took the call later.
+    later = timezone.now() + timedelta(seconds=settings.CALL_DIALING_TIMEOUT_SECONDS + 60)
     assert scheduling.calls_schedule_due(now=later).abandoned == 1
     assert scheduling.calls_schedule_due(now=later).abandoned == 0  # once
     call.refresh_from_db()
@@ -304,7 +305,7 @@ def test_a_provider_that_may_have_placed_the_call_is_asked_once_and_the_webhook_
     )
     assert response.status_code == 200 and response.json()["status"] == "completed"
     # The other never hears back: failed after the timeout, with exactly one retry.
-    later = now + timedelta(seconds=settings.CALL_UNCONFIRMED_TIMEOUT_SECONDS + 60)
+    later = timezone.now() + timedelta(seconds=settings.CALL_UNCONFIRMED_TIMEOUT_SECONDS + 60)
     scheduling.calls_schedule_due(now=later)
     scheduling.calls_schedule_due(now=later)
     answered.refresh_from_db()

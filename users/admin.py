@@ -16,6 +16,7 @@ from calls.admin import local_wall_clock, status_badge
 from calls.logsafe import mask_phone
 from calls.models import Call
 from calls.policy import policy_current
+from calls.scheduling import CallNowRefused, user_call_now
 from users.selectors import users_calling_outside_hours
 from users.services import users_set_call_enabled
 
@@ -95,7 +96,7 @@ class UserAdmin(BaseUserAdmin):
         "is_active",
     )
     search_fields = ("name", "phone", "email", "username")
-    actions = ("enable_calls", "disable_calls")
+    actions = ("enable_calls", "disable_calls", "call_now")
 
     fieldsets = (
         (None, {"fields": ("username", "password")}),
@@ -201,6 +202,28 @@ class UserAdmin(BaseUserAdmin):
     @admin.action(description="Disable calls for selected users", permissions=["change"])
     def disable_calls(self, request: HttpRequest, queryset: QuerySet) -> None:
         self._set_call_enabled(request, queryset, enabled=False)
+
+    # Each call is one request: a slip of the "select all" box must not ring thousands.
+    CALL_NOW_MAX_USERS = 20
+
+    @admin.action(description="Call selected users now (outside the daily schedule)", permissions=["change"])
+    def call_now(self, request: HttpRequest, queryset: QuerySet) -> None:
+        users = list(queryset.values_list("pk", "username")[: self.CALL_NOW_MAX_USERS + 1])
+        if len(users) > self.CALL_NOW_MAX_USERS:
+            self.message_user(
+                request, f"Select at most {self.CALL_NOW_MAX_USERS} users to call now.", messages.ERROR
+            )
+            return
+        placed = []
+        for pk, username in users:
+            try:
+                call = user_call_now(user_id=pk, requested_by=f"user:{request.user.pk}")
+            except CallNowRefused as exc:
+                self.message_user(request, f"Not called: {username}, {exc}.", messages.WARNING)
+            else:
+                placed.append(f"{username} (call {call.pk})")
+        if placed:
+            self.message_user(request, f"Calling now: {', '.join(placed)}.", messages.SUCCESS)
 
     def _set_call_enabled(self, request: HttpRequest, queryset: QuerySet, *, enabled: bool) -> None:
         selected = queryset.count()

@@ -121,7 +121,7 @@ class User(AbstractUser):
             return None
         last_called = None
         if self.pk is not None:
-            last_called = self.calls.filter(attempt=1).aggregate(last=Max("local_date"))["last"]
+            last_called = self.calls.filter(attempt=1, manual=False).aggregate(last=Max("local_date"))["last"]
         return next_open_slot(
             call_time=self.call_time,
             tz=tz,

@@ -1,0 +1,123 @@
+"""Call now (issue 10): one call placed on an operator's request, outside the daily schedule."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, time, timedelta
+
+import pytest
+import time_machine
+from django.urls import reverse
+
+from calls import placement, policy, scheduling
+from calls.models import Call, CallStatus
+from calls.queues import calls_queue
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+SLOT = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)  # 20:30 IST
+MORNING = datetime(2026, 11, 28, 5, 30, tzinfo=UTC)  # 11:00 IST
+
+
+def at(moment, *, tick=False):
+    return time_machine.travel(moment, tick=tick)
+
+
+def test_a_manual_call_is_queued_now_with_a_job_of_its_own_and_marked_manual(make_user, redis_conn):
+    user = make_user()
+    with at(MORNING):
+        call = scheduling.user_call_now(user_id=user.pk, requested_by="test")
+    assert (call.manual, call.status, call.attempt, call.scheduled_for) == (
+        True,
+        CallStatus.QUEUED,
+        1,
+        MORNING,
+    )
+    assert str(call.local_date) == "2026-11-28"
+    assert calls_queue().fetch_job(f"call-{call.pk}") is not None
+
+
+def test_a_manual_call_never_counts_as_nor_blocks_the_days_scheduled_call(
+    fake_callkaro, make_user, redis_conn
+):
+    with at(MORNING - timedelta(hours=1)):
+        user = make_user()
+    with at(MORNING, tick=True):
+        manual = scheduling.user_call_now(user_id=user.pk, requested_by="test")
+        assert placement.call_place(call_id=manual.pk) == "placed"
+    manual.refresh_from_db()
+    manual.status = CallStatus.COMPLETED  # answered
+    manual.save()
+    # The 20:30 slot is still claimed, and its retry is not dropped as "already answered".
+    assert scheduling.calls_schedule_due(now=SLOT + timedelta(minutes=1)).claimed == 1
+    first = Call.objects.get(manual=False)
+    assert first.attempt == 1 and first.local_date == manual.local_date
+    with at(SLOT + timedelta(minutes=2), tick=True):
+        assert placement.call_place(call_id=first.pk) == "placed"
+    user.refresh_from_db()
+    assert user.next_call_at == SLOT + timedelta(days=1)
+
+
+def test_a_manual_call_is_never_retried(make_user, redis_conn):
+    from calls import outcomes
+    from calls.providers.base import CallEvent
+
+    user = make_user()
+    with at(MORNING):
+        call = scheduling.user_call_now(user_id=user.pk, requested_by="test")
+        Call.objects.filter(pk=call.pk).update(status=CallStatus.RINGING, provider_call_id="ck-manual")
+        result = outcomes.call_apply_event(
+            event=CallEvent(provider_call_id="ck-manual", status=CallStatus.NO_ANSWER)
+        )
+    assert not result.retry_scheduled and Call.objects.count() == 1
+
+
+def test_one_manual_call_per_user_every_ten_minutes(make_user, redis_conn):
+    user = make_user()
+    with at(MORNING):
+        scheduling.user_call_now(user_id=user.pk, requested_by="test")
+    with at(MORNING + timedelta(minutes=9)), pytest.raises(scheduling.CallNowRefused) as refused:
+        scheduling.user_call_now(user_id=user.pk, requested_by="test")
+    assert refused.value.retry_after == 61 and "try again in 61 s" in str(refused.value)
+    with at(MORNING + timedelta(minutes=10)):
+        scheduling.user_call_now(user_id=user.pk, requested_by="test")
+    assert Call.objects.filter(manual=True).count() == 2
+
+
+@pytest.mark.parametrize(
+    ("policy_changes", "user_fields", "said"),
+    [
+        ({"paused": True}, {}, "calls are paused"),
+        ({"calling_hours": {"start": "12:00", "end": "21:00"}}, {}, "11:00 IST is outside the calling hours"),
+        ({}, {"call_enabled": False}, "calls disabled or no phone number"),
+        ({}, {"phone": None}, "calls disabled or no phone number"),
+    ],
+)
+def test_a_manual_call_obeys_the_pause_the_calling_hours_and_the_users_switch(
+    make_user, redis_conn, policy_changes, user_fields, said
+):
+    if policy_changes:
+        policy.policy_update(changes=policy_changes, user_id=None, actor="test")
+    user = make_user(**user_fields)
+    with at(MORNING), pytest.raises(scheduling.CallNowRefused, match=said):
+        scheduling.user_call_now(user_id=user.pk, requested_by="test")
+    assert not Call.objects.exists()
+
+
+def test_the_admin_action_calls_the_selected_users_now_and_says_who_was_not(
+    admin_client, make_user, redis_conn
+):
+    callable_user = make_user(call_time=time(9, 0))
+    disabled = make_user(call_enabled=False)
+    with at(MORNING, tick=True):
+        response = admin_client.post(
+            reverse("admin:users_user_changelist"),
+            {"action": "call_now", "_selected_action": [callable_user.pk, disabled.pk]},
+            follow=True,
+        )
+    text = response.text
+    assert f"Calling now: {callable_user.username} (call" in text
+    assert f"Not called: {disabled.username}, the user cannot be called" in text
+    call = Call.objects.get()
+    assert call.manual and call.user == callable_user
+    page = admin_client.get(reverse("admin:calls_call_changelist"), {"manual__exact": "1"})
+    assert [c.pk for c in page.context["cl"].result_list] == [call.pk]
