@@ -18,7 +18,7 @@ from django.utils.safestring import SafeString
 from . import policy, selectors
 from .forms import CallPolicyForm
 from .logsafe import mask_phone
-from .models import Call, CallPolicy, CallStatus
+from .models import AgentVariant, Call, CallPolicy, CallStatus
 from .slots import zone_or_none
 
 # What CallKaro reports about the conversation, shown on the call's page.
@@ -134,9 +134,18 @@ class CallAdmin(admin.ModelAdmin):
         "provider",
         "end_reason",
         "manual",
+        "variant",
     )
     list_display_links = ("id",)
-    list_filter = ("status", ProviderFilter, EndReasonFilter, AttemptFilter, "manual", "outcome_inferred")
+    list_filter = (
+        "status",
+        ProviderFilter,
+        EndReasonFilter,
+        AttemptFilter,
+        "manual",
+        "variant",
+        "outcome_inferred",
+    )
     date_hierarchy = "local_date"
     search_fields = (
         "to_number",
@@ -146,7 +155,7 @@ class CallAdmin(admin.ModelAdmin):
         "user__username",
         "user__phone",
     )
-    list_select_related = ("user",)
+    list_select_related = ("user", "variant")
     ordering = ("-id",)
     # The calls table grows every day: skip the unfiltered COUNT(*) on filtered pages.
     show_full_result_count = False
@@ -192,7 +201,7 @@ class CallAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        ("Provider", {"fields": ("provider", "provider_call_id", "agent_id", "payloads")}),
+        ("Provider", {"fields": ("provider", "variant", "provider_call_id", "agent_id", "payloads")}),
     )
     # Every field shown is read-only: derived from the fieldsets so the two cannot drift.
     readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
@@ -360,3 +369,32 @@ class CallPolicyAdmin(admin.ModelAdmin):
         return format_html(
             "<pre style='margin:0'>{}</pre>", json.dumps(effective, indent=2, ensure_ascii=False, default=str)
         )
+
+
+@admin.register(AgentVariant)
+class AgentVariantAdmin(admin.ModelAdmin):
+    """Variants of the agent that calls. A user keeps their variant until it is deactivated;
+    deactivating one reassigns its users among the active ones at their next call."""
+
+    list_display = ("name", "provider", "agent_id", "weight", "active", "created_at")
+    list_editable = ("weight", "active")
+    list_filter = ("active", "provider")
+    search_fields = ("name", "agent_id")
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        form.clean_provider = _clean_variant_provider
+        return form
+
+
+def _clean_variant_provider(form) -> str:
+    """A variant may only use a provider this deployment can place calls with."""
+    from django.core.exceptions import ValidationError
+
+    provider = form.cleaned_data.get("provider")
+    missing = [
+        name for name in settings.PROVIDER_REQUIRED_SETTINGS.get(provider, ()) if not getattr(settings, name)
+    ]
+    if missing:
+        raise ValidationError(f"{provider} cannot place calls here: {', '.join(missing)} not set")
+    return provider

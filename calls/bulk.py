@@ -114,7 +114,7 @@ def update_column(model: type[Model], field_name: str, values: dict[Any, Any]) -
         return
     field = model._meta.get_field(field_name)
     if connection.vendor != "postgresql":
-        objs = [model(pk=pk, **{field_name: value}) for pk, value in values.items()]
+        objs = [model(pk=pk, **{field.attname: value}) for pk, value in values.items()]
         model._base_manager.bulk_update(objs, [field_name])
         return
     quote = connection.ops.quote_name

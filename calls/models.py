@@ -49,6 +49,28 @@ STATUS_RANK = {
 }
 
 
+class AgentVariant(models.Model):
+    """A variant of the agent that calls (A/B tests): each user is assigned one by weight,
+    deterministically, and keeps it until it is deactivated (calls.variants)."""
+
+    name = models.CharField(max_length=64, unique=True)
+    provider = models.CharField(max_length=32, choices=[(name, name) for name in settings.CALL_PROVIDERS])
+    agent_id = models.CharField(
+        "agent or assistant id", max_length=128, help_text="The provider's agent (or Vapi assistant) id."
+    )
+    weight = models.PositiveIntegerField(
+        default=1, help_text="Share of users, relative to the other variants."
+    )
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("pk",)
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Call(models.Model):
     """One attempt to phone a user: attempt 1 is the day's call, 2 and 3 are its retries."""
 
@@ -87,6 +109,10 @@ class Call(models.Model):
     # Placed on an operator's request ("call now"), outside the daily schedule: never the
     # day's first attempt nor one of its retries, and never retried itself.
     manual = models.BooleanField(default=False)
+    # The agent variant that called (A/B), when variants are defined.
+    variant = models.ForeignKey(
+        AgentVariant, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls", db_index=False
+    )
     duration_seconds = models.PositiveIntegerField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)

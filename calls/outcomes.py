@@ -252,6 +252,7 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
         user_id=call.user_id,
         to_number=user.phone,
         agent_id=call.agent_id,
+        variant_id=call.variant_id,
         attempt=call.attempt + 1,
         local_date=call.local_date,
         retry_of_id=call.pk,

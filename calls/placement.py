@@ -138,9 +138,9 @@ def _take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest]
                 logger.info("Call %s %s: %s", call.pk, status, reason)
                 others[str(status)] += 1
                 continue
-            if call.provider != settings.CALL_PROVIDER or not call.agent_id:
+            if call.variant_id is None and (call.provider != settings.CALL_PROVIDER or not call.agent_id):
                 # CALL_PROVIDER changed since the call was queued: the new provider places it,
-                # with its own agent.
+                # with its own agent. (A variant's call keeps its variant's provider and agent.)
                 call.provider = settings.CALL_PROVIDER
                 call.agent_id = default_agent_id(call.provider)
             call.status = CallStatus.DIALING

@@ -26,6 +26,7 @@ from .outcomes import call_finish, call_schedule_retry, humanize_delay, insert_c
 from .policy import Policy, policy_current
 from .providers import default_agent_id
 from .slots import next_open_slot, slot_local_date, zone_or_none
+from .variants import variant_for, variants_active
 
 logger = logging.getLogger("relevel.calls")
 User = get_user_model()
@@ -76,6 +77,7 @@ def _claim_due_batch(*, now: datetime, rules: Policy, summary: TickSummary) -> i
     taken, to be recorded missed ("paused") and moved on to the next day.
     """
     agent_id = default_agent_id(settings.CALL_PROVIDER)
+    variants = variants_active()
     window = rules.window
     due_by = now - window if rules.paused else now
     with transaction.atomic():
@@ -93,10 +95,16 @@ def _claim_due_batch(*, now: datetime, rules: Policy, summary: TickSummary) -> i
         first_attempts: list[Call] = []
         missed: list[Call] = []
         parked: list[DueUser] = []
+        assigned: dict[int, int] = {}  # users given a (new) variant: user id -> variant id
         for user in users:
             call = _slot_call_for(user, now=now, rules=rules, agent_id=agent_id, parked=parked)
             if call is None:
                 continue
+            variant = variant_for(user_id=user.pk, current_id=user.agent_variant_id, variants=variants)
+            if variant is not None:
+                call.variant_id, call.provider, call.agent_id = variant.pk, variant.provider, variant.agent_id
+                if variant.pk != user.agent_variant_id:
+                    assigned[user.pk] = user.agent_variant_id = variant.pk
             (first_attempts if call.status == CallStatus.QUEUED else missed).append(call)
         reserved = bulk.reserve_ids(Call, len(first_attempts))
         if reserved is not None:
@@ -105,6 +113,7 @@ def _claim_due_batch(*, now: datetime, rules: Policy, summary: TickSummary) -> i
         missed_ids = insert_calls_ignoring_conflicts(missed)
         bulk.update_column(User, "next_call_at", {user.pk: user.next_call_at for user in users})
         _park(parked)
+        bulk.update_column(User, "agent_variant", assigned)
         if reserved is not None:
             job_of = {call.pk: call.job_id for call in first_attempts}
             batches: dict[str, list[int]] = {}
@@ -133,6 +142,7 @@ class DueUser:
     call_time: time
     call_enabled: bool
     next_call_at: datetime | None
+    agent_variant_id: int | None
 
     @property
     def is_callable(self) -> bool:
@@ -556,15 +566,19 @@ def user_call_now(*, user_id: int, requested_by: str, now: datetime | None = Non
             raise CallNowRefused(
                 f"one call now per user every {every} minutes; try again in {wait} s", retry_after=wait
             )
+        variant = variant_for(user_id=user.pk, current_id=user.agent_variant_id, variants=variants_active())
+        if variant is not None and variant.pk != user.agent_variant_id:
+            User.objects.filter(pk=user.pk).update(agent_variant=variant.pk)
         call = Call.objects.create(
             user_id=user.pk,
             to_number=user.phone,
-            agent_id=default_agent_id(settings.CALL_PROVIDER),
+            variant_id=variant.pk if variant else None,
+            agent_id=variant.agent_id if variant else default_agent_id(settings.CALL_PROVIDER),
             attempt=1,
             local_date=now.astimezone(tz).date(),
             status=CallStatus.QUEUED,
             scheduled_for=now,
-            provider=settings.CALL_PROVIDER,
+            provider=variant.provider if variant else settings.CALL_PROVIDER,
             manual=True,
         )
         call_id = call.pk

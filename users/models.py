@@ -80,6 +80,15 @@ class User(AbstractUser):
     max_retries = models.PositiveSmallIntegerField(
         null=True, blank=True, help_text="Retries per day for this user; blank: the call policy's."
     )
+    # The agent variant this user is assigned (calls.variants), kept until deactivated.
+    agent_variant = models.ForeignKey(
+        "calls.AgentVariant",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="users",
+        editable=False,
+    )
     retry_delay_minutes = models.PositiveSmallIntegerField(
         null=True, blank=True, help_text="Minutes before each retry for this user; blank: the call policy's."
     )
