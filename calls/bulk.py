@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.db import connection
-from django.db.models import Model
+from django.db.models import Model, Q
+from django.db.models.sql.query import Query
 
 # Rows per multi-row INSERT on SQLite (it allows 32766 parameters per statement).
 SQLITE_INSERT_CHUNK = 500
@@ -34,11 +35,11 @@ def reserve_ids(model: type[Model], count: int) -> list[int] | None:
 
 
 def insert_ignoring_conflicts(
-    objs: Sequence[Model], *, conflict_fields: Sequence[str], conflict_where: str = ""
+    objs: Sequence[Model], *, conflict_fields: Sequence[str], conflict_where: Q | None = None
 ) -> list[int]:
     """INSERT ... ON CONFLICT (conflict_fields) DO NOTHING RETURNING id: the ids of the rows
     really inserted (Django's bulk_create(ignore_conflicts=True) cannot tell which).
-    ``conflict_where`` names a partial unique index's predicate (SQL, no parameters)."""
+    ``conflict_where`` is a partial unique index's condition, as its UniqueConstraint has it."""
     if not objs:
         return []
     model = type(objs[0])
@@ -48,8 +49,8 @@ def insert_ignoring_conflicts(
     table = quote(model._meta.db_table)
     columns = ", ".join(quote(f.column) for f in fields)
     conflict = ", ".join(quote(model._meta.get_field(name).column) for name in conflict_fields)
-    if conflict_where:
-        conflict = f"{conflict}) WHERE ({conflict_where}"
+    if conflict_where is not None:
+        conflict = f"{conflict}) WHERE ({_index_predicate(model, conflict_where)}"
     pk = quote(model._meta.pk.column)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -87,6 +88,17 @@ def insert_ignoring_conflicts(
             )
             inserted.extend(r[0] for r in cursor.fetchall())
         return inserted
+
+
+def _index_predicate(model: type[Model], condition: Q) -> str:
+    """The condition as Django writes it in the partial index: SQLite matches an upsert's
+    WHERE against the index's predicate as text ("NOT manual", not "manual = false")."""
+    query = Query(model=model, alias_cols=False)
+    compiler = query.get_compiler(connection=connection)
+    sql, params = query.build_where(condition).as_sql(compiler, connection)
+    if params:
+        raise ValueError("a partial index condition with parameters cannot name an ON CONFLICT target")
+    return sql
 
 
 def _cast_type(field) -> str:

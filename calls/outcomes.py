@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
@@ -32,7 +33,7 @@ def humanize_delay(seconds: int) -> str:
 def insert_calls_ignoring_conflicts(calls: list[Call]) -> list[int]:
     """The conditional insert that claims: the ids of the rows really inserted."""
     return bulk.insert_ignoring_conflicts(
-        calls, conflict_fields=["user", "local_date", "attempt"], conflict_where="manual = false"
+        calls, conflict_fields=["user", "local_date", "attempt"], conflict_where=Q(manual=False)
     )
 
 
@@ -83,9 +84,15 @@ def _locked_call_for(event: CallEvent, providers: tuple[str, ...]) -> Call:
             raise not_found
         return by_provider_id
     if by_provider_id is not None:
-        if by_provider_id.pk != event.our_call_id:
+        if by_provider_id.pk == event.our_call_id:
+            return by_provider_id
+        # Our id names a call the provider's id does not: ours, if it never got a provider
+        # id of its own (unconfirmed, or placed under an id the provider had handed out
+        # before); otherwise the two ids are about different calls.
+        ours = calls.filter(pk=event.our_call_id, provider_call_id__isnull=True).first()
+        if ours is None:
             raise CallNotFound("the provider call id and our call id point at different calls")
-        return by_provider_id
+        return ours
     call = calls.filter(pk=event.our_call_id).first()
     if call is None:
         raise not_found
@@ -131,7 +138,14 @@ def call_apply_event(*, event: CallEvent, providers: tuple[str, ...] | None = No
         # Only what this event changes: the webhook is the hottest write, and rewriting
         # every column (the transcript, all payloads) is most of its cost.
         fields = ["status", "last_status_at", "provider_payloads"]
-        if event.provider_call_id and call.provider_call_id != event.provider_call_id:
+        if (
+            event.provider_call_id
+            and call.provider_call_id != event.provider_call_id
+            # (Not when the provider had given that id to another call before.)
+            and not Call.objects.filter(provider=call.provider, provider_call_id=event.provider_call_id)
+            .exclude(pk=call.pk)
+            .exists()
+        ):
             call.provider_call_id = event.provider_call_id
             fields.append("provider_call_id")
         for field, value in (
@@ -217,6 +231,9 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
         logger.info("Call %s was a manual call: no retry", call.pk)
         return False
     rules = policy_current()
+    if call.status not in rules.retry_statuses:
+        logger.info("Call %s: no retry, %s is not retried (call policy)", call.pk, call.status)
+        return False
     user = User.objects.only(
         "id", "phone", "call_enabled", "local_tz", "max_retries", "retry_delay_minutes"
     ).get(pk=call.user_id)

@@ -23,7 +23,7 @@ from users.models import unknown_zone_error
 from . import bulk, queues, selectors
 from .models import Call, CallStatus
 from .outcomes import call_finish, call_schedule_retry, humanize_delay, insert_calls_ignoring_conflicts
-from .policy import Policy, policy_current
+from .policy import Policy, policy_cache_clear, policy_current
 from .providers import default_agent_id
 from .slots import next_open_slot, slot_local_date, zone_or_none
 from .variants import variant_for, variants_active
@@ -249,6 +249,8 @@ def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
     a tick): each (user, local date) gets at most one first attempt.
     """
     now = now or timezone.now()
+    # Read fresh: the tick that resuming enqueues must not see the pause a worker cached.
+    policy_cache_clear()
     rules = policy_current()
     window = rules.window
     summary = TickSummary()

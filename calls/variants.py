@@ -23,10 +23,10 @@ class Variant:
 
 
 def variants_active() -> list[Variant]:
-    """The active variants with a weight, in a stable order (the order assignment uses)."""
+    """The active variants, in a stable order (the order assignment uses)."""
     return [
         Variant(*row)
-        for row in AgentVariant.objects.filter(active=True, weight__gt=0)
+        for row in AgentVariant.objects.filter(active=True)
         .order_by("pk")
         .values_list("pk", "provider", "agent_id", "weight")
     ]
@@ -38,15 +38,17 @@ def _bucket(user_id: int, total: int) -> int:
 
 
 def variant_for(*, user_id: int, current_id: int | None, variants: list[Variant]) -> Variant | None:
-    """The variant ``user_id`` calls with: the one they have if it is still active, else one
-    picked by weight from their id; None when no variant is active."""
-    if not variants:
-        return None
+    """The variant ``user_id`` calls with: the one they have if it is still active (whatever
+    its weight: a weight of 0 only stops new assignments), else one picked by weight from
+    their id; None when no variant can be picked."""
     for variant in variants:
         if variant.pk == current_id:
             return variant
-    point = _bucket(user_id, sum(v.weight for v in variants))
-    for variant in variants:
+    weighted = [v for v in variants if v.weight > 0]
+    if not weighted:
+        return None
+    point = _bucket(user_id, sum(v.weight for v in weighted))
+    for variant in weighted:
         if point < variant.weight:
             return variant
         point -= variant.weight

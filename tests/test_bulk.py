@@ -4,6 +4,7 @@ from datetime import UTC, date, datetime
 
 import pytest
 from django.db import DataError, connection, transaction
+from django.db.models import Q
 
 from calls import bulk
 from calls.models import Call, CallStatus
@@ -26,7 +27,7 @@ def call_for(user, **fields) -> Call:
 
 def insert(calls):
     return bulk.insert_ignoring_conflicts(
-        calls, conflict_fields=["user", "local_date", "attempt"], conflict_where="manual = false"
+        calls, conflict_fields=["user", "local_date", "attempt"], conflict_where=Q(manual=False)
     )
 
 

@@ -233,3 +233,21 @@ def test_the_policys_window_decides_how_late_a_call_may_be_dialed(fake_callkaro,
     with at(SLOT + timedelta(minutes=6)):
         assert placement.call_place(call_id=call.pk) == "missed"
     assert fake_callkaro.requests == []
+
+
+def test_retry_statuses_also_govern_unreachable_and_inferred_failures(settings, make_call, redis_conn):
+    """Not only webhook outcomes: a failure relevel recorded itself is retried only if the
+    policy retries `failed`."""
+    set_policy(retry_statuses=["no_answer"])
+    settings.CALLKARO_BASE_URL = "http://127.0.0.1:9"  # nothing listens: unreachable
+    from calls.providers import reset_provider_cache
+
+    reset_provider_cache()
+    call = make_call()
+    with at(SLOT + timedelta(minutes=1), tick=True):
+        assert placement.call_place(call_id=call.pk, is_last_try=True) == "failed"
+    assert not Call.objects.filter(retry_of=call).exists()
+    silent = make_call(status=CallStatus.RINGING, last_status_at=SLOT, local_date=DAY)
+    scheduling.calls_schedule_due(now=SLOT + timedelta(seconds=settings.CALL_OUTCOME_TIMEOUT_SECONDS + 1))
+    silent.refresh_from_db()
+    assert silent.status == CallStatus.FAILED and not Call.objects.filter(retry_of=silent).exists()

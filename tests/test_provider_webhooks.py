@@ -332,3 +332,20 @@ def test_a_webhook_for_an_unknown_provider_is_a_json_404(client):
         "success": False,
         "error": "unknown provider 'twilio'; expected one of callkaro, vapi, retell, simulator",
     }
+
+
+def test_the_webhook_of_a_call_placed_under_a_reused_provider_id_finds_it_by_our_id(
+    make_call, client, settings
+):
+    """The provider answered call B with an id call A already had: B is placed without it,
+    and B's webhook (carrying that id and B's own) settles B, not A, and not nobody."""
+    configure_callkaro_token(settings)
+    older = make_call(status=CallStatus.COMPLETED, provider_call_id="ck-dup")
+    call = make_call(status=CallStatus.RINGING, provider_call_id=None)
+    response = post_callkaro(
+        client, callkaro_call_ended(call, call_sid="ck-dup", hangup_reason="CLIENT_INITIATED")
+    )
+    assert response.status_code == 200 and response.json()["call_id"] == str(call.pk)
+    call.refresh_from_db()
+    older.refresh_from_db()
+    assert call.status == CallStatus.COMPLETED and older.provider_payloads == []

@@ -112,3 +112,10 @@ def test_the_admin_refuses_a_variant_for_a_provider_this_deployment_cannot_use(a
     assert response.status_code == 200
     assert "vapi cannot place calls here: VAPI_API_KEY" in response.text
     assert not AgentVariant.objects.exists()
+
+
+def test_a_weight_of_zero_stops_new_assignments_but_moves_nobody():
+    a, b = Variant(1, "callkaro", "agent-a", 0), Variant(2, "callkaro", "agent-b", 1)
+    assert variant_for(user_id=7, current_id=1, variants=[a, b]) == a  # keeps it
+    assert {variant_for(user_id=uid, current_id=None, variants=[a, b]) for uid in range(50)} == {b}
+    assert variant_for(user_id=7, current_id=None, variants=[a]) is None
