@@ -94,7 +94,7 @@ class UserAdmin(BaseUserAdmin):
         "is_staff",
         "is_active",
     )
-    search_fields = ("name", "phone", "email", "username")
+    search_fields = ("name", "phone", "email", "username", "external_id")
     actions = ("enable_calls", "disable_calls")
 
     fieldsets = (
@@ -103,15 +103,22 @@ class UserAdmin(BaseUserAdmin):
             "Daily call",
             {
                 "fields": (
+                    "external_id",
                     "phone",
                     "local_tz",
                     "call_enabled",
                     "call_time",
+                    "max_retries",
+                    "retry_delay_minutes",
                     "next_call",
                     "schedule_error",
                     "recent_calls",
                 ),
-                "description": "Saving recomputes the next call from these fields.",
+                "description": (
+                    "Saving recomputes the next call from these fields. Turning calls off, "
+                    "removing the phone or changing the call time or time zone cancels the calls "
+                    "still queued for the old schedule, saying why."
+                ),
             },
         ),
         ("Personal info", {"fields": ("name", "first_name", "last_name", "email")}),
@@ -128,7 +135,19 @@ class UserAdmin(BaseUserAdmin):
         (None, {"classes": ("wide",), "fields": ("username", "usable_password", "password1", "password2")}),
         (
             "Daily call",
-            {"classes": ("wide",), "fields": ("name", "phone", "local_tz", "call_enabled", "call_time")},
+            {
+                "classes": ("wide",),
+                "fields": (
+                    "name",
+                    "external_id",
+                    "phone",
+                    "local_tz",
+                    "call_enabled",
+                    "call_time",
+                    "max_retries",
+                    "retry_delay_minutes",
+                ),
+            },
         ),
         ("Personal info", {"classes": ("wide",), "fields": ("email",)}),
     )

@@ -9,7 +9,16 @@ from django.utils.html import format_html, format_html_join
 from .models import User
 from .validators import iana_time_zones, phone_to_e164
 
-DAILY_CALL_FIELDS = ("name", "phone", "local_tz", "call_enabled", "call_time")
+DAILY_CALL_FIELDS = (
+    "name",
+    "external_id",
+    "phone",
+    "local_tz",
+    "call_enabled",
+    "call_time",
+    "max_retries",
+    "retry_delay_minutes",
+)
 
 
 class PhoneNumberField(forms.CharField):
@@ -58,10 +67,14 @@ class TimeZoneInput(forms.TextInput):
 
 
 class DailyCallFieldsMixin:
-    """Shared by the add and change forms: no phone is NULL (many users may have none)."""
+    """Shared by the add and change forms: no phone and no external id are NULL (many users
+    may have none of either)."""
 
     def clean_phone(self) -> str | None:
         return self.cleaned_data.get("phone") or None
+
+    def clean_external_id(self) -> str | None:
+        return self.cleaned_data.get("external_id") or None
 
 
 class UserAdminCreationForm(DailyCallFieldsMixin, AdminUserCreationForm):

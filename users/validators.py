@@ -62,3 +62,25 @@ def validate_e164_phone(value: str) -> None:
     e164 = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
     if e164 != value or not phonenumbers.is_valid_number(parsed):
         raise ValidationError(message, code="invalid_phone", params={"value": value})
+
+
+# The product's own id, as it appears in /api/users/<external_id>: URL-safe as it is, so
+# that no client has to encode it. "." and ".." cannot be addressed (clients squash them
+# out of a path), and "bulk" is the bulk endpoint's own name.
+_EXTERNAL_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+RESERVED_EXTERNAL_IDS = frozenset({".", "..", "bulk"})
+
+
+def validate_external_id(value: str) -> None:
+    if not _EXTERNAL_ID.fullmatch(value):
+        raise ValidationError(
+            "%(value)s is not a valid external id: use 1 to 128 letters, digits and . _ : -",
+            code="invalid_external_id",
+            params={"value": value[:140]},
+        )
+    if value in RESERVED_EXTERNAL_IDS:
+        raise ValidationError(
+            "%(value)s cannot be an external id: it cannot be addressed in /api/users/<external_id>",
+            code="reserved_external_id",
+            params={"value": value},
+        )
