@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Iterable, Mapping
-from datetime import datetime, time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, time
 from typing import Any
 
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from calls.models import Call, CallStatus
+
+from .models import SCHEDULE_FIELDS, User
 
 logger = logging.getLogger("relevel.users")
 
@@ -112,3 +118,254 @@ def _cancel_with_unnest(reasons: Mapping[int, str], *, now: datetime) -> int:
             [CallStatus.CANCELED, now, now, list(reasons), list(reasons.values()), CallStatus.QUEUED],
         )
         return cursor.rowcount
+
+
+# --- Creating and updating users by external_id (the users API, the CSV import) ------------
+
+# Rows per IN (...) lookup and per bulk statement: well inside every backend's limits.
+CHUNK = 2_000
+
+
+class UsersInvalid(Exception):
+    """Some rows cannot be written; ``errors`` is {row index: {field: message}}."""
+
+    def __init__(self, errors: dict[int, dict[str, str]]) -> None:
+        super().__init__(f"{len(errors)} invalid")
+        self.errors = errors
+
+
+@dataclass
+class UpsertResult:
+    # Per row, in the order given: "created", "updated" or "unchanged".
+    results: list[str]
+    users: list[User]
+    canceled_calls: int = 0
+
+    def count(self, result: str) -> int:
+        return self.results.count(result)
+
+
+def _chunks(items: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def duplicate_errors(
+    rows: Sequence[Mapping[str, Any] | None], *, label: str = "row", first_number: int = 0
+) -> dict[int, dict[str, str]]:
+    """Rows repeating an external_id or a phone of an earlier row in the same request or
+    file, as errors on those later rows ({index: {field: message}}; None rows are skipped).
+    The earlier row is named as ``label`` and its index plus ``first_number``."""
+    errors: dict[int, dict[str, str]] = {}
+    for field, what in (("external_id", "external id"), ("phone", "phone number")):
+        first: dict[Any, int] = {}
+        for index, row in enumerate(rows):
+            value = row.get(field) if row else None
+            if value is None:
+                continue
+            if value in first:
+                errors.setdefault(index, {})[field] = (
+                    f"The same {what} is given for {label} {first[value] + first_number}."
+                )
+            else:
+                first[value] = index
+    return errors
+
+
+def users_conflicts(
+    rows: Sequence[Mapping[str, Any] | None],
+    *,
+    existing: Mapping[str, User] | None = None,
+    label: str = "row",
+) -> dict[int, dict[str, str]]:
+    """What makes valid rows unwritable together: an external id or phone repeated in
+    ``rows``, a phone another user has. None rows (invalid ones) are skipped, so that one
+    answer lists every problem. Reads only; ``existing`` is looked up when not given."""
+    if existing is None:
+        existing = users_by_external_id([row["external_id"] for row in rows if row])
+    errors = duplicate_errors(rows, label=label)
+    for index, row_errors in phone_taken_errors(rows, existing=existing).items():
+        errors.setdefault(index, {}).update(row_errors)
+    return dict(sorted(errors.items()))
+
+
+def users_by_external_id(external_ids: Sequence[str], *, lock: bool = False) -> dict[str, User]:
+    """The users with these external ids, in a few queries (locked, with ``lock``)."""
+    found: dict[str, User] = {}
+    queryset = User.objects.select_for_update() if lock else User.objects.all()
+    for chunk in _chunks(list(external_ids)):
+        found.update((user.external_id, user) for user in queryset.filter(external_id__in=chunk))
+    return found
+
+
+def phone_owners(phones: Iterable[str]) -> dict[str, int]:
+    """{phone: id of the user who has it} for these numbers, in a few queries."""
+    owners: dict[str, int] = {}
+    for chunk in _chunks(sorted(set(phones))):
+        owners.update(User.objects.filter(phone__in=chunk).values_list("phone", "pk"))
+    return owners
+
+
+PHONE_TAKEN = "Another user already has this phone number."
+
+
+def phone_taken_errors(
+    rows: Sequence[Mapping[str, Any] | None], *, existing: Mapping[str, User]
+) -> dict[int, dict[str, str]]:
+    """Rows giving a phone another user has (never saying who, nor their number)."""
+    owners = phone_owners(row["phone"] for row in rows if row and row.get("phone"))
+    errors: dict[int, dict[str, str]] = {}
+    for index, row in enumerate(rows):
+        if not row or not row.get("phone"):
+            continue
+        owner = owners.get(row["phone"])
+        user = existing.get(row["external_id"])
+        if owner is not None and (user is None or owner != user.pk):
+            errors[index] = {"phone": PHONE_TAKEN}
+    return errors
+
+
+def usernames_for(external_ids: Sequence[str]) -> dict[str, str]:
+    """Usernames for new users made by external id: "ext-<external id>" (with ":", which
+    usernames may not hold, as "_"), or with a digest of the id when that name is taken or
+    two ids map to it, so every one is unique and the same id always asks for the same."""
+
+    def preferred(external_id: str) -> str:
+        return "ext-" + external_id.replace(":", "_")
+
+    def hashed(external_id: str) -> str:
+        digest = hashlib.sha256(external_id.encode()).hexdigest()[:12]
+        return f"{preferred(external_id)[:120]}-{digest}"
+
+    candidates = [name for eid in external_ids for name in (preferred(eid), hashed(eid))]
+    taken: set[str] = set()
+    for chunk in _chunks(candidates):
+        taken.update(User.objects.filter(username__in=chunk).values_list("username", flat=True))
+    wanted: dict[str, int] = {}
+    for eid in external_ids:
+        wanted[preferred(eid)] = wanted.get(preferred(eid), 0) + 1
+    names = {}
+    for eid in external_ids:
+        name = preferred(eid)
+        if name in taken or wanted[name] > 1:
+            name = hashed(eid)
+        if name in taken:  # a digest collision: never in practice, still never a 500
+            name = f"ext-{uuid.uuid4().hex}"
+        taken.add(name)
+        names[eid] = name
+    return names
+
+
+def last_first_attempts(user_ids: Sequence[int]) -> dict[int, date]:
+    """{user id: the last local date with a first attempt}, in a few queries: what
+    User.compute_next_call_at reads for one user."""
+    last: dict[int, date] = {}
+    for chunk in _chunks(list(user_ids)):
+        rows = (
+            Call.objects.filter(user_id__in=chunk, attempt=1)
+            .values("user_id")
+            .annotate(last=Max("local_date"))
+            .values_list("user_id", "last")
+        )
+        last.update(rows)
+    return last
+
+
+def users_apply_rows(
+    rows: Sequence[Mapping[str, Any]], *, existing: Mapping[str, User], now: datetime
+) -> tuple[list[User], list[User], dict[int, str], list[str]]:
+    """Set each row's fields on its user (a new one if ``existing`` has none), in memory,
+    with next_call_at recomputed where the schedule changed.
+
+    Returns (users to create, users to update, {user id: why their queued calls are
+    canceled}, per row "created"/"updated"/"unchanged"). Nothing is written."""
+    new_ids = [row["external_id"] for row in rows if row["external_id"] not in existing]
+    usernames = usernames_for(new_ids)
+    to_create: list[User] = []
+    to_update: list[User] = []
+    results: list[str] = []
+    rescheduled: list[tuple[User, dict[str, Any] | None]] = []
+    for row in rows:
+        user = existing.get(row["external_id"])
+        if user is None:
+            user = User(external_id=row["external_id"], username=usernames[row["external_id"]])
+            user.set_unusable_password()
+            for field, value in row.items():
+                setattr(user, field, value)
+            to_create.append(user)
+            rescheduled.append((user, None))
+            results.append("created")
+            continue
+        before = {field: getattr(user, field) for field in SCHEDULE_FIELDS}
+        changed = [field for field, value in row.items() if getattr(user, field) != value]
+        if not changed:
+            results.append("unchanged")
+            continue
+        for field in changed:
+            setattr(user, field, row[field])
+        to_update.append(user)
+        results.append("updated")
+        if SCHEDULE_FIELDS & set(changed):
+            rescheduled.append((user, before))
+    last = last_first_attempts([user.pk for user, before in rescheduled if before is not None])
+    # next_open_slot per distinct (zone, time, last date): a file of 100,000 users has far
+    # fewer of those, so the slot math is done once for each.
+    slots: dict[tuple, tuple[datetime | None, str | None]] = {}
+    reasons: dict[int, str] = {}
+    for user, before in rescheduled:
+        last_called = last.get(user.pk) if user.pk is not None else None
+        key = (user.local_tz, user.call_time, user.is_callable, last_called)
+        if key not in slots:
+            user.refresh_schedule(last_called=last_called, now=now)
+            slots[key] = (user.next_call_at, user.schedule_error)
+        user.next_call_at, user.schedule_error = slots[key]
+        if before is not None:
+            reason = schedule_change_reason(before=before, after=user)
+            if reason:
+                reasons[user.pk] = reason
+    return to_create, to_update, reasons, results
+
+
+def users_write(
+    *, to_create: Sequence[User], to_update: Sequence[User], fields: Iterable[str], batch_size: int = CHUNK
+) -> None:
+    """bulk_create and bulk_update, the latter of ``fields`` (plus the schedule columns)."""
+    if to_create:
+        User.objects.bulk_create(to_create, batch_size=batch_size)
+    if to_update:
+        update_fields = sorted({*fields, "next_call_at", "schedule_error"})
+        User.objects.bulk_update(to_update, update_fields, batch_size=batch_size)
+
+
+def users_upsert(*, rows: Sequence[Mapping[str, Any]], now: datetime | None = None) -> UpsertResult:
+    """Create or update users by external_id, all or nothing, in one transaction.
+
+    ``rows`` are validated fields (users.forms.profile_from_json), each with its
+    external_id and only the fields to set. Every row is checked before anything is written:
+    an external id or a phone repeated in ``rows``, a phone another user has. Then the users
+    are created and updated in bulk, next_call_at kept current, and the queued calls of
+    users whose schedule changed are canceled (users_cancel_pending_calls), all in a few
+    set-based statements whatever the number of rows. Raises UsersInvalid, or IntegrityError
+    when a concurrent change took an external id or phone meanwhile.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        existing = users_by_external_id([row["external_id"] for row in rows], lock=True)
+        errors = users_conflicts(rows, existing=existing, label="user")
+        if errors:
+            raise UsersInvalid(errors)
+        to_create, to_update, reasons, results = users_apply_rows(rows, existing=existing, now=now)
+        fields = {field for row in rows for field in row if field != "external_id"}
+        users_write(to_create=to_create, to_update=to_update, fields=fields)
+        canceled = users_cancel_pending_calls(reasons=reasons, now=now)
+    users = [existing.get(row["external_id"]) for row in rows]
+    created = iter(to_create)
+    users = [user if user is not None else next(created) for user in users]
+    logger.info(
+        "Users by external id: %s created, %s updated, %s unchanged; %s queued call(s) canceled",
+        results.count("created"),
+        results.count("updated"),
+        results.count("unchanged"),
+        canceled,
+    )
+    return UpsertResult(results=results, users=users, canceled_calls=canceled)
