@@ -564,3 +564,24 @@ def test_bulk_cancels_each_changed_users_queued_calls_with_its_own_reason(client
     ]
     if connection.vendor == "postgresql":
         assert len([q for q in queries if q["sql"].startswith('UPDATE "calls_call"')]) == 1
+
+
+# --- One form, two ways to run it ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"external_id": "crm-1", "phone": "+91 98765 43210", "call_time": "9:05", "call_enabled": "yes"},
+        {"external_id": "crm-1", "phone": "", "max_retries": "", "retry_delay_minutes": "30", "name": " A "},
+        {"external_id": "crm 1", "phone": "98765", "local_tz": "Mars/Olympus", "call_time": "24:00"},
+        {"external_id": "crm-1", "call_time": "20:30:61", "call_enabled": "ture", "max_retries": "2.5"},
+        {"external_id": "", "local_tz": "", "call_time": ""},
+    ],
+)
+def test_clean_row_gives_what_the_form_gives(data):
+    from users.forms import UserProfileForm
+
+    form = UserProfileForm(data, given=data.keys())
+    expected = (form.cleaned_data, {}) if form.is_valid() else ({}, form.error_dict())
+    assert UserProfileForm.clean_row(data, given=data.keys()) == expected

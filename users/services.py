@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import secrets
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
 
+from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
+from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
+from django.contrib.contenttypes.models import ContentType
 from django.db import connection, transaction
-from django.db.models import Max
+from django.db.models import BooleanField, Max, Q
+from django.db.models.expressions import RawSQL
 from django.utils import timezone
+from django.utils.text import capfirst
 
+from calls import bulk
 from calls.models import Call, CallStatus
 
 from .models import SCHEDULE_FIELDS, User
@@ -150,6 +158,17 @@ def _chunks(items: Sequence, size: int = CHUNK) -> Iterable[Sequence]:
         yield items[start : start + size]
 
 
+def _one_of(model: type, field: str, values: Sequence) -> Q | RawSQL:
+    """``field IN values`` as one array parameter on PostgreSQL (``= ANY(%s)``): Django's
+    IN builds a placeholder per value, which for thousands of them costs more to compose
+    than the query takes to run."""
+    if connection.vendor != "postgresql":
+        return Q(**{f"{field}__in": values})
+    column = model._meta.get_field(field).column
+    table = connection.ops.quote_name(model._meta.db_table)
+    return RawSQL(f"{table}.{connection.ops.quote_name(column)} = ANY(%s)", (list(values),), BooleanField())
+
+
 def duplicate_errors(
     rows: Sequence[Mapping[str, Any] | None], *, label: str = "row", first_number: int = 0
 ) -> dict[int, dict[str, str]]:
@@ -177,13 +196,14 @@ def users_conflicts(
     *,
     existing: Mapping[str, User] | None = None,
     label: str = "row",
+    first_number: int = 0,
 ) -> dict[int, dict[str, str]]:
     """What makes valid rows unwritable together: an external id or phone repeated in
     ``rows``, a phone another user has. None rows (invalid ones) are skipped, so that one
     answer lists every problem. Reads only; ``existing`` is looked up when not given."""
     if existing is None:
         existing = users_by_external_id([row["external_id"] for row in rows if row])
-    errors = duplicate_errors(rows, label=label)
+    errors = duplicate_errors(rows, label=label, first_number=first_number)
     for index, row_errors in phone_taken_errors(rows, existing=existing).items():
         errors.setdefault(index, {}).update(row_errors)
     return dict(sorted(errors.items()))
@@ -194,7 +214,9 @@ def users_by_external_id(external_ids: Sequence[str], *, lock: bool = False) -> 
     found: dict[str, User] = {}
     queryset = User.objects.select_for_update() if lock else User.objects.all()
     for chunk in _chunks(list(external_ids)):
-        found.update((user.external_id, user) for user in queryset.filter(external_id__in=chunk))
+        found.update(
+            (user.external_id, user) for user in queryset.filter(_one_of(User, "external_id", chunk))
+        )
     return found
 
 
@@ -202,7 +224,7 @@ def phone_owners(phones: Iterable[str]) -> dict[str, int]:
     """{phone: id of the user who has it} for these numbers, in a few queries."""
     owners: dict[str, int] = {}
     for chunk in _chunks(sorted(set(phones))):
-        owners.update(User.objects.filter(phone__in=chunk).values_list("phone", "pk"))
+        owners.update(User.objects.filter(_one_of(User, "phone", chunk)).values_list("phone", "pk"))
     return owners
 
 
@@ -237,13 +259,21 @@ def usernames_for(external_ids: Sequence[str]) -> dict[str, str]:
         digest = hashlib.sha256(external_id.encode()).hexdigest()[:12]
         return f"{preferred(external_id)[:120]}-{digest}"
 
-    candidates = [name for eid in external_ids for name in (preferred(eid), hashed(eid))]
-    taken: set[str] = set()
-    for chunk in _chunks(candidates):
-        taken.update(User.objects.filter(username__in=chunk).values_list("username", flat=True))
+    def taken_among(names: list[str]) -> set[str]:
+        taken: set[str] = set()
+        for chunk in _chunks(names):
+            taken.update(
+                User.objects.filter(_one_of(User, "username", chunk)).values_list("username", flat=True)
+            )
+        return taken
+
     wanted: dict[str, int] = {}
     for eid in external_ids:
         wanted[preferred(eid)] = wanted.get(preferred(eid), 0) + 1
+    taken = taken_among(list(wanted))
+    # The digests are looked up only for the ids whose preferred name cannot be had.
+    clashing = [eid for eid in external_ids if preferred(eid) in taken or wanted[preferred(eid)] > 1]
+    taken |= taken_among([hashed(eid) for eid in clashing])
     names = {}
     for eid in external_ids:
         name = preferred(eid)
@@ -271,49 +301,41 @@ def last_first_attempts(user_ids: Sequence[int]) -> dict[int, date]:
     return last
 
 
-def users_apply_rows(
-    rows: Sequence[Mapping[str, Any]], *, existing: Mapping[str, User], now: datetime
-) -> tuple[list[User], list[User], dict[int, str], list[str]]:
-    """Set each row's fields on its user (a new one if ``existing`` has none), in memory,
-    with next_call_at recomputed where the schedule changed.
+def user_new(*, external_id: str, username: str) -> User:
+    """A user made by external id (not saved): the defaults, and no usable password."""
+    # set_unusable_password() draws its 40 random characters one by one, which at 100,000
+    # users of an import is seconds; one draw of the same length from the same source.
+    return User(
+        external_id=external_id,
+        username=username,
+        password=UNUSABLE_PASSWORD_PREFIX + secrets.token_urlsafe(30),
+    )
 
-    Returns (users to create, users to update, {user id: why their queued calls are
-    canceled}, per row "created"/"updated"/"unchanged"). Nothing is written."""
-    new_ids = [row["external_id"] for row in rows if row["external_id"] not in existing]
-    usernames = usernames_for(new_ids)
-    to_create: list[User] = []
-    to_update: list[User] = []
-    results: list[str] = []
-    rescheduled: list[tuple[User, dict[str, Any] | None]] = []
-    for row in rows:
-        user = existing.get(row["external_id"])
-        if user is None:
-            user = User(external_id=row["external_id"], username=usernames[row["external_id"]])
-            user.set_unusable_password()
-            for field, value in row.items():
-                setattr(user, field, value)
-            to_create.append(user)
-            rescheduled.append((user, None))
-            results.append("created")
-            continue
-        before = {field: getattr(user, field) for field in SCHEDULE_FIELDS}
-        changed = [field for field, value in row.items() if getattr(user, field) != value]
-        if not changed:
-            results.append("unchanged")
-            continue
-        for field in changed:
-            setattr(user, field, row[field])
-        to_update.append(user)
-        results.append("updated")
-        if SCHEDULE_FIELDS & set(changed):
-            rescheduled.append((user, before))
-    last = last_first_attempts([user.pk for user, before in rescheduled if before is not None])
+
+def user_set_fields(user: User, row: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """Set a row's fields on ``user`` (in memory): (the fields that changed, the schedule
+    fields as they were)."""
+    before = {field: getattr(user, field) for field in SCHEDULE_FIELDS}
+    changed = [field for field, value in row.items() if getattr(user, field) != value]
+    for field in changed:
+        setattr(user, field, row[field])
+    return changed, before
+
+
+def users_reschedule(
+    changes: Sequence[tuple[User, Mapping[str, Any] | None]], *, now: datetime
+) -> dict[int, str]:
+    """Recompute next_call_at (and schedule_error) of users whose schedule changed, as
+    User.save would, in one query for all of them; ``changes`` pairs each user with its
+    schedule fields as they were (None for a new user). Returns {user id: why their queued
+    calls are canceled} for users_cancel_pending_calls."""
+    last = last_first_attempts([user.pk for user, before in changes if before is not None])
     # next_open_slot per distinct (zone, time, last date): a file of 100,000 users has far
     # fewer of those, so the slot math is done once for each.
     slots: dict[tuple, tuple[datetime | None, str | None]] = {}
     reasons: dict[int, str] = {}
-    for user, before in rescheduled:
-        last_called = last.get(user.pk) if user.pk is not None else None
+    for user, before in changes:
+        last_called = last.get(user.pk) if before is not None else None
         key = (user.local_tz, user.call_time, user.is_callable, last_called)
         if key not in slots:
             user.refresh_schedule(last_called=last_called, now=now)
@@ -323,6 +345,40 @@ def users_apply_rows(
             reason = schedule_change_reason(before=before, after=user)
             if reason:
                 reasons[user.pk] = reason
+    return reasons
+
+
+def users_apply_rows(
+    rows: Sequence[Mapping[str, Any]], *, existing: Mapping[str, User], now: datetime
+) -> tuple[list[User], list[User], dict[int, str], list[str]]:
+    """Set each row's fields on its user (a new one if ``existing`` has none), in memory,
+    with next_call_at recomputed where the schedule changed.
+
+    Returns (users to create, users to update, {user id: why their queued calls are
+    canceled}, per row "created"/"updated"/"unchanged"). Nothing is written."""
+    usernames = usernames_for([row["external_id"] for row in rows if row["external_id"] not in existing])
+    to_create: list[User] = []
+    to_update: list[User] = []
+    results: list[str] = []
+    rescheduled: list[tuple[User, dict[str, Any] | None]] = []
+    for row in rows:
+        user = existing.get(row["external_id"])
+        if user is None:
+            user = user_new(external_id=row["external_id"], username=usernames[row["external_id"]])
+            user_set_fields(user, row)
+            to_create.append(user)
+            rescheduled.append((user, None))
+            results.append("created")
+            continue
+        changed, before = user_set_fields(user, row)
+        if not changed:
+            results.append("unchanged")
+            continue
+        to_update.append(user)
+        results.append("updated")
+        if SCHEDULE_FIELDS & set(changed):
+            rescheduled.append((user, before))
+    reasons = users_reschedule(rescheduled, now=now)
     return to_create, to_update, reasons, results
 
 
@@ -330,11 +386,23 @@ def users_write(
     *, to_create: Sequence[User], to_update: Sequence[User], fields: Iterable[str], batch_size: int = CHUNK
 ) -> None:
     """bulk_create and bulk_update, the latter of ``fields`` (plus the schedule columns)."""
-    if to_create:
-        User.objects.bulk_create(to_create, batch_size=batch_size)
-    if to_update:
-        update_fields = sorted({*fields, "next_call_at", "schedule_error"})
-        User.objects.bulk_update(to_update, update_fields, batch_size=batch_size)
+    # calls.bulk's statements rather than bulk_create and bulk_update: one array parameter
+    # per column on PostgreSQL, where Django builds a placeholder per value (and, for
+    # updates, a CASE branch per row that PostgreSQL walks for every row).
+    for start in range(0, len(to_create), batch_size):
+        chunk = to_create[start : start + batch_size]
+        ids = bulk.reserve_ids(User, len(chunk))
+        if ids is None:
+            User.objects.bulk_create(chunk)
+            continue
+        for user, pk in zip(chunk, ids, strict=True):
+            user.pk = user.id = pk
+        bulk.copy_rows(chunk)
+        for user in chunk:
+            user._state.adding, user._state.db = False, connection.alias
+    update_fields = sorted({*fields, "next_call_at", "schedule_error"})
+    for start in range(0, len(to_update), batch_size):
+        bulk.update_columns(to_update[start : start + batch_size], update_fields)
 
 
 def users_upsert(*, rows: Sequence[Mapping[str, Any]], now: datetime | None = None) -> UpsertResult:
@@ -369,3 +437,47 @@ def users_upsert(*, rows: Sequence[Mapping[str, Any]], now: datetime | None = No
         canceled,
     )
     return UpsertResult(results=results, users=users, canceled_calls=canceled)
+
+
+def users_record_import_history(
+    *, actor_id: int, created: Sequence[User], updated: Sequence[tuple[User, Sequence[str]]]
+) -> None:
+    """The admin's history entries for an import ("Added." / "Changed Call time and Phone.",
+    by the operator who confirmed it), one per user, in one COPY: the admin's own
+    LogEntry.objects.log_actions makes a model instance and a placeholder per value, which
+    for 100,000 users takes longer than the import itself."""
+    content_type_id = ContentType.objects.get_for_model(User).pk
+    now = timezone.now()
+
+    def label(field: str) -> str:
+        return capfirst(User._meta.get_field(field).verbose_name)
+
+    rows = [
+        (now, actor_id, content_type_id, str(user.pk), str(user)[:200], ADDITION, '[{"added": {}}]')
+        for user in created
+    ]
+    rows += [
+        (
+            now,
+            actor_id,
+            content_type_id,
+            str(user.pk),
+            str(user)[:200],
+            CHANGE,
+            json.dumps([{"changed": {"fields": [label(field) for field in changed]}}]),
+        )
+        for user, changed in updated
+    ]
+    bulk.copy_values(
+        LogEntry,
+        [
+            "action_time",
+            "user_id",
+            "content_type_id",
+            "object_id",
+            "object_repr",
+            "action_flag",
+            "change_message",
+        ],
+        rows,
+    )
