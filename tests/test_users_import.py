@@ -340,3 +340,34 @@ def test_the_import_records_who_added_or_changed_each_user_in_the_admin_history(
     assert entries[str(changed.pk)].get_change_message() == "Changed Call time."
     history = admin_client.get(reverse("admin:users_user_history", args=[changed.pk])).content.decode()
     assert "Changed Call time." in history
+
+
+# --- The command, for files too big for a web request ------------------------------------------
+
+
+def test_the_import_users_command_imports_a_file_as_the_admin_does(tmp_path):
+    from django.core.management import call_command
+
+    path = tmp_path / "users.csv"
+    path.write_text(f"{HEADER}\n{ASHA}\n", encoding="utf-8")
+    out = io.StringIO()
+    call_command("import_users", str(path), "--dry-run", stdout=out)
+    assert (
+        out.getvalue().strip()
+        == "import_users: 1 rows: 1 new, 0 updated, 0 unchanged (dry run: nothing written)"
+    )
+    assert not User.objects.filter(external_id="crm-42").exists()
+    call_command("import_users", str(path), stdout=io.StringIO())
+    assert User.objects.get(external_id="crm-42").next_call_at == SLOT
+
+
+def test_the_import_users_command_lists_the_bad_rows_and_writes_nothing(tmp_path):
+    from django.core.management import CommandError, call_command
+
+    path = tmp_path / "users.csv"
+    path.write_text(f"{HEADER}\n{ASHA}\ncrm-43,B,98765,Asia/Kolkata,20:30,true,,\n", encoding="utf-8")
+    err = io.StringIO()
+    with pytest.raises(CommandError, match=r"1 problem\(s\); nothing was imported"):
+        call_command("import_users", str(path), stderr=err)
+    assert err.getvalue().startswith("row 2: phone: 98765 is not a valid phone number")
+    assert not User.objects.filter(external_id__isnull=False).exists()
