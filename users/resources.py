@@ -133,6 +133,7 @@ class UserResource(resources.ModelResource):
         to_create: list[User] = []
         to_update: list[User] = []
         rescheduled: list[tuple[User, dict[str, Any] | None]] = []
+        template = User()
         for number, values in enumerate(dataset, 1):
             row = dict(zip(headers, values, strict=False))
             row_result = RowResult()
@@ -147,7 +148,9 @@ class UserResource(resources.ModelResource):
             user = self._existing.get(cleaned["external_id"])
             if user is None:
                 user = services.user_new(
-                    external_id=cleaned["external_id"], username=self._usernames[cleaned["external_id"]]
+                    external_id=cleaned["external_id"],
+                    username=self._usernames[cleaned["external_id"]],
+                    template=template,
                 )
                 services.user_set_fields(user, cleaned)
                 row_result.import_type = RowResult.IMPORT_TYPE_NEW

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -301,15 +302,22 @@ def last_first_attempts(user_ids: Sequence[int]) -> dict[int, date]:
     return last
 
 
-def user_new(*, external_id: str, username: str) -> User:
-    """A user made by external id (not saved): the defaults, and no usable password."""
-    # set_unusable_password() draws its 40 random characters one by one, which at 100,000
-    # users of an import is seconds; one draw of the same length from the same source.
-    return User(
-        external_id=external_id,
-        username=username,
-        password=UNUSABLE_PASSWORD_PREFIX + secrets.token_urlsafe(30),
-    )
+def user_new(*, external_id: str, username: str, template: User | None = None) -> User:
+    """A user made by external id (not saved): the defaults, and no usable password.
+
+    ``template``, a User() made once for many new users, is copied instead of running
+    Model.__init__ (a default looked up for each of its 20-odd fields) for each of them:
+    a fifth of an import's time at 100,000 rows."""
+    if template is None:
+        user = User()
+    else:
+        user = copy.copy(template)  # Model.__getstate__ gives the copy its own _state
+    user.external_id = external_id
+    user.username = username
+    # set_unusable_password() draws its 40 random characters one by one; one draw of the
+    # same length from the same source.
+    user.password = UNUSABLE_PASSWORD_PREFIX + secrets.token_urlsafe(30)
+    return user
 
 
 def user_set_fields(user: User, row: Mapping[str, Any]) -> tuple[list[str], dict[str, Any]]:
