@@ -6,7 +6,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models, router, transaction
-from django.db.models import Max
+from django.db.models import Max, QuerySet
 from django.utils import timezone
 
 from calls.forms import MAX_DELAY_MINUTES, MAX_RETRIES
@@ -34,6 +34,15 @@ def unknown_zone_error(local_tz: str) -> str | None:
     if zone_or_none(local_tz) is None:
         return f"Time zone {local_tz!r} is not an IANA time zone this host knows."
     return None
+
+
+def first_attempts() -> QuerySet:
+    """The calls that make a local day's first attempt: a date with one is not scheduled
+    again (next_open_slot's ``after``). The one place that says so, for User.save and the
+    writes in bulk (users.services.last_first_attempts)."""
+    from calls.models import Call
+
+    return Call.objects.filter(attempt=1)
 
 
 class User(AbstractUser):
@@ -124,10 +133,12 @@ class User(AbstractUser):
     def compute_next_call_at(self, *, now: datetime | None = None) -> datetime | None:
         """The next slot to call, skipping local dates that already have their first call;
         None if the user cannot be called, or has a time zone this host does not know."""
-        last_called = None
-        if self.pk is not None and self.is_callable:
-            last_called = self.calls.filter(attempt=1).aggregate(last=Max("local_date"))["last"]
-        return self.next_call_at_after(last_called=last_called, now=now)
+        return self.next_call_at_after(last_called=self._last_first_attempt_date(), now=now)
+
+    def _last_first_attempt_date(self) -> date | None:
+        if self.pk is None or not self.is_callable:
+            return None
+        return first_attempts().filter(user_id=self.pk).aggregate(last=Max("local_date"))["last"]
 
     def next_call_at_after(self, *, last_called: date | None, now: datetime | None = None) -> datetime | None:
         """compute_next_call_at with the last local date that has a first attempt given, for
@@ -180,10 +191,7 @@ class User(AbstractUser):
                     .values(*SCHEDULE_FIELDS)
                     .first()
                 )
-            last_called = None
-            if self.pk is not None and self.is_callable:
-                last_called = self.calls.filter(attempt=1).aggregate(last=Max("local_date"))["last"]
-            self.refresh_schedule(last_called=last_called)
+            self.refresh_schedule(last_called=self._last_first_attempt_date())
             if update_fields is not None:
                 kwargs["update_fields"] = {*update_fields, "next_call_at", "schedule_error"}
             super().save(*args, **kwargs)

@@ -25,7 +25,7 @@ from django.utils.text import capfirst
 from calls import bulk
 from calls.models import Call, CallStatus
 
-from .models import SCHEDULE_FIELDS, User
+from .models import SCHEDULE_FIELDS, User, first_attempts
 
 logger = logging.getLogger("relevel.users")
 
@@ -293,7 +293,8 @@ def last_first_attempts(user_ids: Sequence[int]) -> dict[int, date]:
     last: dict[int, date] = {}
     for chunk in _chunks(list(user_ids)):
         rows = (
-            Call.objects.filter(user_id__in=chunk, attempt=1)
+            first_attempts()
+            .filter(user_id__in=chunk)
             .values("user_id")
             .annotate(last=Max("local_date"))
             .values_list("user_id", "last")
