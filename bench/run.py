@@ -2,7 +2,7 @@
 
     python bench/run.py            # full run (~6 min on 2 cores)
     python bench/run.py --quick    # smaller sizes (~3 min)
-    python bench/run.py --only tick|placement|webhook|enqueue [--only ...]
+    python bench/run.py --only tick|placement|webhook|enqueue|import [--only ...]
     python bench/run.py --profile  # also write cProfile/EXPLAIN output to bench/out/
 
 Each benchmark measures the alternative side by side in the same run, so the ratios hold
@@ -26,7 +26,7 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 import harness  # noqa: E402
 from harness import say  # noqa: E402
 
-BENCHMARKS = ("tick", "placement", "webhook", "enqueue")
+BENCHMARKS = ("tick", "placement", "webhook", "enqueue", "import")
 
 
 def main() -> int:
@@ -86,6 +86,15 @@ def main() -> int:
             import bench_enqueue
 
             tables.append(bench_enqueue.run(jobs=2_000 if args.quick else 10_000))
+            print(tables[-1].render() + "\n", file=sys.stderr, flush=True)
+        if "import" in selected:
+            import bench_import
+
+            tables.append(
+                bench_import.run(
+                    rows=20_000 if args.quick else 100_000, naive_rows=500 if args.quick else 2_000
+                )
+            )
             print(tables[-1].render() + "\n", file=sys.stderr, flush=True)
         if "placement" in selected:
             import bench_placement

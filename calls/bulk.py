@@ -43,14 +43,67 @@ def insert_ignoring_conflicts(
     if not objs:
         return []
     model = type(objs[0])
+    quote = connection.ops.quote_name
+    conflict = ", ".join(quote(model._meta.get_field(name).column) for name in conflict_fields)
+    if conflict_where is not None:
+        conflict = f"{conflict}) WHERE ({_index_predicate(model, conflict_where)}"
+    return _insert(objs, suffix=f"ON CONFLICT ({conflict}) DO NOTHING")
+
+
+def insert_rows(objs: Sequence[Model]) -> list[int]:
+    """A plain INSERT of many rows in one statement on PostgreSQL (chunks elsewhere),
+    RETURNING their ids; a unique violation raises IntegrityError as bulk_create's would.
+    The rows may carry reserved ids (reserve_ids), so that each knows its own."""
+    if not objs:
+        return []
+    return _insert(objs, suffix="")
+
+
+def copy_rows(objs: Sequence[Model]) -> None:
+    """Insert rows that carry their ids (reserve_ids) with COPY on PostgreSQL: no statement
+    to build or parse, the fastest way in (a unique violation raises IntegrityError);
+    insert_rows elsewhere."""
+    if not objs:
+        return
+    if connection.vendor != "postgresql":
+        insert_rows(objs)
+        return
+    model = type(objs[0])
+    fields = list(model._meta.concrete_fields)
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    values = [_column(field, objs) for field in fields]
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        with cursor.cursor.copy(f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN") as copy:
+            for row in zip(*values, strict=True):
+                copy.write_row(row)
+
+
+def copy_values(model: type[Model], attnames: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Insert plain value tuples (one per row, in ``attnames`` order; the table fills in its
+    own ids) with COPY on PostgreSQL, bulk_create elsewhere: for many rows nobody reads
+    back, where making a model instance for each would cost more than writing it."""
+    if not rows:
+        return
+    if connection.vendor != "postgresql":
+        objs = [model(**dict(zip(attnames, row, strict=True))) for row in rows]
+        model._base_manager.bulk_create(objs, batch_size=SQLITE_INSERT_CHUNK)
+        return
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(model._meta.get_field(name).column) for name in attnames)
+    with connection.cursor() as cursor, connection.wrap_database_errors:
+        with cursor.cursor.copy(f"COPY {quote(model._meta.db_table)} ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+
+
+def _insert(objs: Sequence[Model], *, suffix: str) -> list[int]:
+    model = type(objs[0])
     # The primary key goes in too when the rows carry reserved ids (reserve_ids).
     fields = [f for f in model._meta.concrete_fields if not f.primary_key or objs[0].pk is not None]
     quote = connection.ops.quote_name
     table = quote(model._meta.db_table)
     columns = ", ".join(quote(f.column) for f in fields)
-    conflict = ", ".join(quote(model._meta.get_field(name).column) for name in conflict_fields)
-    if conflict_where is not None:
-        conflict = f"{conflict}) WHERE ({_index_predicate(model, conflict_where)}"
     pk = quote(model._meta.pk.column)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
@@ -72,7 +125,7 @@ def insert_ignoring_conflicts(
             cursor.execute(
                 f"INSERT INTO {table} ({columns}) SELECT {', '.join(select)} "
                 f"FROM unnest({', '.join(array_casts)}) AS v({names}) "
-                f"ON CONFLICT ({conflict}) DO NOTHING RETURNING {pk}",
+                f"{suffix} RETURNING {pk}",
                 params + arrays,
             )
             return [row[0] for row in cursor.fetchall()]
@@ -81,11 +134,8 @@ def insert_ignoring_conflicts(
         for start in range(0, len(objs), SQLITE_INSERT_CHUNK):
             chunk = objs[start : start + SQLITE_INSERT_CHUNK]
             params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for obj in chunk for f in fields]
-            cursor.execute(
-                f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(chunk))} "
-                f"ON CONFLICT ({conflict}) DO NOTHING RETURNING {pk}",
-                params,
-            )
+            values = ", ".join([row] * len(chunk))
+            cursor.execute(f"INSERT INTO {table} ({columns}) VALUES {values} {suffix} RETURNING {pk}", params)
             inserted.extend(r[0] for r in cursor.fetchall())
         return inserted
 
@@ -140,4 +190,28 @@ def update_column(model: type[Model], field_name: str, values: dict[Any, Any]) -
                 list(values),
                 [field.get_db_prep_save(value, connection) for value in values.values()],
             ],
+        )
+
+
+def update_columns(objs: Sequence[Model], field_names: Sequence[str]) -> None:
+    """Write ``field_names`` of each of ``objs`` (saved rows) in one statement on PostgreSQL:
+    bulk_update's CASE WHEN has one branch per row in every column, which PostgreSQL walks
+    for each row, so its cost grows with the square of the batch."""
+    if not objs:
+        return
+    model = type(objs[0])
+    if connection.vendor != "postgresql":
+        model._base_manager.bulk_update(objs, field_names, batch_size=SQLITE_INSERT_CHUNK)
+        return
+    quote = connection.ops.quote_name
+    pk_field = model._meta.pk
+    fields = [model._meta.get_field(name) for name in field_names]
+    assignments = ", ".join(f"{quote(f.column)} = v.c{i}" for i, f in enumerate(fields))
+    casts = ", ".join([f"%s::{_cast_type(pk_field)}[]"] + [f"%s::{_cast_type(f)}[]" for f in fields])
+    names = ", ".join(["pk"] + [f"c{i}" for i in range(len(fields))])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {quote(model._meta.db_table)} AS t SET {assignments} "
+            f"FROM unnest({casts}) AS v({names}) WHERE t.{quote(pk_field.column)} = v.pk",
+            [[obj.pk for obj in objs], *(_column(f, objs) for f in fields)],
         )

@@ -51,6 +51,10 @@ def call_finish(call: Call, *, status: str, error: str = "", now: datetime, infe
     call.save(update_fields=fields)
 
 
+# Recorded in a call's payloads when the provider answered with an id another call has.
+REUSED_ID_KEY = "reused_provider_call_id"
+
+
 class CallNotFound(LookupError):
     pass
 
@@ -86,11 +90,15 @@ def _locked_call_for(event: CallEvent, providers: tuple[str, ...]) -> Call:
     if by_provider_id is not None:
         if by_provider_id.pk == event.our_call_id:
             return by_provider_id
-        # Our id names a call the provider's id does not: ours, if it never got a provider
-        # id of its own (unconfirmed, or placed under an id the provider had handed out
-        # before); otherwise the two ids are about different calls.
+        # Our id names a call the provider's id does not: the two are about different calls,
+        # unless ours was placed under an id the provider had already given that other call
+        # (placement records it on the call).
         ours = calls.filter(pk=event.our_call_id, provider_call_id__isnull=True).first()
-        if ours is None:
+        reused = ours is not None and any(
+            isinstance(payload, dict) and payload.get(REUSED_ID_KEY) == event.provider_call_id
+            for payload in ours.provider_payloads
+        )
+        if not reused:
             raise CallNotFound("the provider call id and our call id point at different calls")
         return ours
     call = calls.filter(pk=event.our_call_id).first()

@@ -25,7 +25,7 @@ from rq.timeouts import JobTimeoutException
 from . import queues, selectors
 from .logsafe import mask_phone, redact_phones
 from .models import STATUS_RANK, Call, CallStatus
-from .outcomes import call_finish, call_schedule_retry
+from .outcomes import REUSED_ID_KEY, call_finish, call_schedule_retry
 from .policy import Policy, policy_current
 from .providers import default_agent_id, provider_named
 from .providers.base import (
@@ -235,6 +235,7 @@ def _record_dial_result(request: PlaceCallRequest, dialed: DialResult, *, is_las
             call.error = (
                 f"The provider reused call id {result.provider_call_id[:64]} (already call {reused_by})."
             )
+            call.provider_payloads = [*call.provider_payloads, {REUSED_ID_KEY: result.provider_call_id}]
             fields.append("error")
             logger.error("Call %s: %s", call.pk, call.error)
         call.save(update_fields=list(dict.fromkeys(fields)))

@@ -103,6 +103,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_rq",
+    # CSV import and export of users in the admin (users/resources.py).
+    "import_export",
 ]
 
 MIDDLEWARE = [

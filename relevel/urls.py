@@ -14,4 +14,5 @@ urlpatterns = [
     # The dashboard lives where operators expect it.
     path("django-rq/", include((gated(django_rq.urls.urlpatterns), django_rq.urls.app_name))),
     path("", include("calls.urls")),
+    path("", include("users.urls")),
 ]

@@ -100,11 +100,17 @@ def test_the_user_list_does_not_query_once_per_user(admin_client, make_user, mak
 
 @pytest.mark.parametrize(
     "query",
-    ["Asha", "+919876543210", "3210", "asha@example.com", "asha_r"],
-    ids=["name", "phone", "last-four", "email", "username"],
+    ["Asha", "+919876543210", "3210", "asha@example.com", "asha_r", "crm:7781"],
+    ids=["name", "phone", "last-four", "email", "username", "external-id"],
 )
-def test_the_user_list_searches_name_phone_email_and_username(admin_client, make_user, query):
-    asha = make_user(username="asha_r", name="Asha Rao", phone="+919876543210", email="asha@example.com")
+def test_the_user_list_searches_name_phone_email_username_and_external_id(admin_client, make_user, query):
+    asha = make_user(
+        username="asha_r",
+        name="Asha Rao",
+        phone="+919876543210",
+        email="asha@example.com",
+        external_id="crm:7781",
+    )
     other = make_user(username="bilal", name="Bilal Khan", phone="+14155550123", email="bilal@example.com")
     response = admin_client.get(USERS_URL, {"q": query})
     assert response.status_code == 200
@@ -203,7 +209,16 @@ def test_the_user_change_page_has_the_daily_call_fieldset_next_call_and_recent_c
     html = response.content.decode()
     assert response.status_code == 200
     assert "Daily call" in html
-    for field in ("phone", "local_tz", "call_enabled", "call_time", "name"):
+    for field in (
+        "external_id",
+        "phone",
+        "local_tz",
+        "call_enabled",
+        "call_time",
+        "max_retries",
+        "retry_delay_minutes",
+        "name",
+    ):
         assert f'name="{field}"' in html
     assert 'value="+919876543210"' in html
     assert "2026-11-28 20:30 IST" in html and "2026-11-28 15:00 UTC" in html
@@ -218,7 +233,18 @@ def test_the_user_add_page_asks_for_the_daily_call_fields(admin_client):
     html = response.content.decode()
     assert response.status_code == 200
     assert "Daily call" in html
-    for field in ("username", "password1", "name", "phone", "local_tz", "call_enabled", "call_time"):
+    for field in (
+        "username",
+        "password1",
+        "name",
+        "external_id",
+        "phone",
+        "local_tz",
+        "call_enabled",
+        "call_time",
+        "max_retries",
+        "retry_delay_minutes",
+    ):
         assert f'name="{field}"' in html
 
 

@@ -66,3 +66,98 @@ def test_update_column_sets_each_row_its_own_value(make_user):
     for user in users:
         user.refresh_from_db()
     assert (users[0].next_call_at, users[1].next_call_at) == (SLOT, None)
+
+
+# --- The writes of the users API and the CSV import -------------------------------------------
+
+
+def new_users(count, start=0):
+    from users.models import User
+
+    return [
+        User(username=f"bulk{n}", external_id=f"bulk-{n}", phone=f"+9198770{n:05d}", password="!x")
+        for n in range(start, start + count)
+    ]
+
+
+@pytest.mark.parametrize("write", [bulk.insert_rows, bulk.copy_rows], ids=["insert", "copy"])
+def test_rows_carrying_reserved_ids_go_in_whole(write):
+    from users.models import User
+
+    users = new_users(3)
+    ids = bulk.reserve_ids(User, 3)
+    if ids is not None:
+        for user, pk in zip(users, ids, strict=True):
+            user.pk = pk
+    write(users)
+    stored = list(
+        User.objects.filter(username__startswith="bulk").order_by("username").values_list("pk", "phone")
+    )
+    assert [phone for _, phone in stored] == [u.phone for u in users]
+    if ids is not None:
+        assert [pk for pk, _ in stored] == ids
+
+
+@pytest.mark.parametrize("write", [bulk.insert_rows, bulk.copy_rows], ids=["insert", "copy"])
+def test_a_unique_violation_is_djangos_integrity_error(write):
+    from django.db import IntegrityError
+
+    from users.models import User
+
+    [taken] = new_users(1)
+    taken.save()
+    [again] = new_users(1, start=1)
+    again.phone = taken.phone
+    ids = bulk.reserve_ids(User, 1)
+    if ids is not None:
+        again.pk = ids[0]
+    with pytest.raises(IntegrityError), transaction.atomic():
+        write([again])
+
+
+def test_update_columns_sets_each_rows_own_values_in_several_columns():
+    from datetime import time
+
+    from users.models import User
+
+    users = new_users(3)
+    for user in users:
+        user.save()
+    users[0].call_time, users[0].max_retries = time(9, 0), 2
+    users[1].call_time, users[1].max_retries = time(21, 15, 30), None
+    users[2].name = "Unwritten"  # not among the columns written
+    bulk.update_columns(users, ["call_time", "max_retries"])
+    stored = list(
+        User.objects.filter(pk__in=[u.pk for u in users])
+        .order_by("pk")
+        .values_list("call_time", "max_retries", "name")
+    )
+    assert stored[0][:2] == (time(9, 0), 2) and stored[1][:2] == (time(21, 15, 30), None)
+    assert stored[2][2] != "Unwritten"
+
+
+def test_copy_values_inserts_plain_rows():
+    from django.contrib.admin.models import ADDITION, LogEntry
+    from django.contrib.contenttypes.models import ContentType
+
+    from users.models import User
+
+    [user] = new_users(1)
+    user.save()
+    content_type = ContentType.objects.get_for_model(User).pk
+    rows = [(SLOT, user.pk, content_type, str(n), f"user {n}", ADDITION, '[{"added": {}}]') for n in range(3)]
+    bulk.copy_values(
+        LogEntry,
+        [
+            "action_time",
+            "user_id",
+            "content_type_id",
+            "object_id",
+            "object_repr",
+            "action_flag",
+            "change_message",
+        ],
+        rows,
+    )
+    assert sorted(LogEntry.objects.values_list("object_repr", flat=True)) == ["user 0", "user 1", "user 2"]
+    assert LogEntry.objects.first().get_change_message() == "Added."

@@ -137,6 +137,15 @@ def test_nginx_reads_requests_whole_and_drops_slow_or_idle_clients():
     assert seconds(one(PROXIED, "proxy_read_timeout")[0]) > 30
 
 
+def test_nginx_takes_a_large_csv_file_on_the_users_import_page_only():
+    [(args, imports)] = blocks(PROXIED, "location")
+    assert args == ["=", "/admin/users/user/import/"]
+    assert size_bytes(one(imports, "client_max_body_size")[0]) >= 20 * 1024 * 1024
+    # The same upstream; the buffering, headers and timeouts are the enclosing location's.
+    assert one(imports, "proxy_pass") == one(PROXIED, "proxy_pass")
+    assert not directives(imports, "proxy_set_header")
+
+
 def test_nginx_sets_the_forwarded_headers_django_trusts_itself():
     headers = {args[0].lower(): args[1] for args in directives(PROXIED, "proxy_set_header")}
     # Overwritten with nginx's own values, never passed on from the client: Django trusts

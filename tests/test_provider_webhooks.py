@@ -341,7 +341,12 @@ def test_the_webhook_of_a_call_placed_under_a_reused_provider_id_finds_it_by_our
     and B's webhook (carrying that id and B's own) settles B, not A, and not nobody."""
     configure_callkaro_token(settings)
     older = make_call(status=CallStatus.COMPLETED, provider_call_id="ck-dup")
-    call = make_call(status=CallStatus.RINGING, provider_call_id=None)
+    # As placement records it (tests/test_placement.py: ...reused_for_a_second_call...).
+    call = make_call(
+        status=CallStatus.RINGING,
+        provider_call_id=None,
+        provider_payloads=[{"reused_provider_call_id": "ck-dup"}],
+    )
     response = post_callkaro(
         client, callkaro_call_ended(call, call_sid="ck-dup", hangup_reason="CLIENT_INITIATED")
     )

@@ -102,7 +102,20 @@ def test_a_retry_that_comes_due_after_the_user_disabled_calls_is_dropped(make_us
     outcome(call, CallStatus.NO_ANSWER)
     retry = Call.objects.get(retry_of=call)
     user.call_enabled = False
-    user.save()
+    user.save()  # cancels the waiting retry at once (tests/test_profile_changes.py)
+    retry.refresh_from_db()
+    assert (retry.status, retry.error) == (CallStatus.CANCELED, "User disabled calls.")
+    assert placement.call_place(call_id=retry.pk) == "skipped"
+
+
+def test_a_retry_whose_user_was_disabled_by_a_raw_update_is_canceled_when_it_comes_due(
+    make_user, make_call, redis_conn
+):
+    user = make_user()
+    call = ringing_call(make_call, user=user)
+    outcome(call, CallStatus.NO_ANSWER)
+    retry = Call.objects.get(retry_of=call)
+    type(user).objects.filter(pk=user.pk).update(call_enabled=False)
     assert placement.call_place(call_id=retry.pk) == "canceled"
     retry.refresh_from_db()
     assert retry.status == CallStatus.CANCELED

@@ -268,3 +268,50 @@ def test_a_formatted_phone_another_user_has_is_refused_as_theirs(admin_client, m
     make_user(phone="+919876543210")
     response = admin_client.post(reverse("admin:users_user_add"), add_form_data(phone="+91 98765 43210"))
     assert field_errors(response, "phone") == ["User with this Phone already exists."]
+
+
+# --- External id and per-user retry settings ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("external_id", "has space", "is not a valid external id"),
+        ("external_id", "x" * 129, "at most 128 characters"),
+        ("external_id", "bulk", "cannot be an external id"),
+        ("max_retries", "11", "less than or equal to 10"),
+        ("retry_delay_minutes", "0", "greater than or equal to 1"),
+        ("retry_delay_minutes", "1441", "less than or equal to 1440"),
+    ],
+)
+def test_the_change_form_refuses_a_bad_external_id_or_retry_setting(
+    admin_client, make_user, field, value, message
+):
+    user = make_user()
+    before = User.objects.values().get(pk=user.pk)
+    response = admin_client.post(
+        reverse("admin:users_user_change", args=[user.pk]), change_form_data(user, **{field: value})
+    )
+    assert response.status_code == 200
+    assert any(message in error for error in field_errors(response, field)), field_errors(response, field)
+    assert User.objects.values().get(pk=user.pk) == before
+
+
+def test_the_change_form_stores_the_external_id_and_retry_settings_and_blank_as_null(admin_client, make_user):
+    user, other = make_user(), make_user()
+    url = reverse("admin:users_user_change", args=[user.pk])
+    data = change_form_data(user, external_id="crm:42", max_retries="0", retry_delay_minutes="45")
+    assert admin_client.post(url, data).status_code == 302
+    user.refresh_from_db()
+    assert (user.external_id, user.max_retries, user.retry_delay_minutes) == ("crm:42", 0, 45)
+    # Blank: no external id (NULL, which many users may share) and the policy's retries.
+    for who in (user, other):
+        who.refresh_from_db()
+        data = change_form_data(who, external_id="", max_retries="", retry_delay_minutes="")
+        assert admin_client.post(reverse("admin:users_user_change", args=[who.pk]), data).status_code == 302
+    assert list(
+        User.objects.filter(pk__in=[user.pk, other.pk]).values_list("external_id", "max_retries")
+    ) == [
+        (None, None),
+        (None, None),
+    ]

@@ -7,21 +7,26 @@ from datetime import UTC
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.db.models import OuterRef, QuerySet, Subquery
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
+from import_export.admin import ImportExportMixin
+from import_export.formats.base_formats import CSV
+from import_export.results import Result, RowResult
 
 from calls.admin import local_wall_clock, status_badge
 from calls.logsafe import mask_phone
 from calls.models import Call
 from calls.policy import policy_current
 from calls.scheduling import CallNowRefused, user_call_now
+from users import services
 from users.selectors import users_calling_outside_hours
 from users.services import users_set_call_enabled
 
 from .forms import UserAdminChangeForm, UserAdminCreationForm
 from .models import User
+from .resources import UserResource
 
 RECENT_CALLS_SHOWN = 10
 
@@ -70,10 +75,15 @@ class ParkedFilter(admin.SimpleListFilter):
 
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
+class UserAdmin(ImportExportMixin, BaseUserAdmin):
     form = UserAdminChangeForm
     add_form = UserAdminCreationForm
     add_form_template = "admin/users/user/add_form.html"
+    # CSV import (a preview with each row's errors, then "Confirm import") and export, keyed
+    # on external_id: users/resources.py. The preview lists the first rows only.
+    resource_classes = [UserResource]
+    import_formats = export_formats = [CSV]
+    import_template_name = "admin/users/user/import.html"
 
     list_display = (
         "username",
@@ -95,7 +105,7 @@ class UserAdmin(BaseUserAdmin):
         "is_staff",
         "is_active",
     )
-    search_fields = ("name", "phone", "email", "username")
+    search_fields = ("name", "phone", "email", "username", "external_id")
     actions = ("enable_calls", "disable_calls", "call_now")
 
     fieldsets = (
@@ -104,15 +114,22 @@ class UserAdmin(BaseUserAdmin):
             "Daily call",
             {
                 "fields": (
+                    "external_id",
                     "phone",
                     "local_tz",
                     "call_enabled",
                     "call_time",
+                    "max_retries",
+                    "retry_delay_minutes",
                     "next_call",
                     "schedule_error",
                     "recent_calls",
                 ),
-                "description": "Saving recomputes the next call from these fields.",
+                "description": (
+                    "Saving recomputes the next call from these fields. Turning calls off, "
+                    "removing the phone or changing the call time or time zone cancels the calls "
+                    "still queued for the old schedule, saying why."
+                ),
             },
         ),
         ("Personal info", {"fields": ("name", "first_name", "last_name", "email")}),
@@ -129,7 +146,19 @@ class UserAdmin(BaseUserAdmin):
         (None, {"classes": ("wide",), "fields": ("username", "usable_password", "password1", "password2")}),
         (
             "Daily call",
-            {"classes": ("wide",), "fields": ("name", "phone", "local_tz", "call_enabled", "call_time")},
+            {
+                "classes": ("wide",),
+                "fields": (
+                    "name",
+                    "external_id",
+                    "phone",
+                    "local_tz",
+                    "call_enabled",
+                    "call_time",
+                    "max_retries",
+                    "retry_delay_minutes",
+                ),
+            },
         ),
         ("Personal info", {"classes": ("wide",), "fields": ("email",)}),
     )
@@ -192,6 +221,51 @@ class UserAdmin(BaseUserAdmin):
             rows,
             all_url,
         )
+
+    # --- CSV import and export ---------------------------------------------------------
+
+    def has_import_permission(self, request: HttpRequest) -> bool:
+        # An import creates and changes users.
+        return self.has_add_permission(request) and self.has_change_permission(request)
+
+    def has_export_permission(self, request: HttpRequest) -> bool:
+        # Whoever may view a user sees their whole number on the user's page already.
+        return self.has_view_permission(request)
+
+    def get_import_data_kwargs(self, **kwargs) -> dict:
+        # The confirm step imports the file again: if a row became invalid since the preview
+        # (another user took its phone meanwhile), nothing is written rather than the rest.
+        return {**super().get_import_data_kwargs(**kwargs), "rollback_on_validation_errors": True}
+
+    def generate_log_entries(self, result: Result, request: HttpRequest) -> None:
+        # What the library records (an entry per user added or changed), written in bulk.
+        services.users_record_import_history(
+            actor_id=request.user.pk,
+            created=[row.instance for row in result if row.import_type == RowResult.IMPORT_TYPE_NEW],
+            updated=[
+                (row.instance, row.instance._import_changed)
+                for row in result
+                if row.import_type == RowResult.IMPORT_TYPE_UPDATE
+            ],
+        )
+
+    def process_result(self, result: Result, request: HttpRequest):
+        if result.has_errors() or result.has_validation_errors():
+            problems = [
+                f"row {row.number}: "
+                + "; ".join(f"{field}: {' '.join(errors)}" for field, errors in row.error_dict.items())
+                for row in result.invalid_rows[:5]
+            ]
+            problems += [str(error.error) for error in result.base_errors[:5]]
+            self.message_user(
+                request,
+                "Nothing was imported: the file no longer imports cleanly ("
+                + "; ".join(problems)
+                + "). Import it again to see every problem.",
+                messages.ERROR,
+            )
+            return HttpResponseRedirect(reverse("admin:users_user_import"))
+        return super().process_result(result, request)
 
     # --- Actions ----------------------------------------------------------------------
 

@@ -1,15 +1,34 @@
-"""Admin forms for users: the usual auth forms plus the daily-call fields."""
+"""Forms for users: the admin's (the usual auth forms plus the daily-call fields), and the
+one that validates a user for the users API and the CSV import."""
 
 from __future__ import annotations
 
+import functools
+import re
+from collections.abc import Iterable
+from datetime import time
+from typing import Any
+
 from django import forms
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.core.exceptions import ValidationError
 from django.utils.html import format_html, format_html_join
 
-from .models import User
-from .validators import iana_time_zones, phone_to_e164
+from calls.forms import MAX_DELAY_MINUTES, MAX_RETRIES
 
-DAILY_CALL_FIELDS = ("name", "phone", "local_tz", "call_enabled", "call_time")
+from .models import User
+from .validators import iana_time_zones, phone_to_e164, validate_external_id, validate_iana_time_zone
+
+DAILY_CALL_FIELDS = (
+    "name",
+    "external_id",
+    "phone",
+    "local_tz",
+    "call_enabled",
+    "call_time",
+    "max_retries",
+    "retry_delay_minutes",
+)
 
 
 class PhoneNumberField(forms.CharField):
@@ -58,10 +77,14 @@ class TimeZoneInput(forms.TextInput):
 
 
 class DailyCallFieldsMixin:
-    """Shared by the add and change forms: no phone is NULL (many users may have none)."""
+    """Shared by the add and change forms: no phone and no external id are NULL (many users
+    may have none of either)."""
 
     def clean_phone(self) -> str | None:
         return self.cleaned_data.get("phone") or None
+
+    def clean_external_id(self) -> str | None:
+        return self.cleaned_data.get("external_id") or None
 
 
 class UserAdminCreationForm(DailyCallFieldsMixin, AdminUserCreationForm):
@@ -77,3 +100,171 @@ class UserAdminChangeForm(DailyCallFieldsMixin, UserChangeForm):
         model = User
         field_classes = {**UserChangeForm.Meta.field_classes, "phone": PhoneNumberField}
         widgets = {"local_tz": TimeZoneInput}
+
+
+# --- The users API and the CSV import ------------------------------------------------------
+
+# What the users API and the CSV import set on a user, keyed by external_id.
+PROFILE_FIELDS = (
+    "phone",
+    "name",
+    "local_tz",
+    "call_time",
+    "call_enabled",
+    "max_retries",
+    "retry_delay_minutes",
+)
+
+
+class StrictBooleanField(forms.Field):
+    """true or false: JSON's booleans, or in a CSV true/false, 1/0, yes/no (any case).
+
+    Django's BooleanField reads anything it does not know as False, so a typo ("ture")
+    would turn a user's calls off without a word."""
+
+    TRUE = frozenset({"true", "1", "yes"})
+    FALSE = frozenset({"false", "0", "no"})
+    default_error_messages = {"invalid": "Enter true or false."}
+
+    def to_python(self, value):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            word = value.strip().lower()
+            if word in self.TRUE:
+                return True
+            if word in self.FALSE:
+                return False
+            if not word:
+                return None
+        raise ValidationError(self.error_messages["invalid"], code="invalid")
+
+    def validate(self, value):
+        if value is None and self.required:
+            raise ValidationError(self.error_messages["required"], code="required")
+
+
+class WallClockTimeField(forms.TimeField):
+    """ "HH:MM" or "HH:MM:SS", read without strptime (a third of validating a row)."""
+
+    _WALL = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?")
+    default_error_messages = {"invalid": 'Enter a time as "HH:MM" or "HH:MM:SS", such as "20:30".'}
+
+    def to_python(self, value):
+        if isinstance(value, str):
+            match = self._WALL.fullmatch(value.strip())
+            if match:
+                hour, minute, second = match.groups()
+                try:
+                    return time(int(hour), int(minute), int(second or 0))
+                except ValueError:
+                    pass
+            if value.strip() in self.empty_values:
+                return None
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
+        return super().to_python(value)
+
+
+class UserProfileForm(forms.Form):
+    """One user's fields as the users API and the CSV import take them, validated without a
+    query (uniqueness is checked for a whole request or file at once: users.services).
+
+    Only the fields given (the keys of a JSON object, the columns of a CSV file) are
+    validated and set: a field left out keeps its value (a new user gets the default).
+    Given, ``local_tz``, ``call_time`` and ``call_enabled`` must have a value; an empty
+    ``phone`` removes the number, empty ``max_retries``/``retry_delay_minutes`` mean the
+    call policy's."""
+
+    external_id = forms.CharField(max_length=128, strip=False, validators=[validate_external_id])
+    phone = PhoneNumberField(required=False)
+    name = forms.CharField(max_length=150, required=False)
+    local_tz = forms.CharField(max_length=64, validators=[validate_iana_time_zone])
+    call_time = WallClockTimeField()
+    call_enabled = StrictBooleanField()
+    max_retries = forms.IntegerField(min_value=0, max_value=MAX_RETRIES, required=False)
+    retry_delay_minutes = forms.IntegerField(min_value=1, max_value=MAX_DELAY_MINUTES, required=False)
+
+    def __init__(self, data: dict[str, Any], *, given: Iterable[str]) -> None:
+        super().__init__(data)
+        given = set(given)
+        for name in PROFILE_FIELDS:
+            if name not in given:
+                del self.fields[name]
+
+    def clean_phone(self) -> str | None:
+        return self.cleaned_data.get("phone") or None
+
+    def error_dict(self) -> dict[str, str]:
+        """{field: one line}, the users API's and the import's shape."""
+        return {field: " ".join(messages) for field, messages in self.errors.items()}
+
+    @classmethod
+    def clean_row(
+        cls, data: dict[str, Any], *, given: Iterable[str]
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        """What ``form.is_valid()`` gives, as (cleaned_data, {}) or ({}, error_dict()), without
+        making a form: a form deep-copies its fields when it is made, which is most of the
+        cost of validating a row, and 100,000 rows of an import would spend seconds on it.
+        The fields (stateless while cleaning) and the clean_<field> hooks are the form's
+        own; tests/test_users_api.py holds the two ways to the same answers."""
+        given = set(given)
+        cleaned: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for name, field, hook in cls._fields_and_hooks():
+            if name != "external_id" and name not in given:
+                continue
+            try:
+                value = field.clean(data.get(name, ""))
+                cleaned[name] = value if hook is None else hook(_Cleaned({name: value}))
+            except ValidationError as exc:
+                errors[name] = " ".join(exc.messages)
+        return ({}, errors) if errors else (cleaned, {})
+
+    @classmethod
+    @functools.cache
+    def _fields_and_hooks(cls) -> tuple[tuple[str, forms.Field, Any], ...]:
+        return tuple(
+            (name, field, getattr(cls, f"clean_{name}", None)) for name, field in cls.base_fields.items()
+        )
+
+
+class _Cleaned:
+    """Stands in for a form in a clean_<field> hook (UserProfileForm.clean_row)."""
+
+    def __init__(self, cleaned_data: dict[str, Any]) -> None:
+        self.cleaned_data = cleaned_data
+
+
+# JSON types the users API accepts per key (None: null). Checked before the form, which
+# would read a number as a name or an id.
+_JSON_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "external_id": ((str,), "a string"),
+    "phone": ((str, type(None)), "a string or null"),
+    "name": ((str, type(None)), "a string or null"),
+    "local_tz": ((str,), "a string, such as Asia/Kolkata"),
+    "call_time": ((str,), 'a string, such as "20:30"'),
+    "call_enabled": ((bool,), "true or false"),
+    "max_retries": ((int, type(None)), "a whole number or null"),
+    "retry_delay_minutes": ((int, type(None)), "a whole number or null"),
+}
+
+
+def profile_from_json(item: Any) -> tuple[dict[str, Any], dict[str, str]]:
+    """A user as the users API received it -> (cleaned fields, {}) or ({}, {field: error}).
+    Unknown keys and values of the wrong JSON type are errors naming the key."""
+    if not isinstance(item, dict):
+        return {}, {"user": "must be a JSON object"}
+    errors = {}
+    for key, value in item.items():
+        if key not in _JSON_TYPES:
+            errors[key] = f"unknown field; the fields are external_id, {', '.join(PROFILE_FIELDS)}"
+            continue
+        types, expected = _JSON_TYPES[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            errors[key] = f"must be {expected}"
+    if "external_id" not in item:
+        errors.setdefault("external_id", "This field is required.")
+    if errors:
+        return {}, errors
+    data = {key: ("" if value is None else value) for key, value in item.items()}
+    return UserProfileForm.clean_row(data, given=item.keys())

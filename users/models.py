@@ -1,16 +1,18 @@
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
-from django.db import models
-from django.db.models import Max
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models, router, transaction
+from django.db.models import Max, QuerySet
 from django.utils import timezone
 
+from calls.forms import MAX_DELAY_MINUTES, MAX_RETRIES
 from calls.slots import next_open_slot, zone_or_none
 
-from .validators import validate_e164_phone, validate_iana_time_zone
+from .validators import validate_e164_phone, validate_external_id, validate_iana_time_zone
 
 # The fields that decide when (and whether) a user is called next.
 SCHEDULE_FIELDS = frozenset({"phone", "local_tz", "call_enabled", "call_time"})
@@ -40,6 +42,15 @@ def _calling_window() -> timedelta:
     from calls.policy import policy_current
 
     return policy_current().window
+
+
+def first_attempts() -> QuerySet:
+    """The calls that make a local day's first attempt: a date with one is not scheduled
+    again (next_open_slot's ``after``). The one place that says so, for User.save and the
+    writes in bulk (users.services.last_first_attempts)."""
+    from calls.models import Call
+
+    return Call.objects.filter(attempt=1, manual=False)
 
 
 class User(AbstractUser):
@@ -75,10 +86,21 @@ class User(AbstractUser):
     schedule_error = models.TextField("parked because", null=True, blank=True, editable=False)
     # The product's own id for this person (the users API's key); NULL for users made in
     # the admin, so that the unique constraint allows many of them.
-    external_id = models.CharField(max_length=128, null=True, blank=True, unique=True)
-    # Per-user overrides of the call policy; blank: the policy applies.
+    external_id = models.CharField(
+        max_length=128,
+        null=True,
+        blank=True,
+        unique=True,
+        validators=[validate_external_id],
+        help_text="The product's own id for this user (the users API's key): letters, digits and . _ : -",
+    )
+    # Per-user overrides of the call policy; blank: the policy applies. The same bounds as
+    # the policy's own (calls/forms.py).
     max_retries = models.PositiveSmallIntegerField(
-        null=True, blank=True, help_text="Retries per day for this user; blank: the call policy's."
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(MAX_RETRIES)],
+        help_text="Retries per day for this user; blank: the call policy's.",
     )
     # The agent variant this user is assigned (calls.variants), kept until deactivated.
     agent_variant = models.ForeignKey(
@@ -90,7 +112,10 @@ class User(AbstractUser):
         editable=False,
     )
     retry_delay_minutes = models.PositiveSmallIntegerField(
-        null=True, blank=True, help_text="Minutes before each retry for this user; blank: the call policy's."
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_DELAY_MINUTES)],
+        help_text="Minutes before each retry for this user; blank: the call policy's.",
     )
 
     class Meta:
@@ -125,12 +150,19 @@ class User(AbstractUser):
     def compute_next_call_at(self, *, now: datetime | None = None) -> datetime | None:
         """The next slot to call, skipping local dates that already have their first call;
         None if the user cannot be called, or has a time zone this host does not know."""
+        return self.next_call_at_after(last_called=self._last_first_attempt_date(), now=now)
+
+    def _last_first_attempt_date(self) -> date | None:
+        if self.pk is None or not self.is_callable:
+            return None
+        return first_attempts().filter(user_id=self.pk).aggregate(last=Max("local_date"))["last"]
+
+    def next_call_at_after(self, *, last_called: date | None, now: datetime | None = None) -> datetime | None:
+        """compute_next_call_at with the last local date that has a first attempt given, for
+        writes in bulk that read those dates for many users in one query."""
         tz = zone_or_none(self.local_tz)
         if not self.is_callable or tz is None:
             return None
-        last_called = None
-        if self.pk is not None:
-            last_called = self.calls.filter(attempt=1, manual=False).aggregate(last=Max("local_date"))["last"]
         return next_open_slot(
             call_time=self.call_time,
             tz=tz,
@@ -139,16 +171,47 @@ class User(AbstractUser):
             after=last_called,
         )
 
+    def refresh_schedule(self, *, last_called: date | None, now: datetime | None = None) -> None:
+        """Set next_call_at and schedule_error from the schedule fields (not saved)."""
+        self.next_call_at = self.next_call_at_after(last_called=last_called, now=now)
+        self.schedule_error = unknown_zone_error(self.local_tz) if self.is_callable else None
+
     def save(self, *args, **kwargs):
         # Kept here rather than in a service because *every* way of saving a user (admin
-        # form, list_editable, shell, a future API) must keep next_call_at in step with the
-        # schedule fields, or that user is silently never called (or called at a stale time).
-        # Claiming a slot never relies on this value alone: the unique (user, local_date,
-        # attempt) constraint is what prevents a second call on the same day.
+        # form, list_editable, the admin's enable/disable actions, the shell) must keep
+        # next_call_at in step with the schedule fields, or that user is silently never
+        # called (or called at a stale time). Claiming a slot never relies on this value
+        # alone: the unique (user, local_date, attempt) constraint is what prevents a second
+        # call on the same day.
         update_fields = kwargs.get("update_fields")
-        if update_fields is None or SCHEDULE_FIELDS & set(update_fields):
-            self.next_call_at = self.compute_next_call_at()
-            self.schedule_error = unknown_zone_error(self.local_tz) if self.is_callable else None
+        if update_fields is not None and not SCHEDULE_FIELDS & set(update_fields):
+            super().save(*args, **kwargs)
+            return
+        # For the same reason, a change of schedule cancels the calls queued for the old one
+        # here, in the same transaction as the change (README, "Profile changes take effect
+        # at once"): a hook in each caller would be forgotten by the next one. The rule itself
+        # is users.services.users_cancel_pending_calls, which the writes in bulk (the users
+        # API's bulk endpoint, the CSV import) call themselves, since they never call save().
+        # The old values are read locked, not remembered from when the instance was loaded:
+        # an admin form open for an hour must not describe the change against stale values.
+        from .services import schedule_change_reason, users_cancel_pending_calls
+
+        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
+        with transaction.atomic(using=using):
+            before = None
+            if not self._state.adding and self.pk is not None:
+                before = (
+                    type(self)
+                    ._base_manager.using(using)
+                    .select_for_update()
+                    .filter(pk=self.pk)
+                    .values(*SCHEDULE_FIELDS)
+                    .first()
+                )
+            self.refresh_schedule(last_called=self._last_first_attempt_date())
             if update_fields is not None:
                 kwargs["update_fields"] = {*update_fields, "next_call_at", "schedule_error"}
-        super().save(*args, **kwargs)
+            super().save(*args, **kwargs)
+            reason = schedule_change_reason(before=before, after=self) if before is not None else None
+            if reason:
+                users_cancel_pending_calls(reasons={self.pk: reason})

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    # Before the user's own URL: "bulk" is not an external id (users/validators.py).
+    path("api/users/bulk", views.users_bulk, name="users-bulk"),
+    path("api/users/<str:external_id>", views.user_detail, name="user-detail"),
+]

@@ -1,0 +1,215 @@
+"""The users API (README, "Users API"): the product that owns the users keeps them in sync
+by its own id. Each view checks the request (decorators), validates with the users form,
+calls one service and answers JSON."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError
+from django.http import HttpRequest, JsonResponse
+from django.utils import timezone
+from django.views.decorators.cache import never_cache
+
+from calls.decorators import error_response, limit_body, operator_required, require_methods
+from calls.models import Call
+from calls.slots import zone_or_none
+
+# The webhooks' JSON decoding: refuses what the database cannot store (NUL, lone
+# surrogates, NaN) and bodies nested too deeply, before any of it is looked at.
+from calls.views import BadPayload, _decode_json
+
+from . import selectors, services
+from .forms import profile_from_json
+from .models import User
+from .validators import validate_external_id
+
+logger = logging.getLogger("relevel.api")
+
+USER_MAX_BYTES = 16 * 1024
+BULK_MAX_USERS = 1_000
+# 1,000 users of a few hundred bytes each, with room for indentation.
+BULK_MAX_BYTES = 2 * 1024 * 1024
+CONFLICT = (
+    "another request took one of these external ids or phone numbers meanwhile; nothing was "
+    "written, send it again"
+)
+
+
+def _utc(instant: datetime) -> str:
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _user_json(user: User) -> dict[str, Any]:
+    next_call = None
+    tz = zone_or_none(user.local_tz)
+    if user.next_call_at is not None and tz is not None:
+        next_call = {
+            "utc": _utc(user.next_call_at),
+            "local": user.next_call_at.astimezone(tz).isoformat(),
+            "time_zone": user.local_tz,
+        }
+    return {
+        "external_id": user.external_id,
+        "username": user.get_username(),
+        "name": user.name,
+        "phone": user.phone,
+        "local_tz": user.local_tz,
+        "call_time": user.call_time.isoformat(),
+        "call_enabled": user.call_enabled,
+        "max_retries": user.max_retries,
+        "retry_delay_minutes": user.retry_delay_minutes,
+        "next_call": next_call,
+        # Why a callable user has no next call (a time zone this host does not know).
+        "parked_because": user.schedule_error,
+    }
+
+
+def _call_json(call: Call) -> dict[str, Any]:
+    return {
+        "attempt": call.attempt,
+        "status": call.status,
+        "scheduled_for": _utc(call.scheduled_for),
+        "end_reason": call.end_reason,
+        "error": call.error,
+    }
+
+
+def _invalid_user(errors: dict[str, str]) -> JsonResponse:
+    return JsonResponse(
+        {"success": False, "error": f"invalid user: {', '.join(errors)}", "errors": errors}, status=400
+    )
+
+
+@never_cache
+@require_methods("GET", "PUT")
+@operator_required
+@limit_body(USER_MAX_BYTES)
+def user_detail(request: HttpRequest, external_id: str) -> JsonResponse:
+    """GET: the user, their next call and today's calls. PUT: create or update the user
+    with the fields given (201 created, 200 updated), all or nothing."""
+    if request.method == "GET":
+        user = selectors.user_by_external_id(external_id=external_id)
+        if user is None:
+            return error_response(f"no user with external_id {external_id[:140]!r}", 404)
+        local_date = selectors.user_local_date(user=user, now=timezone.now())
+        calls = selectors.user_calls_on(user=user, local_date=local_date)
+        return JsonResponse(
+            {
+                "success": True,
+                "user": _user_json(user),
+                "today": {"local_date": local_date.isoformat(), "calls": [_call_json(c) for c in calls]},
+            }
+        )
+
+    try:
+        validate_external_id(external_id)
+    except ValidationError as exc:
+        return _invalid_user({"external_id": " ".join(exc.messages)})
+    try:
+        body = _decode_json(request.body)
+    except BadPayload as exc:
+        return error_response(str(exc), 400)
+    if not isinstance(body, dict):
+        return error_response("body must be a JSON object with the user's fields", 400)
+    if body.get("external_id", external_id) != external_id:
+        return _invalid_user({"external_id": "must be the one in the URL, or left out"})
+    row, errors = profile_from_json({**body, "external_id": external_id})
+    if errors:
+        return _invalid_user(errors)
+    try:
+        result = services.users_upsert(rows=[row])
+    except services.UsersInvalid as exc:
+        return _invalid_user(exc.errors[0])
+    except IntegrityError:
+        return error_response(CONFLICT, 409)
+    [outcome], [user] = result.results, result.users
+    logger.info("Users API: user %s (%s) %s by %s", user.pk, external_id, outcome, request.operator)
+    return JsonResponse(
+        {"success": True, "result": outcome, "user": _user_json(user)},
+        status=201 if outcome == "created" else 200,
+    )
+
+
+@never_cache
+@require_methods("POST")
+@operator_required
+@limit_body(BULK_MAX_BYTES)
+def users_bulk(request: HttpRequest) -> JsonResponse:
+    """Create or update up to BULK_MAX_USERS users in one transaction: every row is
+    validated first, and if any is invalid nothing is written and the 400 lists each bad
+    row's errors by its index."""
+    try:
+        body = _decode_json(request.body)
+    except BadPayload as exc:
+        return error_response(str(exc), 400)
+    if not isinstance(body, dict) or set(body) != {"users"}:
+        return JsonResponse(
+            {
+                "success": False,
+                "error": 'body must be a JSON object with one key, "users"',
+                "errors": {key: "unknown field" for key in body if key != "users"}
+                if isinstance(body, dict)
+                else {},
+            },
+            status=400,
+        )
+    items = body["users"]
+    if not isinstance(items, list) or len(items) > BULK_MAX_USERS:
+        return JsonResponse(
+            {
+                "success": False,
+                "error": f"users must be a list of at most {BULK_MAX_USERS:,} users per request",
+                "errors": {"users": f"a list of at most {BULK_MAX_USERS:,} users"},
+            },
+            status=400,
+        )
+    rows, errors = [], {}
+    for index, item in enumerate(items):
+        row, row_errors = profile_from_json(item)
+        if row_errors:
+            errors[index] = row_errors
+        rows.append(row or None)
+    if errors:
+        # The valid rows' conflicts too, so that one answer lists every problem.
+        errors.update(services.users_conflicts(rows, label="user"))
+    else:
+        try:
+            result = services.users_upsert(rows=rows)
+        except services.UsersInvalid as exc:
+            errors = exc.errors
+        except IntegrityError:
+            return error_response(CONFLICT, 409)
+    if errors:
+        return JsonResponse(
+            {
+                "success": False,
+                "error": f"{len(errors)} of {len(items)} users are invalid; nothing was written",
+                "errors": {str(index): row_errors for index, row_errors in sorted(errors.items())},
+            },
+            status=400,
+        )
+    logger.info(
+        "Users API: bulk of %s by %s: %s created, %s updated, %s unchanged",
+        len(rows),
+        request.operator,
+        result.count("created"),
+        result.count("updated"),
+        result.count("unchanged"),
+    )
+    return JsonResponse(
+        {
+            "success": True,
+            "created": result.count("created"),
+            "updated": result.count("updated"),
+            "unchanged": result.count("unchanged"),
+            "canceled_calls": result.canceled_calls,
+            "results": [
+                {"external_id": row["external_id"], "result": outcome}
+                for row, outcome in zip(rows, result.results, strict=True)
+            ],
+        }
+    )
