@@ -121,3 +121,23 @@ def test_the_admin_action_calls_the_selected_users_now_and_says_who_was_not(
     assert call.manual and call.user == callable_user
     page = admin_client.get(reverse("admin:calls_call_changelist"), {"manual__exact": "1"})
     assert [c.pk for c in page.context["cl"].result_list] == [call.pk]
+
+
+def test_the_api_calls_a_user_now_and_answers_each_refusal_with_its_status(
+    client, make_user, settings, redis_conn
+):
+    settings.QUEUE_API_TOKEN = "t" * 40
+    auth = {"HTTP_AUTHORIZATION": "Bearer " + "t" * 40}
+    make_user(external_id="crm-1")
+    make_user(external_id="crm-off", call_enabled=False)
+    with at(MORNING):
+        placed = client.post("/api/users/crm-1/call", **auth)
+        assert placed.status_code == 202, placed.json()
+        assert placed.json()["manual"] is True and Call.objects.get().manual
+        again = client.post("/api/users/crm-1/call", **auth)
+        assert again.status_code == 429 and int(again["Retry-After"]) > 0
+        assert client.post("/api/users/crm-off/call", **auth).status_code == 409
+        assert client.post("/api/users/nobody/call", **auth).status_code == 404
+        assert client.get("/api/users/crm-1/call", **auth).status_code == 405
+        assert client.post("/api/users/crm-1/call").status_code == 401
+    assert Call.objects.count() == 1

@@ -6,4 +6,5 @@ urlpatterns = [
     # Before the user's own URL: "bulk" is not an external id (users/validators.py).
     path("api/users/bulk", views.users_bulk, name="users-bulk"),
     path("api/users/<str:external_id>", views.user_detail, name="user-detail"),
+    path("api/users/<str:external_id>/call", views.user_call_now, name="user-call-now"),
 ]

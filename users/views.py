@@ -14,6 +14,7 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
+from calls import scheduling
 from calls.decorators import error_response, limit_body, operator_required, require_methods
 from calls.models import Call
 from calls.slots import zone_or_none
@@ -212,4 +213,25 @@ def users_bulk(request: HttpRequest) -> JsonResponse:
                 for row, outcome in zip(rows, result.results, strict=True)
             ],
         }
+    )
+
+
+@never_cache
+@require_methods("POST")
+@operator_required
+def user_call_now(request: HttpRequest, external_id: str) -> JsonResponse:
+    """Place one call to the user now, outside the daily schedule (README, "Call now"):
+    202 with the call, 404 for an unknown user, 409 when the user cannot be called now
+    (paused, outside the calling hours, calls disabled), 429 within 10 minutes of the last."""
+    user = selectors.user_by_external_id(external_id=external_id)
+    if user is None:
+        return error_response(f"no user with external_id {external_id[:140]!r}", 404)
+    try:
+        call = scheduling.user_call_now(user_id=user.pk, requested_by=request.operator)
+    except scheduling.CallNowRefused as exc:
+        if exc.retry_after is not None:
+            return error_response(str(exc), 429, headers={"Retry-After": str(exc.retry_after)})
+        return error_response(str(exc), 409)
+    return JsonResponse(
+        {"success": True, "call_id": str(call.pk), "manual": True, "call": _call_json(call)}, status=202
     )
