@@ -346,6 +346,7 @@ class CallPolicyAdmin(admin.ModelAdmin):
             user_id=None,
             actor=f"user:{request.user.pk}",
             was_paused=was_paused,
+            record_history=False,
         )
 
     @admin.display(description="users whose call time is outside")

@@ -223,16 +223,41 @@ def _form_data(values: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+API_HISTORY_USERNAME = "relevel-api-token"
+
+
+def _history_user_id(user_id: int | None) -> int:
+    """Who a change is recorded under: the staff user, or, for a change made with the API
+    token, a user standing for the token (inactive, no password: nobody logs in as it)."""
+    if user_id is not None:
+        return user_id
+    from django.contrib.auth import get_user_model
+
+    token_user, created = get_user_model().objects.get_or_create(
+        username=API_HISTORY_USERNAME, defaults={"is_active": False, "name": "API token"}
+    )
+    if created:
+        token_user.set_unusable_password()
+        token_user.save(update_fields=["password"])
+    return token_user.pk
+
+
 def policy_changed(
-    *, row: CallPolicy, changed: list[str], user_id: int | None, actor: str, was_paused: bool
+    *,
+    row: CallPolicy,
+    changed: list[str],
+    user_id: int | None,
+    actor: str,
+    was_paused: bool,
+    record_history: bool = True,
 ) -> None:
-    """What every change of the policy does, from the admin or the API: history, log,
-    everyone's cached copy dropped, and a tick at once on resume."""
+    """What every change of the policy does, from the admin or the API: history (the admin
+    records its own), log, everyone's cached copy dropped, and a tick at once on resume."""
     if not changed:
         return
-    if user_id is not None:
+    if record_history:
         LogEntry.objects.log_actions(
-            user_id=user_id,
+            user_id=_history_user_id(user_id),
             queryset=[row],
             action_flag=CHANGE,
             change_message=[

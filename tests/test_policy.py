@@ -191,3 +191,13 @@ def test_calling_hours_are_read_on_the_users_wall_clock(hours, local, inside):
         instant = datetime(2026, 11, 28, local.hour, local.minute, tzinfo=tz).astimezone(UTC)
         assert rules.allows_hour(instant, tz) is inside
     assert rules.allows_call_time(local) is inside
+
+
+@pytest.mark.django_db
+def test_a_change_with_the_api_token_is_in_the_admin_history_too(client):
+    assert patch(client, {"paused": True}).status_code == 200
+    entry = LogEntry.objects.get(object_id="1")
+    assert entry.user.username == policy.API_HISTORY_USERNAME and not entry.user.is_active
+    assert not entry.user.has_usable_password()
+    assert patch(client, {"paused": False}).status_code == 200
+    assert LogEntry.objects.filter(object_id="1").count() == 2
