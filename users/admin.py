@@ -24,7 +24,7 @@ from users import services
 from users.selectors import users_calling_outside_hours
 from users.services import users_set_call_enabled
 
-from .forms import UserAdminChangeForm, UserAdminCreationForm
+from .forms import DAILY_CALL_FIELDS, UserAdminChangeForm, UserAdminCreationForm
 from .models import User
 from .resources import UserResource
 
@@ -114,13 +114,8 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
             "Daily call",
             {
                 "fields": (
-                    "external_id",
-                    "phone",
-                    "local_tz",
-                    "call_enabled",
-                    "call_time",
-                    "max_retries",
-                    "retry_delay_minutes",
+                    # The name sits with the personal info on the change page.
+                    *(field for field in DAILY_CALL_FIELDS if field != "name"),
                     "next_call",
                     "schedule_error",
                     "recent_calls",
@@ -148,16 +143,7 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
             "Daily call",
             {
                 "classes": ("wide",),
-                "fields": (
-                    "name",
-                    "external_id",
-                    "phone",
-                    "local_tz",
-                    "call_enabled",
-                    "call_time",
-                    "max_retries",
-                    "retry_delay_minutes",
-                ),
+                "fields": DAILY_CALL_FIELDS,
             },
         ),
         ("Personal info", {"classes": ("wide",), "fields": ("email",)}),
