@@ -60,7 +60,7 @@ USER_COLUMNS = (
 CALL_COLUMNS = (
     "to_number, agent_id, attempt, local_date, status, provider, job_id, provider_call_id, "
     "provider_payloads, error, transcript, recording_url, created_at, scheduled_for, dialed_at, "
-    "last_status_at, user_id"
+    "last_status_at, user_id, end_reason, outcome_inferred, manual"
 )
 CHUNK_ROWS = 50_000
 
@@ -158,7 +158,7 @@ def seed_dialing_calls(*, start_user: int, count: int, now: datetime) -> list[st
     provider_ids = [f"wh-{i}" for i in range(start_user, start_user + count)]
     calls = (
         f"+9190{i:08d}\tagent-bench\t1\t{day}\tdialing\tcallkaro\t\twh-{i}\t[]\t\t\t\t{stamp}\t{stamp}\t"
-        f"{stamp}\t{stamp}\t{i}\n"
+        f"{stamp}\t{stamp}\t{i}\t\tf\tf\n"
         for i in range(start_user, start_user + count)
     )
     _copy_lines("calls_call", CALL_COLUMNS, calls)
