@@ -195,3 +195,43 @@ def test_sqlite_older_than_3_35_is_refused_at_start_up_in_one_line():
 def test_sqlite_3_35_is_accepted():
     result = run_on_sqlite_version("3.35.0", "check")
     assert result.returncode == 0, result.stderr
+
+
+# Each provider's settings: what it cannot place calls without (settings.PROVIDER_REQUIRED_SETTINGS).
+PROVIDER_ENVS = {
+    "vapi": {"VAPI_API_KEY": "k", "VAPI_ASSISTANT_ID": "a", "VAPI_PHONE_NUMBER_ID": "p"},
+    "retell": {"RETELL_API_KEY": "k", "RETELL_FROM_NUMBER": "+14157774444", "RETELL_AGENT_ID": "a"},
+}
+PROVIDER_CASES = [(provider, name) for provider, env in PROVIDER_ENVS.items() for name in (None, *env)]
+
+
+@pytest.fixture(scope="module")
+def provider_start_ups() -> dict[tuple[str, str | None], object]:
+    """`manage.py check` for each provider with all its settings, and with each one blank."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def env_for(provider, missing):
+        env = {"CALL_PROVIDER": provider, **PROVIDER_ENVS[provider]}
+        if missing:
+            env[missing] = ""
+        return env
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = {
+            case: pool.submit(run_with, env_for(*case), "manage.py", "check") for case in PROVIDER_CASES
+        }
+    return {case: future.result() for case, future in futures.items()}
+
+
+@pytest.mark.parametrize(("provider", "missing"), PROVIDER_CASES)
+def test_a_provider_starts_with_its_settings_and_stops_naming_a_missing_one(
+    provider, missing, provider_start_ups
+):
+    result = provider_start_ups[(provider, missing)]
+    if missing is None:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            f"relevel: configuration error: {missing} must be set when CALL_PROVIDER={provider}"
+        ]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import re
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -34,7 +33,6 @@ from tests.provider_fakes import (
     retell_server,
     sign_retell,
 )
-from tests.test_configuration import run_with
 from tests.test_webhook import accepted as applied
 from tests.test_webhook import stored_state
 
@@ -422,35 +420,3 @@ def test_each_disconnection_reason_lands_in_the_status_its_group_implies(
     assert response.json() == applied(retell_call, status, retry_scheduled=retries)
     assert (retell_call.status, retell_call.end_reason) == (status, reason)
     assert Call.objects.filter(retry_of=retell_call).exists() is retries
-
-
-# --- Start-up ---------------------------------------------------------------------------------
-
-RETELL_ENV = {
-    "CALL_PROVIDER": "retell",
-    "RETELL_API_KEY": "k",
-    "RETELL_FROM_NUMBER": "+14157774444",
-    "RETELL_AGENT_ID": "a",
-}
-MISSING = ["RETELL_API_KEY", "RETELL_FROM_NUMBER", "RETELL_AGENT_ID"]
-
-
-@pytest.fixture(scope="module")
-def start_ups() -> dict[str, object]:
-    cases = {"complete": RETELL_ENV, **{name: {**RETELL_ENV, name: ""} for name in MISSING}}
-    with ThreadPoolExecutor(max_workers=len(cases)) as pool:
-        futures = {case: pool.submit(run_with, env, "manage.py", "check") for case, env in cases.items()}
-    return {case: future.result() for case, future in futures.items()}
-
-
-def test_retell_with_its_settings_starts(start_ups):
-    assert start_ups["complete"].returncode == 0, start_ups["complete"].stderr
-
-
-@pytest.mark.parametrize("name", MISSING)
-def test_retell_without_a_required_setting_stops_start_up_with_one_line_naming_it(name, start_ups):
-    result = start_ups[name]
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"relevel: configuration error: {name} must be set when CALL_PROVIDER=retell"
-    ]

@@ -5,8 +5,6 @@ Vapi on 127.0.0.1, and its server messages through POST /api/webhooks/vapi.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 
 from calls import placement
@@ -25,7 +23,6 @@ from tests.provider_fakes import (
     vapi_message,
     vapi_server,
 )
-from tests.test_configuration import run_with
 from tests.test_webhook import accepted as applied
 from tests.test_webhook import stored_state
 
@@ -444,35 +441,3 @@ def test_an_unanswered_call_reported_twice_gets_one_retry(
     assert second.json() == applied(vapi_call, "no_answer", retry_scheduled=False)
     assert vapi_call.recording_url == report["message"]["artifact"]["recordingUrl"]
     assert Call.objects.filter(retry_of=vapi_call).count() == 1
-
-
-# --- Start-up ---------------------------------------------------------------------------------
-
-VAPI_ENV = {
-    "CALL_PROVIDER": "vapi",
-    "VAPI_API_KEY": "k",
-    "VAPI_ASSISTANT_ID": "a",
-    "VAPI_PHONE_NUMBER_ID": "p",
-}
-MISSING = ["VAPI_API_KEY", "VAPI_ASSISTANT_ID", "VAPI_PHONE_NUMBER_ID"]
-
-
-@pytest.fixture(scope="module")
-def start_ups() -> dict[str, object]:
-    cases = {"complete": VAPI_ENV, **{name: {**VAPI_ENV, name: ""} for name in MISSING}}
-    with ThreadPoolExecutor(max_workers=len(cases)) as pool:
-        futures = {case: pool.submit(run_with, env, "manage.py", "check") for case, env in cases.items()}
-    return {case: future.result() for case, future in futures.items()}
-
-
-def test_vapi_with_its_settings_starts(start_ups):
-    assert start_ups["complete"].returncode == 0, start_ups["complete"].stderr
-
-
-@pytest.mark.parametrize("name", MISSING)
-def test_vapi_without_a_required_setting_stops_start_up_with_one_line_naming_it(name, start_ups):
-    result = start_ups[name]
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"relevel: configuration error: {name} must be set when CALL_PROVIDER=vapi"
-    ]
