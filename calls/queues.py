@@ -7,6 +7,7 @@ a rolled-back claim never leaves a job behind. Job ids are deterministic (``call
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -16,6 +17,7 @@ import django_rq
 from django.conf import settings
 from django.db import transaction
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
 from rq.job import Job
@@ -27,6 +29,8 @@ SCHEDULE_CALLS_JOB = "calls.jobs.schedule_calls"
 PLACE_CALLS_JOB = "calls.jobs.place_calls"
 PLACE_CALL_JOB = "calls.jobs.place_call"
 SIMULATOR_WEBHOOK_JOB = "calls.jobs.simulator_send_webhook"
+
+logger = logging.getLogger("relevel.calls")
 
 
 @lru_cache(maxsize=8)
@@ -202,3 +206,28 @@ def live_job_ids(job_ids: list[str]) -> set[str]:
             pipe.hget(Job.key_for(job_id), "status")
         statuses = pipe.execute()
     return {job_id for job_id, status in zip(job_ids, statuses, strict=True) if status in LIVE_JOB_STATUSES}
+
+
+# --- Live-call leases ----------------------------------------------------------------------
+# A provider's live calls are members of a sorted set scored by when their lease runs out:
+# a call is live from the moment it is sent until its outcome (or the lease's end), across
+# every worker process and machine. See calls/dispatch.py.
+
+
+def _live_calls_key(provider: str) -> str:
+    return f"relevel:capacity:{provider}:live"
+
+
+def live_call_ended(*, provider: str, call_id: int) -> None:
+    """A call reached its outcome: its live-call slot is free for the next one.
+
+    Called after the commit that recorded the outcome. Redis being down costs nothing but
+    the slot's lease, which runs out by itself (PROVIDER_LIVE_CALL_TIMEOUT_SECONDS)."""
+    if not settings.PROVIDER_MAX_LIVE_CALLS.get(provider):
+        return
+    try:
+        calls_queue().connection.zrem(_live_calls_key(provider), str(call_id))
+    except RedisError as exc:
+        logger.warning(
+            "Call %s: could not free its live-call slot (%s); its lease will run out", call_id, exc
+        )

@@ -386,3 +386,47 @@ if CALL_BATCH_SIZE < 1 or PROVIDER_MAX_CONCURRENCY < 1 or QUEUE_CONCURRENCY < 1:
     raise ImproperlyConfigured(
         "CALL_BATCH_SIZE, PROVIDER_MAX_CONCURRENCY and QUEUE_CONCURRENCY must be at least 1"
     )
+
+
+def _per_provider(name: str) -> dict[str, int]:
+    """A limit for every provider ("10") or for some ("vapi=10,retell=20"; the others 0).
+    0 means no limit."""
+    text = env.str(name, default="0").strip()
+    try:
+        if "=" not in text:
+            limits = dict.fromkeys(CALL_PROVIDERS, int(text))
+        else:
+            limits = dict.fromkeys(CALL_PROVIDERS, 0)
+            for part in filter(None, (item.strip() for item in text.split(","))):
+                provider, _, value = part.partition("=")
+                if provider.strip() not in CALL_PROVIDERS:
+                    raise ValueError
+                limits[provider.strip()] = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name} must be a number (every provider) or provider=number pairs such as "
+            f"vapi=10,retell=20, with providers among {', '.join(CALL_PROVIDERS)}"
+        ) from None
+    if any(limit < 0 for limit in limits.values()):
+        raise ImproperlyConfigured(f"{name} must be 0 (no limit) or more")
+    return limits
+
+
+# --- Provider capacity ---------------------------------------------------------------------
+# Providers cap live calls, not requests (Vapi: 10 concurrent by default; Retell: 429
+# concurrency_limit_reached). A call is live from the moment it is sent until its outcome,
+# or until PROVIDER_LIVE_CALL_TIMEOUT_SECONDS if no outcome comes. 0 = no cap.
+PROVIDER_MAX_LIVE_CALLS = _per_provider("PROVIDER_MAX_LIVE_CALLS")
+PROVIDER_MAX_CALLS_PER_SECOND = _per_provider("PROVIDER_MAX_CALLS_PER_SECOND")
+PROVIDER_LIVE_CALL_TIMEOUT_SECONDS = env.int("PROVIDER_LIVE_CALL_TIMEOUT_SECONDS", default=900)
+# The forecast's guess of a call's length until there are 7 days of measured ones.
+CALL_AVERAGE_DURATION_SECONDS = env.int("CALL_AVERAGE_DURATION_SECONDS", default=180)
+# Users sharing a slot are dialed across its first CALL_SPREAD_MINUTES, each at a stable
+# offset, instead of all in its first second. 0 = all at once.
+CALL_SPREAD_MINUTES = env.int("CALL_SPREAD_MINUTES", default=0)
+if PROVIDER_LIVE_CALL_TIMEOUT_SECONDS < 1 or CALL_AVERAGE_DURATION_SECONDS < 1:
+    raise ImproperlyConfigured(
+        "PROVIDER_LIVE_CALL_TIMEOUT_SECONDS and CALL_AVERAGE_DURATION_SECONDS must be at least 1"
+    )
+if not 0 <= CALL_SPREAD_MINUTES < CALL_TIME_WINDOW_MINUTES:
+    raise ImproperlyConfigured("CALL_SPREAD_MINUTES must be 0 or more and less than CALL_TIME_WINDOW_MINUTES")
