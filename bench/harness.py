@@ -21,10 +21,11 @@ import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-BENCH_DB = "relevel_bench"
+# Overridable so that two checkouts can benchmark at once without sharing data.
+BENCH_DB = os.environ.get("RELEVEL_BENCH_DB", "relevel_bench")
 PG_ADMIN_DSN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 BENCH_DSN = f"host=127.0.0.1 port=5432 user=postgres dbname={BENCH_DB}"
-REDIS_URL = "redis://127.0.0.1:6379/9"
+REDIS_URL = os.environ.get("RELEVEL_BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 
 
 def bench_env(*, provider_port: int, **overrides: str | int) -> dict[str, str]:
