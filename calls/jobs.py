@@ -9,7 +9,7 @@ from typing import Any
 from django.db import close_old_connections
 from rq import get_current_job
 
-from . import placement, scheduling
+from . import dispatch, scheduling
 from .providers import provider_named
 
 
@@ -42,13 +42,20 @@ def place_call(call_id: int) -> str:
     # RQ counts down retries_left as it re-runs a job after an exception; on the last run
     # a transient error is recorded as the call's outcome instead of raised.
     is_last_try = job is None or not job.retries_left
-    return placement.call_place(call_id=call_id, is_last_try=is_last_try)
+    return dispatch.call_dispatch_one(call_id=call_id, is_last_try=is_last_try)
 
 
 @job
 def place_calls(call_ids: list[int]) -> dict[str, int]:
-    """A tick's batch of first attempts, placed concurrently (see placement.calls_place_batch)."""
-    return placement.calls_place_batch(call_ids=call_ids)
+    """A tick's batch of first attempts: placed concurrently (placement.calls_place_batch), or
+    put to wait for a free line if the provider is capped (dispatch)."""
+    return dispatch.calls_dispatch_batch(call_ids=call_ids)
+
+
+@job
+def dispatch_calls(provider: str) -> dict[str, int]:
+    """Send a capped provider's waiting calls as lines come free (see calls.dispatch)."""
+    return dispatch.calls_dispatch_waiting(provider=provider)
 
 
 def simulator_send_webhook(payload: dict) -> int:

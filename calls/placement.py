@@ -89,7 +89,16 @@ def _reason_not_to_dial(call: Call, *, now: datetime, rules: Policy) -> tuple[st
     return "", ""
 
 
-def _take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest], Counter]:
+def provider_for(call: Call) -> str:
+    """The provider that will place this call: a variant's call keeps its variant's; any
+    other goes to CALL_PROVIDER, which may have changed since the call was queued (the new
+    provider places it, with its own agent)."""
+    if call.variant_id is None and (call.provider != settings.CALL_PROVIDER or not call.agent_id):
+        return settings.CALL_PROVIDER
+    return call.provider
+
+
+def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest], Counter]:
     """Move the dialable calls among ``call_ids`` from queued to dialing, in one transaction;
     cancel the ones whose user can no longer be called, and mark missed the ones whose
     window (or local day) is over. Returns the requests to send and a count of what
@@ -139,9 +148,7 @@ def _take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest]
                 others[str(status)] += 1
                 continue
             if call.variant_id is None and (call.provider != settings.CALL_PROVIDER or not call.agent_id):
-                # CALL_PROVIDER changed since the call was queued: the new provider places it,
-                # with its own agent. (A variant's call keeps its variant's provider and agent.)
-                call.provider = settings.CALL_PROVIDER
+                call.provider = provider_for(call)
                 call.agent_id = default_agent_id(call.provider)
             call.status = CallStatus.DIALING
             call.dialed_at = now  # taken; the real send time is recorded with the answer
@@ -167,7 +174,7 @@ class DialResult:
     sent_at: datetime
 
 
-def _dial(request: PlaceCallRequest) -> DialResult:
+def dial(request: PlaceCallRequest) -> DialResult:
     """The provider's answer, or the error it gave: no database work (runs on a pool thread)."""
     sent_at = timezone.now()
     try:
@@ -177,7 +184,7 @@ def _dial(request: PlaceCallRequest) -> DialResult:
     return DialResult(result=result, sent_at=sent_at)
 
 
-def _record_dial_result(request: PlaceCallRequest, dialed: DialResult, *, is_last_try: bool) -> str:
+def record_dial_result(request: PlaceCallRequest, dialed: DialResult, *, is_last_try: bool) -> str:
     """Store what the provider said about one call; returns what happened, in a word."""
     result = dialed.result
     masked = mask_phone(request.to_number)
@@ -267,7 +274,7 @@ def _record_dial_failure(*, call_id: int, error: str, schedule_retry: bool) -> N
             call_schedule_retry(call=call, now=now)
 
 
-def _salvage_placed(request: PlaceCallRequest, dialed: DialResult) -> str:
+def salvage_placed(request: PlaceCallRequest, dialed: DialResult) -> str:
     """Recording an answer failed (a database blip): keep at least the provider's id, so a
     call the provider accepted is not later taken for lost and dialed again."""
     result = dialed.result
@@ -295,11 +302,11 @@ def call_place(*, call_id: int, is_last_try: bool = True) -> str:
     is left (the caller, an RQ job, is then retried with backoff). An answer that was lost
     after sending is never retried here: the call is left unconfirmed.
     """
-    requests, others = _take_calls_for_dialing([call_id])
+    requests, others = take_calls_for_dialing([call_id])
     if not requests:
         return next(iter(others))
-    dialed = _dial(requests[0])
-    outcome = _record_dial_result(requests[0], dialed, is_last_try=is_last_try)
+    dialed = dial(requests[0])
+    outcome = record_dial_result(requests[0], dialed, is_last_try=is_last_try)
     if outcome == "transient":
         raise dialed.result
     return outcome
@@ -310,7 +317,7 @@ _pool_pid: int | None = None
 _pool_lock = threading.Lock()
 
 
-def _placement_pool() -> ThreadPoolExecutor:
+def placement_pool() -> ThreadPoolExecutor:
     # One pool per process, kept across jobs so that the provider's keep-alive connections
     # are reused. Rebuilt after a fork.
     global _pool, _pool_pid
@@ -340,8 +347,8 @@ def calls_place_batch(*, call_ids: list[int]) -> dict[str, int]:
     per-call states, errors and retries are the engine's, whatever the batch size.
     """
     intervals = list(settings.CALL_PLACE_RETRY_INTERVALS)
-    requests, counts = _take_calls_for_dialing(call_ids)
-    futures = {_placement_pool().submit(_dial, request): request for request in requests}
+    requests, counts = take_calls_for_dialing(call_ids)
+    futures = {placement_pool().submit(dial, request): request for request in requests}
     transient: list[int] = []
     try:
         # Answers are recorded as they arrive, on this thread's connection, while the pool
@@ -350,14 +357,14 @@ def calls_place_batch(*, call_ids: list[int]) -> dict[str, int]:
             request = futures[future]
             dialed = future.result()
             try:
-                outcome = _record_dial_result(request, dialed, is_last_try=not intervals)
+                outcome = record_dial_result(request, dialed, is_last_try=not intervals)
             except JobTimeoutException:
                 # RQ's timeout (or shutdown) arrives as an exception in this thread: it must
                 # end the job, not be taken for one call's recording error.
                 raise
             except Exception:  # noqa: BLE001 - one bad call must not sink the batch
                 logger.exception("Call %s: unexpected error while recording its placement", request.call_id)
-                outcome = _salvage_placed(request, dialed)
+                outcome = salvage_placed(request, dialed)
             counts[outcome] += 1
             if outcome == "transient":
                 transient.append(request.call_id)

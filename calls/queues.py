@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Any
@@ -209,25 +210,229 @@ def live_job_ids(job_ids: list[str]) -> set[str]:
 
 
 # --- Live-call leases ----------------------------------------------------------------------
-# A provider's live calls are members of a sorted set scored by when their lease runs out:
-# a call is live from the moment it is sent until its outcome (or the lease's end), across
-# every worker process and machine. See calls/dispatch.py.
+# Providers cap live calls. Each capped provider has, in Redis (so the cap is one across
+# every worker process and machine):
+#   live     sorted set, call id -> when its lease runs out (a call sent and not yet ended);
+#   waiting  sorted set, call id -> when its window closes (calls due, waiting for a line);
+#   sent     sorted set of the last second's sends, for PROVIDER_MAX_CALLS_PER_SECOND;
+#   hold     a key that stops all sending for a moment (the provider said it is full);
+#   dispatcher  who is dispatching this provider's calls now (calls/dispatch.py).
+# Leases, not counters: a worker that dies holding a line gives it back when its lease runs
+# out. Times are the callers' clocks (epoch seconds), as the database's are.
+
+DISPATCH_CALLS_JOB = "calls.jobs.dispatch_calls"
+# How long one dispatch job keeps dispatching before it hands over to a fresh job (so that
+# RQ's job timeout, a deploy or a restart never cuts a dispatcher off mid-call for long).
+DISPATCHER_BUDGET_SECONDS = 240
+
+
+def _capacity_key(provider: str, part: str) -> str:
+    return f"relevel:capacity:{provider}:{part}"
 
 
 def _live_calls_key(provider: str) -> str:
-    return f"relevel:capacity:{provider}:live"
+    return _capacity_key(provider, "live")
+
+
+# Take up to ARGV[4] calls from the waiting set, earliest deadline first, as far as free
+# lines and the per-second rate allow, each leased until now + ARGV[5]. Calls whose window
+# closes before ARGV[6] are taken out as missed. Returns {taken, deadlines, missed}.
+_TAKE_SCRIPT = """
+local live, waiting, sent, hold = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local now, cap, rate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local want, lease, miss_before = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+redis.call('ZREMRANGEBYSCORE', live, '-inf', now)
+local missed = redis.call('ZRANGEBYSCORE', waiting, '-inf', miss_before)
+if #missed > 0 then redis.call('ZREMRANGEBYSCORE', waiting, '-inf', miss_before) end
+if want <= 0 or redis.call('EXISTS', hold) == 1 then return {{}, {}, missed} end
+if cap > 0 then want = math.min(want, cap - redis.call('ZCARD', live)) end
+if rate > 0 then
+  redis.call('ZREMRANGEBYSCORE', sent, '-inf', now - 1)
+  want = math.min(want, rate - redis.call('ZCARD', sent))
+end
+if want <= 0 then return {{}, {}, missed} end
+local picked = redis.call('ZRANGE', waiting, 0, want - 1, 'WITHSCORES')
+local taken, deadlines = {}, {}
+for i = 1, #picked, 2 do
+  local id = picked[i]
+  taken[#taken + 1] = id
+  deadlines[#deadlines + 1] = picked[i + 1]
+  redis.call('ZREM', waiting, id)
+  redis.call('ZADD', live, now + lease, id)
+  if rate > 0 then redis.call('ZADD', sent, now, id .. ':' .. now) end
+end
+if rate > 0 then redis.call('EXPIRE', sent, 5) end
+return {taken, deadlines, missed}
+"""
+
+# End a call's lease; returns {calls still waiting, whether a dispatcher is on them}.
+_RELEASE_SCRIPT = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+return {redis.call('ZCARD', KEYS[2]), redis.call('EXISTS', KEYS[3])}
+"""
+
+# The dispatcher's lock is renewed or released only by its holder.
+_RENEW_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+_UNLOCK_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+def provider_is_capped(provider: str) -> bool:
+    """Whether this provider's calls wait for a free line (or a free second) before sending."""
+    return bool(
+        settings.PROVIDER_MAX_LIVE_CALLS.get(provider) or settings.PROVIDER_MAX_CALLS_PER_SECOND.get(provider)
+    )
+
+
+def _connection() -> Redis:
+    return calls_queue().connection
+
+
+def capacity_admit(provider: str, deadlines: dict[int, float]) -> None:
+    """Put calls in the provider's waiting set, each scored by when its window closes (a
+    call already there keeps the earlier deadline)."""
+    if deadlines:
+        _connection().zadd(
+            _capacity_key(provider, "waiting"), {str(k): v for k, v in deadlines.items()}, lt=True
+        )
+
+
+@dataclass(frozen=True)
+class CapacityTake:
+    taken: dict[int, float]  # call id -> its deadline, in deadline order
+    missed: list[int]  # calls whose window closed while they waited
+
+
+def capacity_take(
+    provider: str, *, now: float, want: int, lease_seconds: float, send_margin: float = 0.0
+) -> CapacityTake:
+    """Lease lines for up to ``want`` waiting calls, earliest deadline first (atomic across
+    processes). A call whose window closes within ``send_margin`` seconds is missed."""
+    taken, deadlines, missed = _connection().eval(
+        _TAKE_SCRIPT,
+        4,
+        _capacity_key(provider, "live"),
+        _capacity_key(provider, "waiting"),
+        _capacity_key(provider, "sent"),
+        _capacity_key(provider, "hold"),
+        now,
+        settings.PROVIDER_MAX_LIVE_CALLS.get(provider, 0),
+        settings.PROVIDER_MAX_CALLS_PER_SECOND.get(provider, 0),
+        want,
+        lease_seconds,
+        f"({now + send_margin}",  # exclusive: a window closing later than that is still open
+    )
+    return CapacityTake(
+        taken={int(call_id): float(deadline) for call_id, deadline in zip(taken, deadlines, strict=True)},
+        missed=[int(call_id) for call_id in missed],
+    )
+
+
+def capacity_extend(provider: str, call_id: int, *, until: float) -> None:
+    """Keep a sent call's line until ``until`` (its outcome frees it sooner). A call whose
+    outcome already came (and freed the line) is not leased again."""
+    _connection().zadd(_live_calls_key(provider), {str(call_id): until}, xx=True)
+
+
+def capacity_give_back(provider: str, deadlines: dict[int, float], *, hold_seconds: float = 0) -> None:
+    """Calls taken but not sent: free their lines and put them back in the waiting set; with
+    ``hold_seconds``, nobody sends to this provider for that long (it said it is full, or
+    it is unreachable: sending again at once would only be refused again)."""
+    if not deadlines:
+        return
+    with _connection().pipeline() as pipe:
+        pipe.zrem(_live_calls_key(provider), *map(str, deadlines))
+        pipe.zadd(_capacity_key(provider, "waiting"), {str(k): v for k, v in deadlines.items()}, lt=True)
+        if hold_seconds > 0:
+            pipe.set(_capacity_key(provider, "hold"), 1, px=int(hold_seconds * 1000))
+        pipe.execute()
+
+
+def capacity_free(provider: str, call_ids: list[int]) -> None:
+    """Free the lines of calls that were taken and will not be sent (or were refused for good)."""
+    if call_ids:
+        _connection().zrem(_live_calls_key(provider), *map(str, call_ids))
+
+
+@dataclass(frozen=True)
+class CapacityCounts:
+    live: int
+    waiting: int
+
+
+def capacity_counts(provider: str, *, now: float) -> CapacityCounts:
+    with _connection().pipeline(transaction=False) as pipe:
+        pipe.zcount(_live_calls_key(provider), f"({now}", "+inf")
+        pipe.zcard(_capacity_key(provider, "waiting"))
+        live, waiting = pipe.execute()
+    return CapacityCounts(live=live, waiting=waiting)
+
+
+def calls_waiting_for_capacity(provider: str, call_ids: list[int]) -> set[int]:
+    """Which of these calls are in the provider's waiting set (they have no job, and need none)."""
+    if not call_ids:
+        return set()
+    scores = _connection().zmscore(_capacity_key(provider, "waiting"), [str(pk) for pk in call_ids])
+    return {pk for pk, score in zip(call_ids, scores, strict=True) if score is not None}
+
+
+def dispatcher_claim(provider: str, token: str, *, ttl_seconds: float) -> bool:
+    return bool(
+        _connection().set(_capacity_key(provider, "dispatcher"), token, nx=True, px=int(ttl_seconds * 1000))
+    )
+
+
+def dispatcher_renew(provider: str, token: str, *, ttl_seconds: float) -> bool:
+    return bool(
+        _connection().eval(
+            _RENEW_SCRIPT, 1, _capacity_key(provider, "dispatcher"), token, int(ttl_seconds * 1000)
+        )
+    )
+
+
+def dispatcher_release(provider: str, token: str) -> None:
+    _connection().eval(_UNLOCK_SCRIPT, 1, _capacity_key(provider, "dispatcher"), token)
+
+
+def dispatcher_is_running(provider: str) -> bool:
+    return bool(_connection().exists(_capacity_key(provider, "dispatcher")))
+
+
+def enqueue_dispatch(provider: str) -> Job:
+    """A job that dispatches the provider's waiting calls (one at a time runs: the others
+    find its lock and return at once)."""
+    return calls_queue().enqueue(
+        DISPATCH_CALLS_JOB,
+        provider,
+        job_timeout=DISPATCHER_BUDGET_SECONDS + batch_job_timeout(1),
+        description=f"Dispatch {provider}'s calls waiting for a free line",
+        **_job_options(),
+    )
 
 
 def live_call_ended(*, provider: str, call_id: int) -> None:
-    """A call reached its outcome: its live-call slot is free for the next one.
+    """A call reached its outcome: its line is free for the next call waiting, and if calls
+    wait with nobody dispatching them (the dispatcher's worker died), a dispatcher starts.
 
     Called after the commit that recorded the outcome. Redis being down costs nothing but
-    the slot's lease, which runs out by itself (PROVIDER_LIVE_CALL_TIMEOUT_SECONDS)."""
-    if not settings.PROVIDER_MAX_LIVE_CALLS.get(provider):
+    the line's lease, which runs out by itself (PROVIDER_LIVE_CALL_TIMEOUT_SECONDS)."""
+    if not provider_is_capped(provider):
         return
     try:
-        calls_queue().connection.zrem(_live_calls_key(provider), str(call_id))
-    except RedisError as exc:
-        logger.warning(
-            "Call %s: could not free its live-call slot (%s); its lease will run out", call_id, exc
+        waiting, dispatching = _connection().eval(
+            _RELEASE_SCRIPT,
+            3,
+            _live_calls_key(provider),
+            _capacity_key(provider, "waiting"),
+            _capacity_key(provider, "dispatcher"),
+            str(call_id),
         )
+        if waiting and not dispatching:
+            enqueue_dispatch(provider)
+    except RedisError as exc:
+        logger.warning("Call %s: its line stays taken until its lease runs out (%s)", call_id, exc)

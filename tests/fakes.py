@@ -36,7 +36,12 @@ class FakeCallKaro:
                     fake._counter += 1
                     number = fake._counter
                     fake.requests.append(
-                        {"path": self.path, "headers": dict(self.headers), "json": json.loads(raw or b"null")}
+                        {
+                            "path": self.path,
+                            "headers": dict(self.headers),
+                            "json": json.loads(raw or b"null"),
+                            "at": time.monotonic(),
+                        }
                     )
                     if fake.answers:
                         status, body = fake.answers[0] if len(fake.answers) == 1 else fake.answers.pop(0)

@@ -216,7 +216,7 @@ def test_a_batch_cut_short_puts_its_unsent_calls_back_in_the_queue(
     def stopped_by_rq(*args, **kwargs):
         raise CutShort
 
-    monkeypatch.setattr(placement, "_record_dial_result", stopped_by_rq)
+    monkeypatch.setattr(placement, "record_dial_result", stopped_by_rq)
     with pytest.raises(CutShort):
         placement.calls_place_batch(call_ids=[c.pk for c in calls])
     placement.reset_placement_pool()  # waits for the request already in flight
@@ -234,14 +234,14 @@ def test_a_placed_call_whose_answer_cannot_be_recorded_keeps_the_provider_id(
     from django.db import OperationalError
 
     call = make_call()
-    real_record = placement._record_dial_result
+    real_record = placement.record_dial_result
 
     def database_blip(request, dialed, **kwargs):
         if isinstance(dialed.result, placement.PlacedCall):
             raise OperationalError("server closed the connection unexpectedly")
         return real_record(request, dialed, **kwargs)
 
-    monkeypatch.setattr(placement, "_record_dial_result", database_blip)
+    monkeypatch.setattr(placement, "record_dial_result", database_blip)
     assert placement.calls_place_batch(call_ids=[call.pk]) == {"error": 1}
     call.refresh_from_db()
     assert (call.status, call.provider_call_id) == (CallStatus.RINGING, "ck-1")
@@ -324,7 +324,7 @@ def test_rqs_job_timeout_while_recording_ends_the_batch_instead_of_being_swallow
     def timed_out(*args, **kwargs):
         raise JobTimeoutException("Task exceeded maximum timeout value (1 seconds)")
 
-    monkeypatch.setattr(placement, "_record_dial_result", timed_out)
+    monkeypatch.setattr(placement, "record_dial_result", timed_out)
     with pytest.raises(JobTimeoutException):
         placement.calls_place_batch(call_ids=[c.pk for c in calls])
     placement.reset_placement_pool()

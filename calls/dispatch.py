@@ -1,0 +1,277 @@
+"""Capacity-aware dispatch: never more live calls than the provider allows, earliest
+deadline first, nobody rung after their window closed.
+
+Providers cap live calls, not requests (Vapi: 10 concurrent by default; Retell: 429
+``concurrency_limit_reached``; CallKaro queues what it cannot start and dials it late). For
+a provider with ``PROVIDER_MAX_LIVE_CALLS`` or ``PROVIDER_MAX_CALLS_PER_SECOND`` set, a call
+due is not sent by the job that carries it: the job puts it in the provider's waiting set
+in Redis, scored by when its window closes, and one dispatcher at a time sends the waiting
+calls as lines come free, earliest deadline first. A line is a lease in Redis (see the
+"Live-call leases" part of calls/queues.py): taken when the call is sent, freed when its
+outcome arrives (calls/outcomes.py), and given back by itself when its lease runs out, so a
+worker that dies holding lines loses nothing but the lease's time. A call whose window
+closes while it waits becomes missed ("provider capacity"), never dialed late.
+
+Providers without a cap are placed straight away by calls/placement.py, as before.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import defaultdict
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.utils import timezone
+from rq.timeouts import JobTimeoutException
+
+from . import placement, queues
+from .models import Call, CallStatus
+from .placement import DialResult
+from .policy import policy_current
+from .providers.base import PlaceCallRequest, ProviderCapacityError, ProviderNotSentError
+from .slots import zone_or_none
+
+logger = logging.getLogger("relevel.calls")
+
+# How often an idle dispatcher looks for free lines, and how long its lock lives without
+# renewal (a dispatcher whose worker died is replaced within that time).
+POLL_SECONDS = 0.1
+LOCK_SECONDS = 15.0
+# A call is not sent in the last moments of its window: it would ring after it closed.
+SEND_MARGIN_SECONDS = 1.0
+# How long nobody sends to a provider that said it is full (its own count of live calls is
+# above ours: calls from elsewhere on the account, or calls longer than their lease).
+FULL_HOLD_SECONDS = 1.0
+
+
+def _dial_lease_seconds() -> float:
+    # A line taken for sending is held at most as long as the request can take; a worker
+    # that died mid-request gives it back then.
+    return (
+        max(
+            settings.CALLKARO_CONNECT_TIMEOUT + settings.CALLKARO_READ_TIMEOUT,
+            settings.PROVIDER_CONNECT_TIMEOUT + settings.PROVIDER_READ_TIMEOUT,
+        )
+        + 5.0
+    )
+
+
+def _deadline(call: Call, *, window: timedelta) -> datetime:
+    """When a call's window closes: its slot plus the window, and for a retry no later than
+    the end of its local day (a retry belongs to its day)."""
+    closes = call.scheduled_for + window
+    tz = zone_or_none(call.user.local_tz)
+    if call.attempt > 1 and tz is not None:
+        day_ends = datetime.combine(call.local_date + timedelta(days=1), datetime.min.time(), tzinfo=tz)
+        closes = min(closes, day_ends)
+    return closes
+
+
+def calls_dispatch_batch(*, call_ids: list[int]) -> dict[str, int]:
+    """Place a batch of calls: those of a capped provider wait for a line (in Redis, by
+    deadline); the others are placed at once (placement.calls_place_batch)."""
+    waiting = _admit_capped([call_id for call_id in call_ids])
+    direct = [call_id for call_id in call_ids if call_id not in waiting]
+    counts = placement.calls_place_batch(call_ids=direct) if direct else {}
+    if waiting:
+        counts = {**counts, "waiting_for_capacity": len(waiting)}
+    return counts
+
+
+def call_dispatch_one(*, call_id: int, is_last_try: bool) -> str:
+    """Place one call (a retry, a manual call, a call whose job was lost): in the waiting set
+    if its provider is capped, else at once (placement.call_place)."""
+    if _admit_capped([call_id]):
+        return "waiting_for_capacity"
+    return placement.call_place(call_id=call_id, is_last_try=is_last_try)
+
+
+def _admit_capped(call_ids: list[int]) -> set[int]:
+    """Put the queued calls of capped providers in their waiting sets and make sure a
+    dispatcher runs for each; returns the ids admitted."""
+    capped = [p for p in settings.CALL_PROVIDERS if queues.provider_is_capped(p)]
+    if not capped or not call_ids:
+        return set()
+    window = policy_current().window
+    deadlines: dict[str, dict[int, float]] = defaultdict(dict)
+    for call in (
+        Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED)
+        .select_related("user")
+        .only(
+            "pk",
+            "scheduled_for",
+            "attempt",
+            "local_date",
+            "provider",
+            "agent_id",
+            "variant_id",
+            "user__local_tz",
+        )
+    ):
+        provider = placement.provider_for(call)
+        if provider in capped:
+            deadlines[provider][call.pk] = _deadline(call, window=window).timestamp()
+    for provider, by_call in deadlines.items():
+        queues.capacity_admit(provider, by_call)
+        if not queues.dispatcher_is_running(provider):
+            queues.enqueue_dispatch(provider)
+        logger.info("%s calls wait for a free %s line", len(by_call), provider)
+    return {call_id for by_call in deadlines.values() for call_id in by_call}
+
+
+def calls_dispatch_waiting(*, provider: str, budget_seconds: float | None = None) -> dict[str, int]:
+    """Be the provider's dispatcher for a while: send its waiting calls as lines come free,
+    earliest deadline first, and record each answer; hand over to a fresh job at the end of
+    the budget if calls still wait. Returns what happened, counted."""
+    token = uuid.uuid4().hex
+    if not queues.dispatcher_claim(provider, token, ttl_seconds=LOCK_SECONDS):
+        return {"another_dispatcher": 1}
+    dispatcher = _Dispatcher(provider)
+    budget = queues.DISPATCHER_BUDGET_SECONDS if budget_seconds is None else budget_seconds
+    try:
+        dispatcher.run(until=time.monotonic() + budget, token=token)
+    finally:
+        dispatcher.give_back_unsent()
+        queues.dispatcher_release(provider, token)
+    if queues.capacity_counts(provider, now=time.time()).waiting:
+        queues.enqueue_dispatch(provider)
+    if dispatcher.counts:
+        logger.info("Dispatched %s calls: %s", provider, dict(dispatcher.counts))
+    return dict(dispatcher.counts)
+
+
+class _Dispatcher:
+    """One dispatcher's loop: take lines, send on the placement pool, record answers on this
+    thread (the job's database connection), as placement.calls_place_batch does."""
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.pool = placement.placement_pool()
+        self.threads = queues.placement_threads_per_process()
+        self.in_flight: dict[Future, tuple[PlaceCallRequest, float]] = {}
+        self.not_sent_tries: dict[int, int] = defaultdict(int)
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def run(self, *, until: float, token: str) -> None:
+        while True:
+            if not queues.dispatcher_renew(self.provider, token, ttl_seconds=LOCK_SECONDS):
+                logger.warning("Dispatcher for %s lost its lock; stopping", self.provider)
+                break
+            self._record_finished()
+            taking = time.monotonic() < until
+            if taking and len(self.in_flight) < self.threads:
+                self._take_and_send()
+            if not self.in_flight and (
+                not taking or not queues.capacity_counts(self.provider, now=time.time()).waiting
+            ):
+                break
+            if self.in_flight:
+                wait(self.in_flight, timeout=POLL_SECONDS, return_when=FIRST_COMPLETED)
+            else:
+                time.sleep(POLL_SECONDS)
+        while self.in_flight:
+            wait(self.in_flight, return_when=FIRST_COMPLETED)
+            self._record_finished()
+
+    def _take_and_send(self) -> None:
+        if policy_current().paused:
+            # Held in the waiting set; the tick records them missed ("paused") if their
+            # window closes first.
+            return
+        now = time.time()
+        took = queues.capacity_take(
+            self.provider,
+            now=now,
+            want=self.threads - len(self.in_flight),
+            lease_seconds=_dial_lease_seconds(),
+            send_margin=SEND_MARGIN_SECONDS,
+        )
+        if took.missed:
+            self.counts["missed"] += _mark_missed_for_capacity(took.missed, provider=self.provider)
+        if not took.taken:
+            return
+        requests, _ = placement.take_calls_for_dialing(list(took.taken))
+        sending = {request.call_id for request in requests}
+        not_sending = [call_id for call_id in took.taken if call_id not in sending]
+        if not_sending:
+            self._put_back_held(not_sending, took.taken)
+        for request in requests:
+            future = self.pool.submit(placement.dial, request)
+            self.in_flight[future] = (request, took.taken[request.call_id])
+
+    def _put_back_held(self, call_ids: list[int], deadlines: dict[int, float]) -> None:
+        """Taken but not sent: canceled or missed calls just free their line; calls left
+        queued (paused meanwhile, or early) go back to wait."""
+        still_queued = set(
+            Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED).values_list("pk", flat=True)
+        )
+        queues.capacity_free(self.provider, [pk for pk in call_ids if pk not in still_queued])
+        queues.capacity_give_back(self.provider, {pk: deadlines[pk] for pk in still_queued})
+
+    def _record_finished(self) -> None:
+        for future in [f for f in self.in_flight if f.done()]:
+            request, deadline = self.in_flight.pop(future)
+            self._record(request, deadline, future.result())
+
+    def _record(self, request: PlaceCallRequest, deadline: float, dialed: DialResult) -> None:
+        result = dialed.result
+        refused_for_capacity = isinstance(result, ProviderCapacityError)
+        if isinstance(result, ProviderNotSentError) and not refused_for_capacity:
+            self.not_sent_tries[request.call_id] += 1
+        is_last_try = not refused_for_capacity and self.not_sent_tries[request.call_id] > len(
+            settings.CALL_PLACE_RETRY_INTERVALS
+        )
+        try:
+            outcome = placement.record_dial_result(request, dialed, is_last_try=is_last_try)
+        except JobTimeoutException:
+            raise
+        except Exception:  # noqa: BLE001 - one bad call must not sink the dispatcher
+            logger.exception("Call %s: unexpected error while recording its placement", request.call_id)
+            outcome = placement.salvage_placed(request, dialed)
+        self.counts["refused_for_capacity" if refused_for_capacity else outcome] += 1
+        if outcome == "transient":
+            # Not sent: it waits again (its deadline unchanged), and nobody sends to this
+            # provider for a moment, as it is full or unreachable.
+            hold = (
+                FULL_HOLD_SECONDS if refused_for_capacity else (settings.CALL_PLACE_RETRY_INTERVALS or [1])[0]
+            )
+            queues.capacity_give_back(self.provider, {request.call_id: deadline}, hold_seconds=hold)
+        elif outcome in ("placed", "unconfirmed", "error"):
+            # Live (or maybe live) at the provider: its line is held until its outcome.
+            until = time.time() + settings.PROVIDER_LIVE_CALL_TIMEOUT_SECONDS
+            queues.capacity_extend(self.provider, request.call_id, until=until)
+        else:
+            queues.capacity_free(self.provider, [request.call_id])
+
+    def give_back_unsent(self) -> None:
+        """Cut short (RQ's timeout, a shutdown): calls not yet sent go back to wait."""
+        unsent = {
+            request.call_id: deadline
+            for future, (request, deadline) in self.in_flight.items()
+            if future.cancel()
+        }
+        if unsent:
+            Call.objects.filter(pk__in=list(unsent), status=CallStatus.DIALING).update(
+                status=CallStatus.QUEUED
+            )
+            queues.capacity_give_back(self.provider, unsent)
+
+
+def _mark_missed_for_capacity(call_ids: list[int], *, provider: str) -> int:
+    now = timezone.now()
+    lines = settings.PROVIDER_MAX_LIVE_CALLS.get(provider) or "unlimited"
+    per_second = settings.PROVIDER_MAX_CALLS_PER_SECOND.get(provider) or "unlimited"
+    error = (
+        f"Provider capacity: its window closed while it waited for a free {provider} line "
+        f"({lines} live calls, {per_second} calls per second allowed)."
+    )
+    missed = Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED).update(
+        status=CallStatus.MISSED, error=error, last_status_at=now, completed_at=now
+    )
+    if missed:
+        logger.warning("%s %s calls missed: no free line before their window closed", missed, provider)
+    return missed

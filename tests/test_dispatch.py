@@ -1,0 +1,281 @@
+"""Capacity-aware dispatch (calls/dispatch.py): never more live calls than the provider
+allows, across processes; lines of a dead worker come back; refusals wait; earliest
+deadline first; nobody rung after their window closed."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time as wall
+from datetime import timedelta
+
+import pytest
+from django.conf import settings as django_settings
+from django.db import connection
+from django.utils import timezone
+
+from calls import dispatch, policy, queues, scheduling
+from calls.models import Call, CallStatus
+from tests.clock import midday_user_fields
+from tests.provider_fakes import fixture, vapi_server
+from tests.test_faults import ROOT, burst_worker_command, child_env, postgres_only
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def cap(settings, provider: str, *, live: int = 0, per_second: int = 0) -> None:
+    settings.PROVIDER_MAX_LIVE_CALLS = {**settings.PROVIDER_MAX_LIVE_CALLS, provider: live}
+    settings.PROVIDER_MAX_CALLS_PER_SECOND = {**settings.PROVIDER_MAX_CALLS_PER_SECOND, provider: per_second}
+
+
+def most_live_at_once(spans: list[tuple[float, float]]) -> int:
+    """The most [sent, ended) spans open at one instant (an end before a send at a tie)."""
+    events = sorted(
+        [(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans], key=lambda e: (e[0], e[1])
+    )
+    live = most = 0
+    for _, step in events:
+        live += step
+        most = max(most, live)
+    return most
+
+
+class CallEnder:
+    """The provider's side of a live call, seen from relevel: each call the fake accepted
+    ends ``hold`` seconds later (its outcome recorded, its line freed), as a webhook would."""
+
+    def __init__(self, fake, *, provider: str, hold: float) -> None:
+        self.fake, self.provider, self.hold = fake, provider, hold
+        self.spans: list[tuple[float, float]] = []
+        self._ended: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> CallEnder:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                for index, request in enumerate(list(self.fake.requests)):
+                    if index in self._ended or wall.monotonic() < request["at"] + self.hold:
+                        continue
+                    call_id = int(request["json"]["metadata"]["call_id"])
+                    Call.objects.filter(pk=call_id).update(status=CallStatus.COMPLETED)
+                    # The span ends before the line is freed: spans lie inside leases.
+                    self.spans.append((request["at"], wall.monotonic()))
+                    self._ended.add(index)
+                    queues.live_call_ended(provider=self.provider, call_id=call_id)
+                wall.sleep(0.01)
+        finally:
+            connection.close()
+
+
+def due_users(make_user, count: int) -> list:
+    fields = midday_user_fields(timezone.now())
+    return [make_user(**fields) for _ in range(count)]
+
+
+# --- The leases themselves ------------------------------------------------------------------
+
+
+def test_lines_go_to_the_earliest_deadlines_and_never_beyond_the_cap(settings, redis_conn):
+    cap(settings, "callkaro", live=2)
+    now = wall.time()
+    queues.capacity_admit("callkaro", {1: now + 300, 2: now + 100, 3: now + 200, 4: now + 50})
+    first = queues.capacity_take("callkaro", now=now, want=10, lease_seconds=60)
+    assert list(first.taken) == [4, 2]
+    assert queues.capacity_take("callkaro", now=now, want=10, lease_seconds=60).taken == {}
+
+    queues.live_call_ended(provider="callkaro", call_id=4)
+    assert list(queues.capacity_take("callkaro", now=now, want=10, lease_seconds=60).taken) == [3]
+    assert queues.capacity_counts("callkaro", now=now) == queues.CapacityCounts(live=2, waiting=1)
+
+
+def test_a_call_whose_window_closes_while_it_waits_is_taken_out_as_missed(settings, redis_conn):
+    cap(settings, "callkaro", live=1)
+    now = wall.time()
+    queues.capacity_admit("callkaro", {1: now - 1, 2: now + 0.5, 3: now + 60})
+    took = queues.capacity_take("callkaro", now=now, want=5, lease_seconds=60, send_margin=1.0)
+    assert sorted(took.missed) == [1, 2]
+    assert list(took.taken) == [3]
+
+
+def test_calls_per_second_are_capped_over_a_sliding_second(settings, redis_conn):
+    cap(settings, "callkaro", per_second=3)
+    now = wall.time()
+    queues.capacity_admit("callkaro", {pk: now + 600 for pk in range(1, 11)})
+    assert len(queues.capacity_take("callkaro", now=now, want=10, lease_seconds=60).taken) == 3
+    assert len(queues.capacity_take("callkaro", now=now + 0.5, want=10, lease_seconds=60).taken) == 0
+    assert len(queues.capacity_take("callkaro", now=now + 1.01, want=10, lease_seconds=60).taken) == 3
+
+
+def test_the_lines_of_a_sigkilled_worker_come_back_when_their_lease_runs_out(settings, redis_conn):
+    cap(settings, "callkaro", live=2)
+    now = wall.time()
+    queues.capacity_admit("callkaro", {pk: now + 600 for pk in range(1, 5)})
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time, django; django.setup(); from calls import queues; "
+            "took = queues.capacity_take('callkaro', now=time.time(), want=5, lease_seconds=1.5); "
+            "print(len(took.taken), flush=True); time.sleep(600)",
+        ],
+        cwd=ROOT,
+        env=child_env(PROVIDER_MAX_LIVE_CALLS="callkaro=2"),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "2"
+        holder.send_signal(signal.SIGKILL)
+        holder.wait(timeout=10)
+        assert queues.capacity_take("callkaro", now=wall.time(), want=5, lease_seconds=60).taken == {}
+        wall.sleep(1.6)
+        assert len(queues.capacity_take("callkaro", now=wall.time(), want=5, lease_seconds=60).taken) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_dispatcher_is_alone_until_its_lock_runs_out(redis_conn):
+    assert queues.dispatcher_claim("callkaro", "a", ttl_seconds=0.3)
+    assert not queues.dispatcher_claim("callkaro", "b", ttl_seconds=0.3)
+    assert not queues.dispatcher_renew("callkaro", "b", ttl_seconds=0.3)
+    queues.dispatcher_release("callkaro", "b")  # not b's to release
+    assert queues.dispatcher_is_running("callkaro")
+    wall.sleep(0.35)
+    assert queues.dispatcher_claim("callkaro", "b", ttl_seconds=0.3)
+
+
+# --- Dispatching --------------------------------------------------------------------------
+
+
+def test_a_capped_providers_batch_waits_for_lines_and_is_sent_as_they_come_free(
+    settings, fake_callkaro, make_user, redis_conn
+):
+    cap(settings, "callkaro", live=2)
+    users = due_users(make_user, 7)
+    scheduling.calls_schedule_due()
+    batch = list(Call.objects.values_list("pk", flat=True))
+    assert dispatch.calls_dispatch_batch(call_ids=batch) == {"waiting_for_capacity": 7}
+    assert fake_callkaro.requests == []  # nothing sent by the batch itself
+
+    with CallEnder(fake_callkaro, provider="callkaro", hold=0.2) as ender:
+        counts = dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=20)
+        deadline = wall.monotonic() + 5
+        while len(ender.spans) < 7 and wall.monotonic() < deadline:
+            wall.sleep(0.05)
+    assert counts["placed"] == 7
+    assert sorted(r["json"]["metadata"]["user_id"] for r in fake_callkaro.requests) == sorted(
+        str(u.pk) for u in users
+    )
+    assert most_live_at_once(ender.spans) == 2
+
+
+@postgres_only
+def test_the_cap_holds_with_several_worker_processes(settings, fake_callkaro, make_user, redis_conn):
+    cap(settings, "callkaro", live=3)
+    settings.CALL_BATCH_SIZE = 4  # several batch jobs, admitted by several processes
+    due_users(make_user, 24)
+    scheduling.calls_schedule_due()
+    env = child_env(
+        CALLKARO_BASE_URL=fake_callkaro.url, PROVIDER_MAX_LIVE_CALLS="callkaro=3", CALL_BATCH_SIZE="4"
+    )
+    with CallEnder(fake_callkaro, provider="callkaro", hold=0.3) as ender:
+        workers = [subprocess.Popen(burst_worker_command(), cwd=ROOT, env=env) for _ in range(3)]
+        for worker in workers:
+            worker.wait(timeout=60)
+        deadline = wall.monotonic() + 5
+        while len(ender.spans) < 24 and wall.monotonic() < deadline:
+            wall.sleep(0.05)
+    assert [worker.returncode for worker in workers] == [0, 0, 0]
+    assert len(fake_callkaro.requests) == 24
+    assert len({r["json"]["metadata"]["call_id"] for r in fake_callkaro.requests}) == 24
+    assert most_live_at_once(ender.spans) == 3
+
+
+def test_the_earliest_deadline_is_sent_first(settings, fake_callkaro, make_call, redis_conn):
+    cap(settings, "callkaro", live=1)
+    now = timezone.now()
+    window = policy.policy_current().window
+    # Three slots due now: the one whose window closes first goes first, whatever its id.
+    calls = [
+        make_call(scheduled_for=now - window + timedelta(minutes=m), local_date=now.date()) for m in (9, 3, 6)
+    ]
+    dispatch.calls_dispatch_batch(call_ids=[c.pk for c in calls])
+    with CallEnder(fake_callkaro, provider="callkaro", hold=0.05):
+        dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=10)
+    sent = [int(r["json"]["metadata"]["call_id"]) for r in fake_callkaro.requests]
+    assert sent == [calls[1].pk, calls[2].pk, calls[0].pk]
+
+
+def test_a_call_that_cannot_get_a_line_before_its_window_closes_is_missed_not_dialed_late(
+    settings, fake_callkaro, make_call, redis_conn
+):
+    cap(settings, "callkaro", live=1)
+    now = timezone.now()
+    window = policy.policy_current().window
+    closing = make_call(scheduled_for=now - window + timedelta(seconds=2.5), local_date=now.date())
+    # The one line is taken by a call that never ends, and this call's window closes.
+    redis_conn.zadd("relevel:capacity:callkaro:live", {"999999": wall.time() + 600})
+    dispatch.calls_dispatch_batch(call_ids=[closing.pk])
+    counts = dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=4)
+    closing.refresh_from_db()
+    assert counts == {"missed": 1}
+    assert fake_callkaro.requests == []
+    assert closing.status == CallStatus.MISSED
+    assert closing.error.startswith("Provider capacity: its window closed while it waited for a free")
+    assert closing.dialed_at is None
+
+
+def test_a_providers_concurrency_refusal_waits_and_is_sent_again_inside_the_window(
+    settings, make_call, redis_conn
+):
+    with vapi_server(settings) as fake:
+        cap(settings, "vapi", live=5)
+        refused = (400, fixture("vapi", "error_400_concurrency_legacy.json"))
+        fake.respond_with(refused, refused, (201, fixture("vapi", "create_call_response.json")))
+        now = timezone.now()
+        call = make_call(scheduled_for=now, local_date=now.date(), provider="vapi")
+        dispatch.calls_dispatch_batch(call_ids=[call.pk])
+        counts = dispatch.calls_dispatch_waiting(provider="vapi", budget_seconds=10)
+    call.refresh_from_db()
+    assert counts == {"refused_for_capacity": 2, "placed": 1}
+    assert len(fake.requests) == 3
+    assert fake.requests[1]["at"] - fake.requests[0]["at"] >= dispatch.FULL_HOLD_SECONDS * 0.9
+    assert call.status == CallStatus.RINGING
+    assert call.dialed_at < call.scheduled_for + policy.policy_current().window
+    assert queues.capacity_counts("vapi", now=wall.time()) == queues.CapacityCounts(live=1, waiting=0)
+
+
+def test_while_paused_waiting_calls_stay_waiting(settings, fake_callkaro, make_call, redis_conn):
+    cap(settings, "callkaro", live=2)
+    now = timezone.now()
+    call = make_call(scheduled_for=now, local_date=now.date())
+    dispatch.calls_dispatch_batch(call_ids=[call.pk])
+    policy.policy_update(changes={"paused": True}, user_id=None, actor="test")
+    assert dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=0.5) == {}
+    assert fake_callkaro.requests == []
+    assert queues.capacity_counts("callkaro", now=wall.time()) == queues.CapacityCounts(live=0, waiting=1)
+
+
+def test_an_uncapped_provider_is_placed_at_once(fake_callkaro, make_call, redis_conn):
+    now = timezone.now()
+    call = make_call(scheduled_for=now, local_date=now.date())
+    assert dispatch.calls_dispatch_batch(call_ids=[call.pk]) == {"placed": 1}
+    assert django_settings.PROVIDER_MAX_LIVE_CALLS["callkaro"] == 0
+
+
+def test_a_second_dispatcher_returns_at_once(settings, redis_conn):
+    cap(settings, "callkaro", live=1)
+    assert queues.dispatcher_claim("callkaro", "someone-else", ttl_seconds=5)
+    assert dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=5) == {"another_dispatcher": 1}
