@@ -26,13 +26,12 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.utils import timezone
-from rq.timeouts import JobTimeoutException
 
 from . import placement, queues
 from .models import Call, CallStatus
 from .placement import DialResult
 from .policy import policy_current
-from .providers.base import PlaceCallRequest, ProviderCapacityError, ProviderNotSentError
+from .providers.base import PlaceCallRequest, PlacedCall, ProviderCapacityError, ProviderNotSentError
 from .slots import zone_or_none
 
 logger = logging.getLogger("relevel.calls")
@@ -213,25 +212,35 @@ class _Dispatcher:
         queues.capacity_give_back(self.provider, {pk: deadlines[pk] for pk in still_queued})
 
     def _record_finished(self) -> None:
-        for future in [f for f in self.in_flight if f.done()]:
-            request, deadline = self.in_flight.pop(future)
-            self._record(request, deadline, future.result())
-
-    def _record(self, request: PlaceCallRequest, deadline: float, dialed: DialResult) -> None:
-        result = dialed.result
-        refused_for_capacity = isinstance(result, ProviderCapacityError)
-        if isinstance(result, ProviderNotSentError) and not refused_for_capacity:
-            self.not_sent_tries[request.call_id] += 1
-        is_last_try = not refused_for_capacity and self.not_sent_tries[request.call_id] > len(
-            settings.CALL_PLACE_RETRY_INTERVALS
+        finished = [(future, *self.in_flight.pop(future)) for future in list(self.in_flight) if future.done()]
+        placed = [(request, future.result()) for future, request, _ in finished if _was_placed(future)]
+        outcomes = dict(
+            zip(
+                (request.call_id for request, _ in placed),
+                placement.record_dial_results(placed, is_last_try=False),
+                strict=True,
+            )
         )
-        try:
-            outcome = placement.record_dial_result(request, dialed, is_last_try=is_last_try)
-        except JobTimeoutException:
-            raise
-        except Exception:  # noqa: BLE001 - one bad call must not sink the dispatcher
-            logger.exception("Call %s: unexpected error while recording its placement", request.call_id)
-            outcome = placement.salvage_placed(request, dialed)
+        for future, request, deadline in finished:
+            dialed = future.result()
+            outcome = outcomes.get(request.call_id) or self._record_one(request, dialed)
+            self._settle_line(request, deadline, dialed, outcome)
+
+    def _record_one(self, request: PlaceCallRequest, dialed: DialResult) -> str:
+        """An answer other than "placed": a refusal for capacity never counts as a try; any
+        other not-sent error does, up to the tries a lone call gets."""
+        if isinstance(dialed.result, ProviderCapacityError):
+            is_last_try = False
+        else:
+            if isinstance(dialed.result, ProviderNotSentError):
+                self.not_sent_tries[request.call_id] += 1
+            is_last_try = self.not_sent_tries[request.call_id] > len(settings.CALL_PLACE_RETRY_INTERVALS)
+        return placement.record_dial_results([(request, dialed)], is_last_try=is_last_try)[0]
+
+    def _settle_line(
+        self, request: PlaceCallRequest, deadline: float, dialed: DialResult, outcome: str
+    ) -> None:
+        refused_for_capacity = isinstance(dialed.result, ProviderCapacityError)
         self.counts["refused_for_capacity" if refused_for_capacity else outcome] += 1
         if outcome == "transient":
             # Not sent: it waits again (its deadline unchanged), and nobody sends to this
@@ -259,6 +268,10 @@ class _Dispatcher:
                 status=CallStatus.QUEUED
             )
             queues.capacity_give_back(self.provider, unsent)
+
+
+def _was_placed(future: Future) -> bool:
+    return isinstance(future.result().result, PlacedCall)
 
 
 def _mark_missed_for_capacity(call_ids: list[int], *, provider: str) -> int:

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -106,6 +106,7 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
     now = timezone.now()
     rules = policy_current()
     requests: list[PlaceCallRequest] = []
+    dialing: list[Call] = []
     others: Counter = Counter()
     with transaction.atomic():
         calls = {
@@ -153,7 +154,7 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
             call.status = CallStatus.DIALING
             call.dialed_at = now  # taken; the real send time is recorded with the answer
             call.to_number = user.phone
-            call.save(update_fields=["status", "dialed_at", "to_number", "provider", "agent_id"])
+            dialing.append(call)
             requests.append(
                 PlaceCallRequest(
                     call_id=call.pk,
@@ -164,6 +165,8 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
                     provider=call.provider,
                 )
             )
+        # One statement for the whole batch: a row per call would cost a round trip each.
+        Call.objects.bulk_update(dialing, ["status", "dialed_at", "to_number", "provider", "agent_id"])
     return requests, others
 
 
@@ -250,6 +253,88 @@ def record_dial_result(request: PlaceCallRequest, dialed: DialResult, *, is_last
         "Call %s initiated to %s (provider call %s)", request.call_id, masked, result.provider_call_id
     )
     return "placed"
+
+
+def record_dial_results(dialed: list[tuple[PlaceCallRequest, DialResult]], *, is_last_try: bool) -> list[str]:
+    """Record a group of answers, as record_dial_result does for each; the calls the
+    provider accepted (nearly all) in one transaction of three statements, whatever their
+    number. Returns what happened to each, in order."""
+    placed = [(request, answer) for request, answer in dialed if isinstance(answer.result, PlacedCall)]
+    outcomes: dict[int, str] = {}
+    if len(placed) > 1:
+        try:
+            _record_placed(placed)
+            outcomes.update((request.call_id, "placed") for request, _ in placed)
+        except JobTimeoutException:
+            raise
+        except Exception:  # noqa: BLE001 - recorded one by one below, as a lone call is
+            logger.exception(
+                "Recording %s placed calls at once failed; recording them one by one", len(placed)
+            )
+    for request, answer in dialed:
+        if request.call_id in outcomes:
+            continue
+        try:
+            outcomes[request.call_id] = record_dial_result(request, answer, is_last_try=is_last_try)
+        except JobTimeoutException:
+            raise
+        except Exception:  # noqa: BLE001 - one bad call must not sink the batch
+            logger.exception("Call %s: unexpected error while recording its placement", request.call_id)
+            outcomes[request.call_id] = salvage_placed(request, answer)
+    return [outcomes[request.call_id] for request, _ in dialed]
+
+
+def _record_placed(placed: list[tuple[PlaceCallRequest, DialResult]]) -> None:
+    """record_dial_result's "placed" branch for many calls: lock them all, look up reused
+    provider ids in one query, write them all in one statement."""
+    answers = {request.call_id: answer for request, answer in placed}
+    now = timezone.now()
+    with transaction.atomic():
+        calls = list(
+            Call.objects.select_for_update()
+            .filter(pk__in=list(answers))
+            .only(
+                "pk", "status", "provider", "provider_payloads", "error", "provider_call_id", "last_status_at"
+            )
+            .order_by("pk")
+        )
+        wanted = {(call.provider, answers[call.pk].result.provider_call_id) for call in calls}
+        holders: dict[tuple[str, str], int] = {
+            (provider, provider_call_id): pk
+            for pk, provider, provider_call_id in Call.objects.filter(
+                provider__in={provider for provider, _ in wanted},
+                provider_call_id__in={provider_call_id for _, provider_call_id in wanted},
+            )
+            .exclude(pk__in=list(answers))
+            .values_list("pk", "provider", "provider_call_id")
+        }
+        for call in calls:
+            result = answers[call.pk].result
+            call.provider_payloads = [*call.provider_payloads, {"placed": result.raw}]
+            call.dialed_at = answers[call.pk].sent_at
+            reused_by = holders.setdefault((call.provider, result.provider_call_id), call.pk)
+            if reused_by == call.pk:
+                call.provider_call_id = result.provider_call_id
+            if STATUS_RANK[call.status] < STATUS_RANK[CallStatus.RINGING]:
+                call.status = CallStatus.RINGING
+                call.last_status_at = now
+                call.error = ""
+            if reused_by != call.pk:
+                call.error = (
+                    f"The provider reused call id {result.provider_call_id[:64]} (already call {reused_by})."
+                )
+                call.provider_payloads = [*call.provider_payloads, {REUSED_ID_KEY: result.provider_call_id}]
+                logger.error("Call %s: %s", call.pk, call.error)
+        Call.objects.bulk_update(
+            calls, ["provider_payloads", "dialed_at", "provider_call_id", "status", "last_status_at", "error"]
+        )
+    for request, answer in placed:
+        logger.info(
+            "Call %s initiated to %s (provider call %s)",
+            request.call_id,
+            mask_phone(request.to_number),
+            answer.result.provider_call_id,
+        )
 
 
 def _call_with_provider_call_id(call: Call, provider_call_id: str) -> int | None:
@@ -352,22 +437,18 @@ def calls_place_batch(*, call_ids: list[int]) -> dict[str, int]:
     transient: list[int] = []
     try:
         # Answers are recorded as they arrive, on this thread's connection, while the pool
-        # is still waiting on the others.
-        for future in as_completed(futures):
-            request = futures[future]
-            dialed = future.result()
-            try:
-                outcome = record_dial_result(request, dialed, is_last_try=not intervals)
-            except JobTimeoutException:
-                # RQ's timeout (or shutdown) arrives as an exception in this thread: it must
-                # end the job, not be taken for one call's recording error.
-                raise
-            except Exception:  # noqa: BLE001 - one bad call must not sink the batch
-                logger.exception("Call %s: unexpected error while recording its placement", request.call_id)
-                outcome = salvage_placed(request, dialed)
-            counts[outcome] += 1
-            if outcome == "transient":
-                transient.append(request.call_id)
+        # is still waiting on the others: those that arrived together, together. RQ's
+        # timeout (or shutdown) arrives as an exception in this thread and ends the job.
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            arrived = [(futures[future], future.result()) for future in done]
+            for (request, _), outcome in zip(
+                arrived, record_dial_results(arrived, is_last_try=not intervals), strict=True
+            ):
+                counts[outcome] += 1
+                if outcome == "transient":
+                    transient.append(request.call_id)
     finally:
         # The job was cut short (its timeout, a shutdown): calls not yet sent go back to the
         # queue, where the next tick re-enqueues them; only calls really sent stay dialing.

@@ -4,6 +4,7 @@ import logging
 from datetime import UTC, date, datetime
 
 import pytest
+from django.utils import timezone
 from rq.registry import ScheduledJobRegistry
 
 from calls import outcomes, placement
@@ -349,3 +350,67 @@ def test_a_provider_call_id_reused_for_a_second_call_leaves_it_placed_not_redial
     assert "reused call id ck-dup" in call.error
     assert {"reused_provider_call_id": "ck-dup"} in call.provider_payloads  # its webhook finds it
     assert Call.objects.count() == 2 and len(fake_callkaro.requests) == 1
+
+
+def _placed_answers(calls, provider_call_ids):
+    sent_at = timezone.now()
+    return [
+        (
+            placement.PlaceCallRequest(
+                call_id=call.pk,
+                user_id=call.user_id,
+                to_number=call.to_number,
+                agent_id="a",
+                name="n",
+                provider="callkaro",
+            ),
+            placement.DialResult(
+                result=placement.PlacedCall(
+                    provider_call_id=provider_call_id, raw={"call_sid": provider_call_id}
+                ),
+                sent_at=sent_at,
+            ),
+        )
+        for call, provider_call_id in zip(calls, provider_call_ids, strict=True)
+    ]
+
+
+def test_answers_that_arrive_together_are_recorded_in_a_few_statements_whatever_their_number(make_call):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    make_call(status=CallStatus.COMPLETED, provider_call_id="ck-old")
+    calls = [make_call(status=CallStatus.DIALING) for _ in range(20)]
+    ids = [f"ck-{n}" for n in range(18)] + ["ck-old", "ck-0"]  # one reused from before, one twice here
+    with CaptureQueriesContext(connection) as queries:
+        outcomes = placement.record_dial_results(_placed_answers(calls, ids), is_last_try=True)
+    assert outcomes == ["placed"] * 20
+    assert len(queries) <= 6  # savepoint/lock, reused-id lookup, one UPDATE, release
+    stored = {c.pk: c for c in Call.objects.filter(pk__in=[c.pk for c in calls])}
+    assert all(stored[c.pk].status == CallStatus.RINGING for c in calls)
+    assert [stored[c.pk].provider_call_id for c in calls[:18]] == ids[:18]
+    for reused in (calls[18], calls[19]):
+        assert stored[reused.pk].provider_call_id is None
+        assert "The provider reused call id" in stored[reused.pk].error
+
+
+def test_answers_recorded_together_fall_back_to_one_by_one_when_that_fails(make_call, monkeypatch):
+    from django.db import OperationalError
+
+    calls = [make_call(status=CallStatus.DIALING) for _ in range(3)]
+
+    def blip(placed):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(placement, "_record_placed", blip)
+    outcomes = placement.record_dial_results(
+        _placed_answers(calls, ["ck-a", "ck-b", "ck-c"]), is_last_try=True
+    )
+    assert outcomes == ["placed"] * 3
+    assert sorted(
+        Call.objects.filter(pk__in=[c.pk for c in calls]).values_list("provider_call_id", flat=True)
+    ) == [
+        "ck-a",
+        "ck-b",
+        "ck-c",
+    ]
