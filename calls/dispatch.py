@@ -73,7 +73,7 @@ def _deadline(call: Call, *, window: timedelta) -> datetime:
 def calls_dispatch_batch(*, call_ids: list[int]) -> dict[str, int]:
     """Place a batch of calls: those of a capped provider wait for a line (in Redis, by
     deadline); the others are placed at once (placement.calls_place_batch)."""
-    waiting = _admit_capped([call_id for call_id in call_ids])
+    waiting = _admit_capped(call_ids)
     direct = [call_id for call_id in call_ids if call_id not in waiting]
     counts = placement.calls_place_batch(call_ids=direct) if direct else {}
     if waiting:
@@ -116,8 +116,7 @@ def _admit_capped(call_ids: list[int]) -> set[int]:
             deadlines[provider][call.pk] = _deadline(call, window=window).timestamp()
     for provider, by_call in deadlines.items():
         queues.capacity_admit(provider, by_call)
-        if not queues.dispatcher_is_running(provider):
-            queues.enqueue_dispatch(provider)
+        queues.dispatcher_ensure(provider)
         logger.info("%s calls wait for a free %s line", len(by_call), provider)
     return {call_id for by_call in deadlines.values() for call_id in by_call}
 

@@ -403,6 +403,19 @@ def dispatcher_is_running(provider: str) -> bool:
     return bool(_connection().exists(_capacity_key(provider, "dispatcher")))
 
 
+def dispatcher_ensure(provider: str) -> bool:
+    """Start a dispatcher for the provider's waiting calls unless one runs or was just
+    enqueued (a rush's hundred batch jobs would otherwise enqueue a hundred); True if this
+    call enqueued one."""
+    connection = _connection()
+    if connection.exists(_capacity_key(provider, "dispatcher")):
+        return False
+    if not connection.set(_capacity_key(provider, "dispatch-enqueued"), 1, nx=True, px=5000):
+        return False
+    enqueue_dispatch(provider)
+    return True
+
+
 def enqueue_dispatch(provider: str) -> Job:
     """A job that dispatches the provider's waiting calls (one at a time runs: the others
     find its lock and return at once)."""
@@ -433,6 +446,6 @@ def live_call_ended(*, provider: str, call_id: int) -> None:
             str(call_id),
         )
         if waiting and not dispatching:
-            enqueue_dispatch(provider)
+            dispatcher_ensure(provider)
     except RedisError as exc:
         logger.warning("Call %s: its line stays taken until its lease runs out (%s)", call_id, exc)

@@ -279,3 +279,13 @@ def test_a_second_dispatcher_returns_at_once(settings, redis_conn):
     cap(settings, "callkaro", live=1)
     assert queues.dispatcher_claim("callkaro", "someone-else", ttl_seconds=5)
     assert dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=5) == {"another_dispatcher": 1}
+
+
+def test_a_rush_of_batches_enqueues_one_dispatcher(settings, make_call, redis_conn):
+    cap(settings, "callkaro", live=5)
+    now = timezone.now()
+    for _ in range(4):  # four batch jobs of the same slot, one after the other
+        dispatch.calls_dispatch_batch(call_ids=[make_call(scheduled_for=now, local_date=now.date()).pk])
+    jobs = queues.calls_queue().get_jobs()
+    assert [job.func_name for job in jobs] == [queues.DISPATCH_CALLS_JOB]
+    assert queues.capacity_counts("callkaro", now=wall.time()).waiting == 4
