@@ -1,6 +1,7 @@
 """Read-only status for operators and load balancers: queue counts, schedules, health.
 
-Nothing here writes. Registry counts are read with ZCARD rather than RQ's ``count``
+Nothing here writes, but for tick_record: the one record of when the last tick ran, which
+the tick itself writes. Registry counts are read with ZCARD rather than RQ's ``count``
 property, which first runs the registry's clean-up (moving expired jobs to the failed
 registry): looking at a queue must not change it.
 """
@@ -10,17 +11,19 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from urllib.parse import unquote, urlsplit
 
 from croniter import croniter
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 from rq import Queue, Worker
 
 from . import queues
+from .models import Call, CallStatus
 
 logger = logging.getLogger("relevel.api")
 
@@ -195,3 +198,206 @@ def dependency_problems() -> dict[str, str]:
     """What is down, by name ("database", "redis"), with the reason; empty when all is up."""
     problems = {"database": database_problem(), "redis": redis_problem()}
     return {name: reason for name, reason in problems.items() if reason}
+
+
+# --- The last tick, live workers, provider capacity, undialed first attempts -------------
+# Shared by the health checks (calls/health_checks.py) and the Prometheus collector
+# (calls/metrics.py): every value is read from Redis or the database when asked, so it is
+# the same whichever web or worker process answers.
+
+# One hash, rewritten by every tick: nothing else in Redis or the database says when the
+# last tick ran (a tick run by `manage.py schedule_calls` has no RQ job at all).
+LAST_TICK_KEY = "relevel:tick:last"
+
+
+@dataclass(frozen=True)
+class LastTick:
+    started_at: datetime
+    finished_at: datetime
+    duration_seconds: float
+    failed: bool
+    summary: dict[str, int]
+
+
+def tick_record(*, started_at: datetime, summary, failed: bool) -> None:
+    """Record that a tick (``summary``, a scheduling.TickSummary) has just ended.
+
+    Called once at the end of every tick, failed or not. Redis being down costs only this
+    record (the checks then say Redis is down): a tick never fails for it."""
+    finished_at = timezone.now()
+    mapping = {
+        "started_at": started_at.timestamp(),
+        "finished_at": finished_at.timestamp(),
+        # The tick's own ``now`` is when it started (unless a caller passed one: tests).
+        "duration_seconds": max(0.0, (finished_at - started_at).total_seconds()),
+        "failed": int(failed),
+        **{f"summary:{name}": value for name, value in asdict(summary).items()},
+    }
+    try:
+        queues.calls_queue().connection.hset(LAST_TICK_KEY, mapping=mapping)
+    except RedisError as exc:
+        logger.warning("Could not record the tick's end in Redis: %s", redis_error_reason(exc))
+
+
+def tick_last() -> LastTick | None:
+    """The last tick recorded, or None if none is (never run, or Redis lost its data);
+    raises RedisError."""
+    raw = queues.calls_queue().connection.hgetall(LAST_TICK_KEY)
+    if not raw:
+        return None
+    fields = {key.decode(): value.decode() for key, value in raw.items()}
+    return LastTick(
+        started_at=datetime.fromtimestamp(float(fields["started_at"]), tz=UTC),
+        finished_at=datetime.fromtimestamp(float(fields["finished_at"]), tz=UTC),
+        duration_seconds=float(fields["duration_seconds"]),
+        failed=fields["failed"] == "1",
+        summary={
+            key.removeprefix("summary:"): int(value)
+            for key, value in fields.items()
+            if key.startswith("summary:")
+        },
+    )
+
+
+def cron_period_seconds(*, now: datetime) -> float:
+    """The time between the last two runs SCHEDULE_CRON gave before ``now``: its period for a
+    regular schedule (*/5: 300 s), the gap just passed for an irregular one."""
+    runs = croniter(settings.SCHEDULE_CRON, now.astimezone(UTC))
+    last = runs.get_prev(datetime)
+    before = runs.get_prev(datetime)
+    return (last - before).total_seconds()
+
+
+@dataclass(frozen=True)
+class LiveWorker:
+    name: str
+    state: str
+    queues: tuple[str, ...]
+
+
+def workers_live() -> list[LiveWorker]:
+    """Workers that are alive now, on every queue of RQ_QUEUES; raises RedisError.
+
+    RQ's Worker.count counts registrations, which a worker killed with SIGKILL leaves
+    behind; a worker is alive while its hash lives (its heartbeat renews it) without a
+    ``death``. Read-only: RQ's Worker.all would also delete the dead registrations."""
+    connection = queues.calls_queue().connection
+    with connection.pipeline(transaction=False) as pipe:
+        for name in settings.RQ_QUEUES:
+            pipe.smembers(f"rq:workers:{name}")
+        memberships = pipe.execute()
+    queues_of: dict[bytes, list[str]] = {}
+    for name, keys in zip(settings.RQ_QUEUES, memberships, strict=True):
+        for key in keys:
+            queues_of.setdefault(key, []).append(name)
+    keys = sorted(queues_of)
+    with connection.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hmget(key, "birth", "death", "state")
+        fields = pipe.execute()
+    return [
+        LiveWorker(
+            name=key.decode().removeprefix("rq:worker:"),
+            # RQ sets a state once the worker starts its loop.
+            state=state.decode() if state else "starting",
+            queues=tuple(queues_of[key]),
+        )
+        for key, (birth, death, state) in zip(keys, fields, strict=True)
+        if birth is not None and death is None
+    ]
+
+
+# The live-call leases: calls/queues.py's sorted set per provider, scored by when each
+# lease runs out (epoch seconds), and the calls waiting for a slot.
+def _capacity_waiting_key(provider: str) -> str:
+    return f"relevel:capacity:{provider}:waiting"
+
+
+@dataclass(frozen=True)
+class ProviderCapacity:
+    provider: str
+    live: int
+    waiting: int
+    max_live: int  # 0: no cap
+
+
+def provider_capacities(*, now: datetime) -> list[ProviderCapacity]:
+    """Each provider's live calls (unexpired leases) and calls waiting for a slot, in one
+    round trip; raises RedisError."""
+    providers = list(settings.CALL_PROVIDERS)
+    with queues.calls_queue().connection.pipeline(transaction=False) as pipe:
+        for provider in providers:
+            # Exclusive: a lease scored exactly now has run out.
+            pipe.zcount(queues._live_calls_key(provider), f"({now.timestamp()}", "+inf")
+            pipe.zcard(_capacity_waiting_key(provider))
+        counts = pipe.execute()
+    return [
+        ProviderCapacity(
+            provider=provider,
+            live=counts[2 * index],
+            waiting=counts[2 * index + 1],
+            max_live=settings.PROVIDER_MAX_LIVE_CALLS.get(provider, 0),
+        )
+        for index, provider in enumerate(providers)
+    ]
+
+
+# Queued first attempts are looked at this far back: the stranded sweep marks a call
+# missed once its window closes, so only a dead scheduler leaves older ones queued, and the
+# tick check says so. The bound keeps the count a short range of the (status,
+# scheduled_for) index whatever the table's size.
+UNDIALED_LOOKBACK = timedelta(days=2)
+
+
+@dataclass(frozen=True)
+class UndialedFirstAttempts:
+    due: int  # queued first attempts whose time has come
+    late: int  # of them, due before ``late_before``
+    oldest: datetime | None  # the earliest scheduled_for among them
+
+
+def first_attempts_undialed(*, now: datetime, late_before: datetime) -> UndialedFirstAttempts:
+    """The day's first attempts (not retries, not manual calls) still queued after their
+    time, in one indexed query; raises DatabaseError."""
+    counts = Call.objects.filter(
+        status=CallStatus.QUEUED,
+        scheduled_for__gt=now - UNDIALED_LOOKBACK,
+        scheduled_for__lte=now,
+        attempt=1,
+        manual=False,
+    ).aggregate(
+        due=Count("pk"),
+        late=Count("pk", filter=Q(scheduled_for__lte=late_before)),
+        oldest=Min("scheduled_for"),
+    )
+    return UndialedFirstAttempts(**counts)
+
+
+@dataclass(frozen=True)
+class CallCount:
+    status: str
+    provider: str
+    attempt: str  # "1" the day's call, "2", "3" its retries, "manual" a call now
+    count: int
+
+
+def calls_counted(*, due_after: datetime) -> list[CallCount]:
+    """Calls due (scheduled_for) after ``due_after``, counted by status, provider and
+    attempt; raises DatabaseError. Every status is named so that PostgreSQL reads a range
+    of the (status, scheduled_for) index per status rather than the whole table."""
+    rows = (
+        Call.objects.filter(status__in=CallStatus.values, scheduled_for__gt=due_after)
+        .values_list("status", "provider", "attempt", "manual")
+        .annotate(count=Count("pk"))
+        .order_by()
+    )
+    counts: dict[tuple[str, str, str], int] = {}
+    for status, provider, attempt, manual, count in rows:
+        key = (status, provider, "manual" if manual else str(attempt))
+        counts[key] = counts.get(key, 0) + count
+    return [CallCount(*key, count=count) for key, count in sorted(counts.items())]
+
+
+def database_error_reason(exc: BaseException) -> str:
+    """One line for an operator: the error's type and the first line of its message."""
+    return _one_line(exc)[:200]

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from users.models import unknown_zone_error
 
-from . import bulk, queues, selectors
+from . import bulk, monitoring, queues, selectors
 from .models import Call, CallStatus
 from .outcomes import call_finish, call_schedule_retry, humanize_delay, insert_calls_ignoring_conflicts
 from .policy import Policy, policy_cache_clear, policy_current
@@ -284,6 +284,7 @@ def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
                 type(exc).__name__,
             )
     logger.info("Tick at %s: %s", now.isoformat(timespec="seconds"), summary.line())
+    monitoring.tick_record(started_at=now, summary=summary, failed=failure is not None)
     if failure is not None:
         raise failure
     return summary

@@ -8,14 +8,14 @@ import math
 from typing import Any
 
 from django.conf import settings
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from redis.exceptions import RedisError
 
-from . import monitoring, outcomes, policy, queues
+from . import health_checks, monitoring, outcomes, policy, queues
 from .decorators import (
     error_response,
     limit_body,
@@ -25,6 +25,7 @@ from .decorators import (
     redis_unavailable_response,
     require_methods,
 )
+from .metrics import metrics_exposition
 from .providers import LEGACY_WEBHOOK_PROVIDERS, PROVIDER_CLASSES, provider_named
 from .providers.base import WebhookIgnored, WebhookPayloadError
 
@@ -225,7 +226,13 @@ def admin_queues(request: HttpRequest) -> JsonResponse:
 @never_cache
 @require_methods("GET", "HEAD")
 def health(request: HttpRequest) -> JsonResponse:
-    """For load balancers: no authentication, and no reasons (they go to the log)."""
+    """For load balancers: no authentication, and no reasons (they go to the log).
+    ``?detail=1``: every check of `manage.py check_calls`, with reasons, for operators."""
+    detail = request.GET.get("detail", "0")
+    if detail not in ("0", "1"):
+        return error_response("detail must be 1 (every check, for operators) or 0", 400)
+    if detail == "1":
+        return _health_detail(request)
     problems = monitoring.dependency_problems()
     checks = {name: ("down" if name in problems else "ok") for name in ("database", "redis")}
     # Delayed jobs nobody releases are a worker problem, not this web server's: 200 either way.
@@ -239,6 +246,18 @@ def health(request: HttpRequest) -> JsonResponse:
         )
         return JsonResponse({"status": "unavailable", "down": sorted(problems), **checks}, status=503)
     return JsonResponse({"status": "degraded" if late else "ok", **checks})
+
+
+@operator_required
+def _health_detail(request: HttpRequest) -> JsonResponse:
+    results = health_checks.checks_run(now=timezone.now())
+    problems = health_checks.problems_found(results)
+    for problem in problems:
+        logger.warning("Health check %s: %s", problem.code, problem.message)
+    return JsonResponse(
+        {"status": "problem" if problems else "ok", "checks": [result.as_dict() for result in results]},
+        status=503 if problems else 200,
+    )
 
 
 # --- Call policy --------------------------------------------------------------------------
@@ -269,3 +288,15 @@ def call_policy(request: HttpRequest) -> JsonResponse:
                 {"success": False, "error": f"invalid call policy: {exc}", "errors": exc.errors}, status=400
             )
     return JsonResponse({"success": True, "policy": policy.policy_as_dict()})
+
+
+# --- Prometheus -----------------------------------------------------------------------------
+
+
+@never_cache
+@require_methods("GET")
+@operator_required
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus gauges for the whole deployment, read from the database and Redis now."""
+    body, content_type = metrics_exposition()
+    return HttpResponse(body, content_type=content_type)
