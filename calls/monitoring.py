@@ -307,12 +307,6 @@ def workers_live() -> list[LiveWorker]:
     ]
 
 
-# The live-call leases: calls/queues.py's sorted set per provider, scored by when each
-# lease runs out (epoch seconds), and the calls waiting for a slot.
-def _capacity_waiting_key(provider: str) -> str:
-    return f"relevel:capacity:{provider}:waiting"
-
-
 @dataclass(frozen=True)
 class ProviderCapacity:
     provider: str
@@ -324,21 +318,15 @@ class ProviderCapacity:
 def provider_capacities(*, now: datetime) -> list[ProviderCapacity]:
     """Each provider's live calls (unexpired leases) and calls waiting for a slot, in one
     round trip; raises RedisError."""
-    providers = list(settings.CALL_PROVIDERS)
-    with queues.calls_queue().connection.pipeline(transaction=False) as pipe:
-        for provider in providers:
-            # Exclusive: a lease scored exactly now has run out.
-            pipe.zcount(queues._live_calls_key(provider), f"({now.timestamp()}", "+inf")
-            pipe.zcard(_capacity_waiting_key(provider))
-        counts = pipe.execute()
+    counts = queues.capacity_counts_of(list(settings.CALL_PROVIDERS), now=now.timestamp())
     return [
         ProviderCapacity(
             provider=provider,
-            live=counts[2 * index],
-            waiting=counts[2 * index + 1],
+            live=of.live,
+            waiting=of.waiting,
             max_live=settings.PROVIDER_MAX_LIVE_CALLS.get(provider, 0),
         )
-        for index, provider in enumerate(providers)
+        for provider, of in counts.items()
     ]
 
 

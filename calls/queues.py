@@ -366,11 +366,21 @@ class CapacityCounts:
 
 
 def capacity_counts(provider: str, *, now: float) -> CapacityCounts:
+    return capacity_counts_of([provider], now=now)[provider]
+
+
+def capacity_counts_of(providers: list[str], *, now: float) -> dict[str, CapacityCounts]:
+    """Live calls (unexpired leases; one scored exactly ``now`` has run out) and calls
+    waiting, per provider, in one round trip; raises RedisError."""
     with _connection().pipeline(transaction=False) as pipe:
-        pipe.zcount(_live_calls_key(provider), f"({now}", "+inf")
-        pipe.zcard(_capacity_key(provider, "waiting"))
-        live, waiting = pipe.execute()
-    return CapacityCounts(live=live, waiting=waiting)
+        for provider in providers:
+            pipe.zcount(_live_calls_key(provider), f"({now}", "+inf")
+            pipe.zcard(_capacity_key(provider, "waiting"))
+        counts = pipe.execute()
+    return {
+        provider: CapacityCounts(live=counts[2 * index], waiting=counts[2 * index + 1])
+        for index, provider in enumerate(providers)
+    }
 
 
 def calls_waiting_for_capacity(provider: str, call_ids: list[int]) -> set[int]:
