@@ -96,6 +96,8 @@ INSTALLED_APPS = [
     "relevel",
     "users",
     "calls",
+    # The operators' dashboard (/dashboard/): read-only pages over the calls.
+    "dashboard",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",

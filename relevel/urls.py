@@ -1,15 +1,20 @@
 import django_rq.urls
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, reverse_lazy
+from django.views.generic import RedirectView
 
 from .queue_dashboard import gated
 
 admin.site.site_header = "relevel"
 admin.site.site_title = "relevel admin"
 admin.site.index_title = "Daily calls"
+# The admin's "View site" link leads to the operators' dashboard.
+admin.site.site_url = reverse_lazy("dashboard:index")
 
 urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="dashboard:index"), name="home"),
     path("admin/", admin.site.urls),
+    path("dashboard/", include("dashboard.urls")),
     # django-rq's views check staff themselves; acting (POST) also needs calls.manage_queues.
     # The dashboard lives where operators expect it.
     path("django-rq/", include((gated(django_rq.urls.urlpatterns), django_rq.urls.app_name))),

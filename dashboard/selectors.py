@@ -1,0 +1,425 @@
+"""Every number on the dashboard. Read-only.
+
+"Today" is the deployment's date in TIME_ZONE (UTC unless configured), and a call belongs
+to it when its ``Call.local_date`` is that date: each user's calls of that calendar date on
+their own clock. At 20:00 UTC on 28 November, a Kolkata user's 28th (which ended at 18:30
+UTC) and a New York user's 28th (which has four hours to go) are both today; the Kolkata
+user's 29th, already begun, is tomorrow. That keeps a day one number per user, matches the
+admin's ``local_date`` filter exactly, and is one index range. What is happening right now
+(calls in flight, retries pending) is counted whatever its day.
+
+Today's numbers are read live (one pass over today's rows on the ``local_date`` index, an
+anti-join for "not reached", two small index reads by status). The charts cover the 30 days
+before today and come from the daily rollup (dashboard.rollups), a few thousand rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from urllib.parse import urlencode
+
+from django.db.models import Count, Q
+from django.urls import reverse
+from django.utils import timezone
+
+from calls.admin import STATUS_COLOURS
+from calls.models import AgentVariant, Call, CallStatus
+
+from . import rollups
+from .charts import PALETTE, Chart, Series, wilson_interval
+from .models import DailyStat, RollupDay
+
+IN_FLIGHT = (CallStatus.DIALING, CallStatus.UNCONFIRMED, CallStatus.RINGING, CallStatus.IN_PROGRESS)
+UNANSWERED = (CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY)
+# A call in flight for longer than this has probably lost its webhook (the tick fails it at
+# CALL_OUTCOME_TIMEOUT_SECONDS): worth a look.
+STUCK_AFTER = timedelta(minutes=15)
+# The stacks of "calls per day", bottom up; the in-flight statuses are drawn as one.
+DAY_STACKS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("completed", "Answered", (CallStatus.COMPLETED,)),
+    ("no_answer", "No answer", (CallStatus.NO_ANSWER,)),
+    ("busy", "Busy", (CallStatus.BUSY,)),
+    ("failed", "Failed", (CallStatus.FAILED,)),
+    ("missed", "Missed", (CallStatus.MISSED,)),
+    ("canceled", "Canceled", (CallStatus.CANCELED,)),
+    ("in_flight", "In flight", IN_FLIGHT),
+    ("queued", "Queued", (CallStatus.QUEUED,)),
+]
+
+
+# The calls admin's badge colours, but for busy, which shares no answer's there.
+DAY_STACK_COLOURS = {
+    **{slug: STATUS_COLOURS[slug] for slug, _, statuses in DAY_STACKS if slug in STATUS_COLOURS},
+    "busy": "#ca8a04",
+    "in_flight": STATUS_COLOURS[CallStatus.DIALING],
+}
+
+
+def dashboard_today(*, now: datetime) -> date:
+    return timezone.localdate(now)
+
+
+def calls_admin_url(**lookups) -> str:
+    """The admin's call list filtered by standard field lookups (status__exact=..., ...)."""
+    return f"{reverse('admin:calls_call_changelist')}?{urlencode(lookups)}"
+
+
+# --- Today at a glance --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Tile:
+    slug: str
+    label: str
+    value: int
+    url: str
+    help: str
+    note: str = ""
+    note_url: str = ""
+
+    @property
+    def display(self) -> str:
+        return f"{self.value:,}"
+
+
+@dataclass(frozen=True)
+class Glance:
+    day: date
+    tiles: list[Tile]
+    statuses: dict[str, int]  # today's calls by status, for the "calls per day" chart
+
+    def value(self, slug: str) -> int:
+        return next(tile.value for tile in self.tiles if tile.slug == slug)
+
+
+def today_at_a_glance(*, now: datetime) -> Glance:
+    day = dashboard_today(now=now)
+    on_day = {"local_date__exact": day.isoformat()}
+    calls = Call.objects.filter(local_date=day)
+    counts = calls.aggregate(
+        due=Count("id", filter=Q(attempt=1, manual=False)),
+        called=Count("id", filter=Q(dialed_at__isnull=False)),
+        **{f"status_{status}": Count("id", filter=Q(status=status)) for status in CallStatus.values},
+    )
+    statuses = {status: counts[f"status_{status}"] for status in CallStatus.values}
+    # The day's last attempt ended unanswered and no retry follows it (the retry, if any,
+    # is the call whose retry_of points here: the "retry" reverse relation).
+    not_reached = calls.filter(manual=False, status__in=UNANSWERED, retry__isnull=True).count()
+    stuck_before = now - STUCK_AFTER
+    in_flight = Call.objects.filter(status__in=IN_FLIGHT).aggregate(
+        calls=Count("id"), stuck=Count("id", filter=Q(dialed_at__lt=stuck_before))
+    )
+    retries_pending = Call.objects.filter(status=CallStatus.QUEUED, attempt__gt=1).count()
+    in_flight_statuses = ",".join(IN_FLIGHT)
+    tiles = [
+        Tile(
+            "due",
+            "Due",
+            counts["due"],
+            calls_admin_url(**on_day, attempt__exact=1, manual__exact=0),
+            "Daily slots that came due today so far: first attempts, whatever became of them.",
+        ),
+        Tile(
+            "called",
+            "Called",
+            counts["called"],
+            calls_admin_url(**on_day, dialed_at__isnull="False"),
+            "Calls sent to the provider today: first attempts, retries and manual calls.",
+        ),
+        Tile(
+            "answered",
+            "Answered",
+            statuses[CallStatus.COMPLETED],
+            calls_admin_url(**on_day, status__exact=CallStatus.COMPLETED),
+            "Calls completed today (a person answered).",
+        ),
+        Tile(
+            "not_reached",
+            "Not reached",
+            not_reached,
+            calls_admin_url(**on_day, manual__exact=0, status__in=",".join(UNANSWERED), retry__isnull="True"),
+            "Users whose last attempt today ended failed, no answer or busy, with no retry to come.",
+        ),
+        Tile(
+            "missed",
+            "Missed",
+            statuses[CallStatus.MISSED],
+            calls_admin_url(**on_day, status__exact=CallStatus.MISSED),
+            "Attempts never dialed: their window closed first (see the reasons below).",
+        ),
+        Tile(
+            "retries_pending",
+            "Retries pending",
+            retries_pending,
+            calls_admin_url(status__exact=CallStatus.QUEUED, attempt__gt=1),
+            "Retries waiting for their time, right now (any day).",
+        ),
+        Tile(
+            "in_flight",
+            "Calls in flight",
+            in_flight["calls"],
+            calls_admin_url(status__in=in_flight_statuses),
+            "Dialing, unconfirmed, ringing or in progress, right now (any day).",
+            note=f"{in_flight['stuck']:,} dialed over {int(STUCK_AFTER.total_seconds() // 60)} min ago"
+            if in_flight["stuck"]
+            else "",
+            note_url=calls_admin_url(status__in=in_flight_statuses, dialed_at__lt=stuck_before.isoformat()),
+        ),
+    ]
+    return Glance(day=day, tiles=tiles, statuses=statuses)
+
+
+# --- The charts ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rollup:
+    days: list[date]
+    stats: dict[date, dict[tuple[str, str], float]]
+    computed: dict[date, RollupDay]
+
+    def get(self, day: date, metric: str, key: str = "") -> float:
+        return self.stats.get(day, {}).get((metric, key), 0)
+
+    def total(self, metric: str, key: str = "") -> float:
+        return sum(self.get(day, metric, key) for day in self.days)
+
+    @property
+    def oldest_computation(self) -> datetime | None:
+        return min((row.computed_at for row in self.computed.values()), default=None)
+
+
+def rollup_read(*, today: date) -> Rollup:
+    days = rollups.rollup_days(today=today)
+    stats: dict[date, dict[tuple[str, str], float]] = {day: {} for day in days}
+    for day, metric, key, value in DailyStat.objects.filter(day__gte=days[0], day__lte=days[-1]).values_list(
+        "day", "metric", "key", "value"
+    ):
+        stats[day][(metric, key)] = value
+    computed = {row.day: row for row in RollupDay.objects.filter(day__gte=days[0], day__lte=days[-1])}
+    return Rollup(days=days, stats=stats, computed=computed)
+
+
+def _day_label(day: date) -> str:
+    return f"{day:%b} {day.day}"
+
+
+def _share(part: float, whole: float) -> float | None:
+    return round(100 * part / whole, 1) if whole else None
+
+
+def chart_calls_per_day(rollup: Rollup, glance: Glance | None) -> Chart:
+    labels = [_day_label(day) for day in rollup.days]
+    columns_by_day = [
+        {slug: int(sum(rollup.get(day, "status", s) for s in statuses)) for slug, _, statuses in DAY_STACKS}
+        for day in rollup.days
+    ]
+    if glance is not None:
+        labels.append("today")
+        columns_by_day.append(
+            {slug: sum(glance.statuses[s] for s in statuses) for slug, _, statuses in DAY_STACKS}
+        )
+    series = [
+        Series(label, [column[slug] for column in columns_by_day], DAY_STACK_COLOURS[slug])
+        for slug, label, _ in DAY_STACKS
+    ]
+    days = [day.isoformat() for day in rollup.days] + ([glance.day.isoformat()] if glance else [])
+    rows = [
+        [day, *(column[slug] for slug, _, _ in DAY_STACKS), sum(column.values())]
+        for day, column in zip(days, columns_by_day, strict=True)
+    ]
+    return Chart(
+        slug="calls-per-day",
+        title="Calls per day by outcome",
+        help="Every call (first attempts, retries, manual calls) by its local date and its status now; "
+        "the last bar is today so far.",
+        kind="stacked",
+        unit="count",
+        labels=labels,
+        series=series,
+        columns=["day", *(label for _, label, _ in DAY_STACKS), "total"],
+        rows=rows,
+    )
+
+
+def chart_answer_rate_by_hour(rollup: Rollup) -> Chart:
+    dialed = [rollup.total("hour_dialed", str(hour)) for hour in range(24)]
+    answered = [rollup.total("hour_answered", str(hour)) for hour in range(24)]
+    rates = [_share(a, d) for a, d in zip(answered, dialed, strict=True)]
+    return Chart(
+        slug="answer-rate-by-hour",
+        title="Answer rate by the user's local hour",
+        help="Of the calls dialed in each hour of the user's own clock (last 30 days), the share answered.",
+        kind="bar-line",
+        unit="percent",
+        labels=[f"{hour:02d}" for hour in range(24)],
+        series=[Series("Answer rate", rates, PALETTE[1])],
+        columns=["local hour", "dialed", "answered", "answer rate %"],
+        rows=[[f"{hour:02d}:00", int(dialed[hour]), int(answered[hour]), rates[hour]] for hour in range(24)],
+        y_max=100,
+    )
+
+
+def chart_retry_recovery(rollup: Rollup) -> Chart:
+    called = rollup.total("users_called")
+    last = rollups.RECOVERY_ATTEMPTS
+    reached = [rollup.total("reached_attempt", str(attempt)) for attempt in range(1, last + 1)]
+    not_reached = called - sum(reached)
+    labels = [f"Attempt {attempt}" for attempt in range(1, last)] + [f"Attempt {last}+", "Not reached"]
+    counts = [*reached, not_reached if called else 0]
+    shares = [_share(count, called) for count in counts]
+    cumulative, rows = 0.0, []
+    for label, count, share in zip(labels, counts, shares, strict=True):
+        if label != "Not reached":
+            cumulative += count
+        rows.append(
+            [label, int(count), share, _share(cumulative, called) if label != "Not reached" else None]
+        )
+    return Chart(
+        slug="retry-recovery",
+        title="Retry recovery",
+        help="Of the users called each day (last 30 days, one count per user and day), the share first "
+        "reached on each attempt: what attempts 2 and 3 add is what the retries are worth.",
+        kind="bar-line",
+        unit="percent",
+        labels=labels,
+        series=[Series("Users reached", shares, PALETTE[0])],
+        columns=["attempt", "user-days", "share of users called %", "reached by then %"],
+        rows=rows,
+        y_max=100,
+    )
+
+
+def chart_placement_lag(rollup: Rollup) -> Chart:
+    have = [day for day in rollup.days if rollup.get(day, "lag_calls")]
+    p50 = [rollup.get(day, "lag_p50") if day in have else None for day in rollup.days]
+    p95 = [rollup.get(day, "lag_p95") if day in have else None for day in rollup.days]
+    return Chart(
+        slug="placement-lag",
+        title="Placement lag",
+        help="Seconds from a daily call's scheduled time to its dialing, per day: the median and the 95th "
+        "percentile.",
+        kind="bar-line",
+        unit="seconds",
+        labels=[_day_label(day) for day in rollup.days],
+        series=[Series("p50", p50, PALETTE[0], kind="line"), Series("p95", p95, PALETTE[2], kind="line")],
+        columns=["day", "dialed calls", "p50 s", "p95 s"],
+        rows=[
+            [day.isoformat(), int(rollup.get(day, "lag_calls")), a, b]
+            for day, a, b in zip(rollup.days, p50, p95, strict=True)
+        ],
+    )
+
+
+def chart_missed_by_reason(rollup: Rollup) -> Chart:
+    reasons = [(key, label) for key, label, _ in rollups.MISSED_REASONS] + [rollups.OTHER_REASON]
+    series = [
+        Series(
+            label, [rollup.get(day, "missed_reason", key) for day in rollup.days], PALETTE[i % len(PALETTE)]
+        )
+        for i, (key, label) in enumerate(reasons)
+    ]
+    return Chart(
+        slug="missed-by-reason",
+        title="Missed calls by reason",
+        help="Attempts never dialed, grouped by the reason recorded on each (its error text), per day.",
+        kind="stacked",
+        unit="count",
+        labels=[_day_label(day) for day in rollup.days],
+        series=series,
+        columns=["day", *(label for _, label in reasons), "total"],
+        rows=[
+            [
+                day.isoformat(),
+                *(int(rollup.get(day, "missed_reason", key)) for key, _ in reasons),
+                int(sum(rollup.get(day, "missed_reason", key) for key, _ in reasons)),
+            ]
+            for day in rollup.days
+        ],
+    )
+
+
+def chart_variants(rollup: Rollup, variants: list[AgentVariant]) -> Chart:
+    rates, lower, upper, rows = [], [], [], []
+    for variant in variants:
+        dialed = int(rollup.total("variant_dialed", str(variant.pk)))
+        answered = int(rollup.total("variant_answered", str(variant.pk)))
+        low, high = wilson_interval(answered, dialed)
+        rate = _share(answered, dialed)
+        rates.append(rate)
+        lower.append(round(100 * low, 1) if dialed else None)
+        upper.append(round(100 * high, 1) if dialed else None)
+        rows.append(
+            [
+                variant.name,
+                variant.provider,
+                variant.agent_id,
+                variant.active,
+                dialed,
+                answered,
+                rate,
+                lower[-1],
+                upper[-1],
+            ]
+        )
+    return Chart(
+        slug="variants",
+        title="Answer rate by agent variant",
+        help="Of each variant's calls dialed in the last 30 days, the share answered, with its 95% "
+        "confidence interval (Wilson): where two intervals overlap, the difference may be chance.",
+        kind="bar-line",
+        unit="percent",
+        labels=[variant.name for variant in variants],
+        series=[Series("Answer rate", rates, PALETTE[3], lower=lower, upper=upper)],
+        columns=[
+            "variant",
+            "provider",
+            "agent",
+            "active",
+            "dialed",
+            "answered",
+            "answer rate %",
+            "95% low %",
+            "95% high %",
+        ],
+        rows=rows,
+        y_max=100,
+        hidden_note=""
+        if variants
+        else "No agent variants are defined (Calls › Agent variants): every call uses the provider's agent.",
+    )
+
+
+CHART_SLUGS = (
+    "calls-per-day",
+    "answer-rate-by-hour",
+    "retry-recovery",
+    "placement-lag",
+    "missed-by-reason",
+    "variants",
+)
+
+
+def dashboard_charts(*, now: datetime, glance: Glance | None = None) -> tuple[list[Chart], Rollup]:
+    """All charts in page order, and the rollup they were read from (for its age)."""
+    rollup = rollup_read(today=dashboard_today(now=now))
+    variants = list(AgentVariant.objects.order_by("pk"))
+    charts = [
+        chart_calls_per_day(rollup, glance),
+        chart_answer_rate_by_hour(rollup),
+        chart_retry_recovery(rollup),
+        chart_placement_lag(rollup),
+        chart_missed_by_reason(rollup),
+        chart_variants(rollup, variants),
+    ]
+    return charts, rollup
+
+
+def dashboard_chart(slug: str, *, now: datetime) -> Chart | None:
+    """One chart by its slug (the CSV download), or None; only "calls per day" reads today."""
+    if slug not in CHART_SLUGS:
+        return None
+    glance = today_at_a_glance(now=now) if slug == "calls-per-day" else None
+    charts, _ = dashboard_charts(now=now, glance=glance)
+    return next(chart for chart in charts if chart.slug == slug)

@@ -1,0 +1,65 @@
+"""The dashboard's pages: staff only, read-only, every number from dashboard.selectors."""
+
+from __future__ import annotations
+
+import csv
+
+from django.conf import settings
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+from django.views.decorators.http import require_GET
+
+from calls.decorators import error_response
+
+from . import rollups, selectors
+
+
+@require_GET
+@staff_member_required
+def index(request: HttpRequest) -> HttpResponse:
+    now = timezone.now()
+    # Lazily, off the request: a job recomputes the days that are missing or stale.
+    refreshing = rollups.daily_stats_refresh_if_stale(now=now)
+    glance = selectors.today_at_a_glance(now=now)
+    charts, rollup = selectors.dashboard_charts(now=now, glance=glance)
+    context = {
+        **_admin_context(request),
+        "title": "Dashboard",
+        "glance": glance,
+        "charts": charts,
+        "rollup_days": len(rollup.days),
+        "rollup_missing": len(rollup.days) - len(rollup.computed),
+        "rollup_oldest": rollup.oldest_computation,
+        "refresh_minutes": int(rollups.REFRESH_AFTER.total_seconds() // 60),
+        "refreshing": refreshing,
+        "now": now,
+        "time_zone": settings.TIME_ZONE,
+    }
+    return render(request, "dashboard/index.html", context)
+
+
+@require_GET
+@staff_member_required
+def chart_csv(request: HttpRequest, slug: str) -> HttpResponse:
+    now = timezone.now()
+    chart = selectors.dashboard_chart(slug, now=now)
+    if chart is None:
+        return error_response(
+            f"no chart named {slug!r}; the charts are: {', '.join(selectors.CHART_SLUGS)}", 404
+        )
+    response = HttpResponse(content_type="text/csv; charset=utf-8")
+    day = selectors.dashboard_today(now=now)
+    response["Content-Disposition"] = f'attachment; filename="relevel-{slug}-{day.isoformat()}.csv"'
+    writer = csv.writer(response)
+    writer.writerow(chart.columns)
+    writer.writerows([("" if cell is None else cell) for cell in row] for row in chart.rows)
+    return response
+
+
+def _admin_context(request: HttpRequest) -> dict:
+    # The admin's own context (site header, "View site", the user tools, dark-mode toggle).
+    from django.contrib import admin
+
+    return admin.site.each_context(request)
