@@ -201,6 +201,9 @@ def admin_ensure(*, password: str) -> bool:
     """Make sure the ``admin`` superuser exists with this password; True if it was created."""
     User = get_user_model()
     user, created = User.objects.get_or_create(username=ADMIN_USERNAME)
+    if created:
+        # An operator's login, not a person to call (an operator may still turn it on).
+        user.call_enabled = False
     user.is_staff = user.is_superuser = user.is_active = True
     user.set_password(password)
     user.save()
