@@ -364,7 +364,13 @@ LOGGING = {
             "style": "{",
         },
     },
-    "filters": {"redact_phones": {"()": "calls.logsafe.RedactPhonesFilter"}},
+    "filters": {
+        "redact_phones": {"()": "calls.logsafe.RedactPhonesFilter"},
+        # What the console leaves out (relevel/log_filters.py): static files' access lines,
+        # the favicon's 404, RQ's bookkeeping around every job.
+        "quiet_static": {"()": "relevel.log_filters.QuietStaticRequestsFilter"},
+        "quiet_rq": {"()": "relevel.log_filters.QuietRQBookkeepingFilter"},
+    },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_phones"]},
         "django.server": {
@@ -376,8 +382,17 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django": {"handlers": [], "propagate": True},
-        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
+        "django.server": {
+            "handlers": ["django.server"],
+            "level": "INFO",
+            "propagate": False,
+            "filters": ["quiet_static"],
+        },
+        "django.request": {"filters": ["quiet_static"]},
         "django.db.backends": {"level": "WARNING"},
+        # On the loggers (not the handlers): RQ's records are made on these two.
+        "rq.worker": {"filters": ["quiet_rq"]},
+        "rq.cron": {"filters": ["quiet_rq"]},
         # redis-py gives this logger a bare handler of its own, unless it is configured.
         "push_response": {"handlers": [], "propagate": True},
     },
