@@ -3,10 +3,15 @@
 
     python3 dev.py start   # install, then run web + worker + scheduler on embedded defaults
     python3 dev.py test    # install, then run the whole test suite
+    python3 dev.py manage COMMAND [ARGS]   # a manage.py command with start's environment
 
 Both create ./.venv and install the pinned requirements into it the first time (and again
 whenever a requirements file changes). With DATABASE_URL / REDIS_URL set, they use those;
 without, SQLite and an embedded real Redis.
+
+`manage` runs with the environment `start` gives its processes (DEBUG on unless you set
+it, so the development SECRET_KEY; the same Redis): while a `start` runs, the one it wrote
+to var/dev-run.json; otherwise an embedded Redis of the command's own, emptied when it ends.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import subprocess
 import sys
 import venv
+from collections.abc import MutableMapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -41,6 +47,8 @@ def ensure_venv(requirements: str) -> None:
     stamp = VENV / f".installed-{requirements}"
     if stamp.exists() and stamp.read_text() == digest.hexdigest():
         return
+    if requirements == "requirements.txt" and _dev_requirements_current():
+        return  # `dev.py test` installed the runtime requirements too
     say(f"installing {requirements} (first run only)")
     subprocess.check_call(
         [
@@ -55,6 +63,14 @@ def ensure_venv(requirements: str) -> None:
         ]
     )
     stamp.write_text(digest.hexdigest())
+
+
+def _dev_requirements_current() -> bool:
+    digest = hashlib.sha256()
+    for name in ("requirements.txt", "requirements-dev.txt"):
+        digest.update((ROOT / name).read_bytes())
+    stamp = VENV / ".installed-requirements-dev.txt"
+    return stamp.exists() and stamp.read_text() == digest.hexdigest()
 
 
 def with_redis(command: list[str]) -> list[str]:
@@ -76,17 +92,51 @@ def dotenv_sets(name: str) -> bool:
     return False
 
 
-def run(command: list[str]) -> int:
+def run(command: list[str], env: dict[str, str] | None = None) -> int:
     """Run ``command`` in place of this process where possible, so that signals (Ctrl-C, a
     supervisor's SIGTERM) reach it directly and it can shut its children down cleanly."""
     sys.stdout.flush()
+    env = dict(os.environ) if env is None else env
     if os.name == "posix":
-        os.execv(command[0], command)
-    return subprocess.call(command)
+        os.execve(command[0], command, env)
+    return subprocess.call(command, env=env)
+
+
+def start_debug_default(env: MutableMapping[str, str]) -> None:
+    """The first run's default: a local demo with DEBUG on, which also makes the simulator
+    the default provider and gives the development SECRET_KEY (settings.py). A DEBUG you
+    set, in the environment or .env, wins."""
+    if "DEBUG" not in env and not dotenv_sets("DEBUG"):
+        env["DEBUG"] = "1"
+
+
+def manage_command(args: list[str], environ: dict[str, str]) -> tuple[list[str], dict[str, str], str]:
+    """``manage.py ARGS`` as `start` runs its processes: (argv, environment, a note on which
+    Redis it talks to).
+
+    While a `start` runs, its environment (its Redis, webhook secret, demo timings) is read
+    from its run file, under what ``environ`` sets itself; with no `start` and no REDIS_URL,
+    the command gets an embedded Redis of its own, as `start` would."""
+    from relevel.embedded_redis import dev_run_env, dev_run_file
+
+    env = dict(environ)
+    running = dev_run_env()
+    for name, value in (running or {}).items():
+        env.setdefault(name, value)
+    start_debug_default(env)
+    command = [str(PYTHON), "manage.py", *args]
+    if running and env.get("REDIS_URL") == running.get("REDIS_URL"):
+        note = f"using the Redis of the running `dev.py start` ({env['REDIS_URL']}, from {dev_run_file()})"
+    elif env.get("REDIS_URL") or dotenv_sets("REDIS_URL"):
+        note = "using REDIS_URL as set"
+    else:
+        command = [str(PYTHON), "-m", "relevel.embedded_redis", "--", *command]
+        note = "no `dev.py start` is running: this command gets an embedded Redis of its own"
+    return command, env, note
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("start", "test"):
+    if not argv or argv[0] not in ("start", "test", "manage"):
         print(__doc__.strip())
         return 2
     os.chdir(ROOT)
@@ -94,11 +144,16 @@ def main(argv: list[str]) -> int:
         ensure_venv("requirements-dev.txt")
         return run(with_redis([str(PYTHON), "-m", "pytest", *argv[1:]]))
     ensure_venv("requirements.txt")
+    if argv[0] == "manage":
+        if len(argv) < 2:
+            sys.exit("relevel: name a manage.py command, such as: python3 dev.py manage shell")
+        command, env, note = manage_command(argv[1:], dict(os.environ))
+        # On stderr: the command's own output (dumpdata > file) stays clean.
+        print(f"relevel: {note}", file=sys.stderr, flush=True)
+        return run(command, env)
     # runall reads its settings before it can change anything, so the first run's default is
-    # set here: a local demo with DEBUG on, which also makes the simulator the default
-    # provider (settings.py). A DEBUG you set, in the environment or .env, wins.
-    if "DEBUG" not in os.environ and not dotenv_sets("DEBUG"):
-        os.environ["DEBUG"] = "1"
+    # set here.
+    start_debug_default(os.environ)
     return run([str(PYTHON), "manage.py", "runall", *argv[1:]])
 
 

@@ -13,56 +13,40 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
-from django.utils.safestring import SafeString
 
 from . import policy, selectors
+from .admin_display import STATUS_COLOURS, admin_datetime, admin_time, status_badge, status_label
 from .forms import CallPolicyForm
 from .logsafe import mask_phone
 from .models import AgentVariant, Call, CallPolicy, CallStatus
 from .slots import zone_or_none
 
+# Other modules show statuses and times as this one does.
+__all__ = [
+    "STATUS_COLOURS",
+    "admin_datetime",
+    "admin_time",
+    "local_wall_clock",
+    "status_badge",
+    "status_label",
+]
+
+# What "not reached" means in the filters (README, "The admin"): dialed, or due to be, and
+# nobody answered. Voicemail is a no_answer. Canceled calls are not in it: nobody was meant
+# to be called any more (calls turned off, or already answered that day).
+TIMING_FIELDSET = "Timing"
+NOT_REACHED_STATUSES = (CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY, CallStatus.MISSED)
+
 # What CallKaro reports about the conversation, shown on the call's page.
 REPORT_FIELDS = ("disposition_reason", "conversion_status", "post_call", "post_call_detail", "call_link")
 
-# One colour per outcome family, readable on the admin's light and dark themes alike
-# (white text on a mid-tone background).
-STATUS_COLOURS = {
-    CallStatus.QUEUED: "#64748b",
-    CallStatus.DIALING: "#2563eb",
-    CallStatus.UNCONFIRMED: "#c2410c",
-    CallStatus.RINGING: "#2563eb",
-    CallStatus.IN_PROGRESS: "#0e7490",
-    CallStatus.COMPLETED: "#15803d",
-    CallStatus.NO_ANSWER: "#b45309",
-    CallStatus.BUSY: "#b45309",
-    CallStatus.FAILED: "#b91c1c",
-    CallStatus.MISSED: "#7e22ce",
-    CallStatus.CANCELED: "#525252",
-}
-_BADGE_STYLE = (
-    "display:inline-block;padding:1px 8px;border-radius:9px;color:#fff;"
-    "font-size:0.85em;font-weight:600;white-space:nowrap;background:{}"
-)
-
-
-def status_badge(status: str | None) -> SafeString | str:
-    """A call status as a coloured pill; "-" when there is none (a user never called)."""
-    if not status:
-        return "-"
-    try:
-        label = CallStatus(status).label
-    except ValueError:  # a status this code no longer knows: show it as it is stored
-        label = status
-    colour = STATUS_COLOURS.get(status, "#525252")
-    return format_html('<span class="call-status" style="{}">{}</span>', _BADGE_STYLE.format(colour), label)
-
 
 def local_wall_clock(value, tz_name: str) -> str:
-    """A UTC instant as the user's wall-clock time, e.g. "2026-11-28 20:30 IST"."""
-    tz = zone_or_none(tz_name)
-    if tz is None:
+    """A UTC instant as the user's wall-clock time, in the admin's one format
+    ("2026-11-28 20:30:05 IST"); "" for a zone this host does not know."""
+    if zone_or_none(tz_name) is None:
         return ""
-    return f"{value.astimezone(tz):%Y-%m-%d %H:%M %Z}"
+    return admin_datetime(value, tz_name)
 
 
 class ProviderFilter(admin.SimpleListFilter):
@@ -119,25 +103,53 @@ class AttemptFilter(admin.SimpleListFilter):
         return queryset
 
 
+class OutcomeFilter(admin.SimpleListFilter):
+    """The questions operators ask: who was not reached (today, in each user's own local
+    day), whose call was missed, who answered."""
+
+    title = "outcome"
+    parameter_name = "outcome"
+
+    def lookups(self, request, model_admin):
+        return [
+            ("not_reached_today", "Not reached today"),
+            ("not_reached", "Not reached"),
+            ("missed", "Missed"),
+            ("answered", "Answered"),
+        ]
+
+    def queryset(self, request, queryset):
+        from users.selectors import calls_of_local_today
+
+        if self.value() == "not_reached_today":
+            return queryset.filter(calls_of_local_today(now=timezone.now()), status__in=NOT_REACHED_STATUSES)
+        if self.value() == "not_reached":
+            return queryset.filter(status__in=NOT_REACHED_STATUSES)
+        if self.value() == "missed":
+            return queryset.filter(status=CallStatus.MISSED)
+        if self.value() == "answered":
+            return queryset.filter(status=CallStatus.COMPLETED)
+        return queryset
+
+
 @admin.register(Call)
 class CallAdmin(admin.ModelAdmin):
+    # Eight columns, so that all fit at 1366 px: the local date is in the scheduled time
+    # (and the date filter), the last status time on the call's page, the end reason and
+    # the variant under the provider, "manual" in the attempt column.
     list_display = (
         "id",
         "user_link",
         "masked_to_number",
-        "attempt",
+        "attempt_display",
         "status_display",
-        "local_date",
-        "scheduled_for",
-        "last_status_at",
-        "completed_at",
-        "provider",
-        "end_reason",
-        "manual",
-        "variant",
+        "scheduled_local",
+        "ended_local",
+        "provider_display",
     )
     list_display_links = ("id",)
     list_filter = (
+        OutcomeFilter,
         "status",
         ProviderFilter,
         EndReasonFilter,
@@ -175,15 +187,14 @@ class CallAdmin(admin.ModelAdmin):
             },
         ),
         (
-            "Timing (UTC)",
+            TIMING_FIELDSET,
             {
                 "fields": (
-                    "scheduled_for",
-                    "scheduled_for_local",
-                    "created_at",
-                    "dialed_at",
-                    "last_status_at",
-                    "completed_at",
+                    "scheduled_local",
+                    "created_local",
+                    "dialed_local",
+                    "last_status_local",
+                    "ended_local",
                     "duration_seconds",
                 )
             },
@@ -205,6 +216,15 @@ class CallAdmin(admin.ModelAdmin):
     )
     # Every field shown is read-only: derived from the fieldsets so the two cannot drift.
     readonly_fields = tuple(name for _, options in fieldsets for name in options["fields"])
+
+    def get_fieldsets(self, request: HttpRequest, obj: Call | None = None):
+        if obj is None:
+            return self.fieldsets
+        zone = obj.user.local_tz if zone_or_none(obj.user.local_tz) else "UTC"
+        title = f"Timing (in the user's time zone, {zone}; each time's tooltip gives it in UTC)"
+        return tuple(
+            (title if name == TIMING_FIELDSET else name, options) for name, options in self.fieldsets
+        )
 
     # Calls are written only by the scheduler, the workers and the webhook: the admin is a
     # window onto them. Deleting stays possible for superusers (test data, GDPR requests).
@@ -230,9 +250,42 @@ class CallAdmin(admin.ModelAdmin):
     def status_display(self, obj: Call) -> str:
         return status_badge(obj.status)
 
-    @admin.display(description="scheduled for (user's local time)")
-    def scheduled_for_local(self, obj: Call) -> str:
-        return local_wall_clock(obj.scheduled_for, obj.user.local_tz) or "-"
+    @admin.display(description="try", ordering="attempt")
+    def attempt_display(self, obj: Call) -> str:
+        return "manual" if obj.manual else str(obj.attempt)
+
+    @admin.display(description="provider / end reason", ordering="provider")
+    def provider_display(self, obj: Call) -> str:
+        details = " · ".join(part for part in (obj.end_reason, obj.variant and obj.variant.name) if part)
+        if not details:
+            return obj.provider or "-"
+        return format_html('{}<br><span class="quiet">{}</span>', obj.provider or "-", details)
+
+    # Times: the admin's one format, in the user's zone (the tooltip says which, and UTC).
+
+    @admin.display(description="scheduled (user's time)", ordering="scheduled_for")
+    def scheduled_local(self, obj: Call) -> str:
+        return admin_time(obj.scheduled_for, obj.user.local_tz)
+
+    @admin.display(description="created")
+    def created_local(self, obj: Call) -> str:
+        return admin_time(obj.created_at, obj.user.local_tz)
+
+    @admin.display(description="dialed")
+    def dialed_local(self, obj: Call) -> str:
+        return admin_time(obj.dialed_at, obj.user.local_tz)
+
+    @admin.display(description="last status")
+    def last_status_local(self, obj: Call) -> str:
+        return admin_time(obj.last_status_at, obj.user.local_tz)
+
+    # completed_at is stored for every final status (calls.outcomes.call_finish), answered or
+    # not: it is when the call ended, and is shown so. Only a final status has it.
+    @admin.display(description="ended (user's time)", ordering="completed_at")
+    def ended_local(self, obj: Call) -> str:
+        if not obj.is_terminal:
+            return "-"
+        return admin_time(obj.completed_at, obj.user.local_tz)
 
     @admin.display(description="recording")
     def recording(self, obj: Call) -> str:
@@ -286,7 +339,7 @@ class CallAdmin(admin.ModelAdmin):
         rows = []
         for attempt in selectors.call_retry_chain(call=obj):
             label = f"Call {attempt.pk} · attempt {attempt.attempt}"
-            when = f"{attempt.scheduled_for:%Y-%m-%d %H:%M} UTC"
+            when = admin_time(attempt.scheduled_for, obj.user.local_tz)
             if attempt.pk == obj.pk:
                 rows.append(
                     (
@@ -322,9 +375,9 @@ class CallPolicyAdmin(admin.ModelAdmin):
             "Retries and window",
             {"fields": ("max_retries", "retry_delays_minutes", "retry_statuses", "window_minutes")},
         ),
-        ("In force", {"fields": ("in_force", "updated_at")}),
+        ("In force", {"fields": ("in_force", "updated")}),
     )
-    readonly_fields = ("users_outside_hours", "in_force", "updated_at")
+    readonly_fields = ("users_outside_hours", "in_force", "updated")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -364,6 +417,10 @@ class CallPolicyAdmin(admin.ModelAdmin):
             "" if count == 1 else "s",
         )
 
+    @admin.display(description="updated at")
+    def updated(self, obj: CallPolicy) -> str:
+        return admin_time(obj.updated_at)
+
     @admin.display(description="rules in force")
     def in_force(self, obj: CallPolicy) -> str:
         effective = policy.policy_as_dict(obj)["effective"]
@@ -377,10 +434,14 @@ class AgentVariantAdmin(admin.ModelAdmin):
     """Variants of the agent that calls. A user keeps their variant until it is deactivated;
     deactivating one reassigns its users among the active ones at their next call."""
 
-    list_display = ("name", "provider", "agent_id", "weight", "active", "created_at")
+    list_display = ("name", "provider", "agent_id", "weight", "active", "created")
     list_editable = ("weight", "active")
     list_filter = ("active", "provider")
     search_fields = ("name", "agent_id")
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, obj: AgentVariant) -> str:
+        return admin_time(obj.created_at)
 
     def get_form(self, request, obj=None, **kwargs):
         form = super().get_form(request, obj, **kwargs)

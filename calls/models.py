@@ -144,7 +144,8 @@ class Call(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"Call {self.pk} (attempt {self.attempt}, {self.status})"
+        # The status's label ("No answer"): this is the admin's page title and breadcrumb.
+        return f"Call {self.pk} (attempt {self.attempt}, {self.get_status_display()})"
 
     @property
     def is_terminal(self) -> bool:

@@ -143,6 +143,21 @@ def calls_queue_status(*, now: datetime) -> dict:
     }
 
 
+def queue_status_report(*, now: datetime) -> dict:
+    """GET /api/queue/status: the calls queue at the top (``queue``, the original design's
+    shape) and every queue, calls then tick, in ``queues``; the cron that feeds the tick
+    queue is listed under it. Raises RedisUnavailable when the calls queue cannot be read."""
+    queue = calls_queue_status(now=now)
+    statuses = {status["name"]: status for status in all_queues_status()}
+    statuses[settings.CALLS_QUEUE] = {key: value for key, value in queue.items() if key != "crons"}
+    tick = statuses.get(settings.TICK_QUEUE)
+    if tick is not None and tick["health"] == "healthy":
+        tick["crons"] = queue["crons"]
+    ordered = [settings.CALLS_QUEUE, settings.TICK_QUEUE]
+    ordered += [name for name in statuses if name not in ordered]
+    return {"queue": queue, "queues": [statuses[name] for name in ordered if name in statuses]}
+
+
 def all_queues_status() -> list[dict]:
     """Every queue in RQ_QUEUES, each healthy with its counts or unhealthy with a reason."""
     statuses = []

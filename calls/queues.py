@@ -114,6 +114,8 @@ def enqueue_call_batches(batches: dict[str, list[int]]) -> int:
     A batch job tries each call once; a call that meets a transient provider error goes on
     to a job of its own (enqueue_place_call) that RQ retries with backoff.
     """
+    from .job_descriptions import batch_job_description
+
     queue = calls_queue()
     job_datas = [
         Queue.prepare_data(
@@ -121,6 +123,7 @@ def enqueue_call_batches(batches: dict[str, list[int]]) -> int:
             args=(call_ids,),
             job_id=job_id,
             timeout=batch_job_timeout(len(call_ids)),
+            description=batch_job_description(call_ids),
             **_job_options(),
         )
         for job_id, call_ids in batches.items()
@@ -135,7 +138,11 @@ def enqueue_call_batches(batches: dict[str, list[int]]) -> int:
 
 
 def enqueue_place_call(
-    call_id: int, *, at: datetime | None = None, retry_intervals: list[int] | None = None
+    call_id: int,
+    *,
+    at: datetime | None = None,
+    retry_intervals: list[int] | None = None,
+    description: str | None = None,
 ) -> bool:
     """Give one call a job of its own ("call-<pk>"), now or at ``at``; False if one is live.
 
@@ -153,8 +160,12 @@ def enqueue_place_call(
         existing = queue.fetch_job(job_id)
         if existing is not None:
             existing.delete()
+    from .job_descriptions import call_job_description
+
     options = dict(
         job_id=job_id,
+        # The call, its user and attempt in the dashboard (a query unless the caller says).
+        description=description or call_job_description(call_id),
         retry=_retry(retry_intervals),
         job_timeout=settings.CALL_JOB_TIMEOUT,
         unique=True,
@@ -180,9 +191,9 @@ def enqueue_in(delay: timedelta, func: str, *args: Any) -> Job:
     return calls_queue().enqueue_in(delay, func, *args, **_job_options())
 
 
-def enqueue_tick() -> Job:
+def enqueue_tick(*, description: str = "Scheduling tick, triggered now (not the cron's)") -> Job:
     """Enqueue one scheduling tick now (the manual trigger)."""
-    return tick_queue().enqueue(SCHEDULE_CALLS_JOB, **_job_options())
+    return tick_queue().enqueue(SCHEDULE_CALLS_JOB, description=description, **_job_options())
 
 
 # A job in one of these states will still run; any other (finished, failed, stopped,

@@ -323,6 +323,27 @@ SIMULATOR_WEBHOOK_URL = env.str(
 )
 SIMULATOR_DELAY_SECONDS = env.int("SIMULATOR_DELAY_SECONDS", default=5)
 SIMULATOR_OUTCOMES = env.str("SIMULATOR_OUTCOMES", default="completed:70,no_answer:15,busy:10,failed:5")
+# Scripted outcomes for some numbers, one per attempt (the last repeats), instead of the mix:
+# "+12025550143=no_answer,completed;+819012345678=busy". `dev.py start` sets it for its demo
+# users, so that every first run shows each outcome and a retry; other numbers get the mix.
+SIMULATOR_OUTCOME_NAMES = ("completed", "no_answer", "voicemail", "busy", "failed")
+
+
+def _simulator_script(text: str) -> dict[str, tuple[str, ...]]:
+    script = {}
+    for entry in filter(None, (part.strip() for part in text.split(";"))):
+        number, _, names = entry.partition("=")
+        outcomes = tuple(name.strip() for name in names.split(",") if name.strip())
+        if not number.strip().startswith("+") or not outcomes or set(outcomes) - set(SIMULATOR_OUTCOME_NAMES):
+            raise ImproperlyConfigured(
+                "SIMULATOR_SCRIPT must be number=outcome,outcome entries separated by ';', such as "
+                f"+12025550143=no_answer,completed, with outcomes among {', '.join(SIMULATOR_OUTCOME_NAMES)}"
+            )
+        script[number.strip()] = outcomes
+    return script
+
+
+SIMULATOR_SCRIPT = _simulator_script(env.str("SIMULATOR_SCRIPT", default=""))
 
 # --- HTTP API -------------------------------------------------------------------------------
 QUEUE_API_TOKEN = env.str("QUEUE_API_TOKEN", default="")
@@ -345,7 +366,13 @@ LOGGING = {
             "style": "{",
         },
     },
-    "filters": {"redact_phones": {"()": "calls.logsafe.RedactPhonesFilter"}},
+    "filters": {
+        "redact_phones": {"()": "calls.logsafe.RedactPhonesFilter"},
+        # What the console leaves out (relevel/log_filters.py): static files' access lines,
+        # the favicon's 404, RQ's bookkeeping around every job.
+        "quiet_static": {"()": "relevel.log_filters.QuietStaticRequestsFilter"},
+        "quiet_rq": {"()": "relevel.log_filters.QuietRQBookkeepingFilter"},
+    },
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["redact_phones"]},
         "django.server": {
@@ -357,8 +384,17 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django": {"handlers": [], "propagate": True},
-        "django.server": {"handlers": ["django.server"], "level": "INFO", "propagate": False},
+        "django.server": {
+            "handlers": ["django.server"],
+            "level": "INFO",
+            "propagate": False,
+            "filters": ["quiet_static"],
+        },
+        "django.request": {"filters": ["quiet_static"]},
         "django.db.backends": {"level": "WARNING"},
+        # On the loggers (not the handlers): RQ's records are made on these two.
+        "rq.worker": {"filters": ["quiet_rq"]},
+        "rq.cron": {"filters": ["quiet_rq"]},
         # redis-py gives this logger a bare handler of its own, unless it is configured.
         "push_response": {"handlers": [], "propagate": True},
     },

@@ -62,7 +62,7 @@ def list_editable_post(user, *, call_enabled, call_time):
 # --- Users: changelist --------------------------------------------------------------------
 
 
-def test_the_user_list_shows_masked_phone_zone_next_call_in_both_zones_and_last_status(
+def test_the_user_list_shows_masked_phone_zone_next_call_in_both_zones_and_todays_outcome(
     admin_client, make_user, make_call
 ):
     with at(MORNING):
@@ -79,11 +79,13 @@ def test_the_user_list_shows_masked_phone_zone_next_call_in_both_zones_and_last_
     assert "********3210" in html
     assert "+919876543210" not in html
     assert "Asia/Kolkata" in html
-    assert "2026-11-28 20:30 IST" in html and "2026-11-28 15:00 UTC" in html
-    # The latest attempt of the latest day, not the first one found.
+    # The user's wall clock to the second, the zone and UTC in its tooltip.
+    assert ">2026-11-28 20:30:00 IST</time>" in html
+    assert 'title="Asia/Kolkata; 2026-11-28 15:00:00 UTC"' in html
+    # The user's local today, from all its attempts: answered on the second.
     row = next(u for u in response.context["cl"].result_list if u.pk == user.pk)
-    assert row.last_call_status == CallStatus.COMPLETED
-    assert ">Completed</span>" in html
+    assert row.today.outcome == "answered"
+    assert ">Answered · 2</span>" in html
     # call_enabled and call_time are edited in the list itself.
     assert 'name="form-0-call_time"' in html and 'name="form-0-call_enabled"' in html
 
@@ -221,21 +223,22 @@ def test_the_user_change_page_has_the_daily_call_fieldset_next_call_and_recent_c
     ):
         assert f'name="{field}"' in html
     assert 'value="+919876543210"' in html
-    assert "2026-11-28 20:30 IST" in html and "2026-11-28 15:00 UTC" in html
+    assert ">2026-11-28 20:30:00 IST</time>" in html and "2026-11-28 15:00:00 UTC" in html
     assert f'href="{call_url(call)}"' in html
     assert f"{CALLS_URL}?user__id__exact={user.pk}" in html
     # Time zones are suggested from the IANA list.
     assert 'list="id_local_tz_zones"' in html and '<option value="America/New_York">' in html
 
 
-def test_the_user_add_page_asks_for_the_daily_call_fields(admin_client):
+def test_the_user_add_page_asks_for_the_daily_call_fields_and_no_password(admin_client):
     response = admin_client.get(reverse("admin:users_user_add"))
     html = response.content.decode()
     assert response.status_code == 200
     assert "Daily call" in html
+    assert "password" not in response.context["adminform"].form.fields
+    assert 'name="password1"' not in html and 'name="usable_password"' not in html
     for field in (
         "username",
-        "password1",
         "name",
         "external_id",
         "phone",
@@ -366,7 +369,7 @@ def test_the_call_page_shows_payloads_error_transcript_and_recording(admin_clien
     assert "Provider said: &lt;b&gt;boom&lt;/b&gt;" in html
     assert "User: Hi there" in html
     assert '<audio controls preload="none" src="https://recordings.example.com/ck-1.mp3">' in html
-    assert "2026-11-28 20:30 IST" in html  # scheduled_for in the user's own time
+    assert ">2026-11-28 20:30:00 IST</time>" in html  # scheduled_for in the user's own time
 
 
 def test_a_recording_url_that_is_not_http_is_never_a_link(admin_client, make_call):

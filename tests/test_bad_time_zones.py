@@ -115,7 +115,7 @@ def test_the_admin_user_list_and_change_page_show_a_user_with_a_bad_zone(admin_c
     response = admin_client.get(reverse("admin:users_user_changelist"))
     assert response.status_code == 200
     assert "Broken Zone" in response.content.decode()
-    assert "2026-11-28 15:00 UTC" in response.content.decode()
+    assert ">2026-11-28 15:00:00 UTC</time>" in response.content.decode()
     assert admin_client.get(reverse("admin:users_user_change", args=[user.pk])).status_code == 200
 
 

@@ -230,6 +230,7 @@ def _fill_queue(redis_conn) -> None:
 def test_status_reports_every_count_and_the_next_cron_run(staff_client, redis_conn, settings):
     settings.SCHEDULE_CRON = "*/5 * * * *"
     _fill_queue(redis_conn)
+    tick_queue().enqueue(succeed)  # a triggered tick waiting
     with time_machine.travel(datetime(2026, 11, 28, 15, 2, 30, tzinfo=UTC), tick=False):
         response = staff_client.get(STATUS)
     assert response.status_code == 200
@@ -253,6 +254,39 @@ def test_status_reports_every_count_and_the_next_cron_run(staff_client, redis_co
                 }
             ],
         },
+        # Both queues: the calls queue as above (without its crons), then the tick queue,
+        # with the cron that feeds it.
+        "queues": [
+            {
+                "name": "daily-calls",
+                "health": "healthy",
+                "active": 1,
+                "waiting": 2,
+                "failed": 1,
+                "completed": 1,
+                "delayed": 1,
+                "overdue": 0,
+                "workers": 1,
+            },
+            {
+                "name": "daily-calls-tick",
+                "health": "healthy",
+                "active": 0,
+                "waiting": 1,
+                "failed": 0,
+                "completed": 0,
+                "delayed": 0,
+                "overdue": 0,
+                "workers": 0,
+                "crons": [
+                    {
+                        "name": "schedule-calls",
+                        "cron": "*/5 * * * *",
+                        "next": int(datetime(2026, 11, 28, 15, 5, tzinfo=UTC).timestamp() * 1000),
+                    }
+                ],
+            },
+        ],
     }
     # Read-only: the expired started entry is still there, nothing moved to failed.
     assert redis_conn.zcard(calls_queue().started_job_registry.key) == 1
@@ -299,6 +333,10 @@ def test_status_is_503_unhealthy_when_redis_is_down(staff_client, redis_down):
     assert body["queue"]["reason"].startswith("ConnectionError: Error 111 connecting to 127.0.0.1:1")
     assert "\n" not in body["queue"]["reason"] and "Traceback" not in response.content.decode()
     assert "hunter2" not in response.content.decode()
+    assert [(q["name"], q["health"]) for q in body["queues"]] == [
+        ("daily-calls", "unhealthy"),
+        ("daily-calls-tick", "unhealthy"),
+    ]
 
 
 # --- All queues -----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import pytest
 import time_machine
 from django.core.exceptions import ValidationError
 from django.urls import reverse
+from django.utils.html import strip_tags
 
 from users.models import User
 
@@ -17,7 +18,7 @@ MORNING = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
 # (field, bad value, what the operator is told)
 BAD_VALUES = [
     ("local_tz", "Mars/Olympus", "Mars/Olympus is not an IANA time zone"),
-    ("call_time", "25:00", "Enter a valid time."),
+    ("call_time", "25:00", "Enter a time between 00:00 and 23:59, such as 20:30."),
     # The form's message and the model's (E.164 only) both start so.
     ("phone", "98765", "98765 is not a valid phone number"),
 ]
@@ -42,9 +43,6 @@ def valid_user(**fields) -> User:
 def add_form_data(**overrides) -> dict:
     return {
         "username": "newcomer",
-        "usable_password": "true",
-        "password1": "a-long-Passphrase-42",
-        "password2": "a-long-Passphrase-42",
         "email": "newcomer@example.com",
         "name": "New Comer",
         "phone": "+919876543210",
@@ -75,6 +73,11 @@ def change_form_data(user: User, **overrides) -> dict:
 
 def field_errors(response, field) -> list[str]:
     return list(response.context["adminform"].form.errors.get(field, []))
+
+
+def text_errors(response, field) -> list[str]:
+    """The field's errors as an operator reads them (without the links in them)."""
+    return [strip_tags(error) for error in field_errors(response, field)]
 
 
 # --- full_clean() -------------------------------------------------------------------------
@@ -176,20 +179,26 @@ def test_a_bad_call_time_in_the_list_shows_the_error_and_saves_nothing(admin_cli
     )
     assert response.status_code == 200
     formset = response.context["cl"].formset
-    assert formset.forms[0].errors["call_time"] == ["Enter a valid time."]
-    assert "Enter a valid time." in response.content.decode()
+    assert formset.forms[0].errors["call_time"] == ["Enter a time between 00:00 and 23:59, such as 20:30."]
+    assert "Enter a time between 00:00 and 23:59, such as 20:30." in response.content.decode()
     assert User.objects.values().get(pk=user.pk) == before
 
 
-def test_a_phone_another_user_has_is_refused_with_a_clear_message(admin_client, make_user):
-    make_user(phone="+919876543210")
+def test_a_phone_another_user_has_is_refused_naming_that_user(admin_client, make_user):
+    owner = make_user(phone="+919876543210", name="Asha Rao")
     with pytest.raises(ValidationError) as refused:
         valid_user().full_clean()  # valid_user's phone is +919876543210 too
     assert refused.value.message_dict["phone"] == ["User with this Phone already exists."]
     response = admin_client.post(reverse("admin:users_user_add"), add_form_data(phone="+919876543210"))
     assert response.status_code == 200
-    assert "User with this Phone already exists." in response.content.decode()
+    owner_url = reverse("admin:users_user_change", args=[owner.pk])
+    assert text_errors(response, "phone") == [f"This phone number belongs to Asha Rao (user {owner.pk})."]
+    assert f'belongs to <a href="{owner_url}">Asha Rao</a> (user {owner.pk})' in response.content.decode()
     assert not User.objects.filter(username="newcomer").exists()
+
+    # Saving the owner's own page with their own number is no conflict.
+    response = admin_client.post(owner_url, change_form_data(owner))
+    assert response.status_code == 302, field_errors(response, "phone")
 
 
 # --- Phones as people type them -------------------------------------------------------------
@@ -266,8 +275,9 @@ def test_a_phone_that_is_not_valid_is_refused_quoting_what_was_typed(admin_clien
 
 def test_a_formatted_phone_another_user_has_is_refused_as_theirs(admin_client, make_user):
     make_user(phone="+919876543210")
+    owner = User.objects.get(phone="+919876543210")
     response = admin_client.post(reverse("admin:users_user_add"), add_form_data(phone="+91 98765 43210"))
-    assert field_errors(response, "phone") == ["User with this Phone already exists."]
+    assert text_errors(response, "phone") == [f"This phone number belongs to {owner} (user {owner.pk})."]
 
 
 # --- External id and per-user retry settings ------------------------------------------------

@@ -130,7 +130,7 @@ def test_importing_the_same_file_twice_changes_nothing_the_second_time(admin_cli
 BAD_ROWS = [
     ("crm-1,A,98765,Asia/Kolkata,20:30,true,,", "phone", "98765 is not a valid phone number"),
     ("crm-1,A,+919876543210,Mars/Olympus,20:30,true,,", "local_tz", "Mars/Olympus is not an IANA time zone"),
-    ("crm-1,A,+919876543210,Asia/Kolkata,8pm,true,,", "call_time", '"HH:MM" or "HH:MM:SS"'),
+    ("crm-1,A,+919876543210,Asia/Kolkata,8pm,true,,", "call_time", "Enter a time between 00:00 and 23:59"),
     ("crm-1,A,+919876543210,Asia/Kolkata,20:30,ture,,", "call_enabled", "Enter true or false."),
     ("crm-1,A,+919876543210,Asia/Kolkata,20:30,true,11,", "max_retries", "less than or equal to 10"),
     ("crm-1,A,+919876543210,Asia/Kolkata,20:30,true,,0", "retry_delay_minutes", "greater than or equal to 1"),
@@ -155,7 +155,7 @@ def test_a_bad_row_is_shown_with_its_field_and_nothing_can_be_imported(admin_cli
 
 
 def test_ids_and_phones_repeated_in_the_file_or_held_by_another_user_are_row_errors(admin_client, make_user):
-    make_user(external_id="other", phone="+919876000007")
+    other = make_user(external_id="other", phone="+919876000007")
     text = (
         f"{HEADER}\n"
         "crm-1,A,+919876000001,Asia/Kolkata,20:30,true,,\n"
@@ -168,7 +168,7 @@ def test_ids_and_phones_repeated_in_the_file_or_held_by_another_user_are_row_err
     assert errors == {
         2: {"phone": ["The same phone number is given for row 1."]},
         3: {"external_id": ["The same external id is given for row 1."]},
-        4: {"phone": ["Another user already has this phone number."]},
+        4: {"phone": [f"Another user already has this phone number: user {other.pk} (external_id 'other')."]},
     }
     assert shown.context.get("confirm_form") is None
 

@@ -10,14 +10,21 @@ from datetime import time
 from typing import Any
 
 from django import forms
-from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
+from django.contrib.auth.forms import UserChangeForm, UsernameField
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from calls.forms import MAX_DELAY_MINUTES, MAX_RETRIES
 
 from .models import User
-from .validators import iana_time_zones, phone_to_e164, validate_external_id, validate_iana_time_zone
+from .validators import (
+    CALL_TIME_INVALID,
+    iana_time_zones,
+    phone_to_e164,
+    validate_external_id,
+    validate_iana_time_zone,
+)
 
 DAILY_CALL_FIELDS = (
     "name",
@@ -76,29 +83,64 @@ class TimeZoneInput(forms.TextInput):
         return format_html('{}<datalist id="{}">{}</datalist>', text_input, list_id, options)
 
 
+class CallTimeField(forms.TimeField):
+    """The admin's call time ("20:30" or "20:30:05"), whose error says what a time is."""
+
+    default_error_messages = {"invalid": CALL_TIME_INVALID}
+
+
 class DailyCallFieldsMixin:
     """Shared by the add and change forms: no phone and no external id are NULL (many users
-    may have none of either)."""
+    may have none of either); a phone another user has names that user."""
 
     def clean_phone(self) -> str | None:
-        return self.cleaned_data.get("phone") or None
+        phone = self.cleaned_data.get("phone") or None
+        if phone:
+            owner = User.objects.filter(phone=phone).exclude(pk=self.instance.pk).first()
+            if owner is not None:
+                # Checked here rather than left to the unique constraint, whose message
+                # ("User with this Phone already exists.") does not say who.
+                url = reverse("admin:users_user_change", args=[owner.pk])
+                raise ValidationError(
+                    format_html(
+                        'This phone number belongs to <a href="{}">{}</a> (user {}).', url, owner, owner.pk
+                    ),
+                    code="phone_taken",
+                )
+        return phone
 
     def clean_external_id(self) -> str | None:
         return self.cleaned_data.get("external_id") or None
 
 
-class UserAdminCreationForm(DailyCallFieldsMixin, AdminUserCreationForm):
-    class Meta(AdminUserCreationForm.Meta):
+class UserAdminCreationForm(DailyCallFieldsMixin, forms.ModelForm):
+    """Adding a person to call. No password: the people relevel calls never log in to the
+    admin, so they get an unusable one. (An operator's login: ``createsuperuser``, or "Set
+    password" on the user's page.)"""
+
+    class Meta:
         model = User
-        fields = ("username", "email", *DAILY_CALL_FIELDS)
-        field_classes = {**AdminUserCreationForm.Meta.field_classes, "phone": PhoneNumberField}
+        fields = ("username", *DAILY_CALL_FIELDS, "first_name", "last_name", "email")
+        field_classes = {"username": UsernameField, "phone": PhoneNumberField, "call_time": CallTimeField}
         widgets = {"local_tz": TimeZoneInput}
+
+    def save(self, commit: bool = True) -> User:
+        user = super().save(commit=False)
+        user.set_unusable_password()
+        if commit:
+            user.save()
+            self.save_m2m()
+        return user
 
 
 class UserAdminChangeForm(DailyCallFieldsMixin, UserChangeForm):
     class Meta(UserChangeForm.Meta):
         model = User
-        field_classes = {**UserChangeForm.Meta.field_classes, "phone": PhoneNumberField}
+        field_classes = {
+            **UserChangeForm.Meta.field_classes,
+            "phone": PhoneNumberField,
+            "call_time": CallTimeField,
+        }
         widgets = {"local_tz": TimeZoneInput}
 
 
@@ -148,7 +190,7 @@ class WallClockTimeField(forms.TimeField):
     """ "HH:MM" or "HH:MM:SS", read without strptime (a third of validating a row)."""
 
     _WALL = re.compile(r"(\d{1,2}):(\d{2})(?::(\d{2}))?")
-    default_error_messages = {"invalid": 'Enter a time as "HH:MM" or "HH:MM:SS", such as "20:30".'}
+    default_error_messages = {"invalid": CALL_TIME_INVALID}
 
     def to_python(self, value):
         if isinstance(value, str):

@@ -221,21 +221,28 @@ def users_by_external_id(external_ids: Sequence[str], *, lock: bool = False) -> 
     return found
 
 
-def phone_owners(phones: Iterable[str]) -> dict[str, int]:
-    """{phone: id of the user who has it} for these numbers, in a few queries."""
-    owners: dict[str, int] = {}
+def phone_owners(phones: Iterable[str]) -> dict[str, tuple[int, str | None]]:
+    """{phone: (id, external id) of the user who has it} for these numbers, in a few queries."""
+    owners: dict[str, tuple[int, str | None]] = {}
     for chunk in _chunks(sorted(set(phones))):
-        owners.update(User.objects.filter(_one_of(User, "phone", chunk)).values_list("phone", "pk"))
+        rows = User.objects.filter(_one_of(User, "phone", chunk)).values_list("phone", "pk", "external_id")
+        owners.update((phone, (pk, external_id)) for phone, pk, external_id in rows)
     return owners
 
 
 PHONE_TAKEN = "Another user already has this phone number."
 
 
+def phone_taken_message(pk: int, external_id: str | None) -> str:
+    """Which user has the phone (their ids, never the number), so that the caller can fix it."""
+    who = f"user {pk} (external_id {external_id!r})" if external_id else f"user {pk}"
+    return f"{PHONE_TAKEN[:-1]}: {who}."
+
+
 def phone_taken_errors(
     rows: Sequence[Mapping[str, Any] | None], *, existing: Mapping[str, User]
 ) -> dict[int, dict[str, str]]:
-    """Rows giving a phone another user has (never saying who, nor their number)."""
+    """Rows giving a phone another user has, naming that user (never the number)."""
     owners = phone_owners(row["phone"] for row in rows if row and row.get("phone"))
     errors: dict[int, dict[str, str]] = {}
     for index, row in enumerate(rows):
@@ -243,8 +250,8 @@ def phone_taken_errors(
             continue
         owner = owners.get(row["phone"])
         user = existing.get(row["external_id"])
-        if owner is not None and (user is None or owner != user.pk):
-            errors[index] = {"phone": PHONE_TAKEN}
+        if owner is not None and (user is None or owner[0] != user.pk):
+            errors[index] = {"phone": phone_taken_message(*owner)}
     return errors
 
 

@@ -7,6 +7,10 @@ from zoneinfo import available_timezones
 import phonenumbers
 from django.core.exceptions import ValidationError
 
+# A call time that is not one, in the admin's forms, the users API and the CSV import alike
+# ("25:00", "8pm"): "Enter a valid time." did not say what a valid one is.
+CALL_TIME_INVALID = "Enter a time between 00:00 and 23:59, such as 20:30."
+
 
 @lru_cache(maxsize=1)
 def iana_time_zones() -> frozenset[str]:

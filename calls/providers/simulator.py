@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import random
+import threading
 import uuid
+from collections.abc import Mapping
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -48,16 +50,43 @@ def parse_outcome_mix(spec: str) -> list[tuple[str, int]]:
     return mix
 
 
+def _attempt_of(call_id: int) -> int:
+    """Our call's attempt (1 for a manual call): the request does not carry it, and only
+    scripted numbers need it. A stand-in provider may read our table; a real one cannot."""
+    from django.db import connection
+
+    from calls.models import Call
+
+    try:
+        call = Call.objects.filter(pk=call_id).values("attempt", "manual").first()
+    finally:
+        # Placement dials on a thread pool whose threads never close a connection they
+        # opened: this one would stay open for the life of the pool.
+        if threading.current_thread() is not threading.main_thread():
+            connection.close()
+    if call is None or call["manual"]:
+        return 1
+    return call["attempt"]
+
+
 class SimulatorProvider(CallKaroWebhooks):
     name = "simulator"
 
     def __init__(
-        self, *, webhook_url: str, webhook_secret: str, webhook_token: str, delay_seconds: int, outcomes: str
+        self,
+        *,
+        webhook_url: str,
+        webhook_secret: str,
+        webhook_token: str,
+        delay_seconds: int,
+        outcomes: str,
+        script: Mapping[str, tuple[str, ...]] | None = None,
     ):
         super().__init__(webhook_secret=webhook_secret, webhook_token=webhook_token)
         self.webhook_url = webhook_url
         self.delay = timedelta(seconds=delay_seconds)
         self.outcomes = parse_outcome_mix(outcomes)
+        self.script = dict(script or {})
 
     @classmethod
     def from_settings(cls) -> SimulatorProvider:
@@ -67,9 +96,15 @@ class SimulatorProvider(CallKaroWebhooks):
             webhook_token=settings.CALLKARO_WEBHOOK_TOKEN,
             delay_seconds=settings.SIMULATOR_DELAY_SECONDS,
             outcomes=settings.SIMULATOR_OUTCOMES,
+            script=settings.SIMULATOR_SCRIPT,
         )
 
-    def pick_outcome(self) -> str:
+    def pick_outcome(self, request: PlaceCallRequest | None = None) -> str:
+        """The scripted outcome of this call's attempt for a number in SIMULATOR_SCRIPT (the
+        last one once the script runs out), else one drawn from the mix."""
+        scripted = self.script.get(request.to_number) if request is not None else None
+        if scripted:
+            return scripted[min(_attempt_of(request.call_id), len(scripted)) - 1]
         statuses, weights = zip(*self.outcomes, strict=True)
         return random.choices(statuses, weights=weights)[0]  # noqa: S311 - not security
 
@@ -77,7 +112,7 @@ class SimulatorProvider(CallKaroWebhooks):
         from calls.queues import SIMULATOR_WEBHOOK_JOB, enqueue_in
 
         call_sid = f"sim-{uuid.uuid4().hex[:16]}"
-        outcome = self.pick_outcome()
+        outcome = self.pick_outcome(request)
         answered = outcome == "completed"
         ended = timezone.localtime(timezone.now() + self.delay)
         # https://docs.callkaro.ai/webhook/call-ended: numbers without "+", time without zone.

@@ -39,7 +39,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 from django.db import DatabaseError, IntegrityError, transaction
 
-from relevel.embedded_redis import embedded_redis
+from relevel.embedded_redis import dev_run_remove, dev_run_write, embedded_redis
 
 MANAGE_PY = Path(settings.BASE_DIR) / "manage.py"
 ADMIN_USERNAME = "admin"
@@ -64,16 +64,47 @@ class DemoUser:
     phone: str  # numbers from ranges reserved for fiction where the country has one
     local_tz: str
     minutes_from_now: int
+    # What the simulator answers, one outcome per attempt (SIMULATOR_SCRIPT), and what the
+    # banner says to expect.
+    outcomes: tuple[str, ...]
+    expect: str
+    # Per-user overrides: a retry a minute later, or none, so that each outcome shows once.
+    max_retries: int
+    retry_delay_minutes: int = 1
 
 
-# One a minute, so that a newcomer can follow each call from tick to webhook in the output.
+# One a minute, so that a newcomer can follow each call from tick to webhook in the output,
+# each with a scripted outcome, so that every first run shows every kind within five
+# minutes: the no-answer first, so that its retry is seen early too.
 DEMO_USERS = (
-    DemoUser("demo-asha", "Asha (demo)", "+919876500001", "Asia/Kolkata", 1),
-    DemoUser("demo-maria", "Maria (demo)", "+12025550143", "America/New_York", 2),
-    DemoUser("demo-kenji", "Kenji (demo)", "+819012345678", "Asia/Tokyo", 3),
-    DemoUser("demo-lucas", "Lucas (demo)", "+5511987654321", "America/Sao_Paulo", 4),
-    DemoUser("demo-olivia", "Olivia (demo)", "+61491570156", "Australia/Lord_Howe", 5),
-)
+    DemoUser(
+        "demo-maria", "Maria (demo)", "+12025550143", "America/New_York", 1,
+        ("no_answer", "completed"), "no answer, then answered on the retry a minute later", 1,
+    ),
+    DemoUser(
+        "demo-asha", "Asha (demo)", "+919876500001", "Asia/Kolkata", 2, ("completed",), "answered", 0
+    ),
+    DemoUser("demo-kenji", "Kenji (demo)", "+819012345678", "Asia/Tokyo", 3, ("busy",), "busy", 0),
+    DemoUser(
+        "demo-lucas", "Lucas (demo)", "+5511987654321", "America/Sao_Paulo", 4,
+        ("voicemail",), "voicemail (no answer, VOICEMAIL_DETECTED)", 0,
+    ),
+    DemoUser(
+        "demo-olivia", "Olivia (demo)", "+61491570156", "Australia/Lord_Howe", 5,
+        ("failed",), "failed (USER_UNRESPONSIVE)", 0,
+    ),
+)  # fmt: skip
+DEMO_USER_BY_USERNAME = {demo.username: demo for demo in DEMO_USERS}
+
+
+def demo_simulator_script(users: list) -> str:
+    """SIMULATOR_SCRIPT for the demo users seeded (by phone: the simulator knows no names);
+    a demo number another user already had was not seeded, and is not scripted."""
+    entries = []
+    for user in users:
+        demo = DEMO_USER_BY_USERNAME[user.username]
+        entries.append(f"{demo.phone}={','.join(demo.outcomes)}")
+    return ";".join(entries)
 
 
 class StartupError(Exception):
@@ -141,6 +172,8 @@ def demo_users_seed(*, now: datetime) -> list:
                 user.local_tz = demo.local_tz
                 user.call_enabled = True
                 user.call_time = demo_call_time(now=now, tz=tz, minutes_from_now=demo.minutes_from_now)
+                user.max_retries = demo.max_retries
+                user.retry_delay_minutes = demo.retry_delay_minutes
                 user.set_unusable_password()
                 user.save()
                 # Set outright: save() recomputes it only when a schedule field changed, and
@@ -154,10 +187,23 @@ def demo_users_seed(*, now: datetime) -> list:
     return seeded
 
 
+def shared_with_manage(env: dict[str, str]) -> dict[str, str]:
+    """What a running ``start`` gives its processes beyond its own environment (Redis, the
+    webhook secret, the demo's timings and script), and DEBUG: what `dev.py manage` adds."""
+    return {
+        name: value
+        for name, value in env.items()
+        if name in ("REDIS_URL", "DEBUG") or os.environ.get(name) != value
+    }
+
+
 def admin_ensure(*, password: str) -> bool:
     """Make sure the ``admin`` superuser exists with this password; True if it was created."""
     User = get_user_model()
     user, created = User.objects.get_or_create(username=ADMIN_USERNAME)
+    if created:
+        # An operator's login, not a person to call (an operator may still turn it on).
+        user.call_enabled = False
     user.is_staff = user.is_superuser = user.is_active = True
     user.set_password(password)
     user.save()
@@ -325,7 +371,11 @@ class Command(BaseCommand):
             elif seed_demo:
                 self.say(f"no demo users: CALL_PROVIDER is {settings.CALL_PROVIDER}, not the simulator")
 
-            env = self.child_env(port=port, redis_url=redis_url)
+            env = self.child_env(port=port, redis_url=redis_url, demo_users=demo_users)
+            # `dev.py manage` runs a command beside this one with the same environment (the
+            # same Redis above all: its jobs must reach these workers): README, "Quick start".
+            dev_run_write(env=shared_with_manage(env))
+            stack.callback(dev_run_remove)
             supervisor = Supervisor(env=env, out=sys.stdout)
             stack.callback(supervisor.stop)
             self.install_signal_handlers(supervisor)
@@ -367,7 +417,7 @@ class Command(BaseCommand):
             ) from None
         self.say(f"database ready ({database['ENGINE'].rsplit('.', 1)[-1]}: {where})")
 
-    def child_env(self, *, port: int, redis_url: str) -> dict[str, str]:
+    def child_env(self, *, port: int, redis_url: str, demo_users: list | None = None) -> dict[str, str]:
         env = dict(os.environ)
         env["REDIS_URL"] = redis_url
         env["PYTHONUNBUFFERED"] = "1"
@@ -378,6 +428,8 @@ class Command(BaseCommand):
         if settings.CALL_PROVIDER == "simulator":
             for name, value in DEMO_TIMINGS.items():
                 env.setdefault(name, value)
+            if demo_users:
+                env.setdefault("SIMULATOR_SCRIPT", demo_simulator_script(demo_users))
         return env
 
     def install_signal_handlers(self, supervisor: Supervisor) -> None:
@@ -424,9 +476,12 @@ class Command(BaseCommand):
             lines += [
                 "",
                 f"  Demo users, called by the scheduler tick (cron '{env.get('SCHEDULE_CRON')}'), "
-                f"retried {env.get('CALL_RETRY_DELAY_SECONDS')} s after no answer:",
+                "with scripted outcomes:",
             ]
             for user in demo_users:
-                lines.append(f"    {user.name:<15} {user.local_tz:<20} {user.call_time:%H:%M} local")
+                expect = DEMO_USER_BY_USERNAME[user.username].expect
+                lines.append(
+                    f"    {user.name:<15} {user.local_tz:<20} {user.call_time:%H:%M} local  {expect}"
+                )
         lines.append(rule)
         return "\n".join(lines)

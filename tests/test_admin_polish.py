@@ -1,0 +1,210 @@
+"""What a new operator tripped over in the admin: columns that did not fit at 1366 px, times
+to the minute in three formats, raw status names, a password to add a person to call, the
+superuser counted as called, and filters that did not match the questions."""
+
+from datetime import UTC, date, datetime, timedelta
+
+import pytest
+import time_machine
+from django.contrib.admin.templatetags.admin_list import result_headers
+from django.urls import reverse
+from django.utils.text import capfirst
+
+from calls.models import Call, CallStatus
+from tests.test_user_validation import add_form_data
+from users.models import User
+
+pytestmark = pytest.mark.django_db
+
+USERS_URL = reverse("admin:users_user_changelist")
+CALLS_URL = reverse("admin:calls_call_changelist")
+SLOT = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)  # 20:30 IST
+
+
+def headers(response) -> list[str]:
+    """The column headers as the page shows them (the template capitalises them)."""
+    return [
+        capfirst(header["text"])
+        for header in result_headers(response.context["cl"])
+        if "action-checkbox-column" not in header["class_attrib"]
+    ]
+
+
+# --- Columns that fit at 1366 px ---------------------------------------------------------------
+
+
+def test_the_user_list_has_seven_short_columns(admin_client, make_user):
+    make_user()
+    response = admin_client.get(USERS_URL)
+    assert headers(response) == [
+        "User",
+        "Phone",
+        "Time zone",
+        "Call time",
+        "Calls enabled",
+        "Next call (user's time)",
+        "Today",
+    ]
+    html = response.content.decode()
+    for column in (
+        "user_display",
+        "masked_phone",
+        "local_tz",
+        "call_time",
+        "call_enabled",
+        "next_call",
+        "today_display",
+    ):
+        assert f'class="column-{column}' in html or f"field-{column}" in html
+
+
+def test_the_call_list_has_eight_short_columns(admin_client, make_call):
+    make_call(status=CallStatus.NO_ANSWER, end_reason="USER_UNAVAILABLE", manual=False)
+    response = admin_client.get(CALLS_URL)
+    assert headers(response) == [
+        "ID",
+        "User",
+        "To",
+        "Try",
+        "Status",
+        "Scheduled (user's time)",
+        "Ended (user's time)",
+        "Provider / end reason",
+    ]
+    html = response.content.decode()
+    assert 'callkaro<br><span class="quiet">USER_UNAVAILABLE</span>' in html
+
+
+# --- One datetime format, to the second, with the zone -----------------------------------------
+
+
+def test_the_call_page_shows_every_time_to_the_second_in_the_users_zone(admin_client, make_call):
+    call = make_call(status=CallStatus.NO_ANSWER)
+    Call.objects.filter(pk=call.pk).update(
+        created_at=SLOT - timedelta(seconds=55),
+        dialed_at=SLOT + timedelta(seconds=1),
+        last_status_at=SLOT + timedelta(seconds=31),
+        completed_at=SLOT + timedelta(seconds=32),
+    )
+    response = admin_client.get(reverse("admin:calls_call_change", args=[call.pk]))
+    html = response.content.decode()
+    for shown in ("2026-11-28 20:29:05 IST", "2026-11-28 20:30:00 IST", "2026-11-28 20:30:01 IST",
+                  "2026-11-28 20:30:31 IST", "2026-11-28 20:30:32 IST"):  # fmt: skip
+        assert f">{shown}</time>" in html
+    assert 'title="Asia/Kolkata; 2026-11-28 15:00:32 UTC"' in html
+    assert "Timing (in the user&#x27;s time zone, Asia/Kolkata" in html
+    # Nobody answered: the call ended, it was not "completed".
+    assert "Ended (user&#x27;s time)" in html and "Completed at" not in html
+    # The status's label everywhere, the page title too.
+    assert f"<title>Call {call.pk} (attempt 1, No answer) |" in html
+    assert "no_answer)" not in html
+
+
+def test_a_call_that_has_not_ended_shows_no_end_time(admin_client, make_call):
+    call = make_call(status=CallStatus.RINGING)
+    Call.objects.filter(pk=call.pk).update(completed_at=SLOT)  # not final: not shown as its end
+    response = admin_client.get(CALLS_URL)
+    row = response.content.decode().split(f"call/{call.pk}/change/")[1]
+    assert '<td class="field-ended_local">-</td>' in row
+
+
+# --- Adding a person to call --------------------------------------------------------------------
+
+
+def test_adding_a_person_to_call_asks_for_no_password_and_sets_an_unusable_one(admin_client):
+    with time_machine.travel(SLOT - timedelta(hours=9), tick=False):
+        response = admin_client.post(reverse("admin:users_user_add"), add_form_data())
+    assert response.status_code == 302
+    user = User.objects.get(username="newcomer")
+    assert not user.has_usable_password()
+    assert (user.name, user.phone, user.next_call_at) == ("New Comer", "+919876543210", SLOT)
+
+
+def test_the_add_and_change_pages_group_the_fields_the_same_way(admin_client, make_user):
+    def groups(response):
+        return [
+            (fieldset.name, [line.fields for line in fieldset]) for fieldset in response.context["adminform"]
+        ]
+
+    added = groups(admin_client.get(reverse("admin:users_user_add")))
+    changed = groups(admin_client.get(reverse("admin:users_user_change", args=[make_user().pk])))
+    assert [name for name, _ in added] == [None, "Daily call", "Personal info"]
+    assert [name for name, _ in changed][:3] == [None, "Daily call", "Personal info"]
+    for (name, add_lines), (_, change_lines) in zip(added, changed, strict=False):
+        editable = [
+            field
+            for line in change_lines
+            for field in line
+            if field not in {"password", "next_call", "schedule_error"}
+        ]
+        assert [field for line in add_lines for field in line] == editable, name
+
+
+def test_a_login_without_a_phone_is_not_counted_among_the_users_called(admin_client, make_user, admin_user):
+    called = make_user()
+    make_user(phone=None)  # calls enabled by default, never called
+    off = make_user(call_enabled=False)
+    assert admin_user.call_enabled  # pytest-django's superuser: the field's default
+
+    response = admin_client.get(USERS_URL, {"call_enabled__exact": "1"})  # the index's link
+    assert {user.pk for user in response.context["cl"].result_list} == {called.pk}
+    assert "1 user" in response.content.decode()
+    response = admin_client.get(USERS_URL, {"call_enabled__exact": "0"})
+    assert {user.pk for user in response.context["cl"].result_list} == {off.pk}
+
+
+def test_the_first_runs_admin_login_is_created_with_calls_off():
+    from relevel.management.commands.runall import admin_ensure
+
+    admin_ensure(password="pw-for-the-test")
+    admin = User.objects.get(username="admin")
+    assert admin.is_superuser and not admin.call_enabled and admin.next_call_at is None
+
+
+# --- Filters that match the questions ----------------------------------------------------------
+
+
+def test_the_outcome_filter_finds_who_was_not_reached_today_missed_or_answered(
+    admin_client, make_user, make_call
+):
+    now = datetime(2026, 11, 28, 19, 0, tzinfo=UTC)  # 00:30 on the 29th in Kolkata, 14:00 in New York
+    kolkata = make_user(local_tz="Asia/Kolkata")
+    new_york = make_user(local_tz="America/New_York")
+    calls = {
+        "kolkata yesterday": make_call(
+            user=kolkata, local_date=date(2026, 11, 28), status=CallStatus.NO_ANSWER
+        ),
+        "kolkata today": make_call(user=kolkata, local_date=date(2026, 11, 29), status=CallStatus.BUSY),
+        "new york today missed": make_call(
+            user=new_york, local_date=date(2026, 11, 28), status=CallStatus.MISSED
+        ),
+        "new york today answered": make_call(
+            user=new_york, local_date=date(2026, 11, 28), attempt=2, status=CallStatus.COMPLETED
+        ),
+        "new york today canceled": make_call(
+            user=new_york, local_date=date(2026, 11, 28), attempt=3, status=CallStatus.CANCELED
+        ),
+    }
+
+    def found(outcome):
+        with time_machine.travel(now, tick=False):
+            response = admin_client.get(CALLS_URL, {"outcome": outcome})
+        assert response.status_code == 200
+        return {
+            name
+            for name, call in calls.items()
+            if call.pk in {c.pk for c in response.context["cl"].result_list}
+        }
+
+    assert found("not_reached_today") == {"kolkata today", "new york today missed"}
+    assert found("not_reached") == {"kolkata yesterday", "kolkata today", "new york today missed"}
+    assert found("missed") == {"new york today missed"}
+    assert found("answered") == {"new york today answered"}
+
+
+def test_the_calls_list_filters_by_end_reason_and_provider(admin_client, make_call):
+    voicemail = make_call(status=CallStatus.NO_ANSWER, end_reason="VOICEMAIL_DETECTED", provider="simulator")
+    make_call(status=CallStatus.NO_ANSWER, end_reason="USER_UNAVAILABLE", provider="callkaro")
+    for params in ({"end_reason": "VOICEMAIL_DETECTED"}, {"provider": "simulator"}):
+        response = admin_client.get(CALLS_URL, params)
+        assert [call.pk for call in response.context["cl"].result_list] == [voicemail.pk]
