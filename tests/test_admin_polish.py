@@ -208,3 +208,11 @@ def test_the_calls_list_filters_by_end_reason_and_provider(admin_client, make_ca
     for params in ({"end_reason": "VOICEMAIL_DETECTED"}, {"provider": "simulator"}):
         response = admin_client.get(CALLS_URL, params)
         assert [call.pk for call in response.context["cl"].result_list] == [voicemail.pk]
+
+
+def test_the_admin_index_leads_to_the_calls_not_reached_not_only_the_failed_ones(admin_client):
+    page = admin_client.get("/admin/").content.decode()
+    assert "?status__exact=failed" not in page
+    for link in ("?outcome=not_reached_today", "?outcome=not_reached"):
+        assert link in page
+        assert admin_client.get(f"/admin/calls/call/{link}").status_code == 200

@@ -72,13 +72,11 @@ def assert_every_header_visible(browser, path: str, *, width: int) -> None:
     assert not off_screen, f"headers off screen at {width} px on {path}: {'; '.join(off_screen)}"
 
 
-@pytest.mark.xfail(strict=True, reason="columns fixed on the admin branch")
 def test_every_users_list_column_header_is_visible_at_1366_px(logged_in, make_user, make_call):
     seed_users_and_calls(make_user, make_call)
     assert_every_header_visible(logged_in, "/admin/users/user/", width=1366)
 
 
-@pytest.mark.xfail(strict=True, reason="columns fixed on the admin branch")
 def test_every_calls_list_column_header_is_visible_at_1366_px(logged_in, make_user, make_call):
     seed_users_and_calls(make_user, make_call)
     assert_every_header_visible(logged_in, "/admin/calls/call/", width=1366)
