@@ -137,6 +137,15 @@ def enqueue_call_batches(batches: dict[str, list[int]]) -> int:
     return sum(len(ids) for ids in batches.values())
 
 
+def _whole_second_after(at: datetime) -> datetime:
+    """RQ scores a scheduled job by whole seconds, truncated: a job for 12:33:45.7 is
+    released at 12:33:45, before its call is due, and the worker would leave the call
+    queued with no job. Rounding up releases it at 12:33:46, just after."""
+    if at.microsecond == 0:
+        return at
+    return at.replace(microsecond=0) + timedelta(seconds=1)
+
+
 def enqueue_place_call(
     call_id: int,
     *,
@@ -175,7 +184,7 @@ def enqueue_place_call(
         if at is None:
             queue.enqueue(PLACE_CALL_JOB, call_id, **options)
         else:
-            queue.enqueue_at(at, PLACE_CALL_JOB, call_id, **options)
+            queue.enqueue_at(_whole_second_after(at), PLACE_CALL_JOB, call_id, **options)
     except DuplicateJobError:
         return False
     return True

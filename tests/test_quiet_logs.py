@@ -65,7 +65,7 @@ def test_runserver_logs_pages_but_not_static_files_or_the_favicon(tmp_path):
         assert fetch(f"{base}/static/admin/css/base.css") == 200
         assert fetch(f"{base}/static/relevel/favicon.svg") == 200
         assert fetch(f"{base}/static/relevel/admin.css") == 200
-        assert fetch(f"{base}/favicon.ico") == 404  # a browser that ignores <link rel=icon>
+        assert fetch(f"{base}/favicon.ico") == 200  # a browser that ignores <link rel=icon>: redirected to it
         fetch(f"{base}/admin/")  # 302 to the login page (which urllib follows)
     finally:
         server.terminate()
@@ -133,3 +133,11 @@ def test_rq_warnings_and_errors_still_pass():
         "rq.worker", logging.INFO, __file__, 1, "*** Listening on %s...", ("q",), None
     )
     assert quiet.filter(started)
+
+
+def test_favicon_ico_leads_to_the_icon_instead_of_a_logged_404(client, caplog):
+    with caplog.at_level(logging.WARNING):
+        response = client.get("/favicon.ico")
+    assert response.status_code == 301
+    assert response["Location"].endswith("relevel/favicon.svg")
+    assert "Not Found" not in caplog.text

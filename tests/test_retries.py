@@ -215,3 +215,19 @@ def test_abandoned_dialing_calls_behind_a_page_of_live_ones_are_still_reached(ma
     dead.refresh_from_db()
     assert dead.status == CallStatus.UNCONFIRMED
     assert {c.status for c in Call.objects.filter(pk__in=[c.pk for c in live])} == {CallStatus.DIALING}
+
+
+def test_a_delayed_job_is_never_released_before_its_call_is_due(redis_conn):
+    """RQ keeps a scheduled job's time in whole seconds, truncated: the job must be set for
+    the second after its call is due, or a worker takes the call early and leaves it queued."""
+    from datetime import UTC, datetime
+
+    from rq.registry import ScheduledJobRegistry
+
+    from calls import queues
+
+    due = datetime(2026, 11, 28, 15, 30, 45, 700000, tzinfo=UTC)
+    assert queues.enqueue_place_call(12345, at=due)
+    released_at = ScheduledJobRegistry(queue=queues.calls_queue()).get_scheduled_time("call-12345")
+    assert released_at >= due
+    assert released_at == datetime(2026, 11, 28, 15, 30, 46, tzinfo=UTC)
