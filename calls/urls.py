@@ -10,4 +10,5 @@ urlpatterns = [
     path("api/admin/queues", views.admin_queues, name="admin-queues"),
     path("api/health", views.health, name="health"),
     path("api/policy", views.call_policy, name="call-policy"),
+    path("api/capacity", views.capacity, name="capacity"),
 ]
