@@ -43,6 +43,7 @@ import math
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -103,8 +104,11 @@ def _due_instants(*, now: datetime, hours: int, rules: Policy) -> list[tuple[dat
         .order_by()
     )
     counts: dict[datetime, int] = {}
+    zones: dict[str, ZoneInfo | None] = {}  # a few dozen names for tens of thousands of groups
     for local_tz, call_time, next_call_at, users in groups.iterator():
-        tz = zone_or_none(local_tz)
+        if local_tz not in zones:
+            zones[local_tz] = zone_or_none(local_tz)
+        tz = zones[local_tz]
         if tz is None:
             continue  # parked by the tick, never called
         slot = next_call_at
