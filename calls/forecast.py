@@ -105,7 +105,7 @@ def _due_instants(*, now: datetime, hours: int, rules: Policy) -> list[tuple[dat
     )
     counts: dict[datetime, int] = {}
     zones: dict[str, ZoneInfo | None] = {}  # a few dozen names for tens of thousands of groups
-    for local_tz, call_time, next_call_at, users in groups.iterator():
+    for local_tz, call_time, next_call_at, users in groups:
         if local_tz not in zones:
             zones[local_tz] = zone_or_none(local_tz)
         tz = zones[local_tz]
