@@ -1,10 +1,24 @@
-"""A fake CallKaro for the benchmarks: answers POST /call/outbound after a fixed delay.
+"""Fake providers for the benchmarks, on 127.0.0.1 only; the port is printed on stdout.
+
+* ``--mode callkaro`` (the default): answers POST /call/outbound after a fixed delay.
+* ``--mode vapi-live``: Vapi's ``POST /call`` with live calls. Each accepted call is live
+  for ``--hold`` seconds from the moment its request arrives; beyond ``--max-live`` live
+  calls a request is refused as Vapi does (HTTP 400 ``{"error": "Over Concurrency Limit"}``,
+  tests/fixtures/vapi/error_400_concurrency_legacy.json, which the Vapi adapter takes for a
+  ProviderCapacityError). An accepted call is answered 201 after ``--delay`` (the call object,
+  tests/fixtures/vapi/create_call_response.json's shape) and, when its hold ends, Vapi's
+  end-of-call-report (endedReason ``customer-ended-call``, so the call completes) is posted
+  to ``--webhook-url`` with ``X-Vapi-Secret: --webhook-secret``, as calls/providers/vapi.py
+  authenticates it. It samples the number of live calls every 50 ms and records every
+  accept and refusal: ``GET /_stats`` returns them as JSON, ``POST /_reset`` clears them.
 
 Raw asyncio, HTTP/1.1 keep-alive, one coroutine per connection: holds hundreds of
 concurrent connections on one core, where a thread-per-connection server would spend the
-benchmark's CPU on context switches. Listens on 127.0.0.1 only; prints its port on stdout.
+benchmark's CPU on context switches.
 
     python bench/fake_provider.py --delay 0.2 [--port 0]
+    python bench/fake_provider.py --mode vapi-live --hold 2 --max-live 50 --delay 0.05 \
+        --webhook-url http://127.0.0.1:8000/api/webhooks/vapi --webhook-secret ...
 """
 
 from __future__ import annotations
@@ -14,14 +28,167 @@ import asyncio
 import itertools
 import json
 import signal
+import time
+import uuid
+from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 MAX_HEADER_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
+SAMPLE_SECONDS = 0.05
+# Samples kept at most (20 a second: well over an hour).
+MAX_SAMPLES = 100_000
+WEBHOOK_CONCURRENCY = 8
+WEBHOOK_TRIES = 3
 
 
-async def _handle(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, delay: float, counter
-) -> None:
+def _response(status: str, body: bytes) -> bytes:
+    return (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+
+
+def _iso(moment: float) -> str:
+    return datetime.fromtimestamp(moment, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class CallKaroAnswers:
+    """The original fake: every request is a placed CallKaro call."""
+
+    def __init__(self, *, delay: float) -> None:
+        self.delay = delay
+        self.counter = itertools.count(1)
+
+    async def answer(self, method: str, path: str, body: bytes) -> bytes:
+        await asyncio.sleep(self.delay)
+        number = next(self.counter)
+        payload = {"status": "success", "message": "Call initiated successfully", "call_id": f"ck-{number}"}
+        return _response("200 OK", json.dumps(payload).encode())
+
+
+class VapiLiveCalls:
+    """Vapi with a live-call limit, holding each call for ``hold`` seconds (module doc)."""
+
+    def __init__(
+        self, *, delay: float, hold: float, max_live: int, webhook_url: str, webhook_secret: str
+    ) -> None:
+        self.delay, self.hold, self.max_live = delay, hold, max_live
+        self.webhook = urlsplit(webhook_url)
+        self.webhook_secret = webhook_secret
+        self.live = 0
+        self.senders = asyncio.Semaphore(WEBHOOK_CONCURRENCY)
+        self.reset()
+
+    def reset(self) -> None:
+        self.samples: list[tuple[float, int]] = []
+        self.accepts: list[tuple[float, str]] = []  # (when, the call's name: "relevel call <id>")
+        self.refusals: list[float] = []
+        self.max_seen = self.live
+        self.webhooks_sent = self.webhooks_failed = 0
+
+    async def sample(self) -> None:
+        while True:
+            if len(self.samples) < MAX_SAMPLES:
+                self.samples.append((time.time(), self.live))
+            await asyncio.sleep(SAMPLE_SECONDS)
+
+    def stats(self) -> dict:
+        return {
+            "max_live_setting": self.max_live,
+            "max_live": self.max_seen,
+            "live": self.live,
+            "samples": self.samples,
+            "accepts": self.accepts,
+            "refusals": self.refusals,
+            "webhooks_sent": self.webhooks_sent,
+            "webhooks_failed": self.webhooks_failed,
+        }
+
+    async def answer(self, method: str, path: str, body: bytes) -> bytes:
+        if method == "GET" and path == "/_stats":
+            return _response("200 OK", json.dumps(self.stats()).encode())
+        if method == "POST" and path == "/_reset":
+            self.reset()
+            return _response("200 OK", b"{}")
+        if method != "POST" or path != "/call":
+            return _response("404 Not Found", b'{"message": "Cannot find this route"}')
+        arrived = time.time()
+        if self.live >= self.max_live:
+            self.refusals.append(arrived)
+            await asyncio.sleep(self.delay)
+            return _response("400 Bad Request", b'{"error": "Over Concurrency Limit"}')
+        self.live += 1
+        self.max_seen = max(self.max_seen, self.live)
+        request = json.loads(body or b"{}")
+        call = {
+            "id": str(uuid.uuid4()),
+            "orgId": "00000000-0000-4000-8000-000000000000",
+            "type": "outboundPhoneCall",
+            "status": "queued",
+            "createdAt": _iso(arrived),
+            "updatedAt": _iso(arrived),
+            "cost": 0,
+            "assistantId": request.get("assistantId"),
+            "phoneNumberId": request.get("phoneNumberId"),
+            "name": request.get("name"),
+            "customer": request.get("customer"),
+            "assistantOverrides": request.get("assistantOverrides"),
+        }
+        self.accepts.append((arrived, str(request.get("name"))))
+        asyncio.get_running_loop().call_later(self.hold, self._end, call, arrived)
+        await asyncio.sleep(self.delay)
+        limits = {
+            "concurrencyBlocked": False,
+            "concurrencyLimit": self.max_live,
+            "remainingConcurrentCalls": max(0, self.max_live - self.live),
+        }
+        return _response("201 Created", json.dumps({"subscriptionLimits": limits, **call}).encode())
+
+    def _end(self, call: dict, arrived: float) -> None:
+        self.live -= 1
+        ended = arrived + self.hold
+        report = {
+            "message": {
+                "type": "end-of-call-report",
+                "endedReason": "customer-ended-call",
+                "timestamp": int(ended * 1000),
+                "startedAt": _iso(arrived),
+                "endedAt": _iso(ended),
+                "cost": 0.01,
+                "customer": call["customer"],
+                "analysis": {"summary": ""},
+                "artifact": {"transcript": "AI: Hello. User: Hi.", "messages": []},
+                "call": {**call, "status": "ended", "endedReason": "customer-ended-call"},
+            }
+        }
+        asyncio.get_running_loop().create_task(self._post(json.dumps(report).encode()))
+
+    async def _post(self, body: bytes) -> None:
+        host, port = self.webhook.hostname or "127.0.0.1", self.webhook.port or 80
+        head = (
+            f"POST {self.webhook.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+            f"X-Vapi-Secret: {self.webhook_secret}\r\nConnection: close\r\n\r\n"
+        ).encode()
+        async with self.senders:
+            for attempt in range(WEBHOOK_TRIES):
+                try:
+                    reader, writer = await asyncio.open_connection(host, port)
+                    writer.write(head + body)
+                    await writer.drain()
+                    answer = await asyncio.wait_for(reader.read(), timeout=30)
+                    writer.close()
+                    if answer.startswith(b"HTTP/1.1 200") or answer.startswith(b"HTTP/1.0 200"):
+                        self.webhooks_sent += 1
+                        return
+                except (TimeoutError, OSError):
+                    pass
+                await asyncio.sleep(0.5 * (attempt + 1))
+        self.webhooks_failed += 1
+
+
+async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, answers) -> None:
     try:
         while True:
             try:
@@ -31,6 +198,8 @@ async def _handle(
             if len(head) > MAX_HEADER_BYTES:
                 return
             lines = head.decode("latin-1").split("\r\n")
+            method, _, rest = lines[0].partition(" ")
+            path = rest.partition(" ")[0].partition("?")[0]
             length = 0
             close = False
             for line in lines[1:]:
@@ -42,19 +211,8 @@ async def _handle(
                     close = True
             if length > MAX_BODY_BYTES:
                 return
-            if length:
-                await reader.readexactly(length)
-            await asyncio.sleep(delay)
-            number = next(counter)
-            body = json.dumps(
-                {"status": "success", "message": "Call initiated successfully", "call_id": f"ck-{number}"}
-            ).encode()
-            writer.write(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                + str(len(body)).encode()
-                + b"\r\n\r\n"
-                + body
-            )
+            body = await reader.readexactly(length) if length else b""
+            writer.write(await answers.answer(method, path, body))
             await writer.drain()
             if close:
                 return
@@ -64,13 +222,23 @@ async def _handle(
         writer.close()
 
 
-async def _serve(port: int, delay: float, backlog: int) -> None:
-    counter = itertools.count(1)
+async def _serve(args: argparse.Namespace) -> None:
+    if args.mode == "vapi-live":
+        answers = VapiLiveCalls(
+            delay=args.delay,
+            hold=args.hold,
+            max_live=args.max_live,
+            webhook_url=args.webhook_url,
+            webhook_secret=args.webhook_secret,
+        )
+        sampler = asyncio.get_running_loop().create_task(answers.sample())
+    else:
+        answers, sampler = CallKaroAnswers(delay=args.delay), None
     server = await asyncio.start_server(
-        lambda r, w: _handle(r, w, delay=delay, counter=counter),
+        lambda r, w: _handle(r, w, answers=answers),
         host="127.0.0.1",
-        port=port,
-        backlog=backlog,
+        port=args.port,
+        backlog=args.backlog,
         limit=MAX_HEADER_BYTES * 2,
     )
     print(server.sockets[0].getsockname()[1], flush=True)
@@ -80,6 +248,8 @@ async def _serve(port: int, delay: float, backlog: int) -> None:
         loop.add_signal_handler(sig, stop.set)
     async with server:
         await stop.wait()
+    if sampler is not None:
+        sampler.cancel()
 
 
 def main() -> None:
@@ -87,8 +257,15 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--delay", type=float, default=0.2, help="seconds before each answer")
     parser.add_argument("--backlog", type=int, default=2048)
+    parser.add_argument("--mode", choices=("callkaro", "vapi-live"), default="callkaro")
+    parser.add_argument("--hold", type=float, default=2.0, help="vapi-live: seconds each call is live")
+    parser.add_argument("--max-live", type=int, default=10, help="vapi-live: live calls before refusing")
+    parser.add_argument("--webhook-url", default="", help="vapi-live: where end-of-call reports go")
+    parser.add_argument("--webhook-secret", default="", help="vapi-live: sent as X-Vapi-Secret")
     args = parser.parse_args()
-    asyncio.run(_serve(args.port, args.delay, args.backlog))
+    if args.mode == "vapi-live" and not args.webhook_url:
+        parser.error("--mode vapi-live needs --webhook-url")
+    asyncio.run(_serve(args))
 
 
 if __name__ == "__main__":

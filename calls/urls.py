@@ -11,4 +11,5 @@ urlpatterns = [
     path("api/health", views.health, name="health"),
     path("api/policy", views.call_policy, name="call-policy"),
     path("metrics", views.metrics, name="metrics"),
+    path("api/capacity", views.capacity, name="capacity"),
 ]

@@ -15,7 +15,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from redis.exceptions import RedisError
 
-from . import health_checks, monitoring, outcomes, policy, queues
+from . import forecast, health_checks, monitoring, outcomes, policy, queues
 from .decorators import (
     error_response,
     limit_body,
@@ -303,3 +303,36 @@ def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus gauges for the whole deployment, read from the database and Redis now."""
     body, content_type = metrics_exposition()
     return HttpResponse(body, content_type=content_type)
+
+
+# --- Capacity forecast --------------------------------------------------------------------
+
+
+@never_cache
+@require_methods("GET")
+@operator_required
+def capacity(request: HttpRequest) -> JsonResponse:
+    """The next 24 hours' 15-minute slots with users due, the busiest first: most calls
+    that will be missed, then most users due, then the earliest."""
+    summary = forecast.capacity_summary(now=timezone.now())
+    slots = sorted(summary.slots, key=lambda slot: (-slot.will_miss, -slot.due, slot.start))
+    return JsonResponse(
+        {
+            "success": True,
+            "provider": summary.provider,
+            "max_live_calls": summary.max_live_calls or None,
+            "max_calls_per_second": summary.max_calls_per_second or None,
+            "average_call_seconds": round(summary.average_call_seconds, 1),
+            "window_minutes": summary.window.total_seconds() / 60,
+            "paused": summary.paused,
+            "slots": [
+                {
+                    "start": slot.start.isoformat().replace("+00:00", "Z"),
+                    "due": slot.due,
+                    "capacity": slot.capacity,
+                    "will_miss": slot.will_miss,
+                }
+                for slot in slots
+            ],
+        }
+    )
