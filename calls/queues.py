@@ -8,7 +8,7 @@ a rolled-back claim never leaves a job behind. Job ids are deterministic (``call
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -21,7 +21,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError
-from rq.job import Job
+from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
 # Jobs are named by dotted path, so that this module (which the services import) never
@@ -108,15 +108,19 @@ def batch_job_timeout(calls: int) -> int:
     return max(settings.CALL_JOB_TIMEOUT, int(worst) + 30)
 
 
-def enqueue_call_batches(batches: dict[str, list[int]]) -> int:
+def enqueue_call_batches(batches: dict[str, list[int]], *, at: Mapping[str, datetime] | None = None) -> int:
     """Enqueue place-calls batch jobs {job_id: call ids} in one Redis round trip.
 
-    A batch job tries each call once; a call that meets a transient provider error goes on
-    to a job of its own (enqueue_place_call) that RQ retries with backoff.
+    ``at`` {job_id: when} schedules those jobs instead, for RQ's scheduler to release then (a
+    spread slot's later steps); the others are queued at once. A batch job tries each call
+    once; a call that meets a transient provider error goes on to a job of its own
+    (enqueue_place_call) that RQ retries with backoff.
     """
     from .job_descriptions import batch_job_description
 
     queue = calls_queue()
+    at = at or {}
+    options = _job_options()
     job_datas = [
         Queue.prepare_data(
             PLACE_CALLS_JOB,
@@ -124,15 +128,36 @@ def enqueue_call_batches(batches: dict[str, list[int]]) -> int:
             job_id=job_id,
             timeout=batch_job_timeout(len(call_ids)),
             description=batch_job_description(call_ids),
-            **_job_options(),
+            **options,
         )
         for job_id, call_ids in batches.items()
-        if call_ids
+        if call_ids and job_id not in at
     ]
-    if not job_datas:
+    # enqueue_many takes immediate jobs only; a scheduled job is saved and put in the
+    # scheduled registry (schedule_job) on the same pipeline.
+    scheduled = [
+        (
+            queue.create_job(
+                PLACE_CALLS_JOB,
+                args=(call_ids,),
+                job_id=job_id,
+                timeout=batch_job_timeout(len(call_ids)),
+                status=JobStatus.SCHEDULED,
+                description=batch_job_description(call_ids),
+                **options,
+            ),
+            at[job_id],
+        )
+        for job_id, call_ids in batches.items()
+        if call_ids and job_id in at
+    ]
+    if not job_datas and not scheduled:
         return 0
     with queue.connection.pipeline() as pipe:
-        queue.enqueue_many(job_datas, pipeline=pipe)
+        if job_datas:
+            queue.enqueue_many(job_datas, pipeline=pipe)
+        for job, when in scheduled:
+            queue.schedule_job(job, when, pipeline=pipe)
         pipe.execute()
     return sum(len(ids) for ids in batches.values())
 

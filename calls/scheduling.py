@@ -9,8 +9,8 @@ commits.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -21,12 +21,13 @@ from redis.exceptions import RedisError
 from users.models import unknown_zone_error
 
 from . import bulk, monitoring, queues, selectors
+from .batching import BatchPacker, BatchPlan, enqueue_batches
 from .models import Call, CallStatus
 from .outcomes import call_finish, call_schedule_retry, humanize_delay, insert_calls_ignoring_conflicts
 from .policy import Policy, policy_cache_clear, policy_current
 from .providers import default_agent_id
-from .slots import next_open_slot, slot_local_date, zone_or_none
-from .variants import variant_for, variants_active
+from .slots import next_open_slot, slot_local_date, spread_release, zone_or_none
+from .variants import Variant, variant_for, variants_active
 
 logger = logging.getLogger("relevel.calls")
 User = get_user_model()
@@ -69,181 +70,225 @@ class TickSummary:
 
 # --- Claiming -----------------------------------------------------------------------------
 
-
-def _claim_due_batch(*, now: datetime, rules: Policy, summary: TickSummary) -> int:
-    """Claim one batch of due users in one transaction; returns how many users it took.
-
-    While calls are paused nothing is claimed: only slots whose window has closed are
-    taken, to be recorded missed ("paused") and moved on to the next day.
-    """
-    agent_id = default_agent_id(settings.CALL_PROVIDER)
-    variants = variants_active()
-    window = rules.window
-    due_by = now - window if rules.paused else now
-    with transaction.atomic():
-        # skip_locked: a second tick running at the same time takes other users, never
-        # waits on (or double-claims) these. no_key: the lock still lets other transactions
-        # insert calls that reference these users (a webhook's retry).
-        users = [
-            DueUser(*row)
-            for row in selectors.users_due_for_call(now=due_by)
-            .select_for_update(skip_locked=True, no_key=True, of=("self",))
-            .values_list(*DueUser.__dataclass_fields__)[:TICK_BATCH_SIZE]
-        ]
-        if not users:
-            return 0
-        first_attempts: list[Call] = []
-        missed: list[Call] = []
-        parked: list[DueUser] = []
-        assigned: dict[int, int] = {}  # users given a (new) variant: user id -> variant id
-        for user in users:
-            call = _slot_call_for(user, now=now, rules=rules, agent_id=agent_id, parked=parked)
-            if call is None:
-                continue
-            variant = variant_for(user_id=user.pk, current_id=user.agent_variant_id, variants=variants)
-            if variant is not None:
-                call.variant_id, call.provider, call.agent_id = variant.pk, variant.provider, variant.agent_id
-                if variant.pk != user.agent_variant_id:
-                    assigned[user.pk] = user.agent_variant_id = variant.pk
-            (first_attempts if call.status == CallStatus.QUEUED else missed).append(call)
-        reserved = bulk.reserve_ids(Call, len(first_attempts))
-        if reserved is not None:
-            _name_batches_ahead(first_attempts, reserved)
-        claimed_ids = insert_calls_ignoring_conflicts(first_attempts)
-        missed_ids = insert_calls_ignoring_conflicts(missed)
-        bulk.update_column(User, "next_call_at", {user.pk: user.next_call_at for user in users})
-        _park(parked)
-        bulk.update_column(User, "agent_variant", assigned)
-        if reserved is not None:
-            job_of = {call.pk: call.job_id for call in first_attempts}
-            batches: dict[str, list[int]] = {}
-            for call_id in claimed_ids:
-                batches.setdefault(job_of[call_id], []).append(call_id)
-        else:
-            batches = _name_batches(claimed_ids)
-        queues.on_commit(lambda: _enqueue_claimed(batches, summary))
-
-    summary.due += len(users)
-    summary.claimed += len(claimed_ids)
-    summary.missed += len(missed_ids)
-    for call in missed:
-        logger.info("Missed call for user %s on %s: %s", call.user_id, call.local_date, call.error)
-    return len(users)
+# The columns of a due user that the tick reads: rows, not models (a rush slot is 100,000).
+DUE_USER_COLUMNS = (
+    "pk",
+    "phone",
+    "local_tz",
+    "call_time",
+    "call_enabled",
+    "next_call_at",
+    "agent_variant_id",
+)
 
 
-@dataclass(slots=True)
-class DueUser:
-    """The columns of a due user that the tick reads (rows, not models: a rush slot loads
-    100,000 of them)."""
+@dataclass(frozen=True, slots=True)
+class SlotOutcome:
+    """What the tick does with a slot: every user sharing its zone, call time and instant gets
+    the same, so a rush slot of 100,000 users is worked out once, not 100,000 times."""
 
-    pk: int
-    phone: str | None
-    local_tz: str
-    call_time: time
-    call_enabled: bool
-    next_call_at: datetime | None
-    agent_variant_id: int | None
-
-    @property
-    def is_callable(self) -> bool:
-        return bool(self.call_enabled and self.phone)
+    local_date: date
+    # Empty for a call to place; else why it is recorded missed.
+    error: str
+    next_call_at: datetime
 
 
-def _slot_call_for(
-    user: DueUser, *, now: datetime, rules: Policy, agent_id: str, parked: list[DueUser]
-) -> Call | None:
-    """The call row for the user's due slot (queued; or missed, saying why, if its window
-    closed or its time is outside the calling hours), with ``user.next_call_at`` moved on
-    to the next slot; None if the user cannot be called (added to ``parked`` if that is
-    because of their time zone)."""
-    window = rules.window
-    if not user.is_callable:
-        # A stale next_call_at (calls disabled by a bulk UPDATE, say): stop here.
-        user.next_call_at = None
-        return None
-    tz = zone_or_none(user.local_tz)
+def slot_outcome(
+    *, local_tz: str, call_time: time, slot: datetime, now: datetime, rules: Policy
+) -> SlotOutcome | None:
+    """The call for a due slot (queued; or missed, saying why, if its window closed or its time
+    is outside the calling hours) and the user's next slot; None if the zone is unknown."""
+    tz = zone_or_none(local_tz)
     if tz is None:
-        # A zone this host's tzdata does not know (a raw UPDATE, an import): one bad row
-        # must not stop every tick. Parked until someone fixes the zone (the admin validates).
-        user.next_call_at = None
-        parked.append(user)
         return None
-    slot = user.next_call_at
-    local_date = slot_local_date(slot=slot, call_time=user.call_time, tz=tz)
-    in_window = now < slot + window
-    in_hours = rules.allows_hour(slot, tz)
-    call = Call(
-        user_id=user.pk,
-        to_number=user.phone,
-        agent_id=agent_id,
-        attempt=1,
-        local_date=local_date,
-        status=CallStatus.QUEUED if in_window and in_hours else CallStatus.MISSED,
-        scheduled_for=slot,
-        provider=settings.CALL_PROVIDER,
-    )
-    if not in_window:
-        call.error = (
+    window = rules.window
+    local_date = slot_local_date(slot=slot, call_time=call_time, tz=tz)
+    error = ""
+    if now >= slot + window:
+        error = (
             f"Calls were paused until the window of this slot ({slot:%Y-%m-%d %H:%M} to "
             f"{slot + window:%H:%M} UTC) closed."
             if rules.paused
             else f"No scheduler tick ran between {slot:%Y-%m-%d %H:%M} and "
             f"{slot + window:%H:%M} UTC, the window of this slot."
         )
-    elif not in_hours:
-        call.error = (
+    elif not rules.allows_hour(slot, tz):
+        error = (
             f"Its time, {slot.astimezone(tz):%H:%M %Z}, is outside the calling hours "
             f"({rules.describe_hours()})."
         )
-    if call.status == CallStatus.MISSED:
-        call.completed_at = call.last_status_at = now
-    user.next_call_at = next_open_slot(
-        call_time=user.call_time, tz=tz, now=now, window=window, after=local_date
-    )
-    return call
+    next_call_at = next_open_slot(call_time=call_time, tz=tz, now=now, window=window, after=local_date)
+    return SlotOutcome(local_date=local_date, error=error, next_call_at=next_call_at)
 
 
-def _name_batches_ahead(calls: list[Call], ids: list[int]) -> None:
-    """Give calls their reserved ids and their batch job, named after the batch's first id:
-    unique for ever (a sequence never hands an id out twice), even if that row's insert
-    then conflicts and the batch goes out without it."""
-    size = settings.CALL_BATCH_SIZE
-    for start in range(0, len(calls), size):
-        job_id = queues.batch_job_id(ids[start])
-        for call, pk in zip(calls[start : start + size], ids[start : start + size], strict=True):
-            call.pk, call.job_id = pk, job_id
+@dataclass
+class _Claim:
+    """What a tick's claiming transactions share, read once per tick."""
+
+    now: datetime
+    rules: Policy
+    summary: TickSummary
+    batches: BatchPacker
+    variants: list[Variant]
+    agent_id: str
+    spread_minutes: int
+    outcomes: dict[tuple[str, time, datetime], SlotOutcome | None] = field(default_factory=dict)
+
+    def outcome(self, local_tz: str, call_time: time, slot: datetime) -> SlotOutcome | None:
+        key = (local_tz, call_time, slot)
+        try:
+            return self.outcomes[key]
+        except KeyError:
+            outcome = self.outcomes[key] = slot_outcome(
+                local_tz=local_tz, call_time=call_time, slot=slot, now=self.now, rules=self.rules
+            )
+            return outcome
+
+    def release(self, *, slot: datetime, user_id: int) -> datetime | None:
+        """When a first attempt goes to the workers: None for at once (no spread, or its step
+        of the spread has come: a late tick)."""
+        if not self.spread_minutes:
+            return None
+        at = spread_release(slot=slot, user_id=user_id, spread_minutes=self.spread_minutes)
+        return at if at > self.now else None
 
 
-def _name_batches(call_ids: list[int]) -> dict[str, list[int]]:
-    """Where no ids can be reserved (SQLite): split the inserted calls into batch jobs named
-    after their first call's pk, and record each call's job on its row, in the claiming
-    transaction."""
-    batches: dict[str, list[int]] = {}
-    size = settings.CALL_BATCH_SIZE
-    for start in range(0, len(call_ids), size):
-        chunk = call_ids[start : start + size]
-        batches[queues.batch_job_id(chunk[0])] = chunk
-    bulk.update_column(Call, "job_id", {pk: job_id for job_id, chunk in batches.items() for pk in chunk})
-    return batches
+class _CallRows:
+    """The first attempts of one claiming transaction, column by column."""
+
+    def __init__(self) -> None:
+        self.user_id: list[int] = []
+        self.to_number: list[str] = []
+        self.local_date: list[date] = []
+        self.scheduled_for: list[datetime] = []
+        self.agent_id: list[str] = []
+        self.provider: list[str] = []
+        self.variant_id: list[int | None] = []
+        self.error: list[str] = []
+
+    def add(self, *, user_id: int, phone: str, slot: datetime, outcome: SlotOutcome, variant, agent_id: str):
+        self.user_id.append(user_id)
+        self.to_number.append(phone)
+        self.local_date.append(outcome.local_date)
+        self.scheduled_for.append(slot)
+        self.error.append(outcome.error)
+        if variant is None:
+            self.agent_id.append(agent_id)
+            self.provider.append(settings.CALL_PROVIDER)
+            self.variant_id.append(None)
+        else:
+            self.agent_id.append(variant.agent_id)
+            self.provider.append(variant.provider)
+            self.variant_id.append(variant.pk)
+
+    def columns(self, **same) -> bulk.Columns:
+        names = ("user_id", "to_number", "local_date", "scheduled_for", "agent_id", "provider", "variant_id")
+        values = {name: getattr(self, name) for name in names}
+        if same.get("status") == CallStatus.MISSED:
+            values["error"] = self.error
+        return bulk.Columns(Call, values, {"attempt": 1, **same})
+
+    def __len__(self) -> int:
+        return len(self.user_id)
 
 
-def _enqueue_claimed(batches: dict[str, list[int]], summary: TickSummary) -> None:
-    """Runs after the claim commits. If Redis is down the claims stand, and a later tick
-    finds these queued calls without a live job and enqueues them (calls_reenqueue_stranded)."""
-    try:
-        summary.enqueued += queues.enqueue_call_batches(batches)
-    except RedisError as exc:
-        count = sum(len(ids) for ids in batches.values())
-        summary.enqueue_failed += count
-        logger.error(
-            "Redis unreachable (%s): %s claimed calls will be enqueued by a later tick",
-            type(exc).__name__,
-            count,
+def _claim_due_batch(*, claim: _Claim) -> int:
+    """Claim one batch of due users in one transaction; returns how many users it took.
+
+    While calls are paused nothing is claimed: only slots whose window has closed are
+    taken, to be recorded missed ("paused") and moved on to the next day.
+    """
+    now, summary = claim.now, claim.summary
+    due_by = now - claim.rules.window if claim.rules.paused else now
+    with transaction.atomic():
+        # skip_locked: a second tick running at the same time takes other users, never
+        # waits on (or double-claims) these. no_key: the lock still lets other transactions
+        # insert calls that reference these users (a webhook's retry).
+        rows = list(
+            selectors.users_due_for_call(now=due_by)
+            .select_for_update(skip_locked=True, no_key=True, of=("self",))
+            .values_list(*DUE_USER_COLUMNS)[:TICK_BATCH_SIZE]
         )
+        if not rows:
+            return 0
+        bulk.check_constraints_at_once()
+        queued, missed = _CallRows(), _CallRows()
+        next_call_at: dict[int, datetime | None] = {}
+        parked: list[tuple[int, str]] = []
+        assigned: dict[int, int] = {}  # users given a (new) variant: user id -> variant id
+        for pk, phone, local_tz, call_time, enabled, slot, variant_id in rows:
+            if not (enabled and phone):
+                # A stale next_call_at (calls disabled by a bulk UPDATE, say): stop here.
+                next_call_at[pk] = None
+                continue
+            outcome = claim.outcome(local_tz, call_time, slot)
+            if outcome is None:
+                # A zone this host's tzdata does not know (a raw UPDATE, an import): one bad
+                # row must not stop every tick. Parked until someone fixes the zone.
+                next_call_at[pk] = None
+                parked.append((pk, local_tz))
+                continue
+            next_call_at[pk] = outcome.next_call_at
+            variant = (
+                variant_for(user_id=pk, current_id=variant_id, variants=claim.variants)
+                if claim.variants
+                else None
+            )
+            if variant is not None and variant.pk != variant_id:
+                assigned[pk] = variant.pk
+            (missed if outcome.error else queued).add(
+                user_id=pk, phone=phone, slot=slot, outcome=outcome, variant=variant, agent_id=claim.agent_id
+            )
+        releases = [
+            claim.release(slot=slot, user_id=user_id)
+            for user_id, slot in zip(queued.user_id, queued.scheduled_for, strict=True)
+        ]
+        plan = _claim_calls(queued, releases, batches=claim.batches)
+        missed_ids = insert_calls_ignoring_conflicts(
+            missed.columns(status=CallStatus.MISSED, completed_at=now, last_status_at=now)
+        )
+        bulk.update_column(User, "next_call_at", next_call_at)
+        _park(parked)
+        bulk.update_column(User, "agent_variant", assigned)
+        queues.on_commit(lambda: claim.batches.commit(plan))
+
+    summary.due += len(rows)
+    summary.claimed += plan.claimed
+    summary.missed += len(missed_ids)
+    if missed_ids:
+        for user_id, local_date, error in zip(missed.user_id, missed.local_date, missed.error, strict=True):
+            logger.info("Missed call for user %s on %s: %s", user_id, local_date, error)
+    return len(rows)
+
+
+def _claim_calls(queued: _CallRows, releases: list[datetime | None], *, batches: BatchPacker) -> BatchPlan:
+    """Insert the first attempts (the conditional insert that claims), each named with its
+    batch job on its row, in the claiming transaction."""
+    reserved = bulk.reserve_ids(Call, len(queued))
+    rows = queued.columns(status=CallStatus.QUEUED)
+    if reserved is not None:
+        # Ids taken ahead name the batch jobs in the insert itself: a batch is named after its
+        # first id, unique for ever (a sequence never hands an id out twice), even if that
+        # row's insert then conflicts and the batch goes out without it.
+        plan = batches.plan(list(zip(reserved, releases, strict=True)))
+        rows.values.update(id=reserved, job_id=plan.job_ids)
+        claimed_ids = insert_calls_ignoring_conflicts(rows)
+        if len(claimed_ids) < len(reserved):
+            plan.drop(set(reserved).difference(claimed_ids))
+        return plan
+    # No ids can be reserved (SQLite): name the batches after the inserted calls' ids.
+    claimed_ids = insert_calls_ignoring_conflicts(rows)
+    release_of = dict(zip(queued.user_id, releases, strict=True))
+    user_of = {}
+    if any(releases):
+        user_of = dict(Call.objects.filter(pk__in=claimed_ids).values_list("pk", "user_id"))
+    plan = batches.plan([(pk, release_of[user_of[pk]] if user_of else None) for pk in claimed_ids])
+    bulk.update_column(Call, "job_id", dict(zip(claimed_ids, plan.job_ids, strict=True)))
+    return plan
 
 
 def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
-    """One scheduler tick: claim and enqueue every due slot, repair what earlier ticks lost.
+    """One scheduler tick: repair what earlier ticks lost, claim and enqueue every due slot.
 
     Safe to run any number of times concurrently (two schedulers, a manual trigger during
     a tick): each (user, local date) gets at most one first attempt.
@@ -254,10 +299,34 @@ def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
     rules = policy_current()
     window = rules.window
     summary = TickSummary()
+    # The repairs run first, and whether or not claiming works: each is independent, a
+    # stuck call must not wait for the claim to work again, and the stranded sweep then
+    # never reads the calls this tick claims (a late tick's rush is due before the
+    # stranded threshold, yet was enqueued a moment ago).
+    for step in (_fail_stuck_calls, _reenqueue_stranded_calls):
+        try:
+            step(now=now, window=window, summary=summary)
+        except (DatabaseError, RedisError) as exc:
+            logger.error(
+                "Tick at %s: %s skipped (%s)",
+                now.isoformat(timespec="seconds"),
+                step.__name__,
+                type(exc).__name__,
+            )
+    claim = _Claim(
+        now=now,
+        rules=rules,
+        summary=summary,
+        batches=BatchPacker(summary=summary),
+        variants=[],
+        agent_id=default_agent_id(settings.CALL_PROVIDER),
+        spread_minutes=settings.CALL_SPREAD_MINUTES,
+    )
     failure: DatabaseError | None = None
     try:
         summary.repaired = users_schedule_unscheduled(now=now)
-        while _claim_due_batch(now=now, rules=rules, summary=summary) == TICK_BATCH_SIZE:
+        claim.variants = variants_active()
+        while _claim_due_batch(claim=claim) == TICK_BATCH_SIZE:
             pass
     except DatabaseError as exc:
         # Batches committed so far stand (their jobs are enqueued); the failed batch rolled
@@ -271,18 +340,9 @@ def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
             summary.line(),
         )
         failure = exc
-    # The repairs run even when claiming failed: each is independent, and a stuck call must
-    # not wait for the claim to work again.
-    for step in (_fail_stuck_calls, _reenqueue_stranded_calls):
-        try:
-            step(now=now, window=window, summary=summary)
-        except (DatabaseError, RedisError) as exc:
-            logger.error(
-                "Tick at %s: %s skipped (%s)",
-                now.isoformat(timespec="seconds"),
-                step.__name__,
-                type(exc).__name__,
-            )
+    finally:
+        # After the last claim's commit (at once here, outside a transaction).
+        queues.on_commit(claim.batches.flush)
     logger.info("Tick at %s: %s", now.isoformat(timespec="seconds"), summary.line())
     monitoring.tick_record(started_at=now, summary=summary, failed=failure is not None)
     if failure is not None:
@@ -301,24 +361,24 @@ def users_schedule_unscheduled(*, now: datetime, limit: int = 1000) -> int:
             continue
         user.next_call_at = user.compute_next_call_at(now=now)
     # Parked users leave the selection, so the next page reaches the users after them.
-    _park(parked)
+    _park([(user.pk, user.local_tz) for user in parked])
     scheduled = [user for user in users if user.next_call_at is not None]
     User.objects.bulk_update(scheduled, ["next_call_at"])
     return len(scheduled)
 
 
-def _park(users: list) -> None:
-    """Record why these users cannot be scheduled (their time zone), saying so once: a
-    parked user is skipped by the repair until saved with a valid zone.
+def _park(users: list[tuple[int, str]]) -> None:
+    """Record why these users (id, local_tz) cannot be scheduled (their time zone), saying so
+    once: a parked user is skipped by the repair until saved with a valid zone.
 
     Conditional on the zone still being the bad one: an operator who fixed the user a
     moment ago (which schedules them) is not parked again by a stale read."""
-    for user in users:
-        error = unknown_zone_error(user.local_tz)
-        if User.objects.filter(pk=user.pk, local_tz=user.local_tz, next_call_at__isnull=True).update(
+    for pk, local_tz in users:
+        error = unknown_zone_error(local_tz)
+        if User.objects.filter(pk=pk, local_tz=local_tz, next_call_at__isnull=True).update(
             schedule_error=error
         ):
-            logger.error("User %s has an unknown time zone %r: not scheduled", user.pk, user.local_tz)
+            logger.error("User %s has an unknown time zone %r: not scheduled", pk, local_tz)
 
 
 def _reenqueue_stranded_calls(*, now: datetime, window: timedelta, summary: TickSummary) -> None:
@@ -327,8 +387,9 @@ def _reenqueue_stranded_calls(*, now: datetime, window: timedelta, summary: Tick
     summary.missed += expired
 
 
-# Queued calls the stranded sweep reads per page: one query and one Redis round trip each.
+# Queued calls the stranded sweep reads per page: one query and one or two Redis round trips.
 STRANDED_PAGE_SIZE = 5000
+STRANDED_COLUMNS = ("id", "job_id", "scheduled_for", "attempt", "user_id")
 
 
 def calls_reenqueue_stranded(
@@ -352,9 +413,9 @@ def calls_reenqueue_stranded(
     after: tuple[datetime, int] | None = None
     while True:
         page = list(
-            selectors.calls_queued_before(before=before, after=after).values_list(
-                "id", "job_id", "scheduled_for", "attempt"
-            )[:page_size]
+            selectors.calls_queued_before(before=before, after=after).values_list(*STRANDED_COLUMNS)[
+                :page_size
+            ]
         )
         if not page:
             break
@@ -363,7 +424,7 @@ def calls_reenqueue_stranded(
         expired += page_expired
         if len(page) < page_size:
             break
-        last_id, _, last_due, _ = page[-1]
+        last_id, _, last_due, _, _ = page[-1]
         after = (last_due, last_id)
     if reenqueued:
         logger.warning("%s queued calls had no live job in Redis: enqueued again", reenqueued)
@@ -371,17 +432,15 @@ def calls_reenqueue_stranded(
 
 
 def _repair_stranded_page(
-    page: list[tuple[int, str, datetime, int]], *, now: datetime, window: timedelta, paused: bool
+    page: list[tuple[int, str, datetime, int, int]], *, now: datetime, window: timedelta, paused: bool
 ) -> tuple[int, int]:
-    job_ids = {queues.call_job_id(call_id) for call_id, _, _, _ in page}
-    job_ids.update(job_id for _, job_id, _, _ in page if job_id)
-    live = queues.live_job_ids(sorted(job_ids))
+    live = _live_calls(page)
     lost: list[int] = []
     late: list[int] = []
-    first_attempts: list[int] = []
+    first_attempts: list[tuple[int, int, datetime]] = []
     retries: list[int] = []
-    for call_id, job_id, scheduled_for, attempt in page:
-        is_live = job_id in live or queues.call_job_id(call_id) in live
+    for call_id, _, scheduled_for, attempt, user_id in page:
+        is_live = call_id in live
         if now >= scheduled_for + window:
             # Past its window a call is never dialed, live job or not (the worker would mark
             # it missed anyway): a job nobody runs (no worker, or none running RQ's scheduler
@@ -390,7 +449,7 @@ def _repair_stranded_page(
         elif is_live or paused:
             continue
         elif attempt == 1:
-            first_attempts.append(call_id)
+            first_attempts.append((call_id, user_id, scheduled_for))
         else:
             retries.append(call_id)
     expired = _mark_missed(
@@ -418,6 +477,20 @@ def _repair_stranded_page(
     return reenqueued, expired
 
 
+def _live_calls(page: list[tuple[int, str, datetime, int, int]]) -> set[int]:
+    """The calls of the page that a live job will still place. Their batch jobs are asked
+    first, a few dozen for a page of thousands; only the calls whose batch job is over (or
+    that have none) are asked about a job of their own (call-<pk>: a retry, or a call its
+    batch handed on after a transient error)."""
+    batch_ids = sorted({job_id for _, job_id, _, _, _ in page if job_id})
+    live_batches = queues.live_job_ids(batch_ids)
+    live = {call_id for call_id, job_id, _, _, _ in page if job_id in live_batches}
+    own = [queues.call_job_id(call_id) for call_id, *_ in page if call_id not in live]
+    live_own = queues.live_job_ids(own)
+    live.update(call_id for call_id, *_ in page if queues.call_job_id(call_id) in live_own)
+    return live
+
+
 def _mark_missed(call_ids: list[int], *, now: datetime, error: str) -> int:
     """Conditional on the call still being queued: a worker that took it meanwhile wins."""
     return Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED).update(
@@ -425,18 +498,28 @@ def _mark_missed(call_ids: list[int], *, now: datetime, error: str) -> int:
     )
 
 
-def _reenqueue_in_batches(call_ids: list[int], *, now: datetime) -> int:
-    """First attempts go back in batch jobs, as the tick sent them: a rush of them is a few
-    hundred jobs in one Redis round trip, not one job each. The rows name their new job
-    first, so the next tick sees these calls as live (or, if the enqueue fails, as still
-    stranded)."""
+def _reenqueue_in_batches(calls: list[tuple[int, int, datetime]], *, now: datetime) -> int:
+    """First attempts (call id, user id, slot) go back in batch jobs, as the tick sent them: a
+    rush of them is a few hundred jobs in one Redis round trip, not one job each, and in a
+    spread slot each waits for its step of the spread if that is still to come. The rows
+    name their new job first, so the next tick sees these calls as live (or, if the enqueue
+    fails, as still stranded)."""
     size = settings.CALL_BATCH_SIZE
-    batches = {
-        queues.requeued_batch_job_id(call_ids[start], at=now): call_ids[start : start + size]
-        for start in range(0, len(call_ids), size)
-    }
+    spread = settings.CALL_SPREAD_MINUTES
+    by_release: dict[datetime | None, list[int]] = {}
+    for call_id, user_id, slot in calls:
+        release = spread_release(slot=slot, user_id=user_id, spread_minutes=spread) if spread else None
+        by_release.setdefault(release if release is not None and release > now else None, []).append(call_id)
+    batches: dict[str, list[int]] = {}
+    at: dict[str, datetime] = {}
+    for release, call_ids in by_release.items():
+        for start in range(0, len(call_ids), size):
+            job_id = queues.requeued_batch_job_id(call_ids[start], at=now)
+            batches[job_id] = call_ids[start : start + size]
+            if release is not None:
+                at[job_id] = release
     bulk.update_column(Call, "job_id", {pk: job_id for job_id, chunk in batches.items() for pk in chunk})
-    return queues.enqueue_call_batches(batches)
+    return enqueue_batches(batches, at=at)
 
 
 def _fail_stuck_calls(*, now: datetime, window: timedelta, summary: TickSummary) -> None:

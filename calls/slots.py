@@ -76,3 +76,32 @@ def next_open_slot(
         if slot + window > now:
             return slot
         day += timedelta(days=1)
+
+
+# A spread slot's users are released in steps of this many seconds: a 100,000-user slot
+# spread over 10 minutes is 60 releases of ~1,700 calls (full batch jobs, about as many jobs
+# as without a spread), while a 300-user slot is 60 small jobs, not 300 one-call ones. RQ's
+# scheduler moves due jobs once a second, so a finer step would not be kept anyway.
+SPREAD_STEP_SECONDS = 10
+
+# Knuth's multiplicative hash: 2**64 divided by the golden ratio. Consecutive ids land far
+# apart, so a slot's users fill the spread evenly however their ids were handed out.
+_GOLDEN = 0x9E3779B97F4A7C15
+_MASK64 = (1 << 64) - 1
+
+
+def spread_offset_seconds(*, user_id: int, spread_minutes: int) -> int:
+    """How far into the first ``spread_minutes`` of their window a user is dialed, in whole
+    seconds in [0, spread_minutes * 60): a function of the id alone, so the same every day, in
+    every tick and every process (not Python's ``hash()``, which is salted per process)."""
+    span = spread_minutes * 60
+    return (((user_id * _GOLDEN) & _MASK64) * span) >> 64
+
+
+def spread_release(*, slot: datetime, user_id: int, spread_minutes: int) -> datetime:
+    """When the user's first attempt of ``slot`` is released to the workers: the slot itself
+    without a spread, else the start of the SPREAD_STEP_SECONDS step their offset falls in."""
+    if not spread_minutes:
+        return slot
+    offset = spread_offset_seconds(user_id=user_id, spread_minutes=spread_minutes)
+    return slot + timedelta(seconds=offset - offset % SPREAD_STEP_SECONDS)
