@@ -92,7 +92,7 @@ def call_dispatch_one(*, call_id: int, is_last_try: bool) -> str:
 def _admit_capped(call_ids: list[int]) -> set[int]:
     """Put the queued calls of capped providers in their waiting sets and make sure a
     dispatcher runs for each; returns the ids admitted."""
-    capped = [p for p in settings.CALL_PROVIDERS if queues.provider_is_capped(p)]
+    capped = queues.capped_providers()
     if not capped or not call_ids:
         return set()
     window = policy_current().window
@@ -189,7 +189,7 @@ class _Dispatcher:
             send_margin=SEND_MARGIN_SECONDS,
         )
         if took.missed:
-            self.counts["missed"] += _mark_missed_for_capacity(took.missed, provider=self.provider)
+            self.counts["missed"] += calls_mark_missed_for_capacity(took.missed, provider=self.provider)
         if not took.taken:
             return
         requests, _ = placement.take_calls_for_dialing(list(took.taken))
@@ -273,7 +273,9 @@ def _was_placed(future: Future) -> bool:
     return isinstance(future.result().result, PlacedCall)
 
 
-def _mark_missed_for_capacity(call_ids: list[int], *, provider: str) -> int:
+def calls_mark_missed_for_capacity(call_ids: list[int], *, provider: str) -> int:
+    """Record queued calls missed because no line came free before their windows closed
+    (conditional on their still being queued: a worker that took one meanwhile wins)."""
     now = timezone.now()
     lines = settings.PROVIDER_MAX_LIVE_CALLS.get(provider) or "unlimited"
     per_second = settings.PROVIDER_MAX_CALLS_PER_SECOND.get(provider) or "unlimited"

@@ -334,6 +334,10 @@ def provider_is_capped(provider: str) -> bool:
     )
 
 
+def capped_providers() -> list[str]:
+    return [provider for provider in settings.CALL_PROVIDERS if provider_is_capped(provider)]
+
+
 def _connection() -> Redis:
     return calls_queue().connection
 

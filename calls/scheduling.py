@@ -9,6 +9,7 @@ commits.
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 
@@ -22,6 +23,7 @@ from users.models import unknown_zone_error
 
 from . import bulk, monitoring, queues, selectors
 from .batching import BatchPacker, BatchPlan, enqueue_batches
+from .dispatch import calls_mark_missed_for_capacity
 from .models import Call, CallStatus
 from .outcomes import call_finish, call_schedule_retry, humanize_delay, insert_calls_ignoring_conflicts
 from .policy import Policy, policy_cache_clear, policy_current
@@ -385,6 +387,12 @@ def _reenqueue_stranded_calls(*, now: datetime, window: timedelta, summary: Tick
     paused = policy_current().paused
     summary.reenqueued, expired = calls_reenqueue_stranded(now=now, window=window, paused=paused)
     summary.missed += expired
+    # Calls waiting for a free line with nobody dispatching them (its worker was killed,
+    # and no webhook or batch came since to start another): one starts now.
+    for provider in queues.capped_providers():
+        waiting = queues.capacity_counts(provider, now=now.timestamp()).waiting
+        if waiting and queues.dispatcher_ensure(provider):
+            logger.warning("Calls wait for a free %s line and no dispatcher ran: one is started", provider)
 
 
 # Queued calls the stranded sweep reads per page: one query and one or two Redis round trips.
@@ -435,12 +443,22 @@ def _repair_stranded_page(
     page: list[tuple[int, str, datetime, int, int]], *, now: datetime, window: timedelta, paused: bool
 ) -> tuple[int, int]:
     live = _live_calls(page)
+    # A call waiting for a free line has no job and needs none: the dispatcher sends it, or
+    # records it missed for capacity once its window closes.
+    waiting = _waiting_for_capacity([call_id for call_id, *_ in page if call_id not in live])
     lost: list[int] = []
     late: list[int] = []
+    late_for_capacity: dict[str, list[int]] = defaultdict(list)
     first_attempts: list[tuple[int, int, datetime]] = []
     retries: list[int] = []
     for call_id, _, scheduled_for, attempt, user_id in page:
         is_live = call_id in live
+        if call_id in waiting:
+            if now < scheduled_for + window:
+                continue
+            if not paused:
+                late_for_capacity[waiting[call_id]].append(call_id)
+                continue
         if now >= scheduled_for + window:
             # Past its window a call is never dialed, live job or not (the worker would mark
             # it missed anyway): a job nobody runs (no worker, or none running RQ's scheduler
@@ -471,10 +489,20 @@ def _repair_stranded_page(
             "down or behind, or none running RQ's scheduler, which releases delayed retries)."
         ),
     )
+    for provider, call_ids in late_for_capacity.items():
+        expired += calls_mark_missed_for_capacity(call_ids, provider=provider)
     reenqueued = _reenqueue_in_batches(first_attempts, now=now)
     # Retries travel alone (call-<pk>), as when they were scheduled.
     reenqueued += sum(queues.enqueue_place_call(call_id) for call_id in retries)
     return reenqueued, expired
+
+
+def _waiting_for_capacity(call_ids: list[int]) -> dict[int, str]:
+    """Which of these calls wait in a capped provider's waiting set: {call id: provider}."""
+    waiting: dict[int, str] = {}
+    for provider in queues.capped_providers():
+        waiting.update(dict.fromkeys(queues.calls_waiting_for_capacity(provider, call_ids), provider))
+    return waiting
 
 
 def _live_calls(page: list[tuple[int, str, datetime, int, int]]) -> set[int]:

@@ -289,3 +289,40 @@ def test_a_rush_of_batches_enqueues_one_dispatcher(settings, make_call, redis_co
     jobs = queues.calls_queue().get_jobs()
     assert [job.func_name for job in jobs] == [queues.DISPATCH_CALLS_JOB]
     assert queues.capacity_counts("callkaro", now=wall.time()).waiting == 4
+
+
+# --- The tick's sweep and calls waiting for a line -------------------------------------------
+
+
+def test_the_tick_leaves_waiting_calls_alone_and_starts_a_dispatcher_if_none_runs(
+    settings, make_call, redis_conn
+):
+    cap(settings, "callkaro", live=1)
+    settings.CALL_STRANDED_AFTER_SECONDS = 0
+    now = timezone.now()
+    call = make_call(scheduled_for=now - timedelta(minutes=3), local_date=now.date())
+    dispatch.calls_dispatch_batch(call_ids=[call.pk])
+    redis_conn.delete("relevel:capacity:callkaro:dispatch-enqueued")
+    queues.calls_queue().empty()  # the dispatcher's job is gone (its worker was killed)
+
+    summary = scheduling.calls_schedule_due()
+
+    assert summary.reenqueued == 0  # it waits for a line: not a stranded call
+    assert [job.func_name for job in queues.calls_queue().get_jobs()] == [queues.DISPATCH_CALLS_JOB]
+    assert queues.capacity_counts("callkaro", now=wall.time()).waiting == 1
+
+
+def test_a_waiting_call_whose_window_closed_with_no_dispatcher_is_missed_for_capacity(
+    settings, make_call, redis_conn
+):
+    cap(settings, "callkaro", live=1)
+    now = timezone.now()
+    window = policy.policy_current().window
+    call = make_call(scheduled_for=now - window - timedelta(minutes=1), local_date=now.date())
+    queues.capacity_admit("callkaro", {call.pk: (call.scheduled_for + window).timestamp()})
+
+    summary = scheduling.calls_schedule_due()
+
+    call.refresh_from_db()
+    assert summary.missed == 1 and call.status == CallStatus.MISSED
+    assert call.error.startswith("Provider capacity:")
