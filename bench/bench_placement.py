@@ -37,8 +37,9 @@ from harness import (
     stop_process,
 )
 
-TARGET_CALLS_PER_S = 300
-TARGET_SHARE_OF_BARE = 0.60
+# Issue 12: >= 80% of the bare thread pool in the same run (the absolute figure moves with
+# the machine's load; the share much less).
+TARGET_SHARE_OF_BARE = 0.80
 TARGET_RSS_BYTES = 1.5 * 1024**3
 # Connections this harness leaves for everyone else on the shared PostgreSQL server.
 PG_HEADROOM = 10
@@ -335,9 +336,9 @@ def run(
     env["LOG_LEVEL"] = "INFO"
     original = Config("original design: 5 processes x 1 call per job (5 in flight)", 5, 5, 1, original_calls)
     specs = specs or (
-        ["2x80b40", "5x100b50", "5x100b50-pool"]
+        ["5x100b50-pool", "5x250b50-pool"]
         if quick
-        else ["2x100b50", "5x100b50", "5x100b50-pool", "4x200b50", "2x80b40", "4x80b40", "4x80b100"]
+        else ["5x100b50", "5x100b50-pool", "5x250b50-pool", "4x200b50", "4x200b50-pool", "2x100b50"]
     )
     configs = [original, *(parse_config(spec, calls) for spec in specs)]
 
@@ -378,9 +379,7 @@ def run(
         rate = result.ringing / result.pickup_to_ringing_s if result.pickup_to_ringing_s else 0.0
         share = rate / bare
         is_original = config.concurrency <= 5
-        ok = (
-            rate >= TARGET_CALLS_PER_S or share >= TARGET_SHARE_OF_BARE
-        ) and result.peak_rss <= TARGET_RSS_BYTES
+        ok = (share >= TARGET_SHARE_OF_BARE) and result.peak_rss <= TARGET_RSS_BYTES
         extra = ""
         if is_original:
             extra = f"; at this rate 5,000 calls take {5000 / rate:,.0f} s" if rate else ""
@@ -389,9 +388,7 @@ def run(
             n,
             f"{rate:,.0f} calls/s",
             f"{share:.0%} of bare",
-            ""
-            if is_original
-            else f">= {TARGET_CALLS_PER_S}/s or >= {TARGET_SHARE_OF_BARE:.0%} of bare; RSS <= 1.5 GB",
+            "" if is_original else f">= {TARGET_SHARE_OF_BARE:.0%} of bare; RSS <= 1.5 GB",
             "" if is_original else met(ok),
             note=(
                 f"{result.ringing:,}/{config.calls:,} ringing; "
