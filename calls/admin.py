@@ -148,6 +148,7 @@ class CallAdmin(admin.ModelAdmin):
         "provider_display",
     )
     list_display_links = ("id",)
+    list_help = "Times are in each user's own time zone: hover over one for the zone and UTC."
     list_filter = (
         OutcomeFilter,
         "status",
@@ -261,9 +262,11 @@ class CallAdmin(admin.ModelAdmin):
             return obj.provider or "-"
         return format_html('{}<br><span class="quiet">{}</span>', obj.provider or "-", details)
 
-    # Times: the admin's one format, in the user's zone (the tooltip says which, and UTC).
+    # Times: the admin's one format, in the user's zone (the tooltip says which, and UTC; the
+    # list says so in list_help, the call's page in the Timing fieldset's title), under short
+    # headers so that the eight columns fit a 1366 px screen.
 
-    @admin.display(description="scheduled (user's time)", ordering="scheduled_for")
+    @admin.display(description="scheduled", ordering="scheduled_for")
     def scheduled_local(self, obj: Call) -> str:
         return admin_time(obj.scheduled_for, obj.user.local_tz)
 
@@ -281,7 +284,7 @@ class CallAdmin(admin.ModelAdmin):
 
     # completed_at is stored for every final status (calls.outcomes.call_finish), answered or
     # not: it is when the call ended, and is shown so. Only a final status has it.
-    @admin.display(description="ended (user's time)", ordering="completed_at")
+    @admin.display(description="ended", ordering="completed_at")
     def ended_local(self, obj: Call) -> str:
         if not obj.is_terminal:
             return "-"

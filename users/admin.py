@@ -130,6 +130,7 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
         "today_display",
     )
     list_display_links = ("user_display",)
+    list_help = "Next calls are in each user's own time zone: hover over one for the zone and UTC."
     list_editable = ("call_time", "call_enabled")
     list_filter = (
         CallsFilter,
@@ -202,7 +203,9 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
     def masked_phone(self, obj: User) -> str:
         return mask_phone(obj.phone)
 
-    @admin.display(description="next call (user's time)", ordering="next_call_at")
+    # Short headers keep the seven columns inside a 1366 px screen; list_help and each time's
+    # tooltip say which zone the times are in.
+    @admin.display(description="next call", ordering="next_call_at")
     def next_call(self, obj: User) -> str:
         if obj.next_call_at is None:
             return "parked" if obj.schedule_error else "-"

@@ -45,9 +45,14 @@ def test_the_retry_chain_links_a_no_answer_attempt_and_its_completed_retry(logge
     assert browser.path == f"/admin/calls/call/{first.pk}/change/"
     assert readonly_value(browser, "attempt") == "1"
     assert readonly_value(browser, "status_display") == "No answer"
+    # Each attempt's time in the user's zone (20:30 IST is 15:00 UTC), UTC in its tooltip.
     assert chain_items(browser) == [
-        f"Call {first.pk} · attempt 1 (this call) No answer scheduled 2026-11-28 15:00 UTC",
-        f"Call {retry.pk} · attempt 2 Completed scheduled 2026-11-28 15:30 UTC",
+        f"Call {first.pk} · attempt 1 (this call) No answer scheduled 2026-11-28 20:30:00 IST",
+        f"Call {retry.pk} · attempt 2 Completed scheduled 2026-11-28 21:00:00 IST",
+    ]
+    assert [time.get_attribute("title") for time in browser.find_all("ol.retry-chain time")] == [
+        "Asia/Kolkata; 2026-11-28 15:00:00 UTC",
+        "Asia/Kolkata; 2026-11-28 15:30:00 UTC",
     ]
     # Only the other attempt is a link; this one is marked, not linked.
     links = browser.find_all("ol.retry-chain a")
