@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -118,75 +119,182 @@ def call_apply_event(*, event: CallEvent, providers: tuple[str, ...] | None = No
     own word replaces it, and a retry that the inference scheduled and that has not been
     dialed yet is canceled if the real outcome needs none.
 
-    Concurrent deliveries of one event are serialised on the call row, and the retry they
-    may trigger is a conditional insert, so the same outcome delivered twice (CallKaro's
-    account- and agent-level webhooks) schedules one retry.
+    An event that moves a call forward is one conditional UPDATE (``_advance_call``), and
+    with no retry to schedule it runs on its own, outside a transaction. Concurrent
+    deliveries of one event are serialised on the call row: the first moves it, the others
+    find it already there. The retry an outcome may trigger is inserted in the same
+    transaction as the outcome, and conditionally, so the same outcome delivered twice
+    (CallKaro's account- and agent-level webhooks) schedules one retry. Everything else (a
+    repeat, a late or unknown event, ids that need checking) takes the locked path.
     """
     now = timezone.now()
     if providers is None:
         from .providers import PROVIDER_CLASSES
 
         providers = tuple(PROVIDER_CLASSES)
+    may_retry = event.retry and event.status in policy_current().retry_statuses
+    if not may_retry:
+        call = _advance_call(event, providers, now=now)
+        if call is not None:
+            _applied(call)
+            return EventResult(call=call, applied=True, retry_scheduled=False)
+        with transaction.atomic():
+            return _apply_locked(event, providers, now=now)
     with transaction.atomic():
-        call = _locked_call_for(event, providers)
-        replaces_inference = call.is_terminal and call.outcome_inferred and event.status in TERMINAL_STATUSES
-        if not replaces_inference and (
-            call.is_terminal or STATUS_RANK[event.status] <= STATUS_RANK[call.status]
-        ):
-            if _fill_in_details(call, event):
-                return EventResult(call=call, applied=True, retry_scheduled=False)
-            logger.info(
-                "Call %s: ignoring %s webhook, call is already %s", call.pk, event.status, call.status
-            )
-            return EventResult(call=call, applied=False, retry_scheduled=False)
+        call = _advance_call(event, providers, now=now)
+        if call is None:
+            return _apply_locked(event, providers, now=now)
+        _applied(call)
+        return EventResult(call=call, applied=True, retry_scheduled=call_schedule_retry(call=call, now=now))
 
-        call.status = event.status
-        call.last_status_at = now
-        call.provider_payloads = [*call.provider_payloads, event.raw]
-        # Only what this event changes: the webhook is the hottest write, and rewriting
-        # every column (the transcript, all payloads) is most of its cost.
-        fields = ["status", "last_status_at", "provider_payloads"]
-        if (
-            event.provider_call_id
-            and call.provider_call_id != event.provider_call_id
-            # (Not when the provider had given that id to another call before.)
-            and not Call.objects.filter(provider=call.provider, provider_call_id=event.provider_call_id)
-            .exclude(pk=call.pk)
-            .exists()
-        ):
-            call.provider_call_id = event.provider_call_id
-            fields.append("provider_call_id")
-        for field, value in (
-            ("transcript", event.transcript),
-            ("recording_url", event.recording_url),
-            ("duration_seconds", event.duration_seconds),
-            ("error", event.error_message),
-            ("end_reason", event.end_reason),
-        ):
-            if value not in (None, ""):
-                setattr(call, field, value)
-                fields.append(field)
-        if call.status == CallStatus.COMPLETED and not event.error_message and call.error:
-            call.error = ""  # an earlier transient or inferred error, now overcome
-            fields.append("error")
-        if call.outcome_inferred:
-            call.outcome_inferred = False
-            fields.append("outcome_inferred")
-        if call.status in TERMINAL_STATUSES:
-            call.completed_at = now
-            fields.append("completed_at")
-        call.save(update_fields=list(dict.fromkeys(fields)))
-        logger.info(
-            "[Webhook:%s] Updated call %s: %s%s",
-            call.provider or "provider",
-            call.pk,
-            call.status,
-            f" ({call.end_reason})" if call.end_reason else "",
+
+# What _advance_call reads back: what the log line, the answer and a retry need. The other
+# fields of the Call it returns are deferred (loaded if asked for). In the model's field
+# order, which Model.from_db expects.
+_ADVANCED_NAMES = {
+    *("id", "user", "status", "provider", "end_reason"),
+    *("attempt", "local_date", "manual", "agent_id", "variant"),
+}
+_ADVANCED_FIELDS = tuple(field for field in Call._meta.concrete_fields if field.name in _ADVANCED_NAMES)
+
+
+def _advance_call(event: CallEvent, providers: tuple[str, ...], *, now: datetime) -> Call | None:
+    """Apply ``event`` to its call in one conditional UPDATE ... RETURNING, if it moves a
+    call that is not final yet forward; the call as it now is, else None.
+
+    The call is found as _locked_call_for finds it when the ids agree: by the provider's
+    id (and ours, if given, must be the same row's), or by ours alone. None covers every
+    other case (no such call, a status that is not forward, a final status to replace,
+    ids that point at different rows, a call whose provider id is not stored yet), which
+    _apply_locked then decides. The condition on the status is what keeps concurrent
+    deliveries from all applying: a second UPDATE waits for the first's row lock and then
+    finds the status no longer among the earlier ones.
+
+    Rather than a locked read and a save: no row travels to Python and back, and
+    provider_payloads grows in place instead of being rebuilt, sent and parsed whole.
+    """
+    rank = STATUS_RANK[event.status]
+    earlier = [status for status, status_rank in STATUS_RANK.items() if status_rank < rank]
+    if not earlier or not (event.provider_call_id or event.our_call_id is not None):
+        return None
+    if connection.vendor == "postgresql":
+        append = "provider_payloads || jsonb_build_array(%s::jsonb)"
+    else:
+        append = "json_insert(provider_payloads, '$[#]', json(%s))"
+    assignments = ["status = %s", "last_status_at = %s", f"provider_payloads = {append}"]
+    values: list = [event.status, connection.ops.adapt_datetimefield_value(now), json.dumps(event.raw)]
+    for column, value in (
+        ("transcript", event.transcript),
+        ("recording_url", event.recording_url),
+        ("duration_seconds", event.duration_seconds),
+        ("error", event.error_message),
+        ("end_reason", event.end_reason),
+    ):
+        if value not in (None, ""):
+            assignments.append(f"{column} = %s")
+            values.append(value)
+    if event.status == CallStatus.COMPLETED and not event.error_message:
+        assignments.append("error = ''")  # an earlier transient or inferred error, now overcome
+    assignments.append("outcome_inferred = %s")
+    values.append(False)
+    if event.status in TERMINAL_STATUSES:
+        assignments.append("completed_at = %s")
+        values.append(connection.ops.adapt_datetimefield_value(now))
+    conditions = [f"provider IN ({', '.join(['%s'] * len(providers))})"]
+    values += providers
+    conditions.append(f"status IN ({', '.join(['%s'] * len(earlier))})")
+    values += earlier
+    if event.provider_call_id:
+        conditions.append("provider_call_id = %s")
+        values.append(event.provider_call_id)
+    if event.our_call_id is not None:
+        conditions.append("id = %s")
+        values.append(event.our_call_id)
+    returning = ", ".join(field.column for field in _ADVANCED_FIELDS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {Call._meta.db_table} SET {', '.join(assignments)} "
+            f"WHERE {' AND '.join(conditions)} RETURNING {returning}",
+            values,
         )
-        wants_retry = call.status in policy_current().retry_statuses and event.retry
-        if replaces_inference and not wants_retry:
-            _cancel_undialed_retry(call, now=now)
-        retry_scheduled = call_schedule_retry(call=call, now=now) if wants_retry else False
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    return Call.from_db(
+        connection.alias,
+        [field.attname for field in _ADVANCED_FIELDS],
+        # to_python: SQLite returns dates as text and booleans as integers.
+        [field.to_python(value) for field, value in zip(_ADVANCED_FIELDS, row, strict=True)],
+    )
+
+
+def _applied(call: Call) -> None:
+    """What follows an event that moved ``call``: the log line, and a final status frees
+    the provider's live-call slot once it is committed."""
+    logger.info(
+        "[Webhook:%s] Updated call %s: %s%s",
+        call.provider or "provider",
+        call.pk,
+        call.status,
+        f" ({call.end_reason})" if call.end_reason else "",
+    )
+    if call.status in TERMINAL_STATUSES:
+        provider, call_id = call.provider, call.pk
+        queues.on_commit(lambda: queues.live_call_ended(provider=provider, call_id=call_id))
+
+
+def _apply_locked(event: CallEvent, providers: tuple[str, ...], *, now: datetime) -> EventResult:
+    """call_apply_event for what _advance_call leaves: the call read under its row lock,
+    then changed. Runs inside the caller's transaction."""
+    call = _locked_call_for(event, providers)
+    replaces_inference = call.is_terminal and call.outcome_inferred and event.status in TERMINAL_STATUSES
+    if not replaces_inference and (call.is_terminal or STATUS_RANK[event.status] <= STATUS_RANK[call.status]):
+        if _fill_in_details(call, event):
+            return EventResult(call=call, applied=True, retry_scheduled=False)
+        logger.info("Call %s: ignoring %s webhook, call is already %s", call.pk, event.status, call.status)
+        return EventResult(call=call, applied=False, retry_scheduled=False)
+
+    call.status = event.status
+    call.last_status_at = now
+    call.provider_payloads = [*call.provider_payloads, event.raw]
+    # Only what this event changes: rewriting every column (the transcript, all payloads)
+    # would cost more than the event.
+    fields = ["status", "last_status_at", "provider_payloads"]
+    if (
+        event.provider_call_id
+        and call.provider_call_id != event.provider_call_id
+        # (Not when the provider had given that id to another call before.)
+        and not Call.objects.filter(provider=call.provider, provider_call_id=event.provider_call_id)
+        .exclude(pk=call.pk)
+        .exists()
+    ):
+        call.provider_call_id = event.provider_call_id
+        fields.append("provider_call_id")
+    for field, value in (
+        ("transcript", event.transcript),
+        ("recording_url", event.recording_url),
+        ("duration_seconds", event.duration_seconds),
+        ("error", event.error_message),
+        ("end_reason", event.end_reason),
+    ):
+        if value not in (None, ""):
+            setattr(call, field, value)
+            fields.append(field)
+    if call.status == CallStatus.COMPLETED and not event.error_message and call.error:
+        call.error = ""  # an earlier transient or inferred error, now overcome
+        fields.append("error")
+    if call.outcome_inferred:
+        call.outcome_inferred = False
+        fields.append("outcome_inferred")
+    if call.status in TERMINAL_STATUSES:
+        call.completed_at = now
+        fields.append("completed_at")
+    call.save(update_fields=list(dict.fromkeys(fields)))
+    _applied(call)
+    wants_retry = call.status in policy_current().retry_statuses and event.retry
+    if replaces_inference and not wants_retry:
+        _cancel_undialed_retry(call, now=now)
+    retry_scheduled = call_schedule_retry(call=call, now=now) if wants_retry else False
     return EventResult(call=call, applied=True, retry_scheduled=retry_scheduled)
 
 

@@ -17,6 +17,7 @@ from redis.exceptions import RedisError
 
 from . import forecast, health_checks, monitoring, outcomes, policy, queues
 from .decorators import (
+    connection_checked_without_a_query,
     error_response,
     limit_body,
     operator_required,
@@ -66,6 +67,7 @@ def call_webhook(request: HttpRequest) -> JsonResponse:
 
 @limit_body(WEBHOOK_MAX_BYTES)
 @provider_webhook_authenticated
+@connection_checked_without_a_query
 def _webhook(request: HttpRequest, *, provider: str, scope: tuple[str, ...]) -> JsonResponse:
     """Record the status, schedule a retry if it calls for one."""
     try:

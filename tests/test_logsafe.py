@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+import random
 import subprocess
 from contextlib import contextmanager
 from zoneinfo import ZoneInfo
@@ -12,7 +13,7 @@ import pytest
 from django.db import connection
 from rq import SimpleWorker
 
-from calls import queues
+from calls import logsafe, queues
 from calls.logsafe import RedactPhonesFilter, mask_phone, redact_phones
 from calls.models import Call, CallStatus
 from calls.providers.base import ProviderPermanentError, ProviderTransientError
@@ -85,6 +86,16 @@ def test_other_countries_formats_and_quoted_numbers_are_masked(text):
 )
 def test_what_operators_grep_for_is_left_alone(line):
     assert redact_phones(line) == line
+
+
+def test_the_quick_test_for_a_number_never_skips_a_line_that_holds_one():
+    """redact_phones skips the substitution for lines without seven close digits: over
+    many made-up lines of digits and separators, skipping changes no result."""
+    rng = random.Random(12)
+    alphabet = "0123456789 -.()+%2B20x:/\t\u00a0T_"
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 30)))
+        assert redact_phones(text) == logsafe._PHONE_RE.sub(logsafe._mask_match, text), repr(text)
 
 
 def test_a_provider_error_masks_the_numbers_in_its_own_text():

@@ -20,7 +20,7 @@ from django.db import connection, connections
 from django.test import Client, RequestFactory
 from rq.registry import ScheduledJobRegistry
 
-from calls import views
+from calls import outcomes, views
 from calls.models import Call, CallStatus
 from calls.queues import calls_queue
 
@@ -276,15 +276,16 @@ def test_twenty_concurrent_no_answer_deliveries_schedule_exactly_one_retry(
     make_call, redis_conn, monkeypatch, caplog
 ):
     call = make_call(status=CallStatus.RINGING, provider_call_id="ck-race")
-    # Widen the race: each delivery holds its transaction a little longer between reading
-    # the call and writing it, so that without the row lock they would all apply.
-    original_save = Call.save
+    # Widen the race: the delivery that moved the call holds its transaction (and the row
+    # lock) a little longer, so that the others queue behind it and must find the status
+    # already moved; without the condition on it they would all apply, one after another.
+    original_schedule_retry = outcomes.call_schedule_retry
 
-    def slow_save(self, *args, **kwargs):
-        time.sleep(0.02)
-        return original_save(self, *args, **kwargs)
+    def slow_schedule_retry(**kwargs):
+        time.sleep(0.05)
+        return original_schedule_retry(**kwargs)
 
-    monkeypatch.setattr(Call, "save", slow_save)
+    monkeypatch.setattr(outcomes, "call_schedule_retry", slow_schedule_retry)
     body = json.dumps(event(call, "no_answer")).encode()
     signature = sign(body)
     threads_count = 20
@@ -317,10 +318,89 @@ def test_twenty_concurrent_no_answer_deliveries_schedule_exactly_one_retry(
     call.refresh_from_db()
     assert call.status == CallStatus.NO_ANSWER and len(call.provider_payloads) == 1
     assert ScheduledJobRegistry(queue=calls_queue()).get_job_ids(cleanup=False) == [f"call-{retries[0].pk}"]
-    # Applied once: without the row lock every delivery would read "ringing" and apply it
-    # (the last write winning), which the final row alone would not show.
+    # Applied once: without the condition on the status every delivery would apply in turn,
+    # and the retry's conditional insert alone would hide it.
     applied = [r for r in caplog.records if r.getMessage().startswith("[Webhook:callkaro] Updated call")]
     assert len(applied) == 1
+
+
+@pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite has no row locks; CI runs PostgreSQL")
+@pytest.mark.django_db(transaction=True)
+def test_twenty_concurrent_completed_deliveries_apply_once(make_call, redis_conn, caplog):
+    """A final status with no retry is one UPDATE outside any transaction: still once."""
+    call = make_call(status=CallStatus.RINGING, provider_call_id="ck-race-done")
+    body = json.dumps(event(call, "completed", transcript="Agent: Hi.", duration=30)).encode()
+    signature = sign(body)
+    threads_count = 20
+    barrier = threading.Barrier(threads_count)
+    results: list[dict] = []
+
+    def deliver() -> None:
+        try:
+            client = Client()
+            barrier.wait()
+            response = client.post(
+                URL, data=body, content_type="application/json", HTTP_X_CALLKARO_SIGNATURE=signature
+            )
+            results.append(response.json())
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=deliver) for _ in range(threads_count)]
+    with caplog.at_level(logging.INFO, logger="relevel.calls"):
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+
+    assert results == [accepted(call, "completed")] * threads_count
+    call.refresh_from_db()
+    assert call.status == CallStatus.COMPLETED and len(call.provider_payloads) == 1
+    assert call.transcript == "Agent: Hi." and call.duration_seconds == 30
+    applied = [r for r in caplog.records if r.getMessage().startswith("[Webhook:callkaro] Updated call")]
+    assert len(applied) == 1
+    assert Call.objects.count() == 1
+
+
+# --- Live-call slots ----------------------------------------------------------------------
+
+
+def live_calls_key(provider: str) -> str:
+    return f"relevel:capacity:{provider}:live"
+
+
+@pytest.fixture
+def live_slot(dialed, settings):
+    """The capacity system's record of ``dialed`` as a live CallKaro call."""
+    settings.PROVIDER_MAX_LIVE_CALLS = {**settings.PROVIDER_MAX_LIVE_CALLS, "callkaro": 5}
+    connection = calls_queue().connection
+    connection.zadd(live_calls_key("callkaro"), {str(dialed.pk): time.time() + 900, "other-call": 1e12})
+    return connection
+
+
+@pytest.mark.parametrize("final", ["completed", "no_answer", "failed", "busy"])
+def test_a_final_status_frees_the_calls_live_slot_once_committed(
+    final, dialed, live_slot, client, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        response = post(client, event(dialed, final))
+        assert response.status_code == 200 and response.json()["status"] == final.replace("-", "_")
+        # Not before the outcome is committed: the slot is still taken inside the transaction.
+        assert live_slot.zscore(live_calls_key("callkaro"), str(dialed.pk)) is not None
+    assert live_slot.zscore(live_calls_key("callkaro"), str(dialed.pk)) is None
+    assert live_slot.zscore(live_calls_key("callkaro"), "other-call") is not None
+
+
+@pytest.mark.parametrize("progress", ["in_progress", "ringing"])
+def test_a_progress_event_keeps_the_live_slot(
+    progress, dialed, live_slot, client, django_capture_on_commit_callbacks
+):
+    Call.objects.filter(pk=dialed.pk).update(status=CallStatus.DIALING)
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        response = post(client, event(dialed, progress))
+    assert response.status_code == 200 and response.json()["status"] == progress
+    assert callbacks == []
+    assert live_slot.zscore(live_calls_key("callkaro"), str(dialed.pk)) is not None
 
 
 # --- Bad input: a 4xx JSON error, nothing written ------------------------------------------
