@@ -36,10 +36,12 @@ from .slots import zone_or_none
 
 logger = logging.getLogger("relevel.calls")
 
-# How often an idle dispatcher looks for free lines, and how long its lock lives without
-# renewal (a dispatcher whose worker died is replaced within that time).
-POLL_SECONDS = 0.1
+# How often a dispatcher looks for free lines (a line freed by a webhook is taken within
+# that time), how long its lock lives without renewal (a dispatcher whose worker died is
+# replaced within that time), and how often it renews it.
+POLL_SECONDS = 0.02
 LOCK_SECONDS = 15.0
+RENEW_SECONDS = 3.0
 # A call is not sent in the last moments of its window: it would ring after it closed.
 SEND_MARGIN_SECONDS = 1.0
 # How long nobody sends to a provider that said it is full (its own count of live calls is
@@ -155,10 +157,13 @@ class _Dispatcher:
         self.counts: dict[str, int] = defaultdict(int)
 
     def run(self, *, until: float, token: str) -> None:
+        renewed = time.monotonic()
         while True:
-            if not queues.dispatcher_renew(self.provider, token, ttl_seconds=LOCK_SECONDS):
-                logger.warning("Dispatcher for %s lost its lock; stopping", self.provider)
-                break
+            if time.monotonic() - renewed > RENEW_SECONDS:
+                if not queues.dispatcher_renew(self.provider, token, ttl_seconds=LOCK_SECONDS):
+                    logger.warning("Dispatcher for %s lost its lock; stopping", self.provider)
+                    break
+                renewed = time.monotonic()
             self._record_finished()
             taking = time.monotonic() < until
             if taking and len(self.in_flight) < self.threads:

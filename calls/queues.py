@@ -478,9 +478,12 @@ def dispatcher_ensure(provider: str) -> bool:
 def enqueue_dispatch(provider: str) -> Job:
     """A job that dispatches the provider's waiting calls (one at a time runs: the others
     find its lock and return at once)."""
+    # At the front: behind a rush's hundred batch jobs, the lines would stay idle until
+    # every batch had been put to wait.
     return calls_queue().enqueue(
         DISPATCH_CALLS_JOB,
         provider,
+        at_front=True,
         job_timeout=DISPATCHER_BUDGET_SECONDS + batch_job_timeout(1),
         description=f"Dispatch {provider}'s calls waiting for a free line",
         **_job_options(),

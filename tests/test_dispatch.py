@@ -326,3 +326,16 @@ def test_a_waiting_call_whose_window_closed_with_no_dispatcher_is_missed_for_cap
     call.refresh_from_db()
     assert summary.missed == 1 and call.status == CallStatus.MISSED
     assert call.error.startswith("Provider capacity:")
+
+
+def test_the_dispatcher_goes_ahead_of_the_batches_still_queued(settings, make_call, redis_conn):
+    """Behind a rush's other batch jobs the lines would stay idle until all were admitted."""
+    cap(settings, "callkaro", live=5)
+    now = timezone.now()
+    queued_batch = make_call(scheduled_for=now, local_date=now.date())
+    queues.enqueue_call_batches({"place-calls-later": [queued_batch.pk]})
+    dispatch.calls_dispatch_batch(call_ids=[make_call(scheduled_for=now, local_date=now.date()).pk])
+    assert [job.func_name for job in queues.calls_queue().get_jobs()] == [
+        queues.DISPATCH_CALLS_JOB,
+        queues.PLACE_CALLS_JOB,
+    ]
