@@ -397,6 +397,9 @@ def call_place(*, call_id: int, is_last_try: bool = True) -> str:
     return outcome
 
 
+# How long the first answer of a round waits for the others before they are recorded.
+GATHER_SECONDS = 0.03
+
 _pool: ThreadPoolExecutor | None = None
 _pool_pid: int | None = None
 _pool_lock = threading.Lock()
@@ -442,6 +445,11 @@ def calls_place_batch(*, call_ids: list[int]) -> dict[str, int]:
         pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            if pending:
+                # A batch's requests went out together and their answers come back within
+                # milliseconds of each other: a moment's wait records them in one group.
+                more, pending = wait(pending, timeout=GATHER_SECONDS)
+                done |= more
             arrived = [(futures[future], future.result()) for future in done]
             for (request, _), outcome in zip(
                 arrived, record_dial_results(arrived, is_last_try=not intervals), strict=True
