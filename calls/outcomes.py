@@ -56,6 +56,18 @@ def call_finish(call: Call, *, status: str, error: str = "", now: datetime, infe
 REUSED_ID_KEY = "reused_provider_call_id"
 
 
+def _event_details(event: CallEvent) -> list[tuple[str, object]]:
+    """The Call fields an event gives a value for (an empty one never wipes what is stored)."""
+    details = (
+        ("transcript", event.transcript),
+        ("recording_url", event.recording_url),
+        ("duration_seconds", event.duration_seconds),
+        ("error", event.error_message),
+        ("end_reason", event.end_reason),
+    )
+    return [(field, value) for field, value in details if value not in (None, "")]
+
+
 class CallNotFound(LookupError):
     pass
 
@@ -183,16 +195,9 @@ def _advance_call(event: CallEvent, providers: tuple[str, ...], *, now: datetime
         append = "json_insert(provider_payloads, '$[#]', json(%s))"
     assignments = ["status = %s", "last_status_at = %s", f"provider_payloads = {append}"]
     values: list = [event.status, connection.ops.adapt_datetimefield_value(now), json.dumps(event.raw)]
-    for column, value in (
-        ("transcript", event.transcript),
-        ("recording_url", event.recording_url),
-        ("duration_seconds", event.duration_seconds),
-        ("error", event.error_message),
-        ("end_reason", event.end_reason),
-    ):
-        if value not in (None, ""):
-            assignments.append(f"{column} = %s")
-            values.append(value)
+    for column, value in _event_details(event):
+        assignments.append(f"{column} = %s")
+        values.append(value)
     if event.status == CallStatus.COMPLETED and not event.error_message:
         assignments.append("error = ''")  # an earlier transient or inferred error, now overcome
     assignments.append("outcome_inferred = %s")
@@ -270,16 +275,9 @@ def _apply_locked(event: CallEvent, providers: tuple[str, ...], *, now: datetime
     ):
         call.provider_call_id = event.provider_call_id
         fields.append("provider_call_id")
-    for field, value in (
-        ("transcript", event.transcript),
-        ("recording_url", event.recording_url),
-        ("duration_seconds", event.duration_seconds),
-        ("error", event.error_message),
-        ("end_reason", event.end_reason),
-    ):
-        if value not in (None, ""):
-            setattr(call, field, value)
-            fields.append(field)
+    for field, value in _event_details(event):
+        setattr(call, field, value)
+        fields.append(field)
     if call.status == CallStatus.COMPLETED and not event.error_message and call.error:
         call.error = ""  # an earlier transient or inferred error, now overcome
         fields.append("error")
