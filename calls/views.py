@@ -218,6 +218,18 @@ def admin_queues(request: HttpRequest) -> JsonResponse:
                 {"method": "GET", "path": reverse("admin-queues"), "description": "All queues (this page)"},
                 {"method": "GET", "path": reverse("health"), "description": "Database and Redis health"},
                 {
+                    "method": "GET",
+                    "path": reverse("health") + "?detail=1",
+                    "description": "Every check of manage.py check_calls, with reasons",
+                },
+                {"method": "GET", "path": reverse("metrics"), "description": "Prometheus metrics"},
+                {
+                    "method": "GET",
+                    "path": reverse("capacity"),
+                    "description": "Users due per 15-minute slot against the provider's capacity",
+                },
+                {"method": "GET", "path": reverse("dashboard:index"), "description": "Operators' dashboard"},
+                {
                     "method": "POST",
                     "path": reverse("call-webhook"),
                     "description": "Provider status callback",

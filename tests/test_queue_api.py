@@ -369,9 +369,16 @@ def test_admin_queues_lists_every_queue_the_dashboard_and_the_endpoints(staff_cl
         ("GET", "/api/queue/status"),
         ("GET", "/api/admin/queues"),
         ("GET", "/api/health"),
+        ("GET", "/api/health?detail=1"),
+        ("GET", "/metrics"),
+        ("GET", "/api/capacity"),
+        ("GET", "/dashboard/"),
         ("POST", "/api/webhooks/call"),
     }
     assert staff_client.get(body["dashboard"]).status_code == 200
+    for endpoint in body["endpoints"]:
+        if endpoint["method"] == "GET" and endpoint["path"] != "/api/admin/queues":
+            assert staff_client.get(endpoint["path"]).status_code in (200, 503), endpoint
 
 
 def test_admin_queues_is_503_naming_the_queue_whose_redis_is_down(staff_client, settings, redis_conn):
