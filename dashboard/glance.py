@@ -1,8 +1,9 @@
 """Today's counts for the dashboard's "today at a glance", kept as a snapshot.
 
 Why not live. At 1,000,000 users today holds ~1M calls by the afternoon. Counting them took
-1.0 s (one pass on the ``local_date`` index) plus 2.1 s for "not reached" (an anti-join
-with today's retries) on the benchmark's machine: three times the whole page's budget
+1.0 s (one pass on the ``local_date`` index) plus 3.6 s for "not reached" (an anti-join
+probing the retry_of_id index once per unanswered call) on the benchmark's machine, several
+times the whole page's budget; in one statement as below, still 0.8-2.4 s
 (BENCHMARKS.md, "Dashboard"). No index turns that into an index-only scan, because today's
 rows are never all-visible: the tick and the webhooks keep rewriting them. So the refresh
 job (dashboard.rollups.daily_stats_refresh) computes today's counts first, and the page
@@ -40,8 +41,9 @@ def today_counts_compute(day: date) -> dict[str, int]:
     pass over the day's rows."""
     # The retry of a call always has its call's local date: joining only that day's rows
     # lets PostgreSQL hash the day's retries (one more pass over the day), where a join on
-    # retry_of alone probed the unique retry_of_id index once per unanswered call (3.6 s
-    # against 2.1 s at 1M users).
+    # retry_of alone probed the unique retry_of_id index once per unanswered call (at 1M
+    # users 2.4 s for this whole statement against 3.6 s for that join alone). A NOT EXISTS
+    # inside the FILTER would be a subplan per row (6.4 s).
     rows = (
         Call.objects.filter(local_date=day)
         .annotate(same_day_retry=FilteredRelation("retry", condition=Q(retry__local_date=day)))

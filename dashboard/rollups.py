@@ -6,8 +6,8 @@ seconds (BENCHMARKS.md, "Dashboard"); the charts' numbers of one day come to abo
 (calls by status, dialed and answered calls by local hour, placement lag p50/p95, users
 reached by attempt, missed calls by reason, calls and answers by agent variant). They are
 computed once per day by the queries below (four passes over the day's rows on the
-``local_date`` index, with room in memory for their sorts and hashes: ~4 s for a day of 1M
-users, BENCHMARKS.md) and stored in DailyStat; the page reads ~3,000 rows.
+``local_date`` index: ~5 s for a day of 1M users, BENCHMARKS.md) and stored in DailyStat;
+the page reads ~3,000 rows.
 
 Which days. A day is a ``Call.local_date``: the calendar date in each user's own zone. The
 charts show the 30 days before today (the deployment's TIME_ZONE date, see selectors);
@@ -34,7 +34,6 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -78,8 +77,6 @@ MISSED_REASONS: list[tuple[str, str, tuple[str, ...]]] = [
     ("behind", "Window closed (scheduler or workers behind)", ("window", "local day", "no scheduler tick")),
 ]
 OTHER_REASON = ("other", "Other")
-# The memory a rollup's queries may use for each sort or hash (PostgreSQL's work_mem).
-ROLLUP_WORK_MEM = "256MB"
 # The retry recovery chart's last column collects every later attempt.
 RECOVERY_ATTEMPTS = 3
 
@@ -262,17 +259,6 @@ def day_stats_compute(day: date) -> dict[tuple[str, str], float]:
     return stats
 
 
-@contextmanager
-def rollup_memory():
-    """Inside a transaction: give its sorts and hashes room on PostgreSQL. With the default
-    4 MB work_mem the per-user grouping, the lag sort and the join with users_user of a
-    day of 1M users spilled to disk (64 MB, 45 MB and 40 MB of temporary files)."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SET LOCAL work_mem = %s", [ROLLUP_WORK_MEM])
-    yield
-
-
 def day_stats_store(day: date, *, now: datetime, margin: timedelta | None = None) -> bool:
     """Compute and store ``day``'s rollup, replacing the old one in one transaction; False
     if another process is computing it right now (its row is locked)."""
@@ -285,8 +271,7 @@ def day_stats_store(day: date, *, now: datetime, margin: timedelta | None = None
         if row is None:
             return False
         started = time.perf_counter()
-        with rollup_memory():
-            stats = day_stats_compute(day)
+        stats = day_stats_compute(day)
         DailyStat.objects.filter(day=day).delete()
         DailyStat.objects.bulk_create(
             DailyStat(day=day, metric=metric, key=key, value=value) for (metric, key), value in stats.items()
@@ -324,8 +309,7 @@ def daily_stats_refresh(
     margin = window_and_margin()
     started = time.perf_counter()
     summary = RefreshSummary()
-    with transaction.atomic(), rollup_memory():
-        glance.today_snapshot_store(timezone.localdate(now), now=now)
+    glance.today_snapshot_store(timezone.localdate(now), now=now)
     days = days_to_refresh(now=now)
     for index, day in enumerate(days):
         if budget_seconds is not None and time.perf_counter() - started >= budget_seconds:

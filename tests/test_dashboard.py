@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
-from django.db import connection
 from django.utils import timezone
 
 from calls.models import AgentVariant, Call, CallStatus
@@ -434,19 +433,3 @@ def test_not_reached_matches_the_retry_on_its_own_day_only(make_user, make_call)
     call_on(make_call, user, DAY + timedelta(days=1), CallStatus.COMPLETED, attempt=2, retry_of=first)
 
     assert glance_values(EVENING)["not_reached"] == 1
-
-
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="work_mem is PostgreSQL's")
-@pytest.mark.django_db(transaction=True)  # SET LOCAL lasts until the outermost transaction ends
-def test_the_rollup_gives_its_queries_room_for_one_transaction_only():
-    from django.db import transaction
-
-    def work_mem():
-        with connection.cursor() as cursor:
-            cursor.execute("SHOW work_mem")
-            return cursor.fetchone()[0]
-
-    before = work_mem()
-    with transaction.atomic(), rollups.rollup_memory():
-        assert work_mem() == rollups.ROLLUP_WORK_MEM
-    assert work_mem() == before
