@@ -6,6 +6,7 @@ import logging
 import time
 
 from django.conf import settings
+from django.utils.module_loading import import_string
 from django_rq.cron import DjangoCronScheduler
 from redis.exceptions import RedisError
 from rq.exceptions import StopRequested
@@ -13,6 +14,9 @@ from rq.exceptions import StopRequested
 from .jobs import schedule_calls
 
 TICK_CRON_NAME = "schedule-calls"
+DASHBOARD_CRON_NAME = "refresh-dashboard"
+# By dotted path: the engine's modules never import the dashboard, which reads them.
+DASHBOARD_REFRESH_JOB = "dashboard.jobs.refresh_daily_stats"
 # Seconds between tries while Redis does not answer: quick at first (a restart takes a
 # second or two), then every 30 s.
 REDIS_RETRY_DELAYS = (1, 2, 5, 10, 30)
@@ -75,10 +79,12 @@ class OutageTolerantCronScheduler(DjangoCronScheduler):
 
 
 def build_cron_scheduler(*, logging_level: int = logging.INFO) -> OutageTolerantCronScheduler:
-    """A cron scheduler with the tick registered on SCHEDULE_CRON.
+    """A cron scheduler with the tick registered on SCHEDULE_CRON and the dashboard's rollup
+    refresh on DASHBOARD_REFRESH_CRON (unless that is empty), both on the tick queue.
 
     RQ's cron has no leader lock, so two schedulers both enqueue the tick; that is harmless
-    because a tick claims each slot at most once (see calls.scheduling.calls_schedule_due).
+    because a tick claims each slot at most once (see calls.scheduling.calls_schedule_due),
+    and so is a second refresh (each day is computed under a SKIP LOCKED row lock).
     """
     scheduler = OutageTolerantCronScheduler(logging_level=logging_level)
     scheduler.register(
@@ -91,4 +97,19 @@ def build_cron_scheduler(*, logging_level: int = logging.INFO) -> OutageTolerant
         # A tick that takes longer than the cron period is already a problem to see.
         job_timeout=600,
     )
+    if settings.DASHBOARD_REFRESH_CRON:
+        from dashboard.rollups import REFRESH_JOB_TIMEOUT
+
+        # So that the figures are fresh when an operator opens the page, not computed then.
+        # It works for at most a minute (rollups.JOB_BUDGET_SECONDS): a tick behind it on
+        # the same queue waits that long at worst, well inside a call's window.
+        scheduler.register(
+            import_string(DASHBOARD_REFRESH_JOB),
+            queue_name=settings.TICK_QUEUE,
+            cron=settings.DASHBOARD_REFRESH_CRON,
+            name=DASHBOARD_CRON_NAME,
+            result_ttl=settings.JOB_RESULT_TTL,
+            failure_ttl=settings.JOB_FAILURE_TTL,
+            job_timeout=REFRESH_JOB_TIMEOUT,
+        )
     return scheduler

@@ -9,5 +9,6 @@ from . import rollups
 
 @job
 def refresh_daily_stats() -> str:
-    """Enqueued by the tick when a day's rollup is missing or stale (rollups.daily_stats_refresh_if_stale)."""
+    """Enqueued by the page when a day's rollup is missing or stale
+    (rollups.daily_stats_refresh_if_stale), and by rqscheduler on DASHBOARD_REFRESH_CRON."""
     return rollups.daily_stats_refresh(budget_seconds=rollups.JOB_BUDGET_SECONDS).line()

@@ -42,3 +42,16 @@ class DailyStat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.day} {self.metric}[{self.key}] = {self.value:g}"
+
+
+class TodaySnapshot(models.Model):
+    """Today's counts for the page's "today at a glance" (dashboard.glance), as last computed:
+    one row per day, the deployment's date, recomputed every minute while someone looks."""
+
+    day = models.DateField(primary_key=True)
+    computed_at = models.DateTimeField()
+    seconds = models.FloatField(default=0, help_text="How long computing it took.")
+    counts = models.JSONField(default=dict)
+
+    def __str__(self) -> str:
+        return f"{self.day} at {self.computed_at:%H:%M:%S}"

@@ -8,8 +8,9 @@ user's 29th, already begun, is tomorrow. That keeps a day one number per user, m
 admin's ``local_date`` filter exactly, and is one index range. What is happening right now
 (calls in flight, retries pending) is counted whatever its day.
 
-Today's numbers are read live (one pass over today's rows on the ``local_date`` index, an
-anti-join for "not reached", two small index reads by status). The charts cover the 30 days
+Today's counts come from a snapshot recomputed every minute while someone looks
+(dashboard.glance); calls in flight and retries pending are read live (two small index reads
+by status). The charts cover the 30 days
 before today and come from the daily rollup (dashboard.rollups), a few thousand rows.
 """
 
@@ -26,12 +27,12 @@ from django.utils import timezone
 from calls.admin import STATUS_COLOURS
 from calls.models import AgentVariant, Call, CallStatus
 
-from . import rollups
+from . import glance, rollups
 from .charts import PALETTE, Chart, Series, wilson_interval
 from .models import DailyStat, RollupDay
 
 IN_FLIGHT = (CallStatus.DIALING, CallStatus.UNCONFIRMED, CallStatus.RINGING, CallStatus.IN_PROGRESS)
-UNANSWERED = (CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY)
+UNANSWERED = glance.UNANSWERED
 # A call in flight for longer than this has probably lost its webhook (the tick fails it at
 # CALL_OUTCOME_TIMEOUT_SECONDS): worth a look.
 STUCK_AFTER = timedelta(minutes=15)
@@ -88,6 +89,8 @@ class Glance:
     day: date
     tiles: list[Tile]
     statuses: dict[str, int]  # today's calls by status, for the "calls per day" chart
+    # When today's counts were computed (Due to Missed); in flight and retries pending are live.
+    computed_at: datetime | None = None
 
     def value(self, slug: str) -> int:
         return next(tile.value for tile in self.tiles if tile.slug == slug)
@@ -96,16 +99,11 @@ class Glance:
 def today_at_a_glance(*, now: datetime) -> Glance:
     day = dashboard_today(now=now)
     on_day = {"local_date__exact": day.isoformat()}
-    calls = Call.objects.filter(local_date=day)
-    counts = calls.aggregate(
-        due=Count("id", filter=Q(attempt=1, manual=False)),
-        called=Count("id", filter=Q(dialed_at__isnull=False)),
-        **{f"status_{status}": Count("id", filter=Q(status=status)) for status in CallStatus.values},
-    )
-    statuses = {status: counts[f"status_{status}"] for status in CallStatus.values}
-    # The day's last attempt ended unanswered and no retry follows it (the retry, if any,
-    # is the call whose retry_of points here: the "retry" reverse relation).
-    not_reached = calls.filter(manual=False, status__in=UNANSWERED, retry__isnull=True).count()
+    # Today's counts from their snapshot (dashboard.glance: too many rows to count per view).
+    snapshot = glance.today_snapshot_read(day, now=now)
+    counts = snapshot.counts
+    statuses = {status: counts.get(f"status_{status}", 0) for status in CallStatus.values}
+    not_reached = counts.get("not_reached", 0)
     stuck_before = now - STUCK_AFTER
     in_flight = Call.objects.filter(status__in=IN_FLIGHT).aggregate(
         calls=Count("id"), stuck=Count("id", filter=Q(dialed_at__lt=stuck_before))
@@ -116,14 +114,14 @@ def today_at_a_glance(*, now: datetime) -> Glance:
         Tile(
             "due",
             "Due",
-            counts["due"],
+            counts.get("due", 0),
             calls_admin_url(**on_day, attempt__exact=1, manual__exact=0),
             "Daily slots that came due today so far: first attempts, whatever became of them.",
         ),
         Tile(
             "called",
             "Called",
-            counts["called"],
+            counts.get("called", 0),
             calls_admin_url(**on_day, dialed_at__isnull="False"),
             "Calls sent to the provider today: first attempts, retries and manual calls.",
         ),
@@ -167,7 +165,7 @@ def today_at_a_glance(*, now: datetime) -> Glance:
             note_url=calls_admin_url(status__in=in_flight_statuses, dialed_at__lt=stuck_before.isoformat()),
         ),
     ]
-    return Glance(day=day, tiles=tiles, statuses=statuses)
+    return Glance(day=day, tiles=tiles, statuses=statuses, computed_at=snapshot.computed_at)
 
 
 # --- The charts ---------------------------------------------------------------------------

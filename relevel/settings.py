@@ -258,6 +258,12 @@ CALL_RETRY_DELAY_SECONDS = env.int("CALL_RETRY_DELAY_SECONDS", default=1800)
 SCHEDULE_CRON = env.str("SCHEDULE_CRON", default="*/5 * * * *")
 if not croniter.is_valid(SCHEDULE_CRON):
     raise ImproperlyConfigured(f"SCHEDULE_CRON {SCHEDULE_CRON!r} is not a valid cron expression")
+# The dashboard's rollup refresh (dashboard.jobs.refresh_daily_stats) on the tick queue; empty: off.
+DASHBOARD_REFRESH_CRON = env.str("DASHBOARD_REFRESH_CRON", default="*/10 * * * *").strip()
+if DASHBOARD_REFRESH_CRON and not croniter.is_valid(DASHBOARD_REFRESH_CRON):
+    raise ImproperlyConfigured(
+        f"DASHBOARD_REFRESH_CRON {DASHBOARD_REFRESH_CRON!r} is not a valid cron expression (empty: off)"
+    )
 if CALL_TIME_WINDOW_MINUTES < 1 or CALL_MAX_RETRIES < 0 or CALL_RETRY_DELAY_SECONDS < 0:
     raise ImproperlyConfigured(
         "CALL_TIME_WINDOW_MINUTES must be >= 1; CALL_MAX_RETRIES and CALL_RETRY_DELAY_SECONDS >= 0"

@@ -36,6 +36,7 @@ def test_schedule_calls_runs_one_tick_and_prints_its_summary(make_user, redis_co
 
 def test_the_cron_schedule_puts_the_tick_on_its_own_queue(settings, redis_conn):
     settings.SCHEDULE_CRON = "*/5 * * * *"
+    settings.DASHBOARD_REFRESH_CRON = ""  # the tick alone (the dashboard's: test_dashboard_cron.py)
     scheduler = build_cron_scheduler()
     [cron_job] = scheduler.get_jobs()
     assert (cron_job.name, cron_job.cron, cron_job.queue_name) == (
@@ -67,6 +68,10 @@ def test_rqscheduler_starts_without_a_config_file_and_stops_on_sigterm(settings)
             lines.append(process.stdout.readline())  # up to the moment it handles signals
         assert any(
             line.startswith("rqscheduler: schedule-calls on '*/5 * * * *' -> queue daily-calls-tick")
+            for line in lines
+        ), lines
+        assert any(
+            line.startswith("rqscheduler: refresh-dashboard on '*/10 * * * *' -> queue daily-calls-tick")
             for line in lines
         ), lines
         wall.sleep(1)  # RQ installs its handlers, then registers; a signal mid-birth is RQ's race

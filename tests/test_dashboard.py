@@ -11,9 +11,9 @@ from django.utils import timezone
 
 from calls.models import AgentVariant, Call, CallStatus
 from calls.scheduling import calls_schedule_due
-from dashboard import rollups, selectors
+from dashboard import glance, rollups, selectors
 from dashboard.charts import wilson_interval
-from dashboard.models import DailyStat, RollupDay
+from dashboard.models import DailyStat, RollupDay, TodaySnapshot
 from users.models import User
 
 DAY = date(2026, 11, 28)
@@ -378,3 +378,58 @@ def test_a_deployment_without_calls_has_every_chart_empty_not_an_error(db):
     assert [c.slug for c in charts] == list(selectors.CHART_SLUGS)
     assert all(chart.empty for chart in charts)
     assert rollup.computed == {}
+
+
+# --- Today's snapshot ----------------------------------------------------------------------
+
+
+def test_todays_counts_come_from_their_snapshot_until_it_is_15_minutes_old(make_user, make_call):
+    user = make_user()
+    call_on(make_call, user, DAY, CallStatus.COMPLETED)
+    first = selectors.today_at_a_glance(now=EVENING)  # no snapshot yet: computed and stored
+    call_on(make_call, make_user(), DAY, CallStatus.NO_ANSWER)
+    call_on(make_call, user, DAY, CallStatus.RINGING, attempt=2, at=EVENING)
+
+    later = selectors.today_at_a_glance(now=EVENING + timedelta(minutes=14))
+    much_later = selectors.today_at_a_glance(now=EVENING + glance.TODAY_STALE_AFTER + timedelta(seconds=1))
+
+    assert first.value("due") == 1 and first.computed_at == EVENING
+    # The snapshot's counts, but calls in flight read now.
+    assert (later.value("due"), later.value("answered"), later.value("in_flight")) == (1, 1, 1)
+    assert later.computed_at == EVENING
+    assert (much_later.value("due"), much_later.value("not_reached"), much_later.value("called")) == (2, 1, 3)
+    assert much_later.computed_at == EVENING + glance.TODAY_STALE_AFTER + timedelta(seconds=1)
+
+
+def test_the_page_asks_for_a_refresh_once_todays_snapshot_is_a_minute_old(db, redis_conn):
+    from calls import queues
+
+    rollups.daily_stats_refresh(now=EVENING)
+    assert TodaySnapshot.objects.get(day=DAY).computed_at == EVENING
+
+    assert rollups.daily_stats_refresh_if_stale(now=EVENING + timedelta(seconds=59)) is False
+    assert rollups.daily_stats_refresh_if_stale(now=EVENING + glance.TODAY_REFRESH_AFTER) is True
+    assert queues.calls_queue().get_job_ids() == [rollups.REFRESH_JOB_ID]
+
+
+def test_the_refresh_computes_todays_snapshot_and_keeps_a_week_of_them(make_user, make_call):
+    chain(make_call, make_user(), DAY, CallStatus.NO_ANSWER, CallStatus.COMPLETED)
+    TodaySnapshot.objects.create(day=DAY - timedelta(days=8), computed_at=EVENING, counts={})
+    TodaySnapshot.objects.create(day=DAY - timedelta(days=7), computed_at=EVENING, counts={})
+
+    rollups.daily_stats_refresh(now=EVENING, budget_seconds=0)
+
+    counts = TodaySnapshot.objects.get(day=DAY).counts
+    assert (counts["due"], counts["called"], counts["not_reached"]) == (1, 2, 0)
+    assert (counts["status_no_answer"], counts["status_completed"]) == (1, 1)
+    assert sorted(TodaySnapshot.objects.values_list("day", flat=True)) == [DAY - timedelta(days=7), DAY]
+
+
+def test_not_reached_matches_the_retry_on_its_own_day_only(make_user, make_call):
+    """A retry always has its call's local date (the glance joins only that day's rows); a
+    call whose only 'retry' lies on another day has none to come that day."""
+    user = make_user()
+    first = call_on(make_call, user, DAY, CallStatus.NO_ANSWER)
+    call_on(make_call, user, DAY + timedelta(days=1), CallStatus.COMPLETED, attempt=2, retry_of=first)
+
+    assert glance_values(EVENING)["not_reached"] == 1

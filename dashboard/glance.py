@@ -1,0 +1,94 @@
+"""Today's counts for the dashboard's "today at a glance", kept as a snapshot.
+
+Why not live. At 1,000,000 users today holds ~1M calls by the afternoon. Counting them took
+1.0 s (one pass on the ``local_date`` index) plus 3.6 s for "not reached" (an anti-join
+probing the retry_of_id index once per unanswered call) on the benchmark's machine, several
+times the whole page's budget; in one statement as below, still 0.8-2.4 s
+(BENCHMARKS.md, "Dashboard"). No index turns that into an index-only scan, because today's
+rows are never all-visible: the tick and the webhooks keep rewriting them. So the refresh
+job (dashboard.rollups.daily_stats_refresh) computes today's counts first, and the page
+reads one row. The page enqueues that job once the snapshot is TODAY_REFRESH_AFTER old, so
+while someone watches the numbers are at most about a minute old; rqscheduler's cron
+(DASHBOARD_REFRESH_CRON) keeps them recent while nobody does. A snapshot older than
+TODAY_STALE_AFTER (no worker ran the job, or a new day began) is not shown: the page
+computes the counts itself, slowly but right, and stores them.
+
+What is happening right now (calls in flight, retries pending) stays live in the selector:
+two index reads by status, small whatever the history.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import date, datetime, timedelta
+
+from django.db.models import Count, FilteredRelation, Q
+
+from calls.models import Call, CallStatus
+
+from .models import TodaySnapshot
+
+TODAY_REFRESH_AFTER = timedelta(minutes=1)
+TODAY_STALE_AFTER = timedelta(minutes=15)
+UNANSWERED = (CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY)
+# Snapshots of days before this many are deleted when today's is stored.
+KEEP_DAYS = 7
+
+
+def today_counts_compute(day: date) -> dict[str, int]:
+    """Local day ``day``'s calls by status ("status_<status>"), and "due", "called" and
+    "not_reached" (users whose last attempt ended unanswered with no retry to come), in one
+    pass over the day's rows."""
+    # The retry of a call always has its call's local date: joining only that day's rows
+    # lets PostgreSQL hash the day's retries (one more pass over the day), where a join on
+    # retry_of alone probed the unique retry_of_id index once per unanswered call (at 1M
+    # users 2.4 s for this whole statement against 3.6 s for that join alone). A NOT EXISTS
+    # inside the FILTER would be a subplan per row (6.4 s).
+    rows = (
+        Call.objects.filter(local_date=day)
+        .annotate(same_day_retry=FilteredRelation("retry", condition=Q(retry__local_date=day)))
+        .values_list("status")
+        .annotate(
+            calls=Count("id"),
+            due=Count("id", filter=Q(attempt=1, manual=False)),
+            called=Count("id", filter=Q(dialed_at__isnull=False)),
+            not_reached=Count(
+                "id", filter=Q(manual=False, status__in=UNANSWERED, same_day_retry__isnull=True)
+            ),
+        )
+        .order_by()
+    )
+    counts = {f"status_{status}": 0 for status in CallStatus.values}
+    counts.update(due=0, called=0, not_reached=0)
+    for status, calls, due, called, not_reached in rows:
+        counts[f"status_{status}"] = calls
+        counts["due"] += due
+        counts["called"] += called
+        counts["not_reached"] += not_reached
+    return counts
+
+
+def today_snapshot_store(day: date, *, now: datetime) -> TodaySnapshot:
+    started = time.perf_counter()
+    counts = today_counts_compute(day)
+    snapshot, _ = TodaySnapshot.objects.update_or_create(
+        day=day,
+        defaults={"computed_at": now, "seconds": time.perf_counter() - started, "counts": counts},
+    )
+    TodaySnapshot.objects.filter(day__lt=day - timedelta(days=KEEP_DAYS)).delete()
+    return snapshot
+
+
+def today_snapshot_is_stale(day: date, *, now: datetime) -> bool:
+    """True when the page should enqueue a refresh: no snapshot of ``day``, or an old one."""
+    computed_at = TodaySnapshot.objects.filter(day=day).values_list("computed_at", flat=True).first()
+    return computed_at is None or computed_at <= now - TODAY_REFRESH_AFTER
+
+
+def today_snapshot_read(day: date, *, now: datetime) -> TodaySnapshot:
+    """The stored snapshot of ``day`` if it is recent enough to show, else one computed (and
+    stored) now."""
+    snapshot = TodaySnapshot.objects.filter(day=day).first()
+    if snapshot is not None and snapshot.computed_at > now - TODAY_STALE_AFTER:
+        return snapshot
+    return today_snapshot_store(day, now=now)
