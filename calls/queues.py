@@ -120,16 +120,18 @@ def enqueue_call_batches(batches: dict[str, list[int]], *, at: Mapping[str, date
 
     queue = calls_queue()
     at = at or {}
-    options = _job_options()
-    job_datas = [
-        Queue.prepare_data(
-            PLACE_CALLS_JOB,
+
+    def job_fields(job_id: str, call_ids: list[int]) -> dict[str, Any]:
+        return dict(
             args=(call_ids,),
             job_id=job_id,
             timeout=batch_job_timeout(len(call_ids)),
             description=batch_job_description(call_ids),
-            **options,
+            **_job_options(),
         )
+
+    job_datas = [
+        Queue.prepare_data(PLACE_CALLS_JOB, **job_fields(job_id, call_ids))
         for job_id, call_ids in batches.items()
         if call_ids and job_id not in at
     ]
@@ -137,15 +139,7 @@ def enqueue_call_batches(batches: dict[str, list[int]], *, at: Mapping[str, date
     # scheduled registry (schedule_job) on the same pipeline.
     scheduled = [
         (
-            queue.create_job(
-                PLACE_CALLS_JOB,
-                args=(call_ids,),
-                job_id=job_id,
-                timeout=batch_job_timeout(len(call_ids)),
-                status=JobStatus.SCHEDULED,
-                description=batch_job_description(call_ids),
-                **options,
-            ),
+            queue.create_job(PLACE_CALLS_JOB, status=JobStatus.SCHEDULED, **job_fields(job_id, call_ids)),
             at[job_id],
         )
         for job_id, call_ids in batches.items()
