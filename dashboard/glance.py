@@ -24,6 +24,7 @@ from datetime import date, datetime, timedelta
 
 from django.db.models import Count, FilteredRelation, Q
 
+from calls import forecast
 from calls.models import Call, CallStatus
 
 from .models import TodaySnapshot
@@ -68,9 +69,25 @@ def today_counts_compute(day: date) -> dict[str, int]:
     return counts
 
 
+def next_24_hours_compute(*, now: datetime) -> dict:
+    """The capacity forecast of the next 24 hours (calls.forecast), as the snapshot keeps it:
+    a GROUP BY over every callable user, too slow to run per page view at a million users."""
+    summary = forecast.capacity_summary(now=now)
+    return {
+        "from": forecast.slot_start(now).isoformat(),
+        "provider": summary.provider,
+        "max_live_calls": summary.max_live_calls,
+        "average_call_seconds": summary.average_call_seconds,
+        "slots": [
+            [slot.start.isoformat(), slot.due, slot.capacity, slot.will_miss] for slot in summary.slots
+        ],
+    }
+
+
 def today_snapshot_store(day: date, *, now: datetime) -> TodaySnapshot:
     started = time.perf_counter()
     counts = today_counts_compute(day)
+    counts["next_24_hours"] = next_24_hours_compute(now=now)
     snapshot, _ = TodaySnapshot.objects.update_or_create(
         day=day,
         defaults={"computed_at": now, "seconds": time.perf_counter() - started, "counts": counts},

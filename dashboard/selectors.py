@@ -24,6 +24,7 @@ from django.db.models import Count, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from calls import forecast
 from calls.admin import STATUS_COLOURS
 from calls.models import AgentVariant, Call, CallStatus
 
@@ -389,6 +390,53 @@ def chart_variants(rollup: Rollup, variants: list[AgentVariant]) -> Chart:
     )
 
 
+def chart_next_24_hours(*, now: datetime) -> Chart:
+    """Users due per 15-minute slot of the next 24 hours (UTC), against what the provider
+    can take in their windows (calls.forecast, kept in today's snapshot)."""
+    snapshot = glance.today_snapshot_read(dashboard_today(now=now), now=now)
+    kept = snapshot.counts.get("next_24_hours") or {}
+    first = datetime.fromisoformat(kept["from"]) if kept else forecast.slot_start(now)
+    starts = [first + timedelta(minutes=15 * index) for index in range(96)]
+    by_start = {
+        datetime.fromisoformat(start): (due, capacity, miss)
+        for start, due, capacity, miss in kept.get("slots", [])
+    }
+    due = [by_start.get(start, (0, None, 0))[0] for start in starts]
+    capacity = [by_start.get(start, (0, None, 0))[1] for start in starts]
+    will_miss = [by_start.get(start, (0, None, 0))[2] for start in starts]
+    capped = any(value is not None for value in capacity)
+    series = [Series("users due", due, PALETTE[0])]
+    if capped:
+        series += [
+            Series("will be missed", will_miss, PALETTE[4]),
+            Series("provider capacity", capacity, PALETTE[2], kind="line"),
+        ]
+    lines = kept.get("max_live_calls") or 0
+    provider, average = kept.get("provider", "the provider"), kept.get("average_call_seconds", 0)
+    return Chart(
+        slug="next-24-hours",
+        title="Next 24 hours: users due per 15 minutes",
+        help=(
+            f"Users due in each 15-minute slot (UTC), against the calls {provider} can take in their "
+            f"windows with {lines} live calls of {average:.0f} s on average, and those it will miss "
+            "(GET /api/capacity has the busiest slots first)."
+            if lines
+            else "Users due in each 15-minute slot (UTC). The provider has no live-call cap set "
+            "(PROVIDER_MAX_LIVE_CALLS), so no slot is forecast to be missed."
+        ),
+        kind="bar-line",
+        unit="count",
+        labels=[f"{start:%H:%M}" for start in starts],
+        series=series,
+        columns=["slot start (UTC)", "users due", "provider capacity", "will be missed"],
+        rows=[
+            [start.isoformat(), d, c, m]
+            for start, d, c, m in zip(starts, due, capacity, will_miss, strict=True)
+            if d
+        ],
+    )
+
+
 CHART_SLUGS = (
     "calls-per-day",
     "answer-rate-by-hour",
@@ -396,6 +444,7 @@ CHART_SLUGS = (
     "placement-lag",
     "missed-by-reason",
     "variants",
+    "next-24-hours",
 )
 
 
@@ -410,6 +459,7 @@ def dashboard_charts(*, now: datetime, glance: Glance | None = None) -> tuple[li
         chart_placement_lag(rollup),
         chart_missed_by_reason(rollup),
         chart_variants(rollup, variants),
+        chart_next_24_hours(now=now),
     ]
     return charts, rollup
 

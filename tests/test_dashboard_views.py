@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 import time_machine
@@ -54,11 +54,12 @@ def test_a_new_deployment_shows_every_chart_with_its_axes_and_no_data_yet(admin_
 
     assert response.status_code == 200
     page = response.content.decode()
-    for slug in CHART_IDS[:-1]:
+    drawn = [slug for slug in CHART_IDS if slug != "variants"]  # variants: a note until one exists
+    for slug in drawn:
         assert f'id="chart-{slug}-svg" data-chart="{slug}"' in page
         assert f'id="chart-{slug}-table" data-chart="{slug}"' in page
-    assert page.count("No data yet</text>") == len(CHART_IDS) - 1
-    assert page.count('class="dash-axis"') == 2 * (len(CHART_IDS) - 1)
+    assert page.count("No data yet</text>") == len(drawn)
+    assert page.count('class="dash-axis"') == 2 * len(drawn)
     assert 'id="chart-variants-note"' in page and "No agent variants are defined" in page
     assert "30 of the 30 days are not computed yet" in page
 
@@ -236,3 +237,42 @@ def test_viewing_the_page_enqueues_the_refresh_of_stale_days(admin_client, redis
 
     assert "Updated figures are being computed" in page
     assert queues.calls_queue().get_job_ids() == [rollups.REFRESH_JOB_ID]
+
+
+def test_the_next_24_hours_chart_shows_users_due_per_slot_against_the_providers_capacity(
+    admin_client, make_user, settings
+):
+    """Four users due at 12:00 UTC, one at 18:30; one line of 10-minute calls in a 15-minute
+    window takes one call (and a half) per slot: 3 of the four will be missed."""
+    from dashboard import glance
+
+    settings.PROVIDER_MAX_LIVE_CALLS = {**settings.PROVIDER_MAX_LIVE_CALLS, "callkaro": 1}
+    settings.CALL_AVERAGE_DURATION_SECONDS = 600
+    now = datetime(2026, 11, 28, 9, 7, tzinfo=UTC)
+    with time_machine.travel(now, tick=False):
+        for _ in range(4):
+            make_user(local_tz="UTC", call_time=time(12, 0))
+        make_user(local_tz="Asia/Kolkata", call_time=time(0, 0))  # 18:30 UTC
+        glance.today_snapshot_store(selectors.dashboard_today(now=now), now=now)
+        chart = selectors.dashboard_chart("next-24-hours", now=now)
+        page = admin_client.get(reverse("dashboard:index")).content.decode()
+    assert chart.labels[0] == "09:00" and len(chart.labels) == 96
+    assert chart.rows == [
+        ["2026-11-28T12:00:00+00:00", 4, 1, 3],
+        ["2026-11-28T18:30:00+00:00", 1, 1, 0],
+    ]
+    assert [s.name for s in chart.series] == ["users due", "will be missed", "provider capacity"]
+    assert 'data-chart="next-24-hours"' in page
+
+
+def test_the_next_24_hours_chart_without_a_cap_only_counts_the_users_due(make_user):
+    from dashboard import glance
+
+    now = datetime(2026, 11, 28, 9, 7, tzinfo=UTC)
+    with time_machine.travel(now, tick=False):
+        make_user(local_tz="UTC", call_time=time(12, 0))
+        glance.today_snapshot_store(selectors.dashboard_today(now=now), now=now)
+        chart = selectors.dashboard_chart("next-24-hours", now=now)
+    assert [s.name for s in chart.series] == ["users due"]
+    assert chart.rows == [["2026-11-28T12:00:00+00:00", 1, None, 0]]
+    assert "no live-call cap" in chart.help
