@@ -270,6 +270,32 @@ def test_a_terminal_status_is_final(late, dialed, client, redis_conn):
     assert stored_state(redis_conn) == before
 
 
+def deliver_at_once(body: bytes, count: int) -> list[tuple[int, dict]]:
+    """The same signed delivery ``count`` times at once, from as many threads (a provider's
+    retries racing each other); (status, JSON) of each."""
+    signature = sign(body)
+    barrier = threading.Barrier(count)
+    results: list[tuple[int, dict]] = []
+
+    def deliver() -> None:
+        try:
+            client = Client()
+            barrier.wait()
+            response = client.post(
+                URL, data=body, content_type="application/json", HTTP_X_CALLKARO_SIGNATURE=signature
+            )
+            results.append((response.status_code, response.json()))
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=deliver) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return results
+
+
 @pytest.mark.skipif(connection.vendor == "sqlite", reason="SQLite has no row locks; CI runs PostgreSQL")
 @pytest.mark.django_db(transaction=True)
 def test_twenty_concurrent_no_answer_deliveries_schedule_exactly_one_retry(
@@ -286,29 +312,9 @@ def test_twenty_concurrent_no_answer_deliveries_schedule_exactly_one_retry(
         return original_schedule_retry(**kwargs)
 
     monkeypatch.setattr(outcomes, "call_schedule_retry", slow_schedule_retry)
-    body = json.dumps(event(call, "no_answer")).encode()
-    signature = sign(body)
     threads_count = 20
-    barrier = threading.Barrier(threads_count)
-    results: list[tuple[int, dict]] = []
-
-    def deliver() -> None:
-        try:
-            client = Client()
-            barrier.wait()
-            response = client.post(
-                URL, data=body, content_type="application/json", HTTP_X_CALLKARO_SIGNATURE=signature
-            )
-            results.append((response.status_code, response.json()))
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=deliver) for _ in range(threads_count)]
     with caplog.at_level(logging.INFO, logger="relevel.calls"):
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
+        results = deliver_at_once(json.dumps(event(call, "no_answer")).encode(), threads_count)
 
     assert len(results) == threads_count
     assert {status for status, _ in results} == {200}
@@ -329,29 +335,10 @@ def test_twenty_concurrent_no_answer_deliveries_schedule_exactly_one_retry(
 def test_twenty_concurrent_completed_deliveries_apply_once(make_call, redis_conn, caplog):
     """A final status with no retry is one UPDATE outside any transaction: still once."""
     call = make_call(status=CallStatus.RINGING, provider_call_id="ck-race-done")
-    body = json.dumps(event(call, "completed", transcript="Agent: Hi.", duration=30)).encode()
-    signature = sign(body)
     threads_count = 20
-    barrier = threading.Barrier(threads_count)
-    results: list[dict] = []
-
-    def deliver() -> None:
-        try:
-            client = Client()
-            barrier.wait()
-            response = client.post(
-                URL, data=body, content_type="application/json", HTTP_X_CALLKARO_SIGNATURE=signature
-            )
-            results.append(response.json())
-        finally:
-            connections.close_all()
-
-    threads = [threading.Thread(target=deliver) for _ in range(threads_count)]
+    body = json.dumps(event(call, "completed", transcript="Agent: Hi.", duration=30)).encode()
     with caplog.at_level(logging.INFO, logger="relevel.calls"):
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(timeout=30)
+        results = [answer for _, answer in deliver_at_once(body, threads_count)]
 
     assert results == [accepted(call, "completed")] * threads_count
     call.refresh_from_db()
