@@ -92,6 +92,8 @@ class Glance:
     statuses: dict[str, int]  # today's calls by status, for the "calls per day" chart
     # When today's counts were computed (Due to Missed); in flight and retries pending are live.
     computed_at: datetime | None = None
+    # The capacity forecast kept with today's counts (glance.next_24_hours_compute).
+    next_24_hours: dict | None = None
 
     def value(self, slug: str) -> int:
         return next(tile.value for tile in self.tiles if tile.slug == slug)
@@ -166,7 +168,13 @@ def today_at_a_glance(*, now: datetime) -> Glance:
             note_url=calls_admin_url(status__in=in_flight_statuses, dialed_at__lt=stuck_before.isoformat()),
         ),
     ]
-    return Glance(day=day, tiles=tiles, statuses=statuses, computed_at=snapshot.computed_at)
+    return Glance(
+        day=day,
+        tiles=tiles,
+        statuses=statuses,
+        computed_at=snapshot.computed_at,
+        next_24_hours=counts.get("next_24_hours"),
+    )
 
 
 # --- The charts ---------------------------------------------------------------------------
@@ -390,11 +398,15 @@ def chart_variants(rollup: Rollup, variants: list[AgentVariant]) -> Chart:
     )
 
 
-def chart_next_24_hours(*, now: datetime) -> Chart:
+def glance_snapshot_counts(*, now: datetime) -> dict:
+    """Today's stored counts (and forecast), for a chart read without the page's glance."""
+    return glance.today_snapshot_read(dashboard_today(now=now), now=now).counts
+
+
+def chart_next_24_hours(kept: dict | None, *, now: datetime) -> Chart:
     """Users due per 15-minute slot of the next 24 hours (UTC), against what the provider
-    can take in their windows (calls.forecast, kept in today's snapshot)."""
-    snapshot = glance.today_snapshot_read(dashboard_today(now=now), now=now)
-    kept = snapshot.counts.get("next_24_hours") or {}
+    can take in their windows (calls.forecast, ``kept`` in today's snapshot)."""
+    kept = kept or {}
     first = datetime.fromisoformat(kept["from"]) if kept else forecast.slot_start(now)
     starts = [first + timedelta(minutes=15 * index) for index in range(96)]
     by_start = {
@@ -459,7 +471,12 @@ def dashboard_charts(*, now: datetime, glance: Glance | None = None) -> tuple[li
         chart_placement_lag(rollup),
         chart_missed_by_reason(rollup),
         chart_variants(rollup, variants),
-        chart_next_24_hours(now=now),
+        chart_next_24_hours(
+            glance.next_24_hours
+            if glance is not None
+            else glance_snapshot_counts(now=now).get("next_24_hours"),
+            now=now,
+        ),
     ]
     return charts, rollup
 
