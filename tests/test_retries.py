@@ -7,7 +7,7 @@ import pytest
 import time_machine
 from rq.registry import ScheduledJobRegistry
 
-from calls import outcomes, placement, scheduling
+from calls import outcomes, placement, scheduling, sweeps
 from calls.models import Call, CallStatus
 from calls.providers.base import CallEvent
 
@@ -211,7 +211,7 @@ def test_abandoned_dialing_calls_behind_a_page_of_live_ones_are_still_reached(ma
     ]
     redis_conn.hset(Job.key_for("place-calls-live"), "status", "started")
     dead = make_call(status=CallStatus.DIALING, dialed_at=NOW - timedelta(hours=1), job_id="place-calls-dead")
-    assert scheduling.calls_unconfirm_abandoned(now=NOW, page_size=2) == 1
+    assert sweeps.calls_unconfirm_abandoned(now=NOW, page_size=2) == 1
     dead.refresh_from_db()
     assert dead.status == CallStatus.UNCONFIRMED
     assert {c.status for c in Call.objects.filter(pk__in=[c.pk for c in live])} == {CallStatus.DIALING}

@@ -14,7 +14,7 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
-from calls import scheduling
+from calls import manual
 from calls.decorators import error_response, limit_body, operator_required, require_methods
 from calls.models import Call
 from calls.slots import zone_or_none
@@ -227,8 +227,8 @@ def user_call_now(request: HttpRequest, external_id: str) -> JsonResponse:
     if user is None:
         return error_response(f"no user with external_id {external_id[:140]!r}", 404)
     try:
-        call = scheduling.user_call_now(user_id=user.pk, requested_by=request.operator)
-    except scheduling.CallNowRefused as exc:
+        call = manual.user_call_now(user_id=user.pk, requested_by=request.operator)
+    except manual.CallNowRefused as exc:
         if exc.retry_after is not None:
             return error_response(str(exc), 429, headers={"Retry-After": str(exc.retry_after)})
         return error_response(str(exc), 409)
