@@ -38,6 +38,10 @@ TERMINAL_STATUSES = frozenset(
 )
 # Outcomes after which the user gets another attempt (original design: RETRY_ON_STATUSES).
 RETRY_STATUSES = frozenset({CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY})
+
+# The bounds of the retry rules, wherever they are set (the call policy, a user's own).
+MAX_RETRIES = 10
+MAX_DELAY_MINUTES = 24 * 60
 # Progress order: a status never moves back to an earlier rank (webhooks arrive late or twice).
 STATUS_RANK = {
     CallStatus.QUEUED: 0,

@@ -182,6 +182,11 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
         "joined_at",
     )
 
+    def save_model(self, request: HttpRequest, obj: User, form, change: bool) -> None:
+        # The change page and list_editable both save here: a new schedule cancels the
+        # calls queued for the old one.
+        services.user_save(user=obj)
+
     def get_changelist(self, request: HttpRequest, **kwargs):
         return UserChangeList
 

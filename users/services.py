@@ -16,7 +16,7 @@ from typing import Any
 from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.contrib.contenttypes.models import ContentType
-from django.db import connection, transaction
+from django.db import connection, router, transaction
 from django.db.models import BooleanField, Max, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
@@ -32,14 +32,44 @@ logger = logging.getLogger("relevel.users")
 
 def users_set_call_enabled(*, users: Iterable, enabled: bool) -> int:
     """Enable or disable calls for users, keeping each one's next call in step (and, when
-    disabling, canceling their queued calls: User.save)."""
+    disabling, canceling their queued calls: user_save)."""
     changed = 0
     for user in users:
         if user.call_enabled != enabled:
             user.call_enabled = enabled
-            user.save(update_fields=["call_enabled"])
+            user_save(user=user, update_fields=["call_enabled"])
             changed += 1
     return changed
+
+
+def user_save(*, user: User, update_fields: Iterable[str] | None = None) -> str | None:
+    """Save one user (the admin's forms and actions, the demo): a change of schedule cancels
+    the calls queued for the old one, in the same transaction as the change (README,
+    "Profile changes take effect at once"). Returns why calls were canceled, or None.
+
+    The old values are read locked, not remembered from when the instance was loaded: an
+    admin form open for an hour must not describe the change against stale values. The
+    writes in bulk (the users API, the CSV import) apply the same rule themselves
+    (users_write), since they never save one user at a time."""
+    using = router.db_for_write(User, instance=user)
+    if update_fields is not None and not SCHEDULE_FIELDS & set(update_fields):
+        user.save(using=using, update_fields=update_fields)
+        return None
+    with transaction.atomic(using=using):
+        before = None
+        if not user._state.adding and user.pk is not None:
+            before = (
+                User._base_manager.using(using)
+                .select_for_update()
+                .filter(pk=user.pk)
+                .values(*SCHEDULE_FIELDS)
+                .first()
+            )
+        user.save(using=using, update_fields=update_fields)
+        reason = schedule_change_reason(before=before, after=user) if before is not None else None
+        if reason:
+            users_cancel_pending_calls(reasons={user.pk: reason})
+    return reason
 
 
 # --- Profile changes take effect at once --------------------------------------------------
