@@ -35,6 +35,7 @@ from .providers.base import (
     ProviderMaybePlacedError,
     ProviderPermanentError,
 )
+from .providers.http import threads_per_process
 from .slots import zone_or_none
 
 logger = logging.getLogger("relevel.calls")
@@ -411,9 +412,7 @@ def placement_pool() -> ThreadPoolExecutor:
     global _pool, _pool_pid
     with _pool_lock:
         if _pool is None or _pool_pid != os.getpid():
-            _pool = ThreadPoolExecutor(
-                max_workers=queues.placement_threads_per_process(), thread_name_prefix="place-call"
-            )
+            _pool = ThreadPoolExecutor(max_workers=threads_per_process(), thread_name_prefix="place-call")
             _pool_pid = os.getpid()
         return _pool
 

@@ -11,7 +11,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from calls.decorators import error_response
+from web.http import error_response
 
 from . import rollups, selectors
 

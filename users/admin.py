@@ -15,13 +15,13 @@ from import_export.admin import ImportExportMixin
 from import_export.formats.base_formats import CSV
 from import_export.results import Result, RowResult
 
-from calls.admin_display import admin_time, status_badge
 from calls.logsafe import mask_phone
 from calls.manual import CallNowRefused, user_call_now
 from calls.policy import policy_current
 from users import services
 from users.selectors import CallDay, user_call_record, users_calling_outside_hours, users_today
 from users.services import users_set_call_enabled
+from web.display import admin_time, status_badge
 
 from .forms import DAILY_CALL_FIELDS, CallTimeField, UserAdminChangeForm, UserAdminCreationForm
 from .models import User

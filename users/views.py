@@ -15,13 +15,19 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
 from calls import manual
-from calls.decorators import error_response, limit_body, operator_required, require_methods
 from calls.models import Call
 from calls.slots import zone_or_none
 
 # The webhooks' JSON decoding: refuses what the database cannot store (NUL, lone
 # surrogates, NaN) and bodies nested too deeply, before any of it is looked at.
-from calls.views import BadPayload, _decode_json
+from web.http import (
+    BadPayload,
+    error_response,
+    json_body_decode,
+    limit_body,
+    operator_required,
+    require_methods,
+)
 
 from . import selectors, services
 from .forms import profile_from_json
@@ -111,7 +117,7 @@ def user_detail(request: HttpRequest, external_id: str) -> JsonResponse:
     except ValidationError as exc:
         return _invalid_user({"external_id": " ".join(exc.messages)})
     try:
-        body = _decode_json(request.body)
+        body = json_body_decode(request.body)
     except BadPayload as exc:
         return error_response(str(exc), 400)
     if not isinstance(body, dict):
@@ -144,7 +150,7 @@ def users_bulk(request: HttpRequest) -> JsonResponse:
     validated first, and if any is invalid nothing is written and the 400 lists each bad
     row's errors by its index."""
     try:
-        body = _decode_json(request.body)
+        body = json_body_decode(request.body)
     except BadPayload as exc:
         return error_response(str(exc), 400)
     if not isinstance(body, dict) or set(body) != {"users"}:
