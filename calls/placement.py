@@ -51,6 +51,8 @@ def _reason_not_to_dial(call: Call, *, now: datetime, rules: Policy) -> tuple[st
     retry only inside its own window and on the local day it belongs to.
     """
     user = call.user
+    if user.opted_out_at is not None:
+        return CallStatus.CANCELED, "User opted out of calls."
     if not user.call_enabled:
         return CallStatus.CANCELED, "User disabled calls before this call was placed."
     if not user.phone:

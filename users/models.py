@@ -53,6 +53,20 @@ def first_attempts() -> QuerySet:
     return Call.objects.filter(attempt=1, manual=False)
 
 
+class OptOutSource(models.TextChoices):
+    """Who told us: an operator, the product (its app, its web site, its own API call), the
+    person on one of our calls, an SMS reply, or a CSV import."""
+
+    ADMIN = "admin", "admin"
+    API = "api", "API"
+    APP = "app", "app"
+    WEB = "web", "web"
+    VERBAL = "verbal", "verbal"
+    CALL = "call", "on a call"
+    SMS = "sms", "SMS"
+    IMPORT = "import", "import"
+
+
 class User(AbstractUser):
     name = models.CharField(max_length=150, blank=True)
     # NULL rather than "" for "no phone", so that the unique constraint allows many of them.
@@ -118,8 +132,26 @@ class User(AbstractUser):
         help_text="Minutes before each retry for this user; blank: the call policy's.",
     )
 
+    # One opt-out state, whatever asked for it (users/consent.py). Its call is an id, not a
+    # foreign key: calls already depend on users, and the call may be pruned before the
+    # opt-out is.
+    opted_out_at = models.DateTimeField("opted out at", null=True, blank=True, editable=False)
+    opt_out_source = models.CharField(
+        "opted out through", max_length=16, choices=OptOutSource.choices, blank=True, editable=False
+    )
+    opt_out_call_id = models.BigIntegerField("opted out on call", null=True, blank=True, editable=False)
+
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["phone"], name="user_unique_phone")]
+        constraints = [
+            models.UniqueConstraint(fields=["phone"], name="user_unique_phone"),
+            # Whatever path tries it (a form, the API, an import, a raw UPDATE), an opted-out
+            # person is never switched back on: only users.consent.user_opt_in does that.
+            models.CheckConstraint(
+                condition=models.Q(opted_out_at__isnull=True) | models.Q(call_enabled=False),
+                name="user_opted_out_not_called",
+                violation_error_message="This person opted out of calls: record a new opt-in first.",
+            ),
+        ]
         indexes = [
             models.Index(
                 fields=["next_call_at"],

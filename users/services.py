@@ -25,7 +25,7 @@ from django.utils.text import capfirst
 from calls import bulk
 from calls.models import Call, CallStatus
 
-from .models import SCHEDULE_FIELDS, User, first_attempts
+from .models import SCHEDULE_FIELDS, OptOutSource, User, first_attempts
 
 logger = logging.getLogger("relevel.users")
 
@@ -35,6 +35,8 @@ def users_set_call_enabled(*, users: Iterable, enabled: bool) -> int:
     disabling, canceling their queued calls: user_save)."""
     changed = 0
     for user in users:
+        if enabled and user.opted_out_at is not None:
+            continue  # only an explicit opt-in turns an opted-out person back on
         if user.call_enabled != enabled:
             user.call_enabled = enabled
             user_save(user=user, update_fields=["call_enabled"])
@@ -237,7 +239,21 @@ def users_conflicts(
     errors = duplicate_errors(rows, label=label, first_number=first_number)
     for index, row_errors in phone_taken_errors(rows, existing=existing).items():
         errors.setdefault(index, {}).update(row_errors)
+    for index, row in enumerate(rows):
+        user = existing.get(row["external_id"]) if row else None
+        if user is not None and user.opted_out_at is not None and row.get("call_enabled"):
+            errors.setdefault(index, {})["call_enabled"] = opted_out_message(user)
     return dict(sorted(errors.items()))
+
+
+def opted_out_message(user: User) -> str:
+    """Why an opted-out person is not called, for the admin, the API and the import."""
+    when = user.opted_out_at.isoformat(timespec="seconds") if user.opted_out_at else "earlier"
+    source = OptOutSource(user.opt_out_source).label if user.opt_out_source else "unknown"
+    return (
+        f"this person opted out of calls at {when} (source: {source}); "
+        "record a new opt-in before calling them again"
+    )
 
 
 def users_by_external_id(external_ids: Sequence[str], *, lock: bool = False) -> dict[str, User]:

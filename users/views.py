@@ -29,7 +29,7 @@ from web.http import (
     require_methods,
 )
 
-from . import selectors, services
+from . import consent, selectors, services
 from .forms import profile_from_json
 from .models import User
 from .validators import validate_external_id
@@ -72,6 +72,9 @@ def _user_json(user: User) -> dict[str, Any]:
         "next_call": next_call,
         # Why a callable user has no next call (a time zone this host does not know).
         "parked_because": user.schedule_error,
+        "opted_out": None
+        if user.opted_out_at is None
+        else {"at": _utc(user.opted_out_at), "source": user.opt_out_source, "call_id": user.opt_out_call_id},
     }
 
 
@@ -130,7 +133,11 @@ def user_detail(request: HttpRequest, external_id: str) -> JsonResponse:
     try:
         result = services.users_upsert(rows=[row])
     except services.UsersInvalid as exc:
-        return _invalid_user(exc.errors[0])
+        errors = exc.errors[0]
+        if set(errors) == {"call_enabled"}:
+            # Valid, but refused by the person's own choice: a conflict, not a bad request.
+            return error_response(f"calls not enabled: {errors['call_enabled']}", 409)
+        return _invalid_user(errors)
     except IntegrityError:
         return error_response(CONFLICT, 409)
     [outcome], [user] = result.results, result.users
@@ -240,4 +247,41 @@ def user_call_now(request: HttpRequest, external_id: str) -> JsonResponse:
         return error_response(str(exc), 409)
     return JsonResponse(
         {"success": True, "call_id": str(call.pk), "manual": True, "call": _call_json(call)}, status=202
+    )
+
+
+# Sources an operator's or the product's request may give; "call" and "sms" are what relevel
+# records itself, from what it heard.
+OPT_OUT_REQUEST_SOURCES = ("api", "app", "web", "verbal", "admin", "import")
+
+
+@never_cache
+@require_methods("POST")
+@operator_required
+@limit_body(USER_MAX_BYTES)
+def user_opt_out(request: HttpRequest, external_id: str) -> JsonResponse:
+    """Opt the person out of every call at once (body ``{"source": "app"}``, default "api"):
+    their queued calls are canceled, and only a new opt-in calls them again."""
+    user = selectors.user_by_external_id(external_id=external_id)
+    if user is None:
+        return error_response(f"no user with external_id {external_id[:140]!r}", 404)
+    try:
+        body = json_body_decode(request.body) if request.body else {}
+    except BadPayload as exc:
+        return error_response(str(exc), 400)
+    if not isinstance(body, dict):
+        return error_response('body must be a JSON object such as {"source": "app"}', 400)
+    source = body.get("source", "api")
+    errors = {key: "unknown field" for key in sorted(set(body) - {"source"})}
+    if source not in OPT_OUT_REQUEST_SOURCES:
+        errors["source"] = f"one of {', '.join(OPT_OUT_REQUEST_SOURCES)}"
+    if errors:
+        return JsonResponse(
+            {"success": False, "error": f"invalid opt-out: {', '.join(errors)}", "errors": errors}, status=400
+        )
+    changed = consent.user_opt_out(user_id=user.pk, source=source)
+    user.refresh_from_db()
+    logger.info("Users API: user %s (%s) opted out by %s", user.pk, external_id, request.operator)
+    return JsonResponse(
+        {"success": True, "result": "opted_out" if changed else "already_opted_out", "user": _user_json(user)}
     )
