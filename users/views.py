@@ -188,8 +188,11 @@ def users_bulk(request: HttpRequest) -> JsonResponse:
             errors[index] = row_errors
         rows.append(row or None)
     if errors:
-        # The valid rows' conflicts too, so that one answer lists every problem.
-        errors.update(services.users_conflicts(rows, label="user"))
+        # The valid rows' conflicts too, so that one answer lists every problem. Merged by
+        # row, never replacing: users_conflicts skips the invalid rows today, and a row's
+        # field errors must survive if that ever changes.
+        for index, row_errors in services.users_conflicts(rows, label="user").items():
+            errors.setdefault(index, {}).update(row_errors)
     else:
         try:
             result = services.users_upsert(rows=rows)
