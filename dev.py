@@ -4,8 +4,9 @@
     python3 dev.py start   # install, then run web + worker + scheduler on embedded defaults
     python3 dev.py test    # install, then run the whole test suite
     python3 dev.py manage COMMAND [ARGS]   # a manage.py command with start's environment
+    python3 dev.py docs    # serve the documentation (docs/) at http://127.0.0.1:8001/
 
-Both create ./.venv and install the pinned requirements into it the first time (and again
+They create ./.venv and install the pinned requirements into it the first time (and again
 whenever a requirements file changes). With DATABASE_URL / REDIS_URL set, they use those;
 without, SQLite and an embedded real Redis.
 
@@ -28,6 +29,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / ("python.exe" if os.name == "nt" else "python")
+DOCS_ADDRESS = "127.0.0.1:8001"
 
 
 def say(message: str) -> None:
@@ -136,13 +138,18 @@ def manage_command(args: list[str], environ: dict[str, str]) -> tuple[list[str],
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("start", "test", "manage"):
+    if not argv or argv[0] not in ("start", "test", "manage", "docs"):
         print(__doc__.strip())
         return 2
     os.chdir(ROOT)
     if argv[0] == "test":
         ensure_venv("requirements-dev.txt")
         return run(with_redis([str(PYTHON), "-m", "pytest", *argv[1:]]))
+    if argv[0] == "docs":
+        # MkDocs is a development requirement. Port 8001: `start` has 8000.
+        ensure_venv("requirements-dev.txt")
+        say(f"serving the documentation at http://{DOCS_ADDRESS}/ (Ctrl-C stops)")
+        return run([str(PYTHON), "-m", "mkdocs", "serve", "--dev-addr", DOCS_ADDRESS, *argv[1:]])
     ensure_venv("requirements.txt")
     if argv[0] == "manage":
         if len(argv) < 2:

@@ -22,7 +22,7 @@ from .logsafe import mask_phone
 from .models import AgentVariant, Call, CallPolicy, CallStatus
 from .slots import zone_or_none
 
-# What "not reached" means in the filters (README, "The admin"): dialed, or due to be, and
+# What "not reached" means in the filters (docs/operating/admin.md): dialed, or due to be, and
 # nobody answered. Voicemail is a no_answer. Canceled calls are not in it: nobody was meant
 # to be called any more (calls turned off, or already answered that day).
 TIMING_FIELDSET = "Timing"

@@ -13,8 +13,8 @@ slot outside the policy's calling hours is left out (the tick records it missed,
 dialed); a slot whose window closed before ``now`` too. The pause is not applied: a pause is
 the operator's to lift, and the forecast says what the load is when calling.
 
-The capacity model (README, "Capacity forecast"). The provider is ``PROVIDER_MAX_LIVE_CALLS``
-lines, each busy ``average_call_seconds`` per call, so it starts at most
+The capacity model (docs/operating/capacity.md, "Capacity forecast"). The provider is
+``PROVIDER_MAX_LIVE_CALLS`` lines, each busy ``average_call_seconds`` per call, so it starts at most
 ``cap / average`` calls a second (and at most ``PROVIDER_MAX_CALLS_PER_SECOND`` when that is
 set). Every call may be started from its slot until its window closes (``slot + window``);
 what waits is started earliest deadline first, as the dispatcher does. The forecast runs that

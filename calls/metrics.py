@@ -36,7 +36,7 @@ logger = logging.getLogger("relevel.api")
 
 # The by-status gauges look this far back: a sliding window (no jump at midnight), read
 # through the (status, scheduled_for) index. Counting is linear in the rows it covers: at
-# 1M users an hour of calls is ~0.2 s, a day's ~1 s per scrape (README, "Metrics").
+# 1M users an hour of calls is ~0.2 s, a day's ~1 s per scrape (docs/operating/monitoring.md).
 CALLS_WINDOW = timedelta(hours=1)
 QUEUE_STATES = ("queued", "scheduled", "started", "failed", "finished")
 

@@ -158,8 +158,8 @@ class Call(models.Model):
 
 class CallPolicy(models.Model):
     """The operator's rules for calling, one row (pk 1), edited in the admin ("Call policy")
-    and through /api/policy. A blank value means the deployment's setting applies (README,
-    "Call policy"), so nothing changes until an operator changes it. Read through
+    and through /api/policy. A blank value means the deployment's setting applies
+    (docs/operating/call-policy.md), so nothing changes until an operator changes it. Read through
     calls.policy.policy_current(), never directly."""
 
     paused = models.BooleanField(

@@ -1,4 +1,4 @@
-"""The call policy (README, "Call policy") and the rules that read it: the pause switch,
+"""The call policy (docs/operating/call-policy.md) and the rules that read it: the pause switch,
 calling hours in the user's local time, retries and the calling window.
 
 Selectors read the one CallPolicy row, merged with the deployment's settings for whatever

@@ -2,7 +2,7 @@
 
 A user's *slot* for a local date is the instant their wall clock in ``local_tz`` shows
 ``call_time`` on that date. The rules for the two daylight-saving edge cases are chosen on
-purpose (README, "Daylight saving"):
+purpose (docs/scheduling.md, "Daylight saving"):
 
 * Spring-forward gap: a wall time that does not exist that day is pushed forward by the
   length of the gap (02:30 on 2026-03-08 in America/New_York becomes 03:30 EDT). This is

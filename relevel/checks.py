@@ -25,7 +25,7 @@ def check_webhook_secret(app_configs=None, **kwargs) -> list[Error]:
         Error(
             f"{' or '.join(names)} is not set: with DEBUG off, /api/webhooks/{provider} refuses every "
             "status callback (503), so no call outcome is recorded and no retry is scheduled.",
-            hint="Set it to the value configured in the provider's dashboard (README, Providers).",
+            hint="Set it to the value configured in the provider's dashboard (docs/providers.md).",
             id="relevel.E001",
         )
     ]

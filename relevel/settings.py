@@ -1,4 +1,4 @@
-"""Settings for relevel, read from the environment (see .env.example and README)."""
+"""Settings for relevel, read from the environment (see .env.example and docs/deploying/configuration.md)."""
 
 from datetime import time
 from pathlib import Path
@@ -71,7 +71,7 @@ CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 # --- Behind TLS -----------------------------------------------------------------------------
 # Off by default (runserver, a trial on plain HTTP); docker compose turns them on, with
-# nginx terminating TLS in front of gunicorn. README "Running behind TLS" lists them.
+# nginx terminating TLS in front of gunicorn. docs/deploying/tls.md lists them.
 # The header the TLS-terminating proxy sets to "https" (nginx: X-Forwarded-Proto). Only
 # name one your proxy always sets itself, overwriting what a client sent.
 _proxy_ssl_header = env.str("SECURE_PROXY_SSL_HEADER", default="").strip()

@@ -1,6 +1,6 @@
 """Settings for the test suite: the real settings with safe test values for secrets.
 
-DATABASE_URL and REDIS_URL come from the environment as usual (README: "Tests").
+DATABASE_URL and REDIS_URL come from the environment as usual (docs/development.md, "Tests").
 """
 
 import os

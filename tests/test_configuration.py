@@ -113,7 +113,7 @@ def test_the_wsgi_entry_point_refuses_bad_settings_with_the_same_one_line():
 
 # --- check --deploy -------------------------------------------------------------------------
 
-# The production settings README documents, as docker compose sets them (with a webhook
+# The production settings docs/deploying/tls.md documents, as docker compose sets them (with a webhook
 # secret and the operator token, which .env supplies).
 PRODUCTION = {
     "ALLOWED_HOSTS": "relevel.example.com",

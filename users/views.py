@@ -1,4 +1,4 @@
-"""The users API (README, "Users API"): the product that owns the users keeps them in sync
+"""The users API (docs/api.md, "Users"): the product that owns the users keeps them in sync
 by its own id. Each view checks the request (decorators), validates with the users form,
 calls one service and answers JSON."""
 
@@ -236,7 +236,7 @@ def users_bulk(request: HttpRequest) -> JsonResponse:
 @require_methods("POST")
 @operator_required
 def user_call_now(request: HttpRequest, external_id: str) -> JsonResponse:
-    """Place one call to the user now, outside the daily schedule (README, "Call now"):
+    """Place one call to the user now, outside the daily schedule (docs/operating/call-policy.md, "Call now"):
     202 with the call, 404 for an unknown user, 409 when the user cannot be called now
     (paused, outside the calling hours, calls disabled), 429 within 10 minutes of the last."""
     user = selectors.user_by_external_id(external_id=external_id)

@@ -1,7 +1,7 @@
 """The small interface every call provider implements, and the errors it may raise.
 
 Placing a call is one HTTP request whose failure means one of three things, and the engine
-treats each differently (README, "Never a blind re-dial"):
+treats each differently (docs/scheduling.md, "Never a blind re-dial"):
 
 * ``ProviderNotSentError``: the request cannot have been acted on (connection refused, DNS,
   connect timeout, 429, 503). Sent again after a short backoff.

@@ -3,7 +3,7 @@
 It answers as CallKaro documents (``{"status": "done", "call_sid": …}``) and, a few seconds
 later, posts CallKaro's real ``call_ended`` envelope, signed, to our own
 ``/api/webhooks/simulator``, so the first run goes down the same parsing path as production
-(README, "Providers").
+(docs/providers.md).
 """
 
 from __future__ import annotations

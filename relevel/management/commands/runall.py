@@ -123,7 +123,7 @@ def child_processes(*, port: int, python: str = sys.executable) -> list[ChildSpe
     return [
         ChildSpec("web", (*manage, "runserver", "--noreload", f"127.0.0.1:{port}")),
         # SimpleWorker runs jobs in the worker process, so the placement thread pool and its
-        # connections live from one job to the next (README, "Running each process").
+        # connections live from one job to the next (docs/deploying/compose.md, "Running each process").
         ChildSpec(
             "worker",
             (*manage, "rqworker", *settings.WORKER_QUEUES, "--with-scheduler", *SIMPLE_WORKER),
@@ -374,7 +374,7 @@ class Command(BaseCommand):
 
             env = self.child_env(port=port, redis_url=redis_url, demo_users=demo_users)
             # `dev.py manage` runs a command beside this one with the same environment (the
-            # same Redis above all: its jobs must reach these workers): README, "Quick start".
+            # same Redis above all: its jobs must reach these workers): docs/getting-started.md.
             dev_run_write(env=shared_with_manage(env))
             stack.callback(dev_run_remove)
             supervisor = Supervisor(env=env, out=sys.stdout)
