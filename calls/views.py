@@ -177,6 +177,11 @@ def admin_queues(request: HttpRequest) -> JsonResponse:
                 },
                 {"method": "GET", "path": reverse("dashboard:index"), "description": "Operators' dashboard"},
                 {
+                    "method": "GET",
+                    "path": reverse("api-schema"),
+                    "description": "This API described as OpenAPI 3.1 (staff session)",
+                },
+                {
                     "method": "POST",
                     "path": reverse("call-webhook"),
                     "description": "Provider status callback",

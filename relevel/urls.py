@@ -6,6 +6,7 @@ from django.urls import include, path, reverse_lazy
 from django.views.generic import RedirectView
 
 from .queue_dashboard import gated
+from .views import api_schema
 
 admin.site.site_header = "relevel"
 admin.site.site_title = "relevel admin"
@@ -25,6 +26,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="dashboard:index"), name="home"),
     path("admin/", admin.site.urls),
     path("dashboard/", include("dashboard.urls")),
+    path("api/schema", api_schema, name="api-schema"),
     # django-rq's views check staff themselves; acting (POST) also needs calls.manage_queues.
     # The dashboard lives where operators expect it.
     path("django-rq/", include((gated(django_rq.urls.urlpatterns), django_rq.urls.app_name))),

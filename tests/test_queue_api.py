@@ -373,6 +373,7 @@ def test_admin_queues_lists_every_queue_the_dashboard_and_the_endpoints(staff_cl
         ("GET", "/metrics"),
         ("GET", "/api/capacity"),
         ("GET", "/dashboard/"),
+        ("GET", "/api/schema"),
         ("POST", "/api/webhooks/call"),
     }
     assert staff_client.get(body["dashboard"]).status_code == 200
