@@ -81,9 +81,11 @@ def credentials(case) -> tuple[dict[str, str], dict[str, str]]:
     the operator token, or the provider's webhook credential (Retell's signature covers the
     body as sent, so Retell's webhook is fuzzed unauthenticated: every answer a 401)."""
     path = case.operation.path
-    if path == "/api/webhooks/call" or path == "/api/webhooks/{provider}" and case.path_parameters.get(
-        "provider"
-    ) in ("callkaro", "simulator"):
+    if (
+        path == "/api/webhooks/call"
+        or path == "/api/webhooks/{provider}"
+        and case.path_parameters.get("provider") in ("callkaro", "simulator")
+    ):
         return {}, {"token": CALLKARO_TOKEN}
     if path == "/api/webhooks/{provider}":
         return {"X-Vapi-Secret": VAPI_SECRET}, {}

@@ -51,7 +51,9 @@ def conforms(response, path: str, method: str) -> None:
     content = documented.get("content")
     media_type = response.get("Content-Type", "").split(";")[0].strip()
     if not content:
-        assert not response.content or media_type == "", f"{method} {path} {status}: a body the document has not"
+        assert not response.content or media_type == "", (
+            f"{method} {path} {status}: a body the document has not"
+        )
         return
     assert media_type in content, f"{method} {path} {status}: {media_type} is not documented"
     if media_type == "application/json":
@@ -95,7 +97,9 @@ def _api_routes() -> set[str]:
 def test_every_url_of_the_api_is_in_the_document_and_every_path_resolves():
     assert _api_routes() == set(DOCUMENT["paths"])
     for path in DOCUMENT["paths"]:
-        concrete = path.replace("{provider}", "vapi").replace("{external_id}", "crm-1").replace("{slug}", "variants")
+        concrete = (
+            path.replace("{provider}", "vapi").replace("{external_id}", "crm-1").replace("{slug}", "variants")
+        )
         resolve(concrete)
 
 
@@ -162,7 +166,9 @@ def test_health_answers_conform(client, db):
     conforms(client.get("/api/health"), "/api/health", "GET")
     conforms(client.get("/api/health?detail=1", **AUTH), "/api/health", "GET")
     conforms(client.get("/api/health?detail=1"), "/api/health", "GET")  # 401
-    conforms(client.get("/api/health?detail=1", HTTP_AUTHORIZATION="Bearer wrong"), "/api/health", "GET")  # 403
+    conforms(
+        client.get("/api/health?detail=1", HTTP_AUTHORIZATION="Bearer wrong"), "/api/health", "GET"
+    )  # 403
     conforms(client.get("/api/health?detail=yes"), "/api/health", "GET")  # 400
     conforms(client.post("/api/health"), "/api/health", "GET")  # 405: the same error shape
 
@@ -215,7 +221,11 @@ def test_users_answers_conform(client, db, settings):
     assert bulk.status_code == 200
     conforms(bulk, "/api/users/bulk", "POST")
     rows = {"users": [{"external_id": "crm-44", "local_tz": "Mars/Olympus"}]}
-    conforms(client.post("/api/users/bulk", rows, content_type="application/json", **AUTH), "/api/users/bulk", "POST")
+    conforms(
+        client.post("/api/users/bulk", rows, content_type="application/json", **AUTH),
+        "/api/users/bulk",
+        "POST",
+    )
 
     call_now = "/api/users/{external_id}/call"
     settings.CALL_PROVIDER = "simulator"
@@ -230,7 +240,11 @@ def test_users_answers_conform(client, db, settings):
 def _signed(body: dict) -> dict:
     raw = json.dumps(body).encode()
     signature = hmac.new(SECRET.encode(), raw, hashlib.sha256).hexdigest()
-    return {"data": raw, "content_type": "application/json", "HTTP_X_CALLKARO_SIGNATURE": f"sha256={signature}"}
+    return {
+        "data": raw,
+        "content_type": "application/json",
+        "HTTP_X_CALLKARO_SIGNATURE": f"sha256={signature}",
+    }
 
 
 def test_webhook_answers_conform(client, make_call):
@@ -244,9 +258,21 @@ def test_webhook_answers_conform(client, make_call):
     ignored = client.post("/api/webhooks/callkaro", **_signed({"event": "call_started", "data": {}}))
     assert ignored.status_code == 200 and "ignored" in ignored.json()
     conforms(ignored, "/api/webhooks/{provider}", "POST")
-    conforms(client.post("/api/webhooks/call", data=b"{", content_type="application/json"), "/api/webhooks/call", "POST")
-    conforms(client.post("/api/webhooks/call", **{**_signed(flat), "data": b"not json"}), "/api/webhooks/call", "POST")
-    conforms(client.post("/api/webhooks/nope", data=b"{}", content_type="application/json"), "/api/webhooks/{provider}", "POST")
+    conforms(
+        client.post("/api/webhooks/call", data=b"{", content_type="application/json"),
+        "/api/webhooks/call",
+        "POST",
+    )
+    conforms(
+        client.post("/api/webhooks/call", **{**_signed(flat), "data": b"not json"}),
+        "/api/webhooks/call",
+        "POST",
+    )
+    conforms(
+        client.post("/api/webhooks/nope", data=b"{}", content_type="application/json"),
+        "/api/webhooks/{provider}",
+        "POST",
+    )
     conforms(client.get("/api/webhooks/call"), "/api/webhooks/call", "POST")
 
 
