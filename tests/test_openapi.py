@@ -227,6 +227,22 @@ def test_users_answers_conform(client, db, settings):
         "POST",
     )
 
+    opt_out = "/api/users/{external_id}/opt-out"
+    body = {"source": "app"}
+    done = client.post("/api/users/crm-43/opt-out", body, content_type="application/json", **AUTH)
+    assert done.status_code == 200 and done.json()["user"]["opted_out"]["source"] == "app"
+    conforms(done, opt_out, "POST")
+    conforms(client.post("/api/users/crm-43/opt-out", **AUTH), opt_out, "POST")
+    body = {"source": "sms"}
+    conforms(
+        client.post("/api/users/crm-43/opt-out", body, content_type="application/json", **AUTH),
+        opt_out,
+        "POST",
+    )
+    refused = client.put("/api/users/crm-43", {"call_enabled": True}, content_type="application/json", **AUTH)
+    assert refused.status_code == 409
+    conforms(refused, path, "PUT")
+
     call_now = "/api/users/{external_id}/call"
     settings.CALL_PROVIDER = "simulator"
     first = client.post("/api/users/crm-42/call", **AUTH)

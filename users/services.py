@@ -46,7 +46,7 @@ def users_set_call_enabled(*, users: Iterable, enabled: bool) -> int:
 
 def user_save(*, user: User, update_fields: Iterable[str] | None = None) -> str | None:
     """Save one user (the admin's forms and actions, the demo): a change of schedule cancels
-    the calls queued for the old one, in the same transaction as the change (README,
+    the calls queued for the old one, in the same transaction as the change (docs/scheduling.md,
     "Profile changes take effect at once"). Returns why calls were canceled, or None.
 
     The old values are read locked, not remembered from when the instance was loaded: an
