@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponseRedirect
 from django.urls import reverse
@@ -25,7 +26,7 @@ from web.display import admin_time, status_badge
 
 from .consent import user_opt_in, user_opt_out
 from .forms import DAILY_CALL_FIELDS, CallTimeField, UserAdminChangeForm, UserAdminCreationForm
-from .models import OptOutSource, User
+from .models import OPERATORS, PEOPLE, Operator, OptOutSource, User
 from .record_display import call_day_badge, call_record_html
 from .resources import UserResource
 
@@ -133,14 +134,7 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
     list_display_links = ("user_display",)
     list_help = "Next calls are in each user's own time zone: hover over one for the zone and UTC."
     list_editable = ("call_time", "call_enabled")
-    list_filter = (
-        CallsFilter,
-        ParkedFilter,
-        OutsideCallingHoursFilter,
-        "local_tz",
-        "is_staff",
-        "is_active",
-    )
+    list_filter = (CallsFilter, ParkedFilter, OutsideCallingHoursFilter, "local_tz")
     search_fields = ("name", "phone", "email", "username", "external_id")
     actions = ("enable_calls", "disable_calls", "call_now", "opt_out", "opt_in")
 
@@ -159,14 +153,9 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
         ),
         ("Personal info", {"fields": PERSONAL_FIELDS}),
         ("Last 30 days", {"fields": ("call_record", "recent_calls")}),
-        (
-            "Permissions",
-            {
-                "classes": ("collapse",),
-                "fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions"),
-            },
-        ),
-        ("Important dates", {"classes": ("collapse",), "fields": ("last_login_at", "joined_at")}),
+        # No permissions and no login dates: a person to call is not an admin login (those
+        # are the Operators, OperatorAdmin below).
+        ("Important dates", {"classes": ("collapse",), "fields": ("joined_at",)}),
     )
     # No password: a person to call is not an admin login (UserAdminCreationForm).
     add_fieldsets = (
@@ -180,7 +169,6 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
         "opt_out_display",
         "call_record",
         "recent_calls",
-        "last_login_at",
         "joined_at",
     )
 
@@ -188,6 +176,10 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
         # The change page and list_editable both save here: a new schedule cancels the
         # calls queued for the old one.
         services.user_save(user=obj)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # People only: the list, its counts, the export and each person's page.
+        return super().get_queryset(request).filter(PEOPLE)
 
     def get_changelist(self, request: HttpRequest, **kwargs):
         return UserChangeList
@@ -277,12 +269,6 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
             rows,
             all_url,
         )
-
-    # Operators' own times, in UTC.
-
-    @admin.display(description="last login")
-    def last_login_at(self, obj: User) -> str:
-        return admin_time(obj.last_login)
 
     @admin.display(description="date joined")
     def joined_at(self, obj: User) -> str:
@@ -402,3 +388,69 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
         if opted_out:
             message += f"; {opted_out} opted out, left off (record an opt-in to call them again)"
         self.message_user(request, message + ".", messages.SUCCESS if changed else messages.INFO)
+
+
+class OperatorCreationForm(AdminUserCreationForm):
+    class Meta(AdminUserCreationForm.Meta):
+        model = Operator
+        fields = ("username", "name", "email")
+
+    def save(self, commit: bool = True) -> Operator:
+        # Staff, and so an operator (users.models.OPERATORS): never called, whatever the
+        # call fields' defaults say.
+        operator = super().save(commit=False)
+        operator.is_staff = True
+        operator.call_enabled = False
+        if commit:
+            operator.save()
+            self.save_m2m()
+        return operator
+
+
+class OperatorChangeForm(UserChangeForm):
+    class Meta(UserChangeForm.Meta):
+        model = Operator
+
+
+@admin.register(Operator)
+class OperatorAdmin(BaseUserAdmin):
+    """The admin's logins (staff and superusers), apart from the people who are called."""
+
+    form = OperatorChangeForm
+    add_form = OperatorCreationForm
+    list_display = ("username", "name", "email", "is_superuser", "is_active", "last_login_at")
+    list_filter = ("is_superuser", "is_active", "groups")
+    search_fields = ("username", "name", "email")
+    ordering = ("username",)
+    fieldsets = (
+        (None, {"fields": ("username", "password")}),
+        ("Personal info", {"fields": ("name", "email")}),
+        (
+            "Permissions",
+            {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")},
+        ),
+        ("Important dates", {"fields": ("last_login_at", "joined_at")}),
+    )
+    add_fieldsets = (
+        (
+            None,
+            {
+                "classes": ("wide",),
+                "fields": ("username", "usable_password", "password1", "password2", "name", "email"),
+            },
+        ),
+    )
+    readonly_fields = ("last_login_at", "joined_at")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).filter(OPERATORS)
+
+    # Operators' own times, in UTC.
+
+    @admin.display(description="last login", ordering="last_login")
+    def last_login_at(self, obj: User) -> str:
+        return admin_time(obj.last_login)
+
+    @admin.display(description="date joined", ordering="date_joined")
+    def joined_at(self, obj: User) -> str:
+        return admin_time(obj.date_joined)

@@ -100,7 +100,8 @@ class DailyCallFieldsMixin:
             if owner is not None:
                 # Checked here rather than left to the unique constraint, whose message
                 # ("User with this Phone already exists.") does not say who.
-                url = reverse("admin:users_user_change", args=[owner.pk])
+                page = "admin:users_operator_change" if owner.is_operator else "admin:users_user_change"
+                url = reverse(page, args=[owner.pk])
                 raise ValidationError(
                     format_html(
                         'This phone number belongs to <a href="{}">{}</a> (user {}).', url, owner, owner.pk

@@ -237,6 +237,10 @@ def users_conflicts(
     if existing is None:
         existing = users_by_external_id([row["external_id"] for row in rows if row])
     errors = duplicate_errors(rows, label=label, first_number=first_number)
+    for index, row in enumerate(rows):
+        user = existing.get(row["external_id"]) if row else None
+        if user is not None and user.is_operator:
+            errors.setdefault(index, {})["external_id"] = OPERATOR_ID
     for index, row_errors in phone_taken_errors(rows, existing=existing).items():
         errors.setdefault(index, {}).update(row_errors)
     for index, row in enumerate(rows):
@@ -277,6 +281,9 @@ def phone_owners(phones: Iterable[str]) -> dict[str, tuple[int, str | None]]:
 
 
 PHONE_TAKEN = "Another user already has this phone number."
+# People and operators share the table (users.models.OPERATORS); the users API and the
+# import change people only.
+OPERATOR_ID = "This external id belongs to an operator's login, not to a person to call."
 
 
 def phone_taken_message(pk: int, external_id: str | None) -> str:

@@ -1,0 +1,48 @@
+"""The people pages as an operator meets them (issue 17): the people list shows the people
+who are called and the operators have a list of their own, each at 1366 and 1920 px."""
+
+from __future__ import annotations
+
+from datetime import time
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+PEOPLE_PATH = "/admin/users/user/"
+OPERATORS_PATH = "/admin/users/operator/"
+WIDTHS = [(1366, 768), (1920, 1080)]
+
+
+def no_sideways_scroll(browser) -> None:
+    scroll, client = browser.driver.execute_script(
+        "return [document.documentElement.scrollWidth, document.documentElement.clientWidth]"
+    )
+    assert scroll <= client, f"{browser.path} scrolls sideways: {scroll} px wide in {client} px"
+
+
+def window_id(window) -> str:
+    return f"{window[0]}px"
+
+
+@pytest.mark.parametrize("window", WIDTHS, ids=window_id)
+def test_the_people_list_shows_people_and_operators_have_their_own_list(
+    request, browser, operator, make_user, window
+):
+    browser.driver.set_window_size(*window)
+    make_user(name="Asha Rao", local_tz="Asia/Kolkata", call_time=time(20, 30))
+    make_user(username="desk", name="Front Desk", is_staff=True)
+    browser.log_in_as(operator)
+
+    browser.open(PEOPLE_PATH)
+    rows = [row.text for row in browser.find_all("#result_list tbody tr")]
+    assert len(rows) == 1 and "Asha Rao" in rows[0]
+    assert "Ops Person" not in browser.page_text() and "Front Desk" not in browser.page_text()
+    no_sideways_scroll(browser)
+    browser.screenshot(f"people-{window[0]}")
+
+    browser.open(OPERATORS_PATH)
+    names = {cell.text for cell in browser.find_all("#result_list tbody td.field-name")}
+    assert names == {"Ops Person", "Front Desk"}
+    assert "Asha Rao" not in browser.page_text()
+    no_sideways_scroll(browser)
