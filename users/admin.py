@@ -25,7 +25,13 @@ from users.services import users_set_call_enabled
 from web.display import admin_time, status_badge
 
 from .consent import user_opt_in, user_opt_out
-from .forms import DAILY_CALL_FIELDS, CallTimeField, UserAdminChangeForm, UserAdminCreationForm
+from .forms import (
+    DAILY_CALL_FIELDS,
+    CallTimeField,
+    CallTimeInput,
+    UserAdminChangeForm,
+    UserAdminCreationForm,
+)
 from .models import OPERATORS, PEOPLE, Operator, OptOutSource, User
 from .record_display import call_day_badge, call_record_html
 from .resources import UserResource
@@ -188,6 +194,8 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
         # The list's inline call time too, whose form is built from the model alone.
         if db_field.name == "call_time":
             kwargs["form_class"] = CallTimeField
+            # The field's plain input rather than the admin's, which offers "Now".
+            kwargs["widget"] = CallTimeInput
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     # --- Columns ----------------------------------------------------------------------

@@ -83,9 +83,20 @@ class TimeZoneInput(forms.TextInput):
         return format_html('{}<datalist id="{}">{}</datalist>', text_input, list_id, options)
 
 
+class CallTimeInput(forms.TimeInput):
+    """A plain text box for a call time. Not the admin's time widget: its "Now" and clock
+    would set a person's call time from the operator's own clock, in the operator's zone."""
+
+    def __init__(self, attrs=None):
+        super().__init__(
+            {"class": "call-time", "size": "8", "placeholder": "20:30", **(attrs or {})}
+        )
+
+
 class CallTimeField(forms.TimeField):
     """The admin's call time ("20:30" or "20:30:05"), whose error says what a time is."""
 
+    widget = CallTimeInput
     default_error_messages = {"invalid": CALL_TIME_INVALID}
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import time
 
 import pytest
+from selenium.webdriver.common.by import By
 
 pytestmark = pytest.mark.browser
 
@@ -46,3 +47,41 @@ def test_the_people_list_shows_people_and_operators_have_their_own_list(
     assert names == {"Ops Person", "Front Desk"}
     assert "Asha Rao" not in browser.page_text()
     no_sideways_scroll(browser)
+
+
+# --- Item 15: no "Now" on a call time -------------------------------------------------------
+
+
+def shortcuts_beside(browser, css: str) -> list[str]:
+    """The admin's date/time shortcuts ("Now", the clock) next to the input ``css`` selects."""
+    field = browser.find(css)
+    return [
+        link.text or link.get_attribute("title") or "clock"
+        for link in field.find_elements(By.XPATH, "./following-sibling::span[@class='datetimeshortcuts']//a")
+    ]
+
+
+@pytest.mark.parametrize("window", WIDTHS, ids=window_id)
+def test_no_call_time_input_offers_the_operators_clock(browser, operator, make_user, window):
+    browser.driver.set_window_size(*window)
+    asha = make_user(name="Asha Rao", call_time=time(20, 30))
+    browser.log_in_as(operator)
+
+    browser.open(PEOPLE_PATH)
+    browser.find("#result_list")
+    assert browser.find_all(".datetimeshortcuts") == []
+    assert shortcuts_beside(browser, "input[name='form-0-call_time']") == []
+    assert "Now" not in [link.text for link in browser.find_all("#result_list a")]
+    no_sideways_scroll(browser)
+
+    browser.open(f"{PEOPLE_PATH}{asha.pk}/change/")
+    assert browser.find("input[name=call_time]").get_attribute("value") == "20:30:00"
+    assert browser.find_all(".datetimeshortcuts") == []
+    browser.screenshot(f"change-{window[0]}")
+
+    browser.open(f"{PEOPLE_PATH}add/")
+    browser.find("input[name=call_time]")
+    assert browser.find_all(".datetimeshortcuts") == []
+    # Typing a time still works as before.
+    field = browser.find("input[name=call_time]")
+    assert field.get_attribute("placeholder") == "20:30"
