@@ -115,29 +115,39 @@ def test_adding_a_person_to_call_asks_for_no_password_and_sets_an_unusable_one(a
     with time_machine.travel(SLOT - timedelta(hours=9), tick=False):
         response = admin_client.post(reverse("admin:users_user_add"), add_form_data())
     assert response.status_code == 302
-    user = User.objects.get(username="newcomer")
+    user = User.objects.get(username="new-comer")
     assert not user.has_usable_password()
     assert (user.name, user.phone, user.next_call_at) == ("New Comer", "+919876543210", SLOT)
 
 
 def test_the_add_and_change_pages_group_the_fields_the_same_way(admin_client, make_user):
     def groups(response):
-        return [
-            (fieldset.name, [line.fields for line in fieldset]) for fieldset in response.context["adminform"]
-        ]
+        return {
+            fieldset.name: [field for line in fieldset for field in line.fields]
+            for fieldset in response.context["adminform"]
+        }
 
     added = groups(admin_client.get(reverse("admin:users_user_add")))
     changed = groups(admin_client.get(reverse("admin:users_user_change", args=[make_user().pk])))
-    assert [name for name, _ in added] == [None, "Daily call", "Personal info"]
-    assert [name for name, _ in changed][:3] == [None, "Daily call", "Personal info"]
-    for (name, add_lines), (_, change_lines) in zip(added, changed, strict=False):
-        editable = [
-            field
-            for line in change_lines
-            for field in line
-            if field not in {"password", "next_call", "schedule_error", "opt_out_display"}
-        ]
-        assert [field for line in add_lines for field in line] == editable, name
+    assert list(added) == ["Person to call", "More"]
+    readonly = {"next_call", "schedule_error", "opt_out_display", "username"}
+    for name, add_fields in added.items():
+        assert add_fields == [field for field in changed[name] if field not in readonly], name
+
+
+def test_a_person_added_in_the_admin_gets_a_username_made_from_their_name(admin_client, make_user):
+    make_user(username="asha-rao")
+    for data in (
+        add_form_data(name="Asha Rao", phone="+919876543211"),
+        add_form_data(name="José", phone="+919876543212"),
+        add_form_data(name="Bilal", phone="+919876543213", external_id="crm-7"),
+    ):
+        assert admin_client.post(reverse("admin:users_user_add"), data).status_code == 302
+    added = User.objects.filter(phone__in=["+919876543211", "+919876543212", "+919876543213"])
+    usernames = dict(added.values_list("phone", "username"))
+    assert usernames["+919876543211"].startswith("asha-rao-")  # "asha-rao" was taken
+    assert usernames["+919876543212"] == "jose"
+    assert usernames["+919876543213"] == "ext-crm-7"  # as an import names an external id
 
 
 def test_a_login_without_a_phone_is_not_counted_among_the_users_called(admin_client, make_user, admin_user):

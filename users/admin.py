@@ -26,7 +26,6 @@ from web.display import admin_time, status_badge
 
 from .consent import user_opt_in, user_opt_out
 from .forms import (
-    DAILY_CALL_FIELDS,
     CallTimeField,
     CallTimeInput,
     UserAdminChangeForm,
@@ -37,10 +36,15 @@ from .record_display import call_day_badge, call_record_html
 from .resources import UserResource
 
 RECENT_CALLS_SHOWN = 10
-# The same groups, in the same order, on the add and the change page.
-CALL_FIELDS = tuple(field for field in DAILY_CALL_FIELDS if field != "name")
-PERSONAL_FIELDS = ("name", "first_name", "last_name", "email")
-
+# The same groups, in the same order, on the add and the change page: what calling a
+# person needs first, the rest folded away.
+PERSON_FIELDS = ("name", "phone", "local_tz", "call_time", "call_enabled")
+MORE_FIELDS = ("external_id", "max_retries", "retry_delay_minutes", "email")
+SCHEDULE_HELP = (
+    "Saving recomputes the next call from these fields. Turning calls off, removing the phone "
+    "or changing the call time or time zone cancels the calls still queued for the old "
+    "schedule, saying why."
+)
 
 class CallsFilter(admin.SimpleListFilter):
     """Who is called daily: calls enabled *and* a phone. A login without a phone (the
@@ -145,31 +149,25 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
     actions = ("enable_calls", "disable_calls", "call_now", "opt_out", "opt_in")
 
     fieldsets = (
-        (None, {"fields": ("username", "password")}),
         (
-            "Daily call",
+            "Person to call",
             {
-                "fields": (*CALL_FIELDS, "next_call", "schedule_error", "opt_out_display"),
-                "description": (
-                    "Saving recomputes the next call from these fields. Turning calls off, "
-                    "removing the phone or changing the call time or time zone cancels the calls "
-                    "still queued for the old schedule, saying why."
-                ),
+                "fields": (*PERSON_FIELDS, "next_call", "schedule_error", "opt_out_display"),
+                "description": SCHEDULE_HELP,
             },
         ),
-        ("Personal info", {"fields": PERSONAL_FIELDS}),
+        ("More", {"classes": ("collapse",), "fields": (*MORE_FIELDS, "username")}),
         ("Last 30 days", {"fields": ("call_record", "recent_calls")}),
-        # No permissions and no login dates: a person to call is not an admin login (those
-        # are the Operators, OperatorAdmin below).
+        # No password and no permissions: a person to call is not an admin login (those are
+        # the Operators, OperatorAdmin below). The username is made for them.
         ("Important dates", {"classes": ("collapse",), "fields": ("joined_at",)}),
     )
-    # No password: a person to call is not an admin login (UserAdminCreationForm).
     add_fieldsets = (
-        (None, {"classes": ("wide",), "fields": ("username",)}),
-        ("Daily call", {"classes": ("wide",), "fields": CALL_FIELDS}),
-        ("Personal info", {"classes": ("wide",), "fields": PERSONAL_FIELDS}),
+        ("Person to call", {"fields": PERSON_FIELDS}),
+        ("More", {"classes": ("collapse",), "fields": MORE_FIELDS}),
     )
     readonly_fields = (
+        "username",
         "next_call",
         "schedule_error",
         "opt_out_display",

@@ -10,7 +10,6 @@ from datetime import time
 from typing import Any
 
 from django import forms
-from django.contrib.auth.forms import UserChangeForm, UsernameField
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -18,6 +17,7 @@ from django.utils.html import format_html, format_html_join
 from calls.models import MAX_DELAY_MINUTES, MAX_RETRIES
 
 from .models import User
+from .services import username_for_person
 from .validators import (
     CALL_TIME_INVALID,
     iana_time_zones,
@@ -126,18 +126,24 @@ class DailyCallFieldsMixin:
 
 
 class UserAdminCreationForm(DailyCallFieldsMixin, forms.ModelForm):
-    """Adding a person to call. No password: the people relevel calls never log in to the
-    admin, so they get an unusable one. (An operator's login: ``createsuperuser``, or "Set
-    password" on the user's page.)"""
+    """Adding a person to call: what calling them needs, no login. The username is made for
+    them (users.services.username_for_person) and the password is an unusable one: the
+    people relevel calls never log in. (An operator's login: the Operators page.)"""
 
     class Meta:
         model = User
-        fields = ("username", *DAILY_CALL_FIELDS, "first_name", "last_name", "email")
-        field_classes = {"username": UsernameField, "phone": PhoneNumberField, "call_time": CallTimeField}
+        fields = (*DAILY_CALL_FIELDS, "email")
+        field_classes = {"phone": PhoneNumberField, "call_time": CallTimeField}
         widgets = {"local_tz": TimeZoneInput}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # The one field that tells people apart in the lists (there is no username to type).
+        self.fields["name"].required = True
 
     def save(self, commit: bool = True) -> User:
         user = super().save(commit=False)
+        user.username = username_for_person(name=user.name, external_id=user.external_id)
         user.set_unusable_password()
         if commit:
             user.save()
@@ -145,14 +151,13 @@ class UserAdminCreationForm(DailyCallFieldsMixin, forms.ModelForm):
         return user
 
 
-class UserAdminChangeForm(DailyCallFieldsMixin, UserChangeForm):
-    class Meta(UserChangeForm.Meta):
+class UserAdminChangeForm(DailyCallFieldsMixin, forms.ModelForm):
+    """A person's page: the same fields as adding them (no login: see the Operators page)."""
+
+    class Meta:
         model = User
-        field_classes = {
-            **UserChangeForm.Meta.field_classes,
-            "phone": PhoneNumberField,
-            "call_time": CallTimeField,
-        }
+        fields = (*DAILY_CALL_FIELDS, "email")
+        field_classes = {"phone": PhoneNumberField, "call_time": CallTimeField}
         widgets = {"local_tz": TimeZoneInput}
 
 

@@ -20,7 +20,7 @@ from django.db import connection, router, transaction
 from django.db.models import BooleanField, Max, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
-from django.utils.text import capfirst
+from django.utils.text import capfirst, slugify
 
 from calls import bulk
 from calls.models import Call, CallStatus
@@ -345,6 +345,19 @@ def usernames_for(external_ids: Sequence[str]) -> dict[str, str]:
         taken.add(name)
         names[eid] = name
     return names
+
+
+def username_for_person(*, name: str, external_id: str | None = None) -> str:
+    """A username for a person added in the admin, who never logs in with it: the one an
+    import gives an external id ("ext-<external id>"), or else the name as an ASCII slug
+    ("asha-rao", "jose"; "person" for a name in another script: the list shows the name
+    itself), with a random suffix when taken."""
+    if external_id:
+        return usernames_for([external_id])[external_id]
+    base = slugify(name)[:120] or "person"
+    if not User.objects.filter(username=base).exists():
+        return base
+    return f"{base}-{secrets.token_hex(3)}"
 
 
 def last_first_attempts(user_ids: Sequence[int]) -> dict[int, date]:

@@ -85,3 +85,43 @@ def test_no_call_time_input_offers_the_operators_clock(browser, operator, make_u
     # Typing a time still works as before.
     field = browser.find("input[name=call_time]")
     assert field.get_attribute("placeholder") == "20:30"
+
+
+# --- Item 9: adding a person asks for what calling them needs --------------------------------
+
+
+@pytest.mark.parametrize("window", WIDTHS, ids=window_id)
+def test_adding_a_person_asks_for_name_phone_zone_and_call_time_not_a_login(
+    browser, operator, window
+):
+    browser.driver.set_window_size(*window)
+    browser.log_in_as(operator)
+    browser.open(f"{PEOPLE_PATH}add/")
+    form = browser.find("#user_form")
+    visible = [field.get_attribute("name") for field in form.find_elements(By.CSS_SELECTOR, "input, select")
+               if field.is_displayed() and field.get_attribute("type") not in ("hidden", "submit")]
+    assert visible == ["name", "phone", "local_tz", "call_time", "call_enabled"]
+    assert browser.find_all("input[name=username], input[name=password1], input[name=usable_password]") == []
+    # The time zone suggests every IANA zone as one types (a datalist tied to the input).
+    zone = browser.find("input[name=local_tz]")
+    zones = browser.driver.execute_script(
+        "return Array.from(arguments[0].list.options, option => option.value)", zone
+    )
+    assert "Asia/Kolkata" in zones and len(zones) > 400
+    no_sideways_scroll(browser)
+    browser.screenshot(f"add-{window[0]}")
+
+    browser.find("input[name=name]").send_keys("Asha Rao")
+    browser.find("input[name=phone]").send_keys("+91 98765 43210")
+    zone.clear()
+    zone.send_keys("Asia/Kolkata")
+    browser.find("input[name=call_time]").clear()
+    browser.find("input[name=call_time]").send_keys("20:30")
+    browser.find("input[name=_save]").click()
+    browser.find("ul.messagelist li.success")
+
+    from users.models import User
+
+    asha = User.objects.get(phone="+919876543210")
+    assert (asha.name, asha.username, asha.local_tz) == ("Asha Rao", "asha-rao", "Asia/Kolkata")
+    assert not asha.has_usable_password() and asha.next_call_at is not None
