@@ -73,13 +73,13 @@ def test_the_import_previews_the_rows_then_creates_the_users_on_confirm(admin_cl
     text = f"{HEADER}\n{ASHA}\ncrm-43,Bilal,+1 (415) 555-0123,America/Los_Angeles,09:00:00,1,,\n"
     shown = preview(admin_client, text)
     html = shown.content.decode()
-    assert "2 new, 0 updated, 0 unchanged (of 2 rows)" in html
+    assert "2 new, 0 changed, 0 unchanged (of 2 rows)" in html
     assert "+91 98765 43210" in html and "Confirm import" in html
     assert not User.objects.filter(external_id__isnull=False).exists()  # a preview writes nothing
 
     done = confirm(admin_client, shown)
     assert [str(m) for m in done.context["messages"]] == [
-        "Import finished: 2 new, 0 updated, 0 deleted and 0 skipped users."
+        "Import finished: 2 new, 0 changed, 0 unchanged."
     ]
     asha = User.objects.get(external_id="crm-42")
     assert (asha.username, asha.name, asha.phone, asha.local_tz) == (
@@ -107,7 +107,7 @@ def test_the_import_previews_the_rows_then_creates_the_users_on_confirm(admin_cl
 def test_an_import_updates_users_by_external_id_with_only_the_columns_given(admin_client, make_user):
     user = make_user(external_id="crm-42", name="Asha", phone="+919876543210", call_time=time(20, 30))
     done = import_csv(admin_client, "external_id,call_time,max_retries\ncrm-42,21:00,0\n")
-    assert "0 new, 1 updated" in str(list(done.context["messages"])[0])
+    assert "0 new, 1 changed" in str(list(done.context["messages"])[0])
     user.refresh_from_db()
     assert (user.name, user.phone, user.call_time, user.max_retries) == ("Asha", "+919876543210", time(21), 0)
     assert user.next_call_at == datetime(2026, 11, 28, 15, 30, tzinfo=UTC)
@@ -118,7 +118,7 @@ def test_importing_the_same_file_twice_changes_nothing_the_second_time(admin_cli
     import_csv(admin_client, text)
     before = stored()
     shown = preview(admin_client, text)
-    assert "0 new, 0 updated, 1 unchanged" in shown.content.decode()
+    assert "0 new, 0 changed, 1 unchanged" in shown.content.decode()
     with CaptureQueriesContext(connection) as queries:
         confirm(admin_client, shown)
     assert stored() == before
@@ -270,25 +270,29 @@ def test_an_import_takes_a_few_queries_whatever_the_number_of_rows():
 # --- Export ---------------------------------------------------------------------------------
 
 
-def test_the_export_has_the_import_columns_and_imports_back_unchanged(admin_client, make_user):
-    make_user(
-        external_id="crm-42", name="Asha, Rao", phone="+919876543210", call_time=time(20, 30), max_retries=1
-    )
-    make_user(
-        external_id="crm-43", phone=None, call_enabled=False, local_tz="Europe/London", retry_delay_minutes=5
-    )
-    page = admin_client.get(EXPORT_URL)
-    form = page.context["form"]
+def export(client) -> bytes:
+    """The export as the admin's Export button gives it (every column, CSV)."""
+    form = client.get(EXPORT_URL).context["form"]
     data = {
         "format": "0",
         **{name: "on" for name, field in form.fields.items() if getattr(field, "is_selectable_field", False)},
     }
     if "resource" in form.fields:
         data["resource"] = "0"
-    response = admin_client.post(EXPORT_URL, data)
+    response = client.post(EXPORT_URL, data)
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
-    text = response.content.decode("utf-8-sig")
+    return response.content
+
+
+def test_the_export_has_the_import_columns(admin_client, make_user):
+    make_user(
+        external_id="crm-42", name="Asha, Rao", phone="+919876543210", call_time=time(20, 30), max_retries=1
+    )
+    make_user(
+        external_id="crm-43", phone=None, call_enabled=False, local_tz="Europe/London", retry_delay_minutes=5
+    )
+    text = export(admin_client).decode("utf-8-sig")
     rows = {row["external_id"]: row for row in csv.DictReader(io.StringIO(text))}
     assert list(next(csv.reader(io.StringIO(text)))) == list(COLUMNS)
     assert rows["crm-42"] == {
@@ -302,13 +306,55 @@ def test_the_export_has_the_import_columns_and_imports_back_unchanged(admin_clie
         "retry_delay_minutes": "",
     }
     assert (rows["crm-43"]["phone"], rows["crm-43"]["call_enabled"]) == ("", "false")
-    # Back in, the rows with an external id change nothing (admin's own user has none: skipped here).
-    back = "\n".join(line for line in text.splitlines() if line.startswith(("external_id", "crm-")))
+
+
+def test_an_export_imports_back_as_it_is_and_changes_nothing(admin_client, admin_user, make_user):
+    """The file just as the browser saved it, imported back: the
+    people without an external id got one on export, the operators are not in it, and the
+    import reports "0 changed"."""
+    make_user(external_id="crm-42", name="Asha, Rao", max_retries=1)
+    made_in_the_admin = make_user(name="Ravi Kumar", phone="+919876500001")  # no external id
+    make_user(name="José Ñúñez", external_id=None, phone=None, call_enabled=False, local_tz="Europe/Madrid")
+    make_user(username="desk", is_staff=True)  # an operator
+    made_in_the_admin.refresh_from_db()
+    assert made_in_the_admin.external_id is None
+
+    file = export(admin_client)
+    text = file.decode("utf-8-sig")
+    ids = [row["external_id"] for row in csv.DictReader(io.StringIO(text))]
+    made_in_the_admin.refresh_from_db()
+    assert made_in_the_admin.external_id == f"relevel-{made_in_the_admin.pk}"
+    assert sorted(ids) == sorted(User.objects.filter(is_staff=False).values_list("external_id", flat=True))
+    assert len(ids) == 3 and "desk" not in text and admin_user.username not in text
+
     before = stored()
-    shown = preview(admin_client, back)
-    assert "0 new, 0 updated, 2 unchanged" in shown.content.decode()
-    confirm(admin_client, shown)
+    shown = admin_client.post(
+        IMPORT_URL, {"import_file": SimpleUploadedFile("users.csv", file, "text/csv"), "format": "0"}
+    )
+    assert "0 new, 0 changed, 3 unchanged (of 3 rows)" in shown.content.decode()
+    done = confirm(admin_client, shown)
+    assert [str(m) for m in done.context["messages"]] == ["Import finished: 0 new, 0 changed, 3 unchanged."]
     assert stored() == before
+    # A second export gives the same file: the ids given stay.
+    assert export(admin_client) == file
+
+
+def test_a_person_added_in_the_admin_gets_an_external_id(admin_client):
+    from tests.test_user_validation import add_form_data
+
+    assert admin_client.post(reverse("admin:users_user_add"), add_form_data()).status_code == 302
+    person = User.objects.get(name="New Comer")
+    assert person.external_id == f"relevel-{person.pk}"
+
+
+def test_an_external_id_the_product_uses_is_not_given_twice(make_user):
+    from users.services import users_give_external_ids
+
+    first = make_user()
+    make_user(external_id=f"relevel-{first.pk}")  # the product's own id, by chance the same
+    assert users_give_external_ids(users=User.objects.filter(pk=first.pk)) == 1
+    first.refresh_from_db()
+    assert first.external_id.startswith(f"relevel-{first.pk}-")
 
 
 # --- Who may -------------------------------------------------------------------------------

@@ -180,6 +180,10 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
         # The change page and list_editable both save here: a new schedule cancels the
         # calls queued for the old one.
         services.user_save(user=obj)
+        if not change and obj.external_id is None:
+            # Every person has the import's and the users API's key (relevel-<id>).
+            services.users_give_external_ids(users=User.objects.filter(pk=obj.pk))
+            obj.refresh_from_db(fields=["external_id"])
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         # People only: the list, its counts, the export and each person's page.
@@ -289,6 +293,23 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
     def has_export_permission(self, request: HttpRequest) -> bool:
         # Whoever may view a user sees their whole number on the user's page already.
         return self.has_view_permission(request)
+
+    def get_data_for_export(self, request: HttpRequest, queryset: QuerySet, **kwargs):
+        # The import's key is the external id: the people without one get it now (the
+        # export is a POST), so that the file imports back onto the same people.
+        services.users_give_external_ids(users=queryset)
+        return super().get_data_for_export(request, queryset.all(), **kwargs)
+
+    def add_success_message(self, result: Result, request: HttpRequest) -> None:
+        # The preview's words: a row that changes nothing is "unchanged", not "skipped".
+        totals = result.totals
+        self.message_user(
+            request,
+            f"Import finished: {totals[RowResult.IMPORT_TYPE_NEW]} new, "
+            f"{totals[RowResult.IMPORT_TYPE_UPDATE]} changed, "
+            f"{totals[RowResult.IMPORT_TYPE_SKIP]} unchanged.",
+            messages.SUCCESS,
+        )
 
     def get_import_data_kwargs(self, **kwargs) -> dict:
         # The confirm step imports the file again: if a row became invalid since the preview

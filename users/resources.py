@@ -26,7 +26,7 @@ from web.csv_cells import csv_cell, csv_cell_read
 
 from . import services
 from .forms import PROFILE_FIELDS, UserProfileForm
-from .models import SCHEDULE_FIELDS, User
+from .models import PEOPLE, SCHEDULE_FIELDS, User
 
 COLUMNS = (
     "external_id",
@@ -65,6 +65,10 @@ class UserResource(resources.ModelResource):
         # every instance twice.
         skip_diff = True
         store_row_values = True
+
+    def get_queryset(self):
+        # People only: an operator's login is neither exported nor imported over.
+        return super().get_queryset().filter(PEOPLE)
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -17,7 +17,7 @@ from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, router, transaction
-from django.db.models import BooleanField, Max, Q
+from django.db.models import BooleanField, Max, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.text import capfirst, slugify
@@ -345,6 +345,34 @@ def usernames_for(external_ids: Sequence[str]) -> dict[str, str]:
         taken.add(name)
         names[eid] = name
     return names
+
+
+EXTERNAL_ID_PREFIX = "relevel-"
+
+
+def users_give_external_ids(*, users: QuerySet) -> int:
+    """Give each of ``users`` who has no external id one ("relevel-<id>", or with a random
+    suffix where the product already uses that), so that an export of them imports back
+    onto the same people (the import's key is the external id). Returns how many got one."""
+    missing = list(users.filter(external_id__isnull=True).values_list("pk", flat=True))
+    if not missing:
+        return 0
+    wanted = {pk: f"{EXTERNAL_ID_PREFIX}{pk}" for pk in missing}
+    taken: set[str] = set()
+    for chunk in _chunks(list(wanted.values())):
+        taken.update(
+            User.objects.filter(_one_of(User, "external_id", chunk)).values_list("external_id", flat=True)
+        )
+    given = {
+        pk: (f"{wanted_id}-{secrets.token_hex(4)}" if wanted_id in taken else wanted_id)
+        for pk, wanted_id in wanted.items()
+    }
+    with transaction.atomic():
+        # external_id is not a schedule field: no next call to recompute, no call to cancel.
+        for chunk in _chunks(list(given.items())):
+            bulk.update_column(User, "external_id", dict(chunk))
+    logger.info("Gave an external id to %s user(s) without one", len(given))
+    return len(given)
 
 
 def username_for_person(*, name: str, external_id: str | None = None) -> str:
