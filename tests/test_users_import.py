@@ -49,10 +49,11 @@ def preview(client, text):
     return response
 
 
-def confirm(client, preview_response):
+def confirm(client, preview_response, **ticked):
     form = preview_response.context["confirm_form"]
     assert form is not None, "the preview offers no confirmation"
-    return client.post(CONFIRM_URL, {name: form.initial.get(name, "") for name in form.fields}, follow=True)
+    data = {name: form.initial.get(name, "") for name in form.fields if name != "skip_invalid"}
+    return client.post(CONFIRM_URL, {**data, **ticked}, follow=True)
 
 
 def import_csv(client, text):
@@ -142,16 +143,54 @@ BAD_ROWS = [
 @pytest.mark.parametrize(
     ("row", "field", "message"), BAD_ROWS, ids=[f"{r[1]}-{i}" for i, r in enumerate(BAD_ROWS)]
 )
-def test_a_bad_row_is_shown_with_its_field_and_nothing_can_be_imported(admin_client, row, field, message):
+def test_a_bad_row_is_shown_with_its_field_and_line_and_only_the_valid_rows_may_be_imported(
+    admin_client, row, field, message
+):
     shown = preview(admin_client, f"{HEADER}\n{ASHA}\n{row}\n")
     html = shown.content.decode()
-    assert shown.context.get("confirm_form") is None
-    assert "1 of 2 rows failed to validate; nothing will be imported" in html
+    assert "1 of 2 rows are invalid" in html
     [invalid] = shown.context["result"].invalid_rows
-    assert invalid.number == 2
+    assert invalid.number == 3  # the file's line: the header is line 1
     assert set(invalid.field_specific_errors) == {field}
     assert message in " ".join(invalid.field_specific_errors[field])
+    [problem] = shown.context["problems"][0]["problems"]
+    assert (problem["column"], shown.context["problems"][0]["line"]) == (field, 3)
+    # The valid row is offered, without the invalid one, and only once the box is ticked.
+    form = shown.context["confirm_form"]
+    assert form.initial["invalid_lines"] == "3"
+    assert "leave out the 1 invalid one (line 3)" in form.fields["skip_invalid"].label
+    refused = confirm(admin_client, shown)
+    assert "Tick this box" in refused.content.decode()
     assert not User.objects.filter(external_id__isnull=False).exists()
+
+
+def test_confirming_with_the_box_ticked_imports_the_valid_rows_only(admin_client):
+    shown = preview(admin_client, f"{HEADER}\n{ASHA}\n{BAD_ROWS[0][0]}\n")
+    done = confirm(admin_client, shown, skip_invalid="on")
+    assert [str(m) for m in done.context["messages"]] == [
+        "Import finished: 1 new, 0 changed, 0 unchanged. 1 invalid row left out (line 3)."
+    ]
+    assert list(User.objects.filter(external_id__isnull=False).values_list("external_id", flat=True)) == [
+        "crm-42"
+    ]
+
+
+def test_a_file_whose_invalid_rows_changed_since_the_preview_writes_nothing(admin_client, make_user):
+    text = f"{HEADER}\n{ASHA}\n{BAD_ROWS[0][0]}\ncrm-43,B,+919876000002,Asia/Kolkata,20:30,true,,\n"
+    shown = preview(admin_client, text)
+    make_user(external_id="meanwhile", phone="+919876000002")  # line 4 becomes invalid too
+    before = stored()
+    done = confirm(admin_client, shown, skip_invalid="on")
+    [message] = [str(m) for m in done.context["messages"]]
+    assert message.startswith("Nothing was imported: the file no longer imports cleanly (line 3: phone:")
+    assert "line 4: phone: Another user already has this phone number" in message
+    assert stored() == before
+
+
+def test_a_file_with_no_valid_row_offers_no_confirmation(admin_client):
+    shown = preview(admin_client, f"{HEADER}\n{BAD_ROWS[0][0]}\n")
+    assert shown.context.get("confirm_form") is None
+    assert "1 of 1 rows are invalid; nothing will be imported" in shown.content.decode()
 
 
 def test_ids_and_phones_repeated_in_the_file_or_held_by_another_user_are_row_errors(admin_client, make_user):
@@ -166,11 +205,11 @@ def test_ids_and_phones_repeated_in_the_file_or_held_by_another_user_are_row_err
     shown = preview(admin_client, text)
     errors = {row.number: row.field_specific_errors for row in shown.context["result"].invalid_rows}
     assert errors == {
-        2: {"phone": ["The same phone number is given for row 1."]},
-        3: {"external_id": ["The same external id is given for row 1."]},
-        4: {"phone": [f"Another user already has this phone number: user {other.pk} (external_id 'other')."]},
+        3: {"phone": ["The same phone number is given for line 2."]},
+        4: {"external_id": ["The same external id is given for line 2."]},
+        5: {"phone": [f"Another user already has this phone number: user {other.pk} (external_id 'other')."]},
     }
-    assert shown.context.get("confirm_form") is None
+    assert shown.context["confirm_form"].initial["invalid_lines"] == "3 4 5"  # line 2 may be imported
 
 
 def test_an_unknown_column_is_one_error_for_the_file(admin_client):
@@ -190,12 +229,12 @@ def test_a_file_without_an_external_id_column_is_refused(admin_client):
 
 def test_a_row_that_became_invalid_since_the_preview_writes_nothing_on_confirm(admin_client, make_user):
     shown = preview(admin_client, f"{HEADER}\n{ASHA}\ncrm-43,B,+919876000002,Asia/Kolkata,20:30,true,,\n")
-    make_user(external_id="meanwhile", phone="+919876000002")  # takes row 2's phone
+    make_user(external_id="meanwhile", phone="+919876000002")  # takes line 3's phone
     before = stored()
     done = confirm(admin_client, shown)
     [message] = [str(m) for m in done.context["messages"]]
     assert message.startswith(
-        "Nothing was imported: the file no longer imports cleanly (row 2: phone: Another"
+        "Nothing was imported: the file no longer imports cleanly (line 3: phone: Another"
     )
     assert stored() == before
 
@@ -420,5 +459,5 @@ def test_the_import_users_command_lists_the_bad_rows_and_writes_nothing(tmp_path
     err = io.StringIO()
     with pytest.raises(CommandError, match=r"1 problem\(s\); nothing was imported"):
         call_command("import_users", str(path), stderr=err)
-    assert err.getvalue().startswith("row 2: phone: 98765 is not a valid phone number")
+    assert err.getvalue().startswith("line 3: phone: 98765 is not a valid phone number")
     assert not User.objects.filter(external_id__isnull=False).exists()

@@ -28,8 +28,10 @@ from .consent import user_opt_in, user_opt_out
 from .forms import (
     CallTimeField,
     CallTimeInput,
+    ConfirmImportForm,
     UserAdminChangeForm,
     UserAdminCreationForm,
+    left_out_sentence,
 )
 from .models import OPERATORS, PEOPLE, Operator, OptOutSource, User
 from .record_display import call_day_badge, call_record_html
@@ -45,6 +47,26 @@ SCHEDULE_HELP = (
     "or changing the call time or time zone cancels the calls still queued for the old "
     "schedule, saying why."
 )
+
+# The import's error table lists this many invalid rows, one line per problem.
+PROBLEM_ROWS_SHOWN = 500
+
+
+def import_problems(result: Result, *, limit: int) -> list[dict]:
+    """The first ``limit`` invalid rows of an import as the error table shows them: each
+    line of the file with its problems, one per column, beside the value the file gave."""
+    headers = list(result.diff_headers)
+    rows = []
+    for row in result.invalid_rows[:limit]:
+        given = dict(zip(headers, row.values, strict=False))
+        problems = [
+            {"column": column, "value": given.get(column, ""), "message": " ".join(messages)}
+            for column, messages in row.field_specific_errors.items()
+        ]
+        problems += [{"column": "", "value": "", "message": message} for message in row.non_field_specific_errors]
+        rows.append({"line": row.number, "problems": problems})
+    return rows
+
 
 class CallsFilter(admin.SimpleListFilter):
     """Who is called daily: calls enabled *and* a phone. A login without a phone (the
@@ -307,11 +329,43 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
             request,
             f"Import finished: {totals[RowResult.IMPORT_TYPE_NEW]} new, "
             f"{totals[RowResult.IMPORT_TYPE_UPDATE]} changed, "
-            f"{totals[RowResult.IMPORT_TYPE_SKIP]} unchanged.",
+            f"{totals[RowResult.IMPORT_TYPE_SKIP]} unchanged."
+            + left_out_sentence(getattr(result, "invalid_lines_left_out", [])),
             messages.SUCCESS,
         )
 
+    confirm_form_class = ConfirmImportForm
+
+    def import_action(self, request: HttpRequest, **kwargs):
+        """The library's preview, which offers no confirmation once a row is invalid; here,
+        with valid rows too, it offers to import those and leave the invalid lines out."""
+        response = super().import_action(request, **kwargs)
+        context = getattr(response, "context_data", None) or {}
+        result = context.get("result")
+        if result is not None and result.has_validation_errors():
+            context["problems"] = import_problems(result, limit=PROBLEM_ROWS_SHOWN)
+        if (
+            result is None
+            or context.get("confirm_form") is not None
+            or result.has_errors()
+            or not result.has_validation_errors()
+            or not result.valid_rows()
+        ):
+            return response
+        form = self.create_confirm_form(request, import_form=context["form"])
+        form.offer_to_leave_out(
+            invalid_lines=[row.number for row in result.invalid_rows], valid=len(result.valid_rows())
+        )
+        context["confirm_form"] = form
+        return response
+
     def get_import_data_kwargs(self, **kwargs) -> dict:
+        form = kwargs.get("form")
+        leave_out = form.lines_to_leave_out() if isinstance(form, ConfirmImportForm) else None
+        if leave_out:
+            # Written without the invalid lines the operator agreed to leave out, and only if
+            # those are still exactly the invalid ones (users/resources.py).
+            return {**super().get_import_data_kwargs(**kwargs), "skip_invalid_lines": leave_out}
         # The confirm step imports the file again: if a row became invalid since the preview
         # (another user took its phone meanwhile), nothing is written rather than the rest.
         return {**super().get_import_data_kwargs(**kwargs), "rollback_on_validation_errors": True}
@@ -329,9 +383,10 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
         )
 
     def process_result(self, result: Result, request: HttpRequest):
-        if result.has_errors() or result.has_validation_errors():
+        left_out = getattr(result, "invalid_lines_left_out", [])
+        if result.has_errors() or (result.has_validation_errors() and not left_out):
             problems = [
-                f"row {row.number}: "
+                f"line {row.number}: "
                 + "; ".join(f"{field}: {' '.join(errors)}" for field, errors in row.error_dict.items())
                 for row in result.invalid_rows[:5]
             ]

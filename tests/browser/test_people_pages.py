@@ -22,6 +22,15 @@ def no_sideways_scroll(browser) -> None:
     assert scroll <= client, f"{browser.path} scrolls sideways: {scroll} px wide in {client} px"
 
 
+def full_page_screenshot(browser, label: str) -> None:
+    """The whole page, not only the window's height, at the window's width."""
+    width, height = browser.driver.get_window_size().values()
+    page_height = browser.driver.execute_script("return document.documentElement.scrollHeight")
+    browser.driver.set_window_size(width, max(height, page_height + 150))
+    browser.screenshot(label)
+    browser.driver.set_window_size(width, height)
+
+
 def window_id(window) -> str:
     return f"{window[0]}px"
 
@@ -40,7 +49,7 @@ def test_the_people_list_shows_people_and_operators_have_their_own_list(
     assert len(rows) == 1 and "Asha Rao" in rows[0]
     assert "Ops Person" not in browser.page_text() and "Front Desk" not in browser.page_text()
     no_sideways_scroll(browser)
-    browser.screenshot(f"people-{window[0]}")
+    full_page_screenshot(browser, f"people-{window[0]}")
 
     browser.open(OPERATORS_PATH)
     names = {cell.text for cell in browser.find_all("#result_list tbody td.field-name")}
@@ -77,7 +86,7 @@ def test_no_call_time_input_offers_the_operators_clock(browser, operator, make_u
     browser.open(f"{PEOPLE_PATH}{asha.pk}/change/")
     assert browser.find("input[name=call_time]").get_attribute("value") == "20:30:00"
     assert browser.find_all(".datetimeshortcuts") == []
-    browser.screenshot(f"change-{window[0]}")
+    full_page_screenshot(browser, f"change-{window[0]}")
 
     browser.open(f"{PEOPLE_PATH}add/")
     browser.find("input[name=call_time]")
@@ -109,7 +118,7 @@ def test_adding_a_person_asks_for_name_phone_zone_and_call_time_not_a_login(
     )
     assert "Asia/Kolkata" in zones and len(zones) > 400
     no_sideways_scroll(browser)
-    browser.screenshot(f"add-{window[0]}")
+    full_page_screenshot(browser, f"add-{window[0]}")
 
     browser.find("input[name=name]").send_keys("Asha Rao")
     browser.find("input[name=phone]").send_keys("+91 98765 43210")
@@ -125,3 +134,66 @@ def test_adding_a_person_asks_for_name_phone_zone_and_call_time_not_a_login(
     asha = User.objects.get(phone="+919876543210")
     assert (asha.name, asha.username, asha.local_tz) == ("Asha Rao", "asha-rao", "Asia/Kolkata")
     assert not asha.has_usable_password() and asha.next_call_at is not None
+
+
+# --- Item 5: an import with bad rows ------------------------------------------------------------
+
+IMPORT_PATH = "/admin/users/user/import/"
+# Lines 3 and 5 are bad (line 1 is the header): a phone, and a zone and a time.
+MIXED_FILE = (
+    "external_id,name,phone,local_tz,call_time,call_enabled,max_retries,retry_delay_minutes\n"
+    "crm-1,Asha Rao,+91 98765 43210,Asia/Kolkata,20:30,true,1,45\n"
+    "crm-2,Bilal Khan,98765,Asia/Kolkata,20:30,true,,\n"
+    "crm-3,Chidi Okafor,+234 802 123 4567,Africa/Lagos,19:00,true,,\n"
+    "crm-4,Diya Sharma,+91 98765 43211,Mars/Olympus,8pm,true,,\n"
+    "crm-5,Emma Brown,+44 20 7946 0958,Europe/London,18:15,false,,\n"
+)
+
+
+def upload(browser, path) -> None:
+    browser.open(IMPORT_PATH)
+    browser.find("input[type=file][name=import_file]").send_keys(str(path))
+    browser.find("form input[type=submit]").click()
+
+
+@pytest.mark.parametrize("window", WIDTHS, ids=window_id)
+def test_an_import_with_bad_rows_shows_every_row_and_imports_the_valid_ones_once_confirmed(
+    browser, operator, tmp_path, window
+):
+    from users.models import User
+
+    browser.driver.set_window_size(*window)
+    browser.log_in_as(operator)
+    path = tmp_path / "people.csv"
+    path.write_text(MIXED_FILE)
+    upload(browser, path)
+
+    errors = browser.find("table.import-errors")
+    assert [cell.text for cell in errors.find_elements(By.CSS_SELECTOR, "tbody td.line")] == ["3", "5"]
+    assert [cell.text for cell in errors.find_elements(By.CSS_SELECTOR, "tbody td.column")] == [
+        "phone",
+        "local_tz",
+        "call_time",
+    ]
+    assert "98765 is not a valid phone number" in errors.text
+    assert "Mars/Olympus is not an IANA time zone" in errors.text
+    preview = browser.find("table.import-valid")
+    assert [cell.text for cell in preview.find_elements(By.CSS_SELECTOR, "tbody td.line")] == ["2", "4", "6"]
+    no_sideways_scroll(browser)
+    full_page_screenshot(browser, f"mixed-{window[0]}")
+
+    # Confirming needs the box that says the invalid rows are left out.
+    button = browser.find("input[name=confirm]")
+    button.click()
+    assert browser.find(".errorlist").is_displayed()
+    assert not User.objects.filter(external_id__startswith="crm-").exists()
+    browser.find("input[name=skip_invalid]").click()
+    browser.find("input[name=confirm]").click()
+    message = browser.find("ul.messagelist li").text
+    assert message.startswith("Import finished: 3 new, 0 changed, 0 unchanged.")
+    assert "2 invalid rows left out (lines 3, 5)" in message
+    assert set(User.objects.filter(external_id__startswith="crm-").values_list("external_id", flat=True)) == {
+        "crm-1",
+        "crm-3",
+        "crm-5",
+    }
