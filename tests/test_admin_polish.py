@@ -226,3 +226,25 @@ def test_the_admin_index_leads_to_the_calls_not_reached_not_only_the_failed_ones
     for link in ("?outcome=not_reached_today", "?outcome=not_reached"):
         assert link in page
         assert admin_client.get(f"/admin/calls/call/{link}").status_code == 200
+
+
+# --- A person's page opens on the next call and the record ---------------------------------------
+
+
+def test_a_persons_page_opens_on_the_next_call_and_the_record_and_says_why_when_parked(
+    admin_client, make_user
+):
+    def first_group(user):
+        response = admin_client.get(reverse("admin:users_user_change", args=[user.pk]))
+        fieldset = next(iter(response.context["adminform"]))
+        return fieldset.name, [field for line in fieldset for field in line.fields]
+
+    assert first_group(make_user()) == ("Next call and the last 30 days", ["next_call", "call_record"])
+    parked = make_user()
+    User.objects.filter(pk=parked.pk).update(
+        local_tz="Mars/Olympus", next_call_at=None, schedule_error="Time zone 'Mars/Olympus' is unknown."
+    )
+    assert first_group(parked) == (
+        "Next call and the last 30 days",
+        ["next_call", "schedule_error", "call_record"],
+    )

@@ -42,6 +42,7 @@ RECENT_CALLS_SHOWN = 10
 # person needs first, the rest folded away.
 PERSON_FIELDS = ("name", "phone", "local_tz", "call_time", "call_enabled")
 MORE_FIELDS = ("external_id", "max_retries", "retry_delay_minutes", "email")
+RECORD_HEADING = "Next call and the last 30 days"
 SCHEDULE_HELP = (
     "Saving recomputes the next call from these fields. Turning calls off, removing the phone "
     "or changing the call time or time zone cancels the calls still queued for the old "
@@ -170,16 +171,16 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
     search_fields = ("name", "phone", "email", "username", "external_id")
     actions = ("enable_calls", "disable_calls", "call_now", "opt_out", "opt_in")
 
+    # What an operator opens a person's page for comes first: when the next call is and how
+    # the last 30 days went; then what can be changed.
     fieldsets = (
+        (RECORD_HEADING, {"fields": ("next_call", "call_record")}),
         (
             "Person to call",
-            {
-                "fields": (*PERSON_FIELDS, "next_call", "schedule_error", "opt_out_display"),
-                "description": SCHEDULE_HELP,
-            },
+            {"fields": (*PERSON_FIELDS, "opt_out_display"), "description": SCHEDULE_HELP},
         ),
         ("More", {"classes": ("collapse",), "fields": (*MORE_FIELDS, "username")}),
-        ("Last 30 days", {"fields": ("call_record", "recent_calls")}),
+        ("Recent calls", {"fields": ("recent_calls",)}),
         # No password and no permissions: a person to call is not an admin login (those are
         # the Operators, OperatorAdmin below). The username is made for them.
         ("Important dates", {"classes": ("collapse",), "fields": ("joined_at",)}),
@@ -197,6 +198,14 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
         "recent_calls",
         "joined_at",
     )
+
+    def get_fieldsets(self, request: HttpRequest, obj: User | None = None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or not obj.schedule_error:
+            return fieldsets
+        # Parked: why there is no next call, beside it.
+        (name, options), *rest = fieldsets
+        return ((name, {**options, "fields": ("next_call", "schedule_error", "call_record")}), *rest)
 
     def save_model(self, request: HttpRequest, obj: User, form, change: bool) -> None:
         # The change page and list_editable both save here: a new schedule cancels the

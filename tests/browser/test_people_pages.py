@@ -197,3 +197,39 @@ def test_an_import_with_bad_rows_shows_every_row_and_imports_the_valid_ones_once
         "crm-3",
         "crm-5",
     }
+
+
+# --- Item 13: a person's page opens on the record and the next call -------------------------------
+
+
+@pytest.mark.parametrize("window", WIDTHS, ids=window_id)
+def test_a_persons_page_shows_the_next_call_and_the_last_30_days_first(
+    browser, operator, make_user, make_call, window
+):
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    from django.utils import timezone
+
+    from calls.models import CallStatus
+
+    browser.driver.set_window_size(*window)
+    asha = make_user(name="Asha Rao", local_tz="Asia/Kolkata", call_time=time(20, 30))
+    today = timezone.now().astimezone(ZoneInfo("Asia/Kolkata")).date()
+    for days_ago, status in ((1, CallStatus.COMPLETED), (2, CallStatus.NO_ANSWER), (3, CallStatus.COMPLETED)):
+        make_call(user=asha, local_date=today - timedelta(days=days_ago), status=status)
+    browser.log_in_as(operator)
+    browser.open(f"{PEOPLE_PATH}{asha.pk}/change/")
+
+    headings = [heading.text for heading in browser.find_all("#user_form fieldset h2")]
+    assert headings[:2] == ["Next call and the last 30 days", "Person to call"]
+    first = browser.find("#user_form fieldset")
+    assert first.find_element(By.CSS_SELECTOR, ".field-next_call time").text.replace("\n", " ").endswith("IST")
+    assert len(first.find_elements(By.CSS_SELECTOR, "#call-record li.call-day")) == 30
+    # The record is on the first screen, above the fields to change.
+    record = browser.find("#call-record").rect
+    name_input = browser.find("input[name=name]").rect
+    assert record["y"] < name_input["y"]
+    assert record["y"] + record["height"] <= browser.viewport()[1]
+    no_sideways_scroll(browser)
+    full_page_screenshot(browser, f"person-{window[0]}")
