@@ -248,3 +248,45 @@ def test_a_persons_page_opens_on_the_next_call_and_the_record_and_says_why_when_
         "Next call and the last 30 days",
         ["next_call", "schedule_error", "call_record"],
     )
+
+
+# --- One word for one thing on the people pages -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reason", "words"),
+    [
+        ("USER_UNAVAILABLE", "User unavailable"),
+        ("customer-did-not-answer", "Customer did not answer"),
+        ("dial_no_answer", "Dial no answer"),
+        ("voicemail", "Voicemail"),
+    ],
+)
+def test_a_providers_end_reason_reads_as_words(reason, words):
+    from web.display import end_reason_text
+
+    assert end_reason_text(reason) == words
+
+
+def test_a_call_someone_picked_up_is_answered_on_the_persons_page(admin_client, make_user, make_call):
+    from web.display import status_label
+
+    assert status_label(CallStatus.COMPLETED) == "Answered"
+    person = make_user(local_tz="Asia/Kolkata")
+    make_call(user=person, local_date=date(2026, 11, 27), status=CallStatus.COMPLETED)
+    make_call(user=person, status=CallStatus.NO_ANSWER, end_reason="USER_UNAVAILABLE")
+    html = admin_client.get(reverse("admin:users_user_change", args=[person.pk])).content.decode()
+    recent = html[html.index('<ul class="recent-calls"') :]
+    recent = recent[: recent.index("</ul>")]
+    assert "Answered" in recent and "Completed" not in recent
+    assert 'No answer</span> <span class="quiet">User unavailable</span>' in recent
+    assert "USER_UNAVAILABLE" not in recent
+    # One date format: each call's time, as every time on the page, "YYYY-MM-DD HH:MM:SS zone".
+    assert ">2026-11-28 20:30:00 IST</time> · <a href=" in recent
+
+
+def test_the_export_names_its_columns_as_the_admin_names_the_fields(admin_client):
+    html = admin_client.get(reverse("admin:users_user_export")).content.decode()
+    for label in ("Time zone (local_tz)", "Calls enabled (call_enabled)", "External id", "Call time"):
+        assert label in html
+    assert "Local Tz" not in html and "Call Enabled" not in html

@@ -444,7 +444,7 @@ def test_the_import_users_command_imports_a_file_as_the_admin_does(tmp_path):
     call_command("import_users", str(path), "--dry-run", stdout=out)
     assert (
         out.getvalue().strip()
-        == "import_users: 1 rows: 1 new, 0 updated, 0 unchanged (dry run: nothing written)"
+        == "import_users: 1 rows: 1 new, 0 changed, 0 unchanged (dry run: nothing written)"
     )
     assert not User.objects.filter(external_id="crm-42").exists()
     call_command("import_users", str(path), stdout=io.StringIO())

@@ -22,13 +22,14 @@ from calls.policy import policy_current
 from users import services
 from users.selectors import CallDay, user_call_record, users_calling_outside_hours, users_today
 from users.services import users_set_call_enabled
-from web.display import admin_time, status_badge
+from web.display import admin_time, end_reason_text, status_badge
 
 from .consent import user_opt_in, user_opt_out
 from .forms import (
     CallTimeField,
     CallTimeInput,
     ConfirmImportForm,
+    PeopleExportForm,
     UserAdminChangeForm,
     UserAdminCreationForm,
     left_out_sentence,
@@ -282,23 +283,27 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
             return "-"
         return call_record_html(user_call_record(user=obj, now=timezone.now()), tz_name=obj.local_tz)
 
-    @admin.display(description="recent calls")
+    @admin.display(description="the latest ten")
     def recent_calls(self, obj: User) -> str:
         if obj.pk is None:
             return "-"
-        calls = list(obj.calls.order_by("-local_date", "-attempt")[:RECENT_CALLS_SHOWN])
+        calls = list(obj.calls.order_by("-local_date", "-manual", "-attempt", "-pk")[:RECENT_CALLS_SHOWN])
         if not calls:
             return "No calls yet."
+        # Each call's time (its date and the person's clock, one format), what it was, how
+        # it ended, and the provider's reason in words.
         rows = format_html_join(
             "",
-            '<li><a href="{}">{} · attempt {}</a> {} {}</li>',
+            '<li>{} · <a href="{}">{}</a> {}{}</li>',
             (
                 (
+                    admin_time(c.dialed_at or c.scheduled_for, obj.local_tz),
                     reverse("admin:calls_call_change", args=[c.pk]),
-                    c.local_date,
-                    c.attempt,
+                    "manual call" if c.manual else f"attempt {c.attempt}",
                     status_badge(c.status),
-                    admin_time(c.scheduled_for, obj.local_tz),
+                    format_html(' <span class="quiet">{}</span>', end_reason_text(c.end_reason))
+                    if c.end_reason
+                    else "",
                 )
                 for c in calls
             ),
@@ -344,6 +349,7 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
         )
 
     confirm_form_class = ConfirmImportForm
+    export_form_class = PeopleExportForm
 
     def import_action(self, request: HttpRequest, **kwargs):
         """The library's preview, which offers no confirmation once a row is invalid; here,

@@ -10,7 +10,7 @@ from datetime import time
 from typing import Any
 
 from django import forms
-from django.core.exceptions import ValidationError
+from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from import_export import forms as import_export_forms
@@ -218,6 +218,19 @@ class ConfirmImportForm(import_export_forms.ConfirmImportForm):
         if not self.is_valid() or not self.cleaned_data.get("skip_invalid"):
             return None
         return self.cleaned_data["invalid_lines"] or None
+
+
+class PeopleExportForm(import_export_forms.SelectableFieldsExportForm):
+    """The export's column boxes named as the rest of the admin names the fields ("Time
+    zone (local_tz)", not "Local Tz"), with the file's column where it differs."""
+
+    def _get_field_label(self, resource, field_name: str) -> str:
+        try:
+            words = str(User._meta.get_field(field_name).verbose_name)
+        except FieldDoesNotExist:
+            words = field_name.replace("_", " ")
+        label = words[:1].upper() + words[1:]
+        return label if words == field_name.replace("_", " ") else f"{label} ({field_name})"
 
 
 # --- The users API and the CSV import ------------------------------------------------------

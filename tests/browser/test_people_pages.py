@@ -233,3 +233,44 @@ def test_a_persons_page_shows_the_next_call_and_the_last_30_days_first(
     assert record["y"] + record["height"] <= browser.viewport()[1]
     no_sideways_scroll(browser)
     full_page_screenshot(browser, f"person-{window[0]}")
+
+
+# --- Item 11: one word for one thing ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("window", WIDTHS, ids=window_id)
+def test_the_people_pages_say_answered_time_zone_and_end_reasons_in_words(
+    browser, operator, make_user, make_call, window
+):
+    from datetime import timedelta
+    from zoneinfo import ZoneInfo
+
+    from django.utils import timezone
+
+    from calls.models import CallStatus
+
+    browser.driver.set_window_size(*window)
+    asha = make_user(name="Asha Rao", local_tz="Asia/Kolkata")
+    today = timezone.now().astimezone(ZoneInfo("Asia/Kolkata")).date()
+    make_call(user=asha, local_date=today - timedelta(days=2), status=CallStatus.COMPLETED)
+    make_call(
+        user=asha,
+        local_date=today - timedelta(days=1),
+        status=CallStatus.NO_ANSWER,
+        end_reason="USER_UNAVAILABLE",
+    )
+    browser.log_in_as(operator)
+
+    browser.open(f"{PEOPLE_PATH}{asha.pk}/change/")
+    recent = browser.find("ul.recent-calls").text
+    assert "Answered" in recent and "No answer User unavailable" in recent
+    assert "Completed" not in browser.page_text() and "USER_UNAVAILABLE" not in browser.page_text()
+    cell = browser.find(f'#call-record li[data-date="{today - timedelta(days=1)}"]')
+    assert "attempt 1: No answer (user unavailable)" in cell.get_attribute("title")
+    browser.scroll_to("ul.recent-calls")
+    browser.screenshot(f"recent-{window[0]}")
+
+    browser.open(f"{PEOPLE_PATH}export/")
+    labels = browser.find("#content form").text
+    assert "Time zone (local_tz)" in labels and "Local Tz" not in labels
+    no_sideways_scroll(browser)

@@ -37,6 +37,6 @@ class Command(BaseCommand):
             raise CommandError(f"{len(problems)} problem(s){more}; nothing was imported")
         totals = result.totals
         self.stdout.write(
-            f"import_users: {result.total_rows} rows: {totals['new']} new, {totals['update']} updated, "
+            f"import_users: {result.total_rows} rows: {totals['new']} new, {totals['update']} changed, "
             f"{totals['skip']} unchanged" + (" (dry run: nothing written)" if dry_run else "")
         )
