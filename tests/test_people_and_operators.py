@@ -11,8 +11,8 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from calls.models import Call
 from calls.claim import users_schedule_unscheduled
+from calls.models import Call
 from calls.scheduling import calls_schedule_due
 from users import selectors
 from users.models import Operator, User

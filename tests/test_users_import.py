@@ -79,9 +79,7 @@ def test_the_import_previews_the_rows_then_creates_the_users_on_confirm(admin_cl
     assert not User.objects.filter(external_id__isnull=False).exists()  # a preview writes nothing
 
     done = confirm(admin_client, shown)
-    assert [str(m) for m in done.context["messages"]] == [
-        "Import finished: 2 new, 0 changed, 0 unchanged."
-    ]
+    assert [str(m) for m in done.context["messages"]] == ["Import finished: 2 new, 0 changed, 0 unchanged."]
     asha = User.objects.get(external_id="crm-42")
     assert (asha.username, asha.name, asha.phone, asha.local_tz) == (
         "ext-crm-42",

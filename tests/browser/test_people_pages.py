@@ -100,15 +100,16 @@ def test_no_call_time_input_offers_the_operators_clock(browser, operator, make_u
 
 
 @pytest.mark.parametrize("window", WIDTHS, ids=window_id)
-def test_adding_a_person_asks_for_name_phone_zone_and_call_time_not_a_login(
-    browser, operator, window
-):
+def test_adding_a_person_asks_for_name_phone_zone_and_call_time_not_a_login(browser, operator, window):
     browser.driver.set_window_size(*window)
     browser.log_in_as(operator)
     browser.open(f"{PEOPLE_PATH}add/")
     form = browser.find("#user_form")
-    visible = [field.get_attribute("name") for field in form.find_elements(By.CSS_SELECTOR, "input, select")
-               if field.is_displayed() and field.get_attribute("type") not in ("hidden", "submit")]
+    visible = [
+        field.get_attribute("name")
+        for field in form.find_elements(By.CSS_SELECTOR, "input, select")
+        if field.is_displayed() and field.get_attribute("type") not in ("hidden", "submit")
+    ]
     assert visible == ["name", "phone", "local_tz", "call_time", "call_enabled"]
     assert browser.find_all("input[name=username], input[name=password1], input[name=usable_password]") == []
     # The time zone suggests every IANA zone as one types (a datalist tied to the input).
@@ -224,7 +225,9 @@ def test_a_persons_page_shows_the_next_call_and_the_last_30_days_first(
     headings = [heading.text for heading in browser.find_all("#user_form fieldset h2")]
     assert headings[:2] == ["Next call and the last 30 days", "Person to call"]
     first = browser.find("#user_form fieldset")
-    assert first.find_element(By.CSS_SELECTOR, ".field-next_call time").text.replace("\n", " ").endswith("IST")
+    assert (
+        first.find_element(By.CSS_SELECTOR, ".field-next_call time").text.replace("\n", " ").endswith("IST")
+    )
     assert len(first.find_elements(By.CSS_SELECTOR, "#call-record li.call-day")) == 30
     # The record is on the first screen, above the fields to change.
     record = browser.find("#call-record").rect
