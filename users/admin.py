@@ -7,14 +7,11 @@ from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
-from import_export.admin import ImportExportMixin
-from import_export.formats.base_formats import CSV
-from import_export.results import Result, RowResult
 
 from calls.logsafe import mask_phone
 from calls.manual import CallNowRefused, user_call_now
@@ -24,19 +21,11 @@ from users.selectors import CallDay, user_call_record, users_calling_outside_hou
 from users.services import users_set_call_enabled
 from web.display import admin_time, end_reason_text, status_badge
 
+from .admin_import import PeopleImportExportMixin
 from .consent import user_opt_in, user_opt_out
-from .forms import (
-    CallTimeField,
-    CallTimeInput,
-    ConfirmImportForm,
-    PeopleExportForm,
-    UserAdminChangeForm,
-    UserAdminCreationForm,
-    left_out_sentence,
-)
+from .forms import CallTimeField, CallTimeInput, UserAdminChangeForm, UserAdminCreationForm
 from .models import OPERATORS, PEOPLE, Operator, OptOutSource, User
 from .record_display import call_day_badge, call_record_html
-from .resources import UserResource
 
 RECENT_CALLS_SHOWN = 10
 # The same groups, in the same order, on the add and the change page: what calling a
@@ -49,25 +38,6 @@ SCHEDULE_HELP = (
     "or changing the call time or time zone cancels the calls still queued for the old "
     "schedule, saying why."
 )
-
-# The import's error table lists this many invalid rows, one line per problem.
-PROBLEM_ROWS_SHOWN = 500
-
-
-def import_problems(result: Result, *, limit: int) -> list[dict]:
-    """The first ``limit`` invalid rows of an import as the error table shows them: each
-    line of the file with its problems, one per column, beside the value the file gave."""
-    headers = list(result.diff_headers)
-    rows = []
-    for row in result.invalid_rows[:limit]:
-        given = dict(zip(headers, row.values, strict=False))
-        problems = [
-            {"column": column, "value": given.get(column, ""), "message": " ".join(messages)}
-            for column, messages in row.field_specific_errors.items()
-        ]
-        problems += [{"column": "", "value": "", "message": message} for message in row.non_field_specific_errors]
-        rows.append({"line": row.number, "problems": problems})
-    return rows
 
 
 class CallsFilter(admin.SimpleListFilter):
@@ -145,15 +115,10 @@ class ParkedFilter(admin.SimpleListFilter):
 
 
 @admin.register(User)
-class UserAdmin(ImportExportMixin, BaseUserAdmin):
+class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
     form = UserAdminChangeForm
     add_form = UserAdminCreationForm
     add_form_template = "admin/users/user/add_form.html"
-    # CSV import (a preview with each row's errors, then "Confirm import") and export, keyed
-    # on external_id: users/resources.py. The preview lists the first rows only.
-    resource_classes = [UserResource]
-    import_formats = export_formats = [CSV]
-    import_template_name = "admin/users/user/import.html"
 
     # Seven columns, so that all fit at 1366 px: the name and username share one.
     list_display = (
@@ -319,102 +284,6 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
     @admin.display(description="date joined")
     def joined_at(self, obj: User) -> str:
         return admin_time(obj.date_joined)
-
-    # --- CSV import and export ---------------------------------------------------------
-
-    def has_import_permission(self, request: HttpRequest) -> bool:
-        # An import creates and changes users.
-        return self.has_add_permission(request) and self.has_change_permission(request)
-
-    def has_export_permission(self, request: HttpRequest) -> bool:
-        # Whoever may view a user sees their whole number on the user's page already.
-        return self.has_view_permission(request)
-
-    def get_data_for_export(self, request: HttpRequest, queryset: QuerySet, **kwargs):
-        # The import's key is the external id: the people without one get it now (the
-        # export is a POST), so that the file imports back onto the same people.
-        services.users_give_external_ids(users=queryset)
-        return super().get_data_for_export(request, queryset.all(), **kwargs)
-
-    def add_success_message(self, result: Result, request: HttpRequest) -> None:
-        # The preview's words: a row that changes nothing is "unchanged", not "skipped".
-        totals = result.totals
-        self.message_user(
-            request,
-            f"Import finished: {totals[RowResult.IMPORT_TYPE_NEW]} new, "
-            f"{totals[RowResult.IMPORT_TYPE_UPDATE]} changed, "
-            f"{totals[RowResult.IMPORT_TYPE_SKIP]} unchanged."
-            + left_out_sentence(getattr(result, "invalid_lines_left_out", [])),
-            messages.SUCCESS,
-        )
-
-    confirm_form_class = ConfirmImportForm
-    export_form_class = PeopleExportForm
-
-    def import_action(self, request: HttpRequest, **kwargs):
-        """The library's preview, which offers no confirmation once a row is invalid; here,
-        with valid rows too, it offers to import those and leave the invalid lines out."""
-        response = super().import_action(request, **kwargs)
-        context = getattr(response, "context_data", None) or {}
-        result = context.get("result")
-        if result is not None and result.has_validation_errors():
-            context["problems"] = import_problems(result, limit=PROBLEM_ROWS_SHOWN)
-        if (
-            result is None
-            or context.get("confirm_form") is not None
-            or result.has_errors()
-            or not result.has_validation_errors()
-            or not result.valid_rows()
-        ):
-            return response
-        form = self.create_confirm_form(request, import_form=context["form"])
-        form.offer_to_leave_out(
-            invalid_lines=[row.number for row in result.invalid_rows], valid=len(result.valid_rows())
-        )
-        context["confirm_form"] = form
-        return response
-
-    def get_import_data_kwargs(self, **kwargs) -> dict:
-        form = kwargs.get("form")
-        leave_out = form.lines_to_leave_out() if isinstance(form, ConfirmImportForm) else None
-        if leave_out:
-            # Written without the invalid lines the operator agreed to leave out, and only if
-            # those are still exactly the invalid ones (users/resources.py).
-            return {**super().get_import_data_kwargs(**kwargs), "skip_invalid_lines": leave_out}
-        # The confirm step imports the file again: if a row became invalid since the preview
-        # (another user took its phone meanwhile), nothing is written rather than the rest.
-        return {**super().get_import_data_kwargs(**kwargs), "rollback_on_validation_errors": True}
-
-    def generate_log_entries(self, result: Result, request: HttpRequest) -> None:
-        # What the library records (an entry per user added or changed), written in bulk.
-        services.users_record_import_history(
-            actor_id=request.user.pk,
-            created=[row.instance for row in result if row.import_type == RowResult.IMPORT_TYPE_NEW],
-            updated=[
-                (row.instance, row.instance._import_changed)
-                for row in result
-                if row.import_type == RowResult.IMPORT_TYPE_UPDATE
-            ],
-        )
-
-    def process_result(self, result: Result, request: HttpRequest):
-        left_out = getattr(result, "invalid_lines_left_out", [])
-        if result.has_errors() or (result.has_validation_errors() and not left_out):
-            problems = [
-                f"line {row.number}: "
-                + "; ".join(f"{field}: {' '.join(errors)}" for field, errors in row.error_dict.items())
-                for row in result.invalid_rows[:5]
-            ]
-            problems += [str(error.error) for error in result.base_errors[:5]]
-            self.message_user(
-                request,
-                "Nothing was imported: the file no longer imports cleanly ("
-                + "; ".join(problems)
-                + "). Import it again to see every problem.",
-                messages.ERROR,
-            )
-            return HttpResponseRedirect(reverse("admin:users_user_import"))
-        return super().process_result(result, request)
 
     # --- Actions ----------------------------------------------------------------------
 

@@ -10,10 +10,9 @@ from datetime import time
 from typing import Any
 
 from django import forms
-from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
-from import_export import forms as import_export_forms
 
 from calls.models import MAX_DELAY_MINUTES, MAX_RETRIES
 
@@ -160,77 +159,6 @@ class UserAdminChangeForm(DailyCallFieldsMixin, forms.ModelForm):
         fields = (*DAILY_CALL_FIELDS, "email")
         field_classes = {"phone": PhoneNumberField, "call_time": CallTimeField}
         widgets = {"local_tz": TimeZoneInput}
-
-
-# --- The CSV import's confirm step -----------------------------------------------------------
-
-LINES_SHOWN = 20
-
-
-def lines_text(lines: list[int]) -> str:
-    """ "3, 5 and 9", or the first LINES_SHOWN and how many more."""
-    shown = ", ".join(map(str, lines[:LINES_SHOWN]))
-    return shown + (f" and {len(lines) - LINES_SHOWN:,} more" if len(lines) > LINES_SHOWN else "")
-
-
-def left_out_sentence(lines: list[int]) -> str:
-    if not lines:
-        return ""
-    rows = "row" if len(lines) == 1 else "rows"
-    return f" {len(lines):,} invalid {rows} left out (line{'s' if len(lines) > 1 else ''} {lines_text(lines)})."
-
-
-class ConfirmImportForm(import_export_forms.ConfirmImportForm):
-    """The library's confirm step, which may also leave out the invalid lines of a file with
-    valid ones too: only once the operator ticks the box saying so."""
-
-    invalid_lines = forms.CharField(widget=forms.HiddenInput, required=False)
-    skip_invalid = forms.BooleanField(
-        required=False, label="Import the valid rows and leave out the invalid ones"
-    )
-
-    def offer_to_leave_out(self, *, invalid_lines: list[int], valid: int) -> None:
-        self.initial["invalid_lines"] = " ".join(map(str, invalid_lines))
-        invalid = len(invalid_lines)
-        self.fields["skip_invalid"].label = (
-            f"Import the {valid:,} valid row{'s' if valid != 1 else ''} and leave out the {invalid:,} "
-            f"invalid one{'s' if invalid != 1 else ''} (line{'s' if invalid != 1 else ''} "
-            f"{lines_text(invalid_lines)})"
-        )
-
-    def clean_invalid_lines(self) -> list[int]:
-        try:
-            return [int(line) for line in self.cleaned_data["invalid_lines"].split()]
-        except ValueError:
-            raise ValidationError("Upload the file again.") from None
-
-    def clean(self):
-        cleaned = super().clean()
-        if cleaned.get("invalid_lines") and not cleaned.get("skip_invalid"):
-            self.add_error(
-                "skip_invalid",
-                "Tick this box to import the valid rows without the invalid ones, or fix the "
-                "file and upload it again.",
-            )
-        return cleaned
-
-    def lines_to_leave_out(self) -> list[int] | None:
-        if not self.is_valid() or not self.cleaned_data.get("skip_invalid"):
-            return None
-        return self.cleaned_data["invalid_lines"] or None
-
-
-class PeopleExportForm(import_export_forms.SelectableFieldsExportForm):
-    """The export's column boxes named as the rest of the admin names the fields ("Time
-    zone (local_tz)", not "Local Tz"), with the file's column where it differs."""
-
-    def _get_field_label(self, resource, field_name: str) -> str:
-        try:
-            words = str(User._meta.get_field(field_name).verbose_name)
-        except FieldDoesNotExist:
-            words = field_name.replace("_", " ")
-        label = words[:1].upper() + words[1:]
-        return label if words == field_name.replace("_", " ") else f"{label} ({field_name})"
 
 
 # --- The users API and the CSV import ------------------------------------------------------
