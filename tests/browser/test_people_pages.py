@@ -57,6 +57,14 @@ def test_the_people_list_shows_people_and_operators_have_their_own_list(
     assert "Asha Rao" not in browser.page_text()
     no_sideways_scroll(browser)
 
+    # An operator is added with a login, and nothing about calls.
+    browser.open(f"{OPERATORS_PATH}add/")
+    names = {field.get_attribute("name") for field in browser.find_all("#operator_form input")}
+    assert {"username", "password1", "password2"} <= names
+    assert not {"phone", "call_time", "local_tz"} & names
+    no_sideways_scroll(browser)
+    full_page_screenshot(browser, f"operator-add-{window[0]}")
+
 
 # --- Item 15: no "Now" on a call time -------------------------------------------------------
 
