@@ -49,6 +49,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Avg, Count
 
+from users.models import PEOPLE
+
 from .models import Call, CallStatus
 from .policy import Policy, policy_current
 from .slots import slot_for_date, slot_local_date, zone_or_none
@@ -97,7 +99,7 @@ def _due_instants(*, now: datetime, hours: int, rules: Policy) -> list[tuple[dat
     start = slot_start(now)
     end = start + timedelta(hours=hours)
     groups = (
-        User.objects.filter(call_enabled=True, phone__isnull=False, next_call_at__lt=end)
+        User.objects.filter(PEOPLE, call_enabled=True, phone__isnull=False, next_call_at__lt=end)
         .exclude(phone="")
         .values_list("local_tz", "call_time", "next_call_at")
         .annotate(users=Count("id"))

@@ -102,7 +102,10 @@ def _history_user_id(user_id: int | None) -> int:
     from django.contrib.auth import get_user_model
 
     token_user, created = get_user_model().objects.get_or_create(
-        username=API_HISTORY_USERNAME, defaults={"is_active": False, "name": "API token"}
+        username=API_HISTORY_USERNAME,
+        # Staff, so an operator (users.models.OPERATORS): listed with the operators, never
+        # among the people called. Inactive, so nobody logs in as it.
+        defaults={"is_active": False, "is_staff": True, "name": "API token"},
     )
     if created:
         token_user.set_unusable_password()

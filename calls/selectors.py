@@ -7,14 +7,17 @@ from datetime import date, datetime
 from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 
+from users.models import PEOPLE
+
 from .models import Call, CallStatus
 
 User = get_user_model()
 
 
 def users_due_for_call(*, now: datetime) -> QuerySet:
-    """Users whose next slot has begun, oldest first (an index range scan on next_call_at)."""
-    return User.objects.filter(next_call_at__lte=now).order_by("next_call_at")
+    """Users whose next slot has begun, oldest first (an index range scan on next_call_at).
+    Never an operator (users.models.OPERATORS), whose next_call_at stays empty anyway."""
+    return User.objects.filter(PEOPLE, next_call_at__lte=now).order_by("next_call_at")
 
 
 def calls_queued_before(*, before: datetime, after: tuple[datetime, int] | None = None) -> QuerySet:
@@ -60,7 +63,11 @@ def users_callable_without_next_call() -> QuerySet:
     Parked users (``schedule_error`` set) are left out: they wait for someone to fix them."""
     return (
         User.objects.filter(
-            next_call_at__isnull=True, call_enabled=True, phone__isnull=False, schedule_error__isnull=True
+            PEOPLE,
+            next_call_at__isnull=True,
+            call_enabled=True,
+            phone__isnull=False,
+            schedule_error__isnull=True,
         )
         .exclude(phone="")
         .order_by("pk")

@@ -210,7 +210,7 @@ def test_the_user_change_page_has_the_daily_call_fieldset_next_call_and_recent_c
         response = admin_client.get(user_url(user))
     html = response.content.decode()
     assert response.status_code == 200
-    assert "Daily call" in html
+    assert "Person to call" in html
     for field in (
         "external_id",
         "phone",
@@ -230,32 +230,34 @@ def test_the_user_change_page_has_the_daily_call_fieldset_next_call_and_recent_c
     assert 'list="id_local_tz_zones"' in html and '<option value="America/New_York">' in html
 
 
-def test_the_user_add_page_asks_for_the_daily_call_fields_and_no_password(admin_client):
+def test_the_user_add_page_asks_for_what_calling_a_person_needs_and_no_login(admin_client):
     response = admin_client.get(reverse("admin:users_user_add"))
     html = response.content.decode()
     assert response.status_code == 200
-    assert "Daily call" in html
-    assert "password" not in response.context["adminform"].form.fields
+    assert "Person to call" in html
+    fields = response.context["adminform"].form.fields
+    assert not {"username", "password", "password1", "usable_password"} & set(fields)
     assert 'name="password1"' not in html and 'name="usable_password"' not in html
+    assert 'name="username"' not in html
     for field in (
-        "username",
         "name",
-        "external_id",
         "phone",
         "local_tz",
-        "call_enabled",
         "call_time",
+        "call_enabled",
+        "external_id",
         "max_retries",
         "retry_delay_minutes",
     ):
         assert f'name="{field}"' in html
+    assert fields["name"].required
 
 
 def test_adding_a_user_in_the_admin_schedules_the_first_call(admin_client):
     with at(MORNING):
         response = admin_client.post(reverse("admin:users_user_add"), add_form_data(phone="+91 98765-43210"))
     assert response.status_code == 302
-    user = User.objects.get(username="newcomer")
+    user = User.objects.get(username="new-comer")
     assert user.phone == "+919876543210"  # separators a person pasted are dropped
     assert user.next_call_at == SLOT
 

@@ -115,29 +115,39 @@ def test_adding_a_person_to_call_asks_for_no_password_and_sets_an_unusable_one(a
     with time_machine.travel(SLOT - timedelta(hours=9), tick=False):
         response = admin_client.post(reverse("admin:users_user_add"), add_form_data())
     assert response.status_code == 302
-    user = User.objects.get(username="newcomer")
+    user = User.objects.get(username="new-comer")
     assert not user.has_usable_password()
     assert (user.name, user.phone, user.next_call_at) == ("New Comer", "+919876543210", SLOT)
 
 
 def test_the_add_and_change_pages_group_the_fields_the_same_way(admin_client, make_user):
     def groups(response):
-        return [
-            (fieldset.name, [line.fields for line in fieldset]) for fieldset in response.context["adminform"]
-        ]
+        return {
+            fieldset.name: [field for line in fieldset for field in line.fields]
+            for fieldset in response.context["adminform"]
+        }
 
     added = groups(admin_client.get(reverse("admin:users_user_add")))
     changed = groups(admin_client.get(reverse("admin:users_user_change", args=[make_user().pk])))
-    assert [name for name, _ in added] == [None, "Daily call", "Personal info"]
-    assert [name for name, _ in changed][:3] == [None, "Daily call", "Personal info"]
-    for (name, add_lines), (_, change_lines) in zip(added, changed, strict=False):
-        editable = [
-            field
-            for line in change_lines
-            for field in line
-            if field not in {"password", "next_call", "schedule_error", "opt_out_display"}
-        ]
-        assert [field for line in add_lines for field in line] == editable, name
+    assert list(added) == ["Person to call", "More"]
+    readonly = {"next_call", "schedule_error", "opt_out_display", "username"}
+    for name, add_fields in added.items():
+        assert add_fields == [field for field in changed[name] if field not in readonly], name
+
+
+def test_a_person_added_in_the_admin_gets_a_username_made_from_their_name(admin_client, make_user):
+    make_user(username="asha-rao")
+    for data in (
+        add_form_data(name="Asha Rao", phone="+919876543211"),
+        add_form_data(name="José", phone="+919876543212"),
+        add_form_data(name="Bilal", phone="+919876543213", external_id="crm-7"),
+    ):
+        assert admin_client.post(reverse("admin:users_user_add"), data).status_code == 302
+    added = User.objects.filter(phone__in=["+919876543211", "+919876543212", "+919876543213"])
+    usernames = dict(added.values_list("phone", "username"))
+    assert usernames["+919876543211"].startswith("asha-rao-")  # "asha-rao" was taken
+    assert usernames["+919876543212"] == "jose"
+    assert usernames["+919876543213"] == "ext-crm-7"  # as an import names an external id
 
 
 def test_a_login_without_a_phone_is_not_counted_among_the_users_called(admin_client, make_user, admin_user):
@@ -216,3 +226,67 @@ def test_the_admin_index_leads_to_the_calls_not_reached_not_only_the_failed_ones
     for link in ("?outcome=not_reached_today", "?outcome=not_reached"):
         assert link in page
         assert admin_client.get(f"/admin/calls/call/{link}").status_code == 200
+
+
+# --- A person's page opens on the next call and the record ---------------------------------------
+
+
+def test_a_persons_page_opens_on_the_next_call_and_the_record_and_says_why_when_parked(
+    admin_client, make_user
+):
+    def first_group(user):
+        response = admin_client.get(reverse("admin:users_user_change", args=[user.pk]))
+        fieldset = next(iter(response.context["adminform"]))
+        return fieldset.name, [field for line in fieldset for field in line.fields]
+
+    assert first_group(make_user()) == ("Next call and the last 30 days", ["next_call", "call_record"])
+    parked = make_user()
+    User.objects.filter(pk=parked.pk).update(
+        local_tz="Mars/Olympus", next_call_at=None, schedule_error="Time zone 'Mars/Olympus' is unknown."
+    )
+    assert first_group(parked) == (
+        "Next call and the last 30 days",
+        ["next_call", "schedule_error", "call_record"],
+    )
+
+
+# --- One word for one thing on the people pages -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reason", "words"),
+    [
+        ("USER_UNAVAILABLE", "User unavailable"),
+        ("customer-did-not-answer", "Customer did not answer"),
+        ("dial_no_answer", "Dial no answer"),
+        ("voicemail", "Voicemail"),
+    ],
+)
+def test_a_providers_end_reason_reads_as_words(reason, words):
+    from web.display import end_reason_text
+
+    assert end_reason_text(reason) == words
+
+
+def test_a_call_someone_picked_up_is_answered_on_the_persons_page(admin_client, make_user, make_call):
+    from web.display import status_label
+
+    assert status_label(CallStatus.COMPLETED) == "Answered"
+    person = make_user(local_tz="Asia/Kolkata")
+    make_call(user=person, local_date=date(2026, 11, 27), status=CallStatus.COMPLETED)
+    make_call(user=person, status=CallStatus.NO_ANSWER, end_reason="USER_UNAVAILABLE")
+    html = admin_client.get(reverse("admin:users_user_change", args=[person.pk])).content.decode()
+    recent = html[html.index('<ul class="recent-calls"') :]
+    recent = recent[: recent.index("</ul>")]
+    assert "Answered" in recent and "Completed" not in recent
+    assert 'No answer</span> <span class="quiet">User unavailable</span>' in recent
+    assert "USER_UNAVAILABLE" not in recent
+    # One date format: each call's time, as every time on the page, "YYYY-MM-DD HH:MM:SS zone".
+    assert ">2026-11-28 20:30:00 IST</time> · <a href=" in recent
+
+
+def test_the_export_names_its_columns_as_the_admin_names_the_fields(admin_client):
+    html = admin_client.get(reverse("admin:users_user_export")).content.decode()
+    for label in ("Time zone (local_tz)", "Calls enabled (call_enabled)", "External id", "Call time"):
+        assert label in html
+    assert "Local Tz" not in html and "Call Enabled" not in html

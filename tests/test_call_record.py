@@ -129,7 +129,7 @@ def test_a_dst_day_is_one_local_day_with_both_of_its_one_thirties(make_user):
 
     response_html = record_html(maria, now=now)
     assert "attempt 1: No answer, 2026-11-01 01:30:07 EDT" in response_html
-    assert "attempt 2: Completed, 2026-11-01 01:30:14 EST" in response_html
+    assert "attempt 2: Answered, 2026-11-01 01:30:14 EST" in response_html
 
 
 def record_html(user, *, now) -> str:
@@ -151,7 +151,7 @@ def test_the_users_page_shows_the_record_as_thirty_cells_with_their_attempts(ash
     assert '<strong id="call-record-streak">3</strong> answered days in a row' in html
     assert 'data-date="2026-11-25" data-outcome="not_reached"' in html
     assert (
-        "2026-11-25 Wed: Not reached\nattempt 1: No answer, 2026-11-25 20:30:07 IST\n"
+        "2026-11-25: Not reached\nattempt 1: No answer, 2026-11-25 20:30:07 IST\n"
         "attempt 2: Busy, 2026-11-25 21:00:14 IST\nattempt 3: Failed, 2026-11-25 21:30:21 IST"
     ) in html
     assert "in the user's time zone (Asia/Kolkata)" in html

@@ -42,7 +42,6 @@ def valid_user(**fields) -> User:
 
 def add_form_data(**overrides) -> dict:
     return {
-        "username": "newcomer",
         "email": "newcomer@example.com",
         "name": "New Comer",
         "phone": "+919876543210",
@@ -102,7 +101,7 @@ def test_full_clean_rejects_a_bad_value_on_its_field(field, value, message):
 def test_a_blank_phone_is_stored_as_null_so_many_users_can_have_none(admin_client):
     for username in ("first", "second"):
         response = admin_client.post(
-            reverse("admin:users_user_add"), add_form_data(username=username, phone="")
+            reverse("admin:users_user_add"), add_form_data(name=username.title(), phone="")
         )
         assert response.status_code == 302
     assert list(User.objects.filter(username__in=["first", "second"]).values_list("phone", flat=True)) == [
@@ -117,7 +116,7 @@ def test_a_blank_phone_is_stored_as_null_so_many_users_can_have_none(admin_clien
 def test_the_add_form_accepts_good_values(admin_client):
     response = admin_client.post(reverse("admin:users_user_add"), add_form_data())
     assert response.status_code == 302
-    assert User.objects.filter(username="newcomer").exists()
+    assert User.objects.filter(username="new-comer").exists()
 
 
 @pytest.mark.parametrize(("field", "value", "message"), BAD_VALUES, ids=BAD_IDS)
@@ -126,7 +125,7 @@ def test_the_add_form_shows_the_error_and_saves_nothing(admin_client, field, val
     assert response.status_code == 200
     assert any(message in error for error in field_errors(response, field))
     assert message in response.content.decode().replace("&quot;", '"')
-    assert not User.objects.filter(username="newcomer").exists()
+    assert not User.objects.filter(username="new-comer").exists()
 
 
 # --- The admin change form ----------------------------------------------------------------
@@ -194,7 +193,7 @@ def test_a_phone_another_user_has_is_refused_naming_that_user(admin_client, make
     owner_url = reverse("admin:users_user_change", args=[owner.pk])
     assert text_errors(response, "phone") == [f"This phone number belongs to Asha Rao (user {owner.pk})."]
     assert f'belongs to <a href="{owner_url}">Asha Rao</a> (user {owner.pk})' in response.content.decode()
-    assert not User.objects.filter(username="newcomer").exists()
+    assert not User.objects.filter(username="new-comer").exists()
 
     # Saving the owner's own page with their own number is no conflict.
     response = admin_client.post(owner_url, change_form_data(owner))
@@ -242,7 +241,7 @@ def test_the_phone_inputs_never_cut_what_is_pasted(admin_client, make_user):
 def test_the_add_form_stores_a_formatted_phone_as_e164(admin_client, typed, stored):
     response = admin_client.post(reverse("admin:users_user_add"), add_form_data(phone=typed))
     assert response.status_code == 302, field_errors(response, "phone")
-    assert User.objects.get(username="newcomer").phone == stored
+    assert User.objects.get(username="new-comer").phone == stored
 
 
 @pytest.mark.parametrize(("typed", "stored"), TYPED_PHONES)
@@ -262,7 +261,7 @@ def test_a_phone_that_is_not_valid_is_refused_quoting_what_was_typed(admin_clien
     assert response.status_code == 200
     [error] = field_errors(response, "phone")
     assert error.startswith(f"{typed} is not a valid phone number: write it with + and its country code")
-    assert not User.objects.filter(username="newcomer").exists()
+    assert not User.objects.filter(username="new-comer").exists()
 
     user = make_user(phone="+14155550123")
     response = admin_client.post(

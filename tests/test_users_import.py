@@ -49,10 +49,11 @@ def preview(client, text):
     return response
 
 
-def confirm(client, preview_response):
+def confirm(client, preview_response, **ticked):
     form = preview_response.context["confirm_form"]
     assert form is not None, "the preview offers no confirmation"
-    return client.post(CONFIRM_URL, {name: form.initial.get(name, "") for name in form.fields}, follow=True)
+    data = {name: form.initial.get(name, "") for name in form.fields if name != "skip_invalid"}
+    return client.post(CONFIRM_URL, {**data, **ticked}, follow=True)
 
 
 def import_csv(client, text):
@@ -73,14 +74,12 @@ def test_the_import_previews_the_rows_then_creates_the_users_on_confirm(admin_cl
     text = f"{HEADER}\n{ASHA}\ncrm-43,Bilal,+1 (415) 555-0123,America/Los_Angeles,09:00:00,1,,\n"
     shown = preview(admin_client, text)
     html = shown.content.decode()
-    assert "2 new, 0 updated, 0 unchanged (of 2 rows)" in html
+    assert "2 new, 0 changed, 0 unchanged (of 2 rows)" in html
     assert "+91 98765 43210" in html and "Confirm import" in html
     assert not User.objects.filter(external_id__isnull=False).exists()  # a preview writes nothing
 
     done = confirm(admin_client, shown)
-    assert [str(m) for m in done.context["messages"]] == [
-        "Import finished: 2 new, 0 updated, 0 deleted and 0 skipped users."
-    ]
+    assert [str(m) for m in done.context["messages"]] == ["Import finished: 2 new, 0 changed, 0 unchanged."]
     asha = User.objects.get(external_id="crm-42")
     assert (asha.username, asha.name, asha.phone, asha.local_tz) == (
         "ext-crm-42",
@@ -107,7 +106,7 @@ def test_the_import_previews_the_rows_then_creates_the_users_on_confirm(admin_cl
 def test_an_import_updates_users_by_external_id_with_only_the_columns_given(admin_client, make_user):
     user = make_user(external_id="crm-42", name="Asha", phone="+919876543210", call_time=time(20, 30))
     done = import_csv(admin_client, "external_id,call_time,max_retries\ncrm-42,21:00,0\n")
-    assert "0 new, 1 updated" in str(list(done.context["messages"])[0])
+    assert "0 new, 1 changed" in str(list(done.context["messages"])[0])
     user.refresh_from_db()
     assert (user.name, user.phone, user.call_time, user.max_retries) == ("Asha", "+919876543210", time(21), 0)
     assert user.next_call_at == datetime(2026, 11, 28, 15, 30, tzinfo=UTC)
@@ -118,7 +117,7 @@ def test_importing_the_same_file_twice_changes_nothing_the_second_time(admin_cli
     import_csv(admin_client, text)
     before = stored()
     shown = preview(admin_client, text)
-    assert "0 new, 0 updated, 1 unchanged" in shown.content.decode()
+    assert "0 new, 0 changed, 1 unchanged" in shown.content.decode()
     with CaptureQueriesContext(connection) as queries:
         confirm(admin_client, shown)
     assert stored() == before
@@ -142,16 +141,54 @@ BAD_ROWS = [
 @pytest.mark.parametrize(
     ("row", "field", "message"), BAD_ROWS, ids=[f"{r[1]}-{i}" for i, r in enumerate(BAD_ROWS)]
 )
-def test_a_bad_row_is_shown_with_its_field_and_nothing_can_be_imported(admin_client, row, field, message):
+def test_a_bad_row_is_shown_with_its_field_and_line_and_only_the_valid_rows_may_be_imported(
+    admin_client, row, field, message
+):
     shown = preview(admin_client, f"{HEADER}\n{ASHA}\n{row}\n")
     html = shown.content.decode()
-    assert shown.context.get("confirm_form") is None
-    assert "1 of 2 rows failed to validate; nothing will be imported" in html
+    assert "1 of 2 rows are invalid" in html
     [invalid] = shown.context["result"].invalid_rows
-    assert invalid.number == 2
+    assert invalid.number == 3  # the file's line: the header is line 1
     assert set(invalid.field_specific_errors) == {field}
     assert message in " ".join(invalid.field_specific_errors[field])
+    [problem] = shown.context["problems"][0]["problems"]
+    assert (problem["column"], shown.context["problems"][0]["line"]) == (field, 3)
+    # The valid row is offered, without the invalid one, and only once the box is ticked.
+    form = shown.context["confirm_form"]
+    assert form.initial["invalid_lines"] == "3"
+    assert "leave out the 1 invalid one (line 3)" in form.fields["skip_invalid"].label
+    refused = confirm(admin_client, shown)
+    assert "Tick this box" in refused.content.decode()
     assert not User.objects.filter(external_id__isnull=False).exists()
+
+
+def test_confirming_with_the_box_ticked_imports_the_valid_rows_only(admin_client):
+    shown = preview(admin_client, f"{HEADER}\n{ASHA}\n{BAD_ROWS[0][0]}\n")
+    done = confirm(admin_client, shown, skip_invalid="on")
+    assert [str(m) for m in done.context["messages"]] == [
+        "Import finished: 1 new, 0 changed, 0 unchanged. 1 invalid row left out (line 3)."
+    ]
+    assert list(User.objects.filter(external_id__isnull=False).values_list("external_id", flat=True)) == [
+        "crm-42"
+    ]
+
+
+def test_a_file_whose_invalid_rows_changed_since_the_preview_writes_nothing(admin_client, make_user):
+    text = f"{HEADER}\n{ASHA}\n{BAD_ROWS[0][0]}\ncrm-43,B,+919876000002,Asia/Kolkata,20:30,true,,\n"
+    shown = preview(admin_client, text)
+    make_user(external_id="meanwhile", phone="+919876000002")  # line 4 becomes invalid too
+    before = stored()
+    done = confirm(admin_client, shown, skip_invalid="on")
+    [message] = [str(m) for m in done.context["messages"]]
+    assert message.startswith("Nothing was imported: the file no longer imports cleanly (line 3: phone:")
+    assert "line 4: phone: Another user already has this phone number" in message
+    assert stored() == before
+
+
+def test_a_file_with_no_valid_row_offers_no_confirmation(admin_client):
+    shown = preview(admin_client, f"{HEADER}\n{BAD_ROWS[0][0]}\n")
+    assert shown.context.get("confirm_form") is None
+    assert "1 of 1 rows are invalid; nothing will be imported" in shown.content.decode()
 
 
 def test_ids_and_phones_repeated_in_the_file_or_held_by_another_user_are_row_errors(admin_client, make_user):
@@ -166,11 +203,11 @@ def test_ids_and_phones_repeated_in_the_file_or_held_by_another_user_are_row_err
     shown = preview(admin_client, text)
     errors = {row.number: row.field_specific_errors for row in shown.context["result"].invalid_rows}
     assert errors == {
-        2: {"phone": ["The same phone number is given for row 1."]},
-        3: {"external_id": ["The same external id is given for row 1."]},
-        4: {"phone": [f"Another user already has this phone number: user {other.pk} (external_id 'other')."]},
+        3: {"phone": ["The same phone number is given for line 2."]},
+        4: {"external_id": ["The same external id is given for line 2."]},
+        5: {"phone": [f"Another user already has this phone number: user {other.pk} (external_id 'other')."]},
     }
-    assert shown.context.get("confirm_form") is None
+    assert shown.context["confirm_form"].initial["invalid_lines"] == "3 4 5"  # line 2 may be imported
 
 
 def test_an_unknown_column_is_one_error_for_the_file(admin_client):
@@ -190,12 +227,12 @@ def test_a_file_without_an_external_id_column_is_refused(admin_client):
 
 def test_a_row_that_became_invalid_since_the_preview_writes_nothing_on_confirm(admin_client, make_user):
     shown = preview(admin_client, f"{HEADER}\n{ASHA}\ncrm-43,B,+919876000002,Asia/Kolkata,20:30,true,,\n")
-    make_user(external_id="meanwhile", phone="+919876000002")  # takes row 2's phone
+    make_user(external_id="meanwhile", phone="+919876000002")  # takes line 3's phone
     before = stored()
     done = confirm(admin_client, shown)
     [message] = [str(m) for m in done.context["messages"]]
     assert message.startswith(
-        "Nothing was imported: the file no longer imports cleanly (row 2: phone: Another"
+        "Nothing was imported: the file no longer imports cleanly (line 3: phone: Another"
     )
     assert stored() == before
 
@@ -270,25 +307,29 @@ def test_an_import_takes_a_few_queries_whatever_the_number_of_rows():
 # --- Export ---------------------------------------------------------------------------------
 
 
-def test_the_export_has_the_import_columns_and_imports_back_unchanged(admin_client, make_user):
-    make_user(
-        external_id="crm-42", name="Asha, Rao", phone="+919876543210", call_time=time(20, 30), max_retries=1
-    )
-    make_user(
-        external_id="crm-43", phone=None, call_enabled=False, local_tz="Europe/London", retry_delay_minutes=5
-    )
-    page = admin_client.get(EXPORT_URL)
-    form = page.context["form"]
+def export(client) -> bytes:
+    """The export as the admin's Export button gives it (every column, CSV)."""
+    form = client.get(EXPORT_URL).context["form"]
     data = {
         "format": "0",
         **{name: "on" for name, field in form.fields.items() if getattr(field, "is_selectable_field", False)},
     }
     if "resource" in form.fields:
         data["resource"] = "0"
-    response = admin_client.post(EXPORT_URL, data)
+    response = client.post(EXPORT_URL, data)
     assert response.status_code == 200
     assert response["Content-Type"].startswith("text/csv")
-    text = response.content.decode("utf-8-sig")
+    return response.content
+
+
+def test_the_export_has_the_import_columns(admin_client, make_user):
+    make_user(
+        external_id="crm-42", name="Asha, Rao", phone="+919876543210", call_time=time(20, 30), max_retries=1
+    )
+    make_user(
+        external_id="crm-43", phone=None, call_enabled=False, local_tz="Europe/London", retry_delay_minutes=5
+    )
+    text = export(admin_client).decode("utf-8-sig")
     rows = {row["external_id"]: row for row in csv.DictReader(io.StringIO(text))}
     assert list(next(csv.reader(io.StringIO(text)))) == list(COLUMNS)
     assert rows["crm-42"] == {
@@ -302,13 +343,55 @@ def test_the_export_has_the_import_columns_and_imports_back_unchanged(admin_clie
         "retry_delay_minutes": "",
     }
     assert (rows["crm-43"]["phone"], rows["crm-43"]["call_enabled"]) == ("", "false")
-    # Back in, the rows with an external id change nothing (admin's own user has none: skipped here).
-    back = "\n".join(line for line in text.splitlines() if line.startswith(("external_id", "crm-")))
+
+
+def test_an_export_imports_back_as_it_is_and_changes_nothing(admin_client, admin_user, make_user):
+    """The file just as the browser saved it, imported back: the
+    people without an external id got one on export, the operators are not in it, and the
+    import reports "0 changed"."""
+    make_user(external_id="crm-42", name="Asha, Rao", max_retries=1)
+    made_in_the_admin = make_user(name="Ravi Kumar", phone="+919876500001")  # no external id
+    make_user(name="José Ñúñez", external_id=None, phone=None, call_enabled=False, local_tz="Europe/Madrid")
+    make_user(username="desk", is_staff=True)  # an operator
+    made_in_the_admin.refresh_from_db()
+    assert made_in_the_admin.external_id is None
+
+    file = export(admin_client)
+    text = file.decode("utf-8-sig")
+    ids = [row["external_id"] for row in csv.DictReader(io.StringIO(text))]
+    made_in_the_admin.refresh_from_db()
+    assert made_in_the_admin.external_id == f"relevel-{made_in_the_admin.pk}"
+    assert sorted(ids) == sorted(User.objects.filter(is_staff=False).values_list("external_id", flat=True))
+    assert len(ids) == 3 and "desk" not in text and admin_user.username not in text
+
     before = stored()
-    shown = preview(admin_client, back)
-    assert "0 new, 0 updated, 2 unchanged" in shown.content.decode()
-    confirm(admin_client, shown)
+    shown = admin_client.post(
+        IMPORT_URL, {"import_file": SimpleUploadedFile("users.csv", file, "text/csv"), "format": "0"}
+    )
+    assert "0 new, 0 changed, 3 unchanged (of 3 rows)" in shown.content.decode()
+    done = confirm(admin_client, shown)
+    assert [str(m) for m in done.context["messages"]] == ["Import finished: 0 new, 0 changed, 3 unchanged."]
     assert stored() == before
+    # A second export gives the same file: the ids given stay.
+    assert export(admin_client) == file
+
+
+def test_a_person_added_in_the_admin_gets_an_external_id(admin_client):
+    from tests.test_user_validation import add_form_data
+
+    assert admin_client.post(reverse("admin:users_user_add"), add_form_data()).status_code == 302
+    person = User.objects.get(name="New Comer")
+    assert person.external_id == f"relevel-{person.pk}"
+
+
+def test_an_external_id_the_product_uses_is_not_given_twice(make_user):
+    from users.services import users_give_external_ids
+
+    first = make_user()
+    make_user(external_id=f"relevel-{first.pk}")  # the product's own id, by chance the same
+    assert users_give_external_ids(users=User.objects.filter(pk=first.pk)) == 1
+    first.refresh_from_db()
+    assert first.external_id.startswith(f"relevel-{first.pk}-")
 
 
 # --- Who may -------------------------------------------------------------------------------
@@ -359,7 +442,7 @@ def test_the_import_users_command_imports_a_file_as_the_admin_does(tmp_path):
     call_command("import_users", str(path), "--dry-run", stdout=out)
     assert (
         out.getvalue().strip()
-        == "import_users: 1 rows: 1 new, 0 updated, 0 unchanged (dry run: nothing written)"
+        == "import_users: 1 rows: 1 new, 0 changed, 0 unchanged (dry run: nothing written)"
     )
     assert not User.objects.filter(external_id="crm-42").exists()
     call_command("import_users", str(path), stdout=io.StringIO())
@@ -374,5 +457,5 @@ def test_the_import_users_command_lists_the_bad_rows_and_writes_nothing(tmp_path
     err = io.StringIO()
     with pytest.raises(CommandError, match=r"1 problem\(s\); nothing was imported"):
         call_command("import_users", str(path), stderr=err)
-    assert err.getvalue().startswith("row 2: phone: 98765 is not a valid phone number")
+    assert err.getvalue().startswith("line 3: phone: 98765 is not a valid phone number")
     assert not User.objects.filter(external_id__isnull=False).exists()

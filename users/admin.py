@@ -5,15 +5,13 @@ from __future__ import annotations
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
+from django.contrib.auth.forms import AdminUserCreationForm, UserChangeForm
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
-from import_export.admin import ImportExportMixin
-from import_export.formats.base_formats import CSV
-from import_export.results import Result, RowResult
 
 from calls.logsafe import mask_phone
 from calls.manual import CallNowRefused, user_call_now
@@ -21,18 +19,25 @@ from calls.policy import policy_current
 from users import services
 from users.selectors import CallDay, user_call_record, users_calling_outside_hours, users_today
 from users.services import users_set_call_enabled
-from web.display import admin_time, status_badge
+from web.display import admin_time, end_reason_text, status_badge
 
+from .admin_import import PeopleImportExportMixin
 from .consent import user_opt_in, user_opt_out
-from .forms import DAILY_CALL_FIELDS, CallTimeField, UserAdminChangeForm, UserAdminCreationForm
-from .models import OptOutSource, User
+from .forms import CallTimeField, CallTimeInput, UserAdminChangeForm, UserAdminCreationForm
+from .models import OPERATORS, PEOPLE, Operator, OptOutSource, User
 from .record_display import call_day_badge, call_record_html
-from .resources import UserResource
 
 RECENT_CALLS_SHOWN = 10
-# The same groups, in the same order, on the add and the change page.
-CALL_FIELDS = tuple(field for field in DAILY_CALL_FIELDS if field != "name")
-PERSONAL_FIELDS = ("name", "first_name", "last_name", "email")
+# The same groups, in the same order, on the add and the change page: what calling a
+# person needs first, the rest folded away.
+PERSON_FIELDS = ("name", "phone", "local_tz", "call_time", "call_enabled")
+MORE_FIELDS = ("external_id", "max_retries", "retry_delay_minutes", "email")
+RECORD_HEADING = "Next call and the last 30 days"
+SCHEDULE_HELP = (
+    "Saving recomputes the next call from these fields. Turning calls off, removing the phone "
+    "or changing the call time or time zone cancels the calls still queued for the old "
+    "schedule, saying why."
+)
 
 
 class CallsFilter(admin.SimpleListFilter):
@@ -110,15 +115,10 @@ class ParkedFilter(admin.SimpleListFilter):
 
 
 @admin.register(User)
-class UserAdmin(ImportExportMixin, BaseUserAdmin):
+class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
     form = UserAdminChangeForm
     add_form = UserAdminCreationForm
     add_form_template = "admin/users/user/add_form.html"
-    # CSV import (a preview with each row's errors, then "Confirm import") and export, keyed
-    # on external_id: users/resources.py. The preview lists the first rows only.
-    resource_classes = [UserResource]
-    import_formats = export_formats = [CSV]
-    import_template_name = "admin/users/user/import.html"
 
     # Seven columns, so that all fit at 1366 px: the name and username share one.
     list_display = (
@@ -133,61 +133,58 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
     list_display_links = ("user_display",)
     list_help = "Next calls are in each user's own time zone: hover over one for the zone and UTC."
     list_editable = ("call_time", "call_enabled")
-    list_filter = (
-        CallsFilter,
-        ParkedFilter,
-        OutsideCallingHoursFilter,
-        "local_tz",
-        "is_staff",
-        "is_active",
-    )
+    list_filter = (CallsFilter, ParkedFilter, OutsideCallingHoursFilter, "local_tz")
     search_fields = ("name", "phone", "email", "username", "external_id")
     actions = ("enable_calls", "disable_calls", "call_now", "opt_out", "opt_in")
 
+    # What an operator opens a person's page for comes first: when the next call is and how
+    # the last 30 days went; then what can be changed.
     fieldsets = (
-        (None, {"fields": ("username", "password")}),
+        (RECORD_HEADING, {"fields": ("next_call", "call_record")}),
         (
-            "Daily call",
-            {
-                "fields": (*CALL_FIELDS, "next_call", "schedule_error", "opt_out_display"),
-                "description": (
-                    "Saving recomputes the next call from these fields. Turning calls off, "
-                    "removing the phone or changing the call time or time zone cancels the calls "
-                    "still queued for the old schedule, saying why."
-                ),
-            },
+            "Person to call",
+            {"fields": (*PERSON_FIELDS, "opt_out_display"), "description": SCHEDULE_HELP},
         ),
-        ("Personal info", {"fields": PERSONAL_FIELDS}),
-        ("Last 30 days", {"fields": ("call_record", "recent_calls")}),
-        (
-            "Permissions",
-            {
-                "classes": ("collapse",),
-                "fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions"),
-            },
-        ),
-        ("Important dates", {"classes": ("collapse",), "fields": ("last_login_at", "joined_at")}),
+        ("More", {"classes": ("collapse",), "fields": (*MORE_FIELDS, "username")}),
+        ("Recent calls", {"fields": ("recent_calls",)}),
+        # No password and no permissions: a person to call is not an admin login (those are
+        # the Operators, OperatorAdmin below). The username is made for them.
+        ("Important dates", {"classes": ("collapse",), "fields": ("joined_at",)}),
     )
-    # No password: a person to call is not an admin login (UserAdminCreationForm).
     add_fieldsets = (
-        (None, {"classes": ("wide",), "fields": ("username",)}),
-        ("Daily call", {"classes": ("wide",), "fields": CALL_FIELDS}),
-        ("Personal info", {"classes": ("wide",), "fields": PERSONAL_FIELDS}),
+        ("Person to call", {"fields": PERSON_FIELDS}),
+        ("More", {"classes": ("collapse",), "fields": MORE_FIELDS}),
     )
     readonly_fields = (
+        "username",
         "next_call",
         "schedule_error",
         "opt_out_display",
         "call_record",
         "recent_calls",
-        "last_login_at",
         "joined_at",
     )
+
+    def get_fieldsets(self, request: HttpRequest, obj: User | None = None):
+        fieldsets = super().get_fieldsets(request, obj)
+        if obj is None or not obj.schedule_error:
+            return fieldsets
+        # Parked: why there is no next call, beside it.
+        (name, options), *rest = fieldsets
+        return ((name, {**options, "fields": ("next_call", "schedule_error", "call_record")}), *rest)
 
     def save_model(self, request: HttpRequest, obj: User, form, change: bool) -> None:
         # The change page and list_editable both save here: a new schedule cancels the
         # calls queued for the old one.
         services.user_save(user=obj)
+        if not change and obj.external_id is None:
+            # Every person has the import's and the users API's key (relevel-<id>).
+            services.users_give_external_ids(users=User.objects.filter(pk=obj.pk))
+            obj.refresh_from_db(fields=["external_id"])
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # People only: the list, its counts, the export and each person's page.
+        return super().get_queryset(request).filter(PEOPLE)
 
     def get_changelist(self, request: HttpRequest, **kwargs):
         return UserChangeList
@@ -196,6 +193,8 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
         # The list's inline call time too, whose form is built from the model alone.
         if db_field.name == "call_time":
             kwargs["form_class"] = CallTimeField
+            # The field's plain input rather than the admin's, which offers "Now".
+            kwargs["widget"] = CallTimeInput
         return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     # --- Columns ----------------------------------------------------------------------
@@ -249,23 +248,27 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
             return "-"
         return call_record_html(user_call_record(user=obj, now=timezone.now()), tz_name=obj.local_tz)
 
-    @admin.display(description="recent calls")
+    @admin.display(description="the latest ten")
     def recent_calls(self, obj: User) -> str:
         if obj.pk is None:
             return "-"
-        calls = list(obj.calls.order_by("-local_date", "-attempt")[:RECENT_CALLS_SHOWN])
+        calls = list(obj.calls.order_by("-local_date", "-manual", "-attempt", "-pk")[:RECENT_CALLS_SHOWN])
         if not calls:
             return "No calls yet."
+        # Each call's time (its date and the person's clock, one format), what it was, how
+        # it ended, and the provider's reason in words.
         rows = format_html_join(
             "",
-            '<li><a href="{}">{} · attempt {}</a> {} {}</li>',
+            '<li>{} · <a href="{}">{}</a> {}{}</li>',
             (
                 (
+                    admin_time(c.dialed_at or c.scheduled_for, obj.local_tz),
                     reverse("admin:calls_call_change", args=[c.pk]),
-                    c.local_date,
-                    c.attempt,
+                    "manual call" if c.manual else f"attempt {c.attempt}",
                     status_badge(c.status),
-                    admin_time(c.scheduled_for, obj.local_tz),
+                    format_html(' <span class="quiet">{}</span>', end_reason_text(c.end_reason))
+                    if c.end_reason
+                    else "",
                 )
                 for c in calls
             ),
@@ -278,60 +281,9 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
             all_url,
         )
 
-    # Operators' own times, in UTC.
-
-    @admin.display(description="last login")
-    def last_login_at(self, obj: User) -> str:
-        return admin_time(obj.last_login)
-
     @admin.display(description="date joined")
     def joined_at(self, obj: User) -> str:
         return admin_time(obj.date_joined)
-
-    # --- CSV import and export ---------------------------------------------------------
-
-    def has_import_permission(self, request: HttpRequest) -> bool:
-        # An import creates and changes users.
-        return self.has_add_permission(request) and self.has_change_permission(request)
-
-    def has_export_permission(self, request: HttpRequest) -> bool:
-        # Whoever may view a user sees their whole number on the user's page already.
-        return self.has_view_permission(request)
-
-    def get_import_data_kwargs(self, **kwargs) -> dict:
-        # The confirm step imports the file again: if a row became invalid since the preview
-        # (another user took its phone meanwhile), nothing is written rather than the rest.
-        return {**super().get_import_data_kwargs(**kwargs), "rollback_on_validation_errors": True}
-
-    def generate_log_entries(self, result: Result, request: HttpRequest) -> None:
-        # What the library records (an entry per user added or changed), written in bulk.
-        services.users_record_import_history(
-            actor_id=request.user.pk,
-            created=[row.instance for row in result if row.import_type == RowResult.IMPORT_TYPE_NEW],
-            updated=[
-                (row.instance, row.instance._import_changed)
-                for row in result
-                if row.import_type == RowResult.IMPORT_TYPE_UPDATE
-            ],
-        )
-
-    def process_result(self, result: Result, request: HttpRequest):
-        if result.has_errors() or result.has_validation_errors():
-            problems = [
-                f"row {row.number}: "
-                + "; ".join(f"{field}: {' '.join(errors)}" for field, errors in row.error_dict.items())
-                for row in result.invalid_rows[:5]
-            ]
-            problems += [str(error.error) for error in result.base_errors[:5]]
-            self.message_user(
-                request,
-                "Nothing was imported: the file no longer imports cleanly ("
-                + "; ".join(problems)
-                + "). Import it again to see every problem.",
-                messages.ERROR,
-            )
-            return HttpResponseRedirect(reverse("admin:users_user_import"))
-        return super().process_result(result, request)
 
     # --- Actions ----------------------------------------------------------------------
 
@@ -402,3 +354,69 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
         if opted_out:
             message += f"; {opted_out} opted out, left off (record an opt-in to call them again)"
         self.message_user(request, message + ".", messages.SUCCESS if changed else messages.INFO)
+
+
+class OperatorCreationForm(AdminUserCreationForm):
+    class Meta(AdminUserCreationForm.Meta):
+        model = Operator
+        fields = ("username", "name", "email")
+
+    def save(self, commit: bool = True) -> Operator:
+        # Staff, and so an operator (users.models.OPERATORS): never called, whatever the
+        # call fields' defaults say.
+        operator = super().save(commit=False)
+        operator.is_staff = True
+        operator.call_enabled = False
+        if commit:
+            operator.save()
+            self.save_m2m()
+        return operator
+
+
+class OperatorChangeForm(UserChangeForm):
+    class Meta(UserChangeForm.Meta):
+        model = Operator
+
+
+@admin.register(Operator)
+class OperatorAdmin(BaseUserAdmin):
+    """The admin's logins (staff and superusers), apart from the people who are called."""
+
+    form = OperatorChangeForm
+    add_form = OperatorCreationForm
+    list_display = ("username", "name", "email", "is_superuser", "is_active", "last_login_at")
+    list_filter = ("is_superuser", "is_active", "groups")
+    search_fields = ("username", "name", "email")
+    ordering = ("username",)
+    fieldsets = (
+        (None, {"fields": ("username", "password")}),
+        ("Personal info", {"fields": ("name", "email")}),
+        (
+            "Permissions",
+            {"fields": ("is_active", "is_staff", "is_superuser", "groups", "user_permissions")},
+        ),
+        ("Important dates", {"fields": ("last_login_at", "joined_at")}),
+    )
+    add_fieldsets = (
+        (
+            None,
+            {
+                "classes": ("wide",),
+                "fields": ("username", "usable_password", "password1", "password2", "name", "email"),
+            },
+        ),
+    )
+    readonly_fields = ("last_login_at", "joined_at")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).filter(OPERATORS)
+
+    # Operators' own times, in UTC.
+
+    @admin.display(description="last login", ordering="last_login")
+    def last_login_at(self, obj: User) -> str:
+        return admin_time(obj.last_login)
+
+    @admin.display(description="date joined", ordering="date_joined")
+    def joined_at(self, obj: User) -> str:
+        return admin_time(obj.date_joined)

@@ -10,7 +10,6 @@ from datetime import time
 from typing import Any
 
 from django import forms
-from django.contrib.auth.forms import UserChangeForm, UsernameField
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -18,6 +17,7 @@ from django.utils.html import format_html, format_html_join
 from calls.models import MAX_DELAY_MINUTES, MAX_RETRIES
 
 from .models import User
+from .services import username_for_person
 from .validators import (
     CALL_TIME_INVALID,
     iana_time_zones,
@@ -83,9 +83,20 @@ class TimeZoneInput(forms.TextInput):
         return format_html('{}<datalist id="{}">{}</datalist>', text_input, list_id, options)
 
 
+class CallTimeInput(forms.TimeInput):
+    """A plain text box for a call time. Not the admin's time widget: its "Now" and clock
+    would set a person's call time from the operator's own clock, in the operator's zone."""
+
+    def __init__(self, attrs=None):
+        super().__init__(
+            {"class": "call-time", "size": "8", "placeholder": "20:30", **(attrs or {})}
+        )
+
+
 class CallTimeField(forms.TimeField):
     """The admin's call time ("20:30" or "20:30:05"), whose error says what a time is."""
 
+    widget = CallTimeInput
     default_error_messages = {"invalid": CALL_TIME_INVALID}
 
 
@@ -100,7 +111,8 @@ class DailyCallFieldsMixin:
             if owner is not None:
                 # Checked here rather than left to the unique constraint, whose message
                 # ("User with this Phone already exists.") does not say who.
-                url = reverse("admin:users_user_change", args=[owner.pk])
+                page = "admin:users_operator_change" if owner.is_operator else "admin:users_user_change"
+                url = reverse(page, args=[owner.pk])
                 raise ValidationError(
                     format_html(
                         'This phone number belongs to <a href="{}">{}</a> (user {}).', url, owner, owner.pk
@@ -114,18 +126,24 @@ class DailyCallFieldsMixin:
 
 
 class UserAdminCreationForm(DailyCallFieldsMixin, forms.ModelForm):
-    """Adding a person to call. No password: the people relevel calls never log in to the
-    admin, so they get an unusable one. (An operator's login: ``createsuperuser``, or "Set
-    password" on the user's page.)"""
+    """Adding a person to call: what calling them needs, no login. The username is made for
+    them (users.services.username_for_person) and the password is an unusable one: the
+    people relevel calls never log in. (An operator's login: the Operators page.)"""
 
     class Meta:
         model = User
-        fields = ("username", *DAILY_CALL_FIELDS, "first_name", "last_name", "email")
-        field_classes = {"username": UsernameField, "phone": PhoneNumberField, "call_time": CallTimeField}
+        fields = (*DAILY_CALL_FIELDS, "email")
+        field_classes = {"phone": PhoneNumberField, "call_time": CallTimeField}
         widgets = {"local_tz": TimeZoneInput}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # The one field that tells people apart in the lists (there is no username to type).
+        self.fields["name"].required = True
 
     def save(self, commit: bool = True) -> User:
         user = super().save(commit=False)
+        user.username = username_for_person(name=user.name, external_id=user.external_id)
         user.set_unusable_password()
         if commit:
             user.save()
@@ -133,14 +151,13 @@ class UserAdminCreationForm(DailyCallFieldsMixin, forms.ModelForm):
         return user
 
 
-class UserAdminChangeForm(DailyCallFieldsMixin, UserChangeForm):
-    class Meta(UserChangeForm.Meta):
+class UserAdminChangeForm(DailyCallFieldsMixin, forms.ModelForm):
+    """A person's page: the same fields as adding them (no login: see the Operators page)."""
+
+    class Meta:
         model = User
-        field_classes = {
-            **UserChangeForm.Meta.field_classes,
-            "phone": PhoneNumberField,
-            "call_time": CallTimeField,
-        }
+        fields = (*DAILY_CALL_FIELDS, "email")
+        field_classes = {"phone": PhoneNumberField, "call_time": CallTimeField}
         widgets = {"local_tz": TimeZoneInput}
 
 

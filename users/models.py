@@ -6,7 +6,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
-from django.db.models import Max, QuerySet
+from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from calls.models import MAX_DELAY_MINUTES, MAX_RETRIES
@@ -16,6 +16,13 @@ from .validators import validate_e164_phone, validate_external_id, validate_iana
 
 # The fields that decide when (and whether) a user is called next.
 SCHEDULE_FIELDS = frozenset({"phone", "local_tz", "call_enabled", "call_time"})
+
+# Two kinds of login share the users table: operators (staff or superuser: they log in to
+# the admin) and the people relevel calls (never either). One test for both, here: the
+# people list, the users API, the export and the tick read PEOPLE; the Operators admin
+# reads OPERATORS. An operator is never called, whatever their phone and call fields say.
+OPERATORS = Q(is_staff=True) | Q(is_superuser=True)
+PEOPLE = Q(is_staff=False, is_superuser=False)
 
 
 def default_time_zone() -> str:
@@ -184,8 +191,12 @@ class User(AbstractUser):
         return self.name or self.username
 
     @property
+    def is_operator(self) -> bool:
+        return bool(self.is_staff or self.is_superuser)
+
+    @property
     def is_callable(self) -> bool:
-        return bool(self.call_enabled and self.phone)
+        return bool(self.call_enabled and self.phone) and not self.is_operator
 
     def compute_next_call_at(self, *, now: datetime | None = None) -> datetime | None:
         """The next slot to call, skipping local dates that already have their first call;
@@ -232,3 +243,12 @@ class User(AbstractUser):
         if update_fields is not None:
             kwargs["update_fields"] = {*update_fields, "next_call_at", "schedule_error"}
         super().save(*args, **kwargs)
+
+
+class Operator(User):
+    """An admin login (staff or superuser), listed apart from the people who are called."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "operator"
+        verbose_name_plural = "operators"

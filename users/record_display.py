@@ -7,7 +7,7 @@ from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from calls.models import Call
-from web.display import admin_datetime, status_label
+from web.display import admin_datetime, end_reason_text, status_label
 
 from .selectors import DAY_OUTCOME_LABELS, CallDay, CallRecord, DayOutcome
 
@@ -22,15 +22,23 @@ DAY_COLOURS = {
 }
 
 
+def call_outcome_text(call: Call) -> str:
+    """ "No answer (user unavailable)": the status, and the provider's end reason in words."""
+    reason = end_reason_text(call.end_reason) if call.end_reason else ""
+    if not reason or reason.lower() == status_label(call.status).lower():
+        return status_label(call.status)
+    return f"{status_label(call.status)} ({reason[:1].lower() + reason[1:]})"
+
+
 def _attempt_line(call: Call, tz_name: str) -> str:
     which = "manual call" if call.manual else f"attempt {call.attempt}"
     when = admin_datetime(call.dialed_at or call.scheduled_for, tz_name)
-    return f"{which}: {status_label(call.status)}, {when}"
+    return f"{which}: {call_outcome_text(call)}, {when}"
 
 
 def call_day_title(day: CallDay, tz_name: str) -> str:
     """The day and the attempts behind its outcome, one a line (a cell's tooltip)."""
-    lines = [f"{day.local_date:%Y-%m-%d %a}: {day.outcome.label}"]
+    lines = [f"{day.local_date:%Y-%m-%d}: {day.outcome.label}"]
     lines += [_attempt_line(call, tz_name) for call in day.calls]
     return "\n".join(lines)
 

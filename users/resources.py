@@ -26,7 +26,12 @@ from web.csv_cells import csv_cell, csv_cell_read
 
 from . import services
 from .forms import PROFILE_FIELDS, UserProfileForm
-from .models import SCHEDULE_FIELDS, User
+from .models import PEOPLE, SCHEDULE_FIELDS, User
+
+# Rows are numbered as the file's lines, the header being line 1, so that a number in an
+# error is the line a spreadsheet or an editor shows (a value with a line break inside
+# quotes, never seen in these columns, would shift the count).
+FIRST_LINE = 2
 
 COLUMNS = (
     "external_id",
@@ -66,6 +71,10 @@ class UserResource(resources.ModelResource):
         skip_diff = True
         store_row_values = True
 
+    def get_queryset(self):
+        # People only: an operator's login is neither exported nor imported over.
+        return super().get_queryset().filter(PEOPLE)
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._rows: dict[int, dict[str, Any]] = {}
@@ -92,7 +101,7 @@ class UserResource(resources.ModelResource):
         self._given = [header for header in headers if header in PROFILE_FIELDS]
         self._now = timezone.now()
         rows: list[dict[str, Any] | None] = []
-        for number, values in enumerate(dataset, 1):  # the library numbers rows from 1
+        for number, values in enumerate(dataset, FIRST_LINE):
             data = {
                 header: ("" if value is None else csv_cell_read(str(value)))
                 for header, value in zip(headers, values, strict=False)
@@ -103,10 +112,12 @@ class UserResource(resources.ModelResource):
                 self._errors[number] = errors
         lock = not kwargs.get("dry_run", False)
         self._existing = services.users_by_external_id([row["external_id"] for row in rows if row], lock=lock)
-        conflicts = services.users_conflicts(rows, existing=self._existing, label="row", first_number=1)
+        conflicts = services.users_conflicts(
+            rows, existing=self._existing, label="line", first_number=FIRST_LINE
+        )
         for index, row_errors in conflicts.items():
-            self._errors.setdefault(index + 1, {}).update(row_errors)
-        self._rows = {number: row for number, row in enumerate(rows, 1) if row}
+            self._errors.setdefault(index + FIRST_LINE, {}).update(row_errors)
+        self._rows = {number: row for number, row in enumerate(rows, FIRST_LINE) if row}
         new_ids = [
             row["external_id"] for row in self._rows.values() if row["external_id"] not in self._existing
         ]
@@ -123,8 +134,14 @@ class UserResource(resources.ModelResource):
         the library's preview, confirm and history, at a fraction of its cost per row. The
         writes are set-based (users.services.users_write, users_cancel_pending_calls), and
         the preview (dry_run) makes none: every row was already checked against the
-        database, so writing and rolling back would only double its time."""
+        database, so writing and rolling back would only double its time.
+
+        Invalid rows stop the writes, unless ``skip_invalid_lines`` names exactly the lines
+        found invalid (the operator confirmed leaving those out): then the valid rows are
+        written and ``result.invalid_lines_left_out`` says which were not."""
+        skip_invalid_lines = kwargs.get("skip_invalid_lines")
         result = self.get_result_class()()
+        result.invalid_lines_left_out = []
         result.diff_headers = self.get_diff_headers()
         result.total_rows = len(dataset)
         try:
@@ -136,11 +153,13 @@ class UserResource(resources.ModelResource):
             self.handle_import_error(result, exc, raise_errors)
             return result
         headers = dataset.headers
+        # The preview's and the error table's columns: the file's own (skip_diff gives none).
+        result.diff_headers = list(headers)
         to_create: list[User] = []
         to_update: list[User] = []
         rescheduled: list[tuple[User, dict[str, Any] | None]] = []
         template = User()
-        for number, values in enumerate(dataset, 1):
+        for number, values in enumerate(dataset, FIRST_LINE):
             row = dict(zip(headers, values, strict=False))
             row_result = RowResult()
             row_result.row_values = row
@@ -174,9 +193,13 @@ class UserResource(resources.ModelResource):
                         rescheduled.append((user, before))
             row_result.instance = user
             row_result.object_repr = str(user)
+            row_result.number = number  # the file's line, for the preview
             result.increment_row_result_total(row_result)
             result.append_row_result(row_result)
-        if not dry_run and not result.has_validation_errors():
+        invalid = [row.number for row in result.invalid_rows]
+        if invalid and skip_invalid_lines is not None and sorted(skip_invalid_lines) == invalid:
+            result.invalid_lines_left_out = invalid
+        if not dry_run and (not invalid or result.invalid_lines_left_out):
             try:
                 with atomic_if_using_transaction(using_transactions, using=self.get_db_connection_name()):
                     reasons = services.users_reschedule(rescheduled, now=self._now)
@@ -184,6 +207,6 @@ class UserResource(resources.ModelResource):
                     services.users_cancel_pending_calls(reasons=reasons, now=self._now)
             except Exception as exc:
                 self.handle_import_error(result, exc, raise_errors)
-            for row_result in result.rows:
+            for row_result in result.valid_rows():
                 row_result.object_id = row_result.instance.pk
         return result

@@ -14,7 +14,7 @@ from django.db.models import Q, QuerySet
 from calls.models import TERMINAL_STATUSES, Call, CallStatus
 from calls.slots import zone_or_none
 
-from .models import User
+from .models import OPERATORS, PEOPLE, User
 from .validators import iana_time_zones
 
 
@@ -26,11 +26,22 @@ def users_calling_outside_hours(*, start: time, end: time) -> QuerySet:
         if start < end
         else Q(call_time__lt=start, call_time__gte=end)
     )
-    return User.objects.filter(outside, call_enabled=True, phone__isnull=False)
+    return User.objects.filter(outside, PEOPLE, call_enabled=True, phone__isnull=False)
+
+
+def people() -> QuerySet:
+    """The people relevel calls (or may): every user who is not an operator."""
+    return User.objects.filter(PEOPLE)
+
+
+def operators() -> QuerySet:
+    """The admin's logins (staff or superusers): never called, never in the people list."""
+    return User.objects.filter(OPERATORS)
 
 
 def user_by_external_id(*, external_id: str) -> User | None:
-    return User.objects.filter(external_id=external_id).first()
+    """The person with this external id (the users API's key); never an operator."""
+    return people().filter(external_id=external_id).first()
 
 
 def user_local_date(*, user: User, now: datetime) -> date:

@@ -17,10 +17,10 @@ from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.contrib.contenttypes.models import ContentType
 from django.db import connection, router, transaction
-from django.db.models import BooleanField, Max, Q
+from django.db.models import BooleanField, Max, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
-from django.utils.text import capfirst
+from django.utils.text import capfirst, slugify
 
 from calls import bulk
 from calls.models import Call, CallStatus
@@ -237,6 +237,10 @@ def users_conflicts(
     if existing is None:
         existing = users_by_external_id([row["external_id"] for row in rows if row])
     errors = duplicate_errors(rows, label=label, first_number=first_number)
+    for index, row in enumerate(rows):
+        user = existing.get(row["external_id"]) if row else None
+        if user is not None and user.is_operator:
+            errors.setdefault(index, {})["external_id"] = OPERATOR_ID
     for index, row_errors in phone_taken_errors(rows, existing=existing).items():
         errors.setdefault(index, {}).update(row_errors)
     for index, row in enumerate(rows):
@@ -277,6 +281,9 @@ def phone_owners(phones: Iterable[str]) -> dict[str, tuple[int, str | None]]:
 
 
 PHONE_TAKEN = "Another user already has this phone number."
+# People and operators share the table (users.models.OPERATORS); the users API and the
+# import change people only.
+OPERATOR_ID = "This external id belongs to an operator's login, not to a person to call."
 
 
 def phone_taken_message(pk: int, external_id: str | None) -> str:
@@ -338,6 +345,47 @@ def usernames_for(external_ids: Sequence[str]) -> dict[str, str]:
         taken.add(name)
         names[eid] = name
     return names
+
+
+EXTERNAL_ID_PREFIX = "relevel-"
+
+
+def users_give_external_ids(*, users: QuerySet) -> int:
+    """Give each of ``users`` who has no external id one ("relevel-<id>", or with a random
+    suffix where the product already uses that), so that an export of them imports back
+    onto the same people (the import's key is the external id). Returns how many got one."""
+    missing = list(users.filter(external_id__isnull=True).values_list("pk", flat=True))
+    if not missing:
+        return 0
+    wanted = {pk: f"{EXTERNAL_ID_PREFIX}{pk}" for pk in missing}
+    taken: set[str] = set()
+    for chunk in _chunks(list(wanted.values())):
+        taken.update(
+            User.objects.filter(_one_of(User, "external_id", chunk)).values_list("external_id", flat=True)
+        )
+    given = {
+        pk: (f"{wanted_id}-{secrets.token_hex(4)}" if wanted_id in taken else wanted_id)
+        for pk, wanted_id in wanted.items()
+    }
+    with transaction.atomic():
+        # external_id is not a schedule field: no next call to recompute, no call to cancel.
+        for chunk in _chunks(list(given.items())):
+            bulk.update_column(User, "external_id", dict(chunk))
+    logger.info("Gave an external id to %s user(s) without one", len(given))
+    return len(given)
+
+
+def username_for_person(*, name: str, external_id: str | None = None) -> str:
+    """A username for a person added in the admin, who never logs in with it: the one an
+    import gives an external id ("ext-<external id>"), or else the name as an ASCII slug
+    ("asha-rao", "jose"; "person" for a name in another script: the list shows the name
+    itself), with a random suffix when taken."""
+    if external_id:
+        return usernames_for([external_id])[external_id]
+    base = slugify(name)[:120] or "person"
+    if not User.objects.filter(username=base).exists():
+        return base
+    return f"{base}-{secrets.token_hex(3)}"
 
 
 def last_first_attempts(user_ids: Sequence[int]) -> dict[int, date]:

@@ -32,13 +32,27 @@ _BADGE_STYLE = (
 )
 
 
+# A call someone picked up is "Answered" on every page (the day outcomes of a person's
+# record, the dashboard), though its stored status stays "completed".
+STATUS_WORDS = {CallStatus.COMPLETED: "Answered"}
+
+
 def status_label(status: str) -> str:
-    """The human label of a status ("No answer"), or the stored value if this code no
-    longer knows it."""
+    """The human label of a status ("No answer", "Answered"), or the stored value if this
+    code no longer knows it."""
     try:
-        return CallStatus(status).label
+        known = CallStatus(status)
     except ValueError:
         return status
+    return STATUS_WORDS.get(known, known.label)
+
+
+def end_reason_text(reason: str) -> str:
+    """A provider's end reason as words: "USER_UNAVAILABLE", "customer-did-not-answer" and
+    "dial_no_answer" read "User unavailable", "Customer did not answer", "Dial no answer".
+    The provider's own code stays in the call's page and its filter, for searching."""
+    words = " ".join(reason.replace("_", " ").replace("-", " ").split())
+    return words[:1].upper() + words[1:].lower()
 
 
 def status_badge(status: str | None) -> SafeString | str:

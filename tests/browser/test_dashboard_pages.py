@@ -112,7 +112,7 @@ def test_user_record_screenshot(logged_in, make_user, make_call):
     assert browser.find("#content h2").text == str(user)  # Django 5.2: the object's name
     text = browser.page_text()
     assert "Asha Rao" in browser.find("#id_name").get_attribute("value")
-    assert "Daily call" in text
+    assert "Person to call" in text
     assert "attempt 1" in text and "attempt 2" in text  # the recent calls
     assert browser.driver.get_window_size()["width"] == 1366
     browser.screenshot("1366px")

@@ -26,7 +26,7 @@ class Command(BaseCommand):
         result = UserResource().import_data(CSV(encoding="utf-8-sig").create_dataset(text), dry_run=dry_run)
         problems = [str(error.error) for error in result.base_errors]
         problems += [
-            f"row {row.number}: "
+            f"line {row.number}: "
             + "; ".join(f"{field}: {' '.join(errors)}" for field, errors in row.error_dict.items())
             for row in result.invalid_rows
         ]
@@ -37,6 +37,6 @@ class Command(BaseCommand):
             raise CommandError(f"{len(problems)} problem(s){more}; nothing was imported")
         totals = result.totals
         self.stdout.write(
-            f"import_users: {result.total_rows} rows: {totals['new']} new, {totals['update']} updated, "
+            f"import_users: {result.total_rows} rows: {totals['new']} new, {totals['update']} changed, "
             f"{totals['skip']} unchanged" + (" (dry run: nothing written)" if dry_run else "")
         )
