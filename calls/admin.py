@@ -392,6 +392,33 @@ class CallPolicyAdmin(admin.ModelAdmin):
         row = policy.policy_row()
         return redirect(reverse("admin:calls_callpolicy_change", args=[row.pk]))
 
+    def get_urls(self):
+        from django.urls import path
+
+        resume = path(
+            "resume/", self.admin_site.admin_view(self.resume_view), name="calls_callpolicy_resume"
+        )
+        return [resume, *super().get_urls()]
+
+    def resume_view(self, request: HttpRequest):
+        """The pause banner's "Resume calls" button (calls.banners): POST only, with the
+        permission to change the policy; back to the page it was pressed on."""
+        from django.contrib import messages
+        from django.core.exceptions import PermissionDenied
+        from django.http import HttpResponseNotAllowed
+        from django.utils.http import url_has_allowed_host_and_scheme
+
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_change_permission(request):
+            raise PermissionDenied("Resuming calls needs the permission to change the call policy.")
+        policy.policy_update(changes={"paused": False}, user_id=request.user.pk, actor=f"user:{request.user.pk}")
+        messages.success(request, "Calls resumed: calls still inside their window are placed now.")
+        back = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(back, {request.get_host()}, require_https=request.is_secure()):
+            back = reverse("admin:index")
+        return redirect(back)
+
     def save_model(self, request, obj, form, change):
         was_paused = CallPolicy.objects.filter(pk=obj.pk).values_list("paused", flat=True).first() or False
         super().save_model(request, obj, form, change)
@@ -399,7 +426,7 @@ class CallPolicyAdmin(admin.ModelAdmin):
         policy.policy_changed(
             row=obj,
             changed=form.changed_data,
-            user_id=None,
+            user_id=request.user.pk,  # who paused (the admin records the history itself)
             actor=f"user:{request.user.pk}",
             was_paused=was_paused,
             record_history=False,

@@ -141,6 +141,8 @@ def policy_as_dict(row: CallPolicy | None = None) -> dict[str, Any]:
         "retry_statuses": row.retry_statuses,
         "window_minutes": row.window_minutes,
         "updated_at": row.updated_at.isoformat() if row.updated_at else None,
+        "paused_at": row.paused_at.isoformat() if row.paused_at else None,
+        "paused_by": row.paused_by or None,
         "effective": {
             "paused": effective.paused,
             "calling_hours": effective.describe_hours(),
@@ -255,6 +257,8 @@ def policy_changed(
     records its own), log, everyone's cached copy dropped, and a tick at once on resume."""
     if not changed:
         return
+    if "paused" in changed:
+        _pause_record(row=row, user_id=user_id)
     if record_history:
         LogEntry.objects.log_actions(
             user_id=_history_user_id(user_id),
@@ -271,6 +275,20 @@ def policy_changed(
     policy_cache_clear()
     if was_paused and not row.paused:
         transaction.on_commit(_tick_after_resume)
+
+
+def _pause_record(*, row: CallPolicy, user_id: int | None) -> None:
+    """Who paused and when (the banner on every operator page says so); blank on resume."""
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    if row.paused:
+        user = get_user_model().objects.filter(pk=user_id).first() if user_id is not None else None
+        row.paused_at = timezone.now()
+        row.paused_by = str(user) if user else "the API token"
+    else:
+        row.paused_at, row.paused_by = None, ""
+    row.save(update_fields=["paused_at", "paused_by"])
 
 
 def _tick_after_resume() -> None:

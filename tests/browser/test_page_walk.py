@@ -13,7 +13,7 @@ from django.conf import settings
 from rq.job import Job
 
 from calls.models import AgentVariant, CallStatus
-from calls.policy import policy_row
+from calls.policy import policy_row, policy_update
 from calls.queues import calls_queue, enqueue_place_call, enqueue_tick, tick_queue
 
 pytestmark = pytest.mark.browser
@@ -66,7 +66,7 @@ def queue_index(name: str) -> int:
 
 def seed_every_kind_of_row(make_user, make_call) -> dict[str, object]:
     """A person with answered, unanswered, missed and retried calls, an agent variant, the
-    policy with every rule set, and jobs in each of the queues' lists."""
+    policy with every rule set and calls paused, and jobs in each of the queues' lists."""
     variant = AgentVariant.objects.create(name="warm-intro", provider="callkaro", agent_id="agent-warm")
     person = make_user(
         name="Maria Fernanda Gonçalves de Albuquerque",
@@ -115,6 +115,8 @@ def seed_every_kind_of_row(make_user, make_call) -> dict[str, object]:
     row.max_retries, row.retry_delays_minutes, row.retry_statuses = 2, [30, 60], ["busy", "no_answer"]
     row.window_minutes = 15
     row.save()
+    # Paused: every page carries the pause banner, which must fit too.
+    policy_update(changes={"paused": True}, user_id=None, actor="test")
 
     # The queues' lists: a waiting call, a scheduled retry, a tick, a failed and a finished job.
     enqueue_place_call(queued.pk)
