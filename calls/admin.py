@@ -412,7 +412,8 @@ class CallPolicyAdmin(admin.ModelAdmin):
             return HttpResponseNotAllowed(["POST"])
         if not self.has_change_permission(request):
             raise PermissionDenied("Resuming calls needs the permission to change the call policy.")
-        policy.policy_update(changes={"paused": False}, user_id=request.user.pk, actor=f"user:{request.user.pk}")
+        user_id = request.user.pk
+        policy.policy_update(changes={"paused": False}, user_id=user_id, actor=f"user:{user_id}")
         messages.success(request, "Calls resumed: calls still inside their window are placed now.")
         back = request.POST.get("next", "")
         if not url_has_allowed_host_and_scheme(back, {request.get_host()}, require_https=request.is_secure()):
