@@ -6,6 +6,7 @@ from datetime import time, timedelta
 import pytest
 from django.utils import timezone
 from rq import SimpleWorker
+from selenium.webdriver.common.by import By
 
 from calls.models import AgentVariant, CallStatus
 from calls.queues import calls_queue
@@ -131,7 +132,9 @@ def test_a_first_run_shows_todays_calls_in_the_numbers_and_on_every_chart(
     browser.open("/dashboard/")
 
     numbers = {tile.get_attribute("data-glance"): tile for tile in browser.find_all("[data-glance]")}
-    value = {slug: int(tile.find_element("css selector", ".dash-number").text) for slug, tile in numbers.items()}
+    value = {
+        slug: int(tile.find_element(By.CSS_SELECTOR, ".dash-number").text) for slug, tile in numbers.items()
+    }
     assert (value["due"], value["answered"], value["missed"]) == (4, 2, 1)
     # Every chart draws today's calls at once, before a worker computed the days before it.
     assert charts_without_marks(browser.driver) == []
@@ -142,6 +145,6 @@ def test_a_first_run_shows_todays_calls_in_the_numbers_and_on_every_chart(
     assert intro.text.startswith("Today, ") and intro.size["height"] < 30
     definitions = browser.find("#dashboard-definitions")
     assert not definitions.get_attribute("open")
-    definitions.find_element("css selector", "summary").click()
+    definitions.find_element(By.CSS_SELECTOR, "summary").click()
     assert "local date" in definitions.text
     browser.screenshot(f"{width}px")
