@@ -454,9 +454,13 @@ class CallPolicyAdmin(admin.ModelAdmin):
 
     @admin.display(description="rules in force")
     def in_force(self, obj: CallPolicy) -> str:
-        effective = policy.policy_as_dict(obj)["effective"]
         return format_html(
-            "<pre style='margin:0'>{}</pre>", json.dumps(effective, indent=2, ensure_ascii=False, default=str)
+            '<table class="policy-in-force" id="policy-in-force"><tbody>{}</tbody></table>',
+            format_html_join(
+                "",
+                '<tr><th scope="row">{}</th><td>{}</td><td class="quiet">{}</td></tr>',
+                policy.policy_in_force_rows(obj),
+            ),
         )
 
 

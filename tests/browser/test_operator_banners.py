@@ -14,6 +14,7 @@ def test_a_pause_set_on_the_policy_page_shows_everywhere_until_resumed(logged_in
     browser.open("/admin/calls/callpolicy/")
     browser.find("#id_paused").click()
     browser.find("input[name=_save]").click()
+    browser.find(".messagelist li.success")
     assert browser.find("#banner-paused")
     policy.policy_cache_clear()
     assert policy.policy_current().paused
@@ -26,9 +27,9 @@ def test_a_pause_set_on_the_policy_page_shows_everywhere_until_resumed(logged_in
     browser.screenshot("1366px")
 
     browser.find("#banner-paused button[type=submit]").click()
+    assert "Calls resumed" in browser.find(".messagelist li.success").text  # the page after it
     assert browser.path == "/admin/calls/call/"  # back where it was pressed
     assert not browser.find_all("#banner-paused")
-    assert "Calls resumed" in browser.find(".messagelist").text
     policy.policy_cache_clear()
     assert not policy.policy_current().paused
 
