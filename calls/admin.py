@@ -13,9 +13,17 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 
 from . import policy, selectors
-from .admin_display import STATUS_COLOURS, admin_datetime, admin_time, status_badge, status_label
+from .admin_display import (
+    STATUS_COLOURS,
+    admin_datetime,
+    admin_time,
+    end_reason_label,
+    status_badge,
+    status_label,
+)
 from .forms import CallPolicyForm
 from .logsafe import mask_phone
 from .models import AgentVariant, Call, CallPolicy, CallStatus
@@ -36,6 +44,9 @@ __all__ = [
 # to be called any more (calls turned off, or already answered that day).
 TIMING_FIELDSET = "Timing"
 NOT_REACHED_STATUSES = (CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY, CallStatus.MISSED)
+
+# A missed or failed call's reason in the list, at most this long (the tooltip has it all).
+REASON_CHARS = 90
 
 # What CallKaro reports about the conversation, shown on the call's page.
 REPORT_FIELDS = ("disposition_reason", "conversion_status", "post_call", "post_call_detail", "call_link")
@@ -80,7 +91,7 @@ class EndReasonFilter(admin.SimpleListFilter):
             .distinct()
             .order_by("end_reason")[:200]
         )
-        return [(reason, reason) for reason in reasons]
+        return [(reason, end_reason_label(reason)) for reason in reasons]
 
     def queryset(self, request, queryset):
         if self.value():
@@ -134,21 +145,30 @@ class OutcomeFilter(admin.SimpleListFilter):
 
 @admin.register(Call)
 class CallAdmin(admin.ModelAdmin):
-    # Eight columns, so that all fit at 1366 px: the local date is in the scheduled time
-    # (and the date filter), the last status time on the call's page, the end reason and
-    # the variant under the provider, "manual" in the attempt column.
+    # Nine columns, so that all fit at 1366 px: the local date is in the scheduled time
+    # (and the date filter), the last status time on the call's page, the end reason (or a
+    # missed call's reason) and the variant under the provider, "manual" in the attempt
+    # column. "Scheduled (UTC)" is the timeline: one clock for every call, to sort by.
     list_display = (
         "id",
         "user_link",
         "masked_to_number",
         "attempt_display",
         "status_display",
+        "scheduled_operator",
         "scheduled_local",
         "ended_local",
         "provider_display",
     )
     list_display_links = ("id",)
-    list_help = "Times are in each user's own time zone: hover over one for the zone and UTC."
+
+    @property
+    def list_help(self) -> str:
+        return (
+            f"\"Scheduled ({settings.TIME_ZONE})\" is one clock for every call: sort by it for a timeline. "
+            "The other times are in each user's own time zone: hover over one for the zone and UTC."
+        )
+
     list_filter = (
         OutcomeFilter,
         "status",
@@ -204,7 +224,7 @@ class CallAdmin(admin.ModelAdmin):
             "Outcome",
             {
                 "fields": (
-                    "end_reason",
+                    "end_reason_display",
                     "outcome_inferred",
                     "error",
                     "provider_report",
@@ -255,9 +275,23 @@ class CallAdmin(admin.ModelAdmin):
     def attempt_display(self, obj: Call) -> str:
         return "manual" if obj.manual else str(obj.attempt)
 
-    @admin.display(description="provider / end reason", ordering="provider")
+    @admin.display(description="provider / why it ended", ordering="provider")
     def provider_display(self, obj: Call) -> str:
-        details = " · ".join(part for part in (obj.end_reason, obj.variant and obj.variant.name) if part)
+        """The provider, then why the call ended: its end reason in words, or, for a call never
+        dialed or that failed on our side, relevel's own reason (shortened; whole in the
+        tooltip), and the agent variant."""
+        reason = end_reason_label(obj.end_reason) if obj.end_reason else ""
+        why = obj.error if not reason and obj.status in (CallStatus.MISSED, CallStatus.FAILED) else ""
+        parts = [
+            format_html('<span title="{}">{}</span>', obj.end_reason, reason) if reason else "",
+            format_html(
+                '<span class="call-why" title="{}">{}</span>', why, Truncator(why).chars(REASON_CHARS)
+            )
+            if why
+            else "",
+            obj.variant.name if obj.variant else "",
+        ]
+        details = format_html_join(" · ", "{}", ((part,) for part in parts if part))
         if not details:
             return obj.provider or "-"
         return format_html('{}<br><span class="quiet">{}</span>', obj.provider or "-", details)
@@ -269,6 +303,10 @@ class CallAdmin(admin.ModelAdmin):
     @admin.display(description="scheduled", ordering="scheduled_for")
     def scheduled_local(self, obj: Call) -> str:
         return admin_time(obj.scheduled_for, obj.user.local_tz)
+
+    @admin.display(description=f"scheduled ({settings.TIME_ZONE})", ordering="scheduled_for")
+    def scheduled_operator(self, obj: Call) -> str:
+        return admin_time(obj.scheduled_for, settings.TIME_ZONE)
 
     @admin.display(description="created")
     def created_local(self, obj: Call) -> str:
@@ -289,6 +327,14 @@ class CallAdmin(admin.ModelAdmin):
         if not obj.is_terminal:
             return "-"
         return admin_time(obj.completed_at, obj.user.local_tz)
+
+    @admin.display(description="end reason")
+    def end_reason_display(self, obj: Call) -> str:
+        """The provider's end reason in words, with its own word for it."""
+        if not obj.end_reason:
+            return "-"
+        words = end_reason_label(obj.end_reason)
+        return format_html('{} <span class="quiet">({})</span>', words, obj.end_reason)
 
     @admin.display(description="recording")
     def recording(self, obj: Call) -> str:

@@ -16,7 +16,8 @@ class CallStatus(models.TextChoices):
     UNCONFIRMED = "unconfirmed", "Unconfirmed"
     RINGING = "ringing", "Ringing"
     IN_PROGRESS = "in_progress", "In progress"
-    COMPLETED = "completed", "Completed"
+    # Shown as "Answered": the one word operators read for it everywhere (dashboard, admin).
+    COMPLETED = "completed", "Answered"
     FAILED = "failed", "Failed"
     NO_ANSWER = "no_answer", "No answer"
     BUSY = "busy", "Busy"

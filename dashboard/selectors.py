@@ -134,7 +134,7 @@ def today_at_a_glance(*, now: datetime) -> Glance:
             "Answered",
             statuses[CallStatus.COMPLETED],
             calls_admin_url(**on_day, status__exact=CallStatus.COMPLETED),
-            "Calls completed today (a person answered).",
+            "Calls a person answered today.",
         ),
         Tile(
             "not_reached",

@@ -129,7 +129,7 @@ def test_a_dst_day_is_one_local_day_with_both_of_its_one_thirties(make_user):
 
     response_html = record_html(maria, now=now)
     assert "attempt 1: No answer, 2026-11-01 01:30:07 EDT" in response_html
-    assert "attempt 2: Completed, 2026-11-01 01:30:14 EST" in response_html
+    assert "attempt 2: Answered, 2026-11-01 01:30:14 EST" in response_html
 
 
 def record_html(user, *, now) -> str:

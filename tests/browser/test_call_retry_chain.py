@@ -48,7 +48,7 @@ def test_the_retry_chain_links_a_no_answer_attempt_and_its_completed_retry(logge
     # Each attempt's time in the user's zone (20:30 IST is 15:00 UTC), UTC in its tooltip.
     assert chain_items(browser) == [
         f"Call {first.pk} · attempt 1 (this call) No answer scheduled 2026-11-28 20:30:00 IST",
-        f"Call {retry.pk} · attempt 2 Completed scheduled 2026-11-28 21:00:00 IST",
+        f"Call {retry.pk} · attempt 2 Answered scheduled 2026-11-28 21:00:00 IST",
     ]
     assert [time.get_attribute("title") for time in browser.find_all("ol.retry-chain time")] == [
         "Asia/Kolkata; 2026-11-28 15:00:00 UTC",
@@ -61,12 +61,12 @@ def test_the_retry_chain_links_a_no_answer_attempt_and_its_completed_retry(logge
     links[0].click()
     assert browser.path == f"/admin/calls/call/{retry.pk}/change/"
     assert readonly_value(browser, "attempt") == "2"
-    assert readonly_value(browser, "status_display") == "Completed"
+    assert readonly_value(browser, "status_display") == "Answered"
     assert chain_items(browser)[1].startswith(f"Call {retry.pk} · attempt 2 (this call)")
 
     browser.find("ol.retry-chain a").click()
     assert browser.path == f"/admin/calls/call/{first.pk}/change/"
     assert readonly_value(browser, "status_display") == "No answer"
-    assert readonly_value(browser, "end_reason") == "USER_UNAVAILABLE"
+    assert readonly_value(browser, "end_reason_display") == "User unavailable (USER_UNAVAILABLE)"
     assert browser.find(".field-user_link .readonly a").text == "Asha Rao"
     browser.scroll_to(".field-retry_chain")  # what the screenshot shows
