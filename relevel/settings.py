@@ -174,6 +174,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+# One date format on every page: YYYY-MM-DD, as relevel's own times (relevel/formats/en).
+FORMAT_MODULE_PATH = ["relevel.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

@@ -233,3 +233,9 @@ def test_a_missed_calls_reason_is_in_the_list_and_sorts_on_one_clock(admin_clien
     assert f'<span class="call-why" title="{reason}">{reason[:89]}…</span>' in html
     assert [call.pk for call in response.context["cl"].result_list] == [missed.pk, other.pk]
     assert f"Scheduled ({settings.TIME_ZONE})&quot; is one clock for every call" in html
+
+
+def test_a_calls_local_date_reads_in_the_one_date_format(admin_client, make_call):
+    call = make_call(local_date=date(2026, 11, 28))
+    html = admin_client.get(reverse("admin:calls_call_change", args=[call.pk])).content.decode()
+    assert '<div class="readonly">2026-11-28</div>' in html and "Nov. 28, 2026" not in html
