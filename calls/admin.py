@@ -15,29 +15,13 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from . import policy, selectors
-from .admin_display import (
-    STATUS_COLOURS,
-    admin_datetime,
-    admin_time,
-    end_reason_label,
-    status_badge,
-    status_label,
-)
+from web.display import admin_datetime, admin_time, end_reason_label, status_badge
+
+from . import policy, policy_changes, selectors
 from .forms import CallPolicyForm
 from .logsafe import mask_phone
 from .models import AgentVariant, Call, CallPolicy, CallStatus
 from .slots import zone_or_none
-
-# Other modules show statuses and times as this one does.
-__all__ = [
-    "STATUS_COLOURS",
-    "admin_datetime",
-    "admin_time",
-    "local_wall_clock",
-    "status_badge",
-    "status_label",
-]
 
 # What "not reached" means in the filters (README, "The admin"): dialed, or due to be, and
 # nobody answered. Voicemail is a no_answer. Canceled calls are not in it: nobody was meant
@@ -459,7 +443,7 @@ class CallPolicyAdmin(admin.ModelAdmin):
         if not self.has_change_permission(request):
             raise PermissionDenied("Resuming calls needs the permission to change the call policy.")
         user_id = request.user.pk
-        policy.policy_update(changes={"paused": False}, user_id=user_id, actor=f"user:{user_id}")
+        policy_changes.policy_update(changes={"paused": False}, user_id=user_id, actor=f"user:{user_id}")
         messages.success(request, "Calls resumed: calls still inside their window are placed now.")
         back = request.POST.get("next", "")
         if not url_has_allowed_host_and_scheme(back, {request.get_host()}, require_https=request.is_secure()):
@@ -470,7 +454,7 @@ class CallPolicyAdmin(admin.ModelAdmin):
         was_paused = CallPolicy.objects.filter(pk=obj.pk).values_list("paused", flat=True).first() or False
         super().save_model(request, obj, form, change)
         # The admin records the history entry itself; the rest is what every change does.
-        policy.policy_changed(
+        policy_changes.policy_changed(
             row=obj,
             changed=form.changed_data,
             user_id=request.user.pk,  # who paused (the admin records the history itself)

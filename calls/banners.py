@@ -15,7 +15,8 @@ from datetime import datetime
 
 from django.urls import reverse
 
-from .admin_display import admin_time
+from web.display import admin_time
+
 from .models import CallPolicy
 
 

@@ -15,10 +15,8 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from .models import RETRY_STATUSES, CallPolicy, CallStatus
+from .models import MAX_DELAY_MINUTES, MAX_RETRIES, RETRY_STATUSES, CallPolicy, CallStatus
 
-MAX_RETRIES = 10
-MAX_DELAY_MINUTES = 24 * 60
 MAX_WINDOW_MINUTES = 12 * 60
 DELAYS_MESSAGE = (
     f"whole minutes between 1 and {MAX_DELAY_MINUTES}, one per retry, separated by commas, such as 30, 60"

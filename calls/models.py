@@ -39,6 +39,10 @@ TERMINAL_STATUSES = frozenset(
 )
 # Outcomes after which the user gets another attempt (original design: RETRY_ON_STATUSES).
 RETRY_STATUSES = frozenset({CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY})
+
+# The bounds of the retry rules, wherever they are set (the call policy, a user's own).
+MAX_RETRIES = 10
+MAX_DELAY_MINUTES = 24 * 60
 # Progress order: a status never moves back to an earlier rank (webhooks arrive late or twice).
 STATUS_RANK = {
     CallStatus.QUEUED: 0,
@@ -191,7 +195,7 @@ class CallPolicy(models.Model):
     )
     updated_at = models.DateTimeField(auto_now=True)
     # Who paused and when, for the banner every operator page shows while calls are paused
-    # (calls.banners); set by calls.policy.policy_changed, cleared on resume.
+    # (calls.banners); set by calls.policy_changes.policy_changed, cleared on resume.
     paused_at = models.DateTimeField(null=True, blank=True)
     paused_by = models.CharField(max_length=150, blank=True)
 

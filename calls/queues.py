@@ -24,6 +24,8 @@ from rq.exceptions import DuplicateJobError
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
+from .providers.http import threads_per_process
+
 # Jobs are named by dotted path, so that this module (which the services import) never
 # imports calls.jobs (which imports the services): RQ resolves the path in the worker.
 SCHEDULE_CALLS_JOB = "calls.jobs.schedule_calls"
@@ -89,17 +91,11 @@ def requeued_batch_job_id(first_call_id: int, *, at: datetime) -> str:
     return f"place-calls-{first_call_id}-requeued-{at.astimezone(UTC):%Y%m%dT%H%M%S}"
 
 
-def placement_threads_per_process() -> int:
-    """A worker process's share of PROVIDER_MAX_CONCURRENCY (at least one): the calls it
-    has in flight at once."""
-    return max(1, settings.PROVIDER_MAX_CONCURRENCY // settings.QUEUE_CONCURRENCY)
-
-
 def batch_job_timeout(calls: int) -> int:
     """Long enough for a batch against a provider that answers only at its timeouts: rounds
     of ``threads`` calls, each up to connect + read timeout. A job cut short by RQ leaves its
     unsent calls for the next tick, but the ones in flight lose their answer."""
-    rounds = -(-calls // placement_threads_per_process())
+    rounds = -(-calls // threads_per_process())
     per_call = max(
         settings.CALLKARO_CONNECT_TIMEOUT + settings.CALLKARO_READ_TIMEOUT,
         settings.PROVIDER_CONNECT_TIMEOUT + settings.PROVIDER_READ_TIMEOUT,

@@ -11,8 +11,9 @@ import time_machine
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
+from calls.claim import users_schedule_unscheduled
 from calls.models import Call, CallStatus
-from calls.scheduling import calls_schedule_due, users_schedule_unscheduled
+from calls.scheduling import calls_schedule_due
 from calls.slots import zone_or_none
 from users.models import User
 

@@ -10,7 +10,7 @@ import time_machine
 from django.contrib.auth.models import Permission
 from django.urls import reverse
 
-from calls import policy
+from calls import policy, policy_changes
 from calls.models import CallPolicy
 from users.models import User
 
@@ -43,7 +43,7 @@ def operator(db):
 
 def pause_by(user) -> None:
     with time_machine.travel(PAUSED_AT, tick=False):
-        policy.policy_update(changes={"paused": True}, user_id=user.pk, actor=f"user:{user.pk}")
+        policy_changes.policy_update(changes={"paused": True}, user_id=user.pk, actor=f"user:{user.pk}")
 
 
 @pytest.mark.django_db
@@ -61,7 +61,7 @@ def test_a_pause_shows_on_every_operator_page_with_who_and_when(client, operator
 @pytest.mark.django_db
 def test_no_banner_while_calls_run(client, operator):
     pause_by(operator)
-    policy.policy_update(changes={"paused": False}, user_id=operator.pk, actor="test")
+    policy_changes.policy_update(changes={"paused": False}, user_id=operator.pk, actor="test")
     client.force_login(operator)
     assert "banner-paused" not in client.get("/admin/").content.decode()
     row = CallPolicy.objects.get(pk=1)

@@ -8,7 +8,7 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from calls import placement, policy, scheduling
+from calls import manual, placement, policy_changes, scheduling
 from calls.models import Call, CallStatus
 from calls.queues import calls_queue
 
@@ -25,7 +25,7 @@ def at(moment, *, tick=False):
 def test_a_manual_call_is_queued_now_with_a_job_of_its_own_and_marked_manual(make_user, redis_conn):
     user = make_user()
     with at(MORNING):
-        call = scheduling.user_call_now(user_id=user.pk, requested_by="test")
+        call = manual.user_call_now(user_id=user.pk, requested_by="test")
     assert (call.manual, call.status, call.attempt, call.scheduled_for) == (
         True,
         CallStatus.QUEUED,
@@ -42,15 +42,15 @@ def test_a_manual_call_never_counts_as_nor_blocks_the_days_scheduled_call(
     with at(MORNING - timedelta(hours=1)):
         user = make_user()
     with at(MORNING, tick=True):
-        manual = scheduling.user_call_now(user_id=user.pk, requested_by="test")
-        assert placement.call_place(call_id=manual.pk) == "placed"
-    manual.refresh_from_db()
-    manual.status = CallStatus.COMPLETED  # answered
-    manual.save()
+        manual_call = manual.user_call_now(user_id=user.pk, requested_by="test")
+        assert placement.call_place(call_id=manual_call.pk) == "placed"
+    manual_call.refresh_from_db()
+    manual_call.status = CallStatus.COMPLETED  # answered
+    manual_call.save()
     # The 20:30 slot is still claimed, and its retry is not dropped as "already answered".
     assert scheduling.calls_schedule_due(now=SLOT + timedelta(minutes=1)).claimed == 1
     first = Call.objects.get(manual=False)
-    assert first.attempt == 1 and first.local_date == manual.local_date
+    assert first.attempt == 1 and first.local_date == manual_call.local_date
     with at(SLOT + timedelta(minutes=2), tick=True):
         assert placement.call_place(call_id=first.pk) == "placed"
     user.refresh_from_db()
@@ -63,7 +63,7 @@ def test_a_manual_call_is_never_retried(make_user, redis_conn):
 
     user = make_user()
     with at(MORNING):
-        call = scheduling.user_call_now(user_id=user.pk, requested_by="test")
+        call = manual.user_call_now(user_id=user.pk, requested_by="test")
         Call.objects.filter(pk=call.pk).update(status=CallStatus.RINGING, provider_call_id="ck-manual")
         result = outcomes.call_apply_event(
             event=CallEvent(provider_call_id="ck-manual", status=CallStatus.NO_ANSWER)
@@ -74,17 +74,17 @@ def test_a_manual_call_is_never_retried(make_user, redis_conn):
 def test_one_manual_call_per_user_every_ten_minutes(make_user, redis_conn):
     user = make_user()
     with at(MORNING):
-        scheduling.user_call_now(user_id=user.pk, requested_by="test")
-    with at(MORNING + timedelta(minutes=9)), pytest.raises(scheduling.CallNowRefused) as refused:
-        scheduling.user_call_now(user_id=user.pk, requested_by="test")
+        manual.user_call_now(user_id=user.pk, requested_by="test")
+    with at(MORNING + timedelta(minutes=9)), pytest.raises(manual.CallNowRefused) as refused:
+        manual.user_call_now(user_id=user.pk, requested_by="test")
     assert refused.value.retry_after == 61 and "try again in 61 s" in str(refused.value)
     with at(MORNING + timedelta(minutes=10)):
-        scheduling.user_call_now(user_id=user.pk, requested_by="test")
+        manual.user_call_now(user_id=user.pk, requested_by="test")
     assert Call.objects.filter(manual=True).count() == 2
 
 
 @pytest.mark.parametrize(
-    ("policy_changes", "user_fields", "said"),
+    ("changes", "user_fields", "said"),
     [
         ({"paused": True}, {}, "calls are paused"),
         ({"calling_hours": {"start": "12:00", "end": "21:00"}}, {}, "11:00 IST is outside the calling hours"),
@@ -93,13 +93,13 @@ def test_one_manual_call_per_user_every_ten_minutes(make_user, redis_conn):
     ],
 )
 def test_a_manual_call_obeys_the_pause_the_calling_hours_and_the_users_switch(
-    make_user, redis_conn, policy_changes, user_fields, said
+    make_user, redis_conn, changes, user_fields, said
 ):
-    if policy_changes:
-        policy.policy_update(changes=policy_changes, user_id=None, actor="test")
+    if changes:
+        policy_changes.policy_update(changes=changes, user_id=None, actor="test")
     user = make_user(**user_fields)
-    with at(MORNING), pytest.raises(scheduling.CallNowRefused, match=said):
-        scheduling.user_call_now(user_id=user.pk, requested_by="test")
+    with at(MORNING), pytest.raises(manual.CallNowRefused, match=said):
+        manual.user_call_now(user_id=user.pk, requested_by="test")
     assert not Call.objects.exists()
 
 

@@ -10,7 +10,7 @@ import pytest
 import time_machine
 from django.test import Client
 
-from calls import policy
+from calls import policy, policy_changes
 from relevel.management.commands import runall
 
 NOW = datetime(2026, 11, 28, 6, 0, 20, tzinfo=UTC)  # daytime or night in every demo zone
@@ -62,7 +62,7 @@ def test_a_token_you_set_is_used_and_not_printed(settings, no_token, db):
 def test_a_restart_says_it_kept_the_other_users_and_the_policy(demo_users, make_user):
     make_user(name="Real Person", phone="+447700900123")
     make_user(name="Paused Person", phone="+447700900456", call_enabled=False)
-    policy.policy_update(
+    policy_changes.policy_update(
         changes={"calling_hours": {"start": "08:00", "end": "21:00"}, "retry_delays_minutes": [30, 60]},
         user_id=None,
         actor="test",
@@ -87,7 +87,7 @@ def test_a_pause_hours_and_retried_outcomes_that_change_the_demo_are_named(demo_
     by_name = {user.username: user for user in demo_users}
     kenji = by_name["demo-kenji"]  # 15:03 in Tokyo at 06:00 UTC
     assert kenji.call_time == time(15, 3)
-    policy.policy_update(
+    policy_changes.policy_update(
         changes={
             "paused": True,
             "calling_hours": {"start": "16:00", "end": "23:00"},
@@ -107,7 +107,7 @@ def test_a_pause_hours_and_retried_outcomes_that_change_the_demo_are_named(demo_
 
 
 def test_an_outcome_no_longer_retried_is_named(demo_users):
-    policy.policy_update(changes={"retry_statuses": ["busy"]}, user_id=None, actor="test")
+    policy_changes.policy_update(changes={"retry_statuses": ["busy"]}, user_id=None, actor="test")
     assert runall.demo_policy_effects(users=demo_users) == [
         "Maria (demo)'s no answer is not retried (the policy retries busy)"
     ]

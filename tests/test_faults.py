@@ -25,7 +25,7 @@ from django.db import DatabaseError, connection, connections
 from django.utils import timezone
 from rq import Queue, SimpleWorker
 
-from calls import jobs, placement, queues, scheduling
+from calls import claim, jobs, placement, queues, scheduling, sweeps
 from calls import outcomes as call_outcomes
 from calls.models import Call, CallStatus
 from calls.providers.base import CallEvent
@@ -398,7 +398,7 @@ def test_racing_schedulers_and_manual_triggers_give_exactly_one_first_attempt(re
     ]
     assert len(carried) == len(set(carried)) == 10_000
     # ...and none was left without a live job (the check a later tick makes).
-    assert scheduling.calls_reenqueue_stranded(now=now + timedelta(hours=1), window=timedelta(days=1)) == (
+    assert sweeps.calls_reenqueue_stranded(now=now + timedelta(hours=1), window=timedelta(days=1)) == (
         0,
         0,
     )
@@ -416,8 +416,8 @@ def test_a_tick_that_loses_its_database_connection_says_so_and_the_next_tick_fin
     monkeypatch.setitem(connection.settings_dict, "CONN_MAX_AGE", 600)
     now = timezone.now().replace(second=0, microsecond=0)
     user_ids = seed_due_users(50, next_call_at=now)
-    monkeypatch.setattr(scheduling, "TICK_BATCH_SIZE", 20)
-    real_claim = scheduling._claim_due_batch
+    monkeypatch.setattr(claim, "TICK_BATCH_SIZE", 20)
+    real_claim = claim.claim_due_batch
     batches = []
 
     def claim_then_drop(**kwargs):
@@ -426,14 +426,14 @@ def test_a_tick_that_loses_its_database_connection_says_so_and_the_next_tick_fin
             kill_backend(connection.cursor().connection.info.backend_pid)
         return real_claim(**kwargs)
 
-    monkeypatch.setattr(scheduling, "_claim_due_batch", claim_then_drop)
+    monkeypatch.setattr(claim, "claim_due_batch", claim_then_drop)
     with caplog.at_level(logging.ERROR, logger="relevel.calls"), pytest.raises(DatabaseError):
         jobs.schedule_calls()
     assert "failed: database error" in caplog.text and "the next tick completes the work" in caplog.text
 
     # The next tick runs on the same worker, whose connection is now dead: the job itself
     # must replace it (nothing here closes it by hand).
-    monkeypatch.setattr(scheduling, "_claim_due_batch", real_claim)
+    monkeypatch.setattr(claim, "claim_due_batch", real_claim)
     jobs.schedule_calls()
     claimed = Call.objects.filter(attempt=1)
     assert sorted(claimed.values_list("user_id", flat=True)) == sorted(user_ids)

@@ -7,9 +7,10 @@ import pytest
 import time_machine
 from rq.registry import ScheduledJobRegistry
 
-from calls import outcomes, placement, scheduling
+from calls import outcomes, placement, scheduling, sweeps
 from calls.models import Call, CallStatus
 from calls.providers.base import CallEvent
+from users.services import user_save
 
 pytestmark = pytest.mark.django_db(transaction=True)
 NOW = datetime(2026, 11, 28, 15, 5, tzinfo=UTC)
@@ -102,7 +103,7 @@ def test_a_retry_that_comes_due_after_the_user_disabled_calls_is_dropped(make_us
     outcome(call, CallStatus.NO_ANSWER)
     retry = Call.objects.get(retry_of=call)
     user.call_enabled = False
-    user.save()  # cancels the waiting retry at once (tests/test_profile_changes.py)
+    user_save(user=user)  # cancels the waiting retry at once (tests/test_profile_changes.py)
     retry.refresh_from_db()
     assert (retry.status, retry.error) == (CallStatus.CANCELED, "User disabled calls.")
     assert placement.call_place(call_id=retry.pk) == "skipped"
@@ -211,7 +212,7 @@ def test_abandoned_dialing_calls_behind_a_page_of_live_ones_are_still_reached(ma
     ]
     redis_conn.hset(Job.key_for("place-calls-live"), "status", "started")
     dead = make_call(status=CallStatus.DIALING, dialed_at=NOW - timedelta(hours=1), job_id="place-calls-dead")
-    assert scheduling.calls_unconfirm_abandoned(now=NOW, page_size=2) == 1
+    assert sweeps.calls_unconfirm_abandoned(now=NOW, page_size=2) == 1
     dead.refresh_from_db()
     assert dead.status == CallStatus.UNCONFIRMED
     assert {c.status for c in Call.objects.filter(pk__in=[c.pk for c in live])} == {CallStatus.DIALING}

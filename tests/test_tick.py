@@ -271,7 +271,7 @@ def test_stranded_calls_behind_live_ones_of_the_same_slot_are_reached_in_one_swe
     make_user, redis_conn, settings
 ):
     """Pages of 2 over one slot: the live calls first in line must not hide the rest."""
-    from calls.scheduling import calls_reenqueue_stranded
+    from calls.sweeps import calls_reenqueue_stranded
 
     settings.CALL_BATCH_SIZE = 1  # one job per call, so some can die and some live on
     with at(SLOT - timedelta(hours=1)):

@@ -4,7 +4,7 @@ who and when, ended with the banner's own button."""
 import pytest
 from selenium.webdriver.common.by import By
 
-from calls import policy
+from calls import policy, policy_changes
 
 pytestmark = pytest.mark.browser
 
@@ -36,7 +36,7 @@ def test_a_pause_set_on_the_policy_page_shows_everywhere_until_resumed(logged_in
 
 @pytest.mark.browser(window=(1920, 1080))
 def test_the_pause_banner_at_1920_px(logged_in, operator):
-    policy.policy_update(changes={"paused": True}, user_id=operator.pk, actor="test")
+    policy_changes.policy_update(changes={"paused": True}, user_id=operator.pk, actor="test")
     browser = logged_in
     browser.open("/dashboard/")
     banner = browser.find("#banner-paused")

@@ -13,7 +13,8 @@ from django.conf import settings
 from rq.job import Job
 
 from calls.models import AgentVariant, CallStatus
-from calls.policy import policy_row, policy_update
+from calls.policy import policy_row
+from calls.policy_changes import policy_update
 from calls.queues import calls_queue, enqueue_place_call, enqueue_tick, tick_queue
 
 pytestmark = pytest.mark.browser

@@ -166,6 +166,7 @@ def demo_users_seed(*, now: datetime) -> list:
     (user, local date, attempt) constraint from claiming today's slot again on a re-run.
     """
     from calls.models import Call
+    from users.services import user_save
 
     User = get_user_model()
     seeded = []
@@ -183,7 +184,7 @@ def demo_users_seed(*, now: datetime) -> list:
                 user.max_retries = demo.max_retries
                 user.retry_delay_minutes = demo.retry_delay_minutes
                 user.set_unusable_password()
-                user.save()
+                user_save(user=user)
                 # Set outright: save() recomputes it only when a schedule field changed, and
                 # a re-run within the same minute changes none.
                 user.next_call_at = user.compute_next_call_at(now=now)
@@ -198,7 +199,8 @@ def demo_users_seed(*, now: datetime) -> list:
 def demo_kept() -> str:
     """What a start that resets the demo users leaves as it was: the other people (and their
     calls) and the call policy, in one line."""
-    from calls.policy import API_HISTORY_USERNAME, policy_row
+    from calls.policy import policy_row
+    from calls.policy_changes import API_HISTORY_USERNAME
 
     others = get_user_model().objects.exclude(
         username__in=[*DEMO_USER_BY_USERNAME, ADMIN_USERNAME, API_HISTORY_USERNAME]

@@ -1,0 +1,292 @@
+"""Claiming a tick's due slots: one first attempt per user per local day.
+
+Exactly-once comes from the database: every new call row is a conditional insert on the
+(user, local_date, attempt) unique constraint, and jobs are enqueued only after the claim
+commits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from typing import Protocol
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+
+from users.models import unknown_zone_error
+
+from . import bulk, queues, selectors
+from .batching import BatchPacker, BatchPlan
+from .models import Call, CallStatus
+from .outcomes import insert_calls_ignoring_conflicts
+from .policy import Policy
+from .slots import next_open_slot, slot_local_date, spread_release, zone_or_none
+from .variants import Variant, variant_for
+
+logger = logging.getLogger("relevel.calls")
+User = get_user_model()
+
+# Users claimed per transaction: small enough to keep row locks short, large enough that
+# a rush slot of 100k users is a hundred round trips, not a hundred thousand.
+TICK_BATCH_SIZE = 1000
+
+
+class ClaimCounts(Protocol):
+    """The tick's counters that claiming adds to (scheduling.TickSummary)."""
+
+    due: int
+    claimed: int
+    missed: int
+    enqueued: int
+    enqueue_failed: int
+
+
+# The columns of a due user that the tick reads: rows, not models (a rush slot is 100,000).
+DUE_USER_COLUMNS = (
+    "pk",
+    "phone",
+    "local_tz",
+    "call_time",
+    "call_enabled",
+    "next_call_at",
+    "agent_variant_id",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SlotOutcome:
+    """What the tick does with a slot: every user sharing its zone, call time and instant gets
+    the same, so a rush slot of 100,000 users is worked out once, not 100,000 times."""
+
+    local_date: date
+    # Empty for a call to place; else why it is recorded missed.
+    error: str
+    next_call_at: datetime
+
+
+def slot_outcome(
+    *, local_tz: str, call_time: time, slot: datetime, now: datetime, rules: Policy
+) -> SlotOutcome | None:
+    """The call for a due slot (queued; or missed, saying why, if its window closed or its time
+    is outside the calling hours) and the user's next slot; None if the zone is unknown."""
+    tz = zone_or_none(local_tz)
+    if tz is None:
+        return None
+    window = rules.window
+    local_date = slot_local_date(slot=slot, call_time=call_time, tz=tz)
+    error = ""
+    if now >= slot + window:
+        error = (
+            f"Calls were paused until the window of this slot ({slot:%Y-%m-%d %H:%M} to "
+            f"{slot + window:%H:%M} UTC) closed."
+            if rules.paused
+            else f"No scheduler tick ran between {slot:%Y-%m-%d %H:%M} and "
+            f"{slot + window:%H:%M} UTC, the window of this slot."
+        )
+    elif not rules.allows_hour(slot, tz):
+        error = (
+            f"Its time, {slot.astimezone(tz):%H:%M %Z}, is outside the calling hours "
+            f"({rules.describe_hours()})."
+        )
+    next_call_at = next_open_slot(call_time=call_time, tz=tz, now=now, window=window, after=local_date)
+    return SlotOutcome(local_date=local_date, error=error, next_call_at=next_call_at)
+
+
+@dataclass
+class Claim:
+    """What a tick's claiming transactions share, read once per tick."""
+
+    now: datetime
+    rules: Policy
+    summary: ClaimCounts
+    batches: BatchPacker
+    variants: list[Variant]
+    agent_id: str
+    spread_minutes: int
+    outcomes: dict[tuple[str, time, datetime], SlotOutcome | None] = field(default_factory=dict)
+
+    def outcome(self, local_tz: str, call_time: time, slot: datetime) -> SlotOutcome | None:
+        key = (local_tz, call_time, slot)
+        try:
+            return self.outcomes[key]
+        except KeyError:
+            outcome = self.outcomes[key] = slot_outcome(
+                local_tz=local_tz, call_time=call_time, slot=slot, now=self.now, rules=self.rules
+            )
+            return outcome
+
+    def release(self, *, slot: datetime, user_id: int) -> datetime | None:
+        """When a first attempt goes to the workers: None for at once (no spread, or its step
+        of the spread has come: a late tick)."""
+        if not self.spread_minutes:
+            return None
+        at = spread_release(slot=slot, user_id=user_id, spread_minutes=self.spread_minutes)
+        return at if at > self.now else None
+
+
+class _CallRows:
+    """The first attempts of one claiming transaction, column by column."""
+
+    def __init__(self) -> None:
+        self.user_id: list[int] = []
+        self.to_number: list[str] = []
+        self.local_date: list[date] = []
+        self.scheduled_for: list[datetime] = []
+        self.agent_id: list[str] = []
+        self.provider: list[str] = []
+        self.variant_id: list[int | None] = []
+        self.error: list[str] = []
+
+    def add(self, *, user_id: int, phone: str, slot: datetime, outcome: SlotOutcome, variant, agent_id: str):
+        self.user_id.append(user_id)
+        self.to_number.append(phone)
+        self.local_date.append(outcome.local_date)
+        self.scheduled_for.append(slot)
+        self.error.append(outcome.error)
+        if variant is None:
+            self.agent_id.append(agent_id)
+            self.provider.append(settings.CALL_PROVIDER)
+            self.variant_id.append(None)
+        else:
+            self.agent_id.append(variant.agent_id)
+            self.provider.append(variant.provider)
+            self.variant_id.append(variant.pk)
+
+    def columns(self, **same) -> bulk.Columns:
+        names = ("user_id", "to_number", "local_date", "scheduled_for", "agent_id", "provider", "variant_id")
+        values = {name: getattr(self, name) for name in names}
+        if same.get("status") == CallStatus.MISSED:
+            values["error"] = self.error
+        return bulk.Columns(Call, values, {"attempt": 1, **same})
+
+    def __len__(self) -> int:
+        return len(self.user_id)
+
+
+def claim_due_batch(*, claim: Claim) -> int:
+    """Claim one batch of due users in one transaction; returns how many users it took.
+
+    While calls are paused nothing is claimed: only slots whose window has closed are
+    taken, to be recorded missed ("paused") and moved on to the next day.
+    """
+    now, summary = claim.now, claim.summary
+    due_by = now - claim.rules.window if claim.rules.paused else now
+    with transaction.atomic():
+        # skip_locked: a second tick running at the same time takes other users, never
+        # waits on (or double-claims) these. no_key: the lock still lets other transactions
+        # insert calls that reference these users (a webhook's retry).
+        rows = list(
+            selectors.users_due_for_call(now=due_by)
+            .select_for_update(skip_locked=True, no_key=True, of=("self",))
+            .values_list(*DUE_USER_COLUMNS)[:TICK_BATCH_SIZE]
+        )
+        if not rows:
+            return 0
+        bulk.check_constraints_at_once()
+        queued, missed = _CallRows(), _CallRows()
+        next_call_at: dict[int, datetime | None] = {}
+        parked: list[tuple[int, str]] = []
+        assigned: dict[int, int] = {}  # users given a (new) variant: user id -> variant id
+        for pk, phone, local_tz, call_time, enabled, slot, variant_id in rows:
+            if not (enabled and phone):
+                # A stale next_call_at (calls disabled by a bulk UPDATE, say): stop here.
+                next_call_at[pk] = None
+                continue
+            outcome = claim.outcome(local_tz, call_time, slot)
+            if outcome is None:
+                # A zone this host's tzdata does not know (a raw UPDATE, an import): one bad
+                # row must not stop every tick. Parked until someone fixes the zone.
+                next_call_at[pk] = None
+                parked.append((pk, local_tz))
+                continue
+            next_call_at[pk] = outcome.next_call_at
+            variant = (
+                variant_for(user_id=pk, current_id=variant_id, variants=claim.variants)
+                if claim.variants
+                else None
+            )
+            if variant is not None and variant.pk != variant_id:
+                assigned[pk] = variant.pk
+            (missed if outcome.error else queued).add(
+                user_id=pk, phone=phone, slot=slot, outcome=outcome, variant=variant, agent_id=claim.agent_id
+            )
+        releases = [
+            claim.release(slot=slot, user_id=user_id)
+            for user_id, slot in zip(queued.user_id, queued.scheduled_for, strict=True)
+        ]
+        plan = _claim_calls(queued, releases, batches=claim.batches)
+        missed_ids = insert_calls_ignoring_conflicts(
+            missed.columns(status=CallStatus.MISSED, completed_at=now, last_status_at=now)
+        )
+        bulk.update_column(User, "next_call_at", next_call_at)
+        _park(parked)
+        bulk.update_column(User, "agent_variant", assigned)
+        queues.on_commit(lambda: claim.batches.commit(plan))
+
+    summary.due += len(rows)
+    summary.claimed += plan.claimed
+    summary.missed += len(missed_ids)
+    if missed_ids:
+        for user_id, local_date, error in zip(missed.user_id, missed.local_date, missed.error, strict=True):
+            logger.info("Missed call for user %s on %s: %s", user_id, local_date, error)
+    return len(rows)
+
+
+def _claim_calls(queued: _CallRows, releases: list[datetime | None], *, batches: BatchPacker) -> BatchPlan:
+    """Insert the first attempts (the conditional insert that claims), each named with its
+    batch job on its row, in the claiming transaction."""
+    reserved = bulk.reserve_ids(Call, len(queued))
+    rows = queued.columns(status=CallStatus.QUEUED)
+    if reserved is not None:
+        # Ids taken ahead name the batch jobs in the insert itself: a batch is named after its
+        # first id, unique for ever (a sequence never hands an id out twice), even if that
+        # row's insert then conflicts and the batch goes out without it.
+        plan = batches.plan(list(zip(reserved, releases, strict=True)))
+        rows.values.update(id=reserved, job_id=plan.job_ids)
+        claimed_ids = insert_calls_ignoring_conflicts(rows)
+        if len(claimed_ids) < len(reserved):
+            plan.drop(set(reserved).difference(claimed_ids))
+        return plan
+    # No ids can be reserved (SQLite): name the batches after the inserted calls' ids.
+    claimed_ids = insert_calls_ignoring_conflicts(rows)
+    release_of = dict(zip(queued.user_id, releases, strict=True))
+    user_of = {}
+    if any(releases):
+        user_of = dict(Call.objects.filter(pk__in=claimed_ids).values_list("pk", "user_id"))
+    plan = batches.plan([(pk, release_of[user_of[pk]] if user_of else None) for pk in claimed_ids])
+    bulk.update_column(Call, "job_id", dict(zip(claimed_ids, plan.job_ids, strict=True)))
+    return plan
+
+def users_schedule_unscheduled(*, now: datetime, limit: int = 1000) -> int:
+    """Give a next call to callable users who have none (enabled by a raw UPDATE, created by
+    bulk_create or loaddata): without it the tick would never select them."""
+    users = list(selectors.users_callable_without_next_call()[:limit])
+    parked = []
+    for user in users:
+        if zone_or_none(user.local_tz) is None:
+            parked.append(user)
+            continue
+        user.next_call_at = user.compute_next_call_at(now=now)
+    # Parked users leave the selection, so the next page reaches the users after them.
+    _park([(user.pk, user.local_tz) for user in parked])
+    scheduled = [user for user in users if user.next_call_at is not None]
+    User.objects.bulk_update(scheduled, ["next_call_at"])
+    return len(scheduled)
+
+
+def _park(users: list[tuple[int, str]]) -> None:
+    """Record why these users (id, local_tz) cannot be scheduled (their time zone), saying so
+    once: a parked user is skipped by the repair until saved with a valid zone.
+
+    Conditional on the zone still being the bad one: an operator who fixed the user a
+    moment ago (which schedules them) is not parked again by a stale read."""
+    for pk, local_tz in users:
+        error = unknown_zone_error(local_tz)
+        if User.objects.filter(pk=pk, local_tz=local_tz, next_call_at__isnull=True).update(
+            schedule_error=error
+        ):
+            logger.error("User %s has an unknown time zone %r: not scheduled", pk, local_tz)
+

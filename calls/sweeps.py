@@ -1,0 +1,268 @@
+"""The tick's repair sweeps: calls that earlier ticks, dead workers or lost webhooks left
+without a job or without a final state."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+
+from . import bulk, queues, selectors
+from .batching import enqueue_batches
+from .dispatch import calls_mark_missed_for_capacity
+from .models import Call, CallStatus
+from .outcomes import call_finish, call_schedule_retry, humanize_delay
+from .slots import spread_release
+
+logger = logging.getLogger("relevel.calls")
+
+
+def dispatchers_ensure(*, now: datetime) -> None:
+    """Calls waiting for a free line with nobody dispatching them (its worker was killed,
+    and no webhook or batch came since to start another): one starts now."""
+    for provider in queues.capped_providers():
+        waiting = queues.capacity_counts(provider, now=now.timestamp()).waiting
+        if waiting and queues.dispatcher_ensure(provider):
+            logger.warning("Calls wait for a free %s line and no dispatcher ran: one is started", provider)
+
+
+
+# Queued calls the stranded sweep reads per page: one query and one or two Redis round trips.
+STRANDED_PAGE_SIZE = 5000
+STRANDED_COLUMNS = ("id", "job_id", "scheduled_for", "attempt", "user_id")
+
+
+def calls_reenqueue_stranded(
+    *, now: datetime, window: timedelta, page_size: int = STRANDED_PAGE_SIZE, paused: bool = False
+) -> tuple[int, int]:
+    """Enqueue again the queued calls whose job will never run: Redis was down during the
+    claim or lost its data, or the batch job carrying the call died before reaching it.
+    Returns (re-enqueued, expired).
+
+    Every queued call due before the stranded threshold is looked at, page by page in
+    (scheduled_for, id) order, so a rush of any size is repaired in one tick: calls whose
+    job is still live are skipped without holding up the ones after them. A call is left
+    alone while its batch job or its own job is still live (a long backlog), and a race with
+    a worker is harmless (taking a call is conditional on it being queued). A call whose
+    window closed meanwhile is not placed late (at night, after a long outage): it is
+    marked missed, saying why, whether its job was lost or is still waiting. While calls are
+    paused nothing is enqueued again (workers would only hold it): calls are only expired.
+    """
+    before = now - timedelta(seconds=settings.CALL_STRANDED_AFTER_SECONDS)
+    reenqueued = expired = 0
+    after: tuple[datetime, int] | None = None
+    while True:
+        page = list(
+            selectors.calls_queued_before(before=before, after=after).values_list(*STRANDED_COLUMNS)[
+                :page_size
+            ]
+        )
+        if not page:
+            break
+        page_reenqueued, page_expired = _repair_stranded_page(page, now=now, window=window, paused=paused)
+        reenqueued += page_reenqueued
+        expired += page_expired
+        if len(page) < page_size:
+            break
+        last_id, _, last_due, _, _ = page[-1]
+        after = (last_due, last_id)
+    if reenqueued:
+        logger.warning("%s queued calls had no live job in Redis: enqueued again", reenqueued)
+    return reenqueued, expired
+
+
+def _repair_stranded_page(
+    page: list[tuple[int, str, datetime, int, int]], *, now: datetime, window: timedelta, paused: bool
+) -> tuple[int, int]:
+    live = _live_calls(page)
+    # A call waiting for a free line has no job and needs none: the dispatcher sends it, or
+    # records it missed for capacity once its window closes.
+    waiting = _waiting_for_capacity([call_id for call_id, *_ in page if call_id not in live])
+    lost: list[int] = []
+    late: list[int] = []
+    late_for_capacity: dict[str, list[int]] = defaultdict(list)
+    first_attempts: list[tuple[int, int, datetime]] = []
+    retries: list[int] = []
+    for call_id, _, scheduled_for, attempt, user_id in page:
+        is_live = call_id in live
+        if call_id in waiting:
+            if now < scheduled_for + window:
+                continue
+            if not paused:
+                late_for_capacity[waiting[call_id]].append(call_id)
+                continue
+        if now >= scheduled_for + window:
+            # Past its window a call is never dialed, live job or not (the worker would mark
+            # it missed anyway): a job nobody runs (no worker, or none running RQ's scheduler
+            # to release a delayed retry) must not keep it queued for ever.
+            (late if is_live else lost).append(call_id)
+        elif is_live or paused:
+            continue
+        elif attempt == 1:
+            first_attempts.append((call_id, user_id, scheduled_for))
+        else:
+            retries.append(call_id)
+    expired = _mark_missed(
+        lost,
+        now=now,
+        error=(
+            "Calls were paused until its window closed."
+            if paused
+            else "Its job was lost (Redis down or flushed) and its window closed before a tick found it."
+        ),
+    )
+    expired += _mark_missed(
+        late,
+        now=now,
+        error=(
+            "Calls were paused until its window closed."
+            if paused
+            else "Its window closed while its job was still waiting: no worker took it in time (workers "
+            "down or behind, or none running RQ's scheduler, which releases delayed retries)."
+        ),
+    )
+    for provider, call_ids in late_for_capacity.items():
+        expired += calls_mark_missed_for_capacity(call_ids, provider=provider)
+    reenqueued = _reenqueue_in_batches(first_attempts, now=now)
+    # Retries travel alone (call-<pk>), as when they were scheduled.
+    reenqueued += sum(queues.enqueue_place_call(call_id) for call_id in retries)
+    return reenqueued, expired
+
+
+def _waiting_for_capacity(call_ids: list[int]) -> dict[int, str]:
+    """Which of these calls wait in a capped provider's waiting set: {call id: provider}."""
+    waiting: dict[int, str] = {}
+    for provider in queues.capped_providers():
+        waiting.update(dict.fromkeys(queues.calls_waiting_for_capacity(provider, call_ids), provider))
+    return waiting
+
+
+def _live_calls(page: list[tuple[int, str, datetime, int, int]]) -> set[int]:
+    """The calls of the page that a live job will still place. Their batch jobs are asked
+    first, a few dozen for a page of thousands; only the calls whose batch job is over (or
+    that have none) are asked about a job of their own (call-<pk>: a retry, or a call its
+    batch handed on after a transient error)."""
+    batch_ids = sorted({job_id for _, job_id, _, _, _ in page if job_id})
+    live_batches = queues.live_job_ids(batch_ids)
+    live = {call_id for call_id, job_id, _, _, _ in page if job_id in live_batches}
+    own = [queues.call_job_id(call_id) for call_id, *_ in page if call_id not in live]
+    live_own = queues.live_job_ids(own)
+    live.update(call_id for call_id, *_ in page if queues.call_job_id(call_id) in live_own)
+    return live
+
+
+def _mark_missed(call_ids: list[int], *, now: datetime, error: str) -> int:
+    """Conditional on the call still being queued: a worker that took it meanwhile wins."""
+    return Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED).update(
+        status=CallStatus.MISSED, error=error, last_status_at=now, completed_at=now
+    )
+
+
+def _reenqueue_in_batches(calls: list[tuple[int, int, datetime]], *, now: datetime) -> int:
+    """First attempts (call id, user id, slot) go back in batch jobs, as the tick sent them: a
+    rush of them is a few hundred jobs in one Redis round trip, not one job each, and in a
+    spread slot each waits for its step of the spread if that is still to come. The rows
+    name their new job first, so the next tick sees these calls as live (or, if the enqueue
+    fails, as still stranded)."""
+    size = settings.CALL_BATCH_SIZE
+    spread = settings.CALL_SPREAD_MINUTES
+    by_release: dict[datetime | None, list[int]] = {}
+    for call_id, user_id, slot in calls:
+        release = spread_release(slot=slot, user_id=user_id, spread_minutes=spread) if spread else None
+        by_release.setdefault(release if release is not None and release > now else None, []).append(call_id)
+    batches: dict[str, list[int]] = {}
+    at: dict[str, datetime] = {}
+    for release, call_ids in by_release.items():
+        for start in range(0, len(call_ids), size):
+            job_id = queues.requeued_batch_job_id(call_ids[start], at=now)
+            batches[job_id] = call_ids[start : start + size]
+            if release is not None:
+                at[job_id] = release
+    bulk.update_column(Call, "job_id", {pk: job_id for job_id, chunk in batches.items() for pk in chunk})
+    return enqueue_batches(batches, at=at)
+
+
+def calls_fail_stuck(*, now: datetime) -> tuple[int, int]:
+    """Give a final state to sent calls that will never get one by themselves: those the
+    provider never confirmed, and those whose final webhook never came. Returns (unconfirmed
+    failed, silent failed)."""
+    unconfirmed_before = now - timedelta(seconds=settings.CALL_UNCONFIRMED_TIMEOUT_SECONDS)
+    unconfirmed = _fail_calls(
+        selectors.calls_unconfirmed_since(before=unconfirmed_before),
+        now=now,
+        error=(
+            "Sent, but neither the provider's answer nor its webhook arrived within "
+            f"{humanize_delay(settings.CALL_UNCONFIRMED_TIMEOUT_SECONDS)}."
+        ),
+    )
+    silent_before = now - timedelta(seconds=settings.CALL_OUTCOME_TIMEOUT_SECONDS)
+    silent = _fail_calls(
+        selectors.calls_without_outcome_since(before=silent_before),
+        now=now,
+        error=(
+            "No final status from the provider within "
+            f"{humanize_delay(settings.CALL_OUTCOME_TIMEOUT_SECONDS)} (a lost webhook)."
+        ),
+    )
+    return unconfirmed, silent
+
+
+def calls_unconfirm_abandoned(*, now: datetime, page_size: int = 1000) -> int:
+    """Calls left ``dialing`` by a job that is over (its worker was killed mid-request):
+    whether the provider got the request is unknown, so they are never failed and retried
+    at once (a second ring) but made ``unconfirmed``, to wait for a webhook like any call
+    whose answer was lost. A call whose job is still running (waiting in a slow batch) is
+    left alone, however long it takes; keyset pages, so such calls never hide the
+    abandoned ones behind them."""
+    before = now - timedelta(seconds=settings.CALL_DIALING_TIMEOUT_SECONDS)
+    count, after_id, reaped = 0, 0, False
+    while True:
+        page = list(
+            selectors.calls_dialing_since(before=before, after_id=after_id).values_list("id", "job_id")[
+                :page_size
+            ]
+        )
+        if not page:
+            break
+        if not reaped:
+            queues.reap_abandoned_jobs(now=now)
+            reaped = True
+        job_ids = {queues.call_job_id(call_id) for call_id, _ in page} | {j for _, j in page if j}
+        live = queues.live_job_ids(sorted(job_ids))
+        abandoned = [
+            call_id
+            for call_id, job_id in page
+            if job_id not in live and queues.call_job_id(call_id) not in live
+        ]
+        count += Call.objects.filter(pk__in=abandoned, status=CallStatus.DIALING).update(
+            status=CallStatus.UNCONFIRMED,
+            error="Its worker stopped while dialing: the provider may or may not have placed it.",
+            last_status_at=now,
+        )
+        if len(page) < page_size:
+            break
+        after_id = page[-1][0]
+    if count:
+        logger.warning("%s calls were left dialing by a worker that stopped: now unconfirmed", count)
+    return count
+
+
+def _fail_calls(calls, *, now: datetime, error: str) -> int:
+    """Fail each call (if still in the state it was selected in) and apply the retry policy,
+    which drops the retry for a call the user had answered (in progress)."""
+    count = 0
+    for call_id, status in calls.values_list("id", "status")[:1000]:
+        with transaction.atomic():
+            call = Call.objects.select_for_update().filter(pk=call_id, status=status).first()
+            if call is None:
+                continue
+            answered = call.status == CallStatus.IN_PROGRESS
+            call_finish(call, status=CallStatus.FAILED, error=error, now=now, inferred=True)
+            if not answered:
+                call_schedule_retry(call=call, now=now)
+            count += 1
+    return count
+
