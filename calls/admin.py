@@ -149,7 +149,7 @@ class CallAdmin(admin.ModelAdmin):
     @property
     def list_help(self) -> str:
         return (
-            f"\"Scheduled ({settings.TIME_ZONE})\" is one clock for every call: sort by it for a timeline. "
+            f'"Scheduled ({settings.TIME_ZONE})" is one clock for every call: sort by it for a timeline. '
             "The other times are in each user's own time zone: hover over one for the zone and UTC."
         )
 
@@ -425,9 +425,7 @@ class CallPolicyAdmin(admin.ModelAdmin):
     def get_urls(self):
         from django.urls import path
 
-        resume = path(
-            "resume/", self.admin_site.admin_view(self.resume_view), name="calls_callpolicy_resume"
-        )
+        resume = path("resume/", self.admin_site.admin_view(self.resume_view), name="calls_callpolicy_resume")
         return [resume, *super().get_urls()]
 
     def resume_view(self, request: HttpRequest):

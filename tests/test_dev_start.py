@@ -10,7 +10,7 @@ import pytest
 import time_machine
 from django.test import Client
 
-from calls import policy, policy_changes
+from calls import policy_changes
 from relevel.management.commands import runall
 
 NOW = datetime(2026, 11, 28, 6, 0, 20, tzinfo=UTC)  # daytime or night in every demo zone

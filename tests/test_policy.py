@@ -297,5 +297,5 @@ def test_the_rules_in_force_read_as_a_table(admin_client, settings):
     ]
     page = policy_page(admin_client).text
     assert '<table class="policy-in-force" id="policy-in-force">' in page
-    assert "<th scope=\"row\">Outcomes retried</th><td>No answer, busy</td>" in page
+    assert '<th scope="row">Outcomes retried</th><td>No answer, busy</td>' in page
     assert "<pre" not in page.split('id="policy-in-force"')[0].rsplit("<fieldset", 1)[-1]

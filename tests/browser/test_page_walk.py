@@ -15,7 +15,7 @@ from rq.job import Job
 from calls.models import AgentVariant, CallStatus
 from calls.policy import policy_row
 from calls.policy_changes import policy_update
-from calls.queues import calls_queue, enqueue_place_call, enqueue_tick, tick_queue
+from calls.queues import calls_queue, enqueue_place_call, enqueue_tick
 
 pytestmark = pytest.mark.browser
 
@@ -218,7 +218,7 @@ def test_the_check_sees_a_word_set_one_letter_per_line(browser):
     browser.open("/admin/login/")
     browser.driver.execute_script(
         "document.body.insertAdjacentHTML('afterbegin', "
-        "'<div style=\"width:11px;word-break:break-word\"><a id=\"squeezed\">Open the dashboard</a></div>"
+        '\'<div style="width:11px;word-break:break-word"><a id="squeezed">Open the dashboard</a></div>'
         "<p style=\"white-space:nowrap\">' + 'a long sentence '.repeat(200) + '</p>')"
     )
     problems = browser.driver.execute_script(LAYOUT_PROBLEMS)
