@@ -104,7 +104,9 @@ def _history_user_id(user_id: int | None) -> int:
     from django.contrib.auth import get_user_model
 
     token_user, created = get_user_model().objects.get_or_create(
-        username=API_HISTORY_USERNAME, defaults={"is_active": False, "name": "API token"}
+        # Not a person relevel phones: calls off, so no people list counts it as one.
+        username=API_HISTORY_USERNAME,
+        defaults={"is_active": False, "name": "API token", "call_enabled": False},
     )
     if created:
         token_user.set_unusable_password()

@@ -198,6 +198,7 @@ def test_a_change_with_the_api_token_is_in_the_admin_history_too(client):
     assert patch(client, {"paused": True}).status_code == 200
     entry = LogEntry.objects.get(object_id="1")
     assert entry.user.username == policy_changes.API_HISTORY_USERNAME and not entry.user.is_active
+    assert not entry.user.call_enabled  # a login standing for the token, not a person to call
     assert not entry.user.has_usable_password()
     assert patch(client, {"paused": False}).status_code == 200
     assert LogEntry.objects.filter(object_id="1").count() == 2
