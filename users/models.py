@@ -136,8 +136,16 @@ class User(AbstractUser):
     # foreign key: calls already depend on users, and the call may be pruned before the
     # opt-out is.
     opted_out_at = models.DateTimeField("opted out at", null=True, blank=True, editable=False)
+    # A database default too: the bulk writers (COPY, the benchmarks' seeding) name only the
+    # columns they set.
     opt_out_source = models.CharField(
-        "opted out through", max_length=16, choices=OptOutSource.choices, blank=True, editable=False
+        "opted out through",
+        max_length=16,
+        choices=OptOutSource.choices,
+        blank=True,
+        default="",
+        db_default="",
+        editable=False,
     )
     opt_out_call_id = models.BigIntegerField("opted out on call", null=True, blank=True, editable=False)
 

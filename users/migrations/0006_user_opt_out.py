@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='user',
             name='opt_out_source',
-            field=models.CharField(blank=True, choices=[('admin', 'admin'), ('api', 'API'), ('call', 'on a call'), ('sms', 'SMS'), ('import', 'import')], editable=False, max_length=16, verbose_name='opted out through'),
+            field=models.CharField(blank=True, choices=[('admin', 'admin'), ('api', 'API'), ('app', 'app'), ('web', 'web'), ('verbal', 'verbal'), ('call', 'on a call'), ('sms', 'SMS'), ('import', 'import')], db_default='', default='', editable=False, max_length=16, verbose_name='opted out through'),
         ),
         migrations.AddField(
             model_name='user',
