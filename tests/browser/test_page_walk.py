@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 from django.conf import settings
+from django.utils import timezone
 from rq.job import Job
 
 from calls.models import AgentVariant, CallStatus
@@ -110,6 +111,20 @@ def seed_every_kind_of_row(make_user, make_call) -> dict[str, object]:
         completed_at=slot,
     )
     queued = make_call(user=make_user(name="Li Wei", local_tz="Asia/Shanghai"), status=CallStatus.QUEUED)
+    # Today's calls, so that the dashboard draws every chart with data, legends and all.
+    now = timezone.now()
+    for status in (CallStatus.COMPLETED, CallStatus.NO_ANSWER, CallStatus.MISSED):
+        make_call(
+            user=person,
+            manual=True,
+            local_date=timezone.localdate(now),
+            scheduled_for=now - timedelta(minutes=5),
+            dialed_at=None if status == CallStatus.MISSED else now - timedelta(minutes=4),
+            completed_at=now - timedelta(minutes=3),
+            status=status,
+            variant=variant,
+            error="Calls were paused until the window closed." if status == CallStatus.MISSED else "",
+        )
 
     row = policy_row()
     row.calling_hours_start, row.calling_hours_end = time(8, 0), time(21, 0)
