@@ -58,3 +58,23 @@ def test_the_job_lists_say_which_call_each_job_is_for(logged_in, make_call, widt
             "return document.documentElement.scrollWidth <= document.documentElement.clientWidth"
         )
     browser.screenshot(f"{width}px")
+
+
+def test_a_workers_page_says_which_call_it_is_placing(logged_in, make_call, redis_conn):
+    from rq import Worker
+
+    from calls.queues import calls_queue, enqueue_place_call
+
+    call = make_call()
+    enqueue_place_call(call.pk)
+    queue = calls_queue()
+    worker = Worker([queue], connection=queue.connection)
+    worker.register_birth()
+    worker.prepare_execution(queue.fetch_job(f"call-{call.pk}"))  # as a worker does when it takes it
+    calls_index = list(settings.RQ_QUEUES).index(settings.CALLS_QUEUE)
+
+    browser = logged_in
+    browser.open(f"/django-rq/workers/{calls_index}/{worker.key}/")
+    running = browser.find("#worker-current-job").text
+    assert running.startswith(f"Running now: Call {call.pk} for user {call.user_id} (…"), running
+    browser.screenshot()
