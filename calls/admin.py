@@ -13,8 +13,9 @@ from django.shortcuts import redirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 
-from web.display import admin_datetime, admin_time, status_badge
+from web.display import admin_datetime, admin_time, end_reason_label, status_badge
 
 from . import policy, policy_changes, selectors
 from .forms import CallPolicyForm
@@ -27,6 +28,9 @@ from .slots import zone_or_none
 # to be called any more (calls turned off, or already answered that day).
 TIMING_FIELDSET = "Timing"
 NOT_REACHED_STATUSES = (CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY, CallStatus.MISSED)
+
+# A missed or failed call's reason in the list, at most this long (the tooltip has it all).
+REASON_CHARS = 90
 
 # What CallKaro reports about the conversation, shown on the call's page.
 REPORT_FIELDS = ("disposition_reason", "conversion_status", "post_call", "post_call_detail", "call_link")
@@ -71,7 +75,7 @@ class EndReasonFilter(admin.SimpleListFilter):
             .distinct()
             .order_by("end_reason")[:200]
         )
-        return [(reason, reason) for reason in reasons]
+        return [(reason, end_reason_label(reason)) for reason in reasons]
 
     def queryset(self, request, queryset):
         if self.value():
@@ -125,21 +129,30 @@ class OutcomeFilter(admin.SimpleListFilter):
 
 @admin.register(Call)
 class CallAdmin(admin.ModelAdmin):
-    # Eight columns, so that all fit at 1366 px: the local date is in the scheduled time
-    # (and the date filter), the last status time on the call's page, the end reason and
-    # the variant under the provider, "manual" in the attempt column.
+    # Nine columns, so that all fit at 1366 px: the local date is in the scheduled time
+    # (and the date filter), the last status time on the call's page, the end reason (or a
+    # missed call's reason) and the variant under the provider, "manual" in the attempt
+    # column. "Scheduled (UTC)" is the timeline: one clock for every call, to sort by.
     list_display = (
         "id",
         "user_link",
         "masked_to_number",
         "attempt_display",
         "status_display",
+        "scheduled_operator",
         "scheduled_local",
         "ended_local",
         "provider_display",
     )
     list_display_links = ("id",)
-    list_help = "Times are in each user's own time zone: hover over one for the zone and UTC."
+
+    @property
+    def list_help(self) -> str:
+        return (
+            f'"Scheduled ({settings.TIME_ZONE})" is one clock for every call: sort by it for a timeline. '
+            "The other times are in each user's own time zone: hover over one for the zone and UTC."
+        )
+
     list_filter = (
         OutcomeFilter,
         "status",
@@ -195,7 +208,7 @@ class CallAdmin(admin.ModelAdmin):
             "Outcome",
             {
                 "fields": (
-                    "end_reason",
+                    "end_reason_display",
                     "outcome_inferred",
                     "error",
                     "provider_report",
@@ -246,9 +259,23 @@ class CallAdmin(admin.ModelAdmin):
     def attempt_display(self, obj: Call) -> str:
         return "manual" if obj.manual else str(obj.attempt)
 
-    @admin.display(description="provider / end reason", ordering="provider")
+    @admin.display(description="provider / why it ended", ordering="provider")
     def provider_display(self, obj: Call) -> str:
-        details = " · ".join(part for part in (obj.end_reason, obj.variant and obj.variant.name) if part)
+        """The provider, then why the call ended: its end reason in words, or, for a call never
+        dialed or that failed on our side, relevel's own reason (shortened; whole in the
+        tooltip), and the agent variant."""
+        reason = end_reason_label(obj.end_reason) if obj.end_reason else ""
+        why = obj.error if not reason and obj.status in (CallStatus.MISSED, CallStatus.FAILED) else ""
+        parts = [
+            format_html('<span title="{}">{}</span>', obj.end_reason, reason) if reason else "",
+            format_html(
+                '<span class="call-why" title="{}">{}</span>', why, Truncator(why).chars(REASON_CHARS)
+            )
+            if why
+            else "",
+            obj.variant.name if obj.variant else "",
+        ]
+        details = format_html_join(" · ", "{}", ((part,) for part in parts if part))
         if not details:
             return obj.provider or "-"
         return format_html('{}<br><span class="quiet">{}</span>', obj.provider or "-", details)
@@ -260,6 +287,10 @@ class CallAdmin(admin.ModelAdmin):
     @admin.display(description="scheduled", ordering="scheduled_for")
     def scheduled_local(self, obj: Call) -> str:
         return admin_time(obj.scheduled_for, obj.user.local_tz)
+
+    @admin.display(description=f"scheduled ({settings.TIME_ZONE})", ordering="scheduled_for")
+    def scheduled_operator(self, obj: Call) -> str:
+        return admin_time(obj.scheduled_for, settings.TIME_ZONE)
 
     @admin.display(description="created")
     def created_local(self, obj: Call) -> str:
@@ -280,6 +311,14 @@ class CallAdmin(admin.ModelAdmin):
         if not obj.is_terminal:
             return "-"
         return admin_time(obj.completed_at, obj.user.local_tz)
+
+    @admin.display(description="end reason")
+    def end_reason_display(self, obj: Call) -> str:
+        """The provider's end reason in words, with its own word for it."""
+        if not obj.end_reason:
+            return "-"
+        words = end_reason_label(obj.end_reason)
+        return format_html('{} <span class="quiet">({})</span>', words, obj.end_reason)
 
     @admin.display(description="recording")
     def recording(self, obj: Call) -> str:
@@ -383,6 +422,32 @@ class CallPolicyAdmin(admin.ModelAdmin):
         row = policy.policy_row()
         return redirect(reverse("admin:calls_callpolicy_change", args=[row.pk]))
 
+    def get_urls(self):
+        from django.urls import path
+
+        resume = path("resume/", self.admin_site.admin_view(self.resume_view), name="calls_callpolicy_resume")
+        return [resume, *super().get_urls()]
+
+    def resume_view(self, request: HttpRequest):
+        """The pause banner's "Resume calls" button (calls.banners): POST only, with the
+        permission to change the policy; back to the page it was pressed on."""
+        from django.contrib import messages
+        from django.core.exceptions import PermissionDenied
+        from django.http import HttpResponseNotAllowed
+        from django.utils.http import url_has_allowed_host_and_scheme
+
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_change_permission(request):
+            raise PermissionDenied("Resuming calls needs the permission to change the call policy.")
+        user_id = request.user.pk
+        policy_changes.policy_update(changes={"paused": False}, user_id=user_id, actor=f"user:{user_id}")
+        messages.success(request, "Calls resumed: calls still inside their window are placed now.")
+        back = request.POST.get("next", "")
+        if not url_has_allowed_host_and_scheme(back, {request.get_host()}, require_https=request.is_secure()):
+            back = reverse("admin:index")
+        return redirect(back)
+
     def save_model(self, request, obj, form, change):
         was_paused = CallPolicy.objects.filter(pk=obj.pk).values_list("paused", flat=True).first() or False
         super().save_model(request, obj, form, change)
@@ -390,7 +455,7 @@ class CallPolicyAdmin(admin.ModelAdmin):
         policy_changes.policy_changed(
             row=obj,
             changed=form.changed_data,
-            user_id=None,
+            user_id=request.user.pk,  # who paused (the admin records the history itself)
             actor=f"user:{request.user.pk}",
             was_paused=was_paused,
             record_history=False,
@@ -417,9 +482,13 @@ class CallPolicyAdmin(admin.ModelAdmin):
 
     @admin.display(description="rules in force")
     def in_force(self, obj: CallPolicy) -> str:
-        effective = policy.policy_as_dict(obj)["effective"]
         return format_html(
-            "<pre style='margin:0'>{}</pre>", json.dumps(effective, indent=2, ensure_ascii=False, default=str)
+            '<table class="policy-in-force" id="policy-in-force"><tbody>{}</tbody></table>',
+            format_html_join(
+                "",
+                '<tr><th scope="row">{}</th><td>{}</td><td class="quiet">{}</td></tr>',
+                policy.policy_in_force_rows(obj),
+            ),
         )
 
 

@@ -1,18 +1,98 @@
-"""Validation of what operators type: the call policy, in the admin and through /api/policy."""
+"""Validation of what operators type: the call policy, in the admin and through /api/policy.
+
+The admin shows plain inputs (the delays as "30, 60", the retried outcomes as check boxes)
+and, under each, the value in force when the field is left blank; /api/policy sends JSON
+through the same form (calls.policy._form_data), so both are validated alike.
+"""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 from django import forms
+from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from .models import MAX_DELAY_MINUTES, MAX_RETRIES, RETRY_STATUSES, CallPolicy
+from .models import MAX_DELAY_MINUTES, MAX_RETRIES, RETRY_STATUSES, CallPolicy, CallStatus
 
 MAX_WINDOW_MINUTES = 12 * 60
+DELAYS_MESSAGE = (
+    f"whole minutes between 1 and {MAX_DELAY_MINUTES}, one per retry, separated by commas, such as 30, 60"
+)
+# The outcomes an operator may have retried, in the order a person reads them.
+RETRYABLE = [CallStatus.NO_ANSWER, CallStatus.BUSY, CallStatus.FAILED]
+STATUSES_MESSAGE = f'a list of statuses among {", ".join(sorted(RETRY_STATUSES))}, such as ["no_answer"]'
+
+
+def minutes(seconds: float) -> str:
+    return f"{seconds / 60:g} minute{'' if seconds == 60 else 's'}"
+
+
+class MinutesListField(forms.CharField):
+    """Minutes as a person types them ("30, 60"); also the API's JSON list ("[30, 60]")."""
+
+    def to_python(self, value: Any) -> list[int] | None:
+        text = super().to_python(value).strip()
+        if not text:
+            return None
+        if text.startswith("["):
+            try:
+                parsed = json.loads(text)
+            except ValueError:
+                raise ValidationError(DELAYS_MESSAGE) from None
+        else:
+            parsed = [int(part) if part.isdigit() else part for part in re.split(r"[,\s]+", text)]
+        if not isinstance(parsed, list) or not parsed:
+            raise ValidationError(DELAYS_MESSAGE)
+        whole = all(isinstance(m, int) and not isinstance(m, bool) for m in parsed)
+        if not whole or not all(1 <= m <= MAX_DELAY_MINUTES for m in parsed):
+            raise ValidationError(DELAYS_MESSAGE)
+        return parsed
+
+    def prepare_value(self, value: Any) -> Any:
+        return ", ".join(str(m) for m in value) if isinstance(value, list) else value
+
+
+class RetryStatusesField(forms.MultipleChoiceField):
+    """Check boxes for the retried outcomes. Blank in the database (None) means the default,
+    all three: shown checked, and kept blank while all three stay checked."""
+
+    widget = forms.CheckboxSelectMultiple
+
+    def to_python(self, value: Any) -> list[str] | None:
+        if value in (None, ""):  # the API's null (the form's check boxes send a list)
+            return None
+        if not isinstance(value, list | tuple) or not all(isinstance(s, str) for s in value):
+            raise ValidationError(STATUSES_MESSAGE)
+        return list(value)
+
+    def validate(self, value: Any) -> None:
+        if value is not None and not all(self.valid_value(s) for s in value):
+            raise ValidationError(STATUSES_MESSAGE)
+
+    def prepare_value(self, value: Any) -> Any:
+        return sorted(RETRY_STATUSES) if value is None else value
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        try:
+            value = self.to_python(data)
+        except ValidationError:
+            return True
+
+        def as_set(statuses: Any) -> frozenset[str]:
+            return frozenset(RETRY_STATUSES) if statuses is None else frozenset(statuses)
+
+        return as_set(initial) != as_set(value)
 
 
 class CallPolicyForm(forms.ModelForm):
+    retry_delays_minutes = MinutesListField(label="Retry delays (minutes)", required=False)
+    retry_statuses = RetryStatusesField(
+        label="Outcomes retried", required=False, choices=[(s.value, s.label) for s in RETRYABLE]
+    )
+
     class Meta:
         model = CallPolicy
         fields = (
@@ -24,6 +104,43 @@ class CallPolicyForm(forms.ModelForm):
             "retry_statuses",
             "window_minutes",
         )
+        labels = {"max_retries": "Retries a day", "window_minutes": "Window (minutes)"}
+        # Plain HH:MM inputs: the admin's clock widget and its "Now" (the operator's own
+        # clock) mean nothing for hours in each person's own time.
+        widgets = {
+            name: forms.TimeInput(format="%H:%M", attrs={"placeholder": "HH:MM", "size": 6})
+            for name in ("calling_hours_start", "calling_hours_end")
+        }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # What a blank field means here, in this deployment's values (not its settings' names).
+        default_delay = minutes(settings.CALL_RETRY_DELAY_SECONDS)
+        help_texts = {
+            "max_retries": f"Retries per person per day. Blank: {settings.CALL_MAX_RETRIES}, "
+            "this deployment's default.",
+            "retry_delays_minutes": "Minutes before each retry, separated by commas (30, 60: the first "
+            "retry 30 minutes after the call, the second 60 after the first); the last repeats for later "
+            f"retries. Blank: {default_delay} before every retry, this deployment's default.",
+            "retry_statuses": "A call that ends so is tried again, up to the retries a day. None checked: "
+            "no call is retried.",
+            "window_minutes": "How long after a person's call time the call may still be placed. "
+            f"Blank: {settings.CALL_TIME_WINDOW_MINUTES} minutes, this deployment's default.",
+            "calling_hours_start": "In each person's local time, such as 09:00. Blank (with the end): "
+            "any hour.",
+            "calling_hours_end": "In each person's local time, not included; an end before the start runs "
+            "overnight.",
+        }
+        for name, text in help_texts.items():
+            self.fields[name].help_text = text
+        self.fields["retry_delays_minutes"].widget.attrs.update(
+            placeholder=f"{settings.CALL_RETRY_DELAY_SECONDS / 60:g}", size=20
+        )
+        for name, default in (
+            ("max_retries", settings.CALL_MAX_RETRIES),
+            ("window_minutes", settings.CALL_TIME_WINDOW_MINUTES),
+        ):
+            self.fields[name].widget.attrs.setdefault("placeholder", str(default))
 
     def clean_max_retries(self) -> int | None:
         value = self.cleaned_data.get("max_retries")
@@ -37,29 +154,11 @@ class CallPolicyForm(forms.ModelForm):
             raise ValidationError(f"between 1 and {MAX_WINDOW_MINUTES} minutes")
         return value
 
-    def clean_retry_delays_minutes(self) -> list[int] | None:
-        value = self.cleaned_data.get("retry_delays_minutes")
-        if value in (None, ""):
-            return None
-        if (
-            not isinstance(value, list)
-            or not value
-            or not all(isinstance(m, int) and not isinstance(m, bool) for m in value)
-            or not all(1 <= m <= MAX_DELAY_MINUTES for m in value)
-        ):
-            raise ValidationError(
-                f"a list of whole minutes between 1 and {MAX_DELAY_MINUTES}, one per retry, such as [30, 60]"
-            )
-        return value
-
     def clean_retry_statuses(self) -> list[str] | None:
         value = self.cleaned_data.get("retry_statuses")
-        if value in (None, ""):
-            return None
-        allowed = sorted(RETRY_STATUSES)
-        if not isinstance(value, list) or not all(isinstance(s, str) and s in allowed for s in value):
-            raise ValidationError(f'a list of statuses among {", ".join(allowed)}, such as ["no_answer"]')
-        return sorted(set(value))
+        if "retry_statuses" not in self.changed_data:
+            return self.instance.retry_statuses  # as stored: blank stays blank (the default)
+        return None if value is None else sorted(set(value))
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

@@ -72,6 +72,16 @@ def check_tick(*, now: datetime) -> CheckResult:
     last = monitoring.tick_last()
     cron = f"SCHEDULE_CRON '{settings.SCHEDULE_CRON}' ticks every {_minutes(period)}"
     if last is None:
+        # A first start (`dev.py start`, a new deployment): rqscheduler is up and its first
+        # tick not due yet is no problem; no scheduler, or one that never ticked, is.
+        started = monitoring.cron_scheduler_started_at()
+        if started is not None and (now - started).total_seconds() <= 2 * period:
+            return CheckResult(
+                "tick",
+                True,
+                f"no scheduling tick yet: rqscheduler started {_minutes((now - started).total_seconds())} "
+                f"ago ({cron})",
+            )
         return CheckResult(
             "tick", False, f"no scheduling tick has been recorded ({cron}): is rqscheduler running?"
         )

@@ -16,7 +16,8 @@ class CallStatus(models.TextChoices):
     UNCONFIRMED = "unconfirmed", "Unconfirmed"
     RINGING = "ringing", "Ringing"
     IN_PROGRESS = "in_progress", "In progress"
-    COMPLETED = "completed", "Completed"
+    # Shown as "Answered": the one word operators read for it everywhere (dashboard, admin).
+    COMPLETED = "completed", "Answered"
     FAILED = "failed", "Failed"
     NO_ANSWER = "no_answer", "No answer"
     BUSY = "busy", "Busy"
@@ -193,6 +194,10 @@ class CallPolicy(models.Model):
         help_text="How long after a call time the call may still be placed; blank: CALL_TIME_WINDOW_MINUTES.",
     )
     updated_at = models.DateTimeField(auto_now=True)
+    # Who paused and when, for the banner every operator page shows while calls are paused
+    # (calls.banners); set by calls.policy_changes.policy_changed, cleared on resume.
+    paused_at = models.DateTimeField(null=True, blank=True)
+    paused_by = models.CharField(max_length=150, blank=True)
 
     class Meta:
         verbose_name = verbose_name_plural = "call policy"

@@ -274,6 +274,15 @@ def tick_last() -> LastTick | None:
     )
 
 
+def cron_scheduler_started_at() -> datetime | None:
+    """When the latest live rqscheduler (RQ's cron scheduler, calls.cron) started, or None if
+    none is registered; raises RedisError. A scheduler that just started has not ticked yet."""
+    from rq.cron import CronScheduler
+
+    schedulers = CronScheduler.all(connection=queues.tick_queue().connection)
+    return max((scheduler.created_at for scheduler in schedulers), default=None)
+
+
 def cron_period_seconds(*, now: datetime) -> float:
     """The time between the last two runs SCHEDULE_CRON gave before ``now``: its period for a
     regular schedule (*/5: 300 s), the gap just passed for an irregular one."""

@@ -138,6 +138,8 @@ def policy_as_dict(row: CallPolicy | None = None) -> dict[str, Any]:
         "retry_statuses": row.retry_statuses,
         "window_minutes": row.window_minutes,
         "updated_at": row.updated_at.isoformat() if row.updated_at else None,
+        "paused_at": row.paused_at.isoformat() if row.paused_at else None,
+        "paused_by": row.paused_by or None,
         "effective": {
             "paused": effective.paused,
             "calling_hours": effective.describe_hours(),
@@ -147,6 +149,59 @@ def policy_as_dict(row: CallPolicy | None = None) -> dict[str, Any]:
             "window_minutes": effective.window.total_seconds() / 60,
         },
     }
+
+
+def _ordinal(n: int) -> str:
+    return f"{n}{'th' if 10 <= n % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(n % 10, 'th')}"
+
+
+def policy_in_force_rows(row: CallPolicy | None = None) -> list[tuple[str, str, str]]:
+    """The rules in force as a person reads them: (rule, value, where it comes from), for the
+    policy page's table."""
+    from .models import CallStatus
+
+    row = row or policy_row()
+    effective = _from_row(row)
+    here, default = "set here", "this deployment's default"
+    if effective.paused:
+        who = f" by {row.paused_by}" if row.paused_by else ""
+        utc = row.paused_at.astimezone(ZoneInfo("UTC")) if row.paused_at else None
+        when = f" since {utc:%Y-%m-%d %H:%M:%S} UTC" if utc else ""
+        calls = f"Paused{when}{who}: nobody is called"
+    else:
+        calls = "Running"
+    delays = [seconds / 60 for seconds in effective.retry_delays_seconds[: max(effective.max_retries, 1)]]
+    delay_text = ", ".join(
+        f"{minutes:g} min before the {_ordinal(n)} retry" for n, minutes in enumerate(delays, start=1)
+    )
+    if effective.max_retries > len(delays):
+        delay_text += f", {delays[-1]:g} min before each later one"
+    labels = {status.value: status.label.lower() for status in CallStatus}
+    retried = [labels[s] for s in ("no_answer", "busy", "failed") if s in effective.retry_statuses]
+    return [
+        ("Calls", calls, here),
+        (
+            "Calling hours",
+            effective.describe_hours(),
+            here if row.calling_hours_start is not None else f"{default} (none)",
+        ),
+        ("Retries a day", str(effective.max_retries), here if row.max_retries is not None else default),
+        (
+            "Delays",
+            delay_text if effective.max_retries else "no retries",
+            here if row.retry_delays_minutes else default,
+        ),
+        (
+            "Outcomes retried",
+            ", ".join(retried).capitalize() if retried else "None",
+            here if row.retry_statuses is not None else default,
+        ),
+        (
+            "Window",
+            f"{effective.window.total_seconds() / 60:g} minutes after each person's call time",
+            here if row.window_minutes else default,
+        ),
+    ]
 
 
 @receiver(setting_changed)

@@ -71,8 +71,10 @@ def _form_data(values: dict[str, Any]) -> dict[str, Any]:
     text, blank for None; the form then validates every one as the admin does."""
     data: dict[str, Any] = {}
     for name, value in values.items():
-        if name in ("retry_delays_minutes", "retry_statuses"):
+        if name == "retry_delays_minutes":
             data[name] = "" if value is None else json.dumps(value)
+        elif name == "retry_statuses":  # the check boxes' list as it is; the field says if it is not one
+            data[name] = "" if value is None else value
         elif name == "paused":
             if not isinstance(value, bool):
                 raise PolicyInvalid({"paused": "true or false"})
@@ -104,8 +106,8 @@ def _history_user_id(user_id: int | None) -> int:
     token_user, created = get_user_model().objects.get_or_create(
         username=API_HISTORY_USERNAME,
         # Staff, so an operator (users.models.OPERATORS): listed with the operators, never
-        # among the people called. Inactive, so nobody logs in as it.
-        defaults={"is_active": False, "is_staff": True, "name": "API token"},
+        # among the people called; calls off as well. Inactive, so nobody logs in as it.
+        defaults={"is_active": False, "is_staff": True, "name": "API token", "call_enabled": False},
     )
     if created:
         token_user.set_unusable_password()
@@ -126,6 +128,8 @@ def policy_changed(
     records its own), log, everyone's cached copy dropped, and a tick at once on resume."""
     if not changed:
         return
+    if "paused" in changed:
+        _pause_record(row=row, user_id=user_id)
     if record_history:
         LogEntry.objects.log_actions(
             user_id=_history_user_id(user_id),
@@ -142,6 +146,20 @@ def policy_changed(
     policy_cache_clear()
     if was_paused and not row.paused:
         transaction.on_commit(_tick_after_resume)
+
+
+def _pause_record(*, row: CallPolicy, user_id: int | None) -> None:
+    """Who paused and when (the banner on every operator page says so); blank on resume."""
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    if row.paused:
+        user = get_user_model().objects.filter(pk=user_id).first() if user_id is not None else None
+        row.paused_at = timezone.now()
+        row.paused_by = str(user) if user else "the API token"
+    else:
+        row.paused_at, row.paused_by = None, ""
+    row.save(update_fields=["paused_at", "paused_by"])
 
 
 def _tick_after_resume() -> None:

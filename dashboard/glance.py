@@ -7,11 +7,13 @@ times the whole page's budget; in one statement as below, still 0.8-2.4 s
 (BENCHMARKS.md, "Dashboard"). No index turns that into an index-only scan, because today's
 rows are never all-visible: the tick and the webhooks keep rewriting them. So the refresh
 job (dashboard.rollups.daily_stats_refresh) computes today's counts first, and the page
-reads one row. The page enqueues that job once the snapshot is TODAY_REFRESH_AFTER old, so
-while someone watches the numbers are at most about a minute old; rqscheduler's cron
-(DASHBOARD_REFRESH_CRON) keeps them recent while nobody does. A snapshot older than
-TODAY_STALE_AFTER (no worker ran the job, or a new day began) is not shown: the page
-computes the counts itself, slowly but right, and stores them.
+reads one row. Once the snapshot is TODAY_REFRESH_AFTER old, the page recomputes it itself
+when its last computation took under TODAY_INLINE_SECONDS (a small deployment, a first run:
+milliseconds), and otherwise enqueues that job; so while someone watches, the numbers are
+at most about a minute old. rqscheduler's cron (DASHBOARD_REFRESH_CRON) keeps them recent
+while nobody does. A snapshot older than TODAY_STALE_AFTER (no worker ran the job, or a new
+day began) is not shown: the page computes the counts itself, slowly but right, and stores
+them.
 
 What is happening right now (calls in flight, retries pending) stays live in the selector:
 two index reads by status, small whatever the history.
@@ -30,6 +32,12 @@ from calls.models import Call, CallStatus
 from .models import TodaySnapshot
 
 TODAY_REFRESH_AFTER = timedelta(minutes=1)
+# A computation that took less than this is redone by the page itself, not left to a job:
+# the measured time of the last one decides, so a million users' page never waits for it.
+TODAY_INLINE_SECONDS = 0.25
+# Before today's rollup was first computed, its cost is judged by today's calls: up to this
+# many, four passes over them take milliseconds.
+TODAY_INLINE_CALLS = 10_000
 TODAY_STALE_AFTER = timedelta(minutes=15)
 UNANSWERED = (CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY)
 # Snapshots of days before this many are deleted when today's is stored.
@@ -96,10 +104,18 @@ def today_snapshot_store(day: date, *, now: datetime) -> TodaySnapshot:
     return snapshot
 
 
-def today_snapshot_is_stale(day: date, *, now: datetime) -> bool:
-    """True when the page should enqueue a refresh: no snapshot of ``day``, or an old one."""
-    computed_at = TodaySnapshot.objects.filter(day=day).values_list("computed_at", flat=True).first()
-    return computed_at is None or computed_at <= now - TODAY_REFRESH_AFTER
+def today_snapshot_freshen(day: date, *, now: datetime) -> tuple[bool, int]:
+    """Recompute ``day``'s snapshot here if it is missing, or TODAY_REFRESH_AFTER old and its
+    last computation took under TODAY_INLINE_SECONDS; return whether it is still old (for a
+    job to redo) and the day's calls it counted."""
+    row = TodaySnapshot.objects.filter(day=day).values_list("computed_at", "seconds", "counts").first()
+    if row is None or (row[0] <= now - TODAY_REFRESH_AFTER and row[1] < TODAY_INLINE_SECONDS):
+        return False, _calls_counted(today_snapshot_store(day, now=now).counts)
+    return row[0] <= now - TODAY_REFRESH_AFTER, _calls_counted(row[2])
+
+
+def _calls_counted(counts: dict) -> int:
+    return sum(value for key, value in counts.items() if key.startswith("status_"))
 
 
 def today_snapshot_read(day: date, *, now: datetime) -> TodaySnapshot:

@@ -10,17 +10,23 @@ computed once per day by the queries below (four passes over the day's rows on t
 the page reads ~3,000 rows.
 
 Which days. A day is a ``Call.local_date``: the calendar date in each user's own zone. The
-charts show the 30 days before today (the deployment's TIME_ZONE date, see selectors);
-today's counts are a snapshot of their own (dashboard.glance), recomputed every minute while
-someone looks. A day's calls keep changing until every zone's day is over, the last being
-UTC-12 (day + 1 at 12:00 UTC), plus a first attempt's window and the wait for a late outcome
-(CALL_OUTCOME_TIMEOUT_SECONDS). Until then the day is "open" and recomputed every
+charts show the 30 days before today (the deployment's TIME_ZONE date, see selectors) and
+today so far, so that a first run's calls are on them; the glance's counts are a snapshot of
+their own (dashboard.glance), recomputed every minute while someone looks. Today is an open
+day like the others; the page also recomputes it itself once it is TODAY_REFRESH_AFTER old
+when that is cheap (its last computation took under a quarter of a second, or, before the
+first, today has at most 10,000 calls: a first run, a small deployment), as it does the
+snapshot. A day's calls keep
+changing until every zone's day is over, the last being UTC-12 (day + 1 at 12:00 UTC), plus
+a first attempt's window and the wait for a late outcome (CALL_OUTCOME_TIMEOUT_SECONDS).
+Until then the day is "open" and recomputed every
 REFRESH_AFTER; the first computation after it is "final" and never redone.
 
 Who computes. rqscheduler enqueues ``dashboard.jobs.refresh_daily_stats`` on the tick queue
 every 10 minutes (DASHBOARD_REFRESH_CRON, calls.cron), so that the figures are ready when an
 operator opens the page. The page calls ``daily_stats_refresh_if_stale`` (a query of at most
-31 rows, one of today's snapshot and, if either is missing or stale, a Redis round trip); it
+31 rows, one of today's snapshot, one of today's rollup row and, if any is missing or
+stale, a Redis round trip); it
 enqueues the same job under a fixed job id on the calls queue. The job computes today's
 snapshot, then days newest first for at most JOB_BUDGET_SECONDS; the page shows the figures
 it has meanwhile, saying how old. Not from the tick: the tick's timings stay the engine's
@@ -96,13 +102,19 @@ def rollup_days(*, today: date) -> list[date]:
     return [today - timedelta(days=k) for k in range(DAYS, 0, -1)]
 
 
+def chart_days(*, today: date) -> list[date]:
+    """Every day the charts show: the DAYS days before ``today``, then today so far."""
+    return [*rollup_days(today=today), today]
+
+
 def days_to_refresh(*, now: datetime) -> list[date]:
-    """Days whose rollup is missing, or open and stale, or open but now final; newest first."""
+    """Days whose rollup is missing, or open and stale, or open but now final; newest first
+    (today first)."""
     today = timezone.localdate(now)
     margin = window_and_margin()
     known = {row.day: row for row in RollupDay.objects.filter(day__gte=today - timedelta(days=DAYS))}
     stale = []
-    for day in reversed(rollup_days(today=today)):
+    for day in reversed(chart_days(today=today)):
         row = known.get(day)
         if row is None:
             stale.append(day)
@@ -320,12 +332,31 @@ def daily_stats_refresh(
     return summary
 
 
+def today_stats_freshen(today: date, *, now: datetime, calls_today: int) -> None:
+    """Recompute today's rollup here when it is TODAY_REFRESH_AFTER old and cheap: its last
+    computation took under TODAY_INLINE_SECONDS, or, before the first, today has at most
+    TODAY_INLINE_CALLS calls. Otherwise the refresh job does it, every REFRESH_AFTER."""
+    row = RollupDay.objects.filter(day=today).values_list("computed_at", "seconds").first()
+    if row is not None and row[0] > now - glance.TODAY_REFRESH_AFTER:
+        return
+    if row is not None:
+        cheap = row[1] < glance.TODAY_INLINE_SECONDS
+    else:
+        cheap = calls_today <= glance.TODAY_INLINE_CALLS
+    if cheap:
+        day_stats_store(today, now=now)
+
+
 def daily_stats_refresh_if_stale(*, now: datetime) -> bool:
-    """Enqueue the refresh job if today's snapshot or a day is missing or stale and no refresh
-    job is live (one job id, so a page viewed by ten operators enqueues one). Never raises: without Redis the
-    page shows the figures it has."""
+    """Bring today's numbers up to the minute where that is cheap (dashboard.glance), then
+    enqueue the refresh job if today's snapshot or a day is missing or stale and no refresh
+    job is live (one job id, so a page viewed by ten operators enqueues one). Never raises:
+    without Redis the page shows the figures it has."""
+    today = timezone.localdate(now)
     try:
-        stale = glance.today_snapshot_is_stale(timezone.localdate(now), now=now) or days_to_refresh(now=now)
+        snapshot_old, calls_today = glance.today_snapshot_freshen(today, now=now)
+        today_stats_freshen(today, now=now, calls_today=calls_today)
+        stale = snapshot_old or days_to_refresh(now=now)
         if not stale or REFRESH_JOB_ID in queues.live_job_ids([REFRESH_JOB_ID]):
             return False
         queue = queues.queue_named(settings.CALLS_QUEUE)

@@ -10,8 +10,9 @@ admin's ``local_date`` filter exactly, and is one index range. What is happening
 
 Today's counts come from a snapshot recomputed every minute while someone looks
 (dashboard.glance); calls in flight and retries pending are read live (two small index reads
-by status). The charts cover the 30 days
-before today and come from the daily rollup (dashboard.rollups), a few thousand rows.
+by status). The charts cover the 30 days before today and today so far, and come from the
+daily rollup (dashboard.rollups), a few thousand rows; "calls per day" takes today's column
+from the glance, the freshest count of it.
 """
 
 from __future__ import annotations
@@ -133,7 +134,7 @@ def today_at_a_glance(*, now: datetime) -> Glance:
             "Answered",
             statuses[CallStatus.COMPLETED],
             calls_admin_url(**on_day, status__exact=CallStatus.COMPLETED),
-            "Calls completed today (a person answered).",
+            "Calls a person answered today.",
         ),
         Tile(
             "not_reached",
@@ -182,9 +183,25 @@ def today_at_a_glance(*, now: datetime) -> Glance:
 
 @dataclass(frozen=True)
 class Rollup:
-    days: list[date]
+    days: list[date]  # the DAYS days before today, then today
     stats: dict[date, dict[tuple[str, str], float]]
     computed: dict[date, RollupDay]
+
+    @property
+    def today(self) -> date:
+        return self.days[-1]
+
+    @property
+    def days_before_today(self) -> list[date]:
+        return self.days[:-1]
+
+    @property
+    def missing_before_today(self) -> int:
+        """Days before today not computed yet (a new deployment's first minutes)."""
+        return sum(day not in self.computed for day in self.days_before_today)
+
+    def label(self, day: date) -> str:
+        return "today" if day == self.today else _day_label(day)
 
     def get(self, day: date, metric: str, key: str = "") -> float:
         return self.stats.get(day, {}).get((metric, key), 0)
@@ -198,7 +215,7 @@ class Rollup:
 
 
 def rollup_read(*, today: date) -> Rollup:
-    days = rollups.rollup_days(today=today)
+    days = rollups.chart_days(today=today)
     stats: dict[date, dict[tuple[str, str], float]] = {day: {} for day in days}
     for day, metric, key, value in DailyStat.objects.filter(day__gte=days[0], day__lte=days[-1]).values_list(
         "day", "metric", "key", "value"
@@ -217,21 +234,20 @@ def _share(part: float, whole: float) -> float | None:
 
 
 def chart_calls_per_day(rollup: Rollup, glance: Glance | None) -> Chart:
-    labels = [_day_label(day) for day in rollup.days]
+    labels = [rollup.label(day) for day in rollup.days]
     columns_by_day = [
         {slug: int(sum(rollup.get(day, "status", s) for s in statuses)) for slug, _, statuses in DAY_STACKS}
         for day in rollup.days
     ]
-    if glance is not None:
-        labels.append("today")
-        columns_by_day.append(
-            {slug: sum(glance.statuses[s] for s in statuses) for slug, _, statuses in DAY_STACKS}
-        )
+    if glance is not None:  # today's column from the glance: fresher than today's rollup
+        columns_by_day[-1] = {
+            slug: sum(glance.statuses[s] for s in statuses) for slug, _, statuses in DAY_STACKS
+        }
     series = [
         Series(label, [column[slug] for column in columns_by_day], DAY_STACK_COLOURS[slug])
         for slug, label, _ in DAY_STACKS
     ]
-    days = [day.isoformat() for day in rollup.days] + ([glance.day.isoformat()] if glance else [])
+    days = [day.isoformat() for day in rollup.days]
     rows = [
         [day, *(column[slug] for slug, _, _ in DAY_STACKS), sum(column.values())]
         for day, column in zip(days, columns_by_day, strict=True)
@@ -257,7 +273,8 @@ def chart_answer_rate_by_hour(rollup: Rollup) -> Chart:
     return Chart(
         slug="answer-rate-by-hour",
         title="Answer rate by the user's local hour",
-        help="Of the calls dialed in each hour of the user's own clock (last 30 days), the share answered.",
+        help="Of the calls dialed in each hour of the user's own clock (the last 30 days and today), "
+        "the share answered.",
         kind="bar-line",
         unit="percent",
         labels=[f"{hour:02d}" for hour in range(24)],
@@ -286,8 +303,8 @@ def chart_retry_recovery(rollup: Rollup) -> Chart:
     return Chart(
         slug="retry-recovery",
         title="Retry recovery",
-        help="Of the users called each day (last 30 days, one count per user and day), the share first "
-        "reached on each attempt: what attempts 2 and 3 add is what the retries are worth.",
+        help="Of the users called each day (the last 30 days and today, one count per user and day), "
+        "the share first reached on each attempt: what attempts 2 and 3 add is what the retries are worth.",
         kind="bar-line",
         unit="percent",
         labels=labels,
@@ -309,7 +326,7 @@ def chart_placement_lag(rollup: Rollup) -> Chart:
         "percentile.",
         kind="bar-line",
         unit="seconds",
-        labels=[_day_label(day) for day in rollup.days],
+        labels=[rollup.label(day) for day in rollup.days],
         series=[Series("p50", p50, PALETTE[0], kind="line"), Series("p95", p95, PALETTE[2], kind="line")],
         columns=["day", "dialed calls", "p50 s", "p95 s"],
         rows=[
@@ -333,7 +350,7 @@ def chart_missed_by_reason(rollup: Rollup) -> Chart:
         help="Attempts never dialed, grouped by the reason recorded on each (its error text), per day.",
         kind="stacked",
         unit="count",
-        labels=[_day_label(day) for day in rollup.days],
+        labels=[rollup.label(day) for day in rollup.days],
         series=series,
         columns=["day", *(label for _, label in reasons), "total"],
         rows=[
@@ -373,8 +390,8 @@ def chart_variants(rollup: Rollup, variants: list[AgentVariant]) -> Chart:
     return Chart(
         slug="variants",
         title="Answer rate by agent variant",
-        help="Of each variant's calls dialed in the last 30 days, the share answered, with its 95% "
-        "confidence interval (Wilson): where two intervals overlap, the difference may be chance.",
+        help="Of each variant's calls dialed in the last 30 days and today, the share answered, with its "
+        "95% confidence interval (Wilson): where two intervals overlap, the difference may be chance.",
         kind="bar-line",
         unit="percent",
         labels=[variant.name for variant in variants],

@@ -134,6 +134,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "relevel.context_processors.operator_banners",
             ],
         },
     },
@@ -173,6 +174,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 
 LANGUAGE_CODE = "en-us"
+# One date format on every page: YYYY-MM-DD, as relevel's own times (relevel/formats/en).
+FORMAT_MODULE_PATH = ["relevel.formats"]
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True

@@ -58,7 +58,7 @@ def test_the_user_list_has_seven_short_columns(admin_client, make_user):
         assert f'class="column-{column}' in html or f"field-{column}" in html
 
 
-def test_the_call_list_has_eight_short_columns(admin_client, make_call):
+def test_the_call_list_has_nine_short_columns(admin_client, make_call):
     make_call(status=CallStatus.NO_ANSWER, end_reason="USER_UNAVAILABLE", manual=False)
     response = admin_client.get(CALLS_URL)
     assert headers(response) == [
@@ -67,12 +67,15 @@ def test_the_call_list_has_eight_short_columns(admin_client, make_call):
         "To",
         "Try",
         "Status",
+        "Scheduled (UTC)",
         "Scheduled",
         "Ended",
-        "Provider / end reason",
+        "Provider / why it ended",
     ]
     html = response.content.decode()
-    assert 'callkaro<br><span class="quiet">USER_UNAVAILABLE</span>' in html
+    # The provider's word in words, its own in the tooltip.
+    words = '<span title="USER_UNAVAILABLE">User unavailable</span>'
+    assert f'callkaro<br><span class="quiet">{words}</span>' in html
 
 
 # --- One datetime format, to the second, with the zone -----------------------------------------
@@ -290,3 +293,23 @@ def test_the_export_names_its_columns_as_the_admin_names_the_fields(admin_client
     for label in ("Time zone (local_tz)", "Calls enabled (call_enabled)", "External id", "Call time"):
         assert label in html
     assert "Local Tz" not in html and "Call Enabled" not in html
+
+
+def test_a_missed_calls_reason_is_in_the_list_and_sorts_on_one_clock(admin_client, make_call, settings):
+    reason = (
+        "Its window, 20:30 to 20:45 IST, had closed when a worker took it at 20:50 IST: the workers "
+        "were behind (a queue of 12,000 jobs)."
+    )
+    missed = make_call(status=CallStatus.MISSED, error=reason, provider="")
+    other = make_call(scheduled_for=SLOT + timedelta(hours=1))
+    response = admin_client.get(CALLS_URL, {"o": "6"})  # sorted by "Scheduled (UTC)"
+    html = response.content.decode()
+    assert f'<span class="call-why" title="{reason}">{reason[:89]}…</span>' in html
+    assert [call.pk for call in response.context["cl"].result_list] == [missed.pk, other.pk]
+    assert f"Scheduled ({settings.TIME_ZONE})&quot; is one clock for every call" in html
+
+
+def test_a_calls_local_date_reads_in_the_one_date_format(admin_client, make_call):
+    call = make_call(local_date=date(2026, 11, 28))
+    html = admin_client.get(reverse("admin:calls_call_change", args=[call.pk])).content.decode()
+    assert '<div class="readonly">2026-11-28</div>' in html and "Nov. 28, 2026" not in html

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.management import CommandError, call_command
 from rq import Worker
 
-from calls import monitoring
+from calls import health_checks, monitoring
 from calls.models import CallStatus
 from calls.queues import calls_queue, queue_named
 from calls.scheduling import calls_schedule_due
@@ -211,3 +211,22 @@ def test_as_a_process_with_both_down_it_exits_1_with_a_line_each_and_no_tracebac
     assert lines[0].startswith("database: the database is down: OperationalError: connection failed")
     assert lines[1].startswith("redis: Redis is down: ConnectionError: Error 111 connecting to 127.0.0.1:1")
     assert "hunter2" not in result.stdout and "s3cret-db" not in result.stdout
+
+
+def test_a_scheduler_that_just_started_and_has_not_ticked_yet_is_not_a_problem(db, redis_conn):
+    # A first start (`dev.py start`): rqscheduler is up, its first tick not due yet.
+    from calls.cron import build_cron_scheduler
+
+    live_worker(redis_conn)
+    with time_machine.travel(NOW - timedelta(seconds=20), tick=False):
+        build_cron_scheduler().register_birth()
+    with time_machine.travel(NOW, tick=False):
+        assert run() == (0, ["OK"])
+        assert health_checks.check_tick(now=NOW).message == (
+            "no scheduling tick yet: rqscheduler started 20 s ago "
+            "(SCHEDULE_CRON '*/5 * * * *' ticks every 5 min)"
+        )
+    # Still no tick two cron periods after it started: now it is one.
+    with time_machine.travel(NOW + timedelta(minutes=10), tick=False):
+        code, lines = run()
+    assert code == 1 and lines[0].startswith("tick: no scheduling tick has been recorded")

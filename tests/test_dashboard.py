@@ -290,7 +290,7 @@ def test_the_variant_chart_is_hidden_until_variants_exist_then_shows_rates_with_
     assert chart.rows[1][4:] == [1, 0, 0.0, 0.0, 79.3]
 
 
-def test_the_charts_read_the_stored_rollup_of_the_30_days_before_today(make_user, make_call):
+def test_the_charts_read_the_stored_rollup_of_the_30_days_before_today_and_today(make_user, make_call):
     now = datetime(2026, 11, 29, 20, 0, tzinfo=UTC)
     chain(make_call, make_user(), DAY, CallStatus.NO_ANSWER, CallStatus.COMPLETED)
     call_on(make_call, make_user(), DAY - timedelta(days=29), CallStatus.COMPLETED)  # the oldest day shown
@@ -301,8 +301,8 @@ def test_the_charts_read_the_stored_rollup_of_the_30_days_before_today(make_user
     per_day = next(c for c in charts if c.slug == "calls-per-day")
     recovery = next(c for c in charts if c.slug == "retry-recovery")
 
-    assert len(summary.refreshed) == 30
-    assert rollup.days[0] == date(2026, 10, 30) and rollup.days[-1] == DAY
+    assert len(summary.refreshed) == 31
+    assert rollup.days[0] == date(2026, 10, 30) and rollup.days[-2:] == [DAY, DAY + timedelta(days=1)]
     assert per_day.labels[-1] == "today" and len(per_day.labels) == 31
     answered = next(s for s in per_day.series if s.name == "Answered")
     assert sum(answered.values) == 2  # the oldest day's call and the 28th's; not the 31-day-old one
@@ -318,13 +318,13 @@ def test_an_open_day_is_recomputed_when_stale_and_a_final_day_never(make_user, m
 
     call_on(make_call, make_user(), DAY, CallStatus.COMPLETED)
     later = now + rollups.REFRESH_AFTER
-    assert rollups.days_to_refresh(now=later) == [DAY]
+    assert rollups.days_to_refresh(now=later) == [DAY + timedelta(days=1), DAY]  # today, then the 28th
     rollups.daily_stats_refresh(now=later)
     assert DailyStat.objects.get(day=DAY, metric="status", key="completed").value == 1
 
     final_at = rollups.day_final_at(DAY, margin=rollups.window_and_margin())
     assert final_at == datetime(2026, 11, 29, 13, 15, tzinfo=UTC)  # UTC-12's midnight + 15 min + 1 h
-    assert rollups.days_to_refresh(now=final_at) == [DAY]
+    assert rollups.days_to_refresh(now=final_at) == [DAY + timedelta(days=1), DAY]  # today is open too
     rollups.daily_stats_refresh(now=final_at)
     row = RollupDay.objects.get(day=DAY)
     assert row.final and row.calls == 1
@@ -365,8 +365,8 @@ def test_the_refresh_job_computes_the_days(make_user, make_call):
     call_on(make_call, make_user(), timezone.localdate() - timedelta(days=2), CallStatus.COMPLETED)
 
     # The job without its connection handling, which would close the test's transaction.
-    assert refresh_daily_stats.__wrapped__() == "refreshed=30 remaining=0"
-    assert RollupDay.objects.count() == 30
+    assert refresh_daily_stats.__wrapped__() == "refreshed=31 remaining=0"  # and today
+    assert RollupDay.objects.count() == 31
 
 
 def test_a_deployment_without_calls_has_every_chart_empty_not_an_error(db):
@@ -401,15 +401,40 @@ def test_todays_counts_come_from_their_snapshot_until_it_is_15_minutes_old(make_
     assert much_later.computed_at == EVENING + glance.TODAY_STALE_AFTER + timedelta(seconds=1)
 
 
-def test_the_page_asks_for_a_refresh_once_todays_snapshot_is_a_minute_old(db, redis_conn):
+def test_the_page_asks_a_job_to_refresh_a_costly_snapshot_once_it_is_a_minute_old(db, redis_conn):
     from calls import queues
 
     rollups.daily_stats_refresh(now=EVENING)
+    # As at a million users: the last computation took longer than the page may spend.
+    TodaySnapshot.objects.filter(day=DAY).update(seconds=2.5)
     assert TodaySnapshot.objects.get(day=DAY).computed_at == EVENING
 
     assert rollups.daily_stats_refresh_if_stale(now=EVENING + timedelta(seconds=59)) is False
     assert rollups.daily_stats_refresh_if_stale(now=EVENING + glance.TODAY_REFRESH_AFTER) is True
     assert queues.calls_queue().get_job_ids() == [rollups.REFRESH_JOB_ID]
+    assert TodaySnapshot.objects.get(day=DAY).computed_at == EVENING  # left to the job
+
+
+def test_the_page_recomputes_a_cheap_snapshot_and_todays_charts_itself_once_a_minute_old(
+    make_user, make_call, redis_conn
+):
+    from calls import queues
+
+    user = make_user()
+    call_on(make_call, user, DAY, CallStatus.NO_ANSWER)
+    rollups.daily_stats_refresh(now=EVENING)  # a small deployment: milliseconds
+    call_on(make_call, user, DAY, CallStatus.COMPLETED, attempt=2)  # answered since
+
+    assert selectors.today_at_a_glance(now=EVENING + timedelta(seconds=59)).value("answered") == 0
+    a_minute_later = EVENING + glance.TODAY_REFRESH_AFTER
+    assert rollups.daily_stats_refresh_if_stale(now=a_minute_later) is False  # nothing left for a job
+    assert queues.calls_queue().get_job_ids() == []
+
+    assert selectors.today_at_a_glance(now=a_minute_later).value("answered") == 1
+    charts, _ = selectors.dashboard_charts(now=a_minute_later)
+    recovery = next(c for c in charts if c.slug == "retry-recovery")
+    assert recovery.rows[1] == ["Attempt 2", 1, 100.0, 100.0]  # today's retry, on the chart
+    assert RollupDay.objects.get(day=DAY).computed_at == a_minute_later
 
 
 def test_the_refresh_computes_todays_snapshot_and_keeps_a_week_of_them(make_user, make_call):

@@ -61,8 +61,9 @@ def test_the_enqueued_refresh_computes_the_days_when_a_worker_runs_it(settings, 
     SimpleWorker([queue], connection=redis_conn).work(burst=True)
 
     assert job.get_status(refresh=True) == "finished"
-    assert job.return_value() == f"refreshed={rollups.DAYS} remaining=0"
-    assert RollupDay.objects.count() == rollups.DAYS
+    # The days before today, and today so far.
+    assert job.return_value() == f"refreshed={rollups.DAYS + 1} remaining=0"
+    assert RollupDay.objects.count() == rollups.DAYS + 1
 
 
 def test_a_refresh_cron_that_is_not_a_cron_expression_stops_start_up_with_one_line():

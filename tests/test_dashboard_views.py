@@ -61,7 +61,7 @@ def test_a_new_deployment_shows_every_chart_with_its_axes_and_no_data_yet(admin_
     assert page.count("No data yet</text>") == len(drawn)
     assert page.count('class="dash-axis"') == 2 * len(drawn)
     assert 'id="chart-variants-note"' in page and "No agent variants are defined" in page
-    assert "30 of the 30 days are not computed yet" in page
+    assert "30 of the 30 days before today are not computed yet" in page
 
 
 def test_the_page_shows_todays_numbers_linking_to_the_same_calls_in_the_admin(
@@ -226,7 +226,7 @@ def test_the_refresh_command_prints_one_line(db, capsys):
 
     with time_machine.travel(datetime(2026, 11, 29, 20, 0, tzinfo=UTC), tick=False):
         call_command("refresh_dashboard")
-    assert capsys.readouterr().out.startswith("refresh_dashboard: 30 days computed in ")
+    assert capsys.readouterr().out.startswith("refresh_dashboard: 31 days computed in ")  # and today
     assert rollups.RollupDay.objects.filter(day=date(2026, 11, 28)).exists()
 
 
@@ -235,7 +235,7 @@ def test_viewing_the_page_enqueues_the_refresh_of_stale_days(admin_client, redis
 
     page = admin_client.get(DASHBOARD).content.decode()
 
-    assert "Updated figures are being computed" in page
+    assert "Newer figures coming: reload in a minute" in page
     assert queues.calls_queue().get_job_ids() == [rollups.REFRESH_JOB_ID]
 
 

@@ -10,7 +10,7 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
-from calls import policy, policy_changes
+from calls import forms, policy, policy_changes
 from calls.models import CallPolicy
 
 TOKEN = {"HTTP_AUTHORIZATION": "Bearer " + "t" * 40}
@@ -117,14 +117,15 @@ def test_the_admin_policy_page_edits_the_one_row_and_records_who_changed_it(admi
         "calling_hours_start": "09:00",
         "calling_hours_end": "21:00",
         "max_retries": "",
-        "retry_delays_minutes": "[30, 60]",
-        "retry_statuses": "",
+        "retry_delays_minutes": "30, 60",
+        "retry_statuses": ["no_answer", "busy", "failed"],  # as shown: all three, the default
         "window_minutes": "",
     }
     saved = admin_client.post(reverse("admin:calls_callpolicy_change", args=[1]), form)
     assert saved.status_code == 302
     row = CallPolicy.objects.get()
     assert row.paused and row.retry_delays_minutes == [30, 60]
+    assert row.retry_statuses is None  # left as it was: blank, the default
     assert policy.policy_current().paused  # every process's copy is dropped on a change
     history = LogEntry.objects.get(object_id="1")
     assert history.user == admin_user
@@ -137,7 +138,6 @@ def test_the_admin_refuses_calling_hours_with_one_end_and_names_the_field(admin_
         "calling_hours_start": "09:00",
         "calling_hours_end": "",
         "retry_delays_minutes": "",
-        "retry_statuses": "",
     }
     response = admin_client.post(
         reverse("admin:calls_callpolicy_change", args=[policy.policy_row().pk]), form
@@ -198,6 +198,105 @@ def test_a_change_with_the_api_token_is_in_the_admin_history_too(client):
     assert patch(client, {"paused": True}).status_code == 200
     entry = LogEntry.objects.get(object_id="1")
     assert entry.user.username == policy_changes.API_HISTORY_USERNAME and not entry.user.is_active
+    assert not entry.user.call_enabled  # a login standing for the token, not a person to call
     assert not entry.user.has_usable_password()
     assert patch(client, {"paused": False}).status_code == 200
     assert LogEntry.objects.filter(object_id="1").count() == 2
+
+
+POLICY_URL = reverse("admin:calls_callpolicy_change", args=[1])  # the one row's
+
+
+def policy_page(admin_client):
+    return admin_client.get(POLICY_URL)
+
+
+@pytest.mark.django_db
+def test_the_policy_form_has_plain_inputs_and_says_the_values_in_force_not_setting_names(
+    admin_client, settings
+):
+    settings.CALL_MAX_RETRIES, settings.CALL_TIME_WINDOW_MINUTES = 2, 15
+    settings.CALL_RETRY_DELAY_SECONDS = 1800
+    policy_changes.policy_update(changes={"retry_delays_minutes": [30, 60]}, user_id=None, actor="test")
+    response = policy_page(admin_client)
+    form, page = response.context["adminform"].form, response.text
+
+    assert 'name="retry_delays_minutes" value="30, 60"' in page
+    assert [(box.data["value"], box.data["selected"]) for box in form["retry_statuses"]] == [
+        ("no_answer", True),
+        ("busy", True),
+        ("failed", True),
+    ]
+    assert 'type="checkbox" name="retry_statuses"' in page
+    help_texts = " ".join(field.help_text for field in form.fields.values())
+    assert "Blank: 2, this deployment's default" in help_texts
+    assert "Blank: 30 minutes before every retry" in help_texts
+    assert "Blank: 15 minutes" in help_texts
+    assert "CALL_" not in page  # no setting's name on the page
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("typed", "stored"),
+    [("30, 60", [30, 60]), ("30 60", [30, 60]), ("45", [45]), ("", None)],
+)
+def test_the_delays_are_typed_as_a_list_of_minutes(admin_client, typed, stored):
+    form = {"retry_delays_minutes": typed, "retry_statuses": ["no_answer", "busy", "failed"]}
+    policy.policy_row()  # the one row, as the list page's redirect makes it
+    response = admin_client.post(POLICY_URL, form)
+    assert response.status_code == 302
+    assert CallPolicy.objects.get().retry_delays_minutes == stored
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("typed", ["30, 0", "thirty", "30, 2000", "2.5", "[30, 60"])
+def test_delays_that_are_not_whole_minutes_are_refused_naming_the_field(admin_client, typed):
+    form = {"retry_delays_minutes": typed, "retry_statuses": ["no_answer"]}
+    policy.policy_row()  # the one row, as the list page's redirect makes it
+    response = admin_client.post(POLICY_URL, form)
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors["retry_delays_minutes"] == [forms.DELAYS_MESSAGE]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("checked", "stored", "retried"),
+    [
+        (["no_answer"], ["no_answer"], frozenset({"no_answer"})),
+        (["busy", "no_answer"], ["busy", "no_answer"], frozenset({"busy", "no_answer"})),
+        ([], [], frozenset()),  # none checked: no call is retried
+    ],
+)
+def test_the_retried_outcomes_are_check_boxes(admin_client, checked, stored, retried):
+    form = {"retry_delays_minutes": "", "retry_statuses": checked}
+    policy.policy_row()  # the one row, as the list page's redirect makes it
+    response = admin_client.post(POLICY_URL, form)
+    assert response.status_code == 302
+    assert CallPolicy.objects.get().retry_statuses == stored
+    assert policy.policy_current().retry_statuses == retried
+
+
+@pytest.mark.django_db
+def test_the_rules_in_force_read_as_a_table(admin_client, settings):
+    settings.CALL_MAX_RETRIES, settings.CALL_TIME_WINDOW_MINUTES = 3, 15
+    policy_changes.policy_update(
+        changes={"retry_delays_minutes": [30, 60], "retry_statuses": ["busy", "no_answer"]},
+        user_id=None,
+        actor="test",
+    )
+    assert policy.policy_in_force_rows() == [
+        ("Calls", "Running", "set here"),
+        ("Calling hours", "any hour", "this deployment's default (none)"),
+        ("Retries a day", "3", "this deployment's default"),
+        (
+            "Delays",
+            "30 min before the 1st retry, 60 min before the 2nd retry, 60 min before each later one",
+            "set here",
+        ),
+        ("Outcomes retried", "No answer, busy", "set here"),
+        ("Window", "15 minutes after each person's call time", "this deployment's default"),
+    ]
+    page = policy_page(admin_client).text
+    assert '<table class="policy-in-force" id="policy-in-force">' in page
+    assert '<th scope="row">Outcomes retried</th><td>No answer, busy</td>' in page
+    assert "<pre" not in page.split('id="policy-in-force"')[0].rsplit("<fieldset", 1)[-1]

@@ -55,6 +55,14 @@ def end_reason_text(reason: str) -> str:
     return words[:1].upper() + words[1:].lower()
 
 
+def end_reason_label(reason: str) -> str:
+    """A provider's end reason as words ("customer-did-not-answer", "USER_UNAVAILABLE" ->
+    "Customer did not answer", "User unavailable"); the raw value stays in filters' URLs and
+    tooltips."""
+    words = " ".join(reason.replace("-", " ").replace("_", " ").split()).lower()
+    return words[:1].upper() + words[1:]
+
+
 def status_badge(status: str | None) -> SafeString | str:
     """A call status as a coloured pill; "-" when there is none (a user never called)."""
     if not status:

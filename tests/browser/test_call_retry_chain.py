@@ -67,6 +67,6 @@ def test_the_retry_chain_links_a_no_answer_attempt_and_its_completed_retry(logge
     browser.find("ol.retry-chain a").click()
     assert browser.path == f"/admin/calls/call/{first.pk}/change/"
     assert readonly_value(browser, "status_display") == "No answer"
-    assert readonly_value(browser, "end_reason") == "USER_UNAVAILABLE"
+    assert readonly_value(browser, "end_reason_display") == "User unavailable (USER_UNAVAILABLE)"
     assert browser.find(".field-user_link .readonly a").text == "Asha Rao"
     browser.scroll_to(".field-retry_chain")  # what the screenshot shows

@@ -6,6 +6,7 @@ from datetime import time, timedelta
 import pytest
 from django.utils import timezone
 from rq import SimpleWorker
+from selenium.webdriver.common.by import By
 
 from calls.models import AgentVariant, CallStatus
 from calls.queues import calls_queue
@@ -87,7 +88,9 @@ def test_dashboard_shows_every_chart_with_data(logged_in, make_user, make_call):
     browser.open("/dashboard/")
     assert browser.find("#dashboard-computing").text == COMPUTING
     assert rollups.REFRESH_JOB_ID in calls_queue().job_ids
-    assert charts_without_marks(browser.driver)  # the days before today are not computed yet
+    # Today is on the charts at once (computed by the page, cheaply); the days before it wait
+    # for the worker.
+    assert not rollups.RollupDay.objects.filter(day__lt=timezone.localdate()).exists()
 
     run_a_worker()
     browser.reload()
@@ -116,3 +119,32 @@ def test_user_record_screenshot(logged_in, make_user, make_call):
     assert "attempt 1" in text and "attempt 2" in text  # the recent calls
     assert browser.driver.get_window_size()["width"] == 1366
     browser.screenshot("1366px")
+
+
+@pytest.mark.parametrize("width", [1366, 1920])
+def test_a_first_run_shows_todays_calls_in_the_numbers_and_on_every_chart(
+    logged_in, make_user, make_call, width
+):
+    # A first run: calls of today only, no rollup, no snapshot, no worker yet.
+    seed_calls_over_days(make_user, make_call, days=1)
+    browser = logged_in
+    browser.driver.set_window_size(width, 1000)
+    browser.open("/dashboard/")
+
+    numbers = {tile.get_attribute("data-glance"): tile for tile in browser.find_all("[data-glance]")}
+    value = {
+        slug: int(tile.find_element(By.CSS_SELECTOR, ".dash-number").text) for slug, tile in numbers.items()
+    }
+    assert (value["due"], value["answered"], value["missed"]) == (4, 2, 1)
+    # Every chart draws today's calls at once, before a worker computed the days before it.
+    assert charts_without_marks(browser.driver) == []
+    last_row = browser.find("#chart-placement-lag-table tbody tr:last-child td")
+    assert last_row.get_attribute("textContent") == timezone.localdate().isoformat()  # its table too
+    # One line above the numbers; what they mean is one click away.
+    intro = browser.find("#dashboard-help")
+    assert intro.text.startswith("Today, ") and intro.size["height"] < 30
+    definitions = browser.find("#dashboard-definitions")
+    assert not definitions.get_attribute("open")
+    definitions.find_element(By.CSS_SELECTOR, "summary").click()
+    assert "local date" in definitions.text
+    browser.screenshot(f"{width}px")

@@ -95,6 +95,14 @@ DEMO_USERS = (
     ),
 )  # fmt: skip
 DEMO_USER_BY_USERNAME = {demo.username: demo for demo in DEMO_USERS}
+# The call status each simulator outcome ends in (voicemail is a no answer).
+DEMO_OUTCOME_STATUS = {
+    "completed": "completed",
+    "no_answer": "no_answer",
+    "voicemail": "no_answer",
+    "busy": "busy",
+    "failed": "failed",
+}
 
 
 def demo_simulator_script(users: list) -> str:
@@ -186,6 +194,64 @@ def demo_users_seed(*, now: datetime) -> list:
             continue
         seeded.append(user)
     return seeded
+
+
+def demo_kept() -> str:
+    """What a start that resets the demo users leaves as it was: the other people (and their
+    calls) and the call policy, in one line."""
+    from calls.policy import policy_row
+    from calls.policy_changes import API_HISTORY_USERNAME
+
+    others = get_user_model().objects.exclude(
+        username__in=[*DEMO_USER_BY_USERNAME, ADMIN_USERNAME, API_HISTORY_USERNAME]
+    )
+    called = others.filter(call_enabled=True).count()
+    people = f"{others.count()} other user(s) ({called} called daily) and their calls"
+    row = policy_row()
+    set_here = []
+    if row.paused:
+        set_here.append("paused")
+    if row.calling_hours_start is not None and row.calling_hours_end is not None:
+        set_here.append(f"calling hours {row.calling_hours_start:%H:%M}-{row.calling_hours_end:%H:%M}")
+    if row.max_retries is not None:
+        set_here.append(f"{row.max_retries} retries a day")
+    if row.retry_delays_minutes:
+        set_here.append(f"retry delays {', '.join(map(str, row.retry_delays_minutes))} min")
+    if row.retry_statuses is not None:
+        set_here.append(f"retried outcomes {', '.join(row.retry_statuses) or 'none'}")
+    if row.window_minutes:
+        set_here.append(f"a {row.window_minutes}-minute window")
+    policy = f"the call policy ({'; '.join(set_here)})" if set_here else "the call policy (all defaults)"
+    return f"kept {people}, and {policy}"
+
+
+def demo_policy_effects(*, users: list) -> list[str]:
+    """How the call policy in force changes what the banner promises for the demo ``users``
+    (one line each); empty when the demo shows what it promises."""
+    from calls.policy import policy_cache_clear, policy_current
+
+    policy_cache_clear()  # what the database says now, not a copy from before the seeding
+    rules = policy_current()
+    effects = []
+    if rules.paused:
+        effects.append(
+            "calls are paused: no demo call is placed until you resume them (the banner on every "
+            "admin page has the button)"
+        )
+    retried = ", ".join(sorted(rules.retry_statuses)) or "nothing"
+    for user in users:
+        demo = DEMO_USER_BY_USERNAME[user.username]
+        first = DEMO_OUTCOME_STATUS[demo.outcomes[0]]
+        if not rules.allows_call_time(user.call_time):
+            effects.append(
+                f"{user.name}'s call at {user.call_time:%H:%M} local is outside the calling hours "
+                f"({rules.describe_hours()}): it is recorded missed, not placed"
+            )
+        elif demo.max_retries and first not in rules.retry_statuses:
+            effects.append(
+                f"{user.name}'s {first.replace('_', ' ')} is not retried (the policy retries {retried})"
+            )
+    return effects
 
 
 def shared_with_manage(env: dict[str, str]) -> dict[str, str]:
@@ -367,8 +433,20 @@ class Command(BaseCommand):
             self.say(f"{'created' if created else 'reset the password of'} the superuser '{ADMIN_USERNAME}'")
             demo_users = []
             if seed_demo and simulator:
+                restart = get_user_model().objects.filter(username__in=DEMO_USER_BY_USERNAME).exists()
                 demo_users = demo_users_seed(now=datetime.now(UTC))
-                self.say(f"{len(demo_users)} demo users are due in the next few minutes")
+                if restart:
+                    self.say(
+                        f"reset {len(demo_users)} demo users, due in the next few minutes (their "
+                        f"earlier calls deleted); {demo_kept()}"
+                    )
+                else:
+                    self.say(f"{len(demo_users)} demo users are due in the next few minutes")
+                effects = demo_policy_effects(users=demo_users)
+                for effect in effects:
+                    self.say(f"the call policy changes the demo: {effect}")
+                if restart and not effects:
+                    self.say("the call policy leaves the demo's outcomes as the banner below promises")
             elif seed_demo:
                 self.say(f"no demo users: CALL_PROVIDER is {settings.CALL_PROVIDER}, not the simulator")
 
@@ -425,6 +503,10 @@ class Command(BaseCommand):
         # The simulator signs its webhooks with this, and our endpoint checks them, exactly
         # as with CallKaro; a per-run secret keeps the demo on the signed path.
         env.setdefault("CALLKARO_WEBHOOK_SECRET", secrets.token_hex(16))
+        # The operator API's token for this session (README's curl examples work as written),
+        # unless one is set in the environment or .env (the settings read both).
+        if not settings.QUEUE_API_TOKEN:
+            env.setdefault("QUEUE_API_TOKEN", secrets.token_urlsafe(32))
         env["SIMULATOR_WEBHOOK_URL"] = f"http://127.0.0.1:{port}/api/webhooks/simulator"
         if settings.CALL_PROVIDER == "simulator":
             for name, value in DEMO_TIMINGS.items():
@@ -463,13 +545,22 @@ class Command(BaseCommand):
     ) -> str:
         base = f"http://127.0.0.1:{port}"
         rule = "=" * 72
+        if settings.QUEUE_API_TOKEN:
+            token, bearer = "the QUEUE_API_TOKEN you set", "$QUEUE_API_TOKEN"
+        else:
+            token = bearer = env.get("QUEUE_API_TOKEN", "")
+            token += " (this session's)"
         lines = [
             rule,
             "relevel is running. Ctrl-C stops everything.",
             "",
+            f"  Dashboard     {base}/dashboard/",
             f"  App (admin)   {base}/admin/",
             f"  RQ dashboard  {base}/django-rq/",
             f"  Log in as     {ADMIN_USERNAME} / {password}",
+            f"  API token     {token}",
+            f"                e.g. curl -H 'Authorization: Bearer {bearer}' '{base}/api/health?detail=1'",
+            "                (in a browser logged in as staff, the session is enough for GET)",
             f"  Provider      {settings.CALL_PROVIDER}",
             f"  Redis         {redis_note}",
         ]
