@@ -133,11 +133,20 @@ def spread_span_seconds(
     hours ending at 21:00 spreads over its first 4 minutes, not 10 (when 5 of 12 users were
     released after 21:00 and recorded missed, every day); a slot in the hours' last minute is
     not spread at all."""
+    room = slot_room_seconds(slot=slot, tz=tz, window=window, calling_hours=calling_hours)
+    return max(0, min(spread_minutes * 60, int(room) - SPREAD_END_MARGIN_SECONDS))
+
+
+def slot_room_seconds(
+    *, slot: datetime, tz: ZoneInfo, window: timedelta, calling_hours: tuple[time, time] | None
+) -> float:
+    """How long after ``slot`` its call may still be dialed: until its window closes or the
+    calling hours end, whichever comes first."""
     room = window.total_seconds()
     if calling_hours is not None:
         end = calling_hours_end_after(instant=slot, tz=tz, end=calling_hours[1])
         room = min(room, (end - slot).total_seconds())
-    return max(0, min(spread_minutes * 60, int(room) - SPREAD_END_MARGIN_SECONDS))
+    return room
 
 
 def spread_release(
@@ -175,8 +184,15 @@ def first_attempt_release(
     calling_hours: tuple[time, time] | None,
 ) -> datetime:
     """When a claimed first attempt goes to the workers: its slot, or its step of the spread
-    (folded into the slot's hours and window), on a step of the clock at or after it."""
+    (folded into the slot's hours and window), on a step of the clock at or after it; on
+    the next whole second instead when the step would pass the hours' end or the window (a
+    call time of 20:59:55 with hours ending at 21:00)."""
+    room = slot_room_seconds(slot=slot, tz=tz, window=window, calling_hours=calling_hours)
     at = slot
     if spread_minutes:
-        at = spread_release(slot=slot, user_id=user_id, spread_minutes=spread_minutes)
-    return release_step_at_or_after(at)
+        span = max(0, min(spread_minutes * 60, int(room) - SPREAD_END_MARGIN_SECONDS))
+        at = spread_release(slot=slot, user_id=user_id, spread_minutes=spread_minutes, span_seconds=span)
+    step = release_step_at_or_after(at)
+    if (step - slot).total_seconds() < room:
+        return step
+    return at if at.microsecond == 0 else at.replace(microsecond=0) + timedelta(seconds=1)

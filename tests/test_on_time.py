@@ -214,3 +214,27 @@ def test_a_capped_provider_admits_a_call_to_wait_only_once_it_is_due(make_user, 
     with time_machine.travel(SLOT, tick=False):
         assert dispatch.calls_dispatch_batch(call_ids=[call.pk]) == {"waiting_for_capacity": 1}
     assert queues.calls_waiting_for_capacity("callkaro", [call.pk]) == {call.pk}
+
+
+def test_a_call_time_seconds_before_the_hours_end_is_released_inside_them():
+    from zoneinfo import ZoneInfo
+
+    from calls.slots import first_attempt_release
+
+    kolkata = ZoneInfo("Asia/Kolkata")
+    slot = datetime(2026, 11, 28, 15, 29, 55, tzinfo=UTC)  # 20:59:55, hours end at 21:00
+    release = first_attempt_release(
+        slot=slot,
+        user_id=1,
+        tz=kolkata,
+        spread_minutes=0,
+        window=timedelta(minutes=15),
+        calling_hours=(time(9, 0), time(21, 0)),
+    )
+    assert release == slot  # not 21:00:00, the next 10 s step, after the hours
+    # Otherwise the step of the clock at or after it: releases grouped, never early.
+    release = first_attempt_release(
+        slot=slot - timedelta(minutes=1), user_id=1, tz=kolkata, spread_minutes=0,
+        window=timedelta(minutes=15), calling_hours=(time(9, 0), time(21, 0)),
+    )
+    assert release == datetime(2026, 11, 28, 15, 29, tzinfo=UTC)
