@@ -33,8 +33,8 @@ Left out on purpose: retries and manual calls (they take lines too), calls alrea
 live at ``now``, ``CALL_SPREAD_MINUTES`` (it releases a slot's calls later inside their window
 and calling hours, never after: calls/slots.py spread_span_seconds), and agent variants on
 another provider (all users are counted against ``CALL_PROVIDER``). The tick's cadence needs
-no term: it claims each slot before its time and releases the call at it. A fluid model also rounds in the provider's favour by
-less than one call per line per window.
+no term: it claims each slot before its time and releases the call at it. A fluid model also
+rounds in the provider's favour by less than one call per line per window.
 """
 
 from __future__ import annotations

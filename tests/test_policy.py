@@ -231,7 +231,8 @@ def test_the_admin_refuses_a_window_the_spread_does_not_fit_with_the_same_error(
         "retry_statuses": "",
         "window_minutes": "5",
     }
-    response = admin_client.post(reverse("admin:calls_callpolicy_change", args=[policy.policy_row().pk]), form)
+    page = reverse("admin:calls_callpolicy_change", args=[policy.policy_row().pk])
+    response = admin_client.post(page, form)
     assert response.status_code == 200
     assert "at least 11 minutes" in response.text
     assert CallPolicy.objects.get().window_minutes is None

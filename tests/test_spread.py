@@ -241,12 +241,13 @@ def test_a_spread_slot_near_the_end_of_the_hours_is_folded_into_what_is_left_of_
     assert spread_span_seconds(
         slot=SLOT, tz=kolkata, spread_minutes=SPREAD, window=timedelta(minutes=10), calling_hours=hours
     ) == 9 * 60
+    last_minute = HOURS_END - timedelta(seconds=30)
     assert spread_span_seconds(
-        slot=HOURS_END - timedelta(seconds=30), tz=kolkata, spread_minutes=SPREAD, window=window,
-        calling_hours=hours,
+        slot=last_minute, tz=kolkata, spread_minutes=SPREAD, window=window, calling_hours=hours
     ) == 0
+    overnight = (time(20, 0), time(2, 0))
     assert spread_span_seconds(
-        slot=LATE_SLOT, tz=kolkata, spread_minutes=SPREAD, window=window, calling_hours=(time(20, 0), time(2, 0))
+        slot=LATE_SLOT, tz=kolkata, spread_minutes=SPREAD, window=window, calling_hours=overnight
     ) == SPREAD * 60
 
 
