@@ -8,12 +8,14 @@ import time_machine
 from rq import Queue, SimpleWorker
 from rq.registry import ScheduledJobRegistry
 
-from calls import dispatch, monitoring, policy, queues
+from calls import dispatch, monitoring, queues
 from calls.claim import claim_horizon, next_tick_after
 from calls.health_checks import check_first_attempts
 from calls.models import Call, CallStatus
+from calls.policy_changes import policy_update
 from calls.scheduling import calls_schedule_due
 from users.models import User
+from users.services import user_save
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -101,7 +103,7 @@ def test_a_call_claimed_early_is_dialed_at_its_time_not_at_the_next_tick(
 def test_a_call_time_two_minutes_before_the_end_of_the_calling_hours_is_dialed(
     make_user, redis_conn, fake_callkaro
 ):
-    policy.policy_update(
+    policy_update(
         changes={"calling_hours": {"start": "09:00", "end": "20:30"}}, user_id=None, actor="test"
     )
     user = user_due_at(make_user, time(20, 28))  # hours end at 20:30, the 15:00 UTC tick
@@ -130,7 +132,7 @@ def test_a_user_who_disables_calls_after_the_claim_is_not_dialed(make_user, redi
     tick(TICK_BEFORE)
     user.call_enabled = False
     with time_machine.travel(SLOT - timedelta(minutes=3), tick=False):
-        user.save()
+        user_save(user=user)
     work_at(SLOT, redis_conn)
     call = Call.objects.get(user=user)
     assert call.status == CallStatus.CANCELED and "disabled" in call.error
@@ -157,7 +159,7 @@ def test_a_user_who_moves_their_call_time_after_the_claim_is_not_dialed_at_the_o
     tick(TICK_BEFORE)
     user.call_time = time(21, 0)
     with time_machine.travel(SLOT - timedelta(minutes=1), tick=False):
-        user.save()
+        user_save(user=user)
     work_at(SLOT, redis_conn)
     assert Call.objects.get(user=user).status == CallStatus.CANCELED
     assert fake_callkaro.requests == []
@@ -166,7 +168,7 @@ def test_a_user_who_moves_their_call_time_after_the_claim_is_not_dialed_at_the_o
 def test_a_pause_after_the_claim_holds_the_call_at_its_release(make_user, redis_conn, fake_callkaro):
     user = user_due_at(make_user, time(20, 30))
     tick(TICK_BEFORE)
-    policy.policy_update(changes={"paused": True}, user_id=None, actor="test")
+    policy_update(changes={"paused": True}, user_id=None, actor="test")
     work_at(SLOT, redis_conn)
     assert Call.objects.get(user=user).status == CallStatus.QUEUED
     assert fake_callkaro.requests == []

@@ -257,11 +257,11 @@ def test_no_user_of_a_spread_slot_inside_the_hours_is_released_after_they_end(
 ):
     """20:55 call time, hours ending at 21:00, a 10-minute spread: every user is dialed (it was
     5 of 12 missed, every day, the same users, with the tick saying missed=0)."""
-    from calls import policy
+    from calls.policy_changes import policy_update
     from users.selectors import users_calling_outside_hours
 
     settings.CALL_SPREAD_MINUTES = SPREAD
-    policy.policy_update(
+    policy_update(
         changes={"calling_hours": {"start": "09:00", "end": "21:00"}}, user_id=None, actor="test"
     )
     with time_machine.travel(LATE_SLOT - timedelta(hours=1), tick=False):
