@@ -58,7 +58,7 @@ def _reset(snapshot: tuple[list[int], list[datetime]]) -> None:
 def _bare_due_query(now: datetime) -> int:
     from calls import selectors
 
-    sql, params = selectors.users_due_for_call(now=now).query.sql_with_params()
+    sql, params = selectors.users_due_for_call(until=now).query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return len(cursor.fetchall())
@@ -103,7 +103,7 @@ def _explain_claim(now: datetime, path: Path) -> None:
     from calls import selectors
 
     with transaction.atomic():
-        qs = selectors.users_due_for_call(now=now).select_for_update(skip_locked=True, of=("self",))[:1000]
+        qs = selectors.users_due_for_call(until=now).select_for_update(skip_locked=True, of=("self",))[:1000]
         sql, params = qs.query.sql_with_params()
         with connection.cursor() as cursor:
             cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)

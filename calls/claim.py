@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
+from croniter import croniter
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -23,7 +25,7 @@ from .batching import BatchPacker, BatchPlan
 from .models import Call, CallStatus
 from .outcomes import insert_calls_ignoring_conflicts
 from .policy import Policy
-from .slots import next_open_slot, slot_local_date, spread_release, zone_or_none
+from .slots import first_attempt_release, next_open_slot, slot_local_date, zone_or_none
 from .variants import Variant, variant_for
 
 logger = logging.getLogger("relevel.calls")
@@ -56,6 +58,34 @@ DUE_USER_COLUMNS = (
 )
 
 
+# A tick claims the slots that fall due before the next tick, and releases each at its own
+# time (a delayed RQ job), so a user is dialed at their call time, not up to a tick later.
+# The next tick may start late (the dashboard's refresh ahead of it on the tick queue takes
+# up to a minute): claiming this much further ahead covers that, and a slot claimed by two
+# ticks is claimed once (the unique constraint). A slot the next tick finds already due (it
+# ran later still, or the user was created in between) is placed at once, as before.
+CLAIM_AHEAD_MARGIN = timedelta(seconds=60)
+# With a rare SCHEDULE_CRON (hourly, daily) a tick claims no further ahead than this: the
+# rest waits in the database for a tick, not as delayed jobs in Redis for hours.
+CLAIM_AHEAD_AT_MOST = timedelta(minutes=30)
+
+
+def next_tick_after(*, now: datetime, cron: str) -> datetime:
+    """When SCHEDULE_CRON next fires after ``now``, read as RQ's cron scheduler reads it (the
+    host's local time; an hour repeated in autumn at its first occurrence)."""
+    cron_iter = croniter(cron, now.astimezone().replace(tzinfo=None))
+    while True:
+        local = cron_iter.get_next(datetime)
+        at = datetime.fromtimestamp(local.replace(fold=0).timestamp(), tz=now.tzinfo)
+        if at > now:
+            return at
+
+
+def claim_horizon(*, now: datetime, cron: str) -> datetime:
+    """The latest slot a tick at ``now`` claims: the next tick's time and a margin."""
+    return min(next_tick_after(now=now, cron=cron) + CLAIM_AHEAD_MARGIN, now + CLAIM_AHEAD_AT_MOST)
+
+
 @dataclass(frozen=True, slots=True)
 class SlotOutcome:
     """What the tick does with a slot: every user sharing its zone, call time and instant gets
@@ -65,6 +95,7 @@ class SlotOutcome:
     # Empty for a call to place; else why it is recorded missed.
     error: str
     next_call_at: datetime
+    tz: ZoneInfo
 
 
 def slot_outcome(
@@ -92,7 +123,7 @@ def slot_outcome(
             f"({rules.describe_hours()})."
         )
     next_call_at = next_open_slot(call_time=call_time, tz=tz, now=now, window=window, after=local_date)
-    return SlotOutcome(local_date=local_date, error=error, next_call_at=next_call_at)
+    return SlotOutcome(local_date=local_date, error=error, next_call_at=next_call_at, tz=tz)
 
 
 @dataclass
@@ -102,6 +133,8 @@ class Claim:
     now: datetime
     rules: Policy
     summary: ClaimCounts
+    # Slots up to this instant are claimed (claim_horizon): due now, or before the next tick.
+    until: datetime
     batches: BatchPacker
     variants: list[Variant]
     agent_id: str
@@ -118,12 +151,18 @@ class Claim:
             )
             return outcome
 
-    def release(self, *, slot: datetime, user_id: int) -> datetime | None:
-        """When a first attempt goes to the workers: None for at once (no spread, or its step
-        of the spread has come: a late tick)."""
-        if not self.spread_minutes:
-            return None
-        at = spread_release(slot=slot, user_id=user_id, spread_minutes=self.spread_minutes)
+    def release(self, *, slot: datetime, user_id: int, tz: ZoneInfo) -> datetime | None:
+        """When a first attempt goes to the workers: at its time (or its step of the spread),
+        or None for at once when that has come (the slot was due when the tick ran, or a late
+        tick reached it)."""
+        at = first_attempt_release(
+            slot=slot,
+            user_id=user_id,
+            tz=tz,
+            spread_minutes=self.spread_minutes,
+            window=self.rules.window,
+            calling_hours=self.rules.calling_hours,
+        )
         return at if at > self.now else None
 
 
@@ -173,13 +212,13 @@ def claim_due_batch(*, claim: Claim) -> int:
     taken, to be recorded missed ("paused") and moved on to the next day.
     """
     now, summary = claim.now, claim.summary
-    due_by = now - claim.rules.window if claim.rules.paused else now
+    due_by = now - claim.rules.window if claim.rules.paused else claim.until
     with transaction.atomic():
         # skip_locked: a second tick running at the same time takes other users, never
         # waits on (or double-claims) these. no_key: the lock still lets other transactions
         # insert calls that reference these users (a webhook's retry).
         rows = list(
-            selectors.users_due_for_call(now=due_by)
+            selectors.users_due_for_call(until=due_by)
             .select_for_update(skip_locked=True, no_key=True, of=("self",))
             .values_list(*DUE_USER_COLUMNS)[:TICK_BATCH_SIZE]
         )
@@ -190,6 +229,7 @@ def claim_due_batch(*, claim: Claim) -> int:
         next_call_at: dict[int, datetime | None] = {}
         parked: list[tuple[int, str]] = []
         assigned: dict[int, int] = {}  # users given a (new) variant: user id -> variant id
+        releases: list[datetime | None] = []  # each queued call's release, in order
         for pk, phone, local_tz, call_time, enabled, slot, variant_id in rows:
             if not (enabled and phone):
                 # A stale next_call_at (calls disabled by a bulk UPDATE, say): stop here.
@@ -213,10 +253,8 @@ def claim_due_batch(*, claim: Claim) -> int:
             (missed if outcome.error else queued).add(
                 user_id=pk, phone=phone, slot=slot, outcome=outcome, variant=variant, agent_id=claim.agent_id
             )
-        releases = [
-            claim.release(slot=slot, user_id=user_id)
-            for user_id, slot in zip(queued.user_id, queued.scheduled_for, strict=True)
-        ]
+            if not outcome.error:
+                releases.append(claim.release(slot=slot, user_id=pk, tz=outcome.tz))
         plan = _claim_calls(queued, releases, batches=claim.batches)
         missed_ids = insert_calls_ignoring_conflicts(
             missed.columns(status=CallStatus.MISSED, completed_at=now, last_status_at=now)

@@ -76,30 +76,43 @@ def _deadline(call: Call, *, window: timedelta) -> datetime:
 def calls_dispatch_batch(*, call_ids: list[int]) -> dict[str, int]:
     """Place a batch of calls: those of a capped provider wait for a line (in Redis, by
     deadline); the others are placed at once (placement.calls_place_batch)."""
-    waiting = _admit_capped(call_ids)
-    direct = [call_id for call_id in call_ids if call_id not in waiting]
+    waiting, early = _admit_capped(call_ids)
+    direct = [call_id for call_id in call_ids if call_id not in waiting and call_id not in early]
     counts = placement.calls_place_batch(call_ids=direct) if direct else {}
     if waiting:
         counts = {**counts, "waiting_for_capacity": len(waiting)}
+    if early:
+        counts = {**counts, "early": len(early)}
     return counts
 
 
 def call_dispatch_one(*, call_id: int, is_last_try: bool) -> str:
     """Place one call (a retry, a manual call, a call whose job was lost): in the waiting set
     if its provider is capped, else at once (placement.call_place)."""
-    if _admit_capped([call_id]):
+    waiting, early = _admit_capped([call_id])
+    if waiting:
         return "waiting_for_capacity"
+    if early:
+        return "early"
     return placement.call_place(call_id=call_id, is_last_try=is_last_try)
 
 
-def _admit_capped(call_ids: list[int]) -> set[int]:
+def _admit_capped(call_ids: list[int]) -> tuple[set[int], set[int]]:
     """Put the queued calls of capped providers in their waiting sets and make sure a
-    dispatcher runs for each; returns the ids admitted."""
+    dispatcher runs for each; returns the ids admitted, and those not admitted because
+    their time has not come.
+
+    A call waits for a line only once it is due: the dispatcher sends whatever waits as soon
+    as a line is free. The tick claims calls before their time and releases each at it, so
+    a job that carries one early (a clock running behind the scheduler's) gets it a job of
+    its own at its time instead."""
     capped = queues.capped_providers()
     if not capped or not call_ids:
-        return set()
+        return set(), set()
     window = policy_current().window
+    now = timezone.now()
     deadlines: dict[str, dict[int, float]] = defaultdict(dict)
+    early: set[int] = set()
     for call in (
         Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED)
         .select_related("user")
@@ -115,13 +128,18 @@ def _admit_capped(call_ids: list[int]) -> set[int]:
         )
     ):
         provider = placement.provider_for(call)
-        if provider in capped:
-            deadlines[provider][call.pk] = _deadline(call, window=window).timestamp()
+        if provider not in capped:
+            continue
+        if call.scheduled_for > now:
+            queues.enqueue_place_call(call.pk, at=call.scheduled_for)
+            early.add(call.pk)
+            continue
+        deadlines[provider][call.pk] = _deadline(call, window=window).timestamp()
     for provider, by_call in deadlines.items():
         queues.capacity_admit(provider, by_call)
         queues.dispatcher_ensure(provider)
         logger.info("%s calls wait for a free %s line", len(by_call), provider)
-    return {call_id for by_call in deadlines.values() for call_id in by_call}
+    return {call_id for by_call in deadlines.values() for call_id in by_call}, early
 
 
 def calls_dispatch_waiting(*, provider: str, budget_seconds: float | None = None) -> dict[str, int]:

@@ -30,10 +30,11 @@ whatever is still waiting when its window closes is missed. Per 15-minute slot:
   no cap).
 
 Left out on purpose: retries and manual calls (they take lines too), calls already queued or
-live at ``now``, the tick's 5-minute cadence (a call starts at its slot, not at the next
-tick), ``CALL_SPREAD_MINUTES``, and agent variants on another provider (all users are
-counted against ``CALL_PROVIDER``). A fluid model also rounds in the provider's favour by
-less than one call per line per window.
+live at ``now``, ``CALL_SPREAD_MINUTES`` (it releases a slot's calls later inside their window
+and calling hours, never after: calls/slots.py spread_span_seconds), and agent variants on
+another provider (all users are counted against ``CALL_PROVIDER``). The tick's cadence needs
+no term: it claims each slot before its time and releases the call at it. A fluid model also
+rounds in the provider's favour by less than one call per line per window.
 """
 
 from __future__ import annotations

@@ -152,6 +152,17 @@ class CallPolicyForm(forms.ModelForm):
         value = self.cleaned_data.get("window_minutes")
         if value is not None and not 1 <= value <= MAX_WINDOW_MINUTES:
             raise ValidationError(f"between 1 and {MAX_WINDOW_MINUTES} minutes")
+        # The spread must fit the window with a minute to spare, as settings requires of
+        # CALL_TIME_WINDOW_MINUTES (a blank window is that one): its last step is released a
+        # minute before the window closes (calls/slots.py SPREAD_END_MARGIN_SECONDS). A
+        # narrower window was accepted and half of every slot missed; refusing it keeps the
+        # spread the operator configured rather than shrinking it behind their back.
+        spread = settings.CALL_SPREAD_MINUTES
+        if value is not None and spread and value <= spread:
+            raise ValidationError(
+                f"at least {spread + 1} minutes: CALL_SPREAD_MINUTES spreads each slot's calls over "
+                f"the first {spread} minutes of its window, and the last of them needs a minute to be dialed"
+            )
         return value
 
     def clean_retry_statuses(self) -> list[str] | None:

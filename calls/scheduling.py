@@ -1,5 +1,5 @@
 """The scheduler tick: repair what earlier ticks or dead workers left behind (sweeps.py),
-then claim and enqueue every due slot (claim.py).
+then claim every slot due before the next tick and enqueue each for its time (claim.py).
 """
 
 from __future__ import annotations
@@ -53,7 +53,8 @@ class TickSummary:
 
 
 def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
-    """One scheduler tick: repair what earlier ticks lost, claim and enqueue every due slot.
+    """One scheduler tick: repair what earlier ticks lost, claim every slot due before the
+    next tick (claim.claim_horizon) and enqueue each to be released at its own time.
 
     Safe to run any number of times concurrently (two schedulers, a manual trigger during
     a tick): each (user, local date) gets at most one first attempt.
@@ -86,6 +87,7 @@ def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
         variants=[],
         agent_id=default_agent_id(settings.CALL_PROVIDER),
         spread_minutes=settings.CALL_SPREAD_MINUTES,
+        until=claim.claim_horizon(now=now, cron=settings.SCHEDULE_CRON),
     )
     failure: DatabaseError | None = None
     try:

@@ -14,10 +14,11 @@ from .models import Call, CallStatus
 User = get_user_model()
 
 
-def users_due_for_call(*, now: datetime) -> QuerySet:
-    """Users whose next slot has begun, oldest first (an index range scan on next_call_at).
-    Never an operator (users.models.OPERATORS), whose next_call_at stays empty anyway."""
-    return User.objects.filter(PEOPLE, next_call_at__lte=now).order_by("next_call_at")
+def users_due_for_call(*, until: datetime) -> QuerySet:
+    """Users whose next slot begins by ``until`` (the tick's claim horizon: now, or the next
+    tick), oldest first: one range scan of the next_call_at index, however far ahead. Never
+    an operator (users.models.OPERATORS), whose next_call_at stays empty anyway."""
+    return User.objects.filter(PEOPLE, next_call_at__lte=until).order_by("next_call_at")
 
 
 def calls_queued_before(*, before: datetime, after: tuple[datetime, int] | None = None) -> QuerySet:

@@ -90,18 +90,109 @@ _GOLDEN = 0x9E3779B97F4A7C15
 _MASK64 = (1 << 64) - 1
 
 
-def spread_offset_seconds(*, user_id: int, spread_minutes: int) -> int:
+def spread_offset_seconds(*, user_id: int, spread_minutes: int, span_seconds: int | None = None) -> int:
     """How far into the first ``spread_minutes`` of their window a user is dialed, in whole
-    seconds in [0, spread_minutes * 60): a function of the id alone, so the same every day, in
-    every tick and every process (not Python's ``hash()``, which is salted per process)."""
-    span = spread_minutes * 60
+    seconds in [0, spread_minutes * 60) (or [0, span_seconds) when the slot has less room, see
+    spread_span_seconds): a function of the id alone, so the same every day, in every tick and
+    every process (not Python's ``hash()``, which is salted per process). A narrower span
+    scales the offset rather than cutting it off, so the slot's users stay evenly spread."""
+    span = spread_minutes * 60 if span_seconds is None else span_seconds
     return (((user_id * _GOLDEN) & _MASK64) * span) >> 64
 
 
-def spread_release(*, slot: datetime, user_id: int, spread_minutes: int) -> datetime:
+# The last step of a spread starts at least this long before the calling hours end or the
+# slot's window closes: the time a released batch takes to reach a worker and be dialed (RQ's
+# scheduler moves it within a second; a busy queue takes longer). The same minute is what a
+# spread must leave of the window (settings and the policy refuse a window it does not fit).
+SPREAD_END_MARGIN_SECONDS = 60
+
+
+def calling_hours_end_after(*, instant: datetime, tz: ZoneInfo, end: time) -> datetime:
+    """The first instant after ``instant`` at which the user's wall clock shows ``end`` (the
+    end of the calling hours): the same local day, or the next for hours that run past
+    midnight or an instant after today's end."""
+    local_date = instant.astimezone(tz).date()
+    for day in (local_date, local_date + timedelta(days=1)):
+        at = slot_for_date(local_date=day, call_time=end, tz=tz)
+        if at > instant:
+            return at
+    return slot_for_date(local_date=local_date + timedelta(days=2), call_time=end, tz=tz)
+
+
+def spread_span_seconds(
+    *,
+    slot: datetime,
+    tz: ZoneInfo,
+    spread_minutes: int,
+    window: timedelta,
+    calling_hours: tuple[time, time] | None,
+) -> int:
+    """How many seconds after ``slot`` its users may be spread over: CALL_SPREAD_MINUTES, folded
+    into what is left of the window and of the calling hours after the slot, less
+    SPREAD_END_MARGIN_SECONDS, so that every release is dialed inside both. A 20:55 slot with
+    hours ending at 21:00 spreads over its first 4 minutes, not 10 (when 5 of 12 users were
+    released after 21:00 and recorded missed, every day); a slot in the hours' last minute is
+    not spread at all."""
+    room = slot_room_seconds(slot=slot, tz=tz, window=window, calling_hours=calling_hours)
+    return max(0, min(spread_minutes * 60, int(room) - SPREAD_END_MARGIN_SECONDS))
+
+
+def slot_room_seconds(
+    *, slot: datetime, tz: ZoneInfo, window: timedelta, calling_hours: tuple[time, time] | None
+) -> float:
+    """How long after ``slot`` its call may still be dialed: until its window closes or the
+    calling hours end, whichever comes first."""
+    room = window.total_seconds()
+    if calling_hours is not None:
+        end = calling_hours_end_after(instant=slot, tz=tz, end=calling_hours[1])
+        room = min(room, (end - slot).total_seconds())
+    return room
+
+
+def spread_release(
+    *, slot: datetime, user_id: int, spread_minutes: int, span_seconds: int | None = None
+) -> datetime:
     """When the user's first attempt of ``slot`` is released to the workers: the slot itself
-    without a spread, else the start of the SPREAD_STEP_SECONDS step their offset falls in."""
+    without a spread, else the start of the SPREAD_STEP_SECONDS step their offset falls in
+    (``span_seconds``: the slot's room, from spread_span_seconds)."""
     if not spread_minutes:
         return slot
-    offset = spread_offset_seconds(user_id=user_id, spread_minutes=spread_minutes)
+    offset = spread_offset_seconds(user_id=user_id, spread_minutes=spread_minutes, span_seconds=span_seconds)
     return slot + timedelta(seconds=offset - offset % SPREAD_STEP_SECONDS)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_STEP = timedelta(seconds=SPREAD_STEP_SECONDS)
+
+
+def release_step_at_or_after(at: datetime) -> datetime:
+    """The first SPREAD_STEP_SECONDS boundary of the clock (:00, :10, ... :50) at or after
+    ``at``. A tick's first attempts are released on these steps: never before the call's
+    time (a worker leaves a call taken early queued), at most a step after it, and a whole
+    second (RQ truncates a scheduled job's time to the second)."""
+    steps = -((_EPOCH - at) // _STEP)  # ceiling division
+    return _EPOCH + steps * _STEP
+
+
+def first_attempt_release(
+    *,
+    slot: datetime,
+    user_id: int,
+    tz: ZoneInfo,
+    spread_minutes: int,
+    window: timedelta,
+    calling_hours: tuple[time, time] | None,
+) -> datetime:
+    """When a claimed first attempt goes to the workers: its slot, or its step of the spread
+    (folded into the slot's hours and window), on a step of the clock at or after it; on
+    the next whole second instead when the step would pass the hours' end or the window (a
+    call time of 20:59:55 with hours ending at 21:00)."""
+    room = slot_room_seconds(slot=slot, tz=tz, window=window, calling_hours=calling_hours)
+    at = slot
+    if spread_minutes:
+        span = max(0, min(spread_minutes * 60, int(room) - SPREAD_END_MARGIN_SECONDS))
+        at = spread_release(slot=slot, user_id=user_id, spread_minutes=spread_minutes, span_seconds=span)
+    step = release_step_at_or_after(at)
+    if (step - slot).total_seconds() < room:
+        return step
+    return at if at.microsecond == 0 else at.replace(microsecond=0) + timedelta(seconds=1)

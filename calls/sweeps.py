@@ -8,6 +8,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from . import bulk, queues, selectors
@@ -15,9 +16,11 @@ from .batching import enqueue_batches
 from .dispatch import calls_mark_missed_for_capacity
 from .models import Call, CallStatus
 from .outcomes import call_finish, call_schedule_retry, humanize_delay
-from .slots import spread_release
+from .policy import policy_current
+from .slots import first_attempt_release, zone_or_none
 
 logger = logging.getLogger("relevel.calls")
+User = get_user_model()
 
 
 def dispatchers_ensure(*, now: datetime) -> None:
@@ -169,9 +172,29 @@ def _reenqueue_in_batches(calls: list[tuple[int, int, datetime]], *, now: dateti
     fails, as still stranded)."""
     size = settings.CALL_BATCH_SIZE
     spread = settings.CALL_SPREAD_MINUTES
+    rules = policy_current()
+    # Only a spread can still put a stranded call's release ahead (they are all past their
+    # slot); its step depends on the user's zone (the calling hours it must keep inside).
+    zones = (
+        dict(User.objects.filter(pk__in={user_id for _, user_id, _ in calls}).values_list("pk", "local_tz"))
+        if spread
+        else {}
+    )
     by_release: dict[datetime | None, list[int]] = {}
     for call_id, user_id, slot in calls:
-        release = spread_release(slot=slot, user_id=user_id, spread_minutes=spread) if spread else None
+        tz = zone_or_none(zones.get(user_id))
+        release = (
+            first_attempt_release(
+                slot=slot,
+                user_id=user_id,
+                tz=tz,
+                spread_minutes=spread,
+                window=rules.window,
+                calling_hours=rules.calling_hours,
+            )
+            if tz is not None
+            else None
+        )
         by_release.setdefault(release if release is not None and release > now else None, []).append(call_id)
     batches: dict[str, list[int]] = {}
     at: dict[str, datetime] = {}

@@ -475,5 +475,12 @@ if PROVIDER_LIVE_CALL_TIMEOUT_SECONDS < 1 or CALL_AVERAGE_DURATION_SECONDS < 1:
     raise ImproperlyConfigured(
         "PROVIDER_LIVE_CALL_TIMEOUT_SECONDS and CALL_AVERAGE_DURATION_SECONDS must be at least 1"
     )
+# The spread must fit the window with a minute to spare: its last step is released a minute
+# before the window closes (calls/slots.py), and the call policy refuses a window_minutes
+# the spread does not fit in the same way (calls/forms.py).
 if not 0 <= CALL_SPREAD_MINUTES < CALL_TIME_WINDOW_MINUTES:
-    raise ImproperlyConfigured("CALL_SPREAD_MINUTES must be 0 or more and less than CALL_TIME_WINDOW_MINUTES")
+    raise ImproperlyConfigured(
+        f"CALL_SPREAD_MINUTES={CALL_SPREAD_MINUTES} does not fit CALL_TIME_WINDOW_MINUTES="
+        f"{CALL_TIME_WINDOW_MINUTES}: it must be 0 or more and at most {CALL_TIME_WINDOW_MINUTES - 1}, "
+        "a minute less than the window"
+    )

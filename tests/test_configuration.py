@@ -57,6 +57,7 @@ BAD = [
     ("list-of-numbers-not-numbers", {"CALL_PLACE_RETRY_INTERVALS": "2,four"}, "CALL_PLACE_RETRY_INTERVALS"),
     ("boolean-not-a-boolean", {"DEBUG": "maybe"}, "DEBUG"),
     ("batch-size-zero", {"CALL_BATCH_SIZE": "0"}, "CALL_BATCH_SIZE"),
+    ("spread-does-not-fit-the-window", {"CALL_SPREAD_MINUTES": "15"}, "CALL_SPREAD_MINUTES"),
     ("timeout-zero", {"CALLKARO_READ_TIMEOUT": "0"}, "CALLKARO_READ_TIMEOUT"),
     ("negative-retry-interval", {"CALL_PLACE_RETRY_INTERVALS": "2,-4"}, "CALL_PLACE_RETRY_INTERVALS"),
     ("database-url-bad-port", {"DATABASE_URL": "postgres://u@host:port/db"}, "DATABASE_URL"),

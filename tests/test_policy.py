@@ -300,3 +300,38 @@ def test_the_rules_in_force_read_as_a_table(admin_client, settings):
     assert '<table class="policy-in-force" id="policy-in-force">' in page
     assert '<th scope="row">Outcomes retried</th><td>No answer, busy</td>' in page
     assert "<pre" not in page.split('id="policy-in-force"')[0].rsplit("<fieldset", 1)[-1]
+
+
+# --- The window must fit the spread (CALL_SPREAD_MINUTES) --------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_window_the_spread_does_not_fit_is_a_400_naming_it_and_nothing_changes(client, settings):
+    settings.CALL_SPREAD_MINUTES = 10
+    before = policy.policy_as_dict()
+    for minutes in (5, 10):
+        response = patch(client, {"window_minutes": minutes})
+        assert response.status_code == 400
+        message = response.json()["errors"]["window_minutes"]
+        assert "at least 11 minutes" in message and "CALL_SPREAD_MINUTES" in message
+        assert "window_minutes" in response.json()["error"]
+    assert policy.policy_as_dict() == before
+    assert patch(client, {"window_minutes": 11}).status_code == 200
+    assert policy.policy_current().window.total_seconds() == 11 * 60
+
+
+@pytest.mark.django_db
+def test_the_admin_refuses_a_window_the_spread_does_not_fit_with_the_same_error(admin_client, settings):
+    settings.CALL_SPREAD_MINUTES = 10
+    form = {
+        "calling_hours_start": "",
+        "calling_hours_end": "",
+        "retry_delays_minutes": "",
+        "retry_statuses": "",
+        "window_minutes": "5",
+    }
+    page = reverse("admin:calls_callpolicy_change", args=[policy.policy_row().pk])
+    response = admin_client.post(page, form)
+    assert response.status_code == 200
+    assert "at least 11 minutes" in response.text
+    assert CallPolicy.objects.get().window_minutes is None

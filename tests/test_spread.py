@@ -3,12 +3,12 @@ a stable offset, in batch jobs that RQ's scheduler releases step by step."""
 
 import subprocess
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
 import time_machine
-from rq import Queue
+from rq import Queue, SimpleWorker
 from rq.registry import ScheduledJobRegistry
 
 from calls.models import Call, CallStatus
@@ -212,3 +212,79 @@ def test_calls_whose_jobs_redis_lost_go_back_at_their_step_of_the_spread(make_us
             assert call.pk in released_now
         else:
             assert scheduled[call.job_id] == release
+
+
+# --- The spread stays inside the calling hours and the window ----------------------------------
+
+# Asia/Kolkata 20:55 is 15:25 UTC; calling hours end at 21:00 local, 15:30 UTC.
+LATE_SLOT = datetime(2026, 11, 28, 15, 25, tzinfo=UTC)
+HOURS_END = datetime(2026, 11, 28, 15, 30, tzinfo=UTC)
+
+
+def test_a_spread_slot_near_the_end_of_the_hours_is_folded_into_what_is_left_of_them():
+    from zoneinfo import ZoneInfo
+
+    from calls.slots import SPREAD_END_MARGIN_SECONDS, spread_span_seconds
+
+    kolkata = ZoneInfo("Asia/Kolkata")
+    hours = (time(9, 0), time(21, 0))
+    window = timedelta(minutes=15)
+    span = spread_span_seconds(
+        slot=LATE_SLOT, tz=kolkata, spread_minutes=SPREAD, window=window, calling_hours=hours
+    )
+    assert span == 5 * 60 - SPREAD_END_MARGIN_SECONDS
+    # Earlier in the day the whole spread fits; the window bounds it too; in the hours' last
+    # minute there is no spread at all; hours past midnight end the next day.
+    assert spread_span_seconds(
+        slot=SLOT, tz=kolkata, spread_minutes=SPREAD, window=window, calling_hours=hours
+    ) == SPREAD * 60
+    assert spread_span_seconds(
+        slot=SLOT, tz=kolkata, spread_minutes=SPREAD, window=timedelta(minutes=10), calling_hours=hours
+    ) == 9 * 60
+    last_minute = HOURS_END - timedelta(seconds=30)
+    assert spread_span_seconds(
+        slot=last_minute, tz=kolkata, spread_minutes=SPREAD, window=window, calling_hours=hours
+    ) == 0
+    overnight = (time(20, 0), time(2, 0))
+    assert spread_span_seconds(
+        slot=LATE_SLOT, tz=kolkata, spread_minutes=SPREAD, window=window, calling_hours=overnight
+    ) == SPREAD * 60
+
+
+@on_the_database
+def test_no_user_of_a_spread_slot_inside_the_hours_is_released_after_they_end(
+    make_user, redis_conn, settings, fake_callkaro
+):
+    """20:55 call time, hours ending at 21:00, a 10-minute spread: every user is dialed (it was
+    5 of 12 missed, every day, the same users, with the tick saying missed=0)."""
+    from calls.policy_changes import policy_update
+    from users.selectors import users_calling_outside_hours
+
+    settings.CALL_SPREAD_MINUTES = SPREAD
+    policy_update(
+        changes={"calling_hours": {"start": "09:00", "end": "21:00"}}, user_id=None, actor="test"
+    )
+    with time_machine.travel(LATE_SLOT - timedelta(hours=1), tick=False):
+        users = [make_user(call_time=time(20, 55)) for _ in range(12)]
+    # Unfolded, some of these users' steps lie past 21:00.
+    assert any(
+        spread_release(slot=LATE_SLOT, user_id=u.pk, spread_minutes=SPREAD) >= HOURS_END for u in users
+    )
+    assert not users_calling_outside_hours(start=time(9, 0), end=time(21, 0)).filter(
+        pk__in=[u.pk for u in users]
+    )
+    # The forecast counts them as called in their 15-minute slot, as the worker will.
+    from calls.forecast import users_due_per_slot
+
+    due = dict(users_due_per_slot(now=LATE_SLOT - timedelta(minutes=6), hours=1))
+    assert due[datetime(2026, 11, 28, 15, 15, tzinfo=UTC)] == 12
+    summary = tick(LATE_SLOT - timedelta(minutes=5))
+    assert (summary.claimed, summary.missed) == (12, 0)
+    releases = sorted(set(scheduled_jobs(redis_conn).values()))
+    assert releases and all(LATE_SLOT <= when < HOURS_END - timedelta(seconds=50) for when in releases)
+    for when in releases:
+        with time_machine.travel(when, tick=False):
+            SimpleWorker([queue(redis_conn)], connection=redis_conn).work(burst=True, with_scheduler=True)
+    statuses = sorted(Call.objects.filter(user__in=users).values_list("status", flat=True))
+    assert statuses == [CallStatus.RINGING] * 12
+    assert len(fake_callkaro.requests) == 12

@@ -59,10 +59,11 @@ def test_a_due_user_is_claimed_once_with_a_deterministic_job(make_user, redis_co
     assert user.next_call_at == SLOT + timedelta(days=1)
 
 
-def test_a_user_whose_slot_has_not_begun_is_not_due(make_user, redis_conn):
+def test_a_user_whose_slot_comes_after_the_next_tick_is_not_due_yet(make_user, redis_conn):
     with at(SLOT - timedelta(hours=1)):
         make_user()
-    summary = tick(SLOT - timedelta(seconds=1))
+    # At 14:54 the next tick is at 14:55 (SCHEDULE_CRON */5): a 15:00 slot is that tick's.
+    summary = tick(SLOT - timedelta(minutes=6))
     assert summary.due == 0 and not Call.objects.exists()
 
 
@@ -199,9 +200,11 @@ def test_a_call_time_in_the_spring_gap_is_called_once_just_after_it(make_user):
 def test_odd_offset_zones_are_called_at_their_local_time(make_user, zone, slot_utc):
     with at(slot_utc - timedelta(hours=3)):
         user = make_user(local_tz=zone, call_time=time(20, 30))
-    assert tick(slot_utc - timedelta(minutes=1)).claimed == 0
-    assert tick(slot_utc + timedelta(minutes=2)).claimed == 1
-    assert Call.objects.get(user=user).local_date == date(2026, 11, 28)
+    # Claimed by the tick before their time (the one whose next tick is after it), for it.
+    assert tick(slot_utc - timedelta(minutes=7)).claimed == 0
+    assert tick(slot_utc - timedelta(minutes=2)).claimed == 1
+    call = Call.objects.get(user=user)
+    assert (call.local_date, call.scheduled_for) == (date(2026, 11, 28), slot_utc)
 
 
 def test_a_claimed_call_whose_job_redis_lost_is_enqueued_again(make_user, redis_conn):

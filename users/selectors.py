@@ -20,7 +20,9 @@ from .validators import iana_time_zones
 
 def users_calling_outside_hours(*, start: time, end: time) -> QuerySet:
     """Callable users whose daily call time lies outside the calling hours [start, end)
-    (an end before the start runs past midnight): their slots are recorded missed."""
+    (an end before the start runs past midnight): their slots are recorded missed. Every
+    other user is dialed inside the hours: CALL_SPREAD_MINUTES folds into what is left of
+    them after the call time (calls/slots.py spread_span_seconds)."""
     outside = (
         Q(call_time__lt=start) | Q(call_time__gte=end)
         if start < end
