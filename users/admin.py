@@ -24,7 +24,7 @@ from users.services import users_set_call_enabled
 from web.display import admin_time, status_badge
 
 from .consent import user_opt_in, user_opt_out
-from .forms import DAILY_CALL_FIELDS, CallTimeField, UserAdminChangeForm, UserAdminCreationForm
+from .forms import DAILY_CALL_FIELDS, NOTIFY_FIELDS, CallTimeField, UserAdminChangeForm, UserAdminCreationForm
 from .models import OptOutSource, User
 from .record_display import call_day_badge, call_record_html
 from .resources import UserResource
@@ -158,6 +158,15 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
             },
         ),
         ("Personal info", {"fields": PERSONAL_FIELDS}),
+        (
+            "Notifications",
+            {
+                "fields": NOTIFY_FIELDS,
+                "description": (
+                    "Messages when a day's calls all fail: SMS to the phone, e-mail to the address above."
+                ),
+            },
+        ),
         ("Last 30 days", {"fields": ("call_record", "recent_calls")}),
         (
             "Permissions",
@@ -173,6 +182,7 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
         (None, {"classes": ("wide",), "fields": ("username",)}),
         ("Daily call", {"classes": ("wide",), "fields": CALL_FIELDS}),
         ("Personal info", {"classes": ("wide",), "fields": PERSONAL_FIELDS}),
+        ("Notifications", {"classes": ("wide",), "fields": NOTIFY_FIELDS}),
     )
     readonly_fields = (
         "next_call",
