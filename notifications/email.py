@@ -48,5 +48,6 @@ def email_send(*, to: str, subject: str, body: str) -> str:
         raise SendFailed(
             redact_emails(f"{type(exc).__name__}: {exc}")[:500], transient=status == 429
         ) from exc
-    status = getattr(message, "anymail_status", None)
-    return (getattr(status, "message_id", None) or message_id) if status is not None else message_id
+    # anymail's backends give the provider's own id for the message (its API assigns one).
+    provider_id = getattr(getattr(message, "anymail_status", None), "message_id", None)
+    return message_id if provider_id is None else str(provider_id)

@@ -90,9 +90,17 @@ class FakeSmtp:
         from aiosmtpd.controller import Controller
 
         self.messages: list = []
+        # Recipients the server refuses with 550 at RCPT TO.
+        self.refuse: set[str] = set()
         fake = self
 
         class Handler:
+            async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+                if address in fake.refuse:
+                    return "550 5.1.1 <" + address + ">: Recipient address rejected"
+                envelope.rcpt_tos.append(address)
+                return "250 OK"
+
             async def handle_DATA(self, server, session, envelope):
                 fake.messages.append(envelope)
                 return "250 Message accepted for delivery"
