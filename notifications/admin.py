@@ -8,7 +8,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from calls.admin_display import admin_time
 
@@ -62,11 +62,13 @@ class MessageTemplateAdmin(admin.ModelAdmin):
 
     @admin.display(description="variables")
     def variables(self, obj: MessageTemplate | None) -> str:
+        names = ("name", "first_name", "local_date", "time_zone", "external_id", "context.<name>")
+        listed = format_html_join(", ", "<code>{{{{ {} }}}}</code>", ((name,) for name in names))
         return format_html(
-            "<code>{{{{ name }}}}</code>, <code>{{{{ first_name }}}}</code>, "
-            '<code>{{{{ local_date }}}}</code> (a date: <code>{{{{ local_date|date:"l j F" }}}}</code>), '
-            "<code>{{{{ time_zone }}}}</code>, <code>{{{{ external_id }}}}</code>, and the user's own "
-            "context variables as <code>{{{{ context.<i>name</i> }}}}</code>."
+            "{}. <code>local_date</code> is a date: <code>{}</code>. <code>context</code> holds the "
+            "user's own context variables.",
+            listed,
+            '{{ local_date|date:"l j F" }}',
         )
 
     @admin.display(description="preview (as saved, to a made-up person)")
