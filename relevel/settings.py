@@ -528,12 +528,12 @@ TWILIO_SMS_WEBHOOK_URL = env.str("TWILIO_SMS_WEBHOOK_URL", default="")
 # when set, wins: e.g. anymail.backends.postmark.EmailBackend with ANYMAIL_POSTMARK_SERVER_TOKEN.
 _email_url = env.str("EMAIL_URL", default="")
 if _email_url:
-    vars().update(env.email_url_config(_email_url))
+    vars().update(environ.Env.email_url_config(_email_url))
 elif DEBUG:
     EMAIL_BACKEND = "notifications.email_backends.LoggedEmailBackend"
 else:
-    vars().update(env.email_url_config("smtp://localhost:25"))
-EMAIL_BACKEND = env.str("EMAIL_BACKEND", default=EMAIL_BACKEND)  # noqa: F821 - set just above
+    vars().update(environ.Env.email_url_config("smtp://localhost:25"))
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="") or EMAIL_BACKEND  # noqa: F821 - set just above
 EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="relevel <noreply@localhost>")
 # The domain of the Message-ID of each e-mail; empty: this host's name.

@@ -142,3 +142,17 @@ def test_a_simulated_missed_day_reaches_the_user_once_on_each_channel(
     [mail] = mailoutbox
     assert mail.to == ["asha@example.com"] and mail.subject == "We missed you on Saturday 28 November"
     assert mail.body.startswith("Hi Asha,\n\nWe tried to call you on Saturday 28 November")
+
+
+def test_the_cron_runs_the_sweep_on_the_tick_queue_and_an_empty_setting_turns_it_off(settings, redis_conn):
+    from calls.cron import NOTIFY_SWEEP_CRON_NAME, build_cron_scheduler
+
+    crons = {cron.name: cron for cron in build_cron_scheduler().get_jobs()}
+    sweep = crons[NOTIFY_SWEEP_CRON_NAME]
+    assert (sweep.cron, sweep.queue_name, sweep.func_name) == (
+        "*/5 * * * *",
+        settings.TICK_QUEUE,
+        "notifications.jobs.sweep_notifications",
+    )
+    settings.NOTIFY_SWEEP_CRON = ""
+    assert NOTIFY_SWEEP_CRON_NAME not in {cron.name for cron in build_cron_scheduler().get_jobs()}

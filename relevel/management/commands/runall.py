@@ -5,7 +5,7 @@ to anything: it prepares an environment (an embedded Redis when REDIS_URL is not
 webhook secret, demo timings) and starts each process as a child with it:
 
     web        manage.py runserver --noreload 127.0.0.1:PORT
-    worker     manage.py rqworker daily-calls-tick daily-calls --with-scheduler
+    worker     manage.py rqworker daily-calls-tick daily-calls notifications --with-scheduler
                  --worker-class rq.worker.SimpleWorker
     scheduler  manage.py rqscheduler
 
