@@ -128,8 +128,8 @@ def test_the_add_and_change_pages_group_the_fields_the_same_way(admin_client, ma
 
     added = groups(admin_client.get(reverse("admin:users_user_add")))
     changed = groups(admin_client.get(reverse("admin:users_user_change", args=[make_user().pk])))
-    assert [name for name, _ in added] == [None, "Daily call", "Personal info"]
-    assert [name for name, _ in changed][:3] == [None, "Daily call", "Personal info"]
+    assert [name for name, _ in added] == [None, "Daily call", "Personal info", "Notifications"]
+    assert [name for name, _ in changed][:4] == [None, "Daily call", "Personal info", "Notifications"]
     for (name, add_lines), (_, change_lines) in zip(added, changed, strict=False):
         editable = [
             field
