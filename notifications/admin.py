@@ -30,7 +30,10 @@ class MessageTemplateForm(forms.ModelForm):
     class Meta:
         model = MessageTemplate
         fields = ("kind", "channel", "subject", "body")
-        widgets = {"body": forms.Textarea(attrs={"rows": 8, "cols": 80})}
+        widgets = {
+            "subject": forms.TextInput(attrs={"class": "vLargeTextField", "size": 80}),
+            "body": forms.Textarea(attrs={"rows": 8, "cols": 80}),
+        }
 
     def _check(self, name: str) -> str:
         source = self.cleaned_data.get(name) or ""

@@ -311,7 +311,7 @@ def _deliver(notification: Notification, *, user: User, now: datetime) -> str:
         provider_message_id=provider_id[:255],
         recipient=masked,
     )
-    logger.info("Notification %s sent: %s to %s, id %s", notification.pk, channel, masked, provider_id)
+    logger.info("Notification %s sent: %s to %s", notification.pk, channel, masked)
     return "sent"
 
 
