@@ -156,3 +156,7 @@ class SmsOptOutAdmin(admin.ModelAdmin):
     search_fields = ("user__name", "user__username", "user__external_id")
     raw_id_fields = ("user",)
     readonly_fields = ("message_sid",)
+
+    def get_changeform_initial_data(self, request: HttpRequest) -> dict:
+        # An operator recording an opt-out a person asked for by other means (a call, a letter).
+        return {"source": "admin", "opted_out_at": timezone.now(), **super().get_changeform_initial_data(request)}
