@@ -10,7 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from calls.admin_display import admin_time
+from web.display import admin_time
 
 from .models import Channel, MessageTemplate, Notification, NotificationStatus, SmsOptOut
 from .rendering import TemplateInvalid, message_context, message_render, template_check
@@ -159,4 +159,8 @@ class SmsOptOutAdmin(admin.ModelAdmin):
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict:
         # An operator recording an opt-out a person asked for by other means (a call, a letter).
-        return {"source": "admin", "opted_out_at": timezone.now(), **super().get_changeform_initial_data(request)}
+        return {
+            "source": "admin",
+            "opted_out_at": timezone.now(),
+            **super().get_changeform_initial_data(request),
+        }

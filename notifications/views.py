@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from twilio.twiml.messaging_response import MessagingResponse
 
-from calls.decorators import error_response, limit_body, require_methods
+from web.http import error_response, limit_body, require_methods
 
 from .replies import sms_reply_receive
 from .sms_twilio import twilio_signature_valid
