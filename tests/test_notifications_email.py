@@ -136,6 +136,27 @@ def test_development_settings_log_mail_instead_of_sending_it():
     assert out.stdout.strip() == "notifications.email_backends.LoggedEmailBackend"
 
 
+def test_email_url_in_the_environment_configures_the_smtp_backend():
+    import subprocess
+    import sys
+
+    code = (
+        "import django, os; os.environ['EMAIL_URL'] = 'smtp+tls://relevel:pw@127.0.0.1:2525';"
+        "os.environ['DEBUG'] = '1'; os.environ['DJANGO_SETTINGS_MODULE'] = 'relevel.settings';"
+        "django.setup();"
+        "from django.conf import settings as s;"
+        "print(s.EMAIL_BACKEND, s.EMAIL_HOST, s.EMAIL_PORT, s.EMAIL_HOST_USER, s.EMAIL_USE_TLS)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [
+        "django.core.mail.backends.smtp.EmailBackend",
+        "127.0.0.1",
+        "2525",
+        "relevel",
+        "True",
+    ]
+
+
 def test_an_email_without_an_address_is_skipped_with_the_reason(make_user):
     user = make_user(notify_email=True, email="")
     notification = Notification.objects.get(pk=missed(user))
