@@ -119,6 +119,11 @@ class NotificationAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        # The row is what keeps a day's message from going twice: deleting it would let a
+        # replay of the day send again.
+        return False
+
     @admin.display(description="created", ordering="created_at")
     def created(self, obj: Notification) -> str:
         return admin_time(obj.created_at)

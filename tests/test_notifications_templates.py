@@ -98,6 +98,9 @@ def test_the_admin_lists_every_message_masked_and_cannot_edit_them(admin_client,
     detail = admin_client.get(reverse("admin:notifications_notification_change", args=[notification.pk]))
     assert detail.status_code == 200 and 'name="_save"' not in detail.content.decode()
     assert admin_client.get(reverse("admin:notifications_notification_add")).status_code == 403
+    delete = reverse("admin:notifications_notification_delete", args=[notification.pk])
+    assert admin_client.post(delete, {"post": "yes"}).status_code == 403
+    assert Notification.objects.filter(pk=notification.pk).exists()
 
 
 def test_the_opt_out_list_shows_who_stopped_and_how(admin_client, make_user):
