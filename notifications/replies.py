@@ -21,7 +21,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from calls.logsafe import mask_phone
-from users.models import User
+from users.consent import user_opt_out
+from users.models import OptOutSource, User
 
 from .models import SmsOptOut
 
@@ -129,18 +130,6 @@ def sms_opt_in(*, user_id: int, keyword: str, now: datetime | None = None) -> bo
 
 
 def user_opt_out_of_calls(*, user_id: int) -> None:
-    """The one place a reply turns a user's calls off.
-
-    users.consent.user_opt_out (the person's consent record, which the tick and the dialer
-    read) where this build has it; until then, calls disabled on the user, which cancels
-    the calls still queued for them (User.save)."""
-    try:
-        from users.consent import user_opt_out  # type: ignore[import-not-found]
-    except ImportError:
-        from users.services import users_set_call_enabled
-
-        users_set_call_enabled(users=User.objects.filter(pk=user_id), enabled=False)
-        logger.info("User %s opted out of calls by SMS: calls disabled", user_id)
-        return
-    user_opt_out(user_id=user_id, source="sms")
-    logger.info("User %s opted out of calls by SMS", user_id)
+    """The one place a reply turns a user's calls off: the person's consent record
+    (users.consent), which the tick and the dialer read; the first opt-out stands."""
+    user_opt_out(user_id=user_id, source=OptOutSource.SMS)  # it logs the change

@@ -175,8 +175,11 @@ def test_stop_calls_stops_sms_and_calls_and_says_so(client, make_user, make_call
     opt_out = SmsOptOut.objects.get(user=user)
     assert opt_out.active and opt_out.also_calls and opt_out.keyword == "STOP CALLS"
     user.refresh_from_db()
+    # The person's consent record (users.consent.user_opt_out), with the reply's source.
+    assert user.opted_out_at is not None and user.opt_out_source == "sms"
     assert not user.call_enabled and user.next_call_at is None
-    assert Call.objects.get(pk=queued.pk).status == CallStatus.CANCELED
+    canceled = Call.objects.get(pk=queued.pk)
+    assert canceled.status == CallStatus.CANCELED and canceled.error == "The user opted out (SMS)."
 
 
 def test_a_reply_from_a_number_that_is_no_users_is_answered_and_ignored(client, caplog):
