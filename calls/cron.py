@@ -17,6 +17,8 @@ TICK_CRON_NAME = "schedule-calls"
 DASHBOARD_CRON_NAME = "refresh-dashboard"
 # By dotted path: the engine's modules never import the dashboard, which reads them.
 DASHBOARD_REFRESH_JOB = "dashboard.jobs.refresh_daily_stats"
+NOTIFY_SWEEP_CRON_NAME = "sweep-notifications"
+NOTIFY_SWEEP_JOB = "notifications.jobs.sweep_notifications"
 # Seconds between tries while Redis does not answer: quick at first (a restart takes a
 # second or two), then every 30 s.
 REDIS_RETRY_DELAYS = (1, 2, 5, 10, 30)
@@ -111,5 +113,16 @@ def build_cron_scheduler(*, logging_level: int = logging.INFO) -> OutageTolerant
             result_ttl=settings.JOB_RESULT_TTL,
             failure_ttl=settings.JOB_FAILURE_TTL,
             job_timeout=REFRESH_JOB_TIMEOUT,
+        )
+    if settings.NOTIFY_SWEEP_CRON:
+        # Messages whose send job Redis lost are sent by it (docs/notifications.md).
+        scheduler.register(
+            import_string(NOTIFY_SWEEP_JOB),
+            queue_name=settings.TICK_QUEUE,
+            cron=settings.NOTIFY_SWEEP_CRON,
+            name=NOTIFY_SWEEP_CRON_NAME,
+            result_ttl=settings.JOB_RESULT_TTL,
+            failure_ttl=settings.JOB_FAILURE_TTL,
+            job_timeout=120,
         )
     return scheduler

@@ -161,10 +161,18 @@ def queue_status_report(*, now: datetime) -> dict:
 def all_queues_status() -> list[dict]:
     """Every queue in RQ_QUEUES, each healthy with its counts or unhealthy with a reason."""
     statuses = []
-    for name in settings.RQ_QUEUES:
+    # A Redis that did not answer for one queue is not asked again for the next on the same
+    # URL: one timeout per Redis, not per queue, whatever the number of queues.
+    failed: dict[str, str] = {}
+    for name, config in settings.RQ_QUEUES.items():
+        url = config.get("URL", "")
+        if url in failed:
+            statuses.append({"name": name, "health": "unhealthy", "reason": failed[url]})
+            continue
         try:
             counts = queue_counts(name=name)
         except RedisUnavailable as exc:
+            failed[url] = str(exc)
             statuses.append({"name": name, "health": "unhealthy", "reason": str(exc)})
             continue
         statuses.append({"name": name, "health": "healthy", **counts.as_dict()})

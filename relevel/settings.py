@@ -1,5 +1,6 @@
 """Settings for relevel, read from the environment (see .env.example and docs/deploying/configuration.md)."""
 
+import os
 from datetime import time
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -98,6 +99,8 @@ INSTALLED_APPS = [
     "calls",
     # The operators' dashboard (/dashboard/): read-only pages over the calls.
     "dashboard",
+    # Messages to the people called (SMS, e-mail) when their day is missed.
+    "notifications",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -233,7 +236,10 @@ def _with_socket_timeouts(url: str, seconds: float) -> str:
 # finished jobs about a day, failed ones about a week.
 CALLS_QUEUE = "daily-calls"
 TICK_QUEUE = "daily-calls-tick"
-WORKER_QUEUES = [TICK_QUEUE, CALLS_QUEUE]  # in priority order: what `rqworker` is given
+# Messages to people (notifications/): served after the calls, so a rush of SMS and e-mail
+# never delays a call, and a slow mail server never holds a call's job.
+NOTIFICATIONS_QUEUE = "notifications"
+WORKER_QUEUES = [TICK_QUEUE, CALLS_QUEUE, NOTIFICATIONS_QUEUE]  # in priority order: what `rqworker` is given
 JOB_RESULT_TTL = env.int("JOB_RESULT_TTL", default=24 * 3600)
 JOB_FAILURE_TTL = env.int("JOB_FAILURE_TTL", default=7 * 24 * 3600)
 RQ_QUEUES = {
@@ -242,7 +248,7 @@ RQ_QUEUES = {
         "DEFAULT_TIMEOUT": 300,
         "DEFAULT_RESULT_TTL": JOB_RESULT_TTL,
     }
-    for name in (CALLS_QUEUE, TICK_QUEUE)
+    for name in (CALLS_QUEUE, TICK_QUEUE, NOTIFICATIONS_QUEUE)
 }
 RQ_SHOW_ADMIN_LINK = True
 QUEUE_CONCURRENCY = env.int("QUEUE_CONCURRENCY", default=5)
@@ -404,6 +410,8 @@ LOGGING = {
         # On the loggers (not the handlers): RQ's records are made on these two.
         "rq.worker": {"filters": ["quiet_rq"]},
         "rq.cron": {"filters": ["quiet_rq"]},
+        # The twilio library logs each request's URL and headers at INFO.
+        "twilio.http_client": {"level": "WARNING"},
         # redis-py gives this logger a bare handler of its own, unless it is configured.
         "push_response": {"handlers": [], "propagate": True},
     },
@@ -484,3 +492,64 @@ if not 0 <= CALL_SPREAD_MINUTES < CALL_TIME_WINDOW_MINUTES:
         f"{CALL_TIME_WINDOW_MINUTES}: it must be 0 or more and at most {CALL_TIME_WINDOW_MINUTES - 1}, "
         "a minute less than the window"
     )
+
+# --- Notifications (docs/notifications.md) ------------------------------------------------
+# A message due outside the calling hours waits for them; one that would go out more than
+# this many hours after the day was missed is dropped, with the reason.
+NOTIFY_MAX_DELAY_HOURS = env.int("NOTIFY_MAX_DELAY_HOURS", default=12)
+# Tries of a send that failed where nothing reached the service (connection refused, 429),
+# NOTIFY_RETRY_DELAY_SECONDS times the try number apart.
+NOTIFY_SEND_MAX_ATTEMPTS = env.int("NOTIFY_SEND_MAX_ATTEMPTS", default=3)
+NOTIFY_RETRY_DELAY_SECONDS = env.int("NOTIFY_RETRY_DELAY_SECONDS", default=60)
+NOTIFY_JOB_TIMEOUT = env.int("NOTIFY_JOB_TIMEOUT", default=60)
+# The sweep: messages whose job Redis lost, and sends a dead worker left unfinished
+# (claimed this many seconds ago), on the tick queue. Empty: off.
+NOTIFY_SWEEP_CRON = env.str("NOTIFY_SWEEP_CRON", default="*/5 * * * *").strip()
+NOTIFY_SWEEP_BATCH = 1_000
+NOTIFY_SENDING_STALE_SECONDS = env.int("NOTIFY_SENDING_STALE_SECONDS", default=600)
+if NOTIFY_SWEEP_CRON and not croniter.is_valid(NOTIFY_SWEEP_CRON):
+    raise ImproperlyConfigured(
+        f"NOTIFY_SWEEP_CRON {NOTIFY_SWEEP_CRON!r} is not a valid cron expression (empty: off)"
+    )
+if NOTIFY_MAX_DELAY_HOURS < 0 or NOTIFY_SEND_MAX_ATTEMPTS < 1 or NOTIFY_RETRY_DELAY_SECONDS < 0:
+    raise ImproperlyConfigured(
+        "NOTIFY_MAX_DELAY_HOURS and NOTIFY_RETRY_DELAY_SECONDS must be >= 0, NOTIFY_SEND_MAX_ATTEMPTS >= 1"
+    )
+
+# SMS through Twilio. Without an account SID, token and sender, SMS messages are skipped
+# (recorded with the reason); nothing else needs Twilio.
+TWILIO_ACCOUNT_SID = env.str("TWILIO_ACCOUNT_SID", default="")
+TWILIO_AUTH_TOKEN = env.str("TWILIO_AUTH_TOKEN", default="")
+# The sender: a Twilio number in E.164, or a Messaging Service (which wins when both are set).
+TWILIO_FROM_NUMBER = env.str("TWILIO_FROM_NUMBER", default="")
+TWILIO_MESSAGING_SERVICE_SID = env.str("TWILIO_MESSAGING_SERVICE_SID", default="")
+# Where the API is: Twilio's own, or a fake on 127.0.0.1 for tests and staging.
+TWILIO_API_BASE_URL = env.str("TWILIO_API_BASE_URL", default="https://api.twilio.com").rstrip("/")
+TWILIO_CONNECT_TIMEOUT = env.float("TWILIO_CONNECT_TIMEOUT", default=5.0)
+TWILIO_READ_TIMEOUT = env.float("TWILIO_READ_TIMEOUT", default=15.0)
+# The inbound webhook's URL exactly as configured in Twilio (its signature covers it). Empty:
+# the URL the request arrived at, which is right unless a proxy rewrites the host, scheme
+# or path on the way (then set this, e.g. https://relevel.example.com/api/webhooks/twilio/sms).
+TWILIO_SMS_WEBHOOK_URL = env.str("TWILIO_SMS_WEBHOOK_URL", default="")
+
+# E-mail through Django's backends. EMAIL_URL picks one (django-environ): smtp://user:pass@host:587
+# with STARTTLS is smtp+tls://, implicit TLS smtp+ssl://. Development logs each message
+# instead (notifications.email_backends.LoggedEmailBackend, addresses masked). EMAIL_BACKEND,
+# when set, wins: e.g. anymail.backends.postmark.EmailBackend with ANYMAIL_POSTMARK_SERVER_TOKEN.
+_email_url = env.str("EMAIL_URL", default="")
+if _email_url:
+    vars().update(environ.Env.email_url_config(_email_url))
+elif DEBUG:
+    EMAIL_BACKEND = "notifications.email_backends.LoggedEmailBackend"
+else:
+    vars().update(environ.Env.email_url_config("smtp://localhost:25"))
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="") or EMAIL_BACKEND  # noqa: F821 - set just above
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="relevel <noreply@localhost>")
+# The domain of the Message-ID of each e-mail; empty: this host's name.
+NOTIFY_EMAIL_MESSAGE_ID_DOMAIN = env.str("NOTIFY_EMAIL_MESSAGE_ID_DOMAIN", default="") or None
+# django-anymail's settings, from every ANYMAIL_<NAME> variable (ANYMAIL_POSTMARK_SERVER_TOKEN
+# -> ANYMAIL["POSTMARK_SERVER_TOKEN"]): https://anymail.dev/en/stable/esps/
+ANYMAIL = {
+    name[len("ANYMAIL_") :]: value for name, value in os.environ.items() if name.startswith("ANYMAIL_")
+}

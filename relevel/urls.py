@@ -30,6 +30,7 @@ urlpatterns = [
     # django-rq's views check staff themselves; acting (POST) also needs calls.manage_queues.
     # The dashboard lives where operators expect it.
     path("django-rq/", include((gated(django_rq.urls.urlpatterns), django_rq.urls.app_name))),
+    path("", include("notifications.urls")),
     path("", include("calls.urls")),
     path("", include("users.urls")),
 ]

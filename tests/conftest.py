@@ -98,3 +98,7 @@ def fake_callkaro(settings):
     yield fake
     fake.stop()
     reset_provider_cache()
+
+
+# The notifications' fake Twilio on 127.0.0.1 (tests/notifications_support.py).
+from tests.notifications_support import twilio  # noqa: E402,F401

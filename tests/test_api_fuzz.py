@@ -54,6 +54,9 @@ def webhook_credentials(db, settings):
     settings.CALLKARO_WEBHOOK_TOKEN = CALLKARO_TOKEN
     settings.VAPI_WEBHOOK_SECRET = VAPI_SECRET
     settings.RETELL_WEBHOOK_API_KEY = "retell-fuzz-key-0123456789abcdefgh"
+    # Set, so the inbound SMS webhook checks signatures (a forged one is a 403) rather than
+    # answering 503 for a Twilio that is not configured.
+    settings.TWILIO_AUTH_TOKEN = "twilio-fuzz-token-0123456789abcdef"
     settings.CALL_PROVIDER = "simulator"
     reset_provider_cache()
     # As Django's test client does: a request through the WSGI handler would otherwise close

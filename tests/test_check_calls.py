@@ -67,8 +67,8 @@ def test_a_worker_that_stopped_is_no_live_worker(all_well, redis_conn):
     assert run("--quiet") == (
         1,
         [
-            "workers: no live worker on queue(s) daily-calls, daily-calls-tick: start "
-            "`manage.py rqworker daily-calls-tick daily-calls --with-scheduler`"
+            "workers: no live worker on queue(s) daily-calls, daily-calls-tick, notifications: start "
+            "`manage.py rqworker daily-calls-tick daily-calls notifications --with-scheduler`"
         ],
     )
 

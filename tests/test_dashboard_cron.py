@@ -26,7 +26,7 @@ def crons_by_name(scheduler):
 def test_the_schedule_refreshes_the_dashboard_every_10_minutes_on_the_tick_queue(settings, redis_conn):
     crons = crons_by_name(build_cron_scheduler())
 
-    assert set(crons) == {TICK_CRON_NAME, DASHBOARD_CRON_NAME}
+    assert {TICK_CRON_NAME, DASHBOARD_CRON_NAME} <= set(crons)
     refresh = crons[DASHBOARD_CRON_NAME]
     assert (refresh.cron, refresh.queue_name, refresh.func_name) == (
         "*/10 * * * *",
@@ -41,7 +41,7 @@ def test_the_refresh_cron_follows_its_setting_and_an_empty_one_turns_it_off(sett
     assert crons_by_name(build_cron_scheduler())[DASHBOARD_CRON_NAME].cron == "7 * * * *"
 
     settings.DASHBOARD_REFRESH_CRON = ""
-    assert set(crons_by_name(build_cron_scheduler())) == {TICK_CRON_NAME}
+    assert DASHBOARD_CRON_NAME not in crons_by_name(build_cron_scheduler())
 
 
 @pytest.mark.django_db(transaction=True)

@@ -286,6 +286,18 @@ def test_status_reports_every_count_and_the_next_cron_run(staff_client, redis_co
                     }
                 ],
             },
+            # The notifications' queue (docs/notifications.md), idle.
+            {
+                "name": "notifications",
+                "health": "healthy",
+                "active": 0,
+                "waiting": 0,
+                "failed": 0,
+                "completed": 0,
+                "delayed": 0,
+                "overdue": 0,
+                "workers": 0,
+            },
         ],
     }
     # Read-only: the expired started entry is still there, nothing moved to failed.
@@ -336,6 +348,7 @@ def test_status_is_503_unhealthy_when_redis_is_down(staff_client, redis_down):
     assert [(q["name"], q["health"]) for q in body["queues"]] == [
         ("daily-calls", "unhealthy"),
         ("daily-calls-tick", "unhealthy"),
+        ("notifications", "unhealthy"),
     ]
 
 
@@ -362,6 +375,7 @@ def test_admin_queues_lists_every_queue_the_dashboard_and_the_endpoints(staff_cl
     assert body["queues"] == [
         {**idle, "name": "daily-calls", "waiting": 1},
         {**idle, "name": "daily-calls-tick"},
+        {**idle, "name": "notifications"},
         {**idle, "name": "other"},
     ]
     assert {(e["method"], e["path"]) for e in body["endpoints"]} == {
@@ -391,6 +405,7 @@ def test_admin_queues_is_503_naming_the_queue_whose_redis_is_down(staff_client, 
     assert [(q["name"], q["health"]) for q in healthy] == [
         ("daily-calls", "healthy"),
         ("daily-calls-tick", "healthy"),
+        ("notifications", "healthy"),
     ]
     assert down["name"] == "elsewhere" and down["health"] == "unhealthy"
     assert down["reason"].startswith("ConnectionError") and "hunter2" not in response.content.decode()

@@ -79,6 +79,9 @@ def test_put_creates_a_user_with_a_generated_username_and_no_usable_password(cli
         "call_enabled": True,
         "max_retries": 1,
         "retry_delay_minutes": 45,
+        "email": None,
+        "notify_sms": False,
+        "notify_email": False,
         "next_call": {
             "utc": "2026-11-28T15:00:00Z",
             "local": "2026-11-28T20:30:00+05:30",

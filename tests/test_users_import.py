@@ -341,6 +341,9 @@ def test_the_export_has_the_import_columns(admin_client, make_user):
         "call_enabled": "true",
         "max_retries": "1",
         "retry_delay_minutes": "",
+        "email": "",
+        "notify_sms": "false",
+        "notify_email": "false",
     }
     assert (rows["crm-43"]["phone"], rows["crm-43"]["call_enabled"]) == ("", "false")
 

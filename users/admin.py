@@ -23,7 +23,7 @@ from web.display import admin_time, end_reason_text, status_badge
 
 from .admin_import import PeopleImportExportMixin
 from .consent import user_opt_in, user_opt_out
-from .forms import CallTimeField, CallTimeInput, UserAdminChangeForm, UserAdminCreationForm
+from .forms import NOTIFY_FIELDS, CallTimeField, CallTimeInput, UserAdminChangeForm, UserAdminCreationForm
 from .models import OPERATORS, PEOPLE, Operator, OptOutSource, User
 from .record_display import call_day_badge, call_record_html
 
@@ -38,6 +38,7 @@ SCHEDULE_HELP = (
     "or changing the call time or time zone cancels the calls still queued for the old "
     "schedule, saying why."
 )
+NOTIFY_HELP = "Messages when a day's calls all fail: SMS to the phone, e-mail to the address under More."
 
 
 class CallsFilter(admin.SimpleListFilter):
@@ -146,6 +147,7 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
             {"fields": (*PERSON_FIELDS, "opt_out_display"), "description": SCHEDULE_HELP},
         ),
         ("More", {"classes": ("collapse",), "fields": (*MORE_FIELDS, "username")}),
+        ("Notifications", {"fields": NOTIFY_FIELDS, "description": NOTIFY_HELP}),
         ("Recent calls", {"fields": ("recent_calls",)}),
         # No password and no permissions: a person to call is not an admin login (those are
         # the Operators, OperatorAdmin below). The username is made for them.
@@ -154,6 +156,7 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
     add_fieldsets = (
         ("Person to call", {"fields": PERSON_FIELDS}),
         ("More", {"classes": ("collapse",), "fields": MORE_FIELDS}),
+        ("Notifications", {"fields": NOTIFY_FIELDS, "description": NOTIFY_HELP}),
     )
     readonly_fields = (
         "username",

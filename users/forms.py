@@ -36,6 +36,9 @@ DAILY_CALL_FIELDS = (
     "max_retries",
     "retry_delay_minutes",
 )
+# Whether the user hears from us when a day is missed (notifications/); the address is
+# AbstractUser's email, in "Personal info".
+NOTIFY_FIELDS = ("notify_sms", "notify_email")
 
 
 class PhoneNumberField(forms.CharField):
@@ -132,7 +135,7 @@ class UserAdminCreationForm(DailyCallFieldsMixin, forms.ModelForm):
 
     class Meta:
         model = User
-        fields = (*DAILY_CALL_FIELDS, "email")
+        fields = (*DAILY_CALL_FIELDS, "email", *NOTIFY_FIELDS)
         field_classes = {"phone": PhoneNumberField, "call_time": CallTimeField}
         widgets = {"local_tz": TimeZoneInput}
 
@@ -172,6 +175,9 @@ PROFILE_FIELDS = (
     "call_enabled",
     "max_retries",
     "retry_delay_minutes",
+    "email",
+    "notify_sms",
+    "notify_email",
 )
 
 
@@ -232,7 +238,8 @@ class UserProfileForm(forms.Form):
     validated and set: a field left out keeps its value (a new user gets the default).
     Given, ``local_tz``, ``call_time`` and ``call_enabled`` must have a value; an empty
     ``phone`` removes the number, empty ``max_retries``/``retry_delay_minutes`` mean the
-    call policy's."""
+    call policy's, an empty ``email`` removes the address, empty ``notify_sms`` /
+    ``notify_email`` are false."""
 
     external_id = forms.CharField(max_length=128, strip=False, validators=[validate_external_id])
     phone = PhoneNumberField(required=False)
@@ -242,6 +249,11 @@ class UserProfileForm(forms.Form):
     call_enabled = StrictBooleanField()
     max_retries = forms.IntegerField(min_value=0, max_value=MAX_RETRIES, required=False)
     retry_delay_minutes = forms.IntegerField(min_value=1, max_value=MAX_DELAY_MINUTES, required=False)
+    # Empty removes the address (AbstractUser's email is "" rather than NULL).
+    email = forms.EmailField(max_length=254, required=False)
+    # Off unless turned on: an empty CSV cell is false (the JSON API takes true or false only).
+    notify_sms = StrictBooleanField(required=False)
+    notify_email = StrictBooleanField(required=False)
 
     def __init__(self, data: dict[str, Any], *, given: Iterable[str]) -> None:
         super().__init__(data)
@@ -252,6 +264,15 @@ class UserProfileForm(forms.Form):
 
     def clean_phone(self) -> str | None:
         return self.cleaned_data.get("phone") or None
+
+    def clean_email(self) -> str:
+        return self.cleaned_data.get("email") or ""
+
+    def clean_notify_sms(self) -> bool:
+        return bool(self.cleaned_data.get("notify_sms"))
+
+    def clean_notify_email(self) -> bool:
+        return bool(self.cleaned_data.get("notify_email"))
 
     def error_dict(self) -> dict[str, str]:
         """{field: one line}, the users API's and the import's shape."""
@@ -305,6 +326,9 @@ _JSON_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "call_enabled": ((bool,), "true or false"),
     "max_retries": ((int, type(None)), "a whole number or null"),
     "retry_delay_minutes": ((int, type(None)), "a whole number or null"),
+    "email": ((str, type(None)), "a string or null"),
+    "notify_sms": ((bool,), "true or false"),
+    "notify_email": ((bool,), "true or false"),
 }
 
 

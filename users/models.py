@@ -138,6 +138,23 @@ class User(AbstractUser):
         validators=[MinValueValidator(1), MaxValueValidator(MAX_DELAY_MINUTES)],
         help_text="Minutes before each retry for this user; blank: the call policy's.",
     )
+    # Whether the person wants to hear from us on that channel when their day was missed
+    # (notifications/). Off unless the product turns them on for that person; the address
+    # is AbstractUser's ``email``.
+    # db_default too: the column is added to a large table in one step, and rows written
+    # by raw SQL (tests, scripts) get it.
+    notify_sms = models.BooleanField(
+        "SMS when a day is missed",
+        default=False,
+        db_default=False,
+        help_text="Text the user's phone when a day's calls all fail (unless they replied STOP).",
+    )
+    notify_email = models.BooleanField(
+        "e-mail when a day is missed",
+        default=False,
+        db_default=False,
+        help_text="E-mail the user's address when a day's calls all fail.",
+    )
 
     # One opt-out state, whatever asked for it (users/consent.py). Its call is an id, not a
     # foreign key: calls already depend on users, and the call may be pruned before the

@@ -42,6 +42,9 @@ COLUMNS = (
     "call_enabled",
     "max_retries",
     "retry_delay_minutes",
+    "email",
+    "notify_sms",
+    "notify_email",
 )
 
 
@@ -55,6 +58,10 @@ class TrueFalseWidget(widgets.Widget):
 class UserResource(resources.ModelResource):
     call_enabled = fields.Field(
         attribute="call_enabled", column_name="call_enabled", widget=TrueFalseWidget()
+    )
+    notify_sms = fields.Field(attribute="notify_sms", column_name="notify_sms", widget=TrueFalseWidget())
+    notify_email = fields.Field(
+        attribute="notify_email", column_name="notify_email", widget=TrueFalseWidget()
     )
     call_time = fields.Field(
         attribute="call_time", column_name="call_time", widget=widgets.TimeWidget(format="%H:%M:%S")

@@ -69,6 +69,9 @@ def _user_json(user: User) -> dict[str, Any]:
         "call_enabled": user.call_enabled,
         "max_retries": user.max_retries,
         "retry_delay_minutes": user.retry_delay_minutes,
+        "email": user.email or None,
+        "notify_sms": user.notify_sms,
+        "notify_email": user.notify_email,
         "next_call": next_call,
         # Why a callable user has no next call (a time zone this host does not know).
         "parked_because": user.schedule_error,

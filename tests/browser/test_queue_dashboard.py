@@ -21,9 +21,13 @@ def test_the_dashboard_lists_both_queues_with_their_waiting_jobs(logged_in):
     for row in browser.find_all("#results_list tbody tr"):
         cells = [cell.text for cell in row.find_elements(By.CSS_SELECTOR, "th, td")]
         rows[cells[0]] = cells
-    assert set(rows) == {settings.CALLS_QUEUE, settings.TICK_QUEUE} == {"daily-calls", "daily-calls-tick"}
+    assert (
+        set(rows)
+        == {settings.CALLS_QUEUE, settings.TICK_QUEUE, settings.NOTIFICATIONS_QUEUE}
+        == {"daily-calls", "daily-calls-tick", "notifications"}
+    )
     assert rows["daily-calls-tick"][1] == "1"  # Queued Jobs
-    assert rows["daily-calls"][1] == "0"
+    assert rows["daily-calls"][1] == "0" and rows["notifications"][1] == "0"
 
     # The count leads to the waiting job itself.
     tick_row = next(

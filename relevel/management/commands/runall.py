@@ -5,7 +5,7 @@ to anything: it prepares an environment (an embedded Redis when REDIS_URL is not
 webhook secret, demo timings) and starts each process as a child with it:
 
     web        manage.py runserver --noreload 127.0.0.1:PORT
-    worker     manage.py rqworker daily-calls-tick daily-calls --with-scheduler
+    worker     manage.py rqworker daily-calls-tick daily-calls notifications --with-scheduler
                  --worker-class rq.worker.SimpleWorker
     scheduler  manage.py rqscheduler
 
@@ -183,6 +183,10 @@ def demo_users_seed(*, now: datetime) -> list:
                 user.call_time = demo_call_time(now=now, tz=tz, minutes_from_now=demo.minutes_from_now)
                 user.max_retries = demo.max_retries
                 user.retry_delay_minutes = demo.retry_delay_minutes
+                # A missed day e-mails them: the development backend writes each e-mail in
+                # this log (docs/notifications.md). example.com is reserved for examples.
+                user.email = f"{demo.username}@example.com"
+                user.notify_email = True
                 user.set_unusable_password()
                 user_save(user=user)
                 # Set outright: save() recomputes it only when a schedule field changed, and
