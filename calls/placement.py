@@ -122,7 +122,8 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
         for call_id in call_ids:
             call = calls.get(call_id)
             if call is None:
-                logger.warning("Call %s does not exist; nothing to place", call_id)
+                # A first attempt claimed ahead and released by a schedule change since.
+                logger.info("Call %s does not exist (released, or deleted); nothing to place", call_id)
                 others["missing"] += 1
                 continue
             if call.status != CallStatus.QUEUED:

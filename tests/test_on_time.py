@@ -152,12 +152,31 @@ def test_a_user_disabled_behind_the_models_back_after_the_claim_is_refused_at_di
     assert fake_callkaro.requests == []
 
 
-def test_a_user_who_moves_their_call_time_after_the_claim_is_not_dialed_at_the_old_time(
+def test_a_user_who_moves_their_call_time_after_the_claim_is_called_at_the_new_time_that_day(
     make_user, redis_conn, fake_callkaro
 ):
     user = user_due_at(make_user, time(20, 30))
     tick(TICK_BEFORE)
     user.call_time = time(21, 0)
+    with time_machine.travel(SLOT - timedelta(minutes=1), tick=False):
+        user_save(user=user)
+    # The call claimed ahead is released, not canceled: the day is free for the new time.
+    assert not Call.objects.filter(user=user).exists()
+    user.refresh_from_db()
+    assert user.next_call_at == SLOT + timedelta(minutes=30)
+    work_at(SLOT, redis_conn)  # its batch job finds nothing to dial
+    assert fake_callkaro.requests == []
+    assert tick(SLOT + timedelta(minutes=25)).claimed == 1
+    call = Call.objects.get(user=user)
+    assert (call.scheduled_for, str(call.local_date)) == (SLOT + timedelta(minutes=30), "2026-11-28")
+
+
+def test_a_user_who_turns_calls_off_after_the_claim_keeps_a_canceled_call_saying_why(
+    make_user, redis_conn, fake_callkaro
+):
+    user = user_due_at(make_user, time(20, 30))
+    tick(TICK_BEFORE)
+    user.call_enabled = False
     with time_machine.travel(SLOT - timedelta(minutes=1), tick=False):
         user_save(user=user)
     work_at(SLOT, redis_conn)
@@ -240,3 +259,22 @@ def test_a_call_time_seconds_before_the_hours_end_is_released_inside_them():
         window=timedelta(minutes=15), calling_hours=(time(9, 0), time(21, 0)),
     )
     assert release == datetime(2026, 11, 28, 15, 29, tzinfo=UTC)
+
+
+def test_a_call_time_moved_through_the_users_api_releases_the_call_claimed_ahead(
+    client, settings, make_user, redis_conn
+):
+    settings.QUEUE_API_TOKEN = "t" * 40
+    user = user_due_at(make_user, time(20, 30), external_id="crm-5")
+    tick(TICK_BEFORE)
+    with time_machine.travel(SLOT - timedelta(minutes=2), tick=False):
+        answer = client.put(
+            "/api/users/crm-5",
+            data='{"call_time": "20:45"}',
+            content_type="application/json",
+            HTTP_AUTHORIZATION="Bearer " + "t" * 40,
+        )
+    assert answer.status_code == 200
+    assert not Call.objects.filter(user=user).exists()
+    assert tick(SLOT + timedelta(minutes=10)).claimed == 1
+    assert Call.objects.get(user=user).scheduled_for == SLOT + timedelta(minutes=15)

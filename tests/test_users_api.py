@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from unittest import mock
 
 import pytest
@@ -22,6 +22,8 @@ TOKEN = {"HTTP_AUTHORIZATION": "Bearer " + "t" * 40}
 # 11:30 IST on 2026-11-28: a 20:30 Asia/Kolkata user's next call is 15:00 UTC that day.
 MORNING = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
 SLOT = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
+# A first attempt due a minute ago and still queued: what a schedule change cancels.
+DUE = MORNING - timedelta(minutes=1)
 
 ASHA = {
     "phone": "+91 98765 43210",
@@ -372,7 +374,9 @@ def queued_user(make_user, make_call):
     user = make_user(
         external_id="crm-42", phone="+919876543210", local_tz="Asia/Kolkata", call_time=time(20, 30)
     )
-    first = make_call(user=user, attempt=1, status=CallStatus.QUEUED)
+    # Due a minute ago, not taken by a worker yet (one claimed ahead of its time is released
+    # instead: tests/test_on_time.py).
+    first = make_call(user=user, attempt=1, status=CallStatus.QUEUED, scheduled_for=DUE)
     retry = make_call(user=user, attempt=2, status=CallStatus.QUEUED)
     ringing = make_call(user=user, attempt=1, status=CallStatus.RINGING, local_date=date(2026, 11, 27))
     return user, (first, retry, ringing)
@@ -558,7 +562,7 @@ def test_a_bulk_that_loses_a_race_for_an_id_or_phone_is_a_409_and_writes_nothing
 
 def test_bulk_cancels_each_changed_users_queued_calls_with_its_own_reason(client, make_user, make_call):
     users = [make_user(external_id=f"crm-{n}", call_time=time(20, 30)) for n in range(3)]
-    calls = [make_call(user=user, status=CallStatus.QUEUED) for user in users]
+    calls = [make_call(user=user, status=CallStatus.QUEUED, scheduled_for=DUE) for user in users]
     with time_machine.travel(EVENING, tick=False), CaptureQueriesContext(connection) as queries:
         response = bulk(
             client,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 import tablib
@@ -244,7 +244,11 @@ def test_an_import_that_changes_the_schedule_cancels_the_queued_calls(admin_clie
     users = [
         make_user(external_id=f"crm-{n}", call_time=time(20, 30), local_tz="Asia/Kolkata") for n in range(5)
     ]
-    calls = [make_call(user=user, status=CallStatus.QUEUED) for user in users]
+    # Due a minute ago, not taken by a worker yet (one claimed ahead is released instead).
+    calls = [
+        make_call(user=user, status=CallStatus.QUEUED, scheduled_for=MORNING - timedelta(minutes=1))
+        for user in users
+    ]
     ringing = make_call(user=users[0], attempt=2, status=CallStatus.RINGING)
     text = (
         "external_id,phone,local_tz,call_time,call_enabled\n"

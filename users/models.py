@@ -51,13 +51,20 @@ def _calling_window() -> timedelta:
     return policy_current().window
 
 
-def first_attempts() -> QuerySet:
+def first_attempts(*, now: datetime | None = None) -> QuerySet:
     """The calls that make a local day's first attempt: a date with one is not scheduled
     again (next_open_slot's ``after``). The one place that says so, for User.save and the
-    writes in bulk (users.services.last_first_attempts)."""
-    from calls.models import Call
+    writes in bulk (users.services.last_first_attempts).
 
-    return Call.objects.filter(attempt=1, manual=False)
+    With ``now``, a first attempt the tick claimed ahead of its time (calls/claim.py) and
+    still queued does not count: a schedule change releases it (users.services.
+    users_cancel_pending_calls deletes it), so the day gets its call at the new time."""
+    from calls.models import Call, CallStatus
+
+    calls = Call.objects.filter(attempt=1, manual=False)
+    if now is not None:
+        calls = calls.exclude(status=CallStatus.QUEUED, scheduled_for__gt=now)
+    return calls
 
 
 class OptOutSource(models.TextChoices):
@@ -223,7 +230,8 @@ class User(AbstractUser):
     def _last_first_attempt_date(self) -> date | None:
         if self.pk is None or not self.is_callable:
             return None
-        return first_attempts().filter(user_id=self.pk).aggregate(last=Max("local_date"))["last"]
+        standing = first_attempts(now=timezone.now())
+        return standing.filter(user_id=self.pk).aggregate(last=Max("local_date"))["last"]
 
     def next_call_at_after(self, *, last_called: date | None, now: datetime | None = None) -> datetime | None:
         """compute_next_call_at with the last local date that has a first attempt given, for

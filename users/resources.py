@@ -211,7 +211,9 @@ class UserResource(resources.ModelResource):
                 with atomic_if_using_transaction(using_transactions, using=self.get_db_connection_name()):
                     reasons = services.users_reschedule(rescheduled, now=self._now)
                     services.users_write(to_create=to_create, to_update=to_update, fields=self._given)
-                    services.users_cancel_pending_calls(reasons=reasons, now=self._now)
+                    services.users_cancel_pending_calls(
+                        reasons=reasons, now=self._now, release=services.users_still_callable(to_update)
+                    )
             except Exception as exc:
                 self.handle_import_error(result, exc, raise_errors)
             for row_result in result.valid_rows():

@@ -8,7 +8,7 @@ import json
 import logging
 import secrets
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, time
 from typing import Any
@@ -70,7 +70,7 @@ def user_save(*, user: User, update_fields: Iterable[str] | None = None) -> str 
         user.save(using=using, update_fields=update_fields)
         reason = schedule_change_reason(before=before, after=user) if before is not None else None
         if reason:
-            users_cancel_pending_calls(reasons={user.pk: reason})
+            users_cancel_pending_calls(reasons={user.pk: reason}, release=users_still_callable([user]))
     return reason
 
 
@@ -106,12 +106,22 @@ def schedule_change_reason(*, before: Any, after: Any) -> str | None:
     return " ".join(reasons) or None
 
 
-def users_cancel_pending_calls(*, reasons: Mapping[int, str], now: datetime | None = None) -> int:
+def users_cancel_pending_calls(
+    *, reasons: Mapping[int, str], now: datetime | None = None, release: Collection[int] = ()
+) -> int:
     """Cancel the calls still waiting to be dialed (status queued: a day's first attempt
     whose job has not taken it yet, or a retry waiting for its time) of the users in
     ``reasons`` ({user id: why}), each with its reason in the call's error. One UPDATE,
     run in the caller's transaction, the one that changes the users. Returns how many calls
     were canceled.
+
+    For the users in ``release`` (those still callable after their change: see
+    users_still_callable), a first attempt the tick claimed ahead of its time (up to a tick
+    early, calls/claim.py) is released rather than canceled: deleted, so that its local day
+    is free again and the new schedule (whose next call was computed without it:
+    users.models.first_attempts) calls the person that day. Its batch job finds no row and
+    moves on. For everyone else (calls off, no phone, an opt-out) it is canceled, and the
+    row says why.
 
     A call already dialing or ringing is left alone: it cannot be taken back (a retry its
     outcome schedules is checked against the user again when a worker takes it).
@@ -119,6 +129,9 @@ def users_cancel_pending_calls(*, reasons: Mapping[int, str], now: datetime | No
     if not reasons:
         return 0
     now = now or timezone.now()
+    released = [user_id for user_id in release if user_id in reasons]
+    if released:
+        _release_early_first_attempts(released, now=now)
     if len(reasons) == 1:
         [(user_id, reason)] = reasons.items()
         canceled = Call.objects.filter(user_id=user_id, status=CallStatus.QUEUED).update(
@@ -141,6 +154,26 @@ def users_cancel_pending_calls(*, reasons: Mapping[int, str], now: datetime | No
     if canceled:
         logger.info("Profile changes of %s users: %s queued call(s) canceled", len(reasons), canceled)
     return canceled
+
+
+def users_still_callable(users: Iterable[User]) -> set[int]:
+    """The ids of these (changed, saved) users who may still be called: whose early-claimed
+    first attempt a schedule change releases rather than cancels."""
+    return {user.pk for user in users if user.pk is not None and user.is_callable}
+
+
+def _release_early_first_attempts(user_ids: list[int], *, now: datetime) -> int:
+    early = Call.objects.filter(
+        user_id__in=user_ids, attempt=1, manual=False, status=CallStatus.QUEUED, scheduled_for__gt=now
+    )
+    # Nothing points at a first attempt still queued (a retry follows an outcome, a result
+    # an answer), so the rows go in one DELETE, without the collector's reads and updates.
+    released = early._raw_delete(early.db)
+    if released:
+        logger.info(
+            "Schedule changes of %s user(s): %s call(s) claimed ahead released", len(user_ids), released
+        )
+    return released
 
 
 def _cancel_with_unnest(reasons: Mapping[int, str], *, now: datetime) -> int:
@@ -388,13 +421,13 @@ def username_for_person(*, name: str, external_id: str | None = None) -> str:
     return f"{base}-{secrets.token_hex(3)}"
 
 
-def last_first_attempts(user_ids: Sequence[int]) -> dict[int, date]:
-    """{user id: the last local date with a first attempt}, in a few queries: what
-    User.compute_next_call_at reads for one user."""
+def last_first_attempts(user_ids: Sequence[int], *, now: datetime) -> dict[int, date]:
+    """{user id: the last local date with a first attempt standing at ``now``}, in a few
+    queries: what User.compute_next_call_at reads for one user."""
     last: dict[int, date] = {}
     for chunk in _chunks(list(user_ids)):
         rows = (
-            first_attempts()
+            first_attempts(now=now)
             .filter(user_id__in=chunk)
             .values("user_id")
             .annotate(last=Max("local_date"))
@@ -439,7 +472,7 @@ def users_reschedule(
     User.save would, in one query for all of them; ``changes`` pairs each user with its
     schedule fields as they were (None for a new user). Returns {user id: why their queued
     calls are canceled} for users_cancel_pending_calls."""
-    last = last_first_attempts([user.pk for user, before in changes if before is not None])
+    last = last_first_attempts([user.pk for user, before in changes if before is not None], now=now)
     # next_open_slot per distinct (zone, time, last date): a file of 100,000 users has far
     # fewer of those, so the slot math is done once for each.
     slots: dict[tuple, tuple[datetime | None, str | None]] = {}
@@ -535,7 +568,9 @@ def users_upsert(*, rows: Sequence[Mapping[str, Any]], now: datetime | None = No
         to_create, to_update, reasons, results = users_apply_rows(rows, existing=existing, now=now)
         fields = {field for row in rows for field in row if field != "external_id"}
         users_write(to_create=to_create, to_update=to_update, fields=fields)
-        canceled = users_cancel_pending_calls(reasons=reasons, now=now)
+        canceled = users_cancel_pending_calls(
+            reasons=reasons, now=now, release=users_still_callable(to_update)
+        )
     users = [existing.get(row["external_id"]) for row in rows]
     created = iter(to_create)
     users = [user if user is not None else next(created) for user in users]
