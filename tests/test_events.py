@@ -25,6 +25,7 @@ from events.models import Delivery, DeliveryStatus, Endpoint, Event, EventType
 from events.outbox import events_emit, events_queue
 from events.transport import signed_headers
 from tests.conftest import EVENTS_SECRET
+from users.services import user_save
 
 FIXTURES = Path(__file__).parent / "fixtures" / "standardwebhooks"
 pytestmark = pytest.mark.django_db
@@ -186,7 +187,7 @@ def test_a_schedule_change_sends_user_schedule_changed(
     Event.objects.all().delete()
     with django_capture_on_commit_callbacks(execute=True):
         user.call_time = time(8, 15)
-        user.save()
+        user_save(user=user)
     run_events_worker()
     [payload] = verified(event_receiver)
     assert payload["type"] == "user.schedule_changed"
