@@ -355,6 +355,25 @@ def test_a_410_disables_the_endpoint_and_nothing_more_is_sent(event_receiver, ma
     assert delivery.endpoints_disabled_automatically() == 1
 
 
+def test_metrics_show_what_waits_and_the_endpoints_relevel_disabled(event_receiver, make_user, client):
+    from tests.test_metrics import scrape, value
+
+    user = make_user()
+    event_receiver.status = 500
+    [pk] = delivery.events_fan_out(event_ids=_emit_for(user))
+    delivery.delivery_attempt(delivery_id=pk)
+    families = scrape(client)
+    assert value(families, "relevel_events_undelivered") == 1
+    assert value(families, "relevel_events_undelivered_oldest_seconds") >= 0
+    assert value(families, "relevel_event_endpoints_disabled") == 0
+    event_receiver.status = 410
+    Delivery.objects.filter(pk=pk).update(next_attempt_at=timezone.now())
+    delivery.delivery_attempt(delivery_id=pk)
+    families = scrape(client)
+    assert value(families, "relevel_event_endpoints_disabled") == 1  # RelevelEventEndpointDisabled
+    assert value(families, "relevel_events_undelivered") == 0  # its deliveries wait, not counted
+
+
 def test_an_endpoint_failing_for_24_hours_is_disabled(event_receiver, make_user, settings):
     user = make_user()
     event_receiver.status = 503
