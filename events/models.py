@@ -98,6 +98,7 @@ class Event(models.Model):
     fanned_out_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        permissions = [("replay_event", "Can replay events to an endpoint")]
         constraints = [
             models.UniqueConstraint(fields=["user", "sequence"], name="event_user_sequence"),
         ]
