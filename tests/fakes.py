@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -271,6 +272,10 @@ class FakeEventReceiver:
     def __init__(self) -> None:
         self.requests: list[dict] = []
         self.status: int | object = 200
+        # Down: the connection is dropped without an answer (nothing recorded).
+        self.down = False
+        # Seconds to sleep before answering (a receiver that hangs).
+        self.delay = 0.0
         self._lock = threading.Lock()
         fake = self
 
@@ -280,13 +285,25 @@ class FakeEventReceiver:
             def log_message(self, *args):
                 pass
 
+            def setup(self):
+                super().setup()
+                # Headers and body go out as two writes: without this, each answer waits
+                # for the client's delayed ACK (40 ms), which a benchmark would measure.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
             def do_POST(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
+                if fake.down:
+                    time.sleep(fake.delay)
+                    self.close_connection = True
+                    return
                 with fake._lock:
                     fake.requests.append({"path": self.path, "headers": dict(self.headers), "body": raw})
                     number = len(fake.requests)
                     status = fake.status(number) if callable(fake.status) else fake.status
+                if fake.delay:
+                    time.sleep(fake.delay)
                 payload = b'{"ok": true}' if 200 <= status < 300 else b'{"error": "not now"}'
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
