@@ -25,6 +25,7 @@ from events.models import Delivery, DeliveryStatus, Endpoint, Event, EventType
 from events.outbox import events_emit, events_queue
 from events.transport import signed_headers
 from tests.conftest import EVENTS_SECRET
+from users.consent import user_opt_out
 from users.services import user_save
 
 FIXTURES = Path(__file__).parent / "fixtures" / "standardwebhooks"
@@ -196,21 +197,20 @@ def test_a_schedule_change_sends_user_schedule_changed(
     assert payload["data"]["schedule"]["call_time"] == "08:15"
 
 
-def test_an_opt_out_emitted_by_the_engine_is_delivered(
+def test_an_opt_out_sends_user_opted_out_and_calls_turned_off_once(
     event_receiver, make_user, django_capture_on_commit_callbacks
 ):
-    # users.consent.user_opt_out calls events_emit like this (the same transaction).
     user = make_user(external_id="app-9")
-    with django_capture_on_commit_callbacks(execute=True), transaction.atomic():
-        events_emit(
-            type=EventType.USER_OPTED_OUT,
-            user_id=user.pk,
-            local_date=date(2026, 12, 7),
-            data={"source": "sms"},
-        )
+    with django_capture_on_commit_callbacks(execute=True):
+        assert user_opt_out(user_id=user.pk, source="sms")
+        assert not user_opt_out(user_id=user.pk, source="api")  # the first one stands: no event
     run_events_worker()
-    [payload] = verified(event_receiver)
-    assert payload["type"] == "user.opted_out" and payload["data"]["source"] == "sms"
+    payloads = verified(event_receiver)
+    assert [p["type"] for p in payloads] == ["user.schedule_changed", "user.opted_out"]
+    changed, opted_out = payloads
+    assert changed["data"]["reason"] == "User disabled calls."
+    assert opted_out["data"]["source"] == "sms" and opted_out["data"]["user"]["external_id"] == "app-9"
+    assert opted_out["data"]["local_date"] is not None
 
 
 # --- The outbox ------------------------------------------------------------------------

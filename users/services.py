@@ -110,7 +110,9 @@ def schedule_change_reason(*, before: Any, after: Any) -> str | None:
     return " ".join(reasons) or None
 
 
-def users_cancel_pending_calls(*, reasons: Mapping[int, str], now: datetime | None = None) -> int:
+def users_cancel_pending_calls(
+    *, reasons: Mapping[int, str], now: datetime | None = None, schedule_changed: bool = True
+) -> int:
     """Cancel the calls still waiting to be dialed (status queued: a day's first attempt
     whose job has not taken it yet, or a retry waiting for its time) of the users in
     ``reasons`` ({user id: why}), each with its reason in the call's error. One UPDATE,
@@ -123,7 +125,8 @@ def users_cancel_pending_calls(*, reasons: Mapping[int, str], now: datetime | No
     if not reasons:
         return 0
     now = now or timezone.now()
-    users_schedule_changed(reasons=reasons, now=now)
+    if schedule_changed:  # the user.schedule_changed events (an opt-out reports its own)
+        users_schedule_changed(reasons=reasons, now=now)
     if len(reasons) == 1:
         [(user_id, reason)] = reasons.items()
         canceled = days.calls_end(
