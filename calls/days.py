@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import date
 
-from django.db import transaction
-from django.db.models import Q, QuerySet
+from django.db import connection, transaction
+from django.db.models import QuerySet
 
 from events.endpoints import endpoints_want
 from events.models import EventType
-from events.outbox import EventDraft, day_mark, events_emit_many
+from events.outbox import EventDraft, days_mark, events_emit_many
 
 from .models import TERMINAL_STATUSES, Call, CallStatus
 
@@ -61,9 +61,10 @@ def call_ended_draft(call: dict) -> EventDraft:
 
 
 def calls_ended(*, call_ids: Iterable[int], calls: Sequence[dict] | None = None) -> None:
-    """A call.ended event for each call that just reached its final status, then their days
-    settled (days_settle). Run after any retry of theirs is inserted, in the same transaction.
-    ``calls``: the rows, when the caller has them already (dicts of _CALL_FIELDS)."""
+    """A call.ended event for each call that just reached its final status, and their days
+    settled (days_settle), all written in one statement. Run after any retry of theirs is
+    inserted, in the same transaction. ``calls``: the rows, when the caller has them already
+    (dicts of _CALL_FIELDS)."""
     if not _events_on():
         return
     if calls is None:
@@ -71,9 +72,8 @@ def calls_ended(*, call_ids: Iterable[int], calls: Sequence[dict] | None = None)
     calls = [call for call in calls if call["status"] in TERMINAL_STATUSES]
     if not calls:
         return
-    if endpoints_want(EventType.CALL_ENDED):
-        events_emit_many(drafts=[call_ended_draft(call) for call in calls])
-    days_settle(calls=calls)
+    ended = [call_ended_draft(call) for call in calls] if endpoints_want(EventType.CALL_ENDED) else []
+    days_settle(calls=calls, with_events=ended)
 
 
 def events_wanted_for(status: str) -> bool:
@@ -91,7 +91,7 @@ def call_changed(*, call: Call) -> None:
     if row["status"] in TERMINAL_STATUSES:
         calls_ended(call_ids=(), calls=[row])
     elif row["status"] in ANSWERED_STATUSES:
-        days_settle(calls=[row])
+        days_settle(calls=[row], with_events=[])
 
 
 def calls_end(queryset: QuerySet, **values: object) -> int:
@@ -113,66 +113,91 @@ def call_row(call: Call) -> dict:
     return {name: getattr(call, name) for name in _CALL_FIELDS}
 
 
-def days_settle(*, calls: Sequence[dict]) -> None:
-    """THE place where a user's local day is found reached or missed (and only here).
+def days_settle(*, calls: Sequence[dict], with_events: Sequence[EventDraft]) -> None:
+    """THE place where a user's local day is found reached or missed (and only here); its
+    events are written with ``with_events`` (the calls' own), in one statement.
 
     Reached: the first answered attempt of the day (in progress or completed). Missed: a
     final, unanswered attempt after which the day holds no attempt still to come and none
     answered (retries spent, a missed slot, a canceled call). Each is recorded once per
-    user and day (events.outbox.day_mark), whoever finds it first.
+    user and day (events.outbox.days_mark), whoever finds it first.
 
     The notifications app's notify_missed_day(user_id=..., local_date=...) is called here,
-    beside the day.missed event, when the two are merged: it must run only where
-    ``day_mark(..., type=DAY_MISSED)`` returned True.
+    for each day.missed draft below (a new mark only), when the two are merged.
     """
-    if not (endpoints_want(EventType.DAY_REACHED) or endpoints_want(EventType.DAY_MISSED)):
-        return
-    drafts: list[EventDraft] = []
-    for call in calls:
-        if call["manual"]:
-            continue  # a call now stands outside the day's schedule
-        user_id, local_date = call["user_id"], call["local_date"]
-        if call["status"] in ANSWERED_STATUSES:
-            if day_mark(user_id=user_id, local_date=local_date, type=EventType.DAY_REACHED):
+    drafts = list(with_events)
+    if endpoints_want(EventType.DAY_REACHED) or endpoints_want(EventType.DAY_MISSED):
+        scheduled = [call for call in calls if not call["manual"]]  # a call now is outside the day
+        reached = [call for call in scheduled if call["status"] in ANSWERED_STATUSES]
+        unanswered = [
+            call
+            for call in scheduled
+            if call["status"] in TERMINAL_STATUSES and call["status"] not in ANSWERED_STATUSES
+        ]
+        still_open = _days_still_open(unanswered)
+        missed = [call for call in unanswered if (call["user_id"], call["local_date"]) not in still_open]
+        candidates = {
+            (call["user_id"], call["local_date"], EventType.DAY_REACHED): call for call in reached
+        } | {(call["user_id"], call["local_date"], EventType.DAY_MISSED): call for call in missed}
+        for mark in sorted(days_mark(marks=list(candidates))):
+            call = candidates[mark]
+            if mark[2] == EventType.DAY_REACHED:
                 drafts.append(
                     _day_draft(
                         EventType.DAY_REACHED, call, {"call_id": call["id"], "attempt": call["attempt"]}
                     )
                 )
-            continue
-        if call["status"] not in TERMINAL_STATUSES or _day_still_open(
-            user_id, local_date, exclude=call["id"]
-        ):
-            continue
-        if day_mark(user_id=user_id, local_date=local_date, type=EventType.DAY_MISSED):
-            drafts.append(
-                _day_draft(
-                    EventType.DAY_MISSED,
-                    call,
-                    {
-                        "reason": _missed_reason(call),
-                        "last_call_id": call["id"],
-                        "attempts": call["attempt"],
-                        "last_status": str(call["status"]),
-                    },
+            else:
+                drafts.append(
+                    _day_draft(
+                        EventType.DAY_MISSED,
+                        call,
+                        {
+                            "reason": _missed_reason(call),
+                            "last_call_id": call["id"],
+                            "attempts": call["attempt"],
+                            "last_status": str(call["status"]),
+                        },
+                    )
                 )
-            )
     if drafts:
-        events_emit_many(drafts=[draft for draft in drafts if endpoints_want(draft.type)])
+        events_emit_many(drafts=drafts)
 
 
 def _day_draft(type: str, call: dict, data: dict) -> EventDraft:
     return EventDraft(type=type, user_id=call["user_id"], local_date=call["local_date"], data=data)
 
 
-def _day_still_open(user_id: int, local_date: date, *, exclude: int) -> bool:
-    """Whether the day has an attempt answered or still to come, other than ``exclude``."""
-    return (
-        Call.objects.filter(user_id=user_id, local_date=local_date, manual=False)
-        .exclude(pk=exclude)
-        .filter(Q(status__in=ANSWERED_STATUSES) | ~Q(status__in=TERMINAL_STATUSES))
-        .exists()
-    )
+def _days_still_open(calls: Sequence[dict]) -> set[tuple[int, date]]:
+    """The (user, local date) of ``calls`` whose day has an attempt answered or still to
+    come, other than these calls: one query for all of them."""
+    if not calls:
+        return set()
+    open_statuses = [*ANSWERED_STATUSES, *(set(CallStatus.values) - TERMINAL_STATUSES)]
+    if connection.vendor != "postgresql":
+        return {
+            (call["user_id"], call["local_date"])
+            for call in calls
+            if Call.objects.filter(user_id=call["user_id"], local_date=call["local_date"], manual=False)
+            .exclude(pk=call["id"])
+            .filter(status__in=open_statuses)
+            .exists()
+        }
+    table = Call._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT DISTINCT c.user_id, c.local_date FROM {table} c"
+            " JOIN unnest(%s::bigint[], %s::date[], %s::bigint[]) AS v(user_id, local_date, call_id)"
+            " ON c.user_id = v.user_id AND c.local_date = v.local_date AND c.id <> v.call_id"
+            " WHERE NOT c.manual AND c.status = ANY(%s::text[])",
+            [
+                [call["user_id"] for call in calls],
+                [call["local_date"] for call in calls],
+                [call["id"] for call in calls],
+                [str(status) for status in open_statuses],
+            ],
+        )
+        return set(cursor.fetchall())
 
 
 def _missed_reason(call: dict) -> str:

@@ -71,66 +71,95 @@ def events_emit(
 
 
 def events_emit_many(*, drafts: Sequence[EventDraft]) -> list[int]:
-    """events_emit for several events at once (one enqueue for all of them)."""
+    """events_emit for several events at once: one statement and one enqueue for all."""
     wanted = [draft for draft in drafts if endpoints_want(draft.type)]
     if not wanted:
         return []
     now = timezone.now()
-    # By user: two transactions emitting for the same users take their sequence rows' locks
-    # in one order, so they wait for each other rather than deadlock.
-    wanted.sort(key=lambda draft: draft.user_id)
     # No savepoint inside the caller's transaction: two round trips fewer on the webhook's path.
     with transaction.atomic(savepoint=False):
-        ids = [_insert(draft, now=now) for draft in wanted]
+        if connection.vendor == "postgresql":
+            ids = _insert_set(wanted, now=now)
+        else:
+            ids = [_insert_one(draft, now=now) for draft in sorted(wanted, key=lambda d: d.user_id)]
     transaction.on_commit(lambda: enqueue_fan_out(ids))
     return ids
 
 
-def _insert(draft: EventDraft, *, now: datetime) -> int:
-    occurred_at = draft.occurred_at or now
-    data = json.dumps(dict(draft.data), default=str)
-    webhook_id = new_webhook_id()
-    if connection.vendor != "postgresql":
-        sequence, _ = UserEventSequence.objects.get_or_create(user_id=draft.user_id)
-        UserEventSequence.objects.filter(pk=draft.user_id).update(last=sequence.last + 1)
-        external_id = User.objects.filter(pk=draft.user_id).values_list("external_id", flat=True).first()
-        return Event.objects.create(
-            webhook_id=webhook_id,
-            type=draft.type,
-            user_id=draft.user_id,
-            external_id=external_id,
-            sequence=sequence.last + 1,
-            local_date=draft.local_date,
-            occurred_at=occurred_at,
-            data=json.loads(data),
-        ).pk
-    # One statement: the sequence's upsert holds its row lock until commit, which orders
-    # concurrent writers for this user, and a rollback takes the number back (no gaps).
+def _insert_set(drafts: Sequence[EventDraft], *, now: datetime) -> list[int]:
+    """Every draft in one statement (PostgreSQL). Each user's sequence row is moved on by
+    the number of its events, and they take the numbers in order. The upsert holds those
+    rows' locks until commit, which orders concurrent writers for a user, and a rollback
+    takes the numbers back, so a user's sequence has no gaps. The rows are upserted in user
+    order: two transactions writing for the same users wait for each other, never deadlock."""
     sequences, events, users = (
         UserEventSequence._meta.db_table,
         Event._meta.db_table,
         User._meta.db_table,
     )
+    columns = (
+        [draft.user_id for draft in drafts],
+        [new_webhook_id() for _ in drafts],
+        [str(draft.type) for draft in drafts],
+        [draft.local_date for draft in drafts],
+        [draft.occurred_at or now for draft in drafts],
+        [json.dumps(dict(draft.data), default=str) for draft in drafts],
+    )
     with connection.cursor() as cursor:
         cursor.execute(
-            f"WITH seq AS (INSERT INTO {sequences} (user_id, last) VALUES (%s, 1) "
-            f"ON CONFLICT (user_id) DO UPDATE SET last = {sequences}.last + 1 RETURNING last) "
-            f"INSERT INTO {events} (webhook_id, type, user_id, external_id, sequence, local_date, "
-            f"occurred_at, data, fanned_out_at) "
-            f"SELECT %s, %s, %s, (SELECT external_id FROM {users} WHERE id = %s), seq.last, %s, %s, "
-            f"%s::jsonb, NULL FROM seq RETURNING id",
-            [
-                draft.user_id,
-                webhook_id,
-                draft.type,
-                draft.user_id,
-                draft.user_id,
-                draft.local_date,
-                occurred_at,
-                data,
-            ],
+            "WITH input AS ("
+            " SELECT t.*, row_number() OVER (PARTITION BY t.user_id ORDER BY t.ord) AS n,"
+            " count(*) OVER (PARTITION BY t.user_id) AS c"
+            " FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::date[], %s::timestamptz[], %s::jsonb[])"
+            " WITH ORDINALITY AS t(user_id, webhook_id, type, local_date, occurred_at, data, ord)),"
+            " counts AS (SELECT user_id, max(c) AS c FROM input GROUP BY user_id),"
+            f" seq AS (INSERT INTO {sequences} (user_id, last) SELECT user_id, c FROM counts ORDER BY user_id"
+            f" ON CONFLICT (user_id) DO UPDATE SET last = {sequences}.last + EXCLUDED.last"
+            " RETURNING user_id, last)"
+            f" INSERT INTO {events} (webhook_id, type, user_id, external_id, sequence, local_date,"
+            " occurred_at, data, fanned_out_at)"
+            " SELECT i.webhook_id, i.type, i.user_id, u.external_id, seq.last - i.c + i.n, i.local_date,"
+            " i.occurred_at, i.data, NULL"
+            f" FROM input i JOIN seq ON seq.user_id = i.user_id LEFT JOIN {users} u ON u.id = i.user_id"
+            " ORDER BY i.ord RETURNING id",
+            list(columns),
         )
-        return cursor.fetchone()[0]
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _insert_one(draft: EventDraft, *, now: datetime) -> int:
+    """One event, on a database other than PostgreSQL (development on SQLite)."""
+    sequence, _ = UserEventSequence.objects.get_or_create(user_id=draft.user_id)
+    UserEventSequence.objects.filter(pk=draft.user_id).update(last=sequence.last + 1)
+    external_id = User.objects.filter(pk=draft.user_id).values_list("external_id", flat=True).first()
+    return Event.objects.create(
+        webhook_id=new_webhook_id(),
+        type=draft.type,
+        user_id=draft.user_id,
+        external_id=external_id,
+        sequence=sequence.last + 1,
+        local_date=draft.local_date,
+        occurred_at=draft.occurred_at or now,
+        data=json.loads(json.dumps(dict(draft.data), default=str)),
+    ).pk
+
+
+def days_mark(*, marks: Sequence[tuple[int, date, str]]) -> set[tuple[int, date, str]]:
+    """Record that users' days were found reached or missed ((user id, local date, type));
+    the marks that are new (concurrent callers wait on the unique index, and all but one
+    find a mark there). One statement for all of them."""
+    if not marks:
+        return set()
+    if connection.vendor != "postgresql":
+        return {mark for mark in marks if day_mark(user_id=mark[0], local_date=mark[1], type=mark[2])}
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {DayMark._meta.db_table} (user_id, local_date, type)"
+            " SELECT * FROM unnest(%s::bigint[], %s::date[], %s::text[]) ORDER BY 1"
+            " ON CONFLICT DO NOTHING RETURNING user_id, local_date, type",
+            [[m[0] for m in marks], [m[1] for m in marks], [str(m[2]) for m in marks]],
+        )
+        return {(user_id, local_date, type) for user_id, local_date, type in cursor.fetchall()}
 
 
 def day_mark(*, user_id: int, local_date: date, type: str) -> bool:
