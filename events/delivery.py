@@ -138,7 +138,8 @@ def _settle(delivery: Delivery, answer: Answer, *, now: datetime) -> str:
             Delivery.objects.filter(pk=delivery.pk).update(
                 status=DeliveryStatus.DELIVERED, delivered_at=now, next_attempt_at=None
             )
-            Endpoint.objects.filter(pk=endpoint.pk, failing_since__isnull=False).update(failing_since=None)
+            if endpoint.failing_since is not None:  # as read with the delivery: no write per success
+                Endpoint.objects.filter(pk=endpoint.pk).update(failing_since=None)
             return "delivered"
         if answer.status_code == 410:
             endpoint_disable(endpoint_id=endpoint.pk, reason="It answered 410 Gone.", now=now)

@@ -251,11 +251,19 @@ def test_with_events_on_the_webhook_adds_the_event_insert_in_one_short_transacti
     finish(ringing_call(), CallStatus.NO_ANSWER)  # fills the endpoints list
     with CaptureQueriesContext(connection) as queries:
         finish(call, CallStatus.COMPLETED)
-    statements = [q["sql"].split()[0] for q in queries]
-    # The outcome's UPDATE, the event's INSERT, the day's mark (reached already at
-    # "in progress" for this call? no: nothing was emitted then, so it is marked now).
-    assert statements.count("UPDATE") == 1
+    statements = [" ".join(q["sql"].split()[:3]) for q in queries]
+    # One transaction: the outcome's UPDATE, the day's mark (this call's "in progress" was
+    # made without events, so the day is first found reached now), and one INSERT for both
+    # events (call.ended and day.reached).
+    assert [
+        s.split()[0] for s in statements if not s.startswith(("BEGIN", "COMMIT", "SAVEPOINT", "RELEASE"))
+    ] == [
+        "UPDATE",
+        "INSERT",
+        "WITH",
+    ]
     assert Event.objects.filter(type="call.ended", data__call__id=call.pk).count() == 1
+    assert Event.objects.filter(type="day.reached", data__call_id=call.pk).count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
