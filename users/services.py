@@ -139,7 +139,7 @@ def users_cancel_pending_calls(
         if canceled:
             logger.info("User %s: %s queued call(s) canceled: %s", user_id, canceled, reason)
         return canceled
-    if connection.vendor == "postgresql" and not endpoints_want(EventType.CALL_ENDED):
+    if connection.vendor == "postgresql" and not days.events_wanted_for(CallStatus.CANCELED):
         canceled = _cancel_with_unnest(reasons, now=now)
     else:
         canceled = 0
