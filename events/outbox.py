@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import lru_cache
 from typing import Any
 
 import django_rq
@@ -21,7 +22,9 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
+from redis import Redis
 from redis.exceptions import RedisError
+from rq import Queue
 
 from .endpoints import endpoints_want
 from .models import DayMark, Event, UserEventSequence
@@ -177,8 +180,21 @@ def day_mark(*, user_id: int, local_date: date, type: str) -> bool:
         return cursor.fetchone() is not None
 
 
-def events_queue():
-    return django_rq.get_queue(settings.EVENTS_QUEUE, commit_mode="auto")
+@lru_cache(maxsize=4)
+def _redis_connection(url: str, timeout: float) -> Redis:
+    # One pool per process, as calls.queues keeps: django-rq builds a new pool (a new TCP
+    # connection) on every get_queue(), which would cost the webhook a connect per event.
+    return Redis.from_url(
+        url, socket_connect_timeout=timeout, socket_timeout=timeout, health_check_interval=30
+    )
+
+
+def events_queue() -> Queue:
+    """The events queue (commit_mode "auto": callers enqueue from on_commit themselves)."""
+    connection = _redis_connection(
+        settings.RQ_QUEUES[settings.EVENTS_QUEUE]["URL"], settings.REDIS_SOCKET_TIMEOUT
+    )
+    return django_rq.get_queue(settings.EVENTS_QUEUE, commit_mode="auto", connection=connection)
 
 
 def enqueue_fan_out(event_ids: list[int]) -> None:
