@@ -122,8 +122,9 @@ def days_settle(*, calls: Sequence[dict], with_events: Sequence[EventDraft]) -> 
     answered (retries spent, a missed slot, a canceled call). Each is recorded once per
     user and day (events.outbox.days_mark), whoever finds it first.
 
-    The notifications app's notify_missed_day(user_id=..., local_date=...) is called here,
-    for each day.missed draft below (a new mark only), when the two are merged.
+    The notifications app's notify_missed_day(user_id=..., local_date=...) is to be called
+    here, for each new DAY_MISSED mark below (one per user and day, whoever finds it), when
+    the two are merged; the gate just below then widens to "events or notifications on".
     """
     drafts = list(with_events)
     if endpoints_want(EventType.DAY_REACHED) or endpoints_want(EventType.DAY_MISSED):
