@@ -2,7 +2,7 @@
 
     python bench/run.py            # full run (~6 min on 2 cores)
     python bench/run.py --quick    # smaller sizes (~3 min)
-    python bench/run.py --only tick|placement|webhook|enqueue|import|dashboard|capacity|ontime [--only ...]
+    python bench/run.py --only tick|placement|webhook|enqueue|import|dashboard|capacity|ontime|events [--only ...]
     python bench/run.py --profile  # also write cProfile/EXPLAIN output to bench/out/
 
 Each benchmark measures the alternative side by side in the same run, so the ratios hold
@@ -26,7 +26,7 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 import harness  # noqa: E402
 from harness import say  # noqa: E402
 
-BENCHMARKS = ("tick", "placement", "webhook", "enqueue", "import", "dashboard", "capacity", "ontime")
+BENCHMARKS = ("tick", "placement", "webhook", "enqueue", "import", "dashboard", "capacity", "ontime", "events")
 # Run only when named with --only: the dashboard's seeds ~36M calls (about 20 minutes); the
 # on-time one waits for real cron ticks (about 7 minutes).
 ON_REQUEST = ("dashboard", "ontime")
@@ -138,6 +138,19 @@ def main() -> int:
             tables.append(
                 bench_capacity.run(
                     users=5_000, forecast_users=100_000 if args.quick else 1_000_000, logs=logs
+                )
+            )
+            print(tables[-1].render() + "\n", file=sys.stderr, flush=True)
+        if "events" in selected:
+            import bench_events
+
+            tables.append(
+                bench_events.run(
+                    users=2_000 if args.quick else 10_000,
+                    calls=2_000 if args.quick else 4_000,
+                    events=1_000 if args.quick else 3_000,
+                    logs=logs,
+                    repeats=3,
                 )
             )
             print(tables[-1].render() + "\n", file=sys.stderr, flush=True)

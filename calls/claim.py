@@ -20,7 +20,7 @@ from django.db import transaction
 
 from users.models import unknown_zone_error
 
-from . import bulk, queues, selectors
+from . import bulk, days, queues, selectors
 from .batching import BatchPacker, BatchPlan
 from .models import Call, CallStatus
 from .outcomes import insert_calls_ignoring_conflicts
@@ -259,6 +259,7 @@ def claim_due_batch(*, claim: Claim) -> int:
         missed_ids = insert_calls_ignoring_conflicts(
             missed.columns(status=CallStatus.MISSED, completed_at=now, last_status_at=now)
         )
+        days.calls_ended(call_ids=missed_ids)
         bulk.update_column(User, "next_call_at", next_call_at)
         _park(parked)
         bulk.update_column(User, "agent_variant", assigned)

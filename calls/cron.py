@@ -19,6 +19,9 @@ DASHBOARD_CRON_NAME = "refresh-dashboard"
 DASHBOARD_REFRESH_JOB = "dashboard.jobs.refresh_daily_stats"
 NOTIFY_SWEEP_CRON_NAME = "sweep-notifications"
 NOTIFY_SWEEP_JOB = "notifications.jobs.sweep_notifications"
+EVENTS_SWEEP_CRON_NAME = "sweep-events"
+# On the events queue: a sweep waiting on a slow receiver never holds up a tick.
+EVENTS_SWEEP_JOB = "events.jobs.sweep_events"
 # Seconds between tries while Redis does not answer: quick at first (a restart takes a
 # second or two), then every 30 s.
 REDIS_RETRY_DELAYS = (1, 2, 5, 10, 30)
@@ -124,5 +127,16 @@ def build_cron_scheduler(*, logging_level: int = logging.INFO) -> OutageTolerant
             result_ttl=settings.JOB_RESULT_TTL,
             failure_ttl=settings.JOB_FAILURE_TTL,
             job_timeout=120,
+        )
+    if settings.EVENTS_SWEEP_CRON:
+        # Re-sends the events that a lost job or a killed worker left undelivered.
+        scheduler.register(
+            import_string(EVENTS_SWEEP_JOB),
+            queue_name=settings.EVENTS_QUEUE,
+            cron=settings.EVENTS_SWEEP_CRON,
+            name=EVENTS_SWEEP_CRON_NAME,
+            result_ttl=settings.JOB_RESULT_TTL,
+            failure_ttl=settings.JOB_FAILURE_TTL,
+            job_timeout=300,
         )
     return scheduler

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from . import placement, queues
+from . import days, placement, queues
 from .models import Call, CallStatus
 from .placement import DialResult
 from .policy import policy_current
@@ -307,8 +307,12 @@ def calls_mark_missed_for_capacity(call_ids: list[int], *, provider: str) -> int
         f"Provider capacity: its window closed while it waited for a free {provider} line "
         f"({lines} live calls, {per_second} calls per second allowed)."
     )
-    missed = Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED).update(
-        status=CallStatus.MISSED, error=error, last_status_at=now, completed_at=now
+    missed = days.calls_end(
+        Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED),
+        status=CallStatus.MISSED,
+        error=error,
+        last_status_at=now,
+        completed_at=now,
     )
     if missed:
         logger.warning("%s %s calls missed: no free line before their window closed", missed, provider)

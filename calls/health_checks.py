@@ -17,6 +17,8 @@ from django.conf import settings
 from django.db import DatabaseError
 from redis.exceptions import RedisError
 
+from events.models import Endpoint
+
 from . import monitoring
 
 DEFAULT_LATE_MINUTES = 10
@@ -131,13 +133,19 @@ def check_delayed_jobs() -> CheckResult:
 def check_workers() -> CheckResult:
     """Every queue has a live worker (the tick's queue too: without one no tick runs)."""
     workers = monitoring.workers_live()
-    idle = [name for name in settings.RQ_QUEUES if not any(name in worker.queues for worker in workers)]
+    # The events queue needs a worker only once events are sent somewhere (docs/events.md).
+    try:
+        events_on = bool(settings.EVENTS_WEBHOOK_URL) or Endpoint.objects.filter(active=True).exists()
+    except DatabaseError:
+        events_on = False  # the database check says so
+    served = [name for name in settings.RQ_QUEUES if name != settings.EVENTS_QUEUE or events_on]
+    idle = [name for name in served if not any(name in worker.queues for worker in workers)]
     if idle:
+        start = [settings.WORKER_QUEUES] if set(idle) & set(settings.WORKER_QUEUES) else []
+        start += [[settings.EVENTS_QUEUE]] if settings.EVENTS_QUEUE in idle else []
+        commands = " and ".join(f"`manage.py rqworker {' '.join(names)} --with-scheduler`" for names in start)
         return CheckResult(
-            "workers",
-            False,
-            f"no live worker on queue(s) {', '.join(idle)}: start `manage.py rqworker "
-            f"{' '.join(settings.WORKER_QUEUES)} --with-scheduler`",
+            "workers", False, f"no live worker on queue(s) {', '.join(idle)}: start {commands}"
         )
     return CheckResult("workers", True, f"{len(workers)} live worker(s)")
 

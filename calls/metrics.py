@@ -30,6 +30,8 @@ from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.metrics_core import Metric
 from redis.exceptions import RedisError
 
+from events.delivery import deliveries_undelivered, endpoints_disabled_automatically
+
 from . import health_checks, monitoring
 
 logger = logging.getLogger("relevel.api")
@@ -67,6 +69,27 @@ def _database_families(now: datetime) -> list[Metric]:
     )
     oldest.add_metric([], (now - undialed.oldest).total_seconds() if undialed.oldest else 0)
     return [calls, due, oldest]
+
+
+def _events_families(now: datetime) -> list[Metric]:
+    """Events to the product's app (docs/events.md): what waits, and endpoints turned off."""
+    count, oldest_at = deliveries_undelivered(now=now)
+    undelivered = _gauge(
+        "events_undelivered", "Event deliveries not yet delivered to an active endpoint (retries included)."
+    )
+    undelivered.add_metric([], count)
+    oldest = _gauge(
+        "events_undelivered_oldest_seconds",
+        "Age of the oldest event still to be delivered to an active endpoint (0: none).",
+    )
+    oldest.add_metric([], max(0.0, (now - oldest_at).total_seconds()) if oldest_at else 0)
+    disabled = _gauge(
+        "event_endpoints_disabled",
+        "Endpoints relevel disabled itself: a 410 Gone, or every delivery failing for "
+        "EVENTS_DISABLE_AFTER_SECONDS (an operator turning one off does not count).",
+    )
+    disabled.add_metric([], endpoints_disabled_automatically())
+    return [undelivered, oldest, disabled]
 
 
 def _tick_families(now: datetime) -> list[Metric]:
@@ -169,7 +192,7 @@ class RelevelCollector:
         if up["database"]:
             started = time.monotonic()
             try:
-                families += _database_families(now)
+                families += _database_families(now) + _events_families(now)
             except DatabaseError as exc:
                 up["database"] = False
                 logger.error("Metrics: database failed: %s", monitoring.database_error_reason(exc))

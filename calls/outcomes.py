@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from . import bulk, queues
+from . import bulk, days, queues
 from .models import STATUS_RANK, TERMINAL_STATUSES, Call, CallStatus
 from .policy import policy_current
 from .providers.base import CallEvent
@@ -145,7 +145,9 @@ def call_apply_event(*, event: CallEvent, providers: tuple[str, ...] | None = No
 
         providers = tuple(PROVIDER_CLASSES)
     may_retry = event.retry and event.status in policy_current().retry_statuses
-    if not may_retry:
+    # With events on, a final or answered status writes its event in the UPDATE's own
+    # transaction (one INSERT more); with none wanted, this path stays one statement.
+    if not may_retry and not days.events_wanted_for(event.status):
         call = _advance_call(event, providers, now=now)
         if call is not None:
             _applied(call)
@@ -157,7 +159,9 @@ def call_apply_event(*, event: CallEvent, providers: tuple[str, ...] | None = No
         if call is None:
             return _apply_locked(event, providers, now=now)
         _applied(call)
-        return EventResult(call=call, applied=True, retry_scheduled=call_schedule_retry(call=call, now=now))
+        retry_scheduled = call_schedule_retry(call=call, now=now) if may_retry else False
+        days.call_changed(call=call)
+        return EventResult(call=call, applied=True, retry_scheduled=retry_scheduled)
 
 
 # What _advance_call reads back: what the log line, the answer and a retry need. The other
@@ -166,6 +170,8 @@ def call_apply_event(*, event: CallEvent, providers: tuple[str, ...] | None = No
 _ADVANCED_NAMES = {
     *("id", "user", "status", "provider", "end_reason"),
     *("attempt", "local_date", "manual", "agent_id", "variant"),
+    # For the call.ended event (calls.days), so that it reads nothing more.
+    *("duration_seconds", "outcome_inferred"),
 }
 _ADVANCED_FIELDS = tuple(field for field in Call._meta.concrete_fields if field.name in _ADVANCED_NAMES)
 
@@ -293,6 +299,7 @@ def _apply_locked(event: CallEvent, providers: tuple[str, ...], *, now: datetime
     if replaces_inference and not wants_retry:
         _cancel_undialed_retry(call, now=now)
     retry_scheduled = call_schedule_retry(call=call, now=now) if wants_retry else False
+    days.call_changed(call=call)
     return EventResult(call=call, applied=True, retry_scheduled=retry_scheduled)
 
 
@@ -323,7 +330,11 @@ def _fill_in_details(call: Call, event: CallEvent) -> bool:
 
 
 def _cancel_undialed_retry(call: Call, *, now: datetime) -> None:
-    canceled = Call.objects.filter(retry_of=call, status=CallStatus.QUEUED).update(
+    undialed = Call.objects.filter(retry_of=call, status=CallStatus.QUEUED)
+    canceled_ids = (
+        list(undialed.values_list("pk", flat=True)) if days.events_wanted_for(CallStatus.CANCELED) else []
+    )
+    canceled = undialed.update(
         status=CallStatus.CANCELED,
         error=(
             f"The provider reported attempt {call.attempt} as {call.status} after relevel had given up on it."
@@ -333,6 +344,7 @@ def _cancel_undialed_retry(call: Call, *, now: datetime) -> None:
     )
     if canceled:
         logger.info("Call %s: its retry is canceled, the provider reported %s", call.pk, call.status)
+        days.calls_ended(call_ids=canceled_ids)
 
 
 def call_schedule_retry(*, call: Call, now: datetime) -> bool:
@@ -399,8 +411,11 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
             f"Not placed: its time, {due:%H:%M %Z}, is outside the calling hours ({rules.describe_hours()})."
         )
         retry.completed_at = retry.last_status_at = now
-        if insert_calls_ignoring_conflicts([retry]):
+        canceled_ids = insert_calls_ignoring_conflicts([retry])
+        if canceled_ids:
             logger.info("Call %s: retry canceled, %s", call.pk, retry.error)
+            # Its own call.ended; the day it closes is settled by its caller (calls.days).
+            days.calls_ended(call_ids=canceled_ids)
         return False
     inserted = insert_calls_ignoring_conflicts([retry])
     if not inserted:

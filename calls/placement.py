@@ -22,7 +22,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 from rq.timeouts import JobTimeoutException
 
-from . import queues, selectors
+from . import days, queues, selectors
 from .logsafe import mask_phone, redact_phones
 from .models import STATUS_RANK, Call, CallStatus
 from .outcomes import REUSED_ID_KEY, call_finish, call_schedule_retry
@@ -149,6 +149,7 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
                 continue
             if status:
                 call_finish(call, status=status, error=reason, now=now)
+                days.calls_ended(call_ids=(), calls=[days.call_row(call)])
                 logger.info("Call %s %s: %s", call.pk, status, reason)
                 others[str(status)] += 1
                 continue
@@ -361,6 +362,7 @@ def _record_dial_failure(*, call_id: int, error: str, schedule_retry: bool) -> N
         call_finish(call, status=CallStatus.FAILED, error=error, now=now)
         if schedule_retry:
             call_schedule_retry(call=call, now=now)
+        days.calls_ended(call_ids=(), calls=[days.call_row(call)])
 
 
 def salvage_placed(request: PlaceCallRequest, dialed: DialResult) -> str:

@@ -11,7 +11,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from . import bulk, queues, selectors
+from . import bulk, days, queues, selectors
 from .batching import enqueue_batches
 from .dispatch import calls_mark_missed_for_capacity
 from .models import Call, CallStatus
@@ -159,8 +159,12 @@ def _live_calls(page: list[tuple[int, str, datetime, int, int]]) -> set[int]:
 
 def _mark_missed(call_ids: list[int], *, now: datetime, error: str) -> int:
     """Conditional on the call still being queued: a worker that took it meanwhile wins."""
-    return Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED).update(
-        status=CallStatus.MISSED, error=error, last_status_at=now, completed_at=now
+    return days.calls_end(
+        Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED),
+        status=CallStatus.MISSED,
+        error=error,
+        last_status_at=now,
+        completed_at=now,
     )
 
 
@@ -286,6 +290,7 @@ def _fail_calls(calls, *, now: datetime, error: str) -> int:
             call_finish(call, status=CallStatus.FAILED, error=error, now=now, inferred=True)
             if not answered:
                 call_schedule_retry(call=call, now=now)
+            days.calls_ended(call_ids=(), calls=[days.call_row(call)])
             count += 1
     return count
 

@@ -101,6 +101,8 @@ INSTALLED_APPS = [
     "dashboard",
     # Messages to the people called (SMS, e-mail) when their day is missed.
     "notifications",
+    # Signed events to the product's app (webhooks out): the outbox, endpoints, deliveries.
+    "events",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -240,6 +242,9 @@ TICK_QUEUE = "daily-calls-tick"
 # never delays a call, and a slow mail server never holds a call's job.
 NOTIFICATIONS_QUEUE = "notifications"
 WORKER_QUEUES = [TICK_QUEUE, CALLS_QUEUE, NOTIFICATIONS_QUEUE]  # in priority order: what `rqworker` is given
+# Events to the product's app have a queue and workers of their own (`rqworker
+# relevel-events`), so that a slow or dead receiver never delays a call or a webhook.
+EVENTS_QUEUE = "relevel-events"
 JOB_RESULT_TTL = env.int("JOB_RESULT_TTL", default=24 * 3600)
 JOB_FAILURE_TTL = env.int("JOB_FAILURE_TTL", default=7 * 24 * 3600)
 RQ_QUEUES = {
@@ -248,10 +253,33 @@ RQ_QUEUES = {
         "DEFAULT_TIMEOUT": 300,
         "DEFAULT_RESULT_TTL": JOB_RESULT_TTL,
     }
-    for name in (CALLS_QUEUE, TICK_QUEUE, NOTIFICATIONS_QUEUE)
+    for name in (CALLS_QUEUE, TICK_QUEUE, NOTIFICATIONS_QUEUE, EVENTS_QUEUE)
 }
 RQ_SHOW_ADMIN_LINK = True
 QUEUE_CONCURRENCY = env.int("QUEUE_CONCURRENCY", default=5)
+
+# --- Events to the product's app (docs/events.md) -----------------------------------------
+# One endpoint from the environment, for simple deployments (others are added in the admin).
+EVENTS_WEBHOOK_URL = env.str("EVENTS_WEBHOOK_URL", default="").strip()
+EVENTS_WEBHOOK_SECRET = env.str("EVENTS_WEBHOOK_SECRET", default="").strip()
+if EVENTS_WEBHOOK_URL and not EVENTS_WEBHOOK_SECRET.startswith("whsec_"):
+    raise ImproperlyConfigured(
+        "EVENTS_WEBHOOK_SECRET must be a Standard Webhooks secret (whsec_ and base64) when EVENTS_WEBHOOK_URL is set"
+    )
+# Short: a receiver that does not answer costs a delivery worker this long, nobody else.
+EVENTS_CONNECT_TIMEOUT = env.float("EVENTS_CONNECT_TIMEOUT", default=3.0)
+EVENTS_READ_TIMEOUT = env.float("EVENTS_READ_TIMEOUT", default=10.0)
+# Seconds before each retry of a failed delivery (then it is given up): 30 s, 5 min,
+# 30 min, 2 h, 5 h, 10 h, 14 h, so the last try is 31 h 35 min after the first.
+EVENTS_RETRY_SCHEDULE_SECONDS = env.list(
+    "EVENTS_RETRY_SCHEDULE_SECONDS", cast=int, default=[30, 300, 1800, 7200, 18000, 36000, 50400]
+)
+# An endpoint whose deliveries have all failed for this long is disabled (an alert fires).
+EVENTS_DISABLE_AFTER_SECONDS = env.int("EVENTS_DISABLE_AFTER_SECONDS", default=24 * 3600)
+# When rqscheduler re-sends what was never delivered (a lost job, a killed worker).
+EVENTS_SWEEP_CRON = env.str("EVENTS_SWEEP_CRON", default="* * * * *").strip()
+# How long a process trusts its list of the endpoints (a new one is used within this).
+EVENTS_ENDPOINTS_CACHE_SECONDS = env.float("EVENTS_ENDPOINTS_CACHE_SECONDS", default=30.0)
 
 # --- Call scheduling ----------------------------------------------------------------------
 DEFAULT_TIMEZONE = env.str("DEFAULT_TIMEZONE", default="UTC")

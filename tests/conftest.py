@@ -12,7 +12,8 @@ from calls.models import Call, CallStatus
 from calls.placement import reset_placement_pool
 from calls.policy import policy_cache_clear
 from calls.providers import reset_provider_cache
-from tests.fakes import FakeCallKaro
+from events.endpoints import endpoints_cache_clear
+from tests.fakes import FakeCallKaro, FakeEventReceiver
 
 _numbers = itertools.count(1)
 # make_call's default slot: 20:30 IST (Asia/Kolkata, make_user's zone) on 2026-11-28.
@@ -32,6 +33,7 @@ def clean_redis():
 def fresh_provider():
     reset_provider_cache()
     policy_cache_clear()  # a policy row another test saved is not this test's
+    endpoints_cache_clear()  # nor an events endpoint another test made
     yield
     reset_provider_cache()
     reset_placement_pool()
@@ -102,3 +104,21 @@ def fake_callkaro(settings):
 
 # The notifications' fake Twilio on 127.0.0.1 (tests/notifications_support.py).
 from tests.notifications_support import twilio  # noqa: E402,F401
+
+
+# A Standard Webhooks secret for tests (whsec_ and 32 bytes of base64).
+EVENTS_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo="
+
+
+@pytest.fixture
+def event_receiver(settings):
+    """The product's app on 127.0.0.1, the environment's events endpoint pointed at it."""
+    receiver = FakeEventReceiver().start()
+    settings.EVENTS_WEBHOOK_URL = receiver.url
+    settings.EVENTS_WEBHOOK_SECRET = EVENTS_SECRET
+    settings.EVENTS_CONNECT_TIMEOUT = 1.0
+    settings.EVENTS_READ_TIMEOUT = 2.0
+    endpoints_cache_clear()
+    yield receiver
+    receiver.stop()
+    endpoints_cache_clear()

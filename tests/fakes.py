@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -261,3 +262,74 @@ class SilentServer:
         self.sock.close()
         for conn in self.accepted:
             conn.close()
+
+
+class FakeEventReceiver:
+    """The product's app, receiving relevel's events on 127.0.0.1: records each request
+    (raw body and headers, for standardwebhooks to verify) and answers ``status`` (a
+    callable of the request number may script it)."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.status: int | object = 200
+        # Down: the connection is dropped without an answer (nothing recorded).
+        self.down = False
+        # Seconds to sleep before answering (a receiver that hangs).
+        self.delay = 0.0
+        self._lock = threading.Lock()
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def setup(self):
+                super().setup()
+                # Headers and body go out as two writes: without this, each answer waits
+                # for the client's delayed ACK (40 ms), which a benchmark would measure.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                if fake.down:
+                    time.sleep(fake.delay)
+                    self.close_connection = True
+                    return
+                with fake._lock:
+                    fake.requests.append({"path": self.path, "headers": dict(self.headers), "body": raw})
+                    number = len(fake.requests)
+                    status = fake.status(number) if callable(fake.status) else fake.status
+                if fake.delay:
+                    time.sleep(fake.delay)
+                payload = b'{"ok": true}' if 200 <= status < 300 else b'{"error": "not now"}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/relevel"
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+
+    def start(self) -> FakeEventReceiver:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def payloads(self) -> list[dict]:
+        with self._lock:
+            return [json.loads(request["body"]) for request in self.requests]
+
+    def webhook_ids(self) -> list[str]:
+        with self._lock:
+            return [request["headers"]["webhook-id"] for request in self.requests]

@@ -27,7 +27,7 @@ from gunicorn.config import Config as GunicornConfig
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 SERVICES = COMPOSE["services"]
-APP_SERVICES = ("web", "worker", "scheduler")
+APP_SERVICES = ("web", "worker", "events-worker", "scheduler")
 SECRETS = {
     "SECRET_KEY",
     "CALLKARO_API_KEY",
@@ -37,6 +37,7 @@ SECRETS = {
     "ADMIN_PASSWORD",
     "TWILIO_AUTH_TOKEN",
     "ANYMAIL_POSTMARK_SERVER_TOKEN",
+    "EVENTS_WEBHOOK_SECRET",
 }
 
 
@@ -263,6 +264,7 @@ def test_postgres_and_redis_have_healthchecks_their_clients_understand():
         ("web", {"postgres", "redis"}),
         # After web: web's migrate has run once it is healthy.
         ("worker", {"postgres", "redis", "web"}),
+        ("events-worker", {"postgres", "redis", "web"}),
         ("scheduler", {"postgres", "redis", "web"}),
     ],
 )
@@ -366,7 +368,7 @@ def test_runall_starts_real_commands_with_valid_arguments():
     from relevel.management.commands.runall import child_processes
 
     children = {child.name: child.argv for child in child_processes(port=8123, python="python")}
-    assert set(children) == {"web", "worker", "scheduler"}
+    assert set(children) == {"web", "worker", "scheduler", "events"}
     for argv in children.values():
         assert argv[1].endswith("manage.py")
         parse_manage_py(["python", "manage.py", *argv[2:]])
@@ -375,6 +377,9 @@ def test_runall_starts_real_commands_with_valid_arguments():
     assert worker_options.args == settings.WORKER_QUEUES
     # Without the scheduler, delayed jobs (retries, the simulator's webhooks) never run.
     assert worker_options.with_scheduler
+    _, events_options = parse_manage_py(["python", "manage.py", *children["events"][2:]])
+    assert events_options.args == [settings.EVENTS_QUEUE]
+    assert events_options.with_scheduler  # delivery retries are scheduled jobs
 
 
 def test_runall_children_get_redis_a_signed_webhook_loop_and_demo_timings(monkeypatch, settings):

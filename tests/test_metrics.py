@@ -238,6 +238,8 @@ def test_the_alerts_cover_each_failure():
         "RelevelNoLiveWorker",
         "RelevelAnswerRateDropped",
         "RelevelProviderCapacityExhausted",
+        "RelevelEventEndpointDisabled",
+        "RelevelEventsUndelivered",
     }
     assert "2 * relevel_tick_cron_period_seconds" in alerts["RelevelNoTick"]["expr"]
     for rule in alerts.values():

@@ -298,6 +298,18 @@ def test_status_reports_every_count_and_the_next_cron_run(staff_client, redis_co
                 "overdue": 0,
                 "workers": 0,
             },
+            # Events to the product's app (docs/events.md), idle.
+            {
+                "name": "relevel-events",
+                "health": "healthy",
+                "active": 0,
+                "waiting": 0,
+                "failed": 0,
+                "completed": 0,
+                "delayed": 0,
+                "overdue": 0,
+                "workers": 0,
+            },
         ],
     }
     # Read-only: the expired started entry is still there, nothing moved to failed.
@@ -349,6 +361,7 @@ def test_status_is_503_unhealthy_when_redis_is_down(staff_client, redis_down):
         ("daily-calls", "unhealthy"),
         ("daily-calls-tick", "unhealthy"),
         ("notifications", "unhealthy"),
+        ("relevel-events", "unhealthy"),
     ]
 
 
@@ -376,6 +389,7 @@ def test_admin_queues_lists_every_queue_the_dashboard_and_the_endpoints(staff_cl
         {**idle, "name": "daily-calls", "waiting": 1},
         {**idle, "name": "daily-calls-tick"},
         {**idle, "name": "notifications"},
+        {**idle, "name": "relevel-events"},
         {**idle, "name": "other"},
     ]
     assert {(e["method"], e["path"]) for e in body["endpoints"]} == {
@@ -406,6 +420,7 @@ def test_admin_queues_is_503_naming_the_queue_whose_redis_is_down(staff_client, 
         ("daily-calls", "healthy"),
         ("daily-calls-tick", "healthy"),
         ("notifications", "healthy"),
+        ("relevel-events", "healthy"),
     ]
     assert down["name"] == "elsewhere" and down["health"] == "unhealthy"
     assert down["reason"].startswith("ConnectionError") and "hunter2" not in response.content.decode()

@@ -15,6 +15,10 @@ from datetime import datetime
 from django.db import transaction
 from django.utils import timezone
 
+from calls.slots import zone_or_none
+from events.models import EventType
+from events.outbox import events_emit
+
 from .models import OptOutSource, User
 from .services import opted_out_message, user_save, users_cancel_pending_calls
 
@@ -38,13 +42,25 @@ def user_opt_out(
         if user.opted_out_at is not None:
             return False
         # Canceled first, saying why: user_save would otherwise cancel them as "User
-        # disabled calls.", and says nothing when calls were already off.
-        users_cancel_pending_calls(reasons={user.pk: f"The user opted out ({source.label})."}, now=now)
+        # disabled calls.", and says nothing when calls were already off. (Not itself a
+        # schedule change: user_save reports calls turned off, once.)
+        users_cancel_pending_calls(
+            reasons={user.pk: f"The user opted out ({source.label})."}, now=now, schedule_changed=False
+        )
         user.opted_out_at = now
         user.opt_out_source = source
         user.opt_out_call_id = call_id
         user.call_enabled = False
         user_save(user=user, update_fields=OPT_OUT_FIELDS)
+        zone = zone_or_none(user.local_tz)
+        # The product's app hears of it in the same transaction (docs/events.md).
+        events_emit(
+            type=EventType.USER_OPTED_OUT,
+            user_id=user.pk,
+            local_date=now.astimezone(zone).date() if zone else None,
+            occurred_at=now,
+            data={"source": str(source), "call_id": call_id},
+        )
     logger.info(
         "User %s opted out of calls (source %s%s)", user_id, source, f", call {call_id}" if call_id else ""
     )

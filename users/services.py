@@ -22,8 +22,12 @@ from django.db.models.expressions import RawSQL
 from django.utils import timezone
 from django.utils.text import capfirst, slugify
 
-from calls import bulk
+from calls import bulk, days
 from calls.models import Call, CallStatus
+from calls.slots import zone_or_none
+from events.endpoints import endpoints_want
+from events.models import EventType
+from events.outbox import EventDraft, events_emit_many
 
 from .models import SCHEDULE_FIELDS, OptOutSource, User, first_attempts
 
@@ -107,7 +111,11 @@ def schedule_change_reason(*, before: Any, after: Any) -> str | None:
 
 
 def users_cancel_pending_calls(
-    *, reasons: Mapping[int, str], now: datetime | None = None, release: Collection[int] = ()
+    *,
+    reasons: Mapping[int, str],
+    now: datetime | None = None,
+    release: Collection[int] = (),
+    schedule_changed: bool = True,
 ) -> int:
     """Cancel the calls still waiting to be dialed (status queued: a day's first attempt
     whose job has not taken it yet, or a retry waiting for its time) of the users in
@@ -132,15 +140,21 @@ def users_cancel_pending_calls(
     released = [user_id for user_id in release if user_id in reasons]
     if released:
         _release_early_first_attempts(released, now=now)
+    if schedule_changed:  # the user.schedule_changed events (an opt-out reports its own)
+        users_schedule_changed(reasons=reasons, now=now)
     if len(reasons) == 1:
         [(user_id, reason)] = reasons.items()
-        canceled = Call.objects.filter(user_id=user_id, status=CallStatus.QUEUED).update(
-            status=CallStatus.CANCELED, error=reason, last_status_at=now, completed_at=now
+        canceled = days.calls_end(
+            Call.objects.filter(user_id=user_id, status=CallStatus.QUEUED),
+            status=CallStatus.CANCELED,
+            error=reason,
+            last_status_at=now,
+            completed_at=now,
         )
         if canceled:
             logger.info("User %s: %s queued call(s) canceled: %s", user_id, canceled, reason)
         return canceled
-    if connection.vendor == "postgresql":
+    if connection.vendor == "postgresql" and not days.events_wanted_for(CallStatus.CANCELED):
         canceled = _cancel_with_unnest(reasons, now=now)
     else:
         canceled = 0
@@ -148,8 +162,12 @@ def users_cancel_pending_calls(
         for user_id, reason in reasons.items():
             by_reason.setdefault(reason, []).append(user_id)
         for reason, user_ids in by_reason.items():
-            canceled += Call.objects.filter(user_id__in=user_ids, status=CallStatus.QUEUED).update(
-                status=CallStatus.CANCELED, error=reason, last_status_at=now, completed_at=now
+            canceled += days.calls_end(
+                Call.objects.filter(user_id__in=user_ids, status=CallStatus.QUEUED),
+                status=CallStatus.CANCELED,
+                error=reason,
+                last_status_at=now,
+                completed_at=now,
             )
     if canceled:
         logger.info("Profile changes of %s users: %s queued call(s) canceled", len(reasons), canceled)
@@ -174,6 +192,38 @@ def _release_early_first_attempts(user_ids: list[int], *, now: datetime) -> int:
             "Schedule changes of %s user(s): %s call(s) claimed ahead released", len(user_ids), released
         )
     return released
+
+
+def users_schedule_changed(*, reasons: Mapping[int, str], now: datetime) -> None:
+    """The user.schedule_changed event of each user in ``reasons`` ({user id: what changed}),
+    written in the transaction of the change, with the schedule as it now is."""
+    if not endpoints_want(EventType.USER_SCHEDULE_CHANGED):
+        return
+    rows = User.objects.filter(pk__in=list(reasons)).values(
+        "id", "local_tz", "call_time", "call_enabled", "next_call_at", "schedule_error"
+    )
+    drafts = []
+    for row in rows:
+        zone = zone_or_none(row["local_tz"])
+        drafts.append(
+            EventDraft(
+                type=EventType.USER_SCHEDULE_CHANGED,
+                user_id=row["id"],
+                local_date=now.astimezone(zone).date() if zone else None,
+                occurred_at=now,
+                data={
+                    "reason": reasons[row["id"]],
+                    "schedule": {
+                        "call_enabled": row["call_enabled"],
+                        "call_time": _wall(row["call_time"]) if row["call_time"] else None,
+                        "local_tz": row["local_tz"],
+                        "next_call_at": row["next_call_at"].isoformat() if row["next_call_at"] else None,
+                        "error": row["schedule_error"] or None,
+                    },
+                },
+            )
+        )
+    events_emit_many(drafts=drafts)
 
 
 def _cancel_with_unnest(reasons: Mapping[int, str], *, now: datetime) -> int:

@@ -21,11 +21,8 @@ def test_the_dashboard_lists_both_queues_with_their_waiting_jobs(logged_in):
     for row in browser.find_all("#results_list tbody tr"):
         cells = [cell.text for cell in row.find_elements(By.CSS_SELECTOR, "th, td")]
         rows[cells[0]] = cells
-    assert (
-        set(rows)
-        == {settings.CALLS_QUEUE, settings.TICK_QUEUE, settings.NOTIFICATIONS_QUEUE}
-        == {"daily-calls", "daily-calls-tick", "notifications"}
-    )
+    queues = {settings.CALLS_QUEUE, settings.TICK_QUEUE, settings.NOTIFICATIONS_QUEUE, settings.EVENTS_QUEUE}
+    assert set(rows) == queues == {"daily-calls", "daily-calls-tick", "notifications", "relevel-events"}
     assert rows["daily-calls-tick"][1] == "1"  # Queued Jobs
     assert rows["daily-calls"][1] == "0" and rows["notifications"][1] == "0"
 

@@ -8,6 +8,7 @@ webhook secret, demo timings) and starts each process as a child with it:
     worker     manage.py rqworker daily-calls-tick daily-calls notifications --with-scheduler
                  --worker-class rq.worker.SimpleWorker
     scheduler  manage.py rqscheduler
+    events     manage.py rqworker relevel-events --with-scheduler --worker-class rq.worker.SimpleWorker
 
 Before that it migrates the database, makes sure an ``admin`` superuser exists with a
 fresh password, and (with the simulator only) seeds demo users due in the next minutes.
@@ -137,6 +138,11 @@ def child_processes(*, port: int, python: str = sys.executable) -> list[ChildSpe
             (*manage, "rqworker", *settings.WORKER_QUEUES, "--with-scheduler", *SIMPLE_WORKER),
         ),
         ChildSpec("scheduler", (*manage, "rqscheduler")),
+        # Events to the product's app, on a worker of their own (docs/events.md).
+        ChildSpec(
+            "events",
+            (*manage, "rqworker", settings.EVENTS_QUEUE, "--with-scheduler", *SIMPLE_WORKER),
+        ),
     ]
 
 
