@@ -16,6 +16,8 @@ from django.db.models import QuerySet
 from events.endpoints import endpoints_want
 from events.models import EventType
 from events.outbox import EventDraft, days_mark, events_emit_many
+from notifications.services import notify_missed_day
+from notifications.wanted import notifications_wanted
 
 from .models import TERMINAL_STATUSES, Call, CallStatus
 
@@ -27,12 +29,18 @@ _CALL_FIELDS = (
 )
 
 
-def _events_on() -> bool:
+def _days_on() -> bool:
+    """Whether a day found missed or reached matters to anyone: an endpoint that wants day
+    events, or a person who wants a message when a day is missed."""
     return (
-        endpoints_want(EventType.CALL_ENDED)
-        or endpoints_want(EventType.DAY_REACHED)
+        endpoints_want(EventType.DAY_REACHED)
         or endpoints_want(EventType.DAY_MISSED)
+        or notifications_wanted()
     )
+
+
+def _events_on() -> bool:
+    return endpoints_want(EventType.CALL_ENDED) or _days_on()
 
 
 def call_ended_draft(call: dict) -> EventDraft:
@@ -122,12 +130,11 @@ def days_settle(*, calls: Sequence[dict], with_events: Sequence[EventDraft]) -> 
     answered (retries spent, a missed slot, a canceled call). Each is recorded once per
     user and day (events.outbox.days_mark), whoever finds it first.
 
-    The notifications app's notify_missed_day(user_id=..., local_date=...) is to be called
-    here, for each new DAY_MISSED mark below (one per user and day, whoever finds it), when
-    the two are merged; the gate just below then widens to "events or notifications on".
+    A day found missed also goes to the notifications app's notify_missed_day, once per user
+    and day (the same mark), in the same transaction: its messages are sent after commit.
     """
     drafts = list(with_events)
-    if endpoints_want(EventType.DAY_REACHED) or endpoints_want(EventType.DAY_MISSED):
+    if _days_on():
         scheduled = [call for call in calls if not call["manual"]]  # a call now is outside the day
         reached = [call for call in scheduled if call["status"] in ANSWERED_STATUSES]
         unanswered = [
@@ -143,24 +150,28 @@ def days_settle(*, calls: Sequence[dict], with_events: Sequence[EventDraft]) -> 
         for mark in sorted(days_mark(marks=list(candidates))):
             call = candidates[mark]
             if mark[2] == EventType.DAY_REACHED:
+                if not endpoints_want(EventType.DAY_REACHED):
+                    continue
                 drafts.append(
                     _day_draft(
                         EventType.DAY_REACHED, call, {"call_id": call["id"], "attempt": call["attempt"]}
                     )
                 )
             else:
-                drafts.append(
-                    _day_draft(
-                        EventType.DAY_MISSED,
-                        call,
-                        {
-                            "reason": _missed_reason(call),
-                            "last_call_id": call["id"],
-                            "attempts": call["attempt"],
-                            "last_status": str(call["status"]),
-                        },
+                if endpoints_want(EventType.DAY_MISSED):
+                    drafts.append(
+                        _day_draft(
+                            EventType.DAY_MISSED,
+                            call,
+                            {
+                                "reason": _missed_reason(call),
+                                "last_call_id": call["id"],
+                                "attempts": call["attempt"],
+                                "last_status": str(call["status"]),
+                            },
+                        )
                     )
-                )
+                notify_missed_day(user_id=call["user_id"], local_date=call["local_date"])
     if drafts:
         events_emit_many(drafts=drafts)
 

@@ -13,6 +13,7 @@ from calls.placement import reset_placement_pool
 from calls.policy import policy_cache_clear
 from calls.providers import reset_provider_cache
 from events.endpoints import endpoints_cache_clear
+from notifications.wanted import notifications_wanted_clear
 from tests.fakes import FakeCallKaro, FakeEventReceiver
 
 _numbers = itertools.count(1)
@@ -34,6 +35,7 @@ def fresh_provider():
     reset_provider_cache()
     policy_cache_clear()  # a policy row another test saved is not this test's
     endpoints_cache_clear()  # nor an events endpoint another test made
+    notifications_wanted_clear()  # nor a person another test let hear from us
     yield
     reset_provider_cache()
     reset_placement_pool()

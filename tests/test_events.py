@@ -24,6 +24,7 @@ from events.endpoints import endpoints_cache_clear, endpoints_want
 from events.models import Delivery, DeliveryStatus, Endpoint, Event, EventType
 from events.outbox import events_emit, events_queue
 from events.transport import signed_headers
+from notifications.wanted import notifications_wanted
 from tests.conftest import EVENTS_SECRET
 from users.consent import user_opt_out
 from users.services import user_save
@@ -237,6 +238,7 @@ def test_a_change_that_rolls_back_emits_nothing(
 def test_with_no_endpoint_the_webhook_is_still_one_statement_and_writes_no_event(ringing_call):
     call = ringing_call()
     assert not endpoints_want(EventType.CALL_ENDED)  # fills the process's list: none
+    assert not notifications_wanted()  # and nobody wants a message: read once per process
     with CaptureQueriesContext(connection) as queries:
         finish(call, CallStatus.COMPLETED)
     assert len(queries) == 1 and queries[0]["sql"].startswith("UPDATE")
