@@ -31,14 +31,15 @@ RECENT_CALLS_SHOWN = 10
 # The same groups, in the same order, on the add and the change page: what calling a
 # person needs first, the rest folded away.
 PERSON_FIELDS = ("name", "phone", "local_tz", "call_time", "call_enabled")
-MORE_FIELDS = ("external_id", "max_retries", "retry_delay_minutes", "email")
+# The e-mail and the missed-day messages (notify_sms, notify_email) are folded away too:
+# most people added by hand need neither.
+MORE_FIELDS = ("external_id", "max_retries", "retry_delay_minutes", "email", *NOTIFY_FIELDS)
 RECORD_HEADING = "Next call and the last 30 days"
 SCHEDULE_HELP = (
     "Saving recomputes the next call from these fields. Turning calls off, removing the phone "
     "or changing the call time or time zone cancels the calls still queued for the old "
     "schedule, saying why."
 )
-NOTIFY_HELP = "Messages when a day's calls all fail: SMS to the phone, e-mail to the address under More."
 
 
 class CallsFilter(admin.SimpleListFilter):
@@ -147,7 +148,6 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
             {"fields": (*PERSON_FIELDS, "opt_out_display"), "description": SCHEDULE_HELP},
         ),
         ("More", {"classes": ("collapse",), "fields": (*MORE_FIELDS, "username")}),
-        ("Notifications", {"fields": NOTIFY_FIELDS, "description": NOTIFY_HELP}),
         ("Recent calls", {"fields": ("recent_calls",)}),
         # No password and no permissions: a person to call is not an admin login (those are
         # the Operators, OperatorAdmin below). The username is made for them.
@@ -156,7 +156,6 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
     add_fieldsets = (
         ("Person to call", {"fields": PERSON_FIELDS}),
         ("More", {"classes": ("collapse",), "fields": MORE_FIELDS}),
-        ("Notifications", {"fields": NOTIFY_FIELDS, "description": NOTIFY_HELP}),
     )
     readonly_fields = (
         "username",
