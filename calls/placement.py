@@ -54,7 +54,11 @@ def _reason_not_to_dial(call: Call, *, now: datetime, rules: Policy) -> tuple[st
         return CallStatus.CANCELED, "User disabled calls before this call was placed."
     if not user.phone:
         return CallStatus.CANCELED, "User has no phone number."
-    if call.attempt > 1 and selectors.user_answered_on(user_id=user.pk, local_date=call.local_date):
+    if call.callback:
+        # Asked for on an answered call; never while another call of the user is live.
+        if selectors.user_has_live_call(user_id=user.pk, other_than=call.pk):
+            return CallStatus.CANCELED, "Call-back not placed: another call to the user was live."
+    elif call.attempt > 1 and selectors.user_answered_on(user_id=user.pk, local_date=call.local_date):
         return CallStatus.CANCELED, "User already answered a call today."
     tz = zone_or_none(user.local_tz)
     if tz is None:

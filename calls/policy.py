@@ -16,6 +16,7 @@ import threading
 import time as monotonic_time
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -26,7 +27,7 @@ from django.db import transaction
 from django.dispatch import receiver
 
 from .forms import CallPolicyForm
-from .models import RETRY_STATUSES, CallPolicy
+from .models import RETRY_STATUSES, CallPolicy, CallStatus
 
 logger = logging.getLogger("relevel.policy")
 
@@ -44,6 +45,10 @@ class Policy:
     retry_delays_seconds: tuple[int, ...]
     retry_statuses: frozenset[str]
     window: timedelta
+    voicemail_retry: bool = True
+    voicemail_message: str = ""
+    monthly_budget: Decimal | None = None
+    budget_currency: str = "USD"
 
     def retry_delay_seconds(self, *, retry_number: int) -> int:
         """The delay before retry ``retry_number`` (1 for the first); the last given delay
@@ -95,13 +100,22 @@ def _from_row(row: CallPolicy) -> Policy:
         if row.retry_delays_minutes
         else (settings.CALL_RETRY_DELAY_SECONDS,)
     )
+    retry_statuses = frozenset(row.retry_statuses) if row.retry_statuses is not None else RETRY_STATUSES
+    # voicemail_retry decides for voicemail, whatever retry_statuses lists.
+    retry_statuses = (retry_statuses | {CallStatus.VOICEMAIL}) if row.voicemail_retry else (
+        retry_statuses - {CallStatus.VOICEMAIL}
+    )
     return Policy(
         paused=row.paused,
         calling_hours=hours,
         max_retries=row.max_retries if row.max_retries is not None else settings.CALL_MAX_RETRIES,
         retry_delays_seconds=delays,
-        retry_statuses=frozenset(row.retry_statuses) if row.retry_statuses is not None else RETRY_STATUSES,
+        retry_statuses=retry_statuses,
         window=timedelta(minutes=row.window_minutes or settings.CALL_TIME_WINDOW_MINUTES),
+        voicemail_retry=row.voicemail_retry,
+        voicemail_message=row.voicemail_message,
+        monthly_budget=row.monthly_budget,
+        budget_currency=row.budget_currency or "USD",
     )
 
 
@@ -140,6 +154,10 @@ def policy_as_dict(row: CallPolicy | None = None) -> dict[str, Any]:
         "retry_delays_minutes": row.retry_delays_minutes,
         "retry_statuses": row.retry_statuses,
         "window_minutes": row.window_minutes,
+        "voicemail_retry": row.voicemail_retry,
+        "voicemail_message": row.voicemail_message,
+        "monthly_budget": str(row.monthly_budget) if row.monthly_budget is not None else None,
+        "budget_currency": row.budget_currency,
         "updated_at": row.updated_at.isoformat() if row.updated_at else None,
         "effective": {
             "paused": effective.paused,
@@ -205,11 +223,15 @@ def _form_data(values: dict[str, Any]) -> dict[str, Any]:
     for name, value in values.items():
         if name in ("retry_delays_minutes", "retry_statuses"):
             data[name] = "" if value is None else json.dumps(value)
-        elif name == "paused":
+        elif name in ("paused", "voicemail_retry"):
             if not isinstance(value, bool):
-                raise PolicyInvalid({"paused": "true or false"})
+                raise PolicyInvalid({name: "true or false"})
             if value:
                 data[name] = "on"
+        elif name == "monthly_budget" and isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+            data[name] = str(value)
+        elif name in ("voicemail_message", "budget_currency") and not isinstance(value, str | None):
+            raise PolicyInvalid({name: "a string"})
         elif isinstance(value, time):
             data[name] = f"{value:%H:%M:%S}"
         elif value is None:

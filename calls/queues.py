@@ -30,6 +30,7 @@ SCHEDULE_CALLS_JOB = "calls.jobs.schedule_calls"
 PLACE_CALLS_JOB = "calls.jobs.place_calls"
 PLACE_CALL_JOB = "calls.jobs.place_call"
 SIMULATOR_WEBHOOK_JOB = "calls.jobs.simulator_send_webhook"
+ANALYSE_CALL_JOB = "calls.jobs.analyse_call"
 
 logger = logging.getLogger("relevel.calls")
 
@@ -207,6 +208,19 @@ def enqueue_place_call(
     except DuplicateJobError:
         return False
     return True
+
+
+def enqueue_analysis(call_id: int) -> None:
+    """The analysis of an ended call (calls.analysis), on the calls queue after the calls
+    already waiting. Idempotent, so a repeat (a second end-of-call payload) only refreshes
+    the result. A Redis failure is logged, never raised: the outcome it follows is committed
+    and its payloads kept, so the call can be analysed again later."""
+    try:
+        calls_queue().enqueue(
+            ANALYSE_CALL_JOB, call_id, description=f"Analyse call {call_id}", **_job_options()
+        )
+    except RedisError as exc:
+        logger.error("Redis unreachable (%s): call %s is not analysed", type(exc).__name__, call_id)
 
 
 def on_commit(func: Callable[[], Any]) -> None:

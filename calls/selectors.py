@@ -78,6 +78,14 @@ def user_answered_on(*, user_id: int, local_date: date) -> bool:
     ).exists()
 
 
+LIVE_STATUSES = (CallStatus.DIALING, CallStatus.UNCONFIRMED, CallStatus.RINGING, CallStatus.IN_PROGRESS)
+
+
+def user_has_live_call(*, user_id: int, other_than: int | None = None) -> bool:
+    """Whether a call to the user is being dialed or is under way (any kind, manual too)."""
+    return Call.objects.filter(user_id=user_id, status__in=LIVE_STATUSES).exclude(pk=other_than).exists()
+
+
 def call_retry_chain(*, call: Call) -> list[Call]:
     """All attempts of the same user and local day, first attempt first (a manual call is a
     chain of its own)."""

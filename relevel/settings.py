@@ -255,6 +255,11 @@ except ValueError:
 CALL_TIME_WINDOW_MINUTES = env.int("CALL_TIME_WINDOW_MINUTES", default=15)
 CALL_MAX_RETRIES = env.int("CALL_MAX_RETRIES", default=2)
 CALL_RETRY_DELAY_SECONDS = env.int("CALL_RETRY_DELAY_SECONDS", default=1800)
+# What relevel listens for in a call's result (docs/conversation.md): the agent's structured
+# fields for an opt-out and a call-back, and opt-out phrases beyond the built-in English ones.
+CALL_OPT_OUT_FIELD = env.str("CALL_OPT_OUT_FIELD", default="opt_out")
+CALL_CALLBACK_FIELD = env.str("CALL_CALLBACK_FIELD", default="callback_at")
+CALL_OPT_OUT_PHRASES = env.list("CALL_OPT_OUT_PHRASES", default=[])
 SCHEDULE_CRON = env.str("SCHEDULE_CRON", default="*/5 * * * *")
 if not croniter.is_valid(SCHEDULE_CRON):
     raise ImproperlyConfigured(f"SCHEDULE_CRON {SCHEDULE_CRON!r} is not a valid cron expression")

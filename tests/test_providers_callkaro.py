@@ -216,7 +216,7 @@ HANGUP_TABLE = {
     "PARTICIPANT_REMOVED": (CallStatus.COMPLETED, False),
     "SESSION_TIMEOUT": (CallStatus.COMPLETED, False),
     "USER_UNAVAILABLE": (CallStatus.NO_ANSWER, True),
-    "VOICEMAIL_DETECTED": (CallStatus.NO_ANSWER, True),
+    "VOICEMAIL_DETECTED": (CallStatus.VOICEMAIL, True),
     "USER_REJECTED": (CallStatus.BUSY, True),
     "USER_UNRESPONSIVE": (CallStatus.FAILED, True),
     "PRE_CALL_FN_FAILED": (CallStatus.FAILED, True),

@@ -323,7 +323,7 @@ GROUPS = fixture("vapi", "endedReason_groups.json")
 GROUP_OUTCOME = {
     "NO_ANSWER": (CallStatus.NO_ANSWER, True),
     "BUSY": (CallStatus.BUSY, True),
-    "VOICEMAIL": (CallStatus.NO_ANSWER, True),
+    "VOICEMAIL": (CallStatus.VOICEMAIL, True),
     "ENDED_BY_CUSTOMER": (CallStatus.COMPLETED, False),
     "ENDED_BY_ASSISTANT": (CallStatus.COMPLETED, False),
     "SILENCE_TIMEOUT": (CallStatus.COMPLETED, False),

@@ -111,6 +111,9 @@ class User(AbstractUser):
         related_name="users",
         editable=False,
     )
+    # The product's own facts about the person, sent with every call as agent variables
+    # (calls.context); a JSON object of at most 4,096 bytes (users.validators).
+    context = models.JSONField(default=dict, blank=True)
     retry_delay_minutes = models.PositiveSmallIntegerField(
         null=True,
         blank=True,
