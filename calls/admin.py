@@ -32,10 +32,16 @@ __all__ = [
 ]
 
 # What "not reached" means in the filters (README, "The admin"): dialed, or due to be, and
-# nobody answered. Voicemail is a no_answer. Canceled calls are not in it: nobody was meant
+# nobody answered (a machine did, for voicemail). Canceled calls are not in it: nobody was meant
 # to be called any more (calls turned off, or already answered that day).
 TIMING_FIELDSET = "Timing"
-NOT_REACHED_STATUSES = (CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY, CallStatus.MISSED)
+NOT_REACHED_STATUSES = (
+    CallStatus.FAILED,
+    CallStatus.NO_ANSWER,
+    CallStatus.BUSY,
+    CallStatus.VOICEMAIL,
+    CallStatus.MISSED,
+)
 
 # What CallKaro reports about the conversation, shown on the call's page.
 REPORT_FIELDS = ("disposition_reason", "conversion_status", "post_call", "post_call_detail", "call_link")

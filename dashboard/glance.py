@@ -31,7 +31,7 @@ from .models import TodaySnapshot
 
 TODAY_REFRESH_AFTER = timedelta(minutes=1)
 TODAY_STALE_AFTER = timedelta(minutes=15)
-UNANSWERED = (CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY)
+UNANSWERED = (CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY, CallStatus.VOICEMAIL)
 # Snapshots of days before this many are deleted when today's is stored.
 KEEP_DAYS = 7
 

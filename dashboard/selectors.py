@@ -41,6 +41,7 @@ STUCK_AFTER = timedelta(minutes=15)
 DAY_STACKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("completed", "Answered", (CallStatus.COMPLETED,)),
     ("no_answer", "No answer", (CallStatus.NO_ANSWER,)),
+    ("voicemail", "Voicemail", (CallStatus.VOICEMAIL,)),
     ("busy", "Busy", (CallStatus.BUSY,)),
     ("failed", "Failed", (CallStatus.FAILED,)),
     ("missed", "Missed", (CallStatus.MISSED,)),

@@ -75,7 +75,7 @@ DAY_OUTCOME_LABELS = {
     DayOutcome.DUE: "Due",
     DayOutcome.NOT_SCHEDULED: "Not scheduled",
 }
-_NOT_REACHED = frozenset({CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY})
+_NOT_REACHED = frozenset({CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY, CallStatus.VOICEMAIL})
 
 
 @dataclass(frozen=True)
