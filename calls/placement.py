@@ -9,6 +9,7 @@ wait on the provider.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -23,6 +24,7 @@ from django.utils import timezone
 from rq.timeouts import JobTimeoutException
 
 from . import queues, selectors
+from .context import call_variables_for
 from .logsafe import mask_phone, redact_phones
 from .models import STATUS_RANK, Call, CallStatus
 from .outcomes import REUSED_ID_KEY, call_finish, call_schedule_retry
@@ -171,6 +173,14 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
             )
         # One statement for the whole batch: a row per call would cost a round trip each.
         Call.objects.bulk_update(dialing, ["status", "dialed_at", "to_number", "provider", "agent_id"])
+        # The agent's variables (context and memory), for the whole batch in one query.
+        variables = call_variables_for(calls=dialing)
+    requests = [
+        dataclasses.replace(
+            request, variables=variables.get(request.call_id, {}), voicemail_message=rules.voicemail_message
+        )
+        for request in requests
+    ]
     return requests, others
 
 

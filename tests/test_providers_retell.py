@@ -98,6 +98,9 @@ def test_the_request_has_the_documented_fields_and_our_metadata(fake_retell, que
     assert body["override_agent_id"] == documented["override_agent_id"] == RETELL_AGENT_ID
     assert body["to_number"] == queued.user.phone
     assert body["metadata"] == our_metadata(queued)
+    # Dynamic variables: a dict of strings (CONTRACT.md, create-phone-call).
+    variables = body["retell_llm_dynamic_variables"]
+    assert variables["attempt"] == "1" and all(isinstance(value, str) for value in variables.values())
     # One key per call: Retell never creates a second call for the same one within an hour.
     assert body["idempotency_key"] == f"relevel-call-{queued.pk}"
     assert second["json"]["idempotency_key"] == f"relevel-call-{other.pk}"

@@ -300,6 +300,7 @@ def test_the_export_has_the_import_columns_and_imports_back_unchanged(admin_clie
         "call_enabled": "true",
         "max_retries": "1",
         "retry_delay_minutes": "",
+        "context": "{}",
     }
     assert (rows["crm-43"]["phone"], rows["crm-43"]["call_enabled"]) == ("", "false")
     # Back in, the rows with an external id change nothing (admin's own user has none: skipped here).

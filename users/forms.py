@@ -4,6 +4,7 @@ one that validates a user for the users API and the CSV import."""
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Iterable
 from datetime import time
@@ -22,6 +23,7 @@ from .validators import (
     CALL_TIME_INVALID,
     iana_time_zones,
     phone_to_e164,
+    validate_context,
     validate_external_id,
     validate_iana_time_zone,
 )
@@ -35,6 +37,7 @@ DAILY_CALL_FIELDS = (
     "call_time",
     "max_retries",
     "retry_delay_minutes",
+    "context",
 )
 
 
@@ -155,7 +158,26 @@ PROFILE_FIELDS = (
     "call_enabled",
     "max_retries",
     "retry_delay_minutes",
+    "context",
 )
+
+
+class ContextField(forms.Field):
+    """A user's context: a JSON object (the API's), or its JSON text (a CSV cell); empty is
+    {}. At most MAX_CONTEXT_BYTES as JSON (users.validators)."""
+
+    def to_python(self, value):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return {}
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValidationError('must be a JSON object, such as {"goal": "walk 20 minutes"}') from None
+        return value
+
+    def validate(self, value):
+        validate_context(value)
 
 
 class StrictBooleanField(forms.Field):
@@ -225,6 +247,7 @@ class UserProfileForm(forms.Form):
     call_enabled = StrictBooleanField()
     max_retries = forms.IntegerField(min_value=0, max_value=MAX_RETRIES, required=False)
     retry_delay_minutes = forms.IntegerField(min_value=1, max_value=MAX_DELAY_MINUTES, required=False)
+    context = ContextField(required=False)
 
     def __init__(self, data: dict[str, Any], *, given: Iterable[str]) -> None:
         super().__init__(data)
@@ -288,6 +311,7 @@ _JSON_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "call_enabled": ((bool,), "true or false"),
     "max_retries": ((int, type(None)), "a whole number or null"),
     "retry_delay_minutes": ((int, type(None)), "a whole number or null"),
+    "context": ((dict, type(None)), 'a JSON object, such as {"goal": "walk 20 minutes"}, or null'),
 }
 
 

@@ -14,6 +14,8 @@ per row.
 
 from __future__ import annotations
 
+import json
+
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -35,7 +37,15 @@ COLUMNS = (
     "call_enabled",
     "max_retries",
     "retry_delay_minutes",
+    "context",
 )
+
+
+class JSONTextWidget(widgets.Widget):
+    """Exports a user's context as compact JSON text (the import reads the same)."""
+
+    def render(self, value, obj=None, **kwargs):
+        return json.dumps(value or {}, ensure_ascii=False, separators=(",", ":"))
 
 
 class TrueFalseWidget(widgets.Widget):
@@ -52,6 +62,7 @@ class UserResource(resources.ModelResource):
     call_time = fields.Field(
         attribute="call_time", column_name="call_time", widget=widgets.TimeWidget(format="%H:%M:%S")
     )
+    context = fields.Field(attribute="context", column_name="context", widget=JSONTextWidget())
 
     class Meta:
         model = User

@@ -63,6 +63,7 @@ def _user_json(user: User) -> dict[str, Any]:
         "call_enabled": user.call_enabled,
         "max_retries": user.max_retries,
         "retry_delay_minutes": user.retry_delay_minutes,
+        "context": user.context,
         "next_call": next_call,
         # Why a callable user has no next call (a time zone this host does not know).
         "parked_because": user.schedule_error,
