@@ -2,7 +2,7 @@
 
     python bench/run.py            # full run (~6 min on 2 cores)
     python bench/run.py --quick    # smaller sizes (~3 min)
-    python bench/run.py --only tick|placement|webhook|enqueue|import|dashboard|capacity [--only ...]
+    python bench/run.py --only tick|placement|webhook|enqueue|import|dashboard|capacity|analysis [--only ...]
     python bench/run.py --profile  # also write cProfile/EXPLAIN output to bench/out/
 
 Each benchmark measures the alternative side by side in the same run, so the ratios hold
@@ -26,7 +26,7 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 import harness  # noqa: E402
 from harness import say  # noqa: E402
 
-BENCHMARKS = ("tick", "placement", "webhook", "enqueue", "import", "dashboard", "capacity")
+BENCHMARKS = ("tick", "placement", "webhook", "enqueue", "import", "dashboard", "capacity", "analysis")
 
 
 def main() -> int:
@@ -124,6 +124,11 @@ def main() -> int:
             tables.append(
                 bench_webhook.run(calls=2_000 if args.quick else 6_000, quick=args.quick, logs=logs)
             )
+            print(tables[-1].render() + "\n", file=sys.stderr, flush=True)
+        if "analysis" in selected:
+            import bench_analysis
+
+            tables.append(bench_analysis.run(calls=1_500 if args.quick else 6_000))
             print(tables[-1].render() + "\n", file=sys.stderr, flush=True)
         if "capacity" in selected:
             import bench_capacity

@@ -120,7 +120,8 @@ class Call(models.Model):
     manual = models.BooleanField(default=False)
     # The extra attempt a user asked for on an earlier call ("call me back at 8"): at most
     # one a day (constraint below), dialed even after an answered call that day.
-    callback = models.BooleanField(default=False)
+    # (A database default too: the benchmarks' and other tools' COPY name their columns.)
+    callback = models.BooleanField(default=False, db_default=False)
     # The agent variant that called (A/B), when variants are defined.
     variant = models.ForeignKey(
         AgentVariant, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls", db_index=False
@@ -265,6 +266,9 @@ class CallResult(models.Model):
     cost_currency = models.CharField(max_length=3, blank=True)
     # [{"role": "agent" | "user", "text": "..."}], in the order spoken.
     turns = models.JSONField(default=list, blank=True)
+    # The turns as plain text, for the admin's full-text search (an index on this table, not
+    # on calls_call, which the webhook updates).
+    transcript = models.TextField(blank=True)
     opt_out_heard = models.BooleanField(default=False)
     # The call-back the user asked for, and what relevel did about it.
     callback_requested_for = models.DateTimeField(null=True, blank=True)

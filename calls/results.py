@@ -93,6 +93,7 @@ def result_store(*, call: Call, result: NormalisedResult) -> CallResult:
             "cost_amount": fields.cost_amount,
             "cost_currency": fields.cost_currency,
             "turns": fields.turns,
+            "transcript": "\n".join(f"{turn['role']}: {turn['text']}" for turn in fields.turns),
         },
     )
     return stored

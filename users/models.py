@@ -118,7 +118,7 @@ class User(AbstractUser):
     )
     # The product's own facts about the person, sent with every call as agent variables
     # (calls.context); a JSON object of at most 4,096 bytes (users.validators).
-    context = models.JSONField(default=dict, blank=True, validators=[validate_context])
+    context = models.JSONField(default=dict, db_default={}, blank=True, validators=[validate_context])
     retry_delay_minutes = models.PositiveSmallIntegerField(
         null=True,
         blank=True,
