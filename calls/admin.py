@@ -15,6 +15,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from . import policy, selectors
+from .admin_results import result_html
 from .admin_display import STATUS_COLOURS, admin_datetime, admin_time, status_badge, status_label
 from .forms import CallPolicyForm
 from .logsafe import mask_phone
@@ -206,6 +207,7 @@ class CallAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        ("Result", {"fields": ("result_display",)}),
         (
             "Outcome",
             {
@@ -237,6 +239,17 @@ class CallAdmin(admin.ModelAdmin):
     # window onto them. Deleting stays possible for superusers (test data, GDPR requests).
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def get_search_results(self, request: HttpRequest, queryset, search_term: str):
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if search_term.strip():
+            # Also what was said or summarised (full-text on PostgreSQL).
+            found |= queryset.filter(pk__in=selectors.call_ids_matching_text(text=search_term))
+        return found, may_have_duplicates
+
+    @admin.display(description="result")
+    def result_display(self, obj: Call) -> str:
+        return result_html(obj)
 
     def has_change_permission(self, request: HttpRequest, obj: Call | None = None) -> bool:
         return False
@@ -384,9 +397,11 @@ class CallPolicyAdmin(admin.ModelAdmin):
             "Retries and window",
             {"fields": ("max_retries", "retry_delays_minutes", "retry_statuses", "window_minutes")},
         ),
+        ("Voicemail", {"fields": ("voicemail_retry", "voicemail_message")}),
+        ("Monthly budget", {"fields": ("monthly_budget", "budget_currency", "budget_status")}),
         ("In force", {"fields": ("in_force", "updated")}),
     )
-    readonly_fields = ("users_outside_hours", "in_force", "updated")
+    readonly_fields = ("users_outside_hours", "in_force", "updated", "budget_status")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -425,6 +440,12 @@ class CallPolicyAdmin(admin.ModelAdmin):
             count,
             "" if count == 1 else "s",
         )
+
+    @admin.display(description="this month")
+    def budget_status(self, obj: CallPolicy) -> str:
+        from .budget import budget_state
+
+        return budget_state().describe()
 
     @admin.display(description="updated at")
     def updated(self, obj: CallPolicy) -> str:

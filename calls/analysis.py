@@ -48,6 +48,11 @@ def call_analyse(*, call_id: int) -> str:
         result = result_store(call=call, result=normalised)
         result = CallResult.objects.select_for_update().get(pk=result.pk)
         actions = []
+        if fields.cost_amount is not None and policy_current().monthly_budget is not None:
+            from .budget import budget_check
+
+            if budget_check():
+                actions.append("budget reached")
         if fields.answered_by != "voicemail":
             user_turns = [turn["text"] for turn in fields.turns if turn.get("role") == "user"]
             wants_out = _flag(fields.data.get(settings.CALL_OPT_OUT_FIELD)) or opt_out_heard(

@@ -224,8 +224,11 @@ class CallPolicy(models.Model):
         help_text="Calls pause themselves once this month's recorded cost reaches it; blank: no budget.",
     )
     budget_currency = models.CharField(
-        max_length=3, default="USD", help_text="The currency of the monthly budget (ISO 4217)."
+        max_length=3, default="USD", blank=True, help_text="The currency of the monthly budget (ISO 4217)."
     )
+    # Set by calls.budget when the month's cost reached the budget: calls pause until the
+    # budget is raised or cleared, or the month ends.
+    budget_reached_at = models.DateTimeField(null=True, blank=True, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
@@ -276,5 +279,26 @@ class CallResult(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
+    class Meta:
+        # /metrics counts the last day's opt-outs: a small index, of those rows only.
+        indexes = [
+            models.Index(fields=["created_at"], condition=models.Q(opt_out_heard=True), name="callresult_opt_out_idx")
+        ]
+
     def __str__(self) -> str:
         return f"Result of call {self.call_id}"
+
+
+class MonthlyCost(models.Model):
+    """The cost recorded per UTC month and currency, kept as results are stored (calls.budget):
+    the budget and /metrics read one row instead of summing a month of results."""
+
+    month = models.DateField(help_text="The first day of the UTC month.")
+    currency = models.CharField(max_length=3)
+    amount = models.DecimalField(max_digits=14, decimal_places=4, default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["month", "currency"], name="monthly_cost_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m}: {self.amount} {self.currency}"

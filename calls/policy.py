@@ -25,6 +25,7 @@ from django.contrib.admin.models import CHANGE, LogEntry
 from django.core.signals import setting_changed
 from django.db import transaction
 from django.dispatch import receiver
+from django.utils import timezone
 
 from .forms import CallPolicyForm
 from .models import RETRY_STATUSES, CallPolicy, CallStatus
@@ -49,6 +50,8 @@ class Policy:
     voicemail_message: str = ""
     monthly_budget: Decimal | None = None
     budget_currency: str = "USD"
+    # The monthly budget is reached: calls are paused (paused is True too).
+    budget_reached: bool = False
 
     def retry_delay_seconds(self, *, retry_number: int) -> int:
         """The delay before retry ``retry_number`` (1 for the first); the last given delay
@@ -105,8 +108,11 @@ def _from_row(row: CallPolicy) -> Policy:
     retry_statuses = (retry_statuses | {CallStatus.VOICEMAIL}) if row.voicemail_retry else (
         retry_statuses - {CallStatus.VOICEMAIL}
     )
+    from .budget import reached_in_force
+
+    budget_reached = reached_in_force(row, now=timezone.now())
     return Policy(
-        paused=row.paused,
+        paused=row.paused or budget_reached,
         calling_hours=hours,
         max_retries=row.max_retries if row.max_retries is not None else settings.CALL_MAX_RETRIES,
         retry_delays_seconds=delays,
@@ -116,6 +122,7 @@ def _from_row(row: CallPolicy) -> Policy:
         voicemail_message=row.voicemail_message,
         monthly_budget=row.monthly_budget,
         budget_currency=row.budget_currency or "USD",
+        budget_reached=budget_reached,
     )
 
 
@@ -161,6 +168,7 @@ def policy_as_dict(row: CallPolicy | None = None) -> dict[str, Any]:
         "updated_at": row.updated_at.isoformat() if row.updated_at else None,
         "effective": {
             "paused": effective.paused,
+            "budget_reached": effective.budget_reached,
             "calling_hours": effective.describe_hours(),
             "max_retries": effective.max_retries,
             "retry_delays_minutes": [seconds / 60 for seconds in effective.retry_delays_seconds],
@@ -291,7 +299,14 @@ def policy_changed(
         "Call policy changed by %s: %s", actor, ", ".join(f"{n}={getattr(row, n)!r}" for n in changed)
     )
     policy_cache_clear()
-    if was_paused and not row.paused:
+    if {"monthly_budget", "budget_currency"} & set(changed):
+        from .budget import budget_check
+
+        # Raised or cleared: calls resume at once if the month's cost is now under it.
+        was_paused = was_paused or row.budget_reached_at is not None
+        budget_check()
+        row.refresh_from_db(fields=["budget_reached_at"])
+    if was_paused and not row.paused and row.budget_reached_at is None:
         transaction.on_commit(_tick_after_resume)
 
 

@@ -14,6 +14,7 @@ import dataclasses
 from functools import cache
 from typing import Any
 
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from .models import Call, CallResult, CallStatus
@@ -79,7 +80,10 @@ def result_normalise(*, provider: str, payloads: list[Any], status: str = "") ->
 def result_store(*, call: Call, result: NormalisedResult) -> CallResult:
     """Create or replace the call's result (a later payload, Retell's call_analyzed, say,
     completes an earlier one). The analysis' own fields are left as they are."""
+    from .budget import cost_record
+
     fields = result.fields
+    before = CallResult.objects.filter(call=call).values_list("cost_amount", "cost_currency").first()
     stored, _ = CallResult.objects.update_or_create(
         call=call,
         defaults={
@@ -96,6 +100,18 @@ def result_store(*, call: Call, result: NormalisedResult) -> CallResult:
             "transcript": "\n".join(f"{turn['role']}: {turn['text']}" for turn in fields.turns),
         },
     )
+    # The month's total moves by what this result adds (a re-run adds nothing twice).
+    old_amount, old_currency = before or (None, "")
+    now = timezone.now()
+    if old_amount is not None and old_currency != fields.cost_currency:
+        cost_record(amount=-old_amount, currency=old_currency, now=now)
+        old_amount = None
+    if fields.cost_amount is not None or old_amount is not None:
+        cost_record(
+            amount=(fields.cost_amount or 0) - (old_amount or 0),
+            currency=fields.cost_currency or old_currency,
+            now=now,
+        )
     return stored
 
 

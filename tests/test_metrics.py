@@ -238,6 +238,7 @@ def test_the_alerts_cover_each_failure():
         "RelevelNoLiveWorker",
         "RelevelAnswerRateDropped",
         "RelevelProviderCapacityExhausted",
+        "RelevelBudgetReached",
     }
     assert "2 * relevel_tick_cron_period_seconds" in alerts["RelevelNoTick"]["expr"]
     for rule in alerts.values():

@@ -121,6 +121,10 @@ def test_the_admin_policy_page_edits_the_one_row_and_records_who_changed_it(admi
         "retry_delays_minutes": "[30, 60]",
         "retry_statuses": "",
         "window_minutes": "",
+        "voicemail_retry": "on",
+        "voicemail_message": "",
+        "monthly_budget": "",
+        "budget_currency": "USD",
     }
     saved = admin_client.post(reverse("admin:calls_callpolicy_change", args=[1]), form)
     assert saved.status_code == 302
