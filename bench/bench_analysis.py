@@ -2,10 +2,10 @@
 
 Ended calls are seeded with each provider's documented end-of-call payload in turn (Vapi's
 end-of-call report with analysis and cost, Retell's call_analyzed, CallKaro's call_ended,
-from tests/fixtures), their transcripts long enough to be a real call. One job per call is
-enqueued as the webhook does, then one worker runs them all in burst mode: RQ's
-SimpleWorker in this process (no fork per job, as a pool worker runs them), and, apart,
-the service alone (no RQ), which says what of the time is the analysis itself.
+from tests/fixtures), their transcripts as long as a short real call. Each call is noted as
+the webhook notes it (one RPUSH), ANALYSIS_CRON's job hands them out in batch jobs, then
+one worker runs them all in burst mode: RQ's SimpleWorker in this process (a job of 200
+calls amortises RQ's own cost). Apart, the service alone (no RQ).
 """
 
 from __future__ import annotations
@@ -87,7 +87,10 @@ def run(*, calls: int) -> Table:
     ids = _seed(calls)
     flush_redis()
     for call_id in ids:
-        queues.enqueue_analysis(call_id)
+        queues.analysis_note(call_id)
+    from calls.analysis import noted_calls_dispatch
+
+    say(f"analysis: {noted_calls_dispatch()}")
     queue = queues.calls_queue()
     worker = SimpleWorker([queue], connection=queue.connection)
     # The lexicon loads once per worker process: not part of the per-job figure.

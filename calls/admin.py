@@ -14,23 +14,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
-from . import policy, selectors
+from web.display import admin_datetime, admin_time, status_badge
+
+from . import policy, policy_changes, selectors
 from .admin_results import result_html
-from .admin_display import STATUS_COLOURS, admin_datetime, admin_time, status_badge, status_label
 from .forms import CallPolicyForm
 from .logsafe import mask_phone
 from .models import AgentVariant, Call, CallPolicy, CallStatus
 from .slots import zone_or_none
-
-# Other modules show statuses and times as this one does.
-__all__ = [
-    "STATUS_COLOURS",
-    "admin_datetime",
-    "admin_time",
-    "local_wall_clock",
-    "status_badge",
-    "status_label",
-]
 
 # What "not reached" means in the filters (README, "The admin"): dialed, or due to be, and
 # nobody answered (a machine did, for voicemail). Canceled calls are not in it: nobody was meant
@@ -417,7 +408,7 @@ class CallPolicyAdmin(admin.ModelAdmin):
         was_paused = CallPolicy.objects.filter(pk=obj.pk).values_list("paused", flat=True).first() or False
         super().save_model(request, obj, form, change)
         # The admin records the history entry itself; the rest is what every change does.
-        policy.policy_changed(
+        policy_changes.policy_changed(
             row=obj,
             changed=form.changed_data,
             user_id=None,

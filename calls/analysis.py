@@ -78,6 +78,30 @@ def call_analyse(*, call_id: int) -> str:
     return f"call {call_id} analysed{': ' + ', '.join(actions) if actions else ''}"
 
 
+NOTED_PER_RUN = 20_000
+
+
+def noted_calls_dispatch() -> str:
+    """The calls the webhooks noted, handed to workers in batch jobs (at most NOTED_PER_RUN a
+    run; the next run takes the rest)."""
+    call_ids = queues.analysis_take_noted(limit=NOTED_PER_RUN)
+    jobs = queues.enqueue_analysis(call_ids)
+    return f"{len(call_ids)} calls to analyse in {jobs} jobs"
+
+
+def calls_analyse(*, call_ids: list[int]) -> dict[str, int]:
+    """call_analyse for each; one call's failure is logged and does not stop the others."""
+    done = failed = 0
+    for call_id in call_ids:
+        try:
+            call_analyse(call_id=call_id)
+            done += 1
+        except Exception:
+            logger.exception("Call %s: analysis failed", call_id)
+            failed += 1
+    return {"analysed": done, "failed": failed}
+
+
 def user_opt_out_from_call(*, user_id: int, call_id: int) -> None:
     """Opt the user out because they asked on call ``call_id``: users.consent's service,
     the one place an opt-out is recorded, when this deployment has it."""

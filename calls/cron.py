@@ -17,6 +17,7 @@ TICK_CRON_NAME = "schedule-calls"
 DASHBOARD_CRON_NAME = "refresh-dashboard"
 # By dotted path: the engine's modules never import the dashboard, which reads them.
 DASHBOARD_REFRESH_JOB = "dashboard.jobs.refresh_daily_stats"
+ANALYSIS_CRON_NAME = "analyse-calls"
 # Seconds between tries while Redis does not answer: quick at first (a restart takes a
 # second or two), then every 30 s.
 REDIS_RETRY_DELAYS = (1, 2, 5, 10, 30)
@@ -111,5 +112,19 @@ def build_cron_scheduler(*, logging_level: int = logging.INFO) -> OutageTolerant
             result_ttl=settings.JOB_RESULT_TTL,
             failure_ttl=settings.JOB_FAILURE_TTL,
             job_timeout=REFRESH_JOB_TIMEOUT,
+        )
+    if settings.ANALYSIS_CRON:
+        from .jobs import analyse_noted_calls
+
+        # Hands the calls the webhooks noted to workers in batches (calls.analysis); it only
+        # pops ids and enqueues, a second scheduler's copy finds the list already empty.
+        scheduler.register(
+            analyse_noted_calls,
+            queue_name=settings.TICK_QUEUE,
+            cron=settings.ANALYSIS_CRON,
+            name=ANALYSIS_CRON_NAME,
+            result_ttl=settings.JOB_RESULT_TTL,
+            failure_ttl=settings.JOB_FAILURE_TTL,
+            job_timeout=120,
         )
     return scheduler

@@ -32,6 +32,7 @@ from .models import Call, CallStatus
 from .placement import DialResult
 from .policy import policy_current
 from .providers.base import PlaceCallRequest, PlacedCall, ProviderCapacityError, ProviderNotSentError
+from .providers.http import threads_per_process
 from .slots import zone_or_none
 
 logger = logging.getLogger("relevel.calls")
@@ -151,7 +152,7 @@ class _Dispatcher:
     def __init__(self, provider: str) -> None:
         self.provider = provider
         self.pool = placement.placement_pool()
-        self.threads = queues.placement_threads_per_process()
+        self.threads = threads_per_process()
         self.in_flight: dict[Future, tuple[PlaceCallRequest, float]] = {}
         self.not_sent_tries: dict[int, int] = defaultdict(int)
         self.counts: dict[str, int] = defaultdict(int)

@@ -7,10 +7,8 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from .models import RETRY_STATUSES, CallPolicy
+from .models import MAX_DELAY_MINUTES, MAX_RETRIES, RETRY_STATUSES, CallPolicy
 
-MAX_RETRIES = 10
-MAX_DELAY_MINUTES = 24 * 60
 MAX_WINDOW_MINUTES = 12 * 60
 
 

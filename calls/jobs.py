@@ -59,9 +59,15 @@ def dispatch_calls(provider: str) -> dict[str, int]:
 
 
 @job
-def analyse_call(call_id: int) -> str:
-    """An ended call's result and what was heard in it, after the webhook (calls.analysis)."""
-    return analysis.call_analyse(call_id=call_id)
+def analyse_calls(call_ids: list[int]) -> dict[str, int]:
+    """Ended calls' results and what was heard in them, after the webhook (calls.analysis)."""
+    return analysis.calls_analyse(call_ids=call_ids)
+
+
+@job
+def analyse_noted_calls() -> str:
+    """ANALYSIS_CRON: hand the calls the webhooks noted to workers in batches."""
+    return analysis.noted_calls_dispatch()
 
 
 def simulator_send_webhook(payload: dict) -> int:

@@ -47,6 +47,10 @@ RETRYABLE_STATUSES = RETRY_STATUSES | {CallStatus.VOICEMAIL}
 NOT_REACHED_STATUSES = frozenset(
     {CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY, CallStatus.VOICEMAIL}
 )
+
+# The bounds of the retry rules, wherever they are set (the call policy, a user's own).
+MAX_RETRIES = 10
+MAX_DELAY_MINUTES = 24 * 60
 # Progress order: a status never moves back to an earlier rank (webhooks arrive late or twice).
 STATUS_RANK = {
     CallStatus.QUEUED: 0,

@@ -251,7 +251,7 @@ def _applied(call: Call) -> None:
 def _after_final_status(provider: str, call_id: int) -> None:
     queues.live_call_ended(provider=provider, call_id=call_id)
     # The result and its analysis are computed by a job, off the webhook's path.
-    queues.enqueue_analysis(call_id)
+    queues.analysis_note(call_id)
 
 
 def _apply_locked(event: CallEvent, providers: tuple[str, ...], *, now: datetime) -> EventResult:
@@ -313,7 +313,7 @@ def _fill_in_details(call: Call, event: CallEvent) -> bool:
         # New end-of-call data (an analysis, a cost): kept, and the call analysed again.
         _fill_in_fields(call, event, new_report=True)
         call_id = call.pk
-        queues.on_commit(lambda: queues.enqueue_analysis(call_id))
+        queues.on_commit(lambda: queues.analysis_note(call_id))
         return True
     return _fill_in_fields(call, event, new_report=False)
 

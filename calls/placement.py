@@ -37,6 +37,7 @@ from .providers.base import (
     ProviderMaybePlacedError,
     ProviderPermanentError,
 )
+from .providers.http import threads_per_process
 from .slots import zone_or_none
 
 logger = logging.getLogger("relevel.calls")
@@ -52,6 +53,8 @@ def _reason_not_to_dial(call: Call, *, now: datetime, rules: Policy) -> tuple[st
     retry only inside its own window and on the local day it belongs to.
     """
     user = call.user
+    if user.opted_out_at is not None:
+        return CallStatus.CANCELED, "User opted out of calls."
     if not user.call_enabled:
         return CallStatus.CANCELED, "User disabled calls before this call was placed."
     if not user.phone:
@@ -425,9 +428,7 @@ def placement_pool() -> ThreadPoolExecutor:
     global _pool, _pool_pid
     with _pool_lock:
         if _pool is None or _pool_pid != os.getpid():
-            _pool = ThreadPoolExecutor(
-                max_workers=queues.placement_threads_per_process(), thread_name_prefix="place-call"
-            )
+            _pool = ThreadPoolExecutor(max_workers=threads_per_process(), thread_name_prefix="place-call")
             _pool_pid = os.getpid()
         return _pool
 

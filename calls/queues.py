@@ -24,6 +24,8 @@ from rq.exceptions import DuplicateJobError
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 
+from .providers.http import threads_per_process
+
 # Jobs are named by dotted path, so that this module (which the services import) never
 # imports calls.jobs (which imports the services): RQ resolves the path in the worker.
 SCHEDULE_CALLS_JOB = "calls.jobs.schedule_calls"
@@ -31,6 +33,10 @@ PLACE_CALLS_JOB = "calls.jobs.place_calls"
 PLACE_CALL_JOB = "calls.jobs.place_call"
 SIMULATOR_WEBHOOK_JOB = "calls.jobs.simulator_send_webhook"
 ANALYSE_CALL_JOB = "calls.jobs.analyse_call"
+ANALYSE_CALLS_JOB = "calls.jobs.analyse_calls"
+# Ended calls waiting for their analysis: the webhook's one RPUSH (calls.outcomes).
+ANALYSIS_PENDING_KEY = "relevel:analysis:pending"
+ANALYSIS_BATCH = 200
 
 logger = logging.getLogger("relevel.calls")
 
@@ -90,17 +96,11 @@ def requeued_batch_job_id(first_call_id: int, *, at: datetime) -> str:
     return f"place-calls-{first_call_id}-requeued-{at.astimezone(UTC):%Y%m%dT%H%M%S}"
 
 
-def placement_threads_per_process() -> int:
-    """A worker process's share of PROVIDER_MAX_CONCURRENCY (at least one): the calls it
-    has in flight at once."""
-    return max(1, settings.PROVIDER_MAX_CONCURRENCY // settings.QUEUE_CONCURRENCY)
-
-
 def batch_job_timeout(calls: int) -> int:
     """Long enough for a batch against a provider that answers only at its timeouts: rounds
     of ``threads`` calls, each up to connect + read timeout. A job cut short by RQ leaves its
     unsent calls for the next tick, but the ones in flight lose their answer."""
-    rounds = -(-calls // placement_threads_per_process())
+    rounds = -(-calls // threads_per_process())
     per_call = max(
         settings.CALLKARO_CONNECT_TIMEOUT + settings.CALLKARO_READ_TIMEOUT,
         settings.PROVIDER_CONNECT_TIMEOUT + settings.PROVIDER_READ_TIMEOUT,
@@ -210,17 +210,43 @@ def enqueue_place_call(
     return True
 
 
-def enqueue_analysis(call_id: int) -> None:
-    """The analysis of an ended call (calls.analysis), on the calls queue after the calls
-    already waiting. Idempotent, so a repeat (a second end-of-call payload) only refreshes
-    the result. A Redis failure is logged, never raised: the outcome it follows is committed
-    and its payloads kept, so the call can be analysed again later."""
+def analysis_note(call_id: int) -> None:
+    """Note an ended call for analysis: one RPUSH, the only cost the webhook pays for it (an
+    RQ job per call would cost it about a millisecond of CPU). ANALYSIS_CRON's job hands the
+    noted calls to workers in batches. A Redis failure is logged, never raised: the outcome
+    is committed and its payloads kept, so the call can be analysed later."""
     try:
-        calls_queue().enqueue(
-            ANALYSE_CALL_JOB, call_id, description=f"Analyse call {call_id}", **_job_options()
-        )
+        _connection().rpush(ANALYSIS_PENDING_KEY, call_id)
     except RedisError as exc:
-        logger.error("Redis unreachable (%s): call %s is not analysed", type(exc).__name__, call_id)
+        logger.error("Redis unreachable (%s): call %s is not noted for analysis", type(exc).__name__, call_id)
+
+
+def analysis_take_noted(*, limit: int) -> list[int]:
+    """Pop up to ``limit`` noted call ids, oldest first, de-duplicated (a call noted twice,
+    Retell's call_ended then call_analyzed, is analysed once, from all its payloads)."""
+    popped = _connection().lpop(ANALYSIS_PENDING_KEY, limit) or []
+    return list(dict.fromkeys(int(value) for value in popped))
+
+
+def enqueue_analysis(call_ids: list[int]) -> int:
+    """Jobs of ANALYSIS_BATCH calls each, in one pipeline; the number of jobs."""
+    batches = [call_ids[start : start + ANALYSIS_BATCH] for start in range(0, len(call_ids), ANALYSIS_BATCH)]
+    if not batches:
+        return 0
+    queue = calls_queue()
+    queue.enqueue_many(
+        [
+            Queue.prepare_data(
+                ANALYSE_CALLS_JOB,
+                args=(batch,),
+                description=f"Analyse {len(batch)} ended calls ({batch[0]}...)",
+                result_ttl=settings.JOB_RESULT_TTL,
+                failure_ttl=settings.JOB_FAILURE_TTL,
+            )
+            for batch in batches
+        ]
+    )
+    return len(batches)
 
 
 def on_commit(func: Callable[[], Any]) -> None:

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import math
-from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -15,16 +12,21 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from redis.exceptions import RedisError
 
-from . import forecast, health_checks, monitoring, outcomes, policy, queues
-from .decorators import (
-    connection_checked_without_a_query,
+from web.http import (
+    BadPayload,
     error_response,
+    json_body_decode,
     limit_body,
     operator_required,
+    require_methods,
+)
+
+from . import forecast, health_checks, monitoring, outcomes, policy, policy_changes, queues
+from .decorators import (
+    connection_checked_without_a_query,
     provider_webhook_authenticated,
     rate_limit,
     redis_unavailable_response,
-    require_methods,
 )
 from .metrics import metrics_exposition
 from .providers import LEGACY_WEBHOOK_PROVIDERS, PROVIDER_CLASSES, provider_named
@@ -33,14 +35,8 @@ from .providers.base import WebhookIgnored, WebhookPayloadError
 logger = logging.getLogger("relevel.webhooks")
 
 WEBHOOK_MAX_BYTES = 256 * 1024
-# CallKaro's payload is two levels deep (metadata); anything far deeper is not a status report.
-WEBHOOK_MAX_DEPTH = 32
 TRIGGER_RATE_LIMIT = 5
 TRIGGER_RATE_PERIOD_SECONDS = 60
-
-
-class BadPayload(ValueError):
-    """A webhook body we will not store; the message is safe to return to the caller."""
 
 
 # --- Provider webhooks --------------------------------------------------------------------
@@ -71,7 +67,7 @@ def call_webhook(request: HttpRequest) -> JsonResponse:
 def _webhook(request: HttpRequest, *, provider: str, scope: tuple[str, ...]) -> JsonResponse:
     """Record the status, schedule a retry if it calls for one."""
     try:
-        payload = _decode_json(request.body)
+        payload = json_body_decode(request.body)
         event = provider_named(provider).parse_webhook(payload)
     except (BadPayload, WebhookPayloadError) as exc:
         logger.warning("Webhook from %s rejected: %s", provider, exc)
@@ -100,55 +96,6 @@ def _webhook(request: HttpRequest, *, provider: str, scope: tuple[str, ...]) -> 
 def _ignored(provider: str, why: str) -> JsonResponse:
     logger.info("Webhook from %s ignored: %s", provider, why)
     return JsonResponse({"success": True, "ignored": why})
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if not math.isfinite(number):  # 1e999: JSON allows it, PostgreSQL's jsonb does not
-        raise ValueError("number out of range")
-    return number
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _decode_json(body: bytes) -> Any:
-    """The body as JSON that the database can store, or BadPayload.
-
-    PostgreSQL refuses NUL characters and unpaired surrogates in text and jsonb, and
-    NaN/Infinity in jsonb; Python's json accepts all of them, so they are refused here
-    rather than turning into a 500 when the payload is saved.
-    """
-    try:
-        payload = json.loads(body, parse_float=_finite_float, parse_constant=_reject_constant)
-    except RecursionError:
-        raise BadPayload("JSON is nested too deeply") from None
-    except ValueError:  # also UnicodeDecodeError, and integers of more than 4300 digits
-        raise BadPayload("body is not valid JSON") from None
-    stack = [(payload, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if depth > WEBHOOK_MAX_DEPTH:
-            raise BadPayload("JSON is nested too deeply")
-        if isinstance(value, dict):
-            for key, item in value.items():
-                _check_text(key)
-                stack.append((item, depth + 1))
-        elif isinstance(value, list):
-            stack.extend((item, depth + 1) for item in value)
-        elif isinstance(value, str):
-            _check_text(value)
-    return payload
-
-
-def _check_text(text: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise BadPayload("JSON strings must not contain unpaired surrogates") from None
-    if "\x00" in text:
-        raise BadPayload("JSON strings must not contain NUL characters")
 
 
 # --- Operator API -------------------------------------------------------------------------
@@ -289,18 +236,18 @@ def call_policy(request: HttpRequest) -> JsonResponse:
     change some of it, all or nothing; an unknown key or a bad value is a 400 naming it."""
     if request.method == "PATCH":
         try:
-            changes = _decode_json(request.body)
+            changes = json_body_decode(request.body)
         except BadPayload as exc:
             return error_response(str(exc), 400)
         if not isinstance(changes, dict) or not changes:
             return error_response("body must be a JSON object with the keys to change", 400)
         try:
-            policy.policy_update(
+            policy_changes.policy_update(
                 changes=changes,
                 user_id=request.user.pk if request.operator.startswith("user:") else None,
                 actor=request.operator,
             )
-        except policy.PolicyInvalid as exc:
+        except policy_changes.PolicyInvalid as exc:
             return JsonResponse(
                 {"success": False, "error": f"invalid call policy: {exc}", "errors": exc.errors}, status=400
             )

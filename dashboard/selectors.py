@@ -25,8 +25,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from calls import forecast
-from calls.admin import STATUS_COLOURS
 from calls.models import AgentVariant, Call, CallStatus
+from web.display import STATUS_COLOURS
 
 from . import glance, rollups
 from .charts import PALETTE, Chart, Series, wilson_interval

@@ -11,7 +11,8 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
-from calls.decorators import error_response
+from web.csv_cells import csv_cell
+from web.http import error_response
 
 from . import rollups, selectors
 
@@ -53,8 +54,9 @@ def chart_csv(request: HttpRequest, slug: str) -> HttpResponse:
     day = selectors.dashboard_today(now=now)
     response["Content-Disposition"] = f'attachment; filename="relevel-{slug}-{day.isoformat()}.csv"'
     writer = csv.writer(response)
-    writer.writerow(chart.columns)
-    writer.writerows([("" if cell is None else cell) for cell in row] for row in chart.rows)
+    writer.writerow([csv_cell(column) for column in chart.columns])
+    # Variant names are an operator's text: none may run as a formula in a spreadsheet.
+    writer.writerows([("" if cell is None else csv_cell(cell)) for cell in row] for row in chart.rows)
     return response
 
 

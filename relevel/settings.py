@@ -269,6 +269,11 @@ if DASHBOARD_REFRESH_CRON and not croniter.is_valid(DASHBOARD_REFRESH_CRON):
     raise ImproperlyConfigured(
         f"DASHBOARD_REFRESH_CRON {DASHBOARD_REFRESH_CRON!r} is not a valid cron expression (empty: off)"
     )
+# Ended calls' analysis (calls.analysis): the webhook only notes the call in a Redis list;
+# this cron hands the noted calls to workers in batches. Empty: off.
+ANALYSIS_CRON = env.str("ANALYSIS_CRON", default="* * * * *").strip()
+if ANALYSIS_CRON and not croniter.is_valid(ANALYSIS_CRON):
+    raise ImproperlyConfigured(f"ANALYSIS_CRON {ANALYSIS_CRON!r} is not a valid cron expression (empty: off)")
 if CALL_TIME_WINDOW_MINUTES < 1 or CALL_MAX_RETRIES < 0 or CALL_RETRY_DELAY_SECONDS < 0:
     raise ImproperlyConfigured(
         "CALL_TIME_WINDOW_MINUTES must be >= 1; CALL_MAX_RETRIES and CALL_RETRY_DELAY_SECONDS >= 0"

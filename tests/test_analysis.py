@@ -12,7 +12,8 @@ from calls import placement
 from calls.analysis import call_analyse
 from calls.intents import callback_heard, callback_time, opt_out_heard
 from calls.models import Call, CallResult, CallStatus
-from calls.queues import ANALYSE_CALL_JOB, calls_queue
+from calls.analysis import noted_calls_dispatch
+from calls.queues import ANALYSE_CALLS_JOB, ANALYSIS_PENDING_KEY, calls_queue
 from tests.provider_fakes import configure_retell, fixture, post_retell, post_vapi
 from tests.test_webhook import event, post
 
@@ -91,23 +92,28 @@ def test_a_call_back_without_a_time_is_heard_but_has_none():
 
 def analysis_jobs() -> list:
     queue = calls_queue()
-    return [job for job in queue.get_jobs() if job.func_name == ANALYSE_CALL_JOB]
+    return [job for job in queue.get_jobs() if job.func_name == ANALYSE_CALLS_JOB]
 
 
 @pytest.mark.django_db
 @pytest.mark.usefixtures("on_the_calls_day")
-def test_a_final_status_enqueues_the_analysis_after_commit_and_a_progress_one_does_not(
-    make_call, client, django_capture_on_commit_callbacks
+def test_a_final_status_notes_the_call_after_commit_and_the_cron_hands_it_to_a_worker(
+    make_call, client, django_capture_on_commit_callbacks, redis_conn
 ):
     call = make_call(status=CallStatus.DIALING, provider_call_id="ck-1")
+    other = make_call(status=CallStatus.DIALING, provider_call_id="ck-2")
     with django_capture_on_commit_callbacks(execute=True):
         post(client, event(call, "ringing"))
-    assert analysis_jobs() == []
+    assert redis_conn.lrange(ANALYSIS_PENDING_KEY, 0, -1) == []
 
     with django_capture_on_commit_callbacks(execute=True):
         post(client, event(call, "completed", transcript="Agent: Hi. User: All good."))
+        post(client, event(other, "no_answer"))
+    assert redis_conn.lrange(ANALYSIS_PENDING_KEY, 0, -1) == [str(call.pk).encode(), str(other.pk).encode()]
 
-    assert [job.args for job in analysis_jobs()] == [(call.pk,)]
+    assert noted_calls_dispatch() == "2 calls to analyse in 1 jobs"
+    assert [job.args for job in analysis_jobs()] == [([call.pk, other.pk],)]
+    assert redis_conn.lrange(ANALYSIS_PENDING_KEY, 0, -1) == []
 
 
 @pytest.mark.django_db
@@ -152,7 +158,7 @@ def test_a_call_back_in_an_hour_is_one_extra_attempt_today_and_only_one(make_cal
 @pytest.mark.django_db
 @pytest.mark.usefixtures("on_the_calls_day")
 def test_a_call_back_outside_the_calling_hours_is_refused_with_the_reason(make_call, client):
-    from calls.policy import policy_update
+    from calls.policy_changes import policy_update
 
     policy_update(changes={"calling_hours": {"start": "09:00", "end": "21:00"}}, user_id=None, actor="test")
     call = completed_with(make_call, client, "User: call me back in an hour please")
@@ -194,11 +200,11 @@ def test_stop_calling_me_opts_the_user_out_and_cancels_what_waits(make_call, cli
     call.user.refresh_from_db()
     waiting.refresh_from_db()
     assert CallResult.objects.get(call=call).opt_out_heard is True
-    assert call.user.call_enabled is False
-    assert (waiting.status, waiting.error) == (
-        CallStatus.CANCELED,
-        f"The user asked not to be called again on call {call.pk}.",
-    )
+    # users.consent records it: its time, source and the call it was heard on.
+    user = call.user
+    assert (user.call_enabled, user.opt_out_source, user.opt_out_call_id) == (False, "call", call.pk)
+    assert user.opted_out_at is not None
+    assert (waiting.status, waiting.error) == (CallStatus.CANCELED, "The user opted out (on a call).")
 
 
 @pytest.mark.django_db

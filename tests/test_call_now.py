@@ -8,7 +8,7 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from calls import manual, placement, policy, scheduling
+from calls import manual, placement, policy_changes, scheduling
 from calls.models import Call, CallStatus
 from calls.queues import calls_queue
 
@@ -84,7 +84,7 @@ def test_one_manual_call_per_user_every_ten_minutes(make_user, redis_conn):
 
 
 @pytest.mark.parametrize(
-    ("policy_changes", "user_fields", "said"),
+    ("changes", "user_fields", "said"),
     [
         ({"paused": True}, {}, "calls are paused"),
         ({"calling_hours": {"start": "12:00", "end": "21:00"}}, {}, "11:00 IST is outside the calling hours"),
@@ -93,10 +93,10 @@ def test_one_manual_call_per_user_every_ten_minutes(make_user, redis_conn):
     ],
 )
 def test_a_manual_call_obeys_the_pause_the_calling_hours_and_the_users_switch(
-    make_user, redis_conn, policy_changes, user_fields, said
+    make_user, redis_conn, changes, user_fields, said
 ):
-    if policy_changes:
-        policy.policy_update(changes=policy_changes, user_id=None, actor="test")
+    if changes:
+        policy_changes.policy_update(changes=changes, user_id=None, actor="test")
     user = make_user(**user_fields)
     with at(MORNING), pytest.raises(manual.CallNowRefused, match=said):
         manual.user_call_now(user_id=user.pk, requested_by="test")

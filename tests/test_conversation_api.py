@@ -13,7 +13,7 @@ from calls import policy
 from calls.analysis import call_analyse
 from calls.budget import budget_state, month_cost
 from calls.models import CallPolicy, CallStatus
-from calls.policy import policy_update
+from calls.policy_changes import policy_update
 from tests.provider_fakes import configure_retell, fixture, post_retell
 
 pytestmark = pytest.mark.django_db

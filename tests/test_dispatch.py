@@ -16,7 +16,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
-from calls import dispatch, policy, queues, scheduling
+from calls import dispatch, policy, policy_changes, queues, scheduling
 from calls.models import Call, CallStatus
 from tests.clock import midday_user_fields
 from tests.provider_fakes import fixture, vapi_server
@@ -262,7 +262,7 @@ def test_while_paused_waiting_calls_stay_waiting(settings, fake_callkaro, make_c
     now = timezone.now()
     call = make_call(scheduled_for=now, local_date=now.date())
     dispatch.calls_dispatch_batch(call_ids=[call.pk])
-    policy.policy_update(changes={"paused": True}, user_id=None, actor="test")
+    policy_changes.policy_update(changes={"paused": True}, user_id=None, actor="test")
     assert dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=0.5) == {}
     assert fake_callkaro.requests == []
     assert queues.capacity_counts("callkaro", now=wall.time()) == queues.CapacityCounts(live=0, waiting=1)

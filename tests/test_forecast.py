@@ -18,7 +18,8 @@ from calls.forecast import (
     users_due_per_slot,
 )
 from calls.models import Call, CallStatus
-from calls.policy import policy_cache_clear, policy_update
+from calls.policy import policy_cache_clear
+from calls.policy_changes import policy_update
 from users.models import User
 
 # 09:50 UTC: the forecast covers the slots from 09:45 to 09:45 the next day.

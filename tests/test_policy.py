@@ -10,7 +10,7 @@ import pytest
 from django.contrib.admin.models import LogEntry
 from django.urls import reverse
 
-from calls import policy
+from calls import policy, policy_changes
 from calls.models import CallPolicy
 
 TOKEN = {"HTTP_AUTHORIZATION": "Bearer " + "t" * 40}
@@ -163,7 +163,7 @@ def test_the_policy_page_counts_and_links_the_users_called_outside_the_hours(adm
     make_user(call_time=time(12, 0))
     make_user(call_time=time(7, 0), call_enabled=False)  # not called at all: not counted
     patch_hours = {"calling_hours": {"start": "09:00", "end": "21:00"}}
-    policy.policy_update(changes=patch_hours, user_id=None, actor="test")
+    policy_changes.policy_update(changes=patch_hours, user_id=None, actor="test")
     page = admin_client.get(reverse("admin:calls_callpolicy_change", args=[1])).text
     assert "2 users</a>" in page and "outside_calling_hours=1" in page
     listed = admin_client.get(reverse("admin:users_user_changelist"), {"outside_calling_hours": "1"})
@@ -202,7 +202,7 @@ def test_calling_hours_are_read_on_the_users_wall_clock(hours, local, inside):
 def test_a_change_with_the_api_token_is_in_the_admin_history_too(client):
     assert patch(client, {"paused": True}).status_code == 200
     entry = LogEntry.objects.get(object_id="1")
-    assert entry.user.username == policy.API_HISTORY_USERNAME and not entry.user.is_active
+    assert entry.user.username == policy_changes.API_HISTORY_USERNAME and not entry.user.is_active
     assert not entry.user.has_usable_password()
     assert patch(client, {"paused": False}).status_code == 200
     assert LogEntry.objects.filter(object_id="1").count() == 2

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import pytest
 import time_machine
 
-from calls import outcomes, placement, policy, scheduling
+from calls import outcomes, placement, policy_changes, scheduling
 from calls.models import Call, CallStatus
 from calls.providers.base import CallEvent
 
@@ -32,7 +32,7 @@ def burst_worker():
 
 
 def set_policy(**changes):
-    policy.policy_update(changes=changes, user_id=None, actor="test")
+    policy_changes.policy_update(changes=changes, user_id=None, actor="test")
 
 
 def at(moment, *, tick=False):

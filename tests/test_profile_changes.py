@@ -179,14 +179,14 @@ def test_a_canceled_call_shows_its_reason_in_the_admin(admin_client, queued_day)
     assert "User disabled calls." in page.content.decode()
 
 
-# --- save() itself ------------------------------------------------------------------------
+# --- user_save, the one-user write ------------------------------------------------------------------------
 
 
 def test_the_cancellation_is_one_update_in_the_transaction_of_the_change(queued_day):
     user, calls = queued_day
     user.call_time = time(9, 0)
     with time_machine.travel(EVENING, tick=False), CaptureQueriesContext(connection) as queries:
-        user.save()
+        services.user_save(user=user)
     call_updates = [q["sql"] for q in queries if q["sql"].startswith('UPDATE "calls_call"')]
     assert len(call_updates) == 1
     assert_canceled(calls, "User changed call time from 20:30 to 09:00.")
@@ -200,7 +200,7 @@ def test_when_the_cancellation_fails_the_change_is_not_saved_either(queued_day):
         mock.patch.object(services, "users_cancel_pending_calls", side_effect=RuntimeError("db gone")),
         pytest.raises(RuntimeError),
     ):
-        user.save()
+        services.user_save(user=user)
     assert User.objects.get(pk=user.pk).call_enabled is True
     assert_untouched(calls)
 
@@ -211,7 +211,7 @@ def test_the_change_is_described_against_the_stored_values_not_a_stale_instance(
     with time_machine.travel(EVENING, tick=False):
         User.objects.filter(pk=user.pk).update(call_time=time(21, 0))  # another process
         stale.call_time = time(9, 0)
-        stale.save()
+        services.user_save(user=stale)
     assert_canceled(calls, "User changed call time from 21:00 to 09:00.")
 
 
@@ -219,14 +219,14 @@ def test_saving_fields_outside_the_schedule_reads_and_cancels_nothing(queued_day
     user, calls = queued_day
     user.name = "Renamed"
     with CaptureQueriesContext(connection) as queries:
-        user.save(update_fields=["name"])
+        services.user_save(user=user, update_fields=["name"])
     assert len(queries) == 1
     assert_untouched(calls)
 
 
 def test_a_new_user_cancels_nothing_and_reads_no_old_values(make_call, queued_day):
     with time_machine.travel(EVENING, tick=False), CaptureQueriesContext(connection) as queries:
-        User(username="fresh", phone="+919800000001", call_time=time(9, 0)).save()
+        services.user_save(user=User(username="fresh", phone="+919800000001", call_time=time(9, 0)))
     assert not [q for q in queries if "FOR UPDATE" in q["sql"] or q["sql"].startswith('UPDATE "calls_call"')]
     assert_untouched(queued_day[1])
 

@@ -10,6 +10,7 @@ from rq.registry import ScheduledJobRegistry
 from calls import outcomes, placement, scheduling, sweeps
 from calls.models import Call, CallStatus
 from calls.providers.base import CallEvent
+from users.services import user_save
 
 pytestmark = pytest.mark.django_db(transaction=True)
 NOW = datetime(2026, 11, 28, 15, 5, tzinfo=UTC)
@@ -102,7 +103,7 @@ def test_a_retry_that_comes_due_after_the_user_disabled_calls_is_dropped(make_us
     outcome(call, CallStatus.NO_ANSWER)
     retry = Call.objects.get(retry_of=call)
     user.call_enabled = False
-    user.save()  # cancels the waiting retry at once (tests/test_profile_changes.py)
+    user_save(user=user)  # cancels the waiting retry at once (tests/test_profile_changes.py)
     retry.refresh_from_db()
     assert (retry.status, retry.error) == (CallStatus.CANCELED, "User disabled calls.")
     assert placement.call_place(call_id=retry.pk) == "skipped"

@@ -15,16 +15,17 @@ from import_export.admin import ImportExportMixin
 from import_export.formats.base_formats import CSV
 from import_export.results import Result, RowResult
 
-from calls.admin_display import admin_time, status_badge
 from calls.logsafe import mask_phone
 from calls.manual import CallNowRefused, user_call_now
 from calls.policy import policy_current
 from users import services
 from users.selectors import CallDay, user_call_record, users_calling_outside_hours, users_today
 from users.services import users_set_call_enabled
+from web.display import admin_time, status_badge
 
+from .consent import user_opt_in, user_opt_out
 from .forms import DAILY_CALL_FIELDS, CallTimeField, UserAdminChangeForm, UserAdminCreationForm
-from .models import User
+from .models import OptOutSource, User
 from .record_display import call_day_badge, call_record_html
 from .resources import UserResource
 
@@ -141,14 +142,14 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
         "is_active",
     )
     search_fields = ("name", "phone", "email", "username", "external_id")
-    actions = ("enable_calls", "disable_calls", "call_now")
+    actions = ("enable_calls", "disable_calls", "call_now", "opt_out", "opt_in")
 
     fieldsets = (
         (None, {"fields": ("username", "password")}),
         (
             "Daily call",
             {
-                "fields": (*CALL_FIELDS, "next_call", "schedule_error"),
+                "fields": (*CALL_FIELDS, "next_call", "schedule_error", "opt_out_display"),
                 "description": (
                     "Saving recomputes the next call from these fields. Turning calls off, "
                     "removing the phone or changing the call time or time zone cancels the calls "
@@ -176,11 +177,17 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
     readonly_fields = (
         "next_call",
         "schedule_error",
+        "opt_out_display",
         "call_record",
         "recent_calls",
         "last_login_at",
         "joined_at",
     )
+
+    def save_model(self, request: HttpRequest, obj: User, form, change: bool) -> None:
+        # The change page and list_editable both save here: a new schedule cancels the
+        # calls queued for the old one.
+        services.user_save(user=obj)
 
     def get_changelist(self, request: HttpRequest, **kwargs):
         return UserChangeList
@@ -210,6 +217,22 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
         if obj.next_call_at is None:
             return "parked" if obj.schedule_error else "-"
         return admin_time(obj.next_call_at, obj.local_tz)
+
+    @admin.display(description="Opted out")
+    def opt_out_display(self, obj: User) -> str:
+        if obj.opted_out_at is None:
+            return "No"
+        on_call = ""
+        if obj.opt_out_call_id:
+            url = reverse("admin:calls_call_change", args=[obj.opt_out_call_id])
+            on_call = format_html(', on <a href="{}">call {}</a>', url, obj.opt_out_call_id)
+        return format_html(
+            "{} through {}{}. Not called again until an opt-in is recorded (action "
+            "\u201cRecord an opt-in\u201d).",
+            admin_time(obj.opted_out_at),
+            obj.get_opt_out_source_display(),
+            on_call,
+        )
 
     @admin.display(description="today")
     def today_display(self, obj: User) -> str:
@@ -342,12 +365,40 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
         if placed:
             self.message_user(request, f"Calling now: {', '.join(placed)}.", messages.SUCCESS)
 
+    @admin.action(
+        description="Opt selected users out of calls (they asked us to stop)", permissions=["change"]
+    )
+    def opt_out(self, request: HttpRequest, queryset: QuerySet) -> None:
+        done = sum(
+            user_opt_out(user_id=pk, source=OptOutSource.ADMIN)
+            for pk in queryset.values_list("pk", flat=True)
+        )
+        self.message_user(
+            request,
+            f"Opted out: {done} user{'s' if done != 1 else ''}; their queued calls are canceled.",
+            messages.SUCCESS if done else messages.INFO,
+        )
+
+    @admin.action(description="Record an opt-in for selected users (calls back on)", permissions=["change"])
+    def opt_in(self, request: HttpRequest, queryset: QuerySet) -> None:
+        done = sum(user_opt_in(user_id=pk) for pk in queryset.values_list("pk", flat=True))
+        self.message_user(
+            request,
+            f"Opt-in recorded for {done} user{'s' if done != 1 else ''}: calls are on again."
+            if done
+            else "None of the selected users had opted out.",
+            messages.SUCCESS if done else messages.INFO,
+        )
+
     def _set_call_enabled(self, request: HttpRequest, queryset: QuerySet, *, enabled: bool) -> None:
         selected = queryset.count()
+        opted_out = queryset.filter(opted_out_at__isnull=False).count() if enabled else 0
         changed = users_set_call_enabled(users=queryset, enabled=enabled)
         verb = "enabled" if enabled else "disabled"
-        unchanged = selected - changed
+        unchanged = selected - changed - opted_out
         message = f"Calls {verb} for {changed} user{'s' if changed != 1 else ''}"
         if unchanged:
             message += f"; {unchanged} already had calls {verb}"
+        if opted_out:
+            message += f"; {opted_out} opted out, left off (record an opt-in to call them again)"
         self.message_user(request, message + ".", messages.SUCCESS if changed else messages.INFO)

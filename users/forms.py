@@ -16,7 +16,7 @@ from django.core.exceptions import ValidationError
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from calls.forms import MAX_DELAY_MINUTES, MAX_RETRIES
+from calls.models import MAX_DELAY_MINUTES, MAX_RETRIES
 
 from .models import User
 from .validators import (

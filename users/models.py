@@ -5,11 +5,11 @@ from datetime import date, datetime, timedelta
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
 from django.core.validators import MaxValueValidator, MinValueValidator
-from django.db import models, router, transaction
+from django.db import models
 from django.db.models import Max, QuerySet
 from django.utils import timezone
 
-from calls.forms import MAX_DELAY_MINUTES, MAX_RETRIES
+from calls.models import MAX_DELAY_MINUTES, MAX_RETRIES
 from calls.slots import next_open_slot, zone_or_none
 
 from .validators import (
@@ -58,6 +58,20 @@ def first_attempts() -> QuerySet:
     return Call.objects.filter(attempt=1, manual=False)
 
 
+class OptOutSource(models.TextChoices):
+    """Who told us: an operator, the product (its app, its web site, its own API call), the
+    person on one of our calls, an SMS reply, or a CSV import."""
+
+    ADMIN = "admin", "admin"
+    API = "api", "API"
+    APP = "app", "app"
+    WEB = "web", "web"
+    VERBAL = "verbal", "verbal"
+    CALL = "call", "on a call"
+    SMS = "sms", "SMS"
+    IMPORT = "import", "import"
+
+
 class User(AbstractUser):
     name = models.CharField(max_length=150, blank=True)
     # NULL rather than "" for "no phone", so that the unique constraint allows many of them.
@@ -100,7 +114,7 @@ class User(AbstractUser):
         help_text="The product's own id for this user (the users API's key): letters, digits and . _ : -",
     )
     # Per-user overrides of the call policy; blank: the policy applies. The same bounds as
-    # the policy's own (calls/forms.py).
+    # the policy's own (calls/models.py).
     max_retries = models.PositiveSmallIntegerField(
         null=True,
         blank=True,
@@ -126,8 +140,26 @@ class User(AbstractUser):
         help_text="Minutes before each retry for this user; blank: the call policy's.",
     )
 
+    # One opt-out state, whatever asked for it (users/consent.py). Its call is an id, not a
+    # foreign key: calls already depend on users, and the call may be pruned before the
+    # opt-out is.
+    opted_out_at = models.DateTimeField("opted out at", null=True, blank=True, editable=False)
+    opt_out_source = models.CharField(
+        "opted out through", max_length=16, choices=OptOutSource.choices, blank=True, editable=False
+    )
+    opt_out_call_id = models.BigIntegerField("opted out on call", null=True, blank=True, editable=False)
+
     class Meta:
-        constraints = [models.UniqueConstraint(fields=["phone"], name="user_unique_phone")]
+        constraints = [
+            models.UniqueConstraint(fields=["phone"], name="user_unique_phone"),
+            # Whatever path tries it (a form, the API, an import, a raw UPDATE), an opted-out
+            # person is never switched back on: only users.consent.user_opt_in does that.
+            models.CheckConstraint(
+                condition=models.Q(opted_out_at__isnull=True) | models.Q(call_enabled=False),
+                name="user_opted_out_not_called",
+                violation_error_message="This person opted out of calls: record a new opt-in first.",
+            ),
+        ]
         indexes = [
             models.Index(
                 fields=["next_call_at"],
@@ -186,40 +218,17 @@ class User(AbstractUser):
 
     def save(self, *args, **kwargs):
         # Kept here rather than in a service because *every* way of saving a user (admin
-        # form, list_editable, the admin's enable/disable actions, the shell) must keep
-        # next_call_at in step with the schedule fields, or that user is silently never
-        # called (or called at a stale time). Claiming a slot never relies on this value
-        # alone: the unique (user, local_date, attempt) constraint is what prevents a second
-        # call on the same day.
+        # form, list_editable, the shell, a data migration) must keep next_call_at in step
+        # with the schedule fields, or that user is silently never called (or called at a
+        # stale time): it is a value derived from this row's own fields, not a workflow.
+        # Claiming a slot never relies on this value alone: the unique (user, local_date,
+        # attempt) constraint is what prevents a second call on the same day. What a change
+        # of schedule does to calls already queued is a workflow: users.services.user_save.
         update_fields = kwargs.get("update_fields")
         if update_fields is not None and not SCHEDULE_FIELDS & set(update_fields):
             super().save(*args, **kwargs)
             return
-        # For the same reason, a change of schedule cancels the calls queued for the old one
-        # here, in the same transaction as the change (README, "Profile changes take effect
-        # at once"): a hook in each caller would be forgotten by the next one. The rule itself
-        # is users.services.users_cancel_pending_calls, which the writes in bulk (the users
-        # API's bulk endpoint, the CSV import) call themselves, since they never call save().
-        # The old values are read locked, not remembered from when the instance was loaded:
-        # an admin form open for an hour must not describe the change against stale values.
-        from .services import schedule_change_reason, users_cancel_pending_calls
-
-        using = kwargs.get("using") or router.db_for_write(type(self), instance=self)
-        with transaction.atomic(using=using):
-            before = None
-            if not self._state.adding and self.pk is not None:
-                before = (
-                    type(self)
-                    ._base_manager.using(using)
-                    .select_for_update()
-                    .filter(pk=self.pk)
-                    .values(*SCHEDULE_FIELDS)
-                    .first()
-                )
-            self.refresh_schedule(last_called=self._last_first_attempt_date())
-            if update_fields is not None:
-                kwargs["update_fields"] = {*update_fields, "next_call_at", "schedule_error"}
-            super().save(*args, **kwargs)
-            reason = schedule_change_reason(before=before, after=self) if before is not None else None
-            if reason:
-                users_cancel_pending_calls(reasons={self.pk: reason})
+        self.refresh_schedule(last_called=self._last_first_attempt_date())
+        if update_fields is not None:
+            kwargs["update_fields"] = {*update_fields, "next_call_at", "schedule_error"}
+        super().save(*args, **kwargs)

@@ -6,8 +6,8 @@ from __future__ import annotations
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
-from calls.admin_display import admin_datetime, status_label
 from calls.models import Call
+from web.display import admin_datetime, status_label
 
 from .selectors import DAY_OUTCOME_LABELS, CallDay, CallRecord, DayOutcome
 

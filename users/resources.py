@@ -24,6 +24,8 @@ from import_export import fields, resources, widgets
 from import_export.results import RowResult
 from import_export.utils import atomic_if_using_transaction
 
+from web.csv_cells import csv_cell, csv_cell_read
+
 from . import services
 from .forms import PROFILE_FIELDS, UserProfileForm
 from .models import SCHEDULE_FIELDS, User
@@ -84,6 +86,10 @@ class UserResource(resources.ModelResource):
         self._given: list[str] = []
         self._now = timezone.now()
 
+    def export_field(self, field, instance, **kwargs):
+        # Names and ids are the product's (or anyone's) text: none may run as a formula.
+        return csv_cell(super().export_field(field, instance, **kwargs))
+
     # --- The whole file, before any row ---------------------------------------------------
 
     def before_import(self, dataset, **kwargs) -> None:
@@ -99,7 +105,7 @@ class UserResource(resources.ModelResource):
         rows: list[dict[str, Any] | None] = []
         for number, values in enumerate(dataset, 1):  # the library numbers rows from 1
             data = {
-                header: ("" if value is None else str(value))
+                header: ("" if value is None else csv_cell_read(str(value)))
                 for header, value in zip(headers, values, strict=False)
             }
             cleaned, errors = UserProfileForm.clean_row(data, given=self._given)

@@ -16,7 +16,7 @@ from typing import Any
 from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
 from django.contrib.auth.hashers import UNUSABLE_PASSWORD_PREFIX
 from django.contrib.contenttypes.models import ContentType
-from django.db import connection, transaction
+from django.db import connection, router, transaction
 from django.db.models import BooleanField, Max, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
@@ -25,21 +25,53 @@ from django.utils.text import capfirst
 from calls import bulk
 from calls.models import Call, CallStatus
 
-from .models import SCHEDULE_FIELDS, User, first_attempts
+from .models import SCHEDULE_FIELDS, OptOutSource, User, first_attempts
 
 logger = logging.getLogger("relevel.users")
 
 
 def users_set_call_enabled(*, users: Iterable, enabled: bool) -> int:
     """Enable or disable calls for users, keeping each one's next call in step (and, when
-    disabling, canceling their queued calls: User.save)."""
+    disabling, canceling their queued calls: user_save)."""
     changed = 0
     for user in users:
+        if enabled and user.opted_out_at is not None:
+            continue  # only an explicit opt-in turns an opted-out person back on
         if user.call_enabled != enabled:
             user.call_enabled = enabled
-            user.save(update_fields=["call_enabled"])
+            user_save(user=user, update_fields=["call_enabled"])
             changed += 1
     return changed
+
+
+def user_save(*, user: User, update_fields: Iterable[str] | None = None) -> str | None:
+    """Save one user (the admin's forms and actions, the demo): a change of schedule cancels
+    the calls queued for the old one, in the same transaction as the change (README,
+    "Profile changes take effect at once"). Returns why calls were canceled, or None.
+
+    The old values are read locked, not remembered from when the instance was loaded: an
+    admin form open for an hour must not describe the change against stale values. The
+    writes in bulk (the users API, the CSV import) apply the same rule themselves
+    (users_write), since they never save one user at a time."""
+    using = router.db_for_write(User, instance=user)
+    if update_fields is not None and not SCHEDULE_FIELDS & set(update_fields):
+        user.save(using=using, update_fields=update_fields)
+        return None
+    with transaction.atomic(using=using):
+        before = None
+        if not user._state.adding and user.pk is not None:
+            before = (
+                User._base_manager.using(using)
+                .select_for_update()
+                .filter(pk=user.pk)
+                .values(*SCHEDULE_FIELDS)
+                .first()
+            )
+        user.save(using=using, update_fields=update_fields)
+        reason = schedule_change_reason(before=before, after=user) if before is not None else None
+        if reason:
+            users_cancel_pending_calls(reasons={user.pk: reason})
+    return reason
 
 
 # --- Profile changes take effect at once --------------------------------------------------
@@ -207,7 +239,21 @@ def users_conflicts(
     errors = duplicate_errors(rows, label=label, first_number=first_number)
     for index, row_errors in phone_taken_errors(rows, existing=existing).items():
         errors.setdefault(index, {}).update(row_errors)
+    for index, row in enumerate(rows):
+        user = existing.get(row["external_id"]) if row else None
+        if user is not None and user.opted_out_at is not None and row.get("call_enabled"):
+            errors.setdefault(index, {})["call_enabled"] = opted_out_message(user)
     return dict(sorted(errors.items()))
+
+
+def opted_out_message(user: User) -> str:
+    """Why an opted-out person is not called, for the admin, the API and the import."""
+    when = user.opted_out_at.isoformat(timespec="seconds") if user.opted_out_at else "earlier"
+    source = OptOutSource(user.opt_out_source).label if user.opt_out_source else "unknown"
+    return (
+        f"this person opted out of calls at {when} (source: {source}); "
+        "record a new opt-in before calling them again"
+    )
 
 
 def users_by_external_id(external_ids: Sequence[str], *, lock: bool = False) -> dict[str, User]:

@@ -15,7 +15,6 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
 from calls import manual
-from calls.decorators import error_response, limit_body, operator_required, require_methods
 from calls.models import Call, CallResult
 from calls.results import result_as_json
 from calls.selectors import call_history
@@ -23,9 +22,16 @@ from calls.slots import zone_or_none
 
 # The webhooks' JSON decoding: refuses what the database cannot store (NUL, lone
 # surrogates, NaN) and bodies nested too deeply, before any of it is looked at.
-from calls.views import BadPayload, _decode_json
+from web.http import (
+    BadPayload,
+    error_response,
+    json_body_decode,
+    limit_body,
+    operator_required,
+    require_methods,
+)
 
-from . import selectors, services
+from . import consent, selectors, services
 from .forms import profile_from_json
 from .models import User
 from .validators import validate_external_id
@@ -69,6 +75,9 @@ def _user_json(user: User) -> dict[str, Any]:
         "next_call": next_call,
         # Why a callable user has no next call (a time zone this host does not know).
         "parked_because": user.schedule_error,
+        "opted_out": None
+        if user.opted_out_at is None
+        else {"at": _utc(user.opted_out_at), "source": user.opt_out_source, "call_id": user.opt_out_call_id},
     }
 
 
@@ -114,7 +123,7 @@ def user_detail(request: HttpRequest, external_id: str) -> JsonResponse:
     except ValidationError as exc:
         return _invalid_user({"external_id": " ".join(exc.messages)})
     try:
-        body = _decode_json(request.body)
+        body = json_body_decode(request.body)
     except BadPayload as exc:
         return error_response(str(exc), 400)
     if not isinstance(body, dict):
@@ -127,7 +136,11 @@ def user_detail(request: HttpRequest, external_id: str) -> JsonResponse:
     try:
         result = services.users_upsert(rows=[row])
     except services.UsersInvalid as exc:
-        return _invalid_user(exc.errors[0])
+        errors = exc.errors[0]
+        if set(errors) == {"call_enabled"}:
+            # Valid, but refused by the person's own choice: a conflict, not a bad request.
+            return error_response(f"calls not enabled: {errors['call_enabled']}", 409)
+        return _invalid_user(errors)
     except IntegrityError:
         return error_response(CONFLICT, 409)
     [outcome], [user] = result.results, result.users
@@ -147,7 +160,7 @@ def users_bulk(request: HttpRequest) -> JsonResponse:
     validated first, and if any is invalid nothing is written and the 400 lists each bad
     row's errors by its index."""
     try:
-        body = _decode_json(request.body)
+        body = json_body_decode(request.body)
     except BadPayload as exc:
         return error_response(str(exc), 400)
     if not isinstance(body, dict) or set(body) != {"users"}:
@@ -178,8 +191,11 @@ def users_bulk(request: HttpRequest) -> JsonResponse:
             errors[index] = row_errors
         rows.append(row or None)
     if errors:
-        # The valid rows' conflicts too, so that one answer lists every problem.
-        errors.update(services.users_conflicts(rows, label="user"))
+        # The valid rows' conflicts too, so that one answer lists every problem. Merged by
+        # row, never replacing: users_conflicts skips the invalid rows today, and a row's
+        # field errors must survive if that ever changes.
+        for index, row_errors in services.users_conflicts(rows, label="user").items():
+            errors.setdefault(index, {}).update(row_errors)
     else:
         try:
             result = services.users_upsert(rows=rows)
@@ -292,3 +308,40 @@ def _history_json(call: Call) -> dict[str, Any]:
         "end_reason": call.end_reason,
         "result": result,
     }
+
+
+# Sources an operator's or the product's request may give; "call" and "sms" are what relevel
+# records itself, from what it heard.
+OPT_OUT_REQUEST_SOURCES = ("api", "app", "web", "verbal", "admin", "import")
+
+
+@never_cache
+@require_methods("POST")
+@operator_required
+@limit_body(USER_MAX_BYTES)
+def user_opt_out(request: HttpRequest, external_id: str) -> JsonResponse:
+    """Opt the person out of every call at once (body ``{"source": "app"}``, default "api"):
+    their queued calls are canceled, and only a new opt-in calls them again."""
+    user = selectors.user_by_external_id(external_id=external_id)
+    if user is None:
+        return error_response(f"no user with external_id {external_id[:140]!r}", 404)
+    try:
+        body = json_body_decode(request.body) if request.body else {}
+    except BadPayload as exc:
+        return error_response(str(exc), 400)
+    if not isinstance(body, dict):
+        return error_response('body must be a JSON object such as {"source": "app"}', 400)
+    source = body.get("source", "api")
+    errors = {key: "unknown field" for key in sorted(set(body) - {"source"})}
+    if source not in OPT_OUT_REQUEST_SOURCES:
+        errors["source"] = f"one of {', '.join(OPT_OUT_REQUEST_SOURCES)}"
+    if errors:
+        return JsonResponse(
+            {"success": False, "error": f"invalid opt-out: {', '.join(errors)}", "errors": errors}, status=400
+        )
+    changed = consent.user_opt_out(user_id=user.pk, source=source)
+    user.refresh_from_db()
+    logger.info("Users API: user %s (%s) opted out by %s", user.pk, external_id, request.operator)
+    return JsonResponse(
+        {"success": True, "result": "opted_out" if changed else "already_opted_out", "user": _user_json(user)}
+    )

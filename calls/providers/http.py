@@ -16,6 +16,7 @@ from typing import Any
 
 import requests
 import urllib3.exceptions
+from django.conf import settings
 from requests.adapters import HTTPAdapter
 
 from calls.logsafe import redact_phones
@@ -26,6 +27,12 @@ from .base import ProviderMaybePlacedError, ProviderNotSentError, ProviderPerman
 MAX_ANSWER_BYTES = 1024 * 1024
 # Refusals that say "not now" before acting: sending again later is safe.
 NOT_SENT_STATUSES = frozenset({408, 425, 429, 503})
+
+
+def threads_per_process() -> int:
+    """A worker process's share of PROVIDER_MAX_CONCURRENCY (at least one): the calls it
+    has in flight at once, and so the connections its sessions keep open."""
+    return max(1, settings.PROVIDER_MAX_CONCURRENCY // settings.QUEUE_CONCURRENCY)
 
 
 @dataclass(frozen=True)
@@ -74,14 +81,12 @@ class ProviderHTTP:
         cls, *, provider: str, headers: dict[str, str], connect_timeout: float, read_timeout: float
     ) -> ProviderHTTP:
         """A session sized for this worker process's share of the calls in flight."""
-        from calls.queues import placement_threads_per_process
-
         return cls(
             provider=provider,
             headers=headers,
             connect_timeout=connect_timeout,
             read_timeout=read_timeout,
-            pool_size=placement_threads_per_process(),
+            pool_size=threads_per_process(),
         )
 
     @property

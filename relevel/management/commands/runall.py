@@ -158,6 +158,7 @@ def demo_users_seed(*, now: datetime) -> list:
     (user, local date, attempt) constraint from claiming today's slot again on a re-run.
     """
     from calls.models import Call
+    from users.services import user_save
 
     User = get_user_model()
     seeded = []
@@ -175,7 +176,7 @@ def demo_users_seed(*, now: datetime) -> list:
                 user.max_retries = demo.max_retries
                 user.retry_delay_minutes = demo.retry_delay_minutes
                 user.set_unusable_password()
-                user.save()
+                user_save(user=user)
                 # Set outright: save() recomputes it only when a schedule field changed, and
                 # a re-run within the same minute changes none.
                 user.next_call_at = user.compute_next_call_at(now=now)

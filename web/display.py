@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from .models import CallStatus
-from .slots import zone_or_none
+from calls.models import CallStatus
+from calls.slots import zone_or_none
 
 # One colour per outcome family, readable on the admin's light and dark themes alike
 # (white text on a mid-tone background).

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('users', '0005_user_external_id_and_retry_bounds'),
+        ('users', '0006_user_opt_out'),
     ]
 
     operations = [
