@@ -11,9 +11,7 @@ calls amortises RQ's own cost). Apart, the service alone (no RQ).
 from __future__ import annotations
 
 import json
-from datetime import UTC, date, datetime
-
-from django.conf import settings
+from datetime import UTC, datetime
 
 from harness import ROOT, Table, flush_redis, say, timed
 
@@ -31,7 +29,8 @@ def _payloads(kind: int, n: int) -> list[dict]:
     if kind == 0:
         payload = json.loads((FIXTURES / "vapi" / "webhook_end_of_call_report_analysis.json").read_text())
         payload["message"]["artifact"]["messages"] = [
-            {"role": role, "message": text, "time": 1_000 * i, "endTime": 1_000 * i + 800} for i, (role, text) in enumerate(TURNS)
+            {"role": role, "message": text, "time": 1_000 * i, "endTime": 1_000 * i + 800}
+            for i, (role, text) in enumerate(TURNS)
         ]
         return [payload]
     if kind == 1:
@@ -53,7 +52,8 @@ def _seed(calls: int) -> list[int]:
     Call.objects.all().delete()
     User.objects.filter(username__startswith="analysis-").delete()
     users = User.objects.bulk_create(
-        User(username=f"analysis-{i}", phone=f"+9191{i:08d}", local_tz="UTC", password="!") for i in range(calls)
+        User(username=f"analysis-{i}", phone=f"+9191{i:08d}", local_tz="UTC", password="!")
+        for i in range(calls)
     )
     providers = ("vapi", "retell", "callkaro")
     now = datetime.now(UTC)
@@ -62,7 +62,7 @@ def _seed(calls: int) -> list[int]:
             user=user,
             to_number=user.phone,
             attempt=1,
-            local_date=date.today(),
+            local_date=now.date(),
             status=CallStatus.COMPLETED,
             provider=providers[i % 3],
             provider_call_id=f"an-{i}",
@@ -108,7 +108,7 @@ def run(*, calls: int) -> Table:
         "",
         "",
         "",
-        note=f"{done:,} results stored in {seconds:.1f} s; Redis {settings.RQ_QUEUES[settings.CALLS_QUEUE]['URL'].split('?')[0]}",
+        note=f"{done:,} results stored in {seconds:.1f} s, in jobs of {queues.ANALYSIS_BATCH} calls",
     )
     CallResult.objects.all().delete()
     service_seconds, _ = timed(lambda: [call_analyse(call_id=call_id) for call_id in ids])

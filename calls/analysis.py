@@ -147,8 +147,10 @@ def _callback_consider(*, call: Call, result: CallResult, data: dict, user_turns
             at = callback_time(words=words, now_local=now.astimezone(tz))
     if not asked:
         return ""
-    note = callback_schedule(call=call, at=at, now=now) if at is not None else (
-        "Not scheduled: no time relevel understands was given."
+    note = (
+        callback_schedule(call=call, at=at, now=now)
+        if at is not None
+        else ("Not scheduled: no time relevel understands was given.")
     )
     result.callback_requested_for = at
     result.callback_note = note

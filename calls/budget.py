@@ -1,8 +1,8 @@
 """The cost guard (docs/conversation.md, "Budget"): an optional monthly budget in the call
 policy. When the month's recorded cost (the results' costs in the budget's currency, by
-the UTC month they were recorded in, kept in MonthlyCost) reaches it, calls pause themselves: the analysis job sets
-CallPolicy.budget_reached_at, which the policy reads as a pause (no query on any hot path).
-Raising or clearing the budget, or a new month, resumes.
+the UTC month they were recorded in, kept in MonthlyCost) reaches it, calls pause
+themselves: the analysis job sets CallPolicy.budget_reached_at, which the policy reads as
+a pause (no query on any hot path). Raising or clearing the budget, or a new month, resumes.
 """
 
 from __future__ import annotations
@@ -52,9 +52,7 @@ def month_costs(*, now: datetime) -> dict[str, Decimal]:
 def reached_in_force(row: CallPolicy, *, now: datetime) -> bool:
     """Whether the budget pauses calls now: reached this month, and still set."""
     reached = row.budget_reached_at
-    return bool(
-        row.monthly_budget is not None and reached is not None and reached >= month_start(now)
-    )
+    return bool(row.monthly_budget is not None and reached is not None and reached >= month_start(now))
 
 
 @dataclass(frozen=True)
@@ -103,9 +101,10 @@ def budget_check(*, now: datetime | None = None) -> bool:
     row = CallPolicy.objects.filter(pk=1).first()
     if row is None:
         return False
-    reached = row.monthly_budget is not None and month_cost(
-        currency=row.budget_currency or "USD", now=now
-    ) >= row.monthly_budget
+    reached = (
+        row.monthly_budget is not None
+        and month_cost(currency=row.budget_currency or "USD", now=now) >= row.monthly_budget
+    )
     if reached and not reached_in_force(row, now=now):
         CallPolicy.objects.filter(pk=1).update(budget_reached_at=now)
         policy_cache_clear()

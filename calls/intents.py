@@ -19,7 +19,8 @@ OPT_OUT_PATTERNS = tuple(
         rf"\bstop {_CALL} (?:me|this number|us)\b",
         rf"\b(?:do not|dont|never) {_CALL} (?:me|this number|us) (?:again|anymore|any more|ever)\b",
         rf"\b(?:do not|dont) ever {_CALL} (?:me|this number|us)\b",
-        r"\b(?:take|remove|delete|drop) (?:me|my number|this number) (?:off|from) (?:your|the|this|that) (?:\w+ )?list\b",
+        r"\b(?:take|remove|delete|drop) (?:me|my number|this number) (?:off|from) "
+        r"(?:your|the|this|that) (?:\w+ )?list\b",
         rf"\b(?:do not|dont) want (?:these|your|any more|anymore|any|this|more|those) (?:\w+ )?{_CALL}s?\b",
         r"\bno more calls\b",
         r"\bunsubscribe me\b|\bunsubscribe\b",
@@ -67,7 +68,9 @@ _CALLBACK = re.compile(
     r"\b(?:call (?:me )?back|call me (?:again )?(?=in\b|at\b|after\b|tonight\b|this\b|later\b|around\b)"
     r"|try (?:me )?again|ring me (?:back|again)|give me a call)\b(?P<rest>[^.!?;]*)"
 )
-_AT_TIME = re.compile(r"\b(?:at|around|about|after)\s+(?P<hour>\d{1,2})(?::(?P<minute>\d{2}))?\s*(?P<half>am|pm|a\.m\.|p\.m\.)?")
+_AT_TIME = re.compile(
+    r"\b(?:at|around|about|after)\s+(?P<hour>\d{1,2})(?::(?P<minute>\d{2}))?\s*(?P<half>am|pm|a\.m\.|p\.m\.)?"
+)
 _WORDS = {
     "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
     "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "an": 1, "a": 1, "half an": 0.5,
@@ -110,7 +113,9 @@ def callback_time(*, words: str, now_local: datetime) -> datetime | None:
             at = now_local.replace(hour=candidate, minute=minute, second=0, microsecond=0)
             if at > now_local:
                 return at
-        return now_local.replace(hour=candidates[0], minute=minute, second=0, microsecond=0) + timedelta(days=1)
+        return now_local.replace(hour=candidates[0], minute=minute, second=0, microsecond=0) + timedelta(
+            days=1
+        )
     match = _IN_DELAY.search(words)
     if match:
         count = match.group("count")

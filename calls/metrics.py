@@ -79,7 +79,9 @@ def _conversation_families(now: datetime) -> list[Metric]:
     heard = monitoring.results_counted(since=now - timedelta(hours=24))
     voicemails = _gauge("voicemails_24h", "Calls that reached voicemail, ended in the last 24 hours.")
     voicemails.add_metric([], heard.voicemails)
-    opt_outs = _gauge("opt_outs_heard_24h", "Users who asked on a call not to be called again, last 24 hours.")
+    opt_outs = _gauge(
+        "opt_outs_heard_24h", "Users who asked on a call not to be called again, last 24 hours."
+    )
     opt_outs.add_metric([], heard.opt_outs)
     state = budget_state(now=now)
     reached = _gauge("budget_reached", "1 when the monthly budget is reached and calls are paused.")

@@ -286,7 +286,9 @@ class CallResult(models.Model):
     class Meta:
         # /metrics counts the last day's opt-outs: a small index, of those rows only.
         indexes = [
-            models.Index(fields=["created_at"], condition=models.Q(opt_out_heard=True), name="callresult_opt_out_idx")
+            models.Index(
+                fields=["created_at"], condition=models.Q(opt_out_heard=True), name="callresult_opt_out_idx"
+            )
         ]
 
     def __str__(self) -> str:

@@ -102,8 +102,10 @@ def _from_row(row: CallPolicy) -> Policy:
     )
     retry_statuses = frozenset(row.retry_statuses) if row.retry_statuses is not None else RETRY_STATUSES
     # voicemail_retry decides for voicemail, whatever retry_statuses lists.
-    retry_statuses = (retry_statuses | {CallStatus.VOICEMAIL}) if row.voicemail_retry else (
-        retry_statuses - {CallStatus.VOICEMAIL}
+    retry_statuses = (
+        (retry_statuses | {CallStatus.VOICEMAIL})
+        if row.voicemail_retry
+        else (retry_statuses - {CallStatus.VOICEMAIL})
     )
     from .budget import reached_in_force
 

@@ -79,7 +79,11 @@ def _form_data(values: dict[str, Any]) -> dict[str, Any]:
                 raise PolicyInvalid({name: "true or false"})
             if value:
                 data[name] = "on"
-        elif name == "monthly_budget" and isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+        elif (
+            name == "monthly_budget"
+            and isinstance(value, int | float | Decimal)
+            and not isinstance(value, bool)
+        ):
             data[name] = str(value)
         elif name in ("voicemail_message", "budget_currency") and not isinstance(value, str | None):
             raise PolicyInvalid({name: "a string"})

@@ -9,10 +9,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from calls import placement
-from calls.analysis import call_analyse
+from calls.analysis import call_analyse, noted_calls_dispatch
 from calls.intents import callback_heard, callback_time, opt_out_heard
 from calls.models import Call, CallResult, CallStatus
-from calls.analysis import noted_calls_dispatch
 from calls.queues import ANALYSE_CALLS_JOB, ANALYSIS_PENDING_KEY, calls_queue
 from tests.provider_fakes import configure_retell, fixture, post_retell, post_vapi
 from tests.test_webhook import event, post
@@ -128,7 +127,11 @@ def test_retell_analysis_is_stored_with_the_providers_sentiment(settings, make_c
     call_analyse(call_id=call.pk)
 
     result = CallResult.objects.get(call=call)
-    assert (result.sentiment, result.sentiment_source, str(result.cost_amount)) == ("positive", "provider", "0.0375")
+    assert (result.sentiment, result.sentiment_source, str(result.cost_amount)) == (
+        "positive",
+        "provider",
+        "0.0375",
+    )
     assert result.data == {"goal_done": True, "minutes": 20}
     # "Call me back at 8" at 20:31 IST means 08:00 tomorrow: not this call's day.
     assert result.callback_note.startswith("Not scheduled: 2026-11-29 08:00")
@@ -152,7 +155,9 @@ def test_a_call_back_in_an_hour_is_one_extra_attempt_today_and_only_one(make_cal
     callback = Call.objects.get(callback=True)
     assert (callback.user_id, callback.attempt, callback.status) == (call.user_id, 2, CallStatus.QUEUED)
     assert callback.scheduled_for.astimezone(IST).strftime("%H:%M") == "21:31"
-    assert CallResult.objects.get(call=call).callback_note == f"Call-back {callback.pk} scheduled for 21:31 IST."
+    assert (
+        CallResult.objects.get(call=call).callback_note == f"Call-back {callback.pk} scheduled for 21:31 IST."
+    )
 
 
 @pytest.mark.django_db
@@ -213,7 +218,9 @@ def test_the_agents_structured_opt_out_field_counts_too(settings, make_call, cli
     settings.VAPI_WEBHOOK_SECRET = "vapi-secret"
     payload = fixture("vapi", "webhook_end_of_call_report_analysis.json")
     payload["message"]["analysis"]["structuredData"]["opt_out"] = True
-    call = make_call(status=CallStatus.RINGING, provider="vapi", provider_call_id=payload["message"]["call"]["id"])
+    call = make_call(
+        status=CallStatus.RINGING, provider="vapi", provider_call_id=payload["message"]["call"]["id"]
+    )
     post_vapi(client, payload, secret="vapi-secret")
 
     call_analyse(call_id=call.pk)

@@ -53,7 +53,10 @@ def test_a_context_of_exactly_4096_bytes_is_accepted(client):
 
 
 def test_the_csv_import_reads_the_context_as_json_text(admin_client):
-    text = 'external_id,name,phone,local_tz,call_time,context\ncrm-7,Ana,+34 600 000 001,Europe/Madrid,09:00,"{""goal"": ""run""}"\n'
+    text = (
+        "external_id,name,phone,local_tz,call_time,context\n"
+        'crm-7,Ana,+34 600 000 001,Europe/Madrid,09:00,"{""goal"": ""run""}"\n'
+    )
 
     import_csv(admin_client, text)
 

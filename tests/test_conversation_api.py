@@ -31,7 +31,9 @@ def analysed(settings, make_user, make_call, client):
     configure_retell(settings)
     doc = fixture("retell", "webhook_call_ended.json")
     user = make_user(external_id="crm-42")
-    call = make_call(user=user, status=CallStatus.RINGING, provider="retell", provider_call_id=doc["call"]["call_id"])
+    call = make_call(
+        user=user, status=CallStatus.RINGING, provider="retell", provider_call_id=doc["call"]["call_id"]
+    )
     post_retell(client, doc)
     post_retell(client, fixture("retell", "webhook_call_analyzed_with_cost.json"))
     call_analyse(call_id=call.pk)

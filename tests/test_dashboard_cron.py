@@ -44,7 +44,9 @@ def test_the_refresh_cron_follows_its_setting_and_an_empty_one_turns_it_off(sett
     assert set(crons_by_name(build_cron_scheduler())) == {TICK_CRON_NAME, ANALYSIS_CRON_NAME}
 
 
-def test_the_analysis_cron_hands_noted_calls_out_every_minute_and_an_empty_one_turns_it_off(settings, redis_conn):
+def test_the_analysis_cron_hands_noted_calls_out_every_minute_and_an_empty_one_turns_it_off(
+    settings, redis_conn
+):
     analysis = crons_by_name(build_cron_scheduler())[ANALYSIS_CRON_NAME]
     assert (analysis.cron, analysis.queue_name, analysis.func_name) == (
         "* * * * *",

@@ -90,10 +90,14 @@ def test_the_request_is_to_number_agent_id_and_metadata_as_documented(fake_callk
     assert (body["metadata"]["attempt"], body["metadata"]["streak"]) == ("1", "0")
 
 
-def test_the_users_context_and_the_voicemail_message_ride_in_the_metadata(fake_callkaro, make_call, make_user):
+def test_the_users_context_and_the_voicemail_message_ride_in_the_metadata(
+    fake_callkaro, make_call, make_user
+):
     from calls.policy_changes import policy_update
 
-    policy_update(changes={"voicemail_message": "Hi {{metadata.name}}, we'll try later."}, user_id=None, actor="t")
+    policy_update(
+        changes={"voicemail_message": "Hi {{metadata.name}}, we'll try later."}, user_id=None, actor="t"
+    )
     call = make_call(user=make_user(context={"goal": "walk 20 minutes", "level": 2}))
 
     placement.call_place(call_id=call.pk)

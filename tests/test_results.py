@@ -65,7 +65,11 @@ def test_retell_call_analyzed_gives_its_sentiment_custom_data_and_cost_in_dollar
 
     assert fields.summary.startswith("The user walked for 20 minutes")
     assert fields.data == {"goal_done": True, "minutes": 20}
-    assert (fields.sentiment, fields.sentiment_score, result.sentiment_source) == ("positive", 1.0, "provider")
+    assert (fields.sentiment, fields.sentiment_score, result.sentiment_source) == (
+        "positive",
+        1.0,
+        "provider",
+    )
     # combined_cost is in cents.
     assert (fields.cost_amount, fields.cost_currency) == (Decimal("0.0375"), "USD")
     assert fields.answered_by == "human"
@@ -139,7 +143,10 @@ def test_the_recorded_status_says_who_answered_when_the_payload_does_not():
     assert result_normalise(provider="vapi", payloads=[], status=CallStatus.VOICEMAIL).fields.answered_by == (
         "voicemail"
     )
-    assert result_normalise(provider="vapi", payloads=[], status=CallStatus.COMPLETED).fields.answered_by == "human"
+    assert (
+        result_normalise(provider="vapi", payloads=[], status=CallStatus.COMPLETED).fields.answered_by
+        == "human"
+    )
     assert result_normalise(provider="vapi", payloads=[], status=CallStatus.NO_ANSWER).fields.answered_by == (
         "unknown"
     )

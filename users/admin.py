@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
@@ -158,7 +160,7 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
             },
         ),
         ("Personal info", {"fields": PERSONAL_FIELDS}),
-        ("Last 30 days", {"fields": ("call_record", "recent_calls")}),
+        ("Last 30 days", {"fields": ("call_record", "recent_calls", "recent_results")}),
         (
             "Permissions",
             {
@@ -180,6 +182,7 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
         "opt_out_display",
         "call_record",
         "recent_calls",
+        "recent_results",
         "last_login_at",
         "joined_at",
     )
@@ -248,6 +251,16 @@ class UserAdmin(ImportExportMixin, BaseUserAdmin):
         if obj.pk is None:
             return "-"
         return call_record_html(user_call_record(user=obj, now=timezone.now()), tz_name=obj.local_tz)
+
+    @admin.display(description="summaries and sentiment")
+    def recent_results(self, obj: User) -> str:
+        from calls.admin_results import RECENT_DAYS, recent_results_html
+        from users.selectors import user_local_date
+
+        if obj.pk is None:
+            return "-"
+        today = user_local_date(user=obj, now=timezone.now())
+        return recent_results_html(user_id=obj.pk, since=today - timedelta(days=RECENT_DAYS - 1))
 
     @admin.display(description="recent calls")
     def recent_calls(self, obj: User) -> str:

@@ -151,6 +151,7 @@ class User(AbstractUser):
         choices=OptOutSource.choices,
         blank=True,
         editable=False,
+        default="",
         db_default="",
     )
     opt_out_call_id = models.BigIntegerField("opted out on call", null=True, blank=True, editable=False)

@@ -15,7 +15,6 @@ per row.
 from __future__ import annotations
 
 import json
-
 from typing import Any
 
 from django.core.exceptions import ValidationError

@@ -109,7 +109,9 @@ def context_size(value: object) -> int:
 
 def validate_context(value: object) -> None:
     if not isinstance(value, dict):
-        raise ValidationError("must be a JSON object, such as {\"goal\": \"walk 20 minutes\"}", code="invalid_context")
+        raise ValidationError(
+            'must be a JSON object, such as {"goal": "walk 20 minutes"}', code="invalid_context"
+        )
     size = context_size(value)
     if size > MAX_CONTEXT_BYTES:
         raise ValidationError(

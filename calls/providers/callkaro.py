@@ -33,22 +33,22 @@ from django.conf import settings
 from calls.models import TERMINAL_STATUSES, CallStatus
 
 from .base import (
-    ResultFields,
-    as_dict,
-    turns_from_text,
     MAX_END_REASON,
     CallEvent,
     PlaceCallRequest,
     PlacedCall,
     ProviderMaybePlacedError,
+    ResultFields,
     WebhookAuth,
     WebhookIgnored,
     WebhookPayloadError,
+    as_dict,
     as_duration,
     as_iso_datetime,
     as_provider_call_id,
     as_text,
     our_call_id,
+    turns_from_text,
 )
 from .http import ProviderHTTP
 

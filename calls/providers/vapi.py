@@ -39,21 +39,21 @@ from calls.models import CallStatus
 from .base import (
     MAX_END_REASON,
     CallEvent,
-    ResultFields,
-    as_decimal,
-    as_dict,
-    turns_from_text,
     PlaceCallRequest,
     PlacedCall,
     ProviderCapacityError,
     ProviderMaybePlacedError,
+    ResultFields,
     WebhookAuth,
     WebhookIgnored,
     WebhookPayloadError,
+    as_decimal,
+    as_dict,
     as_iso_datetime,
     as_provider_call_id,
     as_text,
     our_call_id,
+    turns_from_text,
 )
 from .http import ProviderHTTP
 
