@@ -48,6 +48,9 @@ def call_analyse(*, call_id: int) -> str:
         result = result_store(call=call, result=normalised)
         result = CallResult.objects.select_for_update().get(pk=result.pk)
         actions = []
+        if fields.answered_by == "voicemail" and call.status == CallStatus.COMPLETED:
+            if _completed_to_voicemail(call):
+                actions.append("voicemail")
         if fields.cost_amount is not None and policy_current().monthly_budget is not None:
             from .budget import budget_check
 
@@ -100,6 +103,26 @@ def calls_analyse(*, call_ids: list[int]) -> dict[str, int]:
             logger.exception("Call %s: analysis failed", call_id)
             failed += 1
     return {"analysed": done, "failed": failed}
+
+
+def _completed_to_voicemail(call: Call) -> bool:
+    """A call recorded completed that the provider's analysis says reached voicemail
+    (Retell's call_analysis.in_voicemail, which comes after call_ended): it becomes a
+    voicemail, not reached, and is retried as the policy says. Conditional, so two runs
+    move it once; inside the caller's transaction, as the retry must be."""
+    from .outcomes import call_schedule_retry
+
+    now = timezone.now()
+    moved = Call.objects.filter(pk=call.pk, status=CallStatus.COMPLETED).update(
+        status=CallStatus.VOICEMAIL, last_status_at=now
+    )
+    if not moved:
+        return False
+    call.status = CallStatus.VOICEMAIL
+    logger.info("Call %s: the provider's analysis says voicemail; recorded as voicemail", call.pk)
+    if CallStatus.VOICEMAIL in policy_current().retry_statuses:
+        call_schedule_retry(call=call, now=now)
+    return True
 
 
 def user_opt_out_from_call(*, user_id: int, call_id: int) -> None:

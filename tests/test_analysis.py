@@ -244,3 +244,27 @@ def test_words_on_a_voicemail_are_not_the_users(make_call, client):
     assert call.status == CallStatus.VOICEMAIL
     assert CallResult.objects.get(call=call).answered_by == "voicemail"
     assert call.user.call_enabled is True
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("on_the_calls_day")
+def test_retells_in_voicemail_after_a_completed_call_ended_makes_it_a_retried_voicemail(
+    settings, make_call, client, django_capture_on_commit_callbacks
+):
+    configure_retell(settings)
+    ended = fixture("retell", "webhook_call_ended.json")
+    call = make_call(status=CallStatus.RINGING, provider="retell", provider_call_id=ended["call"]["call_id"])
+    post_retell(client, ended)
+    analyzed = fixture("retell", "webhook_call_analyzed.json")
+    analyzed["call"]["call_analysis"]["in_voicemail"] = True
+    post_retell(client, analyzed)
+
+    with django_capture_on_commit_callbacks(execute=True):
+        call_analyse(call_id=call.pk)
+        call_analyse(call_id=call.pk)
+
+    call.refresh_from_db()
+    assert call.status == CallStatus.VOICEMAIL
+    assert CallResult.objects.get(call=call).answered_by == "voicemail"
+    [retry] = Call.objects.filter(retry_of=call)
+    assert (retry.attempt, retry.status) == (2, CallStatus.QUEUED)
