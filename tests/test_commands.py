@@ -37,6 +37,7 @@ def test_schedule_calls_runs_one_tick_and_prints_its_summary(make_user, redis_co
 def test_the_cron_schedule_puts_the_tick_on_its_own_queue(settings, redis_conn):
     settings.SCHEDULE_CRON = "*/5 * * * *"
     settings.DASHBOARD_REFRESH_CRON = ""  # the tick alone (the dashboard's: test_dashboard_cron.py)
+    settings.ANALYSIS_CRON = ""  # (the analysis': test_dashboard_cron.py too)
     scheduler = build_cron_scheduler()
     [cron_job] = scheduler.get_jobs()
     assert (cron_job.name, cron_job.cron, cron_job.queue_name) == (
