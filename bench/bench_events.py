@@ -20,9 +20,10 @@ from datetime import UTC, datetime, timedelta
 from datetime import time as clock
 
 import psycopg
-import seed
 from django.conf import settings
 from django.db import transaction
+
+import seed
 from harness import BENCH_DSN, PYTHON, ROOT, Table, flush_redis, fmt_ratio, fmt_s, median, say, timed
 
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo="

@@ -2,7 +2,7 @@
 
     python bench/run.py            # full run (~6 min on 2 cores)
     python bench/run.py --quick    # smaller sizes (~3 min)
-    python bench/run.py --only tick|placement|webhook|enqueue|import|dashboard|capacity|ontime|events [--only ...]
+    python bench/run.py --only NAME [--only ...]   # NAME: one of BENCHMARKS below
     python bench/run.py --profile  # also write cProfile/EXPLAIN output to bench/out/
 
 Each benchmark measures the alternative side by side in the same run, so the ratios hold
@@ -26,7 +26,10 @@ sys.path[:0] = [str(BENCH), str(BENCH.parent)]
 import harness  # noqa: E402
 from harness import say  # noqa: E402
 
-BENCHMARKS = ("tick", "placement", "webhook", "enqueue", "import", "dashboard", "capacity", "ontime", "events")
+BENCHMARKS = (
+    *("tick", "placement", "webhook", "enqueue", "import"),
+    *("dashboard", "capacity", "ontime", "events", "analysis"),
+)
 # Run only when named with --only: the dashboard's seeds ~36M calls (about 20 minutes); the
 # on-time one waits for real cron ticks (about 7 minutes).
 ON_REQUEST = ("dashboard", "ontime")
@@ -131,6 +134,10 @@ def main() -> int:
             import bench_ontime
 
             tables.append(bench_ontime.run(users=300 if args.quick else 600, logs=logs))
+        if "analysis" in selected:
+            import bench_analysis
+
+            tables.append(bench_analysis.run(calls=1_500 if args.quick else 6_000))
             print(tables[-1].render() + "\n", file=sys.stderr, flush=True)
         if "capacity" in selected:
             import bench_capacity

@@ -18,16 +18,23 @@ from django.utils.text import Truncator
 from web.display import admin_datetime, admin_time, end_reason_label, status_badge
 
 from . import policy, policy_changes, selectors
+from .admin_results import result_html
 from .forms import CallPolicyForm
 from .logsafe import mask_phone
 from .models import AgentVariant, Call, CallPolicy, CallStatus
 from .slots import zone_or_none
 
 # What "not reached" means in the filters (docs/operating/admin.md): dialed, or due to be, and
-# nobody answered. Voicemail is a no_answer. Canceled calls are not in it: nobody was meant
+# nobody answered (a machine did, for voicemail). Canceled calls are not in it: nobody was meant
 # to be called any more (calls turned off, or already answered that day).
 TIMING_FIELDSET = "Timing"
-NOT_REACHED_STATUSES = (CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY, CallStatus.MISSED)
+NOT_REACHED_STATUSES = (
+    CallStatus.FAILED,
+    CallStatus.NO_ANSWER,
+    CallStatus.BUSY,
+    CallStatus.VOICEMAIL,
+    CallStatus.MISSED,
+)
 
 # A missed or failed call's reason in the list, at most this long (the tooltip has it all).
 REASON_CHARS = 90
@@ -204,6 +211,7 @@ class CallAdmin(admin.ModelAdmin):
                 )
             },
         ),
+        ("Result", {"fields": ("result_display",)}),
         (
             "Outcome",
             {
@@ -235,6 +243,17 @@ class CallAdmin(admin.ModelAdmin):
     # window onto them. Deleting stays possible for superusers (test data, GDPR requests).
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+    def get_search_results(self, request: HttpRequest, queryset, search_term: str):
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if search_term.strip():
+            # Also what was said or summarised (full-text on PostgreSQL).
+            found |= queryset.filter(pk__in=selectors.call_ids_matching_text(text=search_term))
+        return found, may_have_duplicates
+
+    @admin.display(description="result")
+    def result_display(self, obj: Call) -> str:
+        return result_html(obj)
 
     def has_change_permission(self, request: HttpRequest, obj: Call | None = None) -> bool:
         return False
@@ -408,9 +427,11 @@ class CallPolicyAdmin(admin.ModelAdmin):
             "Retries and window",
             {"fields": ("max_retries", "retry_delays_minutes", "retry_statuses", "window_minutes")},
         ),
+        ("Voicemail", {"fields": ("voicemail_retry", "voicemail_message")}),
+        ("Monthly budget", {"fields": ("monthly_budget", "budget_currency", "budget_status")}),
         ("In force", {"fields": ("in_force", "updated")}),
     )
-    readonly_fields = ("users_outside_hours", "in_force", "updated")
+    readonly_fields = ("users_outside_hours", "in_force", "updated", "budget_status")
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
@@ -475,6 +496,12 @@ class CallPolicyAdmin(admin.ModelAdmin):
             count,
             "" if count == 1 else "s",
         )
+
+    @admin.display(description="this month")
+    def budget_status(self, obj: CallPolicy) -> str:
+        from .budget import budget_state
+
+        return budget_state().describe()
 
     @admin.display(description="updated at")
     def updated(self, obj: CallPolicy) -> str:

@@ -22,6 +22,7 @@ NOTIFY_SWEEP_JOB = "notifications.jobs.sweep_notifications"
 EVENTS_SWEEP_CRON_NAME = "sweep-events"
 # On the events queue: a sweep waiting on a slow receiver never holds up a tick.
 EVENTS_SWEEP_JOB = "events.jobs.sweep_events"
+ANALYSIS_CRON_NAME = "analyse-calls"
 # Seconds between tries while Redis does not answer: quick at first (a restart takes a
 # second or two), then every 30 s.
 REDIS_RETRY_DELAYS = (1, 2, 5, 10, 30)
@@ -124,6 +125,20 @@ def build_cron_scheduler(*, logging_level: int = logging.INFO) -> OutageTolerant
             queue_name=settings.TICK_QUEUE,
             cron=settings.NOTIFY_SWEEP_CRON,
             name=NOTIFY_SWEEP_CRON_NAME,
+            result_ttl=settings.JOB_RESULT_TTL,
+            failure_ttl=settings.JOB_FAILURE_TTL,
+            job_timeout=120,
+        )
+    if settings.ANALYSIS_CRON:
+        from .jobs import analyse_noted_calls
+
+        # Hands the calls the webhooks noted to workers in batches (calls.analysis); it only
+        # pops ids and enqueues, a second scheduler's copy finds the list already empty.
+        scheduler.register(
+            analyse_noted_calls,
+            queue_name=settings.TICK_QUEUE,
+            cron=settings.ANALYSIS_CRON,
+            name=ANALYSIS_CRON_NAME,
             result_ttl=settings.JOB_RESULT_TTL,
             failure_ttl=settings.JOB_FAILURE_TTL,
             job_timeout=120,

@@ -103,6 +103,10 @@ class CallPolicyForm(forms.ModelForm):
             "retry_delays_minutes",
             "retry_statuses",
             "window_minutes",
+            "voicemail_retry",
+            "voicemail_message",
+            "monthly_budget",
+            "budget_currency",
         )
         labels = {"max_retries": "Retries a day", "window_minutes": "Window (minutes)"}
         # Plain HH:MM inputs: the admin's clock widget and its "Now" (the operator's own
@@ -141,6 +145,24 @@ class CallPolicyForm(forms.ModelForm):
             ("window_minutes", settings.CALL_TIME_WINDOW_MINUTES),
         ):
             self.fields[name].widget.attrs.setdefault("placeholder", str(default))
+
+    def clean_voicemail_message(self) -> str:
+        value = (self.cleaned_data.get("voicemail_message") or "").strip()
+        if len(value) > 1000:
+            raise ValidationError("at most 1,000 characters")
+        return value
+
+    def clean_monthly_budget(self):
+        value = self.cleaned_data.get("monthly_budget")
+        if value is not None and value <= 0:
+            raise ValidationError("a positive amount, or blank for no budget")
+        return value
+
+    def clean_budget_currency(self) -> str:
+        value = (self.cleaned_data.get("budget_currency") or "USD").strip().upper()
+        if len(value) != 3 or not value.isalpha():
+            raise ValidationError("a three-letter ISO 4217 currency code, such as USD")
+        return value
 
     def clean_max_retries(self) -> int | None:
         value = self.cleaned_data.get("max_retries")

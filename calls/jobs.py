@@ -9,7 +9,7 @@ from typing import Any
 from django.db import close_old_connections
 from rq import get_current_job
 
-from . import dispatch, scheduling
+from . import analysis, dispatch, scheduling
 from .providers import provider_named
 
 
@@ -56,6 +56,18 @@ def place_calls(call_ids: list[int]) -> dict[str, int]:
 def dispatch_calls(provider: str) -> dict[str, int]:
     """Send a capped provider's waiting calls as lines come free (see calls.dispatch)."""
     return dispatch.calls_dispatch_waiting(provider=provider)
+
+
+@job
+def analyse_calls(call_ids: list[int]) -> dict[str, int]:
+    """Ended calls' results and what was heard in them, after the webhook (calls.analysis)."""
+    return analysis.calls_analyse(call_ids=call_ids)
+
+
+@job
+def analyse_noted_calls() -> str:
+    """ANALYSIS_CRON: hand the calls the webhooks noted to workers in batches."""
+    return analysis.noted_calls_dispatch()
 
 
 def simulator_send_webhook(payload: dict) -> int:

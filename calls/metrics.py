@@ -68,7 +68,32 @@ def _database_families(now: datetime) -> list[Metric]:
         "How long the oldest first attempt still queued after its time has waited (0: none).",
     )
     oldest.add_metric([], (now - undialed.oldest).total_seconds() if undialed.oldest else 0)
-    return [calls, due, oldest]
+    return [calls, due, oldest, *_conversation_families(now)]
+
+
+def _conversation_families(now: datetime) -> list[Metric]:
+    """What the calls yielded (calls.results): cost, voicemails, opt-outs, the budget."""
+    from .budget import budget_state, month_costs
+
+    cost = _gauge("call_cost_month", "Cost recorded this UTC month, by currency.", ("currency",))
+    for currency, total in month_costs(now=now).items():
+        cost.add_metric([currency or "none"], float(total))
+    heard = monitoring.results_counted(since=now - timedelta(hours=24))
+    voicemails = _gauge("voicemails_24h", "Calls that reached voicemail, ended in the last 24 hours.")
+    voicemails.add_metric([], heard.voicemails)
+    opt_outs = _gauge(
+        "opt_outs_heard_24h", "Users who asked on a call not to be called again, last 24 hours."
+    )
+    opt_outs.add_metric([], heard.opt_outs)
+    state = budget_state(now=now)
+    reached = _gauge("budget_reached", "1 when the monthly budget is reached and calls are paused.")
+    reached.add_metric([], int(state.reached))
+    families = [cost, voicemails, opt_outs, reached]
+    if state.budget is not None:
+        budget = _gauge("monthly_budget", "The call policy's monthly budget.", ("currency",))
+        budget.add_metric([state.currency], float(state.budget))
+        families.append(budget)
+    return families
 
 
 def _events_families(now: datetime) -> list[Metric]:

@@ -21,6 +21,8 @@ class CallStatus(models.TextChoices):
     FAILED = "failed", "Failed"
     NO_ANSWER = "no_answer", "No answer"
     BUSY = "busy", "Busy"
+    # A machine answered (the provider's voicemail/answering-machine signal): not reached.
+    VOICEMAIL = "voicemail", "Voicemail"
     # The slot's window closed before any tick claimed it (scheduler down, say).
     MISSED = "missed", "Missed"
     # Dropped before dialing: user disabled, phone removed, already answered today.
@@ -33,12 +35,19 @@ TERMINAL_STATUSES = frozenset(
         CallStatus.FAILED,
         CallStatus.NO_ANSWER,
         CallStatus.BUSY,
+        CallStatus.VOICEMAIL,
         CallStatus.MISSED,
         CallStatus.CANCELED,
     }
 )
 # Outcomes after which the user gets another attempt (original design: RETRY_ON_STATUSES).
 RETRY_STATUSES = frozenset({CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY})
+# The statuses a call policy may list as retried (voicemail is governed by voicemail_retry).
+RETRYABLE_STATUSES = RETRY_STATUSES | {CallStatus.VOICEMAIL}
+# Outcomes where the call went out and nobody (no person) was reached.
+NOT_REACHED_STATUSES = frozenset(
+    {CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY, CallStatus.VOICEMAIL}
+)
 
 # The bounds of the retry rules, wherever they are set (the call policy, a user's own).
 MAX_RETRIES = 10
@@ -114,6 +123,10 @@ class Call(models.Model):
     # Placed on an operator's request ("call now"), outside the daily schedule: never the
     # day's first attempt nor one of its retries, and never retried itself.
     manual = models.BooleanField(default=False)
+    # The extra attempt a user asked for on an earlier call ("call me back at 8"): at most
+    # one a day (constraint below), dialed even after an answered call that day.
+    # (A database default too: the benchmarks' and other tools' COPY name their columns.)
+    callback = models.BooleanField(default=False, db_default=False)
     # The agent variant that called (A/B), when variants are defined.
     variant = models.ForeignKey(
         AgentVariant, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls", db_index=False
@@ -136,6 +149,11 @@ class Call(models.Model):
                 fields=["user", "local_date", "attempt"],
                 condition=models.Q(manual=False),
                 name="call_one_attempt_per_user_day",
+            ),
+            models.UniqueConstraint(
+                fields=["user", "local_date"],
+                condition=models.Q(callback=True),
+                name="call_one_callback_per_user_day",
             ),
             # Per provider: two providers may well use the same id format.
             models.UniqueConstraint(
@@ -193,6 +211,29 @@ class CallPolicy(models.Model):
         blank=True,
         help_text="How long after a call time the call may still be placed; blank: CALL_TIME_WINDOW_MINUTES.",
     )
+    voicemail_retry = models.BooleanField(
+        default=True, help_text="Retry a call that reached voicemail, like one nobody answered."
+    )
+    voicemail_message = models.TextField(
+        blank=True,
+        help_text=(
+            "A message to leave on voicemail (Vapi, and as the voicemail_message variable for "
+            "Retell and CallKaro agents); blank: none."
+        ),
+    )
+    monthly_budget = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Calls pause themselves once this month's recorded cost reaches it; blank: no budget.",
+    )
+    budget_currency = models.CharField(
+        max_length=3, default="USD", blank=True, help_text="The currency of the monthly budget (ISO 4217)."
+    )
+    # Set by calls.budget when the month's cost reached the budget: calls pause until the
+    # budget is raised or cleared, or the month ends.
+    budget_reached_at = models.DateTimeField(null=True, blank=True, editable=False)
     updated_at = models.DateTimeField(auto_now=True)
     # Who paused and when, for the banner every operator page shows while calls are paused
     # (calls.banners); set by calls.policy_changes.policy_changed, cleared on resume.
@@ -204,3 +245,71 @@ class CallPolicy(models.Model):
 
     def __str__(self) -> str:
         return "Call policy"
+
+
+class Sentiment(models.TextChoices):
+    POSITIVE = "positive", "Positive"
+    NEUTRAL = "neutral", "Neutral"
+    NEGATIVE = "negative", "Negative"
+
+
+class AnsweredBy(models.TextChoices):
+    HUMAN = "human", "Human"
+    VOICEMAIL = "voicemail", "Voicemail"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class CallResult(models.Model):
+    """What an ended call yielded, in one shape whatever the provider (calls.results), and
+    what relevel heard in it (calls.analysis). Written by the analysis job, never the webhook."""
+
+    call = models.OneToOneField(Call, on_delete=models.CASCADE, primary_key=True, related_name="result")
+    summary = models.TextField(blank=True)
+    # The structured fields the agent extracts, as the agent defines them.
+    data = models.JSONField(default=dict, blank=True)
+    sentiment = models.CharField(max_length=8, choices=Sentiment.choices, blank=True)
+    # -1 (negative) .. 1 (positive); the provider's label mapped to -1, 0 or 1.
+    sentiment_score = models.FloatField(null=True, blank=True)
+    # "provider" (its own analysis) or "computed" (VADER over the user's turns).
+    sentiment_source = models.CharField(max_length=16, blank=True)
+    answered_by = models.CharField(max_length=16, choices=AnsweredBy.choices, default=AnsweredBy.UNKNOWN)
+    user_talk_seconds = models.FloatField(null=True, blank=True)
+    cost_amount = models.DecimalField(max_digits=12, decimal_places=4, null=True, blank=True)
+    cost_currency = models.CharField(max_length=3, blank=True)
+    # [{"role": "agent" | "user", "text": "..."}], in the order spoken.
+    turns = models.JSONField(default=list, blank=True)
+    # The turns as plain text, for the admin's full-text search (an index on this table, not
+    # on calls_call, which the webhook updates).
+    transcript = models.TextField(blank=True)
+    opt_out_heard = models.BooleanField(default=False)
+    # The call-back the user asked for, and what relevel did about it.
+    callback_requested_for = models.DateTimeField(null=True, blank=True)
+    callback_note = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        # /metrics counts the last day's opt-outs: a small index, of those rows only.
+        indexes = [
+            models.Index(
+                fields=["created_at"], condition=models.Q(opt_out_heard=True), name="callresult_opt_out_idx"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Result of call {self.call_id}"
+
+
+class MonthlyCost(models.Model):
+    """The cost recorded per UTC month and currency, kept as results are stored (calls.budget):
+    the budget and /metrics read one row instead of summing a month of results."""
+
+    month = models.DateField(help_text="The first day of the UTC month.")
+    currency = models.CharField(max_length=3)
+    amount = models.DecimalField(max_digits=14, decimal_places=4, default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["month", "currency"], name="monthly_cost_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.month:%Y-%m}: {self.amount} {self.currency}"

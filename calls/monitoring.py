@@ -421,3 +421,20 @@ def calls_counted(*, due_after: datetime) -> list[CallCount]:
 def database_error_reason(exc: BaseException) -> str:
     """One line for an operator: the error's type and the first line of its message."""
     return _one_line(exc)[:200]
+
+
+@dataclass(frozen=True)
+class ResultCounts:
+    voicemails: int
+    opt_outs: int
+
+
+def results_counted(*, since: datetime) -> ResultCounts:
+    """Voicemails (calls due since ``since``, on the status index) and opt-outs heard
+    (results since ``since``, on their partial index); raises DatabaseError."""
+    from .models import CallResult
+
+    return ResultCounts(
+        voicemails=Call.objects.filter(status=CallStatus.VOICEMAIL, scheduled_for__gt=since).count(),
+        opt_outs=CallResult.objects.filter(opt_out_heard=True, created_at__gt=since).count(),
+    )

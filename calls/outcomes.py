@@ -169,7 +169,7 @@ def call_apply_event(*, event: CallEvent, providers: tuple[str, ...] | None = No
 # order, which Model.from_db expects.
 _ADVANCED_NAMES = {
     *("id", "user", "status", "provider", "end_reason"),
-    *("attempt", "local_date", "manual", "agent_id", "variant"),
+    *("attempt", "local_date", "manual", "callback", "agent_id", "variant"),
     # For the call.ended event (calls.days), so that it reads nothing more.
     *("duration_seconds", "outcome_inferred"),
 }
@@ -251,7 +251,13 @@ def _applied(call: Call) -> None:
     )
     if call.status in TERMINAL_STATUSES:
         provider, call_id = call.provider, call.pk
-        queues.on_commit(lambda: queues.live_call_ended(provider=provider, call_id=call_id))
+        queues.on_commit(lambda: _after_final_status(provider, call_id))
+
+
+def _after_final_status(provider: str, call_id: int) -> None:
+    queues.live_call_ended(provider=provider, call_id=call_id)
+    # The result and its analysis are computed by a job, off the webhook's path.
+    queues.analysis_note(call_id)
 
 
 def _apply_locked(event: CallEvent, providers: tuple[str, ...], *, now: datetime) -> EventResult:
@@ -310,6 +316,16 @@ def _fill_in_details(call: Call, event: CallEvent) -> bool:
     and writes nothing."""
     if event.status != call.status:
         return False
+    if event.final_report and event.raw not in call.provider_payloads:
+        # New end-of-call data (an analysis, a cost): kept, and the call analysed again.
+        _fill_in_fields(call, event, new_report=True)
+        call_id = call.pk
+        queues.on_commit(lambda: queues.analysis_note(call_id))
+        return True
+    return _fill_in_fields(call, event, new_report=False)
+
+
+def _fill_in_fields(call: Call, event: CallEvent, *, new_report: bool) -> bool:
     fields = [
         field
         for field, value in (
@@ -319,13 +335,15 @@ def _fill_in_details(call: Call, event: CallEvent) -> bool:
         )
         if value not in (None, "") and getattr(call, field) in (None, "")
     ]
-    if not fields:
+    if not fields and not new_report:
         return False
     for field in fields:
         setattr(call, field, getattr(event, field))
     call.provider_payloads = [*call.provider_payloads, event.raw]
     call.save(update_fields=[*fields, "provider_payloads"])
-    logger.info("[Webhook:%s] Call %s: %s added", call.provider, call.pk, ", ".join(fields))
+    logger.info(
+        "[Webhook:%s] Call %s: %s added", call.provider, call.pk, ", ".join(fields) or "end-of-call data"
+    )
     return True
 
 
@@ -353,8 +371,8 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
     Must run inside the transaction that recorded the outcome: the job is enqueued when it
     commits, and the insert is conditional, so a repeated outcome creates nothing.
     """
-    if call.manual:
-        logger.info("Call %s was a manual call: no retry", call.pk)
+    if call.manual or call.callback:
+        logger.info("Call %s was a %s call: no retry", call.pk, "manual" if call.manual else "call-back")
         return False
     rules = policy_current()
     if call.status not in rules.retry_statuses:

@@ -9,6 +9,7 @@ wait on the provider.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import threading
@@ -23,6 +24,7 @@ from django.utils import timezone
 from rq.timeouts import JobTimeoutException
 
 from . import days, queues, selectors
+from .context import call_variables_for
 from .logsafe import mask_phone, redact_phones
 from .models import STATUS_RANK, Call, CallStatus
 from .outcomes import REUSED_ID_KEY, call_finish, call_schedule_retry
@@ -57,7 +59,11 @@ def _reason_not_to_dial(call: Call, *, now: datetime, rules: Policy) -> tuple[st
         return CallStatus.CANCELED, "User disabled calls before this call was placed."
     if not user.phone:
         return CallStatus.CANCELED, "User has no phone number."
-    if call.attempt > 1 and selectors.user_answered_on(user_id=user.pk, local_date=call.local_date):
+    if call.callback:
+        # Asked for on an answered call; never while another call of the user is live.
+        if selectors.user_has_live_call(user_id=user.pk, other_than=call.pk):
+            return CallStatus.CANCELED, "Call-back not placed: another call to the user was live."
+    elif call.attempt > 1 and selectors.user_answered_on(user_id=user.pk, local_date=call.local_date):
         return CallStatus.CANCELED, "User already answered a call today."
     tz = zone_or_none(user.local_tz)
     if tz is None:
@@ -172,6 +178,14 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
             )
         # One statement for the whole batch: a row per call would cost a round trip each.
         Call.objects.bulk_update(dialing, ["status", "dialed_at", "to_number", "provider", "agent_id"])
+        # The agent's variables (context and memory), for the whole batch in one query.
+        variables = call_variables_for(calls=dialing)
+    requests = [
+        dataclasses.replace(
+            request, variables=variables.get(request.call_id, {}), voicemail_message=rules.voicemail_message
+        )
+        for request in requests
+    ]
     return requests, others
 
 

@@ -15,15 +15,17 @@ import threading
 import time as monotonic_time
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
+from django.utils import timezone
 
 from .forms import CallPolicyForm
-from .models import RETRY_STATUSES, CallPolicy
+from .models import RETRY_STATUSES, CallPolicy, CallStatus
 
 logger = logging.getLogger("relevel.policy")
 
@@ -41,6 +43,12 @@ class Policy:
     retry_delays_seconds: tuple[int, ...]
     retry_statuses: frozenset[str]
     window: timedelta
+    voicemail_retry: bool = True
+    voicemail_message: str = ""
+    monthly_budget: Decimal | None = None
+    budget_currency: str = "USD"
+    # The monthly budget is reached: calls are paused (paused is True too).
+    budget_reached: bool = False
 
     def retry_delay_seconds(self, *, retry_number: int) -> int:
         """The delay before retry ``retry_number`` (1 for the first); the last given delay
@@ -92,13 +100,28 @@ def _from_row(row: CallPolicy) -> Policy:
         if row.retry_delays_minutes
         else (settings.CALL_RETRY_DELAY_SECONDS,)
     )
+    retry_statuses = frozenset(row.retry_statuses) if row.retry_statuses is not None else RETRY_STATUSES
+    # voicemail_retry decides for voicemail, whatever retry_statuses lists.
+    retry_statuses = (
+        (retry_statuses | {CallStatus.VOICEMAIL})
+        if row.voicemail_retry
+        else (retry_statuses - {CallStatus.VOICEMAIL})
+    )
+    from .budget import reached_in_force
+
+    budget_reached = reached_in_force(row, now=timezone.now())
     return Policy(
-        paused=row.paused,
+        paused=row.paused or budget_reached,
         calling_hours=hours,
         max_retries=row.max_retries if row.max_retries is not None else settings.CALL_MAX_RETRIES,
         retry_delays_seconds=delays,
-        retry_statuses=frozenset(row.retry_statuses) if row.retry_statuses is not None else RETRY_STATUSES,
+        retry_statuses=retry_statuses,
         window=timedelta(minutes=row.window_minutes or settings.CALL_TIME_WINDOW_MINUTES),
+        voicemail_retry=row.voicemail_retry,
+        voicemail_message=row.voicemail_message,
+        monthly_budget=row.monthly_budget,
+        budget_currency=row.budget_currency or "USD",
+        budget_reached=budget_reached,
     )
 
 
@@ -137,11 +160,16 @@ def policy_as_dict(row: CallPolicy | None = None) -> dict[str, Any]:
         "retry_delays_minutes": row.retry_delays_minutes,
         "retry_statuses": row.retry_statuses,
         "window_minutes": row.window_minutes,
+        "voicemail_retry": row.voicemail_retry,
+        "voicemail_message": row.voicemail_message,
+        "monthly_budget": str(row.monthly_budget) if row.monthly_budget is not None else None,
+        "budget_currency": row.budget_currency,
         "updated_at": row.updated_at.isoformat() if row.updated_at else None,
         "paused_at": row.paused_at.isoformat() if row.paused_at else None,
         "paused_by": row.paused_by or None,
         "effective": {
             "paused": effective.paused,
+            "budget_reached": effective.budget_reached,
             "calling_hours": effective.describe_hours(),
             "max_retries": effective.max_retries,
             "retry_delays_minutes": [seconds / 60 for seconds in effective.retry_delays_seconds],

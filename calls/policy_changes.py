@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from datetime import time
+from decimal import Decimal
 from typing import Any
 
 from django.contrib.admin.models import CHANGE, LogEntry
@@ -75,11 +76,19 @@ def _form_data(values: dict[str, Any]) -> dict[str, Any]:
             data[name] = "" if value is None else json.dumps(value)
         elif name == "retry_statuses":  # the check boxes' list as it is; the field says if it is not one
             data[name] = "" if value is None else value
-        elif name == "paused":
+        elif name in ("paused", "voicemail_retry"):
             if not isinstance(value, bool):
-                raise PolicyInvalid({"paused": "true or false"})
+                raise PolicyInvalid({name: "true or false"})
             if value:
                 data[name] = "on"
+        elif (
+            name == "monthly_budget"
+            and isinstance(value, int | float | Decimal)
+            and not isinstance(value, bool)
+        ):
+            data[name] = str(value)
+        elif name in ("voicemail_message", "budget_currency") and not isinstance(value, str | None):
+            raise PolicyInvalid({name: "a string"})
         elif isinstance(value, time):
             data[name] = f"{value:%H:%M:%S}"
         elif value is None:
@@ -144,7 +153,14 @@ def policy_changed(
         "Call policy changed by %s: %s", actor, ", ".join(f"{n}={getattr(row, n)!r}" for n in changed)
     )
     policy_cache_clear()
-    if was_paused and not row.paused:
+    if {"monthly_budget", "budget_currency"} & set(changed):
+        from .budget import budget_check
+
+        # Raised or cleared: calls resume at once if the month's cost is now under it.
+        was_paused = was_paused or row.budget_reached_at is not None
+        budget_check()
+        row.refresh_from_db(fields=["budget_reached_at"])
+    if was_paused and not row.paused and row.budget_reached_at is None:
         transaction.on_commit(_tick_after_resume)
 
 

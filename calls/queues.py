@@ -32,6 +32,11 @@ SCHEDULE_CALLS_JOB = "calls.jobs.schedule_calls"
 PLACE_CALLS_JOB = "calls.jobs.place_calls"
 PLACE_CALL_JOB = "calls.jobs.place_call"
 SIMULATOR_WEBHOOK_JOB = "calls.jobs.simulator_send_webhook"
+ANALYSE_CALL_JOB = "calls.jobs.analyse_call"
+ANALYSE_CALLS_JOB = "calls.jobs.analyse_calls"
+# Ended calls waiting for their analysis: the webhook's one RPUSH (calls.outcomes).
+ANALYSIS_PENDING_KEY = "relevel:analysis:pending"
+ANALYSIS_BATCH = 200
 
 logger = logging.getLogger("relevel.calls")
 
@@ -203,6 +208,45 @@ def enqueue_place_call(
     except DuplicateJobError:
         return False
     return True
+
+
+def analysis_note(call_id: int) -> None:
+    """Note an ended call for analysis: one RPUSH, the only cost the webhook pays for it (an
+    RQ job per call would cost it about a millisecond of CPU). ANALYSIS_CRON's job hands the
+    noted calls to workers in batches. A Redis failure is logged, never raised: the outcome
+    is committed and its payloads kept, so the call can be analysed later."""
+    try:
+        _connection().rpush(ANALYSIS_PENDING_KEY, call_id)
+    except RedisError as exc:
+        logger.error("Redis unreachable (%s): call %s is not noted for analysis", type(exc).__name__, call_id)
+
+
+def analysis_take_noted(*, limit: int) -> list[int]:
+    """Pop up to ``limit`` noted call ids, oldest first, de-duplicated (a call noted twice,
+    Retell's call_ended then call_analyzed, is analysed once, from all its payloads)."""
+    popped = _connection().lpop(ANALYSIS_PENDING_KEY, limit) or []
+    return list(dict.fromkeys(int(value) for value in popped))
+
+
+def enqueue_analysis(call_ids: list[int]) -> int:
+    """Jobs of ANALYSIS_BATCH calls each, in one pipeline; the number of jobs."""
+    batches = [call_ids[start : start + ANALYSIS_BATCH] for start in range(0, len(call_ids), ANALYSIS_BATCH)]
+    if not batches:
+        return 0
+    queue = calls_queue()
+    queue.enqueue_many(
+        [
+            Queue.prepare_data(
+                ANALYSE_CALLS_JOB,
+                args=(batch,),
+                description=f"Analyse {len(batch)} ended calls ({batch[0]}...)",
+                result_ttl=settings.JOB_RESULT_TTL,
+                failure_ttl=settings.JOB_FAILURE_TTL,
+            )
+            for batch in batches
+        ]
+    )
+    return len(batches)
 
 
 def on_commit(func: Callable[[], Any]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.db.models import Q, QuerySet
 
 from users.models import PEOPLE
@@ -86,6 +87,14 @@ def user_answered_on(*, user_id: int, local_date: date) -> bool:
     ).exists()
 
 
+LIVE_STATUSES = (CallStatus.DIALING, CallStatus.UNCONFIRMED, CallStatus.RINGING, CallStatus.IN_PROGRESS)
+
+
+def user_has_live_call(*, user_id: int, other_than: int | None = None) -> bool:
+    """Whether a call to the user is being dialed or is under way (any kind, manual too)."""
+    return Call.objects.filter(user_id=user_id, status__in=LIVE_STATUSES).exclude(pk=other_than).exists()
+
+
 def call_retry_chain(*, call: Call) -> list[Call]:
     """All attempts of the same user and local day, first attempt first (a manual call is a
     chain of its own)."""
@@ -93,3 +102,31 @@ def call_retry_chain(*, call: Call) -> list[Call]:
         return [call]
     attempts = Call.objects.filter(user_id=call.user_id, local_date=call.local_date, manual=False)
     return list(attempts.order_by("attempt"))
+
+
+def call_ids_matching_text(*, text: str) -> QuerySet:
+    """The ids of calls whose result's summary or transcript matches ``text``: PostgreSQL's
+    full-text search (English stemming, callresult_search_idx), else a plain contains."""
+    from .models import CallResult
+
+    text = text.strip()
+    results = CallResult.objects.all()
+    if connection.vendor == "postgresql":
+        # The expression is the index's, word for word, or PostgreSQL would not use it.
+        results = results.extra(
+            where=["to_tsvector('english', summary || ' ' || transcript) @@ plainto_tsquery('english', %s)"],
+            params=[text],
+        )
+    else:
+        results = results.filter(Q(summary__icontains=text) | Q(transcript__icontains=text))
+    return results.values("call_id")
+
+
+def call_history(*, user_id: int, since: date) -> QuerySet:
+    """The user's calls from local date ``since`` on, newest first, with their results (on
+    the (user, local_date, attempt) index)."""
+    return (
+        Call.objects.filter(user_id=user_id, local_date__gte=since)
+        .select_related("result")
+        .order_by("-local_date", "-scheduled_for", "-pk")
+    )

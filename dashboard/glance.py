@@ -39,7 +39,7 @@ TODAY_INLINE_SECONDS = 0.25
 # many, four passes over them take milliseconds.
 TODAY_INLINE_CALLS = 10_000
 TODAY_STALE_AFTER = timedelta(minutes=15)
-UNANSWERED = (CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY)
+UNANSWERED = (CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY, CallStatus.VOICEMAIL)
 # Snapshots of days before this many are deleted when today's is stored.
 KEEP_DAYS = 7
 

@@ -238,6 +238,50 @@ def _by_status_reason_and_variant(day: date) -> list[tuple[str, str | None, int 
     return list(rows)
 
 
+def _results_by_variant(day: date) -> list[tuple]:
+    """The day's call results (calls.results) by (variant, sentiment, currency): count,
+    sentiment score sum, user talk sum and count, cost sum, opt-outs. One pass over the day's
+    results, on the calls' local_date index."""
+    from django.db.models import Sum
+
+    from calls.models import CallResult
+
+    return list(
+        CallResult.objects.filter(call__local_date=day)
+        .values_list("call__variant_id", "sentiment", "cost_currency")
+        .annotate(
+            n=Count("pk"),
+            score=Sum("sentiment_score"),
+            talk=Sum("user_talk_seconds"),
+            talk_n=Count("user_talk_seconds"),
+            cost=Sum("cost_amount"),
+            opt_outs=Count("pk", filter=Q(opt_out_heard=True)),
+        )
+        .order_by()
+    )
+
+
+def _results_stats(day: date, stats: dict[tuple[str, str], float]) -> None:
+    for variant_id, sentiment, currency, n, score, talk, talk_n, cost, opt_outs in _results_by_variant(day):
+        if sentiment:
+            stats[("sentiment", sentiment)] = stats.get(("sentiment", sentiment), 0) + n
+        if cost is not None and currency:
+            stats[("cost", currency)] = stats.get(("cost", currency), 0) + float(cost)
+        if variant_id is None:
+            continue
+        key = str(variant_id)
+        for metric, value in (
+            ("variant_opt_out", opt_outs),
+            ("variant_sentiment_sum", score or 0),
+            ("variant_sentiment_n", n if sentiment else 0),
+            ("variant_talk_sum", talk or 0),
+            ("variant_talk_n", talk_n),
+            ("variant_cost", float(cost or 0)),
+        ):
+            if value:
+                stats[(metric, key)] = stats.get((metric, key), 0) + value
+
+
 def day_stats_compute(day: date) -> dict[tuple[str, str], float]:
     """Every number the charts need about local day ``day``, keyed (metric, key)."""
     stats: dict[tuple[str, str], float] = defaultdict(float)
@@ -249,6 +293,8 @@ def day_stats_compute(day: date) -> dict[tuple[str, str], float]:
             stats[("variant_dialed", str(variant_id))] += dialed
             if status == CallStatus.COMPLETED:
                 stats[("variant_answered", str(variant_id))] += dialed
+            elif status == CallStatus.VOICEMAIL:
+                stats[("variant_voicemail", str(variant_id))] += dialed
     stats = dict(stats)
     stats[("calls", "")] = sum(v for (metric, _), v in stats.items() if metric == "status")
     if not stats[("calls", "")]:
@@ -268,6 +314,7 @@ def day_stats_compute(day: date) -> dict[tuple[str, str], float]:
     stats[("users_called", "")] = called
     for attempt, count in reached.items():
         stats[("reached_attempt", str(attempt))] = count
+    _results_stats(day, stats)
     return stats
 
 

@@ -29,7 +29,7 @@ from calls import forecast
 from calls.models import AgentVariant, Call, CallStatus
 from web.display import STATUS_COLOURS
 
-from . import glance, rollups
+from . import conversation, glance, rollups
 from .charts import PALETTE, Chart, Series, wilson_interval
 from .models import DailyStat, RollupDay
 
@@ -42,6 +42,7 @@ STUCK_AFTER = timedelta(minutes=15)
 DAY_STACKS: list[tuple[str, str, tuple[str, ...]]] = [
     ("completed", "Answered", (CallStatus.COMPLETED,)),
     ("no_answer", "No answer", (CallStatus.NO_ANSWER,)),
+    ("voicemail", "Voicemail", (CallStatus.VOICEMAIL,)),
     ("busy", "Busy", (CallStatus.BUSY,)),
     ("failed", "Failed", (CallStatus.FAILED,)),
     ("missed", "Missed", (CallStatus.MISSED,)),
@@ -474,6 +475,10 @@ CHART_SLUGS = (
     "missed-by-reason",
     "variants",
     "next-24-hours",
+    "voicemail-share",
+    "sentiment",
+    "cost",
+    "variant-outcomes",
 )
 
 
@@ -494,6 +499,10 @@ def dashboard_charts(*, now: datetime, glance: Glance | None = None) -> tuple[li
             else glance_snapshot_counts(now=now).get("next_24_hours"),
             now=now,
         ),
+        conversation.chart_voicemail_share(rollup),
+        conversation.chart_sentiment(rollup),
+        conversation.chart_cost(rollup),
+        conversation.chart_variant_outcomes(rollup, variants),
     ]
     return charts, rollup
 

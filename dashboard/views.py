@@ -11,6 +11,7 @@ from django.shortcuts import render
 from django.utils import timezone
 from django.views.decorators.http import require_GET
 
+from calls.budget import budget_state
 from web.csv_cells import csv_cell
 from web.http import error_response
 
@@ -37,6 +38,8 @@ def index(request: HttpRequest) -> HttpResponse:
         "refreshing": refreshing,
         "now": now,
         "time_zone": settings.TIME_ZONE,
+        # Calls paused by the monthly budget (calls.budget): said above everything else.
+        "budget": budget_state(now=now),
     }
     return render(request, "dashboard/index.html", context)
 

@@ -292,6 +292,11 @@ except ValueError:
 CALL_TIME_WINDOW_MINUTES = env.int("CALL_TIME_WINDOW_MINUTES", default=15)
 CALL_MAX_RETRIES = env.int("CALL_MAX_RETRIES", default=2)
 CALL_RETRY_DELAY_SECONDS = env.int("CALL_RETRY_DELAY_SECONDS", default=1800)
+# What relevel listens for in a call's result (docs/conversation.md): the agent's structured
+# fields for an opt-out and a call-back, and opt-out phrases beyond the built-in English ones.
+CALL_OPT_OUT_FIELD = env.str("CALL_OPT_OUT_FIELD", default="opt_out")
+CALL_CALLBACK_FIELD = env.str("CALL_CALLBACK_FIELD", default="callback_at")
+CALL_OPT_OUT_PHRASES = env.list("CALL_OPT_OUT_PHRASES", default=[])
 SCHEDULE_CRON = env.str("SCHEDULE_CRON", default="*/5 * * * *")
 if not croniter.is_valid(SCHEDULE_CRON):
     raise ImproperlyConfigured(f"SCHEDULE_CRON {SCHEDULE_CRON!r} is not a valid cron expression")
@@ -301,6 +306,11 @@ if DASHBOARD_REFRESH_CRON and not croniter.is_valid(DASHBOARD_REFRESH_CRON):
     raise ImproperlyConfigured(
         f"DASHBOARD_REFRESH_CRON {DASHBOARD_REFRESH_CRON!r} is not a valid cron expression (empty: off)"
     )
+# Ended calls' analysis (calls.analysis): the webhook only notes the call in a Redis list;
+# this cron hands the noted calls to workers in batches. Empty: off.
+ANALYSIS_CRON = env.str("ANALYSIS_CRON", default="* * * * *").strip()
+if ANALYSIS_CRON and not croniter.is_valid(ANALYSIS_CRON):
+    raise ImproperlyConfigured(f"ANALYSIS_CRON {ANALYSIS_CRON!r} is not a valid cron expression (empty: off)")
 if CALL_TIME_WINDOW_MINUTES < 1 or CALL_MAX_RETRIES < 0 or CALL_RETRY_DELAY_SECONDS < 0:
     raise ImproperlyConfigured(
         "CALL_TIME_WINDOW_MINUTES must be >= 1; CALL_MAX_RETRIES and CALL_RETRY_DELAY_SECONDS >= 0"

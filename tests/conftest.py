@@ -107,7 +107,6 @@ def fake_callkaro(settings):
 # The notifications' fake Twilio on 127.0.0.1 (tests/notifications_support.py).
 from tests.notifications_support import twilio  # noqa: E402,F401
 
-
 # A Standard Webhooks secret for tests (whsec_ and 32 bytes of base64).
 EVENTS_SECRET = "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo="
 

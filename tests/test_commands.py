@@ -39,6 +39,7 @@ def test_the_cron_schedule_puts_the_tick_on_its_own_queue(settings, redis_conn):
     settings.DASHBOARD_REFRESH_CRON = ""  # the tick alone (the dashboard's: test_dashboard_cron.py)
     settings.NOTIFY_SWEEP_CRON = ""  # (the notifications' sweep: test_notifications_once.py)
     settings.EVENTS_SWEEP_CRON = ""  # (the events' sweep: test_events.py)
+    settings.ANALYSIS_CRON = ""  # (the analysis': test_dashboard_cron.py too)
     scheduler = build_cron_scheduler()
     [cron_job] = scheduler.get_jobs()
     assert (cron_job.name, cron_job.cron, cron_job.queue_name) == (

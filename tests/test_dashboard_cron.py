@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from rq import Queue, SimpleWorker
 
-from calls.cron import DASHBOARD_CRON_NAME, TICK_CRON_NAME, build_cron_scheduler
+from calls.cron import ANALYSIS_CRON_NAME, DASHBOARD_CRON_NAME, TICK_CRON_NAME, build_cron_scheduler
 from dashboard import rollups
 from dashboard.models import RollupDay
 
@@ -26,7 +26,7 @@ def crons_by_name(scheduler):
 def test_the_schedule_refreshes_the_dashboard_every_10_minutes_on_the_tick_queue(settings, redis_conn):
     crons = crons_by_name(build_cron_scheduler())
 
-    assert {TICK_CRON_NAME, DASHBOARD_CRON_NAME} <= set(crons)
+    assert {TICK_CRON_NAME, DASHBOARD_CRON_NAME, ANALYSIS_CRON_NAME} <= set(crons)
     refresh = crons[DASHBOARD_CRON_NAME]
     assert (refresh.cron, refresh.queue_name, refresh.func_name) == (
         "*/10 * * * *",
@@ -42,6 +42,20 @@ def test_the_refresh_cron_follows_its_setting_and_an_empty_one_turns_it_off(sett
 
     settings.DASHBOARD_REFRESH_CRON = ""
     assert DASHBOARD_CRON_NAME not in crons_by_name(build_cron_scheduler())
+
+
+def test_the_analysis_cron_hands_noted_calls_out_every_minute_and_an_empty_one_turns_it_off(
+    settings, redis_conn
+):
+    analysis = crons_by_name(build_cron_scheduler())[ANALYSIS_CRON_NAME]
+    assert (analysis.cron, analysis.queue_name, analysis.func_name) == (
+        "* * * * *",
+        settings.TICK_QUEUE,
+        "calls.jobs.analyse_noted_calls",
+    )
+
+    settings.ANALYSIS_CRON = ""
+    assert ANALYSIS_CRON_NAME not in crons_by_name(build_cron_scheduler())
 
 
 @pytest.mark.django_db(transaction=True)

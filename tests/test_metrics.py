@@ -240,6 +240,7 @@ def test_the_alerts_cover_each_failure():
         "RelevelProviderCapacityExhausted",
         "RelevelEventEndpointDisabled",
         "RelevelEventsUndelivered",
+        "RelevelBudgetReached",
     }
     assert "2 * relevel_tick_cron_period_seconds" in alerts["RelevelNoTick"]["expr"]
     for rule in alerts.values():

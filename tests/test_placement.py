@@ -23,11 +23,16 @@ def test_it_places_a_queued_call_with_the_documented_request(fake_callkaro, make
     [request] = fake_callkaro.requests
     assert request["path"] == "/call/outbound"
     assert request["headers"]["X-API-KEY"] == "test-api-key"
+    ours = {"call_id": str(call.pk), "user_id": str(call.user_id), "name": call.user.name}
     assert request["json"] == {
         "to_number": call.user.phone,
         "agent_id": "agent-test",
-        "metadata": {"call_id": str(call.pk), "user_id": str(call.user_id), "name": call.user.name},
+        # Our ids, and the agent's variables (calls.context), in the documented metadata.
+        "metadata": {**request["json"]["metadata"], **ours},
     }
+    assert request["json"]["metadata"]["last_days"] == (
+        "2026-11-27: no call\n2026-11-26: no call\n2026-11-25: no call"
+    )
     call.refresh_from_db()
     assert call.status == CallStatus.RINGING
     assert call.provider_call_id == "ck-1"

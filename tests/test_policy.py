@@ -38,7 +38,8 @@ def test_a_blank_policy_means_the_settings_apply(client, settings):
     assert body["paused"] is False and body["max_retries"] is None and body["calling_hours"] is None
     assert body["effective"]["max_retries"] == settings.CALL_MAX_RETRIES
     assert body["effective"]["retry_delays_minutes"] == [settings.CALL_RETRY_DELAY_SECONDS / 60]
-    assert body["effective"]["retry_statuses"] == ["busy", "failed", "no_answer"]
+    # Voicemail too: voicemail_retry defaults to yes.
+    assert body["effective"]["retry_statuses"] == ["busy", "failed", "no_answer", "voicemail"]
     assert body["effective"]["window_minutes"] == settings.CALL_TIME_WINDOW_MINUTES
 
 
@@ -120,6 +121,10 @@ def test_the_admin_policy_page_edits_the_one_row_and_records_who_changed_it(admi
         "retry_delays_minutes": "30, 60",
         "retry_statuses": ["no_answer", "busy", "failed"],  # as shown: all three, the default
         "window_minutes": "",
+        "voicemail_retry": "on",
+        "voicemail_message": "",
+        "monthly_budget": "",
+        "budget_currency": "USD",
     }
     saved = admin_client.post(reverse("admin:calls_callpolicy_change", args=[1]), form)
     assert saved.status_code == 302

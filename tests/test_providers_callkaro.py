@@ -85,7 +85,28 @@ def test_the_request_is_to_number_agent_id_and_metadata_as_documented(fake_callk
     assert set(body) <= set(fixture("callkaro", "outbound_request_with_metadata.json"))
     assert re.fullmatch(r"\+[1-9]\d{1,14}", body["to_number"])  # the documented E.164 pattern
     assert body["agent_id"] == "agent-test"
-    assert body["metadata"] == our_metadata(call)
+    # Our ids, and the agent's variables, which CallKaro's prompts read as {{metadata.<name>}}.
+    assert body["metadata"] == {**body["metadata"], **our_metadata(call)}
+    assert (body["metadata"]["attempt"], body["metadata"]["streak"]) == ("1", "0")
+
+
+def test_the_users_context_and_the_voicemail_message_ride_in_the_metadata(
+    fake_callkaro, make_call, make_user
+):
+    from calls.policy_changes import policy_update
+
+    policy_update(
+        changes={"voicemail_message": "Hi {{metadata.name}}, we'll try later."}, user_id=None, actor="t"
+    )
+    call = make_call(user=make_user(context={"goal": "walk 20 minutes", "level": 2}))
+
+    placement.call_place(call_id=call.pk)
+
+    [request] = fake_callkaro.requests
+    metadata = request["json"]["metadata"]
+    assert metadata["context"] == '{"goal":"walk 20 minutes","level":2}'
+    assert (metadata["context_goal"], metadata["context_level"]) == ("walk 20 minutes", "2")
+    assert metadata["voicemail_message"] == "Hi {{metadata.name}}, we'll try later."
 
 
 @pytest.mark.parametrize("name", DO_NOT_SEND)
@@ -216,7 +237,7 @@ HANGUP_TABLE = {
     "PARTICIPANT_REMOVED": (CallStatus.COMPLETED, False),
     "SESSION_TIMEOUT": (CallStatus.COMPLETED, False),
     "USER_UNAVAILABLE": (CallStatus.NO_ANSWER, True),
-    "VOICEMAIL_DETECTED": (CallStatus.NO_ANSWER, True),
+    "VOICEMAIL_DETECTED": (CallStatus.VOICEMAIL, True),
     "USER_REJECTED": (CallStatus.BUSY, True),
     "USER_UNRESPONSIVE": (CallStatus.FAILED, True),
     "PRE_CALL_FN_FAILED": (CallStatus.FAILED, True),

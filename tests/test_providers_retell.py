@@ -98,6 +98,9 @@ def test_the_request_has_the_documented_fields_and_our_metadata(fake_retell, que
     assert body["override_agent_id"] == documented["override_agent_id"] == RETELL_AGENT_ID
     assert body["to_number"] == queued.user.phone
     assert body["metadata"] == our_metadata(queued)
+    # Dynamic variables: a dict of strings (CONTRACT.md, create-phone-call).
+    variables = body["retell_llm_dynamic_variables"]
+    assert variables["attempt"] == "1" and all(isinstance(value, str) for value in variables.values())
     # One key per call: Retell never creates a second call for the same one within an hour.
     assert body["idempotency_key"] == f"relevel-call-{queued.pk}"
     assert second["json"]["idempotency_key"] == f"relevel-call-{other.pk}"
@@ -194,14 +197,18 @@ def test_the_documented_unanswered_call_ended_is_a_no_answer_with_a_retry(
     assert Call.objects.filter(retry_of=call).count() == 1
 
 
-def test_call_analyzed_after_call_ended_adds_nothing_twice(retell_call, client, redis_conn):
+def test_call_analyzed_after_call_ended_keeps_its_analysis_once(retell_call, client, redis_conn):
     post_retell(client, fixture("retell", "webhook_call_ended.json"))
-    before = stored_state(redis_conn)
 
     response = post_retell(client, fixture("retell", "webhook_call_analyzed.json"))
+    after_analysis = stored_state(redis_conn)
+    again = post_retell(client, fixture("retell", "webhook_call_analyzed.json"))
 
     assert response.json() == applied(retell_call, "completed")
-    assert stored_state(redis_conn) == before
+    assert again.json() == applied(retell_call, "completed")
+    retell_call.refresh_from_db()
+    assert [payload["event"] for payload in retell_call.provider_payloads] == ["call_ended", "call_analyzed"]
+    assert stored_state(redis_conn) == after_analysis
 
 
 def test_call_analyzed_alone_settles_a_call_whose_call_ended_was_lost(retell_call, client):
@@ -346,7 +353,7 @@ FAILED = (CallStatus.FAILED, True)
 RETELL_OUTCOME = {
     # no answer, voicemail / IVR
     "dial_no_answer": NO_ANSWER,
-    "voicemail_reached": NO_ANSWER,
+    "voicemail_reached": (CallStatus.VOICEMAIL, True),
     "ivr_reached": NO_ANSWER,
     # busy, declined
     "dial_busy": BUSY,

@@ -82,6 +82,12 @@ def test_the_request_has_the_documented_shape_with_our_ids_where_vapi_echoes_the
     assert set(body["assistantOverrides"]) <= set(schema["assistantOverrides"])
     # Our ids, where the Call object (and so every server message) carries them back.
     assert body["assistantOverrides"]["metadata"] == our_metadata(queued)
+    # The agent's variables, as create_call_request_with_refs.json ([OAS] AssistantOverrides).
+    assert set(fixture("vapi", "create_call_request_with_refs.json")["assistantOverrides"]) >= set(
+        body["assistantOverrides"]
+    )
+    assert body["assistantOverrides"]["variableValues"]["name"] == queued.user.name
+    assert "voicemailMessage" not in body["assistantOverrides"]  # none set in the policy
     assert body["name"] == f"relevel call {queued.pk}"
     assert len(body["name"]) <= 40 and len(body["customer"]["name"]) <= 40  # CreateCallDTO's maxLength
 
@@ -323,7 +329,7 @@ GROUPS = fixture("vapi", "endedReason_groups.json")
 GROUP_OUTCOME = {
     "NO_ANSWER": (CallStatus.NO_ANSWER, True),
     "BUSY": (CallStatus.BUSY, True),
-    "VOICEMAIL": (CallStatus.NO_ANSWER, True),
+    "VOICEMAIL": (CallStatus.VOICEMAIL, True),
     "ENDED_BY_CUSTOMER": (CallStatus.COMPLETED, False),
     "ENDED_BY_ASSISTANT": (CallStatus.COMPLETED, False),
     "SILENCE_TIMEOUT": (CallStatus.COMPLETED, False),

@@ -167,7 +167,7 @@ def test_every_first_run_shows_each_outcome_and_a_retry_within_five_minutes(simu
         "demo-maria": [("no_answer", "USER_UNAVAILABLE"), ("completed", "CLIENT_INITIATED")],
         "demo-asha": [("completed", "CLIENT_INITIATED")],
         "demo-kenji": [("busy", "USER_REJECTED")],
-        "demo-lucas": [("no_answer", "VOICEMAIL_DETECTED")],
+        "demo-lucas": [("voicemail", "VOICEMAIL_DETECTED")],
         "demo-olivia": [("failed", "USER_UNRESPONSIVE")],
     }
     retry = Call.objects.get(user__username="demo-maria", attempt=2)

@@ -89,6 +89,7 @@ def test_put_creates_a_user_with_a_generated_username_and_no_usable_password(cli
             "local": "2026-11-28T20:30:00+05:30",
             "time_zone": "Asia/Kolkata",
         },
+        "context": {},
         "parked_because": None,
         "opted_out": None,
     }

@@ -348,6 +348,7 @@ def test_the_export_has_the_import_columns(admin_client, make_user):
         "email": "",
         "notify_sms": "false",
         "notify_email": "false",
+        "context": "{}",
     }
     assert (rows["crm-43"]["phone"], rows["crm-43"]["call_enabled"]) == ("", "false")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
@@ -33,7 +35,7 @@ RECENT_CALLS_SHOWN = 10
 PERSON_FIELDS = ("name", "phone", "local_tz", "call_time", "call_enabled")
 # The e-mail and the missed-day messages (notify_sms, notify_email) are folded away too:
 # most people added by hand need neither.
-MORE_FIELDS = ("external_id", "max_retries", "retry_delay_minutes", "email", *NOTIFY_FIELDS)
+MORE_FIELDS = ("external_id", "max_retries", "retry_delay_minutes", "context", "email", *NOTIFY_FIELDS)
 RECORD_HEADING = "Next call and the last 30 days"
 SCHEDULE_HELP = (
     "Saving recomputes the next call from these fields. Turning calls off, removing the phone "
@@ -148,7 +150,7 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
             {"fields": (*PERSON_FIELDS, "opt_out_display"), "description": SCHEDULE_HELP},
         ),
         ("More", {"classes": ("collapse",), "fields": (*MORE_FIELDS, "username")}),
-        ("Recent calls", {"fields": ("recent_calls",)}),
+        ("Recent calls", {"fields": ("recent_calls", "recent_results")}),
         # No password and no permissions: a person to call is not an admin login (those are
         # the Operators, OperatorAdmin below). The username is made for them.
         ("Important dates", {"classes": ("collapse",), "fields": ("joined_at",)}),
@@ -164,6 +166,7 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
         "opt_out_display",
         "call_record",
         "recent_calls",
+        "recent_results",
         "joined_at",
     )
 
@@ -249,6 +252,16 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
         if obj.pk is None:
             return "-"
         return call_record_html(user_call_record(user=obj, now=timezone.now()), tz_name=obj.local_tz)
+
+    @admin.display(description="summaries and sentiment")
+    def recent_results(self, obj: User) -> str:
+        from calls.admin_results import RECENT_DAYS, recent_results_html
+        from users.selectors import user_local_date
+
+        if obj.pk is None:
+            return "-"
+        today = user_local_date(user=obj, now=timezone.now())
+        return recent_results_html(user_id=obj.pk, since=today - timedelta(days=RECENT_DAYS - 1))
 
     @admin.display(description="the latest ten")
     def recent_calls(self, obj: User) -> str:

@@ -4,6 +4,7 @@ one that validates a user for the users API and the CSV import."""
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Iterable
 from datetime import time
@@ -22,6 +23,7 @@ from .validators import (
     CALL_TIME_INVALID,
     iana_time_zones,
     phone_to_e164,
+    validate_context,
     validate_external_id,
     validate_iana_time_zone,
 )
@@ -35,6 +37,7 @@ DAILY_CALL_FIELDS = (
     "call_time",
     "max_retries",
     "retry_delay_minutes",
+    "context",
 )
 # Whether the user hears from us when a day is missed (notifications/); the address is
 # AbstractUser's email, in "Personal info".
@@ -178,7 +181,26 @@ PROFILE_FIELDS = (
     "email",
     "notify_sms",
     "notify_email",
+    "context",
 )
+
+
+class ContextField(forms.Field):
+    """A user's context: a JSON object (the API's), or its JSON text (a CSV cell); empty is
+    {}. At most MAX_CONTEXT_BYTES as JSON (users.validators)."""
+
+    def to_python(self, value):
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return {}
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                raise ValidationError('must be a JSON object, such as {"goal": "walk 20 minutes"}') from None
+        return value
+
+    def validate(self, value):
+        validate_context(value)
 
 
 class StrictBooleanField(forms.Field):
@@ -254,6 +276,7 @@ class UserProfileForm(forms.Form):
     # Off unless turned on: an empty CSV cell is false (the JSON API takes true or false only).
     notify_sms = StrictBooleanField(required=False)
     notify_email = StrictBooleanField(required=False)
+    context = ContextField(required=False)
 
     def __init__(self, data: dict[str, Any], *, given: Iterable[str]) -> None:
         super().__init__(data)
@@ -329,6 +352,7 @@ _JSON_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "email": ((str, type(None)), "a string or null"),
     "notify_sms": ((bool,), "true or false"),
     "notify_email": ((bool,), "true or false"),
+    "context": ((dict, type(None)), 'a JSON object, such as {"goal": "walk 20 minutes"}, or null'),
 }
 
 

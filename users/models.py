@@ -12,7 +12,12 @@ from django.utils import timezone
 from calls.models import MAX_DELAY_MINUTES, MAX_RETRIES
 from calls.slots import next_open_slot, zone_or_none
 
-from .validators import validate_e164_phone, validate_external_id, validate_iana_time_zone
+from .validators import (
+    validate_context,
+    validate_e164_phone,
+    validate_external_id,
+    validate_iana_time_zone,
+)
 
 # The fields that decide when (and whether) a user is called next.
 SCHEDULE_FIELDS = frozenset({"phone", "local_tz", "call_enabled", "call_time"})
@@ -139,6 +144,9 @@ class User(AbstractUser):
         related_name="users",
         editable=False,
     )
+    # The product's own facts about the person, sent with every call as agent variables
+    # (calls.context); a JSON object of at most 4,096 bytes (users.validators).
+    context = models.JSONField(default=dict, db_default={}, blank=True, validators=[validate_context])
     retry_delay_minutes = models.PositiveSmallIntegerField(
         null=True,
         blank=True,

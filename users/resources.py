@@ -14,6 +14,7 @@ per row.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -45,7 +46,15 @@ COLUMNS = (
     "email",
     "notify_sms",
     "notify_email",
+    "context",
 )
+
+
+class JSONTextWidget(widgets.Widget):
+    """Exports a user's context as compact JSON text (the import reads the same)."""
+
+    def render(self, value, obj=None, **kwargs):
+        return json.dumps(value or {}, ensure_ascii=False, separators=(",", ":"))
 
 
 class TrueFalseWidget(widgets.Widget):
@@ -66,6 +75,7 @@ class UserResource(resources.ModelResource):
     call_time = fields.Field(
         attribute="call_time", column_name="call_time", widget=widgets.TimeWidget(format="%H:%M:%S")
     )
+    context = fields.Field(attribute="context", column_name="context", widget=JSONTextWidget())
 
     class Meta:
         model = User

@@ -88,7 +88,7 @@ DAY_OUTCOME_LABELS = {
     DayOutcome.DUE: "Due",
     DayOutcome.NOT_SCHEDULED: "Not scheduled",
 }
-_NOT_REACHED = frozenset({CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY})
+_NOT_REACHED = frozenset({CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY, CallStatus.VOICEMAIL})
 
 
 @dataclass(frozen=True)
@@ -153,10 +153,10 @@ def user_call_record(*, user: User, now: datetime, days: int = RECORD_DAYS) -> C
         day_calls = tuple(by_date.get(local_date, ()))
         due = local_date == today and _due_later_today(user, today=today, now=now)
         record.append(CallDay(local_date, day_outcome(day_calls, due_today=due), day_calls))
-    return CallRecord(days=tuple(record), streak=_streak(record))
+    return CallRecord(days=tuple(record), streak=answered_streak(record))
 
 
-def _streak(days: list[CallDay]) -> int:
+def answered_streak(days: list[CallDay]) -> int:
     ordered = list(reversed(days))
     if ordered and ordered[0].outcome in (DayOutcome.DUE, DayOutcome.IN_PROGRESS, DayOutcome.NOT_SCHEDULED):
         ordered = ordered[1:]  # today is not over: it neither counts nor breaks the streak yet

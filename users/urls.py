@@ -7,5 +7,6 @@ urlpatterns = [
     path("api/users/bulk", views.users_bulk, name="users-bulk"),
     path("api/users/<str:external_id>", views.user_detail, name="user-detail"),
     path("api/users/<str:external_id>/call", views.user_call_now, name="user-call-now"),
+    path("api/users/<str:external_id>/calls", views.user_calls, name="user-calls"),
     path("api/users/<str:external_id>/opt-out", views.user_opt_out, name="user-opt-out"),
 ]

@@ -1,5 +1,6 @@
 """Validators for the fields operators and integrations set on a user."""
 
+import json
 import re
 from functools import lru_cache
 from zoneinfo import available_timezones
@@ -93,4 +94,28 @@ def validate_external_id(value: str) -> None:
             "%(value)s cannot be an external id: it cannot be addressed in /api/users/<external_id>",
             code="reserved_external_id",
             params={"value": value},
+        )
+
+
+# The product's context for a user (users.models.User.context), sent with every call: small
+# enough to ride in a provider's request and an agent's prompt.
+MAX_CONTEXT_BYTES = 4096
+
+
+def context_size(value: object) -> int:
+    """Its size as compact JSON, in UTF-8 bytes."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode())
+
+
+def validate_context(value: object) -> None:
+    if not isinstance(value, dict):
+        raise ValidationError(
+            'must be a JSON object, such as {"goal": "walk 20 minutes"}', code="invalid_context"
+        )
+    size = context_size(value)
+    if size > MAX_CONTEXT_BYTES:
+        raise ValidationError(
+            "is %(size)s bytes as JSON; at most %(limit)s",
+            code="context_too_large",
+            params={"size": f"{size:,}", "limit": f"{MAX_CONTEXT_BYTES:,}"},
         )

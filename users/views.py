@@ -5,7 +5,7 @@ calls one service and answers JSON."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -15,7 +15,9 @@ from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
 from calls import manual
-from calls.models import Call
+from calls.models import Call, CallResult
+from calls.results import result_as_json
+from calls.selectors import call_history
 from calls.slots import zone_or_none
 
 # The webhooks' JSON decoding: refuses what the database cannot store (NUL, lone
@@ -72,6 +74,7 @@ def _user_json(user: User) -> dict[str, Any]:
         "email": user.email or None,
         "notify_sms": user.notify_sms,
         "notify_email": user.notify_email,
+        "context": user.context,
         "next_call": next_call,
         # Why a callable user has no next call (a time zone this host does not know).
         "parked_because": user.schedule_error,
@@ -255,6 +258,60 @@ def user_call_now(request: HttpRequest, external_id: str) -> JsonResponse:
     return JsonResponse(
         {"success": True, "call_id": str(call.pk), "manual": True, "call": _call_json(call)}, status=202
     )
+
+
+MAX_HISTORY_DAYS = 90
+
+
+@never_cache
+@require_methods("GET")
+@operator_required
+def user_calls(request: HttpRequest, external_id: str) -> JsonResponse:
+    """The user's calls of the last ``days`` local days (default 7, at most 90), newest
+    first, each with its result (docs/conversation.md, "The calls API")."""
+    raw_days = request.GET.get("days", "7")
+    if not raw_days.isdigit() or not 1 <= int(raw_days) <= MAX_HISTORY_DAYS:
+        message = f"a whole number of days from 1 to {MAX_HISTORY_DAYS}"
+        return JsonResponse(
+            {"success": False, "error": f"invalid days: {message}", "errors": {"days": message}}, status=400
+        )
+    user = selectors.user_by_external_id(external_id=external_id)
+    if user is None:
+        return error_response(f"no user with external_id {external_id[:140]!r}", 404)
+    today = selectors.user_local_date(user=user, now=timezone.now())
+    calls = call_history(user_id=user.pk, since=today - timedelta(days=int(raw_days) - 1))
+    return JsonResponse(
+        {
+            "success": True,
+            "external_id": external_id,
+            "days": int(raw_days),
+            "calls": [_history_json(call) for call in calls],
+        }
+    )
+
+
+def _history_json(call: Call) -> dict[str, Any]:
+    def when(instant: datetime | None) -> str | None:
+        return _utc(instant) if instant is not None else None
+
+    try:
+        result = result_as_json(call.result)
+    except CallResult.DoesNotExist:
+        result = None
+    return {
+        "call_id": str(call.pk),
+        "status": call.status,
+        "attempt": call.attempt,
+        "manual": call.manual,
+        "callback": call.callback,
+        "local_date": call.local_date.isoformat(),
+        "scheduled_for": when(call.scheduled_for),
+        "dialed_at": when(call.dialed_at),
+        "ended_at": when(call.completed_at),
+        "duration_seconds": call.duration_seconds,
+        "end_reason": call.end_reason,
+        "result": result,
+    }
 
 
 # Sources an operator's or the product's request may give; "call" and "sms" are what relevel

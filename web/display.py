@@ -22,6 +22,7 @@ STATUS_COLOURS = {
     CallStatus.COMPLETED: "#15803d",
     CallStatus.NO_ANSWER: "#b45309",
     CallStatus.BUSY: "#b45309",
+    CallStatus.VOICEMAIL: "#9a3412",
     CallStatus.FAILED: "#b91c1c",
     CallStatus.MISSED: "#7e22ce",
     CallStatus.CANCELED: "#525252",

@@ -13,9 +13,11 @@ treats each differently (docs/scheduling.md, "Never a blind re-dial"):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from decimal import Decimal, InvalidOperation
 from enum import Enum
 from typing import Any, Protocol
 
@@ -78,6 +80,10 @@ class PlaceCallRequest:
     agent_id: str
     name: str
     provider: str = ""
+    # The agent's variables for this call (calls.context): the user's context and relevel's
+    # memory, flat, string-valued; each provider sends them its documented way.
+    variables: Mapping[str, str] = field(default_factory=dict)
+    voicemail_message: str = ""
 
     def metadata(self) -> dict[str, str]:
         """What the provider echoes back in its webhooks, so we can find our call."""
@@ -109,6 +115,9 @@ class CallEvent:
     error_message: str = ""
     occurred_at: datetime | None = None
     raw: dict[str, Any] = field(default_factory=dict)
+    # The payload carries end-of-call data (analysis, cost, transcript): kept and analysed
+    # even when it repeats a final status already recorded (Retell's call_analyzed).
+    final_report: bool = False
 
 
 class CallProvider(Protocol):
@@ -181,3 +190,62 @@ def as_iso_datetime(value: Any) -> datetime | None:
 def our_call_id(metadata: Any) -> int | None:
     """Our call id from the metadata we sent and the provider echoed back."""
     return as_int(metadata.get("call_id")) if isinstance(metadata, dict) else None
+
+
+# --- End-of-call results ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ResultFields:
+    """What a provider's end-of-call data says about a call, before relevel normalises it
+    (calls.results): each provider module's ``parse_result`` fills what its payloads carry
+    and leaves the rest empty. ``sentiment`` is positive/neutral/negative or "" (none)."""
+
+    summary: str = ""
+    data: dict[str, Any] = field(default_factory=dict)
+    sentiment: str = ""
+    sentiment_score: float | None = None
+    answered_by: str = "unknown"
+    user_talk_seconds: float | None = None
+    cost_amount: Decimal | None = None
+    cost_currency: str = ""
+    # [{"role": "agent" | "user", "text": ...}] in the order spoken.
+    turns: list[dict[str, str]] = field(default_factory=list)
+
+
+def as_dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def as_decimal(value: Any) -> Decimal | None:
+    """A non-negative finite amount, else None."""
+    if value is None or isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        amount = Decimal(str(value))
+    except InvalidOperation:
+        return None
+    return amount if amount.is_finite() and 0 <= amount < 10**8 else None
+
+
+# "Agent: Hello. User: Fine, thanks." -> turns; the labels CallKaro, Vapi ("AI:") and our
+# simulator write in their plain-text transcripts.
+_SPEAKER = re.compile(r"(?:^|(?<=\s))(AI|Agent|Assistant|Bot|User|Customer|Human)\s*:\s*", re.IGNORECASE)
+_AGENT_LABELS = {"ai", "agent", "assistant", "bot"}
+
+
+def turns_from_text(transcript: str) -> list[dict[str, str]]:
+    """Turns from a plain-text transcript with speaker labels; one turn of role "unknown"
+    when it has none."""
+    transcript = transcript.strip()
+    if not transcript:
+        return []
+    parts = _SPEAKER.split(transcript)
+    if len(parts) < 3:
+        return [{"role": "unknown", "text": transcript}]
+    turns = []
+    for label, text in zip(parts[1::2], parts[2::2], strict=False):
+        text = text.strip()
+        if text:
+            turns.append({"role": "agent" if label.lower() in _AGENT_LABELS else "user", "text": text})
+    return turns

@@ -30,7 +30,7 @@ from typing import Any
 
 from django.conf import settings
 
-from calls.models import CallStatus
+from calls.models import TERMINAL_STATUSES, CallStatus
 
 from .base import (
     MAX_END_REASON,
@@ -38,14 +38,17 @@ from .base import (
     PlaceCallRequest,
     PlacedCall,
     ProviderMaybePlacedError,
+    ResultFields,
     WebhookAuth,
     WebhookIgnored,
     WebhookPayloadError,
+    as_dict,
     as_duration,
     as_iso_datetime,
     as_provider_call_id,
     as_text,
     our_call_id,
+    turns_from_text,
 )
 from .http import ProviderHTTP
 
@@ -59,7 +62,7 @@ HANGUP_REASONS: dict[str, tuple[str, bool]] = {
     "SESSION_TIMEOUT": (CallStatus.COMPLETED, False),
     # Rang and nobody answered; or a machine did.
     "USER_UNAVAILABLE": (CallStatus.NO_ANSWER, True),
-    "VOICEMAIL_DETECTED": (CallStatus.NO_ANSWER, True),
+    "VOICEMAIL_DETECTED": (CallStatus.VOICEMAIL, True),
     "USER_REJECTED": (CallStatus.BUSY, True),
     "USER_UNRESPONSIVE": (CallStatus.FAILED, True),  # "Call not rang": network or carrier
     "PRE_CALL_FN_FAILED": (CallStatus.FAILED, True),
@@ -157,6 +160,7 @@ class CallKaroWebhooks:
             duration_seconds=as_duration(data.get("call_duration")),
             error_message="" if status == CallStatus.COMPLETED else _reason_message(reason),
             raw=payload,
+            final_report=True,
         )
 
 
@@ -189,6 +193,36 @@ def _parse_flat(payload: dict) -> CallEvent:
         error_message=as_text(payload.get("error_message")),
         occurred_at=as_iso_datetime(payload.get("timestamp")),
         raw=payload,
+        final_report=FLAT_STATUSES[raw_status] in TERMINAL_STATUSES,
+    )
+
+
+def parse_result(payloads: list[Any]) -> ResultFields:
+    """CallKaro's call_ended: ``post_call`` (the agent's post-call variables) as the data,
+    ``disposition_reason`` (its short disposition) as the summary, turns from the plain
+    ``transcription``; CallKaro reports no cost and no sentiment. The original design's flat
+    format gives a transcript only."""
+    data: dict = {}
+    for payload in map(as_dict, payloads):
+        if payload.get("event") == "call_ended" and isinstance(payload.get("data"), dict):
+            data = payload["data"]
+        elif not data and payload.get("status") in FLAT_STATUSES and "event" not in payload:
+            data = {"transcription": payload.get("transcript"), "flat_status": payload.get("status")}
+    if not data:
+        return ResultFields()
+    reason = as_text(data.get("hangup_reason"))
+    status = HANGUP_REASONS.get(reason, UNKNOWN_HANGUP_REASON)[0] if reason else None
+    if status == CallStatus.VOICEMAIL:
+        answered_by = "voicemail"
+    elif status == CallStatus.COMPLETED or data.get("flat_status") == "completed":
+        answered_by = "human"
+    else:
+        answered_by = "unknown"
+    return ResultFields(
+        summary=as_text(data.get("disposition_reason")).strip(),
+        data=dict(as_dict(data.get("post_call"))),
+        answered_by=answered_by,
+        turns=turns_from_text(as_text(data.get("transcription"))),
     )
 
 
@@ -219,10 +253,15 @@ class CallKaroProvider(CallKaroWebhooks):
         )
 
     def place_call(self, request: PlaceCallRequest) -> PlacedCall:
+        # Our variables ride in the metadata, which CallKaro's prompts read as
+        # {{metadata.<name>}} (https://docs.callkaro.ai/api-reference/outbound-call).
+        metadata: dict[str, Any] = {**request.variables, **request.metadata()}
+        if request.voicemail_message:
+            metadata["voicemail_message"] = request.voicemail_message
         body = {
             "to_number": request.to_number,
             "agent_id": request.agent_id,
-            "metadata": request.metadata(),
+            "metadata": metadata,
         }
         answer = self.http.post_json(self.url, body)
         self.http.raise_for_status(answer)

@@ -10,6 +10,13 @@
   the outcome is ``call.disconnection_reason``.
   https://docs.retellai.com/features/webhook-overview,
   https://docs.retellai.com/reliability/debug-call-disconnect
+* End-of-call data (``call_analyzed``): ``call.call_analysis`` (``call_summary``,
+  ``user_sentiment`` Positive/Neutral/Negative/Unknown, ``in_voicemail``,
+  ``custom_analysis_data``), ``call.call_cost.combined_cost`` in cents (USD), and
+  ``call.transcript_object`` (role ``agent`` / ``user``, words with start/end seconds).
+  https://docs.retellai.com/features/post-call-analysis; the SDK's ``CallAnalysis``/``CallCost``.
+  Per-call variables: ``retell_llm_dynamic_variables`` (string values) fill ``{{name}}``.
+  https://docs.retellai.com/build/dynamic-variables
 * Authentication: ``X-Retell-Signature`` (``v=<ms>,d=<hmac>``), checked by the SDK's own
   ``retell.lib.webhook_auth.verify`` with the API key that has the webhook badge.
   https://docs.retellai.com/features/secure-webhook
@@ -18,6 +25,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -31,14 +39,18 @@ from .base import (
     PlacedCall,
     ProviderCapacityError,
     ProviderMaybePlacedError,
+    ResultFields,
     WebhookAuth,
     WebhookIgnored,
     WebhookPayloadError,
+    as_decimal,
+    as_dict,
     as_duration,
     as_int,
     as_provider_call_id,
     as_text,
     our_call_id,
+    turns_from_text,
 )
 from .http import ProviderHTTP
 
@@ -46,7 +58,8 @@ from .http import ProviderHTTP
 # and whatever Retell adds) is a failure worth a retry.
 DISCONNECTION_REASONS: dict[str, str] = {
     "dial_no_answer": CallStatus.NO_ANSWER,
-    "voicemail_reached": CallStatus.NO_ANSWER,
+    "voicemail_reached": CallStatus.VOICEMAIL,
+    "machine_detected": CallStatus.VOICEMAIL,  # the legacy name of voicemail_reached
     "ivr_reached": CallStatus.NO_ANSWER,
     "dial_busy": CallStatus.BUSY,
     "user_declined": CallStatus.BUSY,
@@ -104,6 +117,13 @@ class RetellProvider:
             "metadata": request.metadata(),
             "idempotency_key": f"relevel-call-{request.call_id}",
         }
+        variables = dict(request.variables)
+        if request.voicemail_message:
+            # Retell's voicemail text is the agent's own setting; a prompt or that text
+            # can use {{voicemail_message}}.
+            variables["voicemail_message"] = request.voicemail_message
+        if variables:
+            body["retell_llm_dynamic_variables"] = {key: str(value) for key, value in variables.items()}
         answer = self.http.post_json(self.url, body)
         if answer.status_code == 429 and "concurren" in answer.message.lower():
             raise ProviderCapacityError(f"Retell HTTP 429: {answer.message}")
@@ -163,5 +183,55 @@ class RetellProvider:
             recording_url=as_text(call.get("recording_url")),
             duration_seconds=as_duration(duration_ms // 1000) if duration_ms is not None else None,
             error_message="" if status == CallStatus.COMPLETED else f"Retell disconnection_reason {reason}",
+            final_report=True,
             **base,
         )
+
+
+_SENTIMENTS = {"Positive": ("positive", 1.0), "Neutral": ("neutral", 0.0), "Negative": ("negative", -1.0)}
+
+
+def parse_result(payloads: list[Any]) -> ResultFields:
+    """The call object of the latest call_ended / call_analyzed payload: its analysis (once
+    call_analyzed came), cost and turns; empty fields where it has none."""
+    latest: dict[str, dict] = {}
+    for payload in map(as_dict, payloads):
+        if payload.get("event") in ("call_ended", "call_analyzed") and isinstance(payload.get("call"), dict):
+            latest[payload["event"]] = payload["call"]
+    call = latest.get("call_analyzed") or latest.get("call_ended") or {}
+    if not call:
+        return ResultFields()
+    analysis = as_dict(call.get("call_analysis"))
+    sentiment, score = _SENTIMENTS.get(as_text(analysis.get("user_sentiment")), ("", None))
+    cents = as_decimal(as_dict(call.get("call_cost")).get("combined_cost"))
+    turns, talk = [], 0.0
+    utterances = call.get("transcript_object") if isinstance(call.get("transcript_object"), list) else []
+    for item in map(as_dict, utterances):
+        role, text = as_text(item.get("role")), as_text(item.get("content")).strip()
+        if role not in ("agent", "user") or not text:
+            continue
+        turns.append({"role": role, "text": text})
+        words = [as_dict(word) for word in item.get("words") or [] if isinstance(word, dict)]
+        start, end = (words[0].get("start"), words[-1].get("end")) if words else (None, None)
+        if role == "user" and isinstance(start, int | float) and isinstance(end, int | float) and end > start:
+            talk += end - start
+    if not turns:
+        turns = turns_from_text(as_text(call.get("transcript")))
+    reason = as_text(call.get("disconnection_reason"))
+    if analysis.get("in_voicemail") is True or DISCONNECTION_REASONS.get(reason) == CallStatus.VOICEMAIL:
+        answered_by = "voicemail"
+    elif DISCONNECTION_REASONS.get(reason) == CallStatus.COMPLETED:
+        answered_by = "human"
+    else:
+        answered_by = "unknown"
+    return ResultFields(
+        summary=as_text(analysis.get("call_summary")).strip(),
+        data=dict(as_dict(analysis.get("custom_analysis_data"))),
+        sentiment=sentiment,
+        sentiment_score=score,
+        answered_by=answered_by,
+        user_talk_seconds=round(talk, 1) if talk else None,
+        cost_amount=(cents / 100).quantize(Decimal("0.0001")) if cents is not None else None,
+        cost_currency="USD" if cents is not None else "",
+        turns=turns,
+    )

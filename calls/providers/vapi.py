@@ -12,6 +12,14 @@
 * Webhook (server messages): ``{"message": {"type": "status-update" | "end-of-call-report",
   "call": {...}, ...}}``; the outcome is ``endedReason``.
   https://docs.vapi.ai/server-url/events, https://docs.vapi.ai/calls/call-ended-reason
+* End-of-call data (``end-of-call-report``): ``analysis.summary``, ``analysis.structuredData``
+  and ``analysis.successEvaluation`` (https://docs.vapi.ai/call-analysis, [OAS] ``Analysis``),
+  ``cost`` in USD and ``costBreakdown.total`` ([OAS] ``ServerMessageEndOfCallReport``,
+  ``CostBreakdown``), ``artifact.messages`` (role ``user`` / ``assistant`` / ``bot``), and the
+  endedReason ``voicemail`` when voicemail detection hung up on a machine.
+  Per-call variables: ``assistantOverrides.variableValues`` fill ``{{name}}`` in the prompt,
+  ``assistantOverrides.voicemailMessage`` is said to a machine
+  (https://docs.vapi.ai/assistants/dynamic-variables).
 * Authentication: the legacy ``X-Vapi-Secret`` header, or a Bearer credential
   (``Authorization: Bearer <secret>``), against VAPI_WEBHOOK_SECRET.
   https://docs.vapi.ai/server-url/server-authentication
@@ -35,13 +43,17 @@ from .base import (
     PlacedCall,
     ProviderCapacityError,
     ProviderMaybePlacedError,
+    ResultFields,
     WebhookAuth,
     WebhookIgnored,
     WebhookPayloadError,
+    as_decimal,
+    as_dict,
     as_iso_datetime,
     as_provider_call_id,
     as_text,
     our_call_id,
+    turns_from_text,
 )
 from .http import ProviderHTTP
 
@@ -52,13 +64,14 @@ ENDED_REASONS: dict[str, str] = {
     **dict.fromkeys(
         (
             "customer-did-not-answer",
-            "voicemail",
             "call.in-progress.error-providerfault-outbound-sip-408-request-timeout",
             "call.in-progress.error-providerfault-outbound-sip-480-temporarily-unavailable",
         ),
         CallStatus.NO_ANSWER,
     ),
     "customer-busy": CallStatus.BUSY,
+    # Voicemail detection found a machine and ended the call (or left voicemailMessage).
+    "voicemail": CallStatus.VOICEMAIL,
     **dict.fromkeys(
         (
             # Ended by the customer or the assistant, by silence or at the maximum duration:
@@ -129,7 +142,7 @@ class VapiProvider:
             "phoneNumberId": self.phone_number_id,
             "name": f"relevel call {request.call_id}",
             "customer": {"number": request.to_number, "name": request.name[:40]},
-            "assistantOverrides": {"metadata": request.metadata()},
+            "assistantOverrides": _overrides(request),
         }
         answer = self.http.post_json(self.url, body)
         data = answer.data if isinstance(answer.data, dict) else {}
@@ -187,6 +200,67 @@ class VapiProvider:
         return _ended(message, **base)
 
 
+def _overrides(request: PlaceCallRequest) -> dict[str, Any]:
+    overrides: dict[str, Any] = {"metadata": request.metadata()}
+    if request.variables:
+        overrides["variableValues"] = dict(request.variables)
+    if request.voicemail_message:
+        overrides["voicemailMessage"] = request.voicemail_message
+    return overrides
+
+
+_AGENT_ROLES = {"assistant", "bot"}
+
+
+def parse_result(payloads: list[Any]) -> ResultFields:
+    """The end-of-call report's analysis, cost and turns; empty fields where it has none
+    (or where only status updates arrived)."""
+    report: dict = {}
+    for payload in payloads:
+        message = as_dict(as_dict(payload).get("message"))
+        if message.get("type") == "end-of-call-report":
+            report = message
+    if not report:
+        return ResultFields()
+    analysis = as_dict(report.get("analysis"))
+    data = dict(as_dict(analysis.get("structuredData")))
+    if analysis.get("successEvaluation") not in (None, ""):
+        data.setdefault("successEvaluation", analysis["successEvaluation"])
+    cost = as_decimal(report.get("cost"))
+    if cost is None:
+        cost = as_decimal(as_dict(report.get("costBreakdown")).get("total"))
+    artifact = as_dict(report.get("artifact"))
+    turns, talk = [], 0.0
+    messages = artifact.get("messages") if isinstance(artifact.get("messages"), list) else []
+    for item in map(as_dict, messages):
+        role, text = as_text(item.get("role")), as_text(item.get("message")).strip()
+        if role not in _AGENT_ROLES | {"user"} or not text:
+            continue
+        turns.append({"role": "user" if role == "user" else "agent", "text": text})
+        start, end = item.get("time"), item.get("endTime")
+        if role == "user" and isinstance(start, int | float) and isinstance(end, int | float) and end > start:
+            talk += (end - start) / 1000  # epoch milliseconds
+    if not turns:
+        turns = turns_from_text(as_text(artifact.get("transcript")))
+    reason = as_text(report.get("endedReason"))
+    answered_by = (
+        "voicemail"
+        if reason == "voicemail"
+        else "human"
+        if ENDED_REASONS.get(reason) == CallStatus.COMPLETED
+        else "unknown"
+    )
+    return ResultFields(
+        summary=as_text(analysis.get("summary")).strip(),
+        data=data,
+        answered_by=answered_by,
+        user_talk_seconds=round(talk, 1) if talk else None,
+        cost_amount=cost,
+        cost_currency="USD" if cost is not None else "",
+        turns=turns,
+    )
+
+
 def _our_id(call: dict) -> int | None:
     overrides = call.get("assistantOverrides")
     ours = our_call_id(overrides.get("metadata")) if isinstance(overrides, dict) else None
@@ -217,5 +291,6 @@ def _ended(message: dict, **base: Any) -> CallEvent:
         duration_seconds=duration,
         error_message="" if status == CallStatus.COMPLETED else f"Vapi endedReason {reason or '(none)'}",
         occurred_at=ended,
+        final_report=message.get("type") == "end-of-call-report",
         **base,
     )

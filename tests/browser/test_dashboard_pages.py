@@ -2,13 +2,14 @@
 its numbers) and the user's record, in the browser."""
 
 from datetime import time, timedelta
+from decimal import Decimal
 
 import pytest
 from django.utils import timezone
 from rq import SimpleWorker
 from selenium.webdriver.common.by import By
 
-from calls.models import AgentVariant, CallStatus
+from calls.models import AgentVariant, CallResult, CallStatus
 from calls.queues import calls_queue
 from dashboard import rollups
 from dashboard.selectors import CHART_SLUGS
@@ -21,7 +22,7 @@ DAYS_SEEDED = 7
 DAY_OUTCOMES = [
     [CallStatus.COMPLETED],
     [CallStatus.NO_ANSWER, CallStatus.COMPLETED],
-    [CallStatus.BUSY, CallStatus.NO_ANSWER, CallStatus.FAILED],
+    [CallStatus.BUSY, CallStatus.VOICEMAIL, CallStatus.FAILED],
     [CallStatus.MISSED],
 ]
 MISSED_ERROR = "Its window, 08:00 to 08:15 UTC, had closed when a worker took it at 08:20 UTC."
@@ -64,6 +65,17 @@ def seed_calls_over_days(make_user, make_call, *, days: int = DAYS_SEEDED) -> li
                     retry_of=previous,
                 )
                 calls.append(previous)
+                if status == CallStatus.COMPLETED:
+                    # The analysis job's result (calls.results): sentiment and cost charts.
+                    CallResult.objects.create(
+                        call=previous,
+                        summary="Walked 20 minutes.",
+                        sentiment="positive" if attempt == 1 else "negative",
+                        sentiment_score=0.6 if attempt == 1 else -0.3,
+                        cost_amount=Decimal("0.12"),
+                        cost_currency="USD",
+                        user_talk_seconds=40,
+                    )
     return calls
 
 

@@ -13,6 +13,7 @@ import base64
 import random
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
+from decimal import Decimal
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -20,7 +21,7 @@ import pytest
 from django.utils import timezone
 from selenium.webdriver.common.by import By
 
-from calls.models import AgentVariant, Call, CallStatus
+from calls.models import AgentVariant, Call, CallResult, CallStatus
 from tests.browser.conftest import SCREENSHOTS
 from tests.browser.test_dashboard_pages import charts_without_marks, run_a_worker
 from users.models import User
@@ -197,6 +198,22 @@ def seed_month(rng: random.Random) -> Month:
             if retry.attempt == attempt:
                 retry.retry_of = retried
         Call.objects.bulk_create(batch, batch_size=1000)
+    # What the analysis job makes of the answered calls (calls.results): sentiment and cost.
+    CallResult.objects.bulk_create(
+        (
+            CallResult(
+                call_id=call.pk,
+                sentiment=rng.choice(("positive", "positive", "neutral", "negative")),
+                sentiment_score=0.5,
+                sentiment_source="computed",
+                answered_by="human",
+                cost_amount=Decimal("0.09"),
+                cost_currency="USD",
+            )
+            for call in Call.objects.filter(status=CallStatus.COMPLETED).only("pk")
+        ),
+        batch_size=1000,
+    )
     return Month(users=users, asha=asha, now=now)
 
 
