@@ -63,6 +63,11 @@ STATUS_RANK = {
 }
 
 
+# A call that still holds content (what was said, raw provider payloads), which the
+# retention prune erases after RETENTION_DAYS_CONTENT (calls.retention).
+CALL_HAS_CONTENT = ~models.Q(transcript="") | ~models.Q(recording_url="") | ~models.Q(provider_payloads=[])
+
+
 class AgentVariant(models.Model):
     """A variant of the agent that calls (A/B tests): each user is assigned one by weight,
     deterministically, and keeps it until it is deactivated (calls.variants)."""
@@ -164,6 +169,9 @@ class Call(models.Model):
             models.Index(fields=["status", "scheduled_for"], name="call_status_scheduled_idx"),
             models.Index(fields=["local_date"], name="call_local_date_idx"),
             models.Index(fields=["-created_at"], name="call_created_idx"),
+            # Calls still holding what was said (calls.retention): the nightly prune reads
+            # only these, oldest first, so its cost is the rows left to prune, not the table.
+            models.Index(fields=["created_at", "id"], name="call_content_created_idx", condition=CALL_HAS_CONTENT),
         ]
 
     def __str__(self) -> str:

@@ -39,6 +39,7 @@ from .providers.base import (
 )
 from .providers.http import threads_per_process
 from .slots import zone_or_none
+from users.hashed_numbers import phones_suppressed
 
 logger = logging.getLogger("relevel.calls")
 
@@ -125,6 +126,8 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
             .filter(pk__in=call_ids)
             .order_by("pk")
         }
+        # One query for the batch: numbers forgotten after an opt-out (users.hashed_numbers).
+        suppressed = phones_suppressed(phones=[call.user.phone for call in calls.values() if call.user.phone])
         for call_id in call_ids:
             call = calls.get(call_id)
             if call is None:
@@ -149,6 +152,8 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
             else:
                 logger.info("Processing user call for %s", name)
             status, reason = _reason_not_to_dial(call, now=now, rules=rules)
+            if status != CallStatus.CANCELED and user.phone in suppressed:
+                status, reason = CallStatus.CANCELED, "The number is on the suppression list."
             if status == CallStatus.QUEUED:
                 logger.warning("Call %s left queued, not dialed: %s", call.pk, reason)
                 others["paused" if rules.paused else "early"] += 1

@@ -285,3 +285,42 @@ class Operator(User):
         proxy = True
         verbose_name = "operator"
         verbose_name_plural = "operators"
+
+
+class SuppressedNumberHash(models.Model):
+    """A phone number that must never be called again, kept only as a keyed hash
+    (users.erasure.phone_digest): a person who opted out and then asked to be forgotten
+    leaves no number behind, yet a later user carrying the same number is not dialed."""
+
+    digest = models.CharField(max_length=64, primary_key=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        verbose_name = "suppressed number (hashed)"
+        verbose_name_plural = "suppressed numbers (hashed)"
+
+    def __str__(self) -> str:
+        return f"Suppressed number {self.digest[:12]}…"
+
+
+class Erasure(models.Model):
+    """That a person was forgotten (users.erasure.forget_person): when, by whom, which id.
+    Nothing personal: the user's row is the anonymised tombstone ``user_id`` names."""
+
+    # An id, not a foreign key: the record outlives whatever happens to the tombstone.
+    user_id = models.BigIntegerField(db_index=True)
+    # The product's id the erasure was asked for (its proof that the request was honoured).
+    external_id = models.CharField(max_length=128, blank=True)
+    erased_at = models.DateTimeField()
+    actor = models.CharField("by", max_length=150)
+    # How many rows each app's eraser changed, e.g. {"calls": 412, "notifications": 3}.
+    counts = models.JSONField(default=dict, blank=True)
+    suppressed = models.BooleanField(
+        default=False, help_text="The number went on the suppression list as a hash (the person had opted out)."
+    )
+
+    class Meta:
+        ordering = ("-erased_at",)
+
+    def __str__(self) -> str:
+        return f"Erasure of user {self.user_id} on {self.erased_at:%Y-%m-%d}"

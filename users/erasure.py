@@ -1,0 +1,103 @@
+"""Forgetting a person (GDPR erasure): ``forget_person`` removes their personal data at
+once, everywhere, by calling each app's own eraser, and records that it did.
+
+Why a tombstone rather than deleting the user or moving their calls to a placeholder: the
+call rows stay for counting, and the dashboard counts them by the user's time zone (the
+calls by local hour) and per user (users reached by attempt). Keeping the user's row, with
+everything that identifies them blanked, keeps those numbers exactly as they were; a shared
+placeholder would merge every forgotten person into one user and one zone, and change them.
+What stays on the tombstone: its id, the time zone, the call time, the opt-out's time and
+source, the dates the account was made. Its username becomes ``forgotten-<id>``.
+
+The erasers are listed by dotted path (an app's eraser is one line here): each takes
+``user_id``, ``identifiers`` (the phone, name, e-mail and username, for scrubbing free text
+that quotes them) and ``now``, runs in forget_person's transaction and returns how many rows
+it changed. The dashboard's rollups hold no person and are not touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from .hashed_numbers import phone_suppress
+from .models import Erasure, User
+from .services import user_save
+
+logger = logging.getLogger("relevel.users")
+
+PERSON_ERASERS: tuple[tuple[str, str], ...] = (
+    ("calls", "calls.erasure.calls_erase_person"),
+    ("notifications", "notifications.erasure.notifications_erase_person"),
+)
+TOMBSTONE_FIELDS = (
+    "username",
+    "name",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "external_id",
+    "call_enabled",
+    "is_active",
+    "password",
+    "notify_sms",
+    "notify_email",
+)
+
+
+class CannotForget(Exception):
+    """The user is an operator (their login is not a person's data to erase here)."""
+
+
+def forget_person(*, user_id: int, actor: str, now: datetime | None = None) -> Erasure:
+    """Erase everything that identifies user ``user_id``, in one transaction, and record the
+    erasure (when, by whom, which id). A number that had opted out stays on the suppression
+    list as a keyed hash. Forgetting someone already forgotten returns the first record."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=user_id)
+        if user.is_operator:
+            raise CannotForget(f"user {user_id} is an operator, not a person relevel calls")
+        earlier = Erasure.objects.filter(user_id=user_id).first()
+        if earlier is not None:
+            return earlier
+        identifiers = [v for v in (user.phone, user.name, user.email, user.username) if v]
+        identifiers += [v for v in (user.first_name, user.last_name) if v]
+        suppressed = bool(user.phone) and user.opted_out_at is not None
+        if suppressed:
+            phone_suppress(phone=user.phone)
+        counts = {
+            app: import_string(path)(user_id=user_id, identifiers=identifiers, now=now)
+            for app, path in PERSON_ERASERS
+        }
+        external_id = user.external_id or ""
+        user.username = f"forgotten-{user.pk}"
+        user.name = user.first_name = user.last_name = user.email = ""
+        user.phone = None
+        user.external_id = None
+        user.call_enabled = user.is_active = False
+        user.notify_sms = user.notify_email = False
+        user.set_unusable_password()
+        user_save(user=user, update_fields=TOMBSTONE_FIELDS)
+        counts["users"] = 1
+        erasure = Erasure.objects.create(
+            user_id=user_id,
+            external_id=external_id,
+            erased_at=now,
+            actor=actor[:150],
+            counts=counts,
+            suppressed=suppressed,
+        )
+    logger.info(
+        "User %s forgotten by %s (%s)%s",
+        user_id,
+        actor,
+        ", ".join(f"{app} {n}" for app, n in counts.items()),
+        "; number kept as a hash on the suppression list" if suppressed else "",
+    )
+    return erasure
