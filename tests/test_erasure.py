@@ -1,0 +1,259 @@
+"""Forgetting a person (users/erasure.py): nothing that identifies them is left in any
+table or in Redis, their calls still count the same on the dashboard, the erasure is
+recorded, and a number that had opted out is never called again."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+
+import pytest
+from django.apps import apps
+from django.db import models
+from django.db.models import TextField
+from django.db.models.functions import Cast
+from django.urls import reverse
+
+from calls import queues
+from calls.models import Call, CallStatus
+from calls.placement import take_calls_for_dialing
+from dashboard.rollups import day_stats_compute
+from notifications.models import Notification, SmsOptOut
+from tests.conftest import CALL_SLOT
+from users import consent
+from users.erasure import forget_person
+from users.hashed_numbers import phone_digest
+from users.models import Erasure, SuppressedNumberHash, User
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+TOKEN = {"HTTP_AUTHORIZATION": "Bearer " + "t" * 40}
+PHONE = "+919812345678"
+NAME = "Zephyrine Quintavalle"
+EMAIL = "zephyrine.q@example.org"
+WORDS = "my left knee hurts when I climb the stairs"
+PAST_DAY = date(2026, 11, 20)
+# Everything that would identify the person, wherever it might have been copied.
+TRACES = (PHONE, PHONE[1:], NAME, "Zephyrine", "Quintavalle", EMAIL, WORDS, "zq-4471")
+
+
+@pytest.fixture(autouse=True)
+def api_token(settings):
+    settings.QUEUE_API_TOKEN = "t" * 40
+
+
+@pytest.fixture
+def person(make_user, make_call):
+    """A person with a history: answered calls with transcripts and payloads, an error that
+    quotes them, a queued retry with its job in Redis, messages and an SMS opt-out."""
+    user = make_user(name=NAME, phone=PHONE, email=EMAIL, external_id="zq-4471", username="zq-4471")
+    answered = make_call(
+        user=user,
+        local_date=PAST_DAY,
+        status=CallStatus.COMPLETED,
+        transcript=f"Agent: Hello {NAME}. User: {WORDS}.",
+        recording_url=f"https://rec.example/{PHONE}.mp3",
+        provider_payloads=[{"to": PHONE, "customer": {"name": NAME}, "transcript": WORDS}],
+        provider_call_id="prov-1",
+        dialed_at=CALL_SLOT - timedelta(days=8),
+    )
+    failed = make_call(
+        user=user,
+        local_date=PAST_DAY,
+        attempt=2,
+        retry_of=answered,
+        status=CallStatus.FAILED,
+        error=f"Provider refused {PHONE} ({NAME}): invalid number",
+        dialed_at=CALL_SLOT - timedelta(days=8),
+    )
+    queued = make_call(user=user, status=CallStatus.QUEUED)
+    queues.enqueue_place_call(queued.pk)
+    queues.enqueue_place_call(failed.pk)
+    Notification.objects.create(
+        user=user,
+        channel="email",
+        local_date=PAST_DAY,
+        status="failed",
+        due_at=CALL_SLOT,
+        recipient="z…@example.org",
+        provider_message_id="SM123",
+        error=f"550 mailbox {EMAIL} unavailable",
+    )
+    SmsOptOut.objects.create(user=user, opted_out_at=CALL_SLOT, source="sms", keyword="STOP", message_sid="SM9")
+    return user
+
+
+def text_columns(model: type[models.Model]) -> list[str]:
+    return [
+        f.name
+        for f in model._meta.concrete_fields
+        if isinstance(f, models.CharField | models.TextField | models.JSONField)
+    ]
+
+
+# The record of the erasure keeps the product's id it was asked for (its proof), and only that.
+RECORD_OF_WHICH_ID = ("users.Erasure", "external_id")
+
+
+def traces_in_database() -> list[str]:
+    found = []
+    for model in apps.get_models():
+        for column in text_columns(model):
+            if (model._meta.label, column) == RECORD_OF_WHICH_ID:
+                continue
+            for trace in TRACES:
+                rows = model._base_manager.annotate(_text=Cast(column, TextField())).filter(_text__contains=trace)
+                if rows.exists():
+                    found.append(f"{model._meta.label}.{column} holds {trace!r}")
+    return found
+
+
+def traces_in_redis(redis_conn) -> list[str]:
+    found = []
+    last_four = "…" + PHONE[-4:]
+    for key in redis_conn.scan_iter("*"):
+        kind = redis_conn.type(key).decode()
+        if kind == "hash":
+            values = [b"".join([k, b"=", v]) for k, v in redis_conn.hgetall(key).items()]
+        elif kind == "string":
+            values = [redis_conn.get(key)]
+        elif kind == "list":
+            values = redis_conn.lrange(key, 0, -1)
+        elif kind == "set":
+            values = list(redis_conn.smembers(key))
+        elif kind == "zset":
+            values = redis_conn.zrange(key, 0, -1)
+        else:
+            values = []
+        blob = key + b" " + b" ".join(values)
+        for trace in (*TRACES, last_four):
+            if trace.encode() in blob:
+                found.append(f"Redis {key.decode()} holds {trace!r}")
+    return found
+
+
+def test_erasure_leaves_no_trace_in_any_table_or_in_redis(person, make_user, redis_conn):
+    other = make_user()
+    assert traces_in_database() and traces_in_redis(redis_conn)  # the scans find what is there
+
+    forget_person(user_id=person.pk, actor="test")
+
+    assert traces_in_database() == []
+    assert traces_in_redis(redis_conn) == []
+    other.refresh_from_db()
+    assert other.phone and other.name  # nobody else is touched
+
+
+def test_the_calls_stay_anonymous_and_the_queued_one_is_canceled(person):
+    forget_person(user_id=person.pk, actor="test")
+
+    calls = {c.attempt if c.local_date == PAST_DAY else "queued": c for c in Call.objects.filter(user=person)}
+    assert len(calls) == 3
+    for call in calls.values():
+        assert (call.to_number, call.provider_payloads, call.transcript, call.recording_url) == ("", [], "", "")
+        assert call.provider_call_id is None
+    assert calls[2].error == "Provider refused [erased] ([erased]): invalid number"
+    assert (calls["queued"].status, calls["queued"].error) == (
+        CallStatus.CANCELED,
+        "The person was forgotten (erasure).",
+    )
+    person.refresh_from_db()
+    assert (person.username, person.phone, person.name, person.email, person.external_id) == (
+        f"forgotten-{person.pk}",
+        None,
+        "",
+        "",
+        None,
+    )
+    assert not person.call_enabled and not person.is_active and not person.has_usable_password()
+    assert person.next_call_at is None
+    message = Notification.objects.get(user=person)
+    assert (message.recipient, message.provider_message_id, message.error) == ("", "", "550 mailbox [erased] unavailable")
+    assert SmsOptOut.objects.get(user=person).message_sid == ""
+
+
+def test_the_dashboards_numbers_do_not_change(person, make_call, make_user):
+    make_call(user=make_user(), local_date=PAST_DAY, status=CallStatus.NO_ANSWER, dialed_at=CALL_SLOT)
+    before = day_stats_compute(PAST_DAY)
+    assert before[("calls", "")] == 3
+
+    forget_person(user_id=person.pk, actor="test")
+
+    assert day_stats_compute(PAST_DAY) == before
+
+
+def test_the_erasure_is_recorded_without_personal_data(person):
+    record = forget_person(user_id=person.pk, actor="admin (ops)")
+
+    assert (record.user_id, record.external_id, record.actor, record.suppressed) == (
+        person.pk,
+        "zq-4471",
+        "admin (ops)",
+        False,
+    )
+    assert record.counts == {"calls": 3, "notifications": 1, "users": 1}
+    assert forget_person(user_id=person.pk, actor="again") == record  # once only
+    assert Erasure.objects.count() == 1
+    assert not SuppressedNumberHash.objects.exists()  # they had not opted out
+
+
+def test_a_number_that_opted_out_stays_suppressed_as_a_hash_and_is_never_called_again(
+    person, make_user, make_call, client
+):
+    assert consent.user_opt_out(user_id=person.pk, source="app")
+    record = forget_person(user_id=person.pk, actor="test")
+
+    assert record.suppressed
+    assert list(SuppressedNumberHash.objects.values_list("digest", flat=True)) == [phone_digest(PHONE)]
+    assert PHONE[1:] not in phone_digest(PHONE)
+    # Through the API, a new person with that number is not switched on ...
+    response = client.put(
+        reverse("user-detail", args=["someone-else"]),
+        data=json.dumps({"name": "New owner", "phone": PHONE, "local_tz": "Asia/Kolkata"}),
+        content_type="application/json",
+        **TOKEN,
+    )
+    assert response.status_code == 409
+    assert "never called" in response.json()["error"]
+    assert not User.objects.filter(phone=PHONE).exists()
+    # ... and whoever carries it is not dialed.
+    carrier = make_user(phone=PHONE)
+    call = make_call(user=carrier, scheduled_for=CALL_SLOT)
+    import time_machine
+
+    with time_machine.travel(CALL_SLOT + timedelta(minutes=1), tick=False):
+        requests, others = take_calls_for_dialing([call.pk])
+    call.refresh_from_db()
+    assert requests == [] and others[CallStatus.CANCELED] == 1
+    assert (call.status, call.error) == (CallStatus.CANCELED, "The number is on the suppression list.")
+
+
+def test_the_api_forgets_with_204_and_answers_404_for_an_unknown_or_forgotten_id(person, client):
+    url = reverse("user-detail", args=["zq-4471"])
+
+    assert client.delete(url).status_code == 401
+    response = client.delete(url, **TOKEN)
+    assert response.status_code == 204 and response.content == b""
+    assert Erasure.objects.get().actor == "api (token)"
+    assert client.delete(url, **TOKEN).status_code == 404
+    assert client.get(url, **TOKEN).status_code == 404
+    missing = client.delete(reverse("user-detail", args=["nobody"]), **TOKEN)
+    assert missing.status_code == 404 and "nobody" in missing.json()["error"]
+
+
+def test_the_admin_asks_first_then_forgets(person, admin_client):
+    url = reverse("admin:users_user_changelist")
+    form = {"action": "forget_people", "_selected_action": [person.pk]}
+
+    confirm = admin_client.post(url, form)
+    assert confirm.status_code == 200
+    page = confirm.content.decode()
+    assert "Forget this person?" in page and "cannot be undone" in page and NAME in page
+    person.refresh_from_db()
+    assert person.phone == PHONE and not Erasure.objects.exists()  # nothing yet
+
+    done = admin_client.post(url, {**form, "post": "yes"}, follow=True)
+    assert "Forgotten: 1 person." in done.content.decode()
+    person.refresh_from_db()
+    assert person.phone is None and person.name == ""
+    assert Erasure.objects.get().actor == "admin (admin)"
