@@ -23,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
+
 import seed
 from harness import BENCH_DSN, Table, say
 
@@ -61,8 +62,13 @@ def seed_calls(*, days: int, now: datetime, rng: random.Random) -> int:
     rows = 0
     with psycopg.connect(BENCH_DSN, autocommit=True) as conn:
         conn.execute("SET synchronous_commit = off")
-        conn.execute("CREATE UNLOGGED TABLE bench_content (k int PRIMARY KEY, transcript text, payloads jsonb)")
-        with conn.cursor() as cursor, cursor.copy("COPY bench_content (k, transcript, payloads) FROM STDIN") as copy:
+        conn.execute(
+            "CREATE UNLOGGED TABLE bench_content (k int PRIMARY KEY, transcript text, payloads jsonb)"
+        )
+        with (
+            conn.cursor() as cursor,
+            cursor.copy("COPY bench_content (k, transcript, payloads) FROM STDIN") as copy,
+        ):
             for k, (transcript, payloads) in enumerate(pool):
                 copy.write_row((k, transcript, payloads))
         for back in range(days, 0, -1):
@@ -70,8 +76,9 @@ def seed_calls(*, days: int, now: datetime, rng: random.Random) -> int:
             at = datetime.combine(day, datetime.min.time(), tzinfo=UTC) + timedelta(hours=12)
             params = {"day": day, "at": at, "answered": ANSWERED, "n": TRANSCRIPTS}
             rows += conn.execute(
-                "INSERT INTO calls_call (user_id, to_number, agent_id, attempt, local_date, status, provider, "
-                "job_id, provider_call_id, provider_payloads, error, transcript, recording_url, end_reason, "
+                "INSERT INTO calls_call (user_id, to_number, agent_id, attempt, local_date, status, "
+                "provider, job_id, provider_call_id, provider_payloads, error, transcript, recording_url, "
+                "end_reason, "
                 "outcome_inferred, manual, duration_seconds, created_at, scheduled_for, dialed_at, "
                 "last_status_at, completed_at) "
                 "SELECT u.id, u.phone, 'agent-bench', a.attempt, %(day)s, "
@@ -79,14 +86,15 @@ def seed_calls(*, days: int, now: datetime, rng: random.Random) -> int:
                 "  'prov-' || u.id || '-' || %(day)s || '-' || a.attempt, "
                 "  CASE WHEN a.answered THEN c.payloads ELSE '[]'::jsonb END, '', "
                 "  CASE WHEN a.answered THEN c.transcript ELSE '' END, "
-                "  CASE WHEN a.answered THEN 'https://storage.vapi.ai/' || md5(u.id::text || %(day)s) || '.wav' "
-                "       ELSE '' END, "
+                "  CASE WHEN a.answered "
+                "    THEN 'https://storage.vapi.ai/' || md5(u.id::text || %(day)s) || '.wav' ELSE '' END, "
                 "  CASE WHEN a.answered THEN 'customer-ended-call' ELSE 'customer-did-not-answer' END, "
                 "  false, false, CASE WHEN a.answered THEN 95 END, %(at)s, %(at)s, %(at)s, %(at)s, %(at)s "
                 "FROM users_user u "
                 "JOIN bench_content c ON c.k = u.id %% %(n)s "
                 "CROSS JOIN LATERAL (SELECT random() < %(answered)s AS first_answered) f "
-                "CROSS JOIN LATERAL (VALUES (1, f.first_answered), (2, NOT f.first_answered AND random() < 0.5)) "
+                "CROSS JOIN LATERAL "
+                "  (VALUES (1, f.first_answered), (2, NOT f.first_answered AND random() < 0.5)) "
                 "  AS a(attempt, answered) "
                 "WHERE u.call_enabled AND u.phone IS NOT NULL AND (a.attempt = 1 OR NOT f.first_answered)",
                 params,
@@ -109,7 +117,13 @@ def storage_sizes() -> dict[str, int]:
                 "WHERE indrelid = 'calls_call'::regclass"
             ).fetchall()
         )
-    return {"heap": heap, "indexes": indexes, "toast": toast, "total": total, **{f"index {k}": v for k, v in by_index.items()}}
+    return {
+        "heap": heap,
+        "indexes": indexes,
+        "toast": toast,
+        "total": total,
+        **{f"index {k}": v for k, v in by_index.items()},
+    }
 
 
 def _per_user_day(size: int, users: int, days: int) -> str:

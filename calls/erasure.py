@@ -51,7 +51,9 @@ def calls_erase_person(*, user_id: int, identifiers: Iterable[str], now: datetim
     calls.filter(status=CallStatus.QUEUED).update(
         status=CallStatus.CANCELED, error=FORGOTTEN_REASON, last_status_at=now, completed_at=now
     )
-    for value in sorted({v for v in identifiers if v and len(v) >= MIN_SCRUBBED_LENGTH}, key=len, reverse=True):
+    for value in sorted(
+        {v for v in identifiers if v and len(v) >= MIN_SCRUBBED_LENGTH}, key=len, reverse=True
+    ):
         calls.filter(error__contains=value).update(error=Replace("error", Value(value), Value(ERASED)))
     changed = calls.update(
         to_number="", provider_payloads=[], transcript="", recording_url="", provider_call_id=None

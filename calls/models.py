@@ -171,7 +171,9 @@ class Call(models.Model):
             models.Index(fields=["-created_at"], name="call_created_idx"),
             # Calls still holding what was said (calls.retention): the nightly prune reads
             # only these, oldest first, so its cost is the rows left to prune, not the table.
-            models.Index(fields=["created_at", "id"], name="call_content_created_idx", condition=CALL_HAS_CONTENT),
+            models.Index(
+                fields=["created_at", "id"], name="call_content_created_idx", condition=CALL_HAS_CONTENT
+            ),
         ]
 
     def __str__(self) -> str:

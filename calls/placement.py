@@ -23,6 +23,8 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 from rq.timeouts import JobTimeoutException
 
+from users.hashed_numbers import phones_suppressed
+
 from . import days, queues, selectors
 from .context import call_variables_for
 from .logsafe import mask_phone, redact_phones
@@ -39,7 +41,6 @@ from .providers.base import (
 )
 from .providers.http import threads_per_process
 from .slots import zone_or_none
-from users.hashed_numbers import phones_suppressed
 
 logger = logging.getLogger("relevel.calls")
 

@@ -66,7 +66,10 @@ def calls_content_prune(*, before: datetime, batch_size: int, dry_run: bool = Fa
 
 def _oldest_day_before(day: date) -> date | None:
     return (
-        Call.objects.filter(local_date__lt=day).order_by("local_date").values_list("local_date", flat=True).first()
+        Call.objects.filter(local_date__lt=day)
+        .order_by("local_date")
+        .values_list("local_date", flat=True)
+        .first()
     )
 
 
@@ -87,7 +90,9 @@ def calls_rows_prune(
     while (day := _oldest_day_before(before_day)) is not None:
         done, computed = ensure_final(day=day, now=now)
         if not done:
-            logger.warning("Retention: the rollup of %s is being computed elsewhere; its calls stay for now", day)
+            logger.warning(
+                "Retention: the rollup of %s is being computed elsewhere; its calls stay for now", day
+            )
             break
         rolled_up += computed
         while ids := list(Call.objects.filter(local_date=day).values_list("pk", flat=True)[:batch_size]):
@@ -112,13 +117,15 @@ class PruneReport:
         return (
             f"prune_data{' (dry run)' if self.dry_run else ''}: {verb} content of {content} "
             f"(created before {self.content_before:%Y-%m-%d %H:%M} UTC); "
-            f"{'would delete' if self.dry_run else 'deleted'} {self.calls_deleted} calls of local days before "
-            f"{self.calls_before} ({self.days_rolled_up} day(s) {'to roll up' if self.dry_run else 'rolled up'} "
-            f"first); {self.seconds:.1f} s"
+            f"{'would delete' if self.dry_run else 'deleted'} {self.calls_deleted} calls of local days "
+            f"before {self.calls_before} ({self.days_rolled_up} day(s) "
+            f"{'to roll up' if self.dry_run else 'rolled up'} first); {self.seconds:.1f} s"
         )
 
 
-def data_prune(*, now: datetime | None = None, dry_run: bool = False, batch_size: int | None = None) -> PruneReport:
+def data_prune(
+    *, now: datetime | None = None, dry_run: bool = False, batch_size: int | None = None
+) -> PruneReport:
     """Apply the retention settings once (the nightly job, `manage.py prune_data`)."""
     now = now or timezone.now()
     batch_size = batch_size or settings.RETENTION_BATCH_SIZE

@@ -39,7 +39,9 @@ def notifications_erase_person(*, user_id: int, identifiers: Iterable[str], now:
     messages.filter(status=NotificationStatus.PENDING).update(
         status=NotificationStatus.SKIPPED, error="The person was forgotten (erasure).", updated_at=now
     )
-    for value in sorted({v for v in identifiers if v and len(v) >= MIN_SCRUBBED_LENGTH}, key=len, reverse=True):
+    for value in sorted(
+        {v for v in identifiers if v and len(v) >= MIN_SCRUBBED_LENGTH}, key=len, reverse=True
+    ):
         messages.filter(error__contains=value).update(error=Replace("error", Value(value), Value(ERASED)))
     changed = messages.update(recipient="", provider_message_id="")
     SmsOptOut.objects.filter(user_id=user_id).update(message_sid="")

@@ -320,7 +320,9 @@ RETENTION_DAYS_CALLS = env.int("RETENTION_DAYS_CALLS", default=400)
 RETENTION_CRON = env.str("RETENTION_CRON", default="30 2 * * *").strip()
 RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=1000)
 if RETENTION_CRON and not croniter.is_valid(RETENTION_CRON):
-    raise ImproperlyConfigured(f"RETENTION_CRON {RETENTION_CRON!r} is not a valid cron expression (empty: off)")
+    raise ImproperlyConfigured(
+        f"RETENTION_CRON {RETENTION_CRON!r} is not a valid cron expression (empty: off)"
+    )
 # The dashboard shows 31 days and a day's rollup is final two days after it: calls younger
 # than that are never pruned, whatever the setting says.
 if RETENTION_DAYS_CONTENT < 1 or RETENTION_DAYS_CALLS < 35 or not 1 <= RETENTION_BATCH_SIZE <= 100_000:

@@ -58,7 +58,11 @@ def test_it_erases_exactly_the_content_older_than_the_limit_and_keeps_the_rows(m
         assert content_of(call) == ("", "", [])
         assert (call.status, call.to_number) == (CallStatus.COMPLETED, "+919876500001")
     for call in (at_limit, younger):
-        assert content_of(call) == (CONTENT["transcript"], CONTENT["recording_url"], CONTENT["provider_payloads"])
+        assert content_of(call) == (
+            CONTENT["transcript"],
+            CONTENT["recording_url"],
+            CONTENT["provider_payloads"],
+        )
     assert Call.objects.count() == 5
 
 
@@ -66,10 +70,22 @@ def test_it_deletes_the_calls_of_days_older_than_the_limit_after_rolling_them_up
     user = make_user()
     before_day = TODAY - timedelta(days=400)
     old_day = before_day - timedelta(days=1)
-    first = call_created(make_call, user=user, created_at=NOW - timedelta(days=401), local_date=old_day,
-                         status=CallStatus.NO_ANSWER)
-    retry = call_created(make_call, user=user, created_at=NOW - timedelta(days=401), local_date=old_day,
-                         attempt=2, retry_of=first, status=CallStatus.COMPLETED)
+    first = call_created(
+        make_call,
+        user=user,
+        created_at=NOW - timedelta(days=401),
+        local_date=old_day,
+        status=CallStatus.NO_ANSWER,
+    )
+    retry = call_created(
+        make_call,
+        user=user,
+        created_at=NOW - timedelta(days=401),
+        local_date=old_day,
+        attempt=2,
+        retry_of=first,
+        status=CallStatus.COMPLETED,
+    )
     kept = call_created(make_call, user=user, created_at=NOW - timedelta(days=400), local_date=before_day)
     # A day already rolled up and final is not computed again: its figures are what the
     # dashboard showed, whatever is left of its calls.
@@ -84,7 +100,9 @@ def test_it_deletes_the_calls_of_days_older_than_the_limit_after_rolling_them_up
     assert list(Call.objects.values_list("pk", flat=True)) == [kept.pk]
     assert not Call.objects.filter(pk__in=[first.pk, retry.pk]).exists()
     assert RollupDay.objects.get(day=old_day).final
-    figures = {(m, k): v for m, k, v in DailyStat.objects.filter(day=old_day).values_list("metric", "key", "value")}
+    figures = {
+        (m, k): v for m, k, v in DailyStat.objects.filter(day=old_day).values_list("metric", "key", "value")
+    }
     assert figures[("calls", "")] == 2
     assert figures[("status", "completed")] == 1 and figures[("status", "no_answer")] == 1
     assert DailyStat.objects.get(day=done_day, metric="calls").value == 7

@@ -57,7 +57,8 @@ class CannotForget(Exception):
 def forget_person(*, user_id: int, actor: str, now: datetime | None = None) -> Erasure:
     """Erase everything that identifies user ``user_id``, in one transaction, and record the
     erasure (when, by whom, which id). A number that had opted out stays on the suppression
-    list as a keyed hash. Forgetting someone already forgotten returns the first record."""
+    list as a keyed hash. Forgetting someone already forgotten strips their calls and
+    messages again (an outcome that came in since) and returns the first record."""
     now = now or timezone.now()
     with transaction.atomic():
         user = User.objects.select_for_update().get(pk=user_id)
@@ -65,6 +66,10 @@ def forget_person(*, user_id: int, actor: str, now: datetime | None = None) -> E
             raise CannotForget(f"user {user_id} is an operator, not a person relevel calls")
         earlier = Erasure.objects.filter(user_id=user_id).first()
         if earlier is not None:
+            # Again: strip what a call in flight at the first erasure wrote since (its
+            # outcome's payload); the person's details are gone, so nothing more to scrub.
+            for _, path in PERSON_ERASERS:
+                import_string(path)(user_id=user_id, identifiers=[], now=now)
             return earlier
         identifiers = [v for v in (user.phone, user.name, user.email, user.username) if v]
         identifiers += [v for v in (user.first_name, user.last_name) if v]

@@ -316,7 +316,8 @@ class Erasure(models.Model):
     # How many rows each app's eraser changed, e.g. {"calls": 412, "notifications": 3}.
     counts = models.JSONField(default=dict, blank=True)
     suppressed = models.BooleanField(
-        default=False, help_text="The number went on the suppression list as a hash (the person had opted out)."
+        default=False,
+        help_text="The number went on the suppression list as a hash (the person had opted out).",
     )
 
     class Meta:

@@ -23,5 +23,7 @@ class Command(BaseCommand):
         try:
             report = data_prune(dry_run=dry_run, batch_size=batch_size)
         except DatabaseError as exc:
-            raise CommandError(f"prune_data stopped: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+            raise CommandError(
+                f"prune_data stopped: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+            ) from None
         self.stdout.write(report.line())
