@@ -92,7 +92,8 @@ def seed_calls(*, days: int, now: datetime, rng: random.Random) -> int:
                 "  false, false, CASE WHEN a.answered THEN 95 END, %(at)s, %(at)s, %(at)s, %(at)s, %(at)s "
                 "FROM users_user u "
                 "JOIN bench_content c ON c.k = u.id %% %(n)s "
-                "CROSS JOIN LATERAL (SELECT random() < %(answered)s AS first_answered) f "
+                # Correlated (u.id), so drawn per user: uncorrelated, PostgreSQL draws it once.
+                "CROSS JOIN LATERAL (SELECT random() < %(answered)s + 0 * u.id AS first_answered) f "
                 "CROSS JOIN LATERAL "
                 "  (VALUES (1, f.first_answered), (2, NOT f.first_answered AND random() < 0.5)) "
                 "  AS a(attempt, answered) "
