@@ -18,6 +18,7 @@ from calls import queues
 from calls.models import Call, CallStatus
 from calls.placement import take_calls_for_dialing
 from dashboard.rollups import day_stats_compute
+from events.models import Delivery, DeliveryAttempt, Endpoint, Event
 from notifications.models import Notification, SmsOptOut
 from tests.conftest import CALL_SLOT
 from users import consent
@@ -82,6 +83,23 @@ def person(make_user, make_call):
     SmsOptOut.objects.create(
         user=user, opted_out_at=CALL_SLOT, source="sms", keyword="STOP", message_sid="SM9"
     )
+    # An event to the product's app, and its receiver's answer that echoed it.
+    event = Event.objects.create(
+        webhook_id="msg_zq99",
+        type="user.schedule_changed",
+        user=user,
+        external_id="zq-4471",
+        sequence=99,
+        occurred_at=CALL_SLOT,
+        data={"phone": PHONE, "name": NAME},
+    )
+    endpoint = Endpoint.objects.create(name="crm", url="https://crm.example/hooks")
+    delivered = Delivery.objects.create(event=event, endpoint=endpoint, status="delivered", attempts=1)
+    DeliveryAttempt.objects.create(
+        delivery=delivered, attempted_at=CALL_SLOT, status_code=200, latency_ms=5, response_excerpt=f"ok {NAME}"
+    )
+    pending = Endpoint.objects.create(name="bi", url="https://bi.example/hooks")
+    Delivery.objects.create(event=event, endpoint=pending, status="pending", next_attempt_at=CALL_SLOT)
     return user
 
 
@@ -183,6 +201,12 @@ def test_the_calls_stay_anonymous_and_the_queued_one_is_canceled(person):
         "550 mailbox [erased] unavailable",
     )
     assert SmsOptOut.objects.get(user=person).message_sid == ""
+    assert list(Event.objects.filter(user=person).values_list("external_id", "data").distinct()) == [(None, {})]
+    # Nothing about a forgotten person goes out after the erasure.
+    assert sorted(Delivery.objects.values_list("endpoint__name", "status")) == [
+        ("bi", "failed"),
+        ("crm", "delivered"),
+    ]
 
 
 def test_the_dashboards_numbers_do_not_change(person, make_call, make_user):
@@ -204,7 +228,9 @@ def test_the_erasure_is_recorded_without_personal_data(person):
         "admin (ops)",
         False,
     )
-    assert record.counts == {"calls": 3, "notifications": 1, "users": 1}
+    assert record.counts == {"calls": 3, "notifications": 1, "events": Event.objects.count(), "users": 1}
+    assert record.counts["events"] >= 1
+    assert not Event.objects.filter(occurred_at__gte=record.erased_at).exists()  # none about the erasure
     # A call in flight at the erasure whose outcome came in since: forgetting again strips
     # it, and the erasure is recorded once.
     late = Call.objects.filter(user=person).first()

@@ -26,13 +26,13 @@ from django.utils.module_loading import import_string
 
 from .hashed_numbers import phone_suppress
 from .models import Erasure, User
-from .services import user_save
 
 logger = logging.getLogger("relevel.users")
 
 PERSON_ERASERS: tuple[tuple[str, str], ...] = (
     ("calls", "calls.erasure.calls_erase_person"),
     ("notifications", "notifications.erasure.notifications_erase_person"),
+    ("events", "events.erasure.events_erase_person"),
 )
 TOMBSTONE_FIELDS = (
     "username",
@@ -88,7 +88,10 @@ def forget_person(*, user_id: int, actor: str, now: datetime | None = None) -> E
         user.call_enabled = user.is_active = False
         user.notify_sms = user.notify_email = False
         user.set_unusable_password()
-        user_save(user=user, update_fields=TOMBSTONE_FIELDS)
+        # Not users.services.user_save: the calls' eraser has already canceled what was
+        # queued, saying why, and a forgotten person's schedule change is no event for the
+        # product (user.schedule_changed). User.save still clears the next call.
+        user.save(update_fields=TOMBSTONE_FIELDS)
         counts["users"] = 1
         erasure = Erasure.objects.create(
             user_id=user_id,
