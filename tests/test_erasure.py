@@ -96,7 +96,11 @@ def person(make_user, make_call):
     endpoint = Endpoint.objects.create(name="crm", url="https://crm.example/hooks")
     delivered = Delivery.objects.create(event=event, endpoint=endpoint, status="delivered", attempts=1)
     DeliveryAttempt.objects.create(
-        delivery=delivered, attempted_at=CALL_SLOT, status_code=200, latency_ms=5, response_excerpt=f"ok {NAME}"
+        delivery=delivered,
+        attempted_at=CALL_SLOT,
+        status_code=200,
+        latency_ms=5,
+        response_excerpt=f"ok {NAME}",
     )
     pending = Endpoint.objects.create(name="bi", url="https://bi.example/hooks")
     Delivery.objects.create(event=event, endpoint=pending, status="pending", next_attempt_at=CALL_SLOT)
@@ -201,7 +205,8 @@ def test_the_calls_stay_anonymous_and_the_queued_one_is_canceled(person):
         "550 mailbox [erased] unavailable",
     )
     assert SmsOptOut.objects.get(user=person).message_sid == ""
-    assert list(Event.objects.filter(user=person).values_list("external_id", "data").distinct()) == [(None, {})]
+    events = Event.objects.filter(user=person).values_list("external_id", "data")
+    assert list(events.distinct()) == [(None, {})]
     # Nothing about a forgotten person goes out after the erasure.
     assert sorted(Delivery.objects.values_list("endpoint__name", "status")) == [
         ("bi", "failed"),
