@@ -307,3 +307,5 @@ def test_the_admin_asks_first_then_forgets(person, admin_client):
     person.refresh_from_db()
     assert person.phone is None and person.name == ""
     assert Erasure.objects.get().actor == "admin (admin)"
+    records = admin_client.get(reverse("admin:users_erasure_changelist")).content.decode()
+    assert "admin (admin)" in records and "zq-4471" in records and NAME not in records
