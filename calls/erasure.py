@@ -2,8 +2,8 @@
 
 The call rows stay, for counting (the dashboard's rollups, the forecast's history), but
 carry nothing that identifies the person: no number, no payloads, transcript or recording,
-no provider id (a late webhook then finds no call to write into), and errors that quoted the
-number, the name or the e-mail address have it replaced. Queued calls are canceled, and the
+no result's summary, turns, transcript, extracted data or call-back note, no provider id;
+errors that quoted the number, the name or the e-mail address have it replaced. Queued calls are canceled, and the
 RQ jobs of every one of the person's calls (whose descriptions hold the number's last four
 digits) are deleted from Redis.
 """
@@ -18,7 +18,7 @@ from django.db.models import Value
 from django.db.models.functions import Replace
 
 from . import queues
-from .models import Call, CallStatus
+from .models import RESULT_CONTENT_ERASED, Call, CallResult, CallStatus
 
 logger = logging.getLogger("relevel.calls")
 
@@ -58,6 +58,8 @@ def calls_erase_person(*, user_id: int, identifiers: Iterable[str], now: datetim
     changed = calls.update(
         to_number="", provider_payloads=[], transcript="", recording_url="", provider_call_id=None
     )
+    # Their results' words go too; sentiment, cost and flags stay for the dashboard's counts.
+    CallResult.objects.filter(call__user_id=user_id).update(**RESULT_CONTENT_ERASED)
     call_ids = list(calls.values_list("pk", flat=True))
     queues.on_commit(lambda: call_jobs_delete(call_ids=call_ids))
     logger.info("User %s forgotten: %s call(s) stripped", user_id, changed)

@@ -269,6 +269,17 @@ class AnsweredBy(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"
 
 
+# A result that still holds what was said (calls.retention erases it with the call's content).
+RESULT_HAS_CONTENT = (
+    ~models.Q(summary="")
+    | ~models.Q(transcript="")
+    | ~models.Q(turns=[])
+    | ~models.Q(data={})
+    | ~models.Q(callback_note="")
+)
+RESULT_CONTENT_ERASED = {"summary": "", "transcript": "", "turns": [], "data": {}, "callback_note": ""}
+
+
 class CallResult(models.Model):
     """What an ended call yielded, in one shape whatever the provider (calls.results), and
     what relevel heard in it (calls.analysis). Written by the analysis job, never the webhook."""
@@ -303,7 +314,9 @@ class CallResult(models.Model):
         indexes = [
             models.Index(
                 fields=["created_at"], condition=models.Q(opt_out_heard=True), name="callresult_opt_out_idx"
-            )
+            ),
+            # Results still holding what was said, for the retention prune (calls.retention).
+            models.Index(fields=["call"], name="callresult_content_idx", condition=RESULT_HAS_CONTENT),
         ]
 
     def __str__(self) -> str:

@@ -12,9 +12,10 @@ a second run (or two at once) is harmless:
 - Rows go one local day at a time, oldest first: the day's rollup is checked final (or
   computed first), then its calls are deleted RETENTION_BATCH_SIZE at a time.
 
-The content of other apps (a results model's turns and summary, say) is pruned by adding
-their eraser to CONTENT_PRUNERS: one line, a function with the signature of
-calls_content_prune.
+The call results' words (summary, turns, transcript, extracted data, call-back note) go with
+the call's content, by the same kind of pages on their own partial index. Another app's
+content is pruned by adding its eraser to CONTENT_PRUNERS: one line, a function with the
+signature of calls_content_prune.
 """
 
 from __future__ import annotations
@@ -29,13 +30,16 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from .models import CALL_HAS_CONTENT, Call
+from .models import CALL_HAS_CONTENT, RESULT_CONTENT_ERASED, RESULT_HAS_CONTENT, Call, CallResult
 
 logger = logging.getLogger("relevel.retention")
 
 # (kind, dotted path): each takes before (an aware datetime), batch_size and dry_run, and
 # returns how many rows it erased (or, dry, would erase).
-CONTENT_PRUNERS: tuple[tuple[str, str], ...] = (("calls", "calls.retention.calls_content_prune"),)
+CONTENT_PRUNERS: tuple[tuple[str, str], ...] = (
+    ("calls", "calls.retention.calls_content_prune"),
+    ("results", "calls.retention.call_results_content_prune"),
+)
 # By dotted path: the engine never imports the dashboard, which reads it.
 ROLLUP_FINAL_ENSURE = "dashboard.rollups.day_rollup_final_ensure"
 PRUNE_JOB = "calls.jobs.prune_data"
@@ -62,6 +66,37 @@ def calls_content_prune(*, before: datetime, batch_size: int, dry_run: bool = Fa
                 transcript="", recording_url="", provider_payloads=[]
             )
         after = rows[-1]
+
+
+def call_results_content_prune(*, before: datetime, batch_size: int, dry_run: bool = False) -> int:
+    """Blank the summary, turns, transcript, extracted data and call-back note of the results
+    of calls created before ``before`` (their sentiment, cost and flags stay: the dashboard
+    counts them). Keyset pages on the partial index callresult_content_idx, up to the last
+    call created before ``before`` (found on call_created_idx)."""
+    last_call = (
+        Call.objects.filter(created_at__lt=before)
+        .order_by("-created_at")
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if last_call is None:
+        return 0
+    candidates = CallResult.objects.filter(RESULT_HAS_CONTENT, call_id__lte=last_call)
+    if dry_run:
+        return candidates.count()
+    erased = 0
+    after = 0
+    while ids := list(
+        candidates.filter(call_id__gt=after)
+        .order_by("call_id")
+        .values_list("call_id", flat=True)[:batch_size]
+    ):
+        with transaction.atomic():
+            erased += CallResult.objects.filter(RESULT_HAS_CONTENT, call_id__in=ids).update(
+                **RESULT_CONTENT_ERASED
+            )
+        after = ids[-1]
+    return erased
 
 
 def _oldest_day_before(day: date) -> date | None:

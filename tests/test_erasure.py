@@ -15,7 +15,7 @@ from django.db.models.functions import Cast
 from django.urls import reverse
 
 from calls import queues
-from calls.models import Call, CallStatus
+from calls.models import Call, CallResult, CallStatus
 from calls.placement import take_calls_for_dialing
 from dashboard.rollups import day_stats_compute
 from events.models import Delivery, DeliveryAttempt, Endpoint, Event
@@ -47,7 +47,14 @@ def api_token(settings):
 def person(make_user, make_call):
     """A person with a history: answered calls with transcripts and payloads, an error that
     quotes them, a queued retry with its job in Redis, messages and an SMS opt-out."""
-    user = make_user(name=NAME, phone=PHONE, email=EMAIL, external_id="zq-4471", username="zq-4471")
+    user = make_user(
+        name=NAME,
+        phone=PHONE,
+        email=EMAIL,
+        external_id="zq-4471",
+        username="zq-4471",
+        context={"nickname": "Zephyrine", "doctor": "Dr Quintavalle"},
+    )
     answered = make_call(
         user=user,
         local_date=PAST_DAY,
@@ -57,6 +64,16 @@ def person(make_user, make_call):
         provider_payloads=[{"to": PHONE, "customer": {"name": NAME}, "transcript": WORDS}],
         provider_call_id="prov-1",
         dialed_at=CALL_SLOT - timedelta(days=8),
+    )
+    CallResult.objects.create(
+        call=answered,
+        summary=f"{NAME} said: {WORDS}",
+        turns=[{"role": "user", "text": WORDS}],
+        transcript=f"User: {WORDS}",
+        data={"caller": NAME},
+        callback_note=f"call {PHONE} back at 6",
+        sentiment="negative",
+        sentiment_score=-1,
     )
     failed = make_call(
         user=user,

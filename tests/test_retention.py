@@ -11,7 +11,7 @@ from django.core.management import CommandError, call_command
 
 from calls import jobs, retention
 from calls.cron import RETENTION_CRON_NAME, build_cron_scheduler
-from calls.models import Call, CallStatus
+from calls.models import Call, CallResult, CallStatus
 from dashboard.models import DailyStat, RollupDay
 
 pytestmark = pytest.mark.django_db
@@ -51,9 +51,31 @@ def test_it_erases_exactly_the_content_older_than_the_limit_and_keeps_the_rows(m
     at_limit = call_created(make_call, created_at=limit)
     younger = call_created(make_call, user=user, created_at=limit + timedelta(hours=1))
 
+    for call in (older[0], younger):
+        CallResult.objects.create(
+            call=call,
+            summary="Knee pain, resting.",
+            turns=[{"role": "user", "text": "my knee hurts"}],
+            transcript="User: my knee hurts",
+            data={"pain": "knee"},
+            sentiment="negative",
+            sentiment_score=-1,
+        )
+
     report = retention.data_prune(now=NOW)
 
-    assert report.content == {"calls": 3}
+    assert report.content == {"calls": 3, "results": 1}
+    words = ("summary", "turns", "transcript", "data", "callback_note", "sentiment", "sentiment_score")
+    assert CallResult.objects.filter(call=older[0]).values_list(*words).get() == (
+        "",
+        [],
+        "",
+        {},
+        "",
+        "negative",
+        -1,
+    )
+    assert CallResult.objects.get(call=younger).summary == "Knee pain, resting."
     for call in older:
         assert content_of(call) == ("", "", [])
         assert (call.status, call.to_number) == (CallStatus.COMPLETED, "+919876500001")
@@ -121,8 +143,8 @@ def test_a_second_run_changes_nothing(make_user, make_call):
     second = retention.data_prune(now=NOW)
 
     # The 500-day-old call's content goes first (content before rows), then the row.
-    assert (first.content, first.calls_deleted) == ({"calls": 2}, 1)
-    assert (second.content, second.calls_deleted, second.days_rolled_up) == ({"calls": 0}, 0, 0)
+    assert (first.content, first.calls_deleted) == ({"calls": 2, "results": 0}, 1)
+    assert (second.content, second.calls_deleted, second.days_rolled_up) == ({"calls": 0, "results": 0}, 0, 0)
     assert list(Call.objects.order_by("pk").values()) == rows
     assert list(DailyStat.objects.order_by("pk").values()) == stats
     assert content_of(kept)[0] == CONTENT["transcript"]
@@ -135,7 +157,7 @@ def test_a_dry_run_counts_and_changes_nothing(make_user, make_call, capsys):
 
     report = retention.data_prune(now=NOW, dry_run=True)
 
-    assert (report.content, report.calls_deleted, report.days_rolled_up) == ({"calls": 2}, 1, 1)
+    assert (report.content, report.calls_deleted, report.days_rolled_up) == ({"calls": 2, "results": 0}, 1, 1)
     assert Call.objects.count() == 2 and content_of(old)[0] == CONTENT["transcript"]
     assert not RollupDay.objects.exists()
     assert "would erase content of calls 2" in report.line() and "would delete 1 calls" in report.line()

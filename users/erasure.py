@@ -47,6 +47,7 @@ TOMBSTONE_FIELDS = (
     "password",
     "notify_sms",
     "notify_email",
+    "context",
 )
 
 
@@ -87,6 +88,7 @@ def forget_person(*, user_id: int, actor: str, now: datetime | None = None) -> E
         user.external_id = None
         user.call_enabled = user.is_active = False
         user.notify_sms = user.notify_email = False
+        user.context = {}
         user.set_unusable_password()
         # Not users.services.user_save: the calls' eraser has already canceled what was
         # queued, saying why, and a forgotten person's schedule change is no event for the

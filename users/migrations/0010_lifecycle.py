@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('users', '0008_user_notify_preferences'),
+        ('users', '0009_user_context'),
     ]
 
     operations = [

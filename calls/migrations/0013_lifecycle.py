@@ -24,7 +24,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ('calls', '0010_status_answered_label'),
+        ('calls', '0012_status_choices_after_merge'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -32,5 +32,9 @@ class Migration(migrations.Migration):
         AddIndexConcurrentlyOnPostgres(
             model_name='call',
             index=models.Index(condition=models.Q(models.Q(('transcript', ''), _negated=True), models.Q(('recording_url', ''), _negated=True), models.Q(('provider_payloads', []), _negated=True), _connector='OR'), fields=['created_at', 'id'], name='call_content_created_idx'),
+        ),
+        AddIndexConcurrentlyOnPostgres(
+            model_name='callresult',
+            index=models.Index(condition=models.Q(models.Q(('summary', ''), _negated=True), models.Q(('transcript', ''), _negated=True), models.Q(('turns', []), _negated=True), models.Q(('data', {}), _negated=True), models.Q(('callback_note', ''), _negated=True), _connector='OR'), fields=['call'], name='callresult_content_idx'),
         ),
     ]
