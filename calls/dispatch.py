@@ -216,20 +216,24 @@ class _Dispatcher:
             self.counts["missed"] += calls_mark_missed_for_capacity(took.missed, provider=self.provider)
         if not took.taken:
             return
-        requests, _ = placement.take_calls_for_dialing(list(took.taken))
+        requests, _, waiting_for_user = placement.take_calls_for_dialing(list(took.taken))
         sending = {request.call_id for request in requests}
         not_sending = [call_id for call_id in took.taken if call_id not in sending]
         if not_sending:
-            self._put_back_held(not_sending, took.taken)
+            self._put_back_held(not_sending, took.taken, waiting_for_user=set(waiting_for_user))
         for request in requests:
             future = self.pool.submit(placement.dial, request)
             self.in_flight[future] = (request, took.taken[request.call_id])
 
-    def _put_back_held(self, call_ids: list[int], deadlines: dict[int, float]) -> None:
-        """Taken but not sent: canceled or missed calls just free their line; calls left
-        queued (paused meanwhile, or early) go back to wait."""
+    def _put_back_held(self, call_ids: list[int], deadlines: dict[int, float], *, waiting_for_user) -> None:
+        """Taken but not sent: canceled or missed calls just free their line, and so do calls
+        whose user is on another call (a job of their own admits them again shortly: here
+        they would be taken again every few milliseconds); calls left queued (paused
+        meanwhile, or early) go back to wait."""
         still_queued = set(
-            Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED).values_list("pk", flat=True)
+            Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED)
+            .exclude(pk__in=list(waiting_for_user))
+            .values_list("pk", flat=True)
         )
         queues.capacity_free(self.provider, [pk for pk in call_ids if pk not in still_queued])
         queues.capacity_give_back(self.provider, {pk: deadlines[pk] for pk in still_queued})

@@ -71,6 +71,12 @@ def call_job_id(call_id: int) -> str:
     return f"call-{call_id}"
 
 
+def user_busy_job_id(call_id: int, *, at: datetime) -> str:
+    """The job that looks again at a call whose user was on another call, at ``at``: a name
+    of its own, as the call's own job (call-<pk>) may be the one running now."""
+    return f"call-{call_id}-after-{at.astimezone(UTC):%Y%m%dT%H%M%S}"
+
+
 def _job_options() -> dict[str, Any]:
     return {"result_ttl": settings.JOB_RESULT_TTL, "failure_ttl": settings.JOB_FAILURE_TTL}
 
@@ -167,6 +173,7 @@ def enqueue_place_call(
     at: datetime | None = None,
     retry_intervals: list[int] | None = None,
     description: str | None = None,
+    job_id: str | None = None,
 ) -> bool:
     """Give one call a job of its own ("call-<pk>"), now or at ``at``; False if one is live.
 
@@ -179,7 +186,7 @@ def enqueue_place_call(
     if retry_intervals is None:
         retry_intervals = list(settings.CALL_PLACE_RETRY_INTERVALS)
     queue = calls_queue()
-    job_id = call_job_id(call_id)
+    job_id = job_id or call_job_id(call_id)
     if job_id not in live_job_ids([job_id]):
         existing = queue.fetch_job(job_id)
         if existing is not None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 
 from users.models import PEOPLE
 
-from .models import Call, CallStatus
+from .models import LIVE_STATUSES, Call, CallStatus
 
 User = get_user_model()
 
@@ -93,3 +94,18 @@ def call_retry_chain(*, call: Call) -> list[Call]:
         return [call]
     attempts = Call.objects.filter(user_id=call.user_id, local_date=call.local_date, manual=False)
     return list(attempts.order_by("attempt"))
+
+
+def calls_live_of_users(*, user_ids: list[int], now: datetime) -> dict[int, tuple[int, str]]:
+    """The users among ``user_ids`` who have a call live now (models.LIVE_STATUSES, sent at
+    most PROVIDER_LIVE_CALL_TIMEOUT_SECONDS ago): {user id: (call id, status)}."""
+    if not user_ids:
+        return {}
+    since = now - timedelta(seconds=settings.PROVIDER_LIVE_CALL_TIMEOUT_SECONDS)
+    live = (
+        Call.objects.filter(user_id__in=user_ids, status__in=LIVE_STATUSES)
+        .filter(Q(dialed_at__isnull=True) | Q(dialed_at__gt=since))
+        .order_by("pk")
+        .values_list("user_id", "pk", "status")
+    )
+    return {user_id: (pk, status) for user_id, pk, status in live}
