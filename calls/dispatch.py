@@ -31,6 +31,7 @@ from . import days, placement, queues
 from .models import Call, CallStatus
 from .placement import DialResult
 from .policy import policy_current
+from .providers import default_agent_id
 from .providers.base import PlaceCallRequest, PlacedCall, ProviderCapacityError, ProviderNotSentError
 from .providers.http import threads_per_process
 from .slots import zone_or_none
@@ -113,6 +114,7 @@ def _admit_capped(call_ids: list[int]) -> tuple[set[int], set[int]]:
     now = timezone.now()
     deadlines: dict[str, dict[int, float]] = defaultdict(dict)
     early: set[int] = set()
+    fixing: dict[str, list[int]] = defaultdict(list)
     for call in (
         Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED)
         .select_related("user")
@@ -135,6 +137,15 @@ def _admit_capped(call_ids: list[int]) -> tuple[set[int], set[int]]:
             early.add(call.pk)
             continue
         deadlines[provider][call.pk] = _deadline(call, window=window).timestamp()
+        if provider != call.provider or not call.agent_id:
+            fixing[provider].append(call.pk)
+    # The provider a call waits for is the one it is placed through, whatever CALL_PROVIDER
+    # says by the time a line comes free: written on the row before it waits, so that its
+    # line (leased from this provider) is the one its outcome frees (by the call's provider).
+    for provider, pks in fixing.items():
+        Call.objects.filter(pk__in=pks, status=CallStatus.QUEUED, variant__isnull=True).update(
+            provider=provider, agent_id=default_agent_id(provider)
+        )
     for provider, by_call in deadlines.items():
         queues.capacity_admit(provider, by_call)
         queues.dispatcher_ensure(provider)
@@ -216,7 +227,9 @@ class _Dispatcher:
             self.counts["missed"] += calls_mark_missed_for_capacity(took.missed, provider=self.provider)
         if not took.taken:
             return
-        requests, _, waiting_for_user = placement.take_calls_for_dialing(list(took.taken))
+        requests, _, waiting_for_user = placement.take_calls_for_dialing(
+            list(took.taken), provider=self.provider
+        )
         sending = {request.call_id for request in requests}
         not_sending = [call_id for call_id in took.taken if call_id not in sending]
         if not_sending:

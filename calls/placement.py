@@ -148,7 +148,7 @@ class TakenCalls(NamedTuple):
     waiting_for_user: dict[int, datetime]
 
 
-def take_calls_for_dialing(call_ids: list[int]) -> TakenCalls:
+def take_calls_for_dialing(call_ids: list[int], *, provider: str | None = None) -> TakenCalls:
     """Move the dialable calls among ``call_ids`` from queued to dialing, in one transaction;
     cancel the ones whose user can no longer be called, and mark missed the ones whose
     window (or local day) is over.
@@ -156,7 +156,10 @@ def take_calls_for_dialing(call_ids: list[int]) -> TakenCalls:
     A user never has two calls live at once (models.LIVE_STATUSES): a call whose user is on
     another is not dialed (_wait_for_user). Taking is serialised per user on the user's row,
     so two workers taking a user's scheduled call and a manual call at the same moment each
-    see the other's call dialing, never both only queued."""
+    see the other's call dialing, never both only queued.
+
+    ``provider``: the calls were taken from that provider's waiting set, holding its lines:
+    they are placed through it, whatever CALL_PROVIDER says now (calls.dispatch)."""
     now = timezone.now()
     rules = policy_current()
     requests: list[PlaceCallRequest] = []
@@ -234,7 +237,10 @@ def take_calls_for_dialing(call_ids: list[int]) -> TakenCalls:
                 logger.info("Call %s %s: %s", call.pk, status, reason)
                 others[str(status)] += 1
                 continue
-            if call.variant_id is None and (call.provider != settings.CALL_PROVIDER or not call.agent_id):
+            if provider is not None:
+                if call.provider != provider:  # (admitted before its provider was fixed)
+                    call.provider, call.agent_id = provider, default_agent_id(provider)
+            elif call.variant_id is None and (call.provider != settings.CALL_PROVIDER or not call.agent_id):
                 call.provider = provider_for(call)
                 call.agent_id = default_agent_id(call.provider)
             call.status = CallStatus.DIALING

@@ -339,3 +339,34 @@ def test_the_dispatcher_goes_ahead_of_the_batches_still_queued(settings, make_ca
         queues.DISPATCH_CALLS_JOB,
         queues.PLACE_CALLS_JOB,
     ]
+
+
+# --- Switching CALL_PROVIDER while calls wait (issue 16, defect 4) ---------------------------
+
+
+def test_calls_waiting_for_a_provider_are_placed_through_it_after_call_provider_changes(
+    settings, fake_callkaro, make_call, redis_conn
+):
+    """A call's provider is fixed when it is admitted to wait: the old provider's dispatcher
+    never sends it through the new one (past the new one's cap), and the line it leased is
+    the line its outcome frees."""
+    cap(settings, "callkaro", live=3)
+    cap(settings, "vapi", live=1)
+    now = timezone.now()
+    calls = [make_call(scheduled_for=now, local_date=now.date(), agent_id="") for _ in range(3)]
+    assert dispatch.calls_dispatch_batch(call_ids=[c.pk for c in calls]) == {"waiting_for_capacity": 3}
+    with vapi_server(settings) as vapi:  # the operator switches CALL_PROVIDER to vapi
+        counts = dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=5)
+        assert vapi.requests == []
+    assert counts == {"placed": 3}
+    assert len(fake_callkaro.requests) == 3
+    for call in Call.objects.filter(pk__in=[c.pk for c in calls]):
+        assert (call.provider, call.agent_id) == ("callkaro", django_settings.CALLKARO_AGENT_ID)
+        queues.live_call_ended(provider=call.provider, call_id=call.pk)  # as its webhook does
+    assert queues.capacity_counts("callkaro", now=wall.time()) == queues.CapacityCounts(live=0, waiting=0)
+    # Calls admitted after the switch wait for the new provider's lines.
+    later = make_call(scheduled_for=now, local_date=now.date(), agent_id="")
+    dispatch.calls_dispatch_batch(call_ids=[later.pk])
+    later.refresh_from_db()
+    assert later.provider == "vapi"
+    assert queues.capacity_counts("vapi", now=wall.time()).waiting == 1
