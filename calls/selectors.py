@@ -45,19 +45,20 @@ def calls_dialing_since(*, before: datetime, after_id: int = 0) -> QuerySet:
     )
 
 
-def calls_unconfirmed_since(*, before: datetime) -> QuerySet:
-    """Calls sent whose answer was lost, still without a webhook since ``before``."""
-    return Call.objects.filter(status=CallStatus.UNCONFIRMED, last_status_at__lte=before).order_by(
-        "last_status_at"
-    )
-
-
-def calls_without_outcome_since(*, before: datetime) -> QuerySet:
-    """Calls the provider reported as ringing or in progress before ``before`` and never
-    finished: their final webhook was lost."""
+def calls_unconfirmed_since(*, before: datetime, after_id: int = 0) -> QuerySet:
+    """Calls sent whose answer was lost, still without a webhook since ``before``, in id
+    order past ``after_id`` (keyset pages)."""
     return Call.objects.filter(
-        status__in=[CallStatus.RINGING, CallStatus.IN_PROGRESS], last_status_at__lte=before
-    ).order_by("last_status_at")
+        status=CallStatus.UNCONFIRMED, last_status_at__lte=before, pk__gt=after_id
+    ).order_by("pk")
+
+
+def calls_without_outcome_since(*, before: datetime, after_id: int = 0) -> QuerySet:
+    """Calls the provider reported as ringing or in progress before ``before`` and never
+    finished (their final webhook was lost), in id order past ``after_id``."""
+    return Call.objects.filter(
+        status__in=[CallStatus.RINGING, CallStatus.IN_PROGRESS], last_status_at__lte=before, pk__gt=after_id
+    ).order_by("pk")
 
 
 def users_callable_without_next_call() -> QuerySet:

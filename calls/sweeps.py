@@ -15,7 +15,7 @@ from . import bulk, days, queues, selectors
 from .batching import enqueue_batches
 from .dispatch import calls_mark_missed_for_capacity
 from .models import Call, CallStatus
-from .outcomes import call_finish, call_schedule_retry, humanize_delay
+from .outcomes import calls_schedule_retries, humanize_delay
 from .policy import policy_current
 from .slots import first_attempt_release, zone_or_none
 
@@ -33,6 +33,8 @@ def dispatchers_ensure(*, now: datetime) -> None:
 
 
 
+# Stuck calls (unconfirmed, or without a final status) failed per page and transaction.
+STUCK_PAGE_SIZE = 2000
 # Queued calls the stranded sweep reads per page: one query and one or two Redis round trips.
 STRANDED_PAGE_SIZE = 5000
 STRANDED_COLUMNS = ("id", "job_id", "scheduled_for", "attempt", "user_id")
@@ -212,23 +214,26 @@ def _reenqueue_in_batches(calls: list[tuple[int, int, datetime]], *, now: dateti
     return enqueue_batches(batches, at=at)
 
 
-def calls_fail_stuck(*, now: datetime) -> tuple[int, int]:
+def calls_fail_stuck(*, now: datetime, page_size: int = STUCK_PAGE_SIZE) -> tuple[int, int]:
     """Give a final state to sent calls that will never get one by themselves: those the
     provider never confirmed, and those whose final webhook never came. Returns (unconfirmed
-    failed, silent failed)."""
-    unconfirmed_before = now - timedelta(seconds=settings.CALL_UNCONFIRMED_TIMEOUT_SECONDS)
+    failed, silent failed). Every such call is failed in this tick, however many (a
+    provider's outage leaves a whole rush unconfirmed), page by page."""
     unconfirmed = _fail_calls(
-        selectors.calls_unconfirmed_since(before=unconfirmed_before),
+        selectors.calls_unconfirmed_since,
+        timeout=timedelta(seconds=settings.CALL_UNCONFIRMED_TIMEOUT_SECONDS),
         now=now,
+        page_size=page_size,
         error=(
             "Sent, but neither the provider's answer nor its webhook arrived within "
             f"{humanize_delay(settings.CALL_UNCONFIRMED_TIMEOUT_SECONDS)}."
         ),
     )
-    silent_before = now - timedelta(seconds=settings.CALL_OUTCOME_TIMEOUT_SECONDS)
     silent = _fail_calls(
-        selectors.calls_without_outcome_since(before=silent_before),
+        selectors.calls_without_outcome_since,
+        timeout=timedelta(seconds=settings.CALL_OUTCOME_TIMEOUT_SECONDS),
         now=now,
+        page_size=page_size,
         error=(
             "No final status from the provider within "
             f"{humanize_delay(settings.CALL_OUTCOME_TIMEOUT_SECONDS)} (a lost webhook)."
@@ -277,20 +282,57 @@ def calls_unconfirm_abandoned(*, now: datetime, page_size: int = 1000) -> int:
     return count
 
 
-def _fail_calls(calls, *, now: datetime, error: str) -> int:
-    """Fail each call (if still in the state it was selected in) and apply the retry policy,
-    which drops the retry for a call the user had answered (in progress)."""
-    count = 0
-    for call_id, status in calls.values_list("id", "status")[:1000]:
-        with transaction.atomic():
-            call = Call.objects.select_for_update().filter(pk=call_id, status=status).first()
-            if call is None:
-                continue
-            answered = call.status == CallStatus.IN_PROGRESS
-            call_finish(call, status=CallStatus.FAILED, error=error, now=now, inferred=True)
-            if not answered:
-                call_schedule_retry(call=call, now=now)
-            days.calls_ended(call_ids=(), calls=[days.call_row(call)])
-            count += 1
-    return count
+# The columns of a stuck call that failing it and scheduling its retry read.
+_STUCK_COLUMNS = ("id", "status", "last_status_at", "user_id", "attempt", "local_date", "manual")
+_STUCK_COLUMNS += ("agent_id", "variant_id", "provider")
 
+
+def _fail_calls(select, *, timeout: timedelta, now: datetime, page_size: int, error: str) -> int:
+    """Fail every call ``select(before=, after_id=)`` finds stuck for ``timeout``, in keyset
+    pages of ``page_size`` (memory stays bounded), each page one transaction of a few
+    statements: its calls locked and failed set-wise, conditional on their still being in
+    the state they were found in (a webhook that settled one meanwhile wins), and their
+    retries scheduled together (outcomes.calls_schedule_retries). Each retry is timed from
+    its call's own deadline (last status + timeout: when it should have been failed), as if
+    the tick had been there at that moment. A call the user answered (in progress) is not
+    retried."""
+    before = now - timeout
+    count, after_id = 0, 0
+    while True:
+        page = list(select(before=before, after_id=after_id).values_list("id", flat=True)[:page_size])
+        if not page:
+            break
+        with transaction.atomic():
+            # The selection's own conditions again, under the lock.
+            rows = list(
+                select(before=before)
+                .filter(pk__in=page)
+                .select_for_update()
+                .order_by("pk")
+                .values_list(*_STUCK_COLUMNS)
+            )
+            failed = [dict(zip(_STUCK_COLUMNS, row, strict=True)) for row in rows]
+            Call.objects.filter(pk__in=[row["id"] for row in failed]).update(
+                status=CallStatus.FAILED,
+                error=error,
+                last_status_at=now,
+                completed_at=now,
+                outcome_inferred=True,
+            )
+            to_retry = [
+                Call(**{**row, "status": CallStatus.FAILED})
+                for row in failed
+                if row["status"] != CallStatus.IN_PROGRESS
+            ]
+            calls_schedule_retries(
+                calls=to_retry,
+                failed_at={call.pk: call.last_status_at + timeout for call in to_retry},
+                now=now,
+            )
+            # Their call.ended events and days, after the retries are in (calls.days).
+            days.calls_ended(call_ids=[row["id"] for row in failed])
+        count += len(failed)
+        if len(page) < page_size:
+            break
+        after_id = page[-1]
+    return count
