@@ -110,7 +110,8 @@ def _admit_capped(call_ids: list[int]) -> tuple[set[int], set[int]]:
     capped = queues.capped_providers()
     if not capped or not call_ids:
         return set(), set()
-    window = policy_current().window
+    rules = policy_current()
+    window = rules.window
     now = timezone.now()
     deadlines: dict[str, dict[int, float]] = defaultdict(dict)
     early: set[int] = set()
@@ -148,7 +149,9 @@ def _admit_capped(call_ids: list[int]) -> tuple[set[int], set[int]]:
         )
     for provider, by_call in deadlines.items():
         queues.capacity_admit(provider, by_call)
-        queues.dispatcher_ensure(provider)
+        if not rules.paused:
+            # (While paused nobody dispatches: the tick that resuming enqueues starts one.)
+            queues.dispatcher_ensure(provider)
         logger.info("%s calls wait for a free %s line", len(by_call), provider)
     return {call_id for by_call in deadlines.values() for call_id in by_call}, early
 
@@ -167,7 +170,9 @@ def calls_dispatch_waiting(*, provider: str, budget_seconds: float | None = None
     finally:
         dispatcher.give_back_unsent()
         queues.dispatcher_release(provider, token)
-    if queues.capacity_counts(provider, now=time.time()).waiting:
+    # Paused, it hands over to nobody: resuming enqueues a tick, whose sweep starts a
+    # dispatcher for the calls still waiting (sweeps.dispatchers_ensure).
+    if not dispatcher.paused and queues.capacity_counts(provider, now=time.time()).waiting:
         queues.enqueue_dispatch(provider)
     if dispatcher.counts:
         logger.info("Dispatched %s calls: %s", provider, dict(dispatcher.counts))
@@ -185,6 +190,7 @@ class _Dispatcher:
         self.in_flight: dict[Future, tuple[PlaceCallRequest, float]] = {}
         self.not_sent_tries: dict[int, int] = defaultdict(int)
         self.counts: dict[str, int] = defaultdict(int)
+        self.paused = False
 
     def run(self, *, until: float, token: str) -> None:
         renewed = time.monotonic()
@@ -195,7 +201,13 @@ class _Dispatcher:
                     break
                 renewed = time.monotonic()
             self._record_finished()
-            taking = time.monotonic() < until
+            if policy_current().paused:
+                # Nothing is sent while paused: rather than poll for the whole pause, stop
+                # once the calls in flight are recorded. The waiting calls stay in Redis.
+                self.paused = True
+                if not self.in_flight:
+                    break
+            taking = time.monotonic() < until and not self.paused
             if taking and len(self.in_flight) < self.threads:
                 self._take_and_send()
             if not self.in_flight and (

@@ -405,6 +405,13 @@ def capacity_free(provider: str, call_ids: list[int]) -> None:
         _connection().zrem(_live_calls_key(provider), *map(str, call_ids))
 
 
+def capacity_forget(provider: str, call_ids: list[int]) -> None:
+    """Take calls out of the provider's waiting set: settled elsewhere (the tick recorded
+    them missed), nobody is to take them."""
+    if call_ids:
+        _connection().zrem(_capacity_key(provider, "waiting"), *map(str, call_ids))
+
+
 @dataclass(frozen=True)
 class CapacityCounts:
     live: int

@@ -23,9 +23,12 @@ logger = logging.getLogger("relevel.calls")
 User = get_user_model()
 
 
-def dispatchers_ensure(*, now: datetime) -> None:
+def dispatchers_ensure(*, now: datetime, paused: bool = False) -> None:
     """Calls waiting for a free line with nobody dispatching them (its worker was killed,
-    and no webhook or batch came since to start another): one starts now."""
+    and no webhook or batch came since to start another; or calls were paused, which stops
+    the dispatchers): one starts now, unless calls are paused."""
+    if paused:
+        return
     for provider in queues.capped_providers():
         waiting = queues.capacity_counts(provider, now=now.timestamp()).waiting
         if waiting and queues.dispatcher_ensure(provider):
@@ -91,11 +94,14 @@ def _repair_stranded_page(
     late_for_capacity: dict[str, list[int]] = defaultdict(list)
     first_attempts: list[tuple[int, int, datetime]] = []
     retries: list[int] = []
+    settled_waiting: dict[str, list[int]] = defaultdict(list)
     for call_id, _, scheduled_for, attempt, user_id in page:
         is_live = call_id in live
         if call_id in waiting:
             if now < scheduled_for + window:
                 continue
+            # Recorded missed below: out of the waiting set too, where nobody would take it.
+            settled_waiting[waiting[call_id]].append(call_id)
             if not paused:
                 late_for_capacity[waiting[call_id]].append(call_id)
                 continue
@@ -131,6 +137,8 @@ def _repair_stranded_page(
     )
     for provider, call_ids in late_for_capacity.items():
         expired += calls_mark_missed_for_capacity(call_ids, provider=provider)
+    for provider, call_ids in settled_waiting.items():
+        queues.capacity_forget(provider, call_ids)
     reenqueued = _reenqueue_in_batches(first_attempts, now=now)
     # Retries travel alone (call-<pk>), as when they were scheduled.
     reenqueued += sum(queues.enqueue_place_call(call_id) for call_id in retries)

@@ -370,3 +370,56 @@ def test_calls_waiting_for_a_provider_are_placed_through_it_after_call_provider_
     later.refresh_from_db()
     assert later.provider == "vapi"
     assert queues.capacity_counts("vapi", now=wall.time()).waiting == 1
+
+
+# --- The pause (issue 16, defect 6) -----------------------------------------------------------
+
+
+def test_while_paused_the_dispatcher_stops_at_once_and_resuming_starts_it_again(
+    settings, make_call, redis_conn, monkeypatch
+):
+    cap(settings, "callkaro", live=2)
+    now = timezone.now()
+    call = make_call(scheduled_for=now, local_date=now.date())
+    dispatch.calls_dispatch_batch(call_ids=[call.pk])
+    policy.policy_update(changes={"paused": True}, user_id=None, actor="test")
+    queues.calls_queue().empty()
+    redis_conn.delete("relevel:capacity:callkaro:dispatch-enqueued")
+    polls = []
+    counts = queues.capacity_counts
+    monkeypatch.setattr(queues, "capacity_counts", lambda *a, **k: polls.append(1) or counts(*a, **k))
+
+    assert dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=2) == {}
+    assert len(polls) <= 1  # not ~47 a second for the whole budget
+    assert queues.calls_queue().get_jobs() == []  # and no fresh job to go on polling
+    assert not queues.dispatcher_is_running("callkaro")
+    # Nor does a tick during the pause start one; the call still waits for its line.
+    scheduling.calls_schedule_due()
+    assert queues.calls_queue().get_jobs() == []
+    assert queues.capacity_counts("callkaro", now=wall.time()).waiting == 1
+
+    policy.policy_update(changes={"paused": False}, user_id=None, actor="test")
+    [tick] = queues.tick_queue().get_jobs()  # resuming enqueues a tick, which starts it
+    assert tick.func_name == queues.SCHEDULE_CALLS_JOB
+    scheduling.calls_schedule_due()
+    assert [job.func_name for job in queues.calls_queue().get_jobs()] == [queues.DISPATCH_CALLS_JOB]
+
+
+@pytest.mark.parametrize("paused", [True, False])
+def test_the_tick_takes_out_of_the_waiting_set_the_calls_it_records_missed(
+    settings, make_call, redis_conn, paused
+):
+    cap(settings, "callkaro", live=1)
+    now = timezone.now()
+    window = policy.policy_current().window
+    call = make_call(scheduled_for=now - window - timedelta(minutes=1), local_date=now.date())
+    queues.capacity_admit("callkaro", {call.pk: (call.scheduled_for + window).timestamp()})
+    if paused:
+        policy.policy_update(changes={"paused": True}, user_id=None, actor="test")
+
+    assert scheduling.calls_schedule_due().missed == 1
+
+    call.refresh_from_db()
+    assert call.status == CallStatus.MISSED
+    assert call.error.startswith("Calls were paused" if paused else "Provider capacity:")
+    assert queues.capacity_counts("callkaro", now=wall.time()).waiting == 0
