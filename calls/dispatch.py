@@ -163,16 +163,20 @@ def calls_dispatch_waiting(*, provider: str, budget_seconds: float | None = None
     token = uuid.uuid4().hex
     if not queues.dispatcher_claim(provider, token, ttl_seconds=LOCK_SECONDS):
         return {"another_dispatcher": 1}
-    dispatcher = _Dispatcher(provider)
+    dispatcher = _Dispatcher(provider, token)
     budget = queues.DISPATCHER_BUDGET_SECONDS if budget_seconds is None else budget_seconds
     try:
-        dispatcher.run(until=time.monotonic() + budget, token=token)
+        dispatcher.run(until=time.monotonic() + budget)
     finally:
         dispatcher.give_back_unsent()
         queues.dispatcher_release(provider, token)
     # Paused, it hands over to nobody: resuming enqueues a tick, whose sweep starts a
     # dispatcher for the calls still waiting (sweeps.dispatchers_ensure).
-    if not dispatcher.paused and queues.capacity_counts(provider, now=time.time()).waiting:
+    # Nor does one that lost its lock: another dispatcher has the calls.
+    if (
+        not (dispatcher.paused or dispatcher.lost)
+        and queues.capacity_counts(provider, now=time.time()).waiting
+    ):
         queues.enqueue_dispatch(provider)
     if dispatcher.counts:
         logger.info("Dispatched %s calls: %s", provider, dict(dispatcher.counts))
@@ -181,25 +185,35 @@ def calls_dispatch_waiting(*, provider: str, budget_seconds: float | None = None
 
 class _Dispatcher:
     """One dispatcher's loop: take lines, send on the placement pool, record answers on this
-    thread (the job's database connection), as placement.calls_place_batch does."""
+    thread (the job's database connection), as placement.calls_place_batch does.
 
-    def __init__(self, provider: str) -> None:
+    Its lock (LOCK_SECONDS, renewed every RENEW_SECONDS between steps) can run out during
+    one slow step (recording answers on a slow or locked database) and another dispatcher
+    take over. Taking calls checks the lock in the same atomic step (capacity_take with the
+    token): a dispatcher that lost it takes nothing more, records what it has in flight and
+    settles their lines (those calls are its own), and stops."""
+
+    def __init__(self, provider: str, token: str) -> None:
         self.provider = provider
+        self.token = token
         self.pool = placement.placement_pool()
         self.threads = threads_per_process()
         self.in_flight: dict[Future, tuple[PlaceCallRequest, float]] = {}
         self.not_sent_tries: dict[int, int] = defaultdict(int)
         self.counts: dict[str, int] = defaultdict(int)
         self.paused = False
+        self.lost = False
 
-    def run(self, *, until: float, token: str) -> None:
+    def run(self, *, until: float) -> None:
         renewed = time.monotonic()
         while True:
             if time.monotonic() - renewed > RENEW_SECONDS:
-                if not queues.dispatcher_renew(self.provider, token, ttl_seconds=LOCK_SECONDS):
-                    logger.warning("Dispatcher for %s lost its lock; stopping", self.provider)
-                    break
+                if not queues.dispatcher_renew(self.provider, self.token, ttl_seconds=LOCK_SECONDS):
+                    self.lost = True
                 renewed = time.monotonic()
+            if self.lost:
+                logger.warning("Dispatcher for %s lost its lock; stopping", self.provider)
+                break
             self._record_finished()
             if policy_current().paused:
                 # Nothing is sent while paused: rather than poll for the whole pause, stop
@@ -234,7 +248,11 @@ class _Dispatcher:
             want=self.threads - len(self.in_flight),
             lease_seconds=_dial_lease_seconds(),
             send_margin=SEND_MARGIN_SECONDS,
+            token=self.token,
         )
+        if took.lost:
+            self.lost = True
+            return
         if took.missed:
             self.counts["missed"] += calls_mark_missed_for_capacity(took.missed, provider=self.provider)
         if not took.taken:

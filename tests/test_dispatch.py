@@ -16,7 +16,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
-from calls import dispatch, policy, policy_changes, queues, scheduling
+from calls import dispatch, placement, policy, policy_changes, queues, scheduling
 from calls.models import Call, CallStatus
 from tests.clock import midday_user_fields
 from tests.provider_fakes import fixture, vapi_server
@@ -382,7 +382,7 @@ def test_while_paused_the_dispatcher_stops_at_once_and_resuming_starts_it_again(
     now = timezone.now()
     call = make_call(scheduled_for=now, local_date=now.date())
     dispatch.calls_dispatch_batch(call_ids=[call.pk])
-    policy.policy_update(changes={"paused": True}, user_id=None, actor="test")
+    policy_changes.policy_update(changes={"paused": True}, user_id=None, actor="test")
     queues.calls_queue().empty()
     redis_conn.delete("relevel:capacity:callkaro:dispatch-enqueued")
     polls = []
@@ -398,7 +398,7 @@ def test_while_paused_the_dispatcher_stops_at_once_and_resuming_starts_it_again(
     assert queues.calls_queue().get_jobs() == []
     assert queues.capacity_counts("callkaro", now=wall.time()).waiting == 1
 
-    policy.policy_update(changes={"paused": False}, user_id=None, actor="test")
+    policy_changes.policy_update(changes={"paused": False}, user_id=None, actor="test")
     [tick] = queues.tick_queue().get_jobs()  # resuming enqueues a tick, which starts it
     assert tick.func_name == queues.SCHEDULE_CALLS_JOB
     scheduling.calls_schedule_due()
@@ -415,7 +415,7 @@ def test_the_tick_takes_out_of_the_waiting_set_the_calls_it_records_missed(
     call = make_call(scheduled_for=now - window - timedelta(minutes=1), local_date=now.date())
     queues.capacity_admit("callkaro", {call.pk: (call.scheduled_for + window).timestamp()})
     if paused:
-        policy.policy_update(changes={"paused": True}, user_id=None, actor="test")
+        policy_changes.policy_update(changes={"paused": True}, user_id=None, actor="test")
 
     assert scheduling.calls_schedule_due().missed == 1
 
@@ -423,3 +423,39 @@ def test_the_tick_takes_out_of_the_waiting_set_the_calls_it_records_missed(
     assert call.status == CallStatus.MISSED
     assert call.error.startswith("Calls were paused" if paused else "Provider capacity:")
     assert queues.capacity_counts("callkaro", now=wall.time()).waiting == 0
+
+
+# --- The dispatcher's lock (issue 16, suspicion) ----------------------------------------------
+
+
+def test_a_dispatcher_whose_lock_ran_out_during_slow_database_work_takes_no_more_calls(
+    settings, fake_callkaro, make_call, redis_conn, monkeypatch
+):
+    """Recording an answer outlives the lock (a slow or locked database) and another
+    dispatcher takes over: the first must not take another waiting call."""
+    cap(settings, "callkaro", live=10)
+    settings.PROVIDER_MAX_CONCURRENCY, settings.QUEUE_CONCURRENCY = 1, 1  # one call at a time
+    monkeypatch.setattr(dispatch, "LOCK_SECONDS", 0.5)
+    monkeypatch.setattr(dispatch, "RENEW_SECONDS", 0.1)
+    now = timezone.now()
+    calls = [make_call(scheduled_for=now, local_date=now.date()) for _ in range(3)]
+    dispatch.calls_dispatch_batch(call_ids=[c.pk for c in calls])
+    queues.calls_queue().empty()  # (the dispatcher job admission enqueued: this test runs it)
+    record = placement.record_dial_results
+    took_over = []
+
+    def slow_record(dialed, **kwargs):
+        outcomes = record(dialed, **kwargs)
+        if dialed and not took_over:
+            wall.sleep(0.8)  # the lock (0.5 s) runs out meanwhile
+            took_over.append(queues.dispatcher_claim("callkaro", "successor", ttl_seconds=30))
+        return outcomes
+
+    monkeypatch.setattr(placement, "record_dial_results", slow_record)
+    counts = dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=10)
+
+    assert took_over == [True]
+    assert len(fake_callkaro.requests) == 1, "it went on taking calls without its lock"
+    assert counts == {"placed": 1}
+    assert queues.capacity_counts("callkaro", now=wall.time()).waiting == 2  # left to the successor
+    assert queues.calls_queue().get_jobs() == []  # and no job of its own to follow it
