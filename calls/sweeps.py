@@ -40,7 +40,7 @@ def dispatchers_ensure(*, now: datetime, paused: bool = False) -> None:
 STUCK_PAGE_SIZE = 2000
 # Queued calls the stranded sweep reads per page: one query and one or two Redis round trips.
 STRANDED_PAGE_SIZE = 5000
-STRANDED_COLUMNS = ("id", "job_id", "scheduled_for", "attempt", "user_id")
+STRANDED_COLUMNS = ("id", "job_id", "scheduled_for", "attempt", "user_id", "manual")
 
 
 def calls_reenqueue_stranded(
@@ -75,7 +75,7 @@ def calls_reenqueue_stranded(
         expired += page_expired
         if len(page) < page_size:
             break
-        last_id, _, last_due, _, _ = page[-1]
+        last_id, _, last_due, *_ = page[-1]
         after = (last_due, last_id)
     if reenqueued:
         logger.warning("%s queued calls had no live job in Redis: enqueued again", reenqueued)
@@ -83,7 +83,7 @@ def calls_reenqueue_stranded(
 
 
 def _repair_stranded_page(
-    page: list[tuple[int, str, datetime, int, int]], *, now: datetime, window: timedelta, paused: bool
+    page: list[tuple[int, str, datetime, int, int, bool]], *, now: datetime, window: timedelta, paused: bool
 ) -> tuple[int, int]:
     live = _live_calls(page)
     # A call waiting for a free line has no job and needs none: the dispatcher sends it, or
@@ -95,7 +95,7 @@ def _repair_stranded_page(
     first_attempts: list[tuple[int, int, datetime]] = []
     retries: list[int] = []
     settled_waiting: dict[str, list[int]] = defaultdict(list)
-    for call_id, _, scheduled_for, attempt, user_id in page:
+    for call_id, _, scheduled_for, attempt, user_id, manual in page:
         is_live = call_id in live
         if call_id in waiting:
             if now < scheduled_for + window:
@@ -112,9 +112,11 @@ def _repair_stranded_page(
             (late if is_live else lost).append(call_id)
         elif is_live or paused:
             continue
-        elif attempt == 1:
+        elif attempt == 1 and not manual:
             first_attempts.append((call_id, user_id, scheduled_for))
         else:
+            # Retries, and manual calls (attempt 1 too, but never part of a spread slot:
+            # call now means now).
             retries.append(call_id)
     expired = _mark_missed(
         lost,
@@ -140,7 +142,7 @@ def _repair_stranded_page(
     for provider, call_ids in settled_waiting.items():
         queues.capacity_forget(provider, call_ids)
     reenqueued = _reenqueue_in_batches(first_attempts, now=now)
-    # Retries travel alone (call-<pk>), as when they were scheduled.
+    # Retries and manual calls travel alone (call-<pk>), at once.
     reenqueued += sum(queues.enqueue_place_call(call_id) for call_id in retries)
     return reenqueued, expired
 
@@ -153,14 +155,14 @@ def _waiting_for_capacity(call_ids: list[int]) -> dict[int, str]:
     return waiting
 
 
-def _live_calls(page: list[tuple[int, str, datetime, int, int]]) -> set[int]:
+def _live_calls(page: list[tuple[int, str, datetime, int, int, bool]]) -> set[int]:
     """The calls of the page that a live job will still place. Their batch jobs are asked
     first, a few dozen for a page of thousands; only the calls whose batch job is over (or
     that have none) are asked about a job of their own (call-<pk>: a retry, or a call its
     batch handed on after a transient error)."""
-    batch_ids = sorted({job_id for _, job_id, _, _, _ in page if job_id})
+    batch_ids = sorted({job_id for _, job_id, *_ in page if job_id})
     live_batches = queues.live_job_ids(batch_ids)
-    live = {call_id for call_id, job_id, _, _, _ in page if job_id in live_batches}
+    live = {call_id for call_id, job_id, *_ in page if job_id in live_batches}
     own = [queues.call_job_id(call_id) for call_id, *_ in page if call_id not in live]
     live_own = queues.live_job_ids(own)
     live.update(call_id for call_id, *_ in page if queues.call_job_id(call_id) in live_own)
