@@ -175,3 +175,25 @@ def test_two_workers_taking_a_users_scheduled_and_manual_call_at_once_dial_one(
         assert not errors, errors
         assert len(taken) == 1, f"round {round_number}: both calls of one user were taken for dialing"
         assert Call.objects.filter(user=user, status=CallStatus.DIALING).count() == 1
+
+
+@pytest.mark.usefixtures("on_the_calls_day")
+def test_a_capped_providers_dispatcher_frees_the_line_of_a_call_whose_user_is_busy(
+    settings, fake_callkaro, make_user, make_call, redis_conn
+):
+    """Not put back to wait (it would be taken again every 20 ms): its own job admits it
+    again once it is looked at again."""
+    from calls import dispatch, queues
+
+    settings.PROVIDER_MAX_LIVE_CALLS = {**settings.PROVIDER_MAX_LIVE_CALLS, "callkaro": 2}
+    user = make_user()
+    live_manual_call(make_call, user)
+    first = make_call(user=user)
+    assert dispatch.calls_dispatch_batch(call_ids=[first.pk]) == {"waiting_for_capacity": 1}
+    dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=2)
+    first.refresh_from_db()
+    assert first.status == CallStatus.QUEUED and fake_callkaro.requests == []
+    assert queues.capacity_counts("callkaro", now=timezone.now().timestamp()) == queues.CapacityCounts(
+        live=0, waiting=0
+    )
+    assert first.job_id in scheduled_jobs()
