@@ -8,7 +8,7 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from calls import manual, placement, policy_changes, scheduling
+from calls import manual, placement, policy, policy_changes, scheduling
 from calls.models import Call, CallStatus
 from calls.queues import calls_queue
 
