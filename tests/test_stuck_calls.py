@@ -101,3 +101,18 @@ def test_an_answered_or_manual_stuck_call_is_failed_without_a_retry(settings, re
         assert sweeps.calls_fail_stuck(now=NOW) == (0, 2)
     assert set(Call.objects.values_list("status", flat=True)) == {CallStatus.FAILED}
     assert Call.objects.count() == 2
+
+
+def test_each_stuck_call_failed_page_by_page_makes_its_call_ended_event(settings, event_receiver, redis_conn):
+    """The set-wise path still tells the product's app, as the one-by-one path did (calls.days)."""
+    from events.models import Event, EventType
+
+    silent_timeout = timedelta(seconds=settings.CALL_OUTCOME_TIMEOUT_SECONDS)
+    calls = stuck_calls(5, status=CallStatus.RINGING, last_status_at=NOW - silent_timeout)
+    with time_machine.travel(NOW, tick=False):
+        assert sweeps.calls_fail_stuck(now=NOW, page_size=2) == (0, 5)
+    ended = Event.objects.filter(type=EventType.CALL_ENDED)
+    assert sorted(event.data["call"]["id"] for event in ended) == sorted(call.pk for call in calls)
+    assert {(event.data["call"]["status"], event.data["call"]["inferred"]) for event in ended} == {
+        (CallStatus.FAILED, True)
+    }
