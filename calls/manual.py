@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from . import queues
+from . import queues, selectors
 from .models import Call, CallStatus
 from .policy import policy_current
 from .providers import default_agent_id
@@ -41,6 +41,8 @@ def user_call_now(*, user_id: int, requested_by: str, now: datetime | None = Non
     attempt or its retries, and is never retried. It obeys the pause and the calling hours
     (checked here, and again when a worker takes it), and a user gets at most one every
     CALL_NOW_INTERVAL_SECONDS: the user's row is locked, so two requests at once make one.
+    It is refused while a call of the user is live (models.LIVE_STATUSES), and if the
+    scheduled call is dialed first after all, the worker drops it (placement._wait_for_user).
     """
     now = now or timezone.now()
     rules = policy_current()
@@ -56,6 +58,13 @@ def user_call_now(*, user_id: int, requested_by: str, now: datetime | None = Non
         if not rules.allows_hour(now, tz):
             raise CallNowRefused(
                 f"{now.astimezone(tz):%H:%M %Z} is outside the calling hours ({rules.describe_hours()})"
+            )
+        # Under the user's row lock, which taking a call for dialing also takes: a call of
+        # theirs cannot become live between this look and the commit.
+        live = selectors.calls_live_of_users(user_ids=[user.pk], now=now).get(user.pk)
+        if live is not None:
+            raise CallNowRefused(
+                f"the user is on a call now (call {live[0]}, {live[1]}); try again when it has ended"
             )
         last = (
             Call.objects.filter(user_id=user.pk, manual=True)

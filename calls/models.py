@@ -40,6 +40,12 @@ TERMINAL_STATUSES = frozenset(
         CallStatus.CANCELED,
     }
 )
+# A call of these is live, or may be (unconfirmed: the provider may be ringing): while one
+# is, no other call of the same user is dialed (calls.placement) nor accepted to call now
+# (calls.manual). It counts as live from when a worker takes it until its outcome arrives,
+# or for at most PROVIDER_LIVE_CALL_TIMEOUT_SECONDS after it was sent if none ever does (the
+# rule that gives a provider's line back).
+LIVE_STATUSES = (CallStatus.DIALING, CallStatus.UNCONFIRMED, CallStatus.RINGING, CallStatus.IN_PROGRESS)
 # Outcomes after which the user gets another attempt (original design: RETRY_ON_STATUSES).
 RETRY_STATUSES = frozenset({CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY})
 # The statuses a call policy may list as retried (voicemail is governed by voicemail_retry).
@@ -164,6 +170,13 @@ class Call(models.Model):
             models.Index(fields=["status", "scheduled_for"], name="call_status_scheduled_idx"),
             models.Index(fields=["local_date"], name="call_local_date_idx"),
             models.Index(fields=["-created_at"], name="call_created_idx"),
+            # A user's live calls, looked up each time calls are taken for dialing: only the
+            # live rows are in it, a few thousand at most, whatever the table's size.
+            models.Index(
+                fields=["user"],
+                condition=models.Q(status__in=LIVE_STATUSES),
+                name="call_live_user_idx",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -17,10 +17,13 @@ from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import DatabaseError, transaction
 from django.utils import timezone
+from redis.exceptions import RedisError
 from rq.timeouts import JobTimeoutException
 
 from . import days, queues, selectors
@@ -41,6 +44,12 @@ from .providers.http import threads_per_process
 from .slots import zone_or_none
 
 logger = logging.getLogger("relevel.calls")
+User = get_user_model()
+
+# A scheduled call that finds its user on another call (a manual one) is looked at again
+# this often, and for the last time this long before its window closes.
+USER_BUSY_RECHECK_SECONDS = 30
+USER_BUSY_MARGIN_SECONDS = 2
 
 
 def _reason_not_to_dial(call: Call, *, now: datetime, rules: Policy) -> tuple[str, str]:
@@ -107,17 +116,82 @@ def provider_for(call: Call) -> str:
     return call.provider
 
 
-def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest], Counter]:
+def _wait_for_user(call: Call, live: tuple[int, str], *, now: datetime, rules: Policy):
+    """What becomes of a dialable call whose user is on another call (``live``: its id and
+    status): (status, reason, when to look again). A manual call is not placed (call now
+    is refused while a call is live; this one lost a race with the scheduled call). A
+    scheduled one waits, looked at again shortly, while its window (and, for a retry, its
+    local day) lasts; missed, saying why, once it is over."""
+    live_id, live_status = live
+    if call.manual:
+        reason = f"Not placed: the user was on call {live_id} when a worker took it."
+        return CallStatus.CANCELED, reason, None
+    closes = call.scheduled_for + rules.window
+    tz = zone_or_none(call.user.local_tz)
+    if call.attempt > 1 and tz is not None:
+        day_ends = datetime.combine(call.local_date + timedelta(days=1), datetime.min.time(), tzinfo=tz)
+        closes = min(closes, day_ends)
+    again = min(
+        now + timedelta(seconds=USER_BUSY_RECHECK_SECONDS),
+        closes - timedelta(seconds=USER_BUSY_MARGIN_SECONDS),
+    )
+    if again <= now:
+        return (
+            CallStatus.MISSED,
+            f"Its window closed while the user was on another call (call {live_id}, {live_status}).",
+            None,
+        )
+    return CallStatus.QUEUED, f"Waiting for the user's call {live_id} to end.", again
+
+
+class TakenCalls(NamedTuple):
+    """What take_calls_for_dialing did: the requests to send, a count of what happened to
+    the other calls, and the calls left queued because their user was on another call
+    ({call id: when a job of its own looks at it again})."""
+
+    requests: list[PlaceCallRequest]
+    others: Counter
+    waiting_for_user: dict[int, datetime]
+
+
+def take_calls_for_dialing(call_ids: list[int], *, provider: str | None = None) -> TakenCalls:
     """Move the dialable calls among ``call_ids`` from queued to dialing, in one transaction;
     cancel the ones whose user can no longer be called, and mark missed the ones whose
-    window (or local day) is over. Returns the requests to send and a count of what
-    happened to the others."""
+    window (or local day) is over.
+
+    A user never has two calls live at once (models.LIVE_STATUSES): a call whose user is on
+    another is not dialed (_wait_for_user). Taking is serialised per user on the user's row,
+    so two workers taking a user's scheduled call and a manual call at the same moment each
+    see the other's call dialing, never both only queued.
+
+    ``provider``: the calls were taken from that provider's waiting set, holding its lines:
+    they are placed through it, whatever CALL_PROVIDER says now (calls.dispatch)."""
     now = timezone.now()
     rules = policy_current()
     requests: list[PlaceCallRequest] = []
     dialing: list[Call] = []
+    waiting: list[Call] = []
+    waiting_for_user: dict[int, datetime] = {}
     others: Counter = Counter()
     with transaction.atomic():
+        user_ids = sorted(
+            set(
+                Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED).values_list(
+                    "user_id", flat=True
+                )
+            )
+        )
+        # Users first, then calls, in id order: the order call now and profile changes lock
+        # in (no deadlock). NO KEY UPDATE: a webhook's retry may still insert a call of the
+        # user meanwhile; the tick's claim skips a locked user (it is not due: its day's
+        # call exists).
+        list(
+            User.objects.select_for_update(no_key=True)
+            .filter(pk__in=user_ids)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        live = selectors.calls_live_of_users(user_ids=user_ids, now=now)
         calls = {
             call.pk: call
             for call in Call.objects.select_for_update(of=("self",))
@@ -149,6 +223,16 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
             else:
                 logger.info("Processing user call for %s", name)
             status, reason = _reason_not_to_dial(call, now=now, rules=rules)
+            if not status and user.pk in live:
+                status, reason, again = _wait_for_user(call, live[user.pk], now=now, rules=rules)
+                if again is not None:
+                    call.error = reason
+                    call.job_id = queues.user_busy_job_id(call.pk, at=again)
+                    waiting.append(call)
+                    waiting_for_user[call.pk] = again
+                    logger.info("Call %s left queued: %s", call.pk, reason)
+                    others["waiting_for_user"] += 1
+                    continue
             if status == CallStatus.QUEUED:
                 logger.warning("Call %s left queued, not dialed: %s", call.pk, reason)
                 others["paused" if rules.paused else "early"] += 1
@@ -159,13 +243,17 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
                 logger.info("Call %s %s: %s", call.pk, status, reason)
                 others[str(status)] += 1
                 continue
-            if call.variant_id is None and (call.provider != settings.CALL_PROVIDER or not call.agent_id):
+            if provider is not None:
+                if call.provider != provider:  # (admitted before its provider was fixed)
+                    call.provider, call.agent_id = provider, default_agent_id(provider)
+            elif call.variant_id is None and (call.provider != settings.CALL_PROVIDER or not call.agent_id):
                 call.provider = provider_for(call)
                 call.agent_id = default_agent_id(call.provider)
             call.status = CallStatus.DIALING
             call.dialed_at = now  # taken; the real send time is recorded with the answer
             call.to_number = user.phone
             dialing.append(call)
+            live[user.pk] = (call.pk, CallStatus.DIALING)  # a second call of theirs in this batch waits
             requests.append(
                 PlaceCallRequest(
                     call_id=call.pk,
@@ -178,6 +266,10 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
             )
         # One statement for the whole batch: a row per call would cost a round trip each.
         Call.objects.bulk_update(dialing, ["status", "dialed_at", "to_number", "provider", "agent_id"])
+        if waiting:
+            Call.objects.bulk_update(waiting, ["error", "job_id"])
+            jobs = {call.pk: (call.job_id, waiting_for_user[call.pk]) for call in waiting}
+            queues.on_commit(lambda: _enqueue_after_user_call(jobs))
         # The agent's variables (context and memory), for the whole batch in one query.
         variables = call_variables_for(calls=dialing)
     requests = [
@@ -186,7 +278,21 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
         )
         for request in requests
     ]
-    return requests, others
+    return TakenCalls(requests, others, waiting_for_user)
+
+
+def _enqueue_after_user_call(jobs: dict[int, tuple[str, datetime]]) -> None:
+    """Each call waiting for its user's other call gets a job of its own to look again (its
+    row names it, so the tick's stranded sweep sees it live; if Redis is down, that sweep
+    enqueues the call again)."""
+    try:
+        for call_id, (job_id, at) in jobs.items():
+            queues.enqueue_place_call(call_id, at=at, job_id=job_id)
+    except RedisError as exc:
+        logger.error(
+            "Redis unreachable (%s): calls waiting for their user will be enqueued by a tick",
+            type(exc).__name__,
+        )
 
 
 @dataclass(frozen=True)
@@ -407,7 +513,7 @@ def call_place(*, call_id: int, is_last_try: bool = True) -> str:
     is left (the caller, an RQ job, is then retried with backoff). An answer that was lost
     after sending is never retried here: the call is left unconfirmed.
     """
-    requests, others = take_calls_for_dialing([call_id])
+    requests, others, _ = take_calls_for_dialing([call_id])
     if not requests:
         return next(iter(others))
     dialed = dial(requests[0])
@@ -453,7 +559,7 @@ def calls_place_batch(*, call_ids: list[int]) -> dict[str, int]:
     per-call states, errors and retries are the engine's, whatever the batch size.
     """
     intervals = list(settings.CALL_PLACE_RETRY_INTERVALS)
-    requests, counts = take_calls_for_dialing(call_ids)
+    requests, counts, _ = take_calls_for_dialing(call_ids)
     futures = {placement_pool().submit(dial, request): request for request in requests}
     transient: list[int] = []
     try:

@@ -245,7 +245,7 @@ def user_call_now(request: HttpRequest, external_id: str) -> JsonResponse:
     """Place one call to the user now, outside the daily schedule
     (docs/operating/call-policy.md, "Call now"): 202 with the call, 404 for an unknown user,
     409 when the user cannot be called now (paused, outside the calling hours, calls
-    disabled), 429 within 10 minutes of the last."""
+    disabled, a call of theirs live), 429 within 10 minutes of the last."""
     user = selectors.user_by_external_id(external_id=external_id)
     if user is None:
         return error_response(f"no user with external_id {external_id[:140]!r}", 404)
