@@ -408,6 +408,7 @@ class CallPolicyAdmin(admin.ModelAdmin):
             "Retries and window",
             {"fields": ("max_retries", "retry_delays_minutes", "retry_statuses", "window_minutes")},
         ),
+        ("Consent and disclosure", {"fields": ("require_consent", "disclosure_text")}),
         ("In force", {"fields": ("in_force", "updated")}),
     )
     readonly_fields = ("users_outside_hours", "in_force", "updated")

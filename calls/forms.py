@@ -85,6 +85,8 @@ class RetryStatusesField(forms.MultipleChoiceField):
             return frozenset(RETRY_STATUSES) if statuses is None else frozenset(statuses)
 
         return as_set(initial) != as_set(value)
+# A sentence or two the agent says; providers cap their variables' size.
+MAX_DISCLOSURE_CHARS = 500
 
 
 class CallPolicyForm(forms.ModelForm):
@@ -103,6 +105,8 @@ class CallPolicyForm(forms.ModelForm):
             "retry_delays_minutes",
             "retry_statuses",
             "window_minutes",
+            "require_consent",
+            "disclosure_text",
         )
         labels = {"max_retries": "Retries a day", "window_minutes": "Window (minutes)"}
         # Plain HH:MM inputs: the admin's clock widget and its "Now" (the operator's own
@@ -141,6 +145,12 @@ class CallPolicyForm(forms.ModelForm):
             ("window_minutes", settings.CALL_TIME_WINDOW_MINUTES),
         ):
             self.fields[name].widget.attrs.setdefault("placeholder", str(default))
+
+    def clean_disclosure_text(self) -> str:
+        value = self.cleaned_data.get("disclosure_text") or ""
+        if len(value) > MAX_DISCLOSURE_CHARS:
+            raise ValidationError(f"at most {MAX_DISCLOSURE_CHARS} characters")
+        return value.strip()
 
     def clean_max_retries(self) -> int | None:
         value = self.cleaned_data.get("max_retries")

@@ -19,8 +19,12 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from rq.timeouts import JobTimeoutException
+
+from users.models import Consent
+from users.suppression import numbers_suppressed
 
 from . import days, queues, selectors
 from .logsafe import mask_phone, redact_phones
@@ -41,7 +45,9 @@ from .slots import zone_or_none
 logger = logging.getLogger("relevel.calls")
 
 
-def _reason_not_to_dial(call: Call, *, now: datetime, rules: Policy) -> tuple[str, str]:
+def _reason_not_to_dial(
+    call: Call, *, now: datetime, rules: Policy, suppressed: frozenset[str] | set[str] = frozenset()
+) -> tuple[str, str]:
     """Why a queued call must not be dialed at ``now``, as (the status it takes, the
     reason), or ("", "") to dial it. QUEUED means "not yet": it stays queued.
 
@@ -57,6 +63,10 @@ def _reason_not_to_dial(call: Call, *, now: datetime, rules: Policy) -> tuple[st
         return CallStatus.CANCELED, "User disabled calls before this call was placed."
     if not user.phone:
         return CallStatus.CANCELED, "User has no phone number."
+    if user.phone in suppressed:
+        return CallStatus.CANCELED, "Number suppressed: it is on the do-not-call list."
+    if rules.require_consent and user.consented_at is None:
+        return CallStatus.CANCELED, "No consent recorded, and the call policy requires one."
     if call.attempt > 1 and selectors.user_answered_on(user_id=user.pk, local_date=call.local_date):
         return CallStatus.CANCELED, "User already answered a call today."
     tz = zone_or_none(user.local_tz)
@@ -92,6 +102,32 @@ def _reason_not_to_dial(call: Call, *, now: datetime, rules: Policy) -> tuple[st
     return "", ""
 
 
+# The dial record's columns, written with the move to dialing (docs/operating/consent.md).
+DIAL_RECORD = ("dial_local_time", "dial_calling_hours", "dial_consent_id", "dial_suppression_checked")
+
+
+def _current_consent_id() -> Subquery:
+    # The person's current consent (users.consent.user_consent_current), read with the
+    # locked calls: one index probe per call on consent_user_given_idx.
+    return Subquery(
+        Consent.objects.filter(user_id=OuterRef("user_id"), given_at=OuterRef("user__consented_at"))
+        .order_by("-pk")
+        .values("pk")[:1]
+    )
+
+
+def _write_dial_record(call: Call, *, now: datetime, rules: Policy) -> None:
+    """What allowed this dial, as it was at this instant: the person's wall clock (zone and
+    offset), the calling hours in force, their consent and the suppression check (passed,
+    or the call would have been canceled)."""
+    tz = zone_or_none(call.user.local_tz)
+    local = now.astimezone(tz) if tz is not None else now
+    call.dial_local_time = f"{local.isoformat(timespec='seconds')} {call.user.local_tz}"[:64]
+    call.dial_calling_hours = rules.describe_hours()[:64]
+    call.dial_consent_id = getattr(call, "current_consent_id", None)
+    call.dial_suppression_checked = True
+
+
 def provider_for(call: Call) -> str:
     """The provider that will place this call: a variant's call keeps its variant's; any
     other goes to CALL_PROVIDER, which may have changed since the call was queued (the new
@@ -116,9 +152,12 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
             call.pk: call
             for call in Call.objects.select_for_update(of=("self",))
             .select_related("user")
+            .annotate(current_consent_id=_current_consent_id())
             .filter(pk__in=call_ids)
             .order_by("pk")
         }
+        # The do-not-call list, for the numbers these calls would dial now: one query.
+        suppressed = numbers_suppressed(numbers=[call.user.phone for call in calls.values()])
         for call_id in call_ids:
             call = calls.get(call_id)
             if call is None:
@@ -142,7 +181,7 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
                 )
             else:
                 logger.info("Processing user call for %s", name)
-            status, reason = _reason_not_to_dial(call, now=now, rules=rules)
+            status, reason = _reason_not_to_dial(call, now=now, rules=rules, suppressed=suppressed)
             if status == CallStatus.QUEUED:
                 logger.warning("Call %s left queued, not dialed: %s", call.pk, reason)
                 others["paused" if rules.paused else "early"] += 1
@@ -159,6 +198,7 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
             call.status = CallStatus.DIALING
             call.dialed_at = now  # taken; the real send time is recorded with the answer
             call.to_number = user.phone
+            _write_dial_record(call, now=now, rules=rules)
             dialing.append(call)
             requests.append(
                 PlaceCallRequest(
@@ -168,10 +208,13 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
                     agent_id=call.agent_id,
                     name=name,
                     provider=call.provider,
+                    disclosure=rules.disclosure_text,
                 )
             )
         # One statement for the whole batch: a row per call would cost a round trip each.
-        Call.objects.bulk_update(dialing, ["status", "dialed_at", "to_number", "provider", "agent_id"])
+        Call.objects.bulk_update(
+            dialing, ["status", "dialed_at", "to_number", "provider", "agent_id", *DIAL_RECORD]
+        )
     return requests, others
 
 

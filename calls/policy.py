@@ -41,6 +41,8 @@ class Policy:
     retry_delays_seconds: tuple[int, ...]
     retry_statuses: frozenset[str]
     window: timedelta
+    require_consent: bool = False
+    disclosure_text: str = ""
 
     def retry_delay_seconds(self, *, retry_number: int) -> int:
         """The delay before retry ``retry_number`` (1 for the first); the last given delay
@@ -99,6 +101,8 @@ def _from_row(row: CallPolicy) -> Policy:
         retry_delays_seconds=delays,
         retry_statuses=frozenset(row.retry_statuses) if row.retry_statuses is not None else RETRY_STATUSES,
         window=timedelta(minutes=row.window_minutes or settings.CALL_TIME_WINDOW_MINUTES),
+        require_consent=row.require_consent,
+        disclosure_text=row.disclosure_text,
     )
 
 
@@ -137,6 +141,8 @@ def policy_as_dict(row: CallPolicy | None = None) -> dict[str, Any]:
         "retry_delays_minutes": row.retry_delays_minutes,
         "retry_statuses": row.retry_statuses,
         "window_minutes": row.window_minutes,
+        "require_consent": row.require_consent,
+        "disclosure_text": row.disclosure_text,
         "updated_at": row.updated_at.isoformat() if row.updated_at else None,
         "paused_at": row.paused_at.isoformat() if row.paused_at else None,
         "paused_by": row.paused_by or None,

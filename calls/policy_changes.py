@@ -75,11 +75,15 @@ def _form_data(values: dict[str, Any]) -> dict[str, Any]:
             data[name] = "" if value is None else json.dumps(value)
         elif name == "retry_statuses":  # the check boxes' list as it is; the field says if it is not one
             data[name] = "" if value is None else value
-        elif name == "paused":
+        elif name in ("paused", "require_consent"):
             if not isinstance(value, bool):
-                raise PolicyInvalid({"paused": "true or false"})
+                raise PolicyInvalid({name: "true or false"})
             if value:
                 data[name] = "on"
+        elif name == "disclosure_text":
+            if not isinstance(value, str):
+                raise PolicyInvalid({name: "a text"})
+            data[name] = value
         elif isinstance(value, time):
             data[name] = f"{value:%H:%M:%S}"
         elif value is None:
