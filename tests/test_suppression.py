@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from calls import manual, placement, scheduling
@@ -166,3 +167,35 @@ def test_an_operator_adds_and_removes_a_number_in_the_admin(admin_client, admin_
     assert "E.164" in bad.content.decode()
     answer = admin_client.post(reverse("admin:users_suppression_delete", args=[row.pk]), {"post": "yes"})
     assert answer.status_code == 302 and not Suppression.objects.exists()
+
+
+def test_a_csv_import_adds_numbers_after_a_preview_with_each_rows_error(admin_client, admin_user):
+    suppression.suppression_add(number="+919876500001", reason="old")
+    text = "number,reason\n+14155550123,complaint\n12345,typo\n+919876500001,asked again\n"
+    upload = SimpleUploadedFile("dnc.csv", text.encode(), content_type="text/csv")
+    shown = admin_client.post(
+        reverse("admin:users_suppression_import"), {"import_file": upload, "format": "0"}
+    )
+    assert shown.status_code == 200
+    assert "E.164" in shown.content.decode()  # the bad row's error; nothing imported from that file
+    assert Suppression.objects.count() == 1
+    text = "number,reason\n+14155550123,complaint\n+919876500001,asked again\n"
+    upload = SimpleUploadedFile("dnc.csv", text.encode(), content_type="text/csv")
+    shown = admin_client.post(
+        reverse("admin:users_suppression_import"), {"import_file": upload, "format": "0"}
+    )
+    form = shown.context["confirm_form"]
+    admin_client.post(
+        reverse("admin:users_suppression_process_import"),
+        {name: form.initial.get(name, "") for name in form.fields},
+        follow=True,
+    )
+    added = Suppression.objects.get(number="+14155550123")
+    assert (added.source, added.created_by, added.reason) == (
+        "import",
+        admin_user.get_username(),
+        "complaint",
+    )
+    assert added.number_hash == suppression.number_hash("+14155550123")
+    assert Suppression.objects.get(number="+919876500001").reason == "asked again"
+    assert suppression.number_is_suppressed(number="+14155550123")

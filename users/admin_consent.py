@@ -12,8 +12,12 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.http import urlencode
+from import_export import resources
+from import_export.admin import ImportExportMixin
+from import_export.formats.base_formats import CSV
 
 from calls.policy import policy_current
+from web.csv_cells import csv_cell
 from web.display import admin_time
 
 from . import consent as consent_service
@@ -139,6 +143,33 @@ class ConsentAdmin(admin.ModelAdmin):
         return HttpResponseRedirect(reverse("admin:users_user_change", args=[obj.user_id]))
 
 
+class SuppressionResource(resources.ModelResource):
+    """CSV import of the do-not-call list: ``number,reason`` (a number already on the list
+    keeps its row, with the file's reason); export of the numbers the list still names."""
+
+    class Meta:
+        model = Suppression
+        fields = ("number", "reason")
+        import_id_fields = ("number",)
+        clean_model_instances = True  # the number's E.164 validator, row by row
+        skip_unchanged = True
+        use_transactions = True
+
+    def before_import_row(self, row, **kwargs) -> None:
+        row["number"] = (row.get("number") or "").strip()
+
+    def before_save_instance(self, instance: Suppression, row, **kwargs) -> None:
+        # The keyed hash every row holds (users.suppression), and who added it.
+        if instance.pk is None:
+            instance.number_hash = suppression_service.number_hash(instance.number)
+            instance.source = ConsentSource.IMPORT
+            user = kwargs.get("user")
+            instance.created_by = user.get_username() if user is not None else "import"
+
+    def export_field(self, field, instance, **kwargs):
+        return csv_cell(super().export_field(field, instance, **kwargs))
+
+
 class SuppressionForm(forms.ModelForm):
     number = forms.CharField(max_length=16, help_text="E.164, such as +919876543210.")
 
@@ -155,10 +186,13 @@ class SuppressionForm(forms.ModelForm):
 
 
 @admin.register(Suppression)
-class SuppressionAdmin(admin.ModelAdmin):
-    """The do-not-call list: a number here is dialed for no one, now or later."""
+class SuppressionAdmin(ImportExportMixin, admin.ModelAdmin):
+    """The do-not-call list: a number here is dialed for no one, now or later. CSV import
+    (``number,reason``, a preview with each row's errors, then confirm) and export."""
 
     form = SuppressionForm
+    resource_classes = [SuppressionResource]
+    import_formats = export_formats = [CSV]
     list_display = ("shown_number", "reason", "source", "created_at", "created_by")
     list_filter = ("source",)
     search_fields = ("number", "reason")
