@@ -323,8 +323,13 @@ class Suppression(models.Model):
     blank, for a person who asked to be forgotten: the list still stops their number, and no
     longer says what it is. Checks match either column."""
 
-    number = models.CharField(max_length=16, null=True, blank=True, validators=[validate_e164_phone])
-    number_hash = models.CharField(max_length=64, editable=False)
+    # Collation "C": the checks look up a claiming batch's thousand numbers and hashes at
+    # once, and bytewise comparison is what an exact match needs; the locale's collation made
+    # the thousand hash probes fifteen times slower.
+    number = models.CharField(
+        max_length=16, null=True, blank=True, validators=[validate_e164_phone], db_collation="C"
+    )
+    number_hash = models.CharField(max_length=64, editable=False, db_collation="C")
     reason = models.CharField(max_length=200, blank=True)
     source = models.CharField(max_length=16, choices=ConsentSource.choices, default=ConsentSource.ADMIN)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -334,6 +339,16 @@ class Suppression(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["number"], name="suppression_unique_number"),
             models.UniqueConstraint(fields=["number_hash"], name="suppression_unique_hash"),
+        ]
+        indexes = [
+            # The checks match a row with a number by its number (a batch's numbers sit close
+            # together in that index), and only a forgotten row by its hash: random keys,
+            # probed in this index of the forgotten rows alone, not in the whole list's.
+            models.Index(
+                fields=["number_hash"],
+                name="suppression_forgotten_idx",
+                condition=models.Q(number__isnull=True),
+            ),
         ]
         ordering = ("-created_at",)
 

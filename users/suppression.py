@@ -1,21 +1,20 @@
 """The do-not-call list: numbers never dialed, whoever carries them now or later.
 
-A row keeps the number's keyed hash always, and the number itself unless the person asked
-to be forgotten; every check matches either, so a forgotten number stays stopped without
-the list saying what it is. The hash is an HMAC-SHA256 keyed from SECRET_KEY (a pepper the
-database never holds): rotating SECRET_KEY means re-hashing the forgotten rows first
-(docs/operating/consent.md).
+A row keeps the number's peppered hash always, and the number itself unless the person asked
+to be forgotten; a check matches a row by its number, or a forgotten row by its hash, so a
+forgotten number stays stopped without the list saying what it is. The hash is SHA-256 with
+a pepper derived from SECRET_KEY (which the database never holds): rotating SECRET_KEY
+means re-adding the forgotten rows' numbers, if known, first (docs/operating/consent.md).
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 from collections.abc import Iterable
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 
 from calls.logsafe import mask_phone
@@ -30,8 +29,10 @@ def _pepper() -> bytes:
 
 
 def number_hash(number: str, *, pepper: bytes | None = None) -> str:
-    """The keyed one-way hash of an E.164 number, as the suppression list stores it."""
-    return hmac.new(pepper or _pepper(), number.encode(), hashlib.sha256).hexdigest()
+    """The peppered one-way hash of an E.164 number, as the suppression list stores it:
+    SHA-256 of a 32-byte secret and the number. (Not an HMAC: nothing here authenticates a
+    message, and the plain hash is three times cheaper for a claiming batch's thousand.)"""
+    return hashlib.sha256((pepper or _pepper()) + number.encode()).hexdigest()
 
 
 def numbers_suppressed(*, numbers: Iterable[str | None]) -> set[str]:
@@ -42,9 +43,17 @@ def numbers_suppressed(*, numbers: Iterable[str | None]) -> set[str]:
     pepper = _pepper()  # once for a claiming batch's thousand numbers
     hashes = {number_hash(number, pepper=pepper): number for number in wanted}
     found: set[str] = set()
-    for number, hashed in Suppression.objects.filter(
-        Q(number__in=wanted) | Q(number_hash__in=list(hashes))
-    ).values_list("number", "number_hash"):
+    # Two arrays, not IN lists of a thousand parameters each: the claim asks this for every
+    # batch of a rush, and the IN lists' parsing and planning cost more than the index probes.
+    table = Suppression._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT number, number_hash FROM {table} "
+            "WHERE number = ANY(%s) OR (number IS NULL AND number_hash = ANY(%s))",
+            [list(wanted), list(hashes)],
+        )
+        rows = cursor.fetchall()
+    for number, hashed in rows:
         if number in wanted:
             found.add(number)
         if hashed in hashes:
