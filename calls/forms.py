@@ -85,6 +85,8 @@ class RetryStatusesField(forms.MultipleChoiceField):
             return frozenset(RETRY_STATUSES) if statuses is None else frozenset(statuses)
 
         return as_set(initial) != as_set(value)
+
+
 # A sentence or two the agent says; providers cap their variables' size.
 MAX_DISCLOSURE_CHARS = 500
 
