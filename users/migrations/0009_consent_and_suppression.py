@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('users', '0007_operators'),
+        ('users', '0008_user_notify_preferences'),
     ]
 
     operations = [
