@@ -17,7 +17,7 @@ from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from rq.job import Job
 
-from calls.models import AgentVariant, CallStatus
+from calls.models import AgentVariant, AnsweredBy, CallResult, CallStatus, Sentiment
 from calls.policy import policy_row
 from calls.policy_changes import policy_update
 from calls.queues import calls_queue, enqueue_place_call, enqueue_tick
@@ -120,6 +120,26 @@ def seed_every_kind_of_row(make_user, make_call) -> dict[str, object]:
         completed_at=slot,
     )
     queued = make_call(user=make_user(name="Li Wei", local_tz="Asia/Shanghai"), status=CallStatus.QUEUED)
+    # What the answered call yielded: the call's "Result" box and the person's recent results.
+    CallResult.objects.create(
+        call=answered,
+        summary="Maria is well and slept better; she asked to be called back after her doctor's visit.",
+        data={"mood": "good", "medication_taken": True, "wants_callback_after": "doctor's appointment"},
+        sentiment=Sentiment.POSITIVE,
+        sentiment_score=0.64,
+        sentiment_source="computed",
+        answered_by=AnsweredBy.HUMAN,
+        user_talk_seconds=41,
+        cost_amount="0.1275",
+        cost_currency="USD",
+        turns=[
+            {"role": "agent", "text": "Good morning!"},
+            {"role": "user", "text": "Morning, all is well today."},
+        ],
+        transcript="Agent: Good morning! User: Morning, all is well today.",
+        callback_requested_for=slot + timedelta(days=1),
+        callback_note="Asked for a call-back tomorrow at 10:00 ART; placed as a manual call.",
+    )
     # Today's calls, so that the dashboard draws every chart with data, legends and all.
     now = timezone.now()
     for status in (CallStatus.COMPLETED, CallStatus.NO_ANSWER, CallStatus.MISSED):
