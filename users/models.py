@@ -331,13 +331,13 @@ class Suppression(models.Model):
     blank, for a person who asked to be forgotten: the list still stops their number, and no
     longer says what it is. Checks match either column."""
 
-    # Collation "C": the checks look up a claiming batch's thousand numbers and hashes at
-    # once, and bytewise comparison is what an exact match needs; the locale's collation made
-    # the thousand hash probes fifteen times slower.
-    number = models.CharField(
-        max_length=16, null=True, blank=True, validators=[validate_e164_phone], db_collation="C"
-    )
-    number_hash = models.CharField(max_length=64, editable=False, db_collation="C")
+    # On PostgreSQL both columns use the collation "C" (migration users/0010): the checks
+    # look up a claiming batch's thousand numbers and hashes at once, and bytewise comparison
+    # is what an exact match needs; the locale's collation made the thousand hash probes
+    # fifteen times slower. Not declared here (db_collation): SQLite has no "C" collation,
+    # and the zero-setup first run migrates SQLite.
+    number = models.CharField(max_length=16, null=True, blank=True, validators=[validate_e164_phone])
+    number_hash = models.CharField(max_length=64, editable=False)
     reason = models.CharField(max_length=200, blank=True)
     source = models.CharField(max_length=16, choices=ConsentSource.choices, default=ConsentSource.ADMIN)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -6,6 +6,18 @@ from django.conf import settings
 from django.db import migrations, models
 
 
+def _bytewise_collation_on_postgresql(apps, schema_editor):
+    # Exact matches of a batch's numbers and hashes compare bytes: "C" makes the probes
+    # fifteen times faster than the locale's collation (users.models.Suppression). SQLite has
+    # no such collation, so the model does not declare it.
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    schema_editor.execute(
+        'ALTER TABLE users_suppression ALTER COLUMN number TYPE varchar(16) COLLATE "C", '
+        'ALTER COLUMN number_hash TYPE varchar(64) COLLATE "C"'
+    )
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
@@ -22,8 +34,8 @@ class Migration(migrations.Migration):
             name='Suppression',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.CharField(blank=True, db_collation='C', max_length=16, null=True, validators=[users.validators.validate_e164_phone])),
-                ('number_hash', models.CharField(db_collation='C', editable=False, max_length=64)),
+                ('number', models.CharField(blank=True, max_length=16, null=True, validators=[users.validators.validate_e164_phone])),
+                ('number_hash', models.CharField(editable=False, max_length=64)),
                 ('reason', models.CharField(blank=True, max_length=200)),
                 ('source', models.CharField(choices=[('web', 'web'), ('app', 'app'), ('api', 'API'), ('import', 'import'), ('admin', 'admin'), ('verbal', 'verbal')], default='admin', max_length=16)),
                 ('created_at', models.DateTimeField(auto_now_add=True)),
@@ -50,4 +62,5 @@ class Migration(migrations.Migration):
                 'indexes': [models.Index(fields=['user', '-given_at'], name='consent_user_given_idx')],
             },
         ),
+        migrations.RunPython(_bytewise_collation_on_postgresql, migrations.RunPython.noop),
     ]
