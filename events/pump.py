@@ -252,6 +252,7 @@ def _settle_batch(
     from .delivery import settle_failure
 
     counts = {"delivered": 0, "retry": 0, "failed": 0, "disabled": 0}
+    back_off: tuple[datetime, datetime] | None = None
     delivered = [claimed.delivery_id for claimed, answer, _ in sent if answer.ok]
     failure = next(((c, a, at) for c, a, at in sent if not a.ok), None)
     with transaction.atomic():
@@ -291,12 +292,16 @@ def _settle_batch(
             counts[outcome] += 1
             release_at = due or at
             if due is not None:
-                transaction.on_commit(lambda: _back_off(endpoint.pk, due, at))
+                back_off = (due, at)
         if unsent:
             # Not tried: their tries are not counted, and they wait with the failed one.
             Delivery.objects.filter(pk__in=[c.delivery_id for c in unsent]).update(
                 attempts=F("attempts") - 1, next_attempt_at=release_at or sent[-1][2]
             )
+    if back_off is not None:
+        # After the transaction, not on its commit: a rollback leaves the rows claimed
+        # (due again after the lease), and backing off then is harmless.
+        _back_off(endpoint.pk, *back_off)
     return counts
 
 
