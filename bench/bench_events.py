@@ -63,7 +63,7 @@ def _tick(table: Table, *, users: int, url: str, repeats: int) -> None:
     def reset() -> None:
         with psycopg.connect(BENCH_DSN, autocommit=True) as conn:
             conn.execute("UPDATE users_user SET next_call_at = %s", (slot,))
-            conn.execute("TRUNCATE calls_call")
+            conn.execute("TRUNCATE calls_call CASCADE")  # and the tables that refer to it
             conn.execute("VACUUM (ANALYZE) users_user")
         _truncate_events()
         flush_redis()
