@@ -120,7 +120,9 @@ def _webhook(table: Table, *, calls: int, url: str, rounds: int) -> None:
                 times[on].append(time.perf_counter() - started)
     off, on = median(times[False]), median(times[True])
     n = f"{per_round * rounds:,} each"
-    table.add("webhook service (completed), events off", n, fmt_s(off), note=f"{statements[False]} statements")
+    table.add(
+        "webhook service (completed), events off", n, fmt_s(off), note=f"{statements[False]} statements"
+    )
     table.add(
         "webhook service (completed), events on",
         n,
@@ -190,7 +192,8 @@ def _delivery(table: Table, *, events: int, batched: bool, url: str, logs, out) 
     # From the first fan-out to the last try: the worker's start-up left out, the fan-out in.
     seconds = (last - first).total_seconds() if first and last and last > first else float("nan")
     table.add(
-        f"delivery, 1 worker, {label}" + (" (one job per event, before)" if not batched else " (events.pump)"),
+        f"delivery, 1 worker, {label}"
+        + (" (events.pump)" if batched else " (one job per event, before)"),
         f"{events:,}",
         f"{delivered / seconds:.0f} events/s" if seconds == seconds else "n/a",
         note=f"{delivered:,} of {events:,} delivered in {seconds:.1f} s (worker exit {worker.returncode})",

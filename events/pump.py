@@ -184,10 +184,15 @@ def _claim(*, endpoint_id: int, now: datetime, limit: int) -> list[_Claimed]:
     return sorted(claimed, key=lambda c: (c.event.user_id, c.event.sequence))
 
 
-def _claim_one_by_one(*, endpoint_id: int, now: datetime, limit: int, lease_until: datetime) -> list[_Claimed]:
+def _claim_one_by_one(
+    *, endpoint_id: int, now: datetime, limit: int, lease_until: datetime
+) -> list[_Claimed]:
     """The claim on a database without UPDATE ... RETURNING over SKIP LOCKED (SQLite)."""
     due = Delivery.objects.filter(
-        endpoint_id=endpoint_id, status=DeliveryStatus.PENDING, next_attempt_at__lte=now, endpoint__active=True
+        endpoint_id=endpoint_id,
+        status=DeliveryStatus.PENDING,
+        next_attempt_at__lte=now,
+        endpoint__active=True,
     )
     claimed = []
     for pk in due.order_by("next_attempt_at", "event_id").values_list("id", flat=True)[:limit]:
@@ -322,4 +327,8 @@ def _back_off(endpoint_id: int, due: datetime, now: datetime) -> None:
             failure_ttl=settings.JOB_FAILURE_TTL,
         )
     except RedisError as exc:
-        logger.error("Redis unreachable (%s): endpoint %s's retry is left to the sweep", type(exc).__name__, endpoint_id)
+        logger.error(
+            "Redis unreachable (%s): endpoint %s's retry is left to the sweep",
+            type(exc).__name__,
+            endpoint_id,
+        )

@@ -69,7 +69,9 @@ def test_a_rush_of_commits_asks_for_one_job_and_it_sends_every_event(
     assert DeliveryAttempt.objects.count() == 6
 
 
-def test_each_users_events_go_in_sequence_order(event_receiver, make_user, django_capture_on_commit_callbacks):
+def test_each_users_events_go_in_sequence_order(
+    event_receiver, make_user, django_capture_on_commit_callbacks
+):
     first, second = make_user(), make_user()
     with django_capture_on_commit_callbacks(execute=True):
         for _ in range(3):  # interleaved commits
@@ -113,7 +115,8 @@ def test_one_endpoint_failing_backs_off_alone_and_gets_every_event_later_in_orde
     waiting = Delivery.objects.filter(endpoint=failing).order_by("event_id")
     assert [d.status for d in waiting] == [DeliveryStatus.PENDING] * 3
     assert [d.attempts for d in waiting] == [1, 0, 0]  # the unsent ones' tries not counted
-    assert all(start + timedelta(seconds=29) < d.next_attempt_at < start + timedelta(minutes=1) for d in waiting)
+    first_retry = (start + timedelta(seconds=29), start + timedelta(minutes=1))
+    assert all(first_retry[0] < d.next_attempt_at < first_retry[1] for d in waiting)
     # More events while it backs off: the healthy endpoint gets them, the failing one is left alone.
     with django_capture_on_commit_callbacks(execute=True):
         ids += emit(user, 1)
