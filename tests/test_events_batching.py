@@ -8,15 +8,12 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time as wall
 from collections import Counter
 from datetime import timedelta
 
 import pytest
 import time_machine
-from django.conf import settings
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -28,7 +25,8 @@ from events.outbox import events_emit, events_queue
 from tests.conftest import EVENTS_SECRET
 from tests.fakes import FakeEventReceiver
 from tests.test_events import run_events_worker
-from tests.test_faults import ROOT, child_env, postgres_only
+from tests.test_faults import postgres_only
+from tests.test_faults_events import events_worker
 
 pytestmark = pytest.mark.django_db
 
@@ -169,18 +167,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_resends_with_the_same_webho
     ids = emit(user, 4)  # four commits, their jobs queued for the worker below
     # The third request hangs: the worker is killed after two were answered, mid-batch.
     event_receiver.status = lambda n: (setattr(event_receiver, "delay", 30 if n == 3 else 0), 200)[1]
-    worker = subprocess.Popen(
-        [sys.executable, "manage.py", "rqworker", settings.EVENTS_QUEUE, "--burst"]
-        + ["--worker-class", "rq.worker.SimpleWorker"],
-        cwd=ROOT,
-        env=child_env(
-            EVENTS_WEBHOOK_URL=event_receiver.url,
-            EVENTS_WEBHOOK_SECRET=settings.EVENTS_WEBHOOK_SECRET,
-            EVENTS_READ_TIMEOUT="60",
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    worker = events_worker(event_receiver)
     try:
         deadline = wall.monotonic() + 30
         while len(event_receiver.requests) < 3 and wall.monotonic() < deadline:
