@@ -31,6 +31,7 @@ from . import days, placement, queues
 from .models import Call, CallStatus
 from .placement import DialResult
 from .policy import policy_current
+from .providers import default_agent_id
 from .providers.base import PlaceCallRequest, PlacedCall, ProviderCapacityError, ProviderNotSentError
 from .providers.http import threads_per_process
 from .slots import zone_or_none
@@ -109,10 +110,12 @@ def _admit_capped(call_ids: list[int]) -> tuple[set[int], set[int]]:
     capped = queues.capped_providers()
     if not capped or not call_ids:
         return set(), set()
-    window = policy_current().window
+    rules = policy_current()
+    window = rules.window
     now = timezone.now()
     deadlines: dict[str, dict[int, float]] = defaultdict(dict)
     early: set[int] = set()
+    fixing: dict[str, list[int]] = defaultdict(list)
     for call in (
         Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED)
         .select_related("user")
@@ -135,9 +138,20 @@ def _admit_capped(call_ids: list[int]) -> tuple[set[int], set[int]]:
             early.add(call.pk)
             continue
         deadlines[provider][call.pk] = _deadline(call, window=window).timestamp()
+        if provider != call.provider or not call.agent_id:
+            fixing[provider].append(call.pk)
+    # The provider a call waits for is the one it is placed through, whatever CALL_PROVIDER
+    # says by the time a line comes free: written on the row before it waits, so that its
+    # line (leased from this provider) is the one its outcome frees (by the call's provider).
+    for provider, pks in fixing.items():
+        Call.objects.filter(pk__in=pks, status=CallStatus.QUEUED, variant__isnull=True).update(
+            provider=provider, agent_id=default_agent_id(provider)
+        )
     for provider, by_call in deadlines.items():
         queues.capacity_admit(provider, by_call)
-        queues.dispatcher_ensure(provider)
+        if not rules.paused:
+            # (While paused nobody dispatches: the tick that resuming enqueues starts one.)
+            queues.dispatcher_ensure(provider)
         logger.info("%s calls wait for a free %s line", len(by_call), provider)
     return {call_id for by_call in deadlines.values() for call_id in by_call}, early
 
@@ -149,14 +163,20 @@ def calls_dispatch_waiting(*, provider: str, budget_seconds: float | None = None
     token = uuid.uuid4().hex
     if not queues.dispatcher_claim(provider, token, ttl_seconds=LOCK_SECONDS):
         return {"another_dispatcher": 1}
-    dispatcher = _Dispatcher(provider)
+    dispatcher = _Dispatcher(provider, token)
     budget = queues.DISPATCHER_BUDGET_SECONDS if budget_seconds is None else budget_seconds
     try:
-        dispatcher.run(until=time.monotonic() + budget, token=token)
+        dispatcher.run(until=time.monotonic() + budget)
     finally:
         dispatcher.give_back_unsent()
         queues.dispatcher_release(provider, token)
-    if queues.capacity_counts(provider, now=time.time()).waiting:
+    # Paused, it hands over to nobody: resuming enqueues a tick, whose sweep starts a
+    # dispatcher for the calls still waiting (sweeps.dispatchers_ensure).
+    # Nor does one that lost its lock: another dispatcher has the calls.
+    if (
+        not (dispatcher.paused or dispatcher.lost)
+        and queues.capacity_counts(provider, now=time.time()).waiting
+    ):
         queues.enqueue_dispatch(provider)
     if dispatcher.counts:
         logger.info("Dispatched %s calls: %s", provider, dict(dispatcher.counts))
@@ -165,26 +185,43 @@ def calls_dispatch_waiting(*, provider: str, budget_seconds: float | None = None
 
 class _Dispatcher:
     """One dispatcher's loop: take lines, send on the placement pool, record answers on this
-    thread (the job's database connection), as placement.calls_place_batch does."""
+    thread (the job's database connection), as placement.calls_place_batch does.
 
-    def __init__(self, provider: str) -> None:
+    Its lock (LOCK_SECONDS, renewed every RENEW_SECONDS between steps) can run out during
+    one slow step (recording answers on a slow or locked database) and another dispatcher
+    take over. Taking calls checks the lock in the same atomic step (capacity_take with the
+    token): a dispatcher that lost it takes nothing more, records what it has in flight and
+    settles their lines (those calls are its own), and stops."""
+
+    def __init__(self, provider: str, token: str) -> None:
         self.provider = provider
+        self.token = token
         self.pool = placement.placement_pool()
         self.threads = threads_per_process()
         self.in_flight: dict[Future, tuple[PlaceCallRequest, float]] = {}
         self.not_sent_tries: dict[int, int] = defaultdict(int)
         self.counts: dict[str, int] = defaultdict(int)
+        self.paused = False
+        self.lost = False
 
-    def run(self, *, until: float, token: str) -> None:
+    def run(self, *, until: float) -> None:
         renewed = time.monotonic()
         while True:
             if time.monotonic() - renewed > RENEW_SECONDS:
-                if not queues.dispatcher_renew(self.provider, token, ttl_seconds=LOCK_SECONDS):
-                    logger.warning("Dispatcher for %s lost its lock; stopping", self.provider)
-                    break
+                if not queues.dispatcher_renew(self.provider, self.token, ttl_seconds=LOCK_SECONDS):
+                    self.lost = True
                 renewed = time.monotonic()
+            if self.lost:
+                logger.warning("Dispatcher for %s lost its lock; stopping", self.provider)
+                break
             self._record_finished()
-            taking = time.monotonic() < until
+            if policy_current().paused:
+                # Nothing is sent while paused: rather than poll for the whole pause, stop
+                # once the calls in flight are recorded. The waiting calls stay in Redis.
+                self.paused = True
+                if not self.in_flight:
+                    break
+            taking = time.monotonic() < until and not self.paused
             if taking and len(self.in_flight) < self.threads:
                 self._take_and_send()
             if not self.in_flight and (
@@ -211,25 +248,35 @@ class _Dispatcher:
             want=self.threads - len(self.in_flight),
             lease_seconds=_dial_lease_seconds(),
             send_margin=SEND_MARGIN_SECONDS,
+            token=self.token,
         )
+        if took.lost:
+            self.lost = True
+            return
         if took.missed:
             self.counts["missed"] += calls_mark_missed_for_capacity(took.missed, provider=self.provider)
         if not took.taken:
             return
-        requests, _ = placement.take_calls_for_dialing(list(took.taken))
+        requests, _, waiting_for_user = placement.take_calls_for_dialing(
+            list(took.taken), provider=self.provider
+        )
         sending = {request.call_id for request in requests}
         not_sending = [call_id for call_id in took.taken if call_id not in sending]
         if not_sending:
-            self._put_back_held(not_sending, took.taken)
+            self._put_back_held(not_sending, took.taken, waiting_for_user=set(waiting_for_user))
         for request in requests:
             future = self.pool.submit(placement.dial, request)
             self.in_flight[future] = (request, took.taken[request.call_id])
 
-    def _put_back_held(self, call_ids: list[int], deadlines: dict[int, float]) -> None:
-        """Taken but not sent: canceled or missed calls just free their line; calls left
-        queued (paused meanwhile, or early) go back to wait."""
+    def _put_back_held(self, call_ids: list[int], deadlines: dict[int, float], *, waiting_for_user) -> None:
+        """Taken but not sent: canceled or missed calls just free their line, and so do calls
+        whose user is on another call (a job of their own admits them again shortly: here
+        they would be taken again every few milliseconds); calls left queued (paused
+        meanwhile, or early) go back to wait."""
         still_queued = set(
-            Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED).values_list("pk", flat=True)
+            Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED)
+            .exclude(pk__in=list(waiting_for_user))
+            .values_list("pk", flat=True)
         )
         queues.capacity_free(self.provider, [pk for pk in call_ids if pk not in still_queued])
         queues.capacity_give_back(self.provider, {pk: deadlines[pk] for pk in still_queued})

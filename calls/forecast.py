@@ -99,9 +99,12 @@ def _due_instants(*, now: datetime, hours: int, rules: Policy) -> list[tuple[dat
     would call, in time order."""
     start = slot_start(now)
     end = start + timedelta(hours=hours)
+    people = User.objects.filter(PEOPLE, call_enabled=True, phone__isnull=False, next_call_at__lt=end)
+    if rules.require_consent:
+        # The tick passes over those without a consent (calls/claim.py): nobody to dial.
+        people = people.filter(consented_at__isnull=False)
     groups = (
-        User.objects.filter(PEOPLE, call_enabled=True, phone__isnull=False, next_call_at__lt=end)
-        .exclude(phone="")
+        people.exclude(phone="")
         .values_list("local_tz", "call_time", "next_call_at")
         .annotate(users=Count("id"))
         .order_by()

@@ -11,7 +11,9 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from . import queues
+from users.suppression import number_is_suppressed
+
+from . import queues, selectors
 from .models import Call, CallStatus
 from .policy import policy_current
 from .providers import default_agent_id
@@ -41,6 +43,8 @@ def user_call_now(*, user_id: int, requested_by: str, now: datetime | None = Non
     attempt or its retries, and is never retried. It obeys the pause and the calling hours
     (checked here, and again when a worker takes it), and a user gets at most one every
     CALL_NOW_INTERVAL_SECONDS: the user's row is locked, so two requests at once make one.
+    It is refused while a call of the user is live (models.LIVE_STATUSES), and if the
+    scheduled call is dialed first after all, the worker drops it (placement._wait_for_user).
     """
     now = now or timezone.now()
     rules = policy_current()
@@ -48,6 +52,10 @@ def user_call_now(*, user_id: int, requested_by: str, now: datetime | None = Non
         user = User.objects.select_for_update().get(pk=user_id)
         if not user.is_callable:
             raise CallNowRefused("the user cannot be called: calls disabled or no phone number")
+        if rules.require_consent and user.consented_at is None:
+            raise CallNowRefused("no consent recorded, and the call policy requires one")
+        if number_is_suppressed(number=user.phone):
+            raise CallNowRefused("the number is on the do-not-call list (suppressed)")
         tz = zone_or_none(user.local_tz)
         if tz is None:
             raise CallNowRefused(f"the user's time zone {user.local_tz!r} is not one this host knows")
@@ -56,6 +64,13 @@ def user_call_now(*, user_id: int, requested_by: str, now: datetime | None = Non
         if not rules.allows_hour(now, tz):
             raise CallNowRefused(
                 f"{now.astimezone(tz):%H:%M %Z} is outside the calling hours ({rules.describe_hours()})"
+            )
+        # Under the user's row lock, which taking a call for dialing also takes: a call of
+        # theirs cannot become live between this look and the commit.
+        live = selectors.calls_live_of_users(user_ids=[user.pk], now=now).get(user.pk)
+        if live is not None:
+            raise CallNowRefused(
+                f"the user is on a call now (call {live[0]}, {live[1]}); try again when it has ended"
             )
         last = (
             Call.objects.filter(user_id=user.pk, manual=True)

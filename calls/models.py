@@ -40,6 +40,12 @@ TERMINAL_STATUSES = frozenset(
         CallStatus.CANCELED,
     }
 )
+# A call of these is live, or may be (unconfirmed: the provider may be ringing): while one
+# is, no other call of the same user is dialed (calls.placement) nor accepted to call now
+# (calls.manual). It counts as live from when a worker takes it until its outcome arrives,
+# or for at most PROVIDER_LIVE_CALL_TIMEOUT_SECONDS after it was sent if none ever does (the
+# rule that gives a provider's line back).
+LIVE_STATUSES = (CallStatus.DIALING, CallStatus.UNCONFIRMED, CallStatus.RINGING, CallStatus.IN_PROGRESS)
 # Outcomes after which the user gets another attempt (original design: RETRY_ON_STATUSES).
 RETRY_STATUSES = frozenset({CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY})
 # The statuses a call policy may list as retried (voicemail is governed by voicemail_retry).
@@ -137,6 +143,21 @@ class Call(models.Model):
         AgentVariant, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls", db_index=False
     )
     duration_seconds = models.PositiveIntegerField(null=True, blank=True)
+    # The dial record (docs/operating/consent.md): written in the UPDATE that takes the call
+    # for dialing, so that an operator can show it went out at an allowed local time, with
+    # consent, past the do-not-call list. Text, as it was then: the person's zone, the hours
+    # and their consent may all change later. The consent is an id, not a foreign key:
+    # erasing a consent must not scan this table.
+    dial_local_time = models.CharField(
+        "local time at dial", max_length=64, blank=True, default="", db_default=""
+    )
+    dial_calling_hours = models.CharField(
+        "calling hours at dial", max_length=64, blank=True, default="", db_default=""
+    )
+    dial_consent_id = models.BigIntegerField("consent at dial", null=True, blank=True)
+    dial_suppression_checked = models.BooleanField(
+        "suppression list checked", default=False, db_default=False
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     scheduled_for = models.DateTimeField(help_text="When this attempt is due to be placed.")
@@ -173,6 +194,13 @@ class Call(models.Model):
             # only these, oldest first, so its cost is the rows left to prune, not the table.
             models.Index(
                 fields=["created_at", "id"], name="call_content_created_idx", condition=CALL_HAS_CONTENT
+            ),
+            # A user's live calls, looked up each time calls are taken for dialing: only the
+            # live rows are in it, a few thousand at most, whatever the table's size.
+            models.Index(
+                fields=["user"],
+                condition=models.Q(status__in=LIVE_STATUSES),
+                name="call_live_user_idx",
             ),
         ]
 
@@ -244,6 +272,18 @@ class CallPolicy(models.Model):
     # Set by calls.budget when the month's cost reached the budget: calls pause until the
     # budget is raised or cleared, or the month ends.
     budget_reached_at = models.DateTimeField(null=True, blank=True, editable=False)
+    require_consent = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Call only people with a recorded consent; the others are never dialed.",
+    )
+    disclosure_text = models.TextField(
+        blank=True,
+        default="",
+        db_default="",
+        help_text='Passed to the agent on every call (variable "disclosure"), such as '
+        '"This is an automated call from Example on behalf of ...".',
+    )
     updated_at = models.DateTimeField(auto_now=True)
     # Who paused and when, for the banner every operator page shows while calls are paused
     # (calls.banners); set by calls.policy_changes.policy_changed, cleared on resume.

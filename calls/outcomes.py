@@ -365,30 +365,27 @@ def _cancel_undialed_retry(call: Call, *, now: datetime) -> None:
         days.calls_ended(call_ids=canceled_ids)
 
 
-def call_schedule_retry(*, call: Call, now: datetime) -> bool:
-    """Schedule the next attempt of a failed/unanswered call; True if this call created it.
+_RETRY_USER_FIELDS = ("id", "phone", "call_enabled", "local_tz", "max_retries", "retry_delay_minutes")
 
-    Must run inside the transaction that recorded the outcome: the job is enqueued when it
-    commits, and the insert is conditional, so a repeated outcome creates nothing.
-    """
+
+def _retry_for(call: Call, *, user, rules, now: datetime) -> tuple[Call | None, int]:
+    """The next attempt of a failed/unanswered call, timed from ``now`` (queued, or canceled
+    saying why if it would fall outside the calling hours), and the user's retry limit; None
+    if it gets none (saying why in the log)."""
     if call.manual or call.callback:
         logger.info("Call %s was a %s call: no retry", call.pk, "manual" if call.manual else "call-back")
-        return False
-    rules = policy_current()
+        return None, 0
     if call.status not in rules.retry_statuses:
         logger.info("Call %s: no retry, %s is not retried (call policy)", call.pk, call.status)
-        return False
-    user = User.objects.only(
-        "id", "phone", "call_enabled", "local_tz", "max_retries", "retry_delay_minutes"
-    ).get(pk=call.user_id)
+        return None, 0
     # The user's own settings, where set, override the call policy's.
     max_retries = user.max_retries if user.max_retries is not None else rules.max_retries
     if call.attempt > max_retries:
         logger.info("Call %s - max retries (%s) reached", call.pk, max_retries)
-        return False
+        return None, max_retries
     if not user.is_callable:
         logger.info("Call %s: no retry, the user can no longer be called", call.pk)
-        return False
+        return None, max_retries
     if user.retry_delay_minutes is not None:
         delay = user.retry_delay_minutes * 60
     else:
@@ -398,7 +395,7 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
     tz = zone_or_none(user.local_tz)
     if tz is None:
         logger.info("Call %s: no retry, the user's time zone %r is unknown", call.pk, user.local_tz)
-        return False
+        return None, max_retries
     due = (now + timedelta(seconds=delay)).astimezone(tz)
     if due.date() != call.local_date:
         logger.info(
@@ -407,7 +404,7 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
             f"{due:%Y-%m-%d %H:%M %Z}",
             call.local_date,
         )
-        return False
+        return None, max_retries
     in_hours = rules.allows_hour(now + timedelta(seconds=delay), tz)
     retry = Call(
         user_id=call.user_id,
@@ -429,6 +426,34 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
             f"Not placed: its time, {due:%H:%M %Z}, is outside the calling hours ({rules.describe_hours()})."
         )
         retry.completed_at = retry.last_status_at = now
+    return retry, max_retries
+
+
+def _log_retry_scheduled(call: Call, retry: Call, *, max_retries: int, now: datetime) -> None:
+    delay = int((retry.scheduled_for - now).total_seconds())
+    logger.info(
+        "Scheduled retry %s/%s for call %s in %s", call.attempt, max_retries, call.pk, humanize_delay(delay)
+    )
+
+
+def call_schedule_retry(*, call: Call, now: datetime) -> bool:
+    """Schedule the next attempt of a failed/unanswered call; True if this call created it.
+
+    Must run inside the transaction that recorded the outcome: the job is enqueued when it
+    commits, and the insert is conditional, so a repeated outcome creates nothing.
+    """
+    if call.manual or call.callback:
+        logger.info("Call %s was a %s call: no retry", call.pk, "manual" if call.manual else "call-back")
+        return False
+    rules = policy_current()
+    if call.status not in rules.retry_statuses:
+        logger.info("Call %s: no retry, %s is not retried (call policy)", call.pk, call.status)
+        return False
+    user = User.objects.only(*_RETRY_USER_FIELDS).get(pk=call.user_id)
+    retry, max_retries = _retry_for(call, user=user, rules=rules, now=now)
+    if retry is None:
+        return False
+    if retry.status == CallStatus.CANCELED:
         canceled_ids = insert_calls_ignoring_conflicts([retry])
         if canceled_ids:
             logger.info("Call %s: retry canceled, %s", call.pk, retry.error)
@@ -440,10 +465,91 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
         return False
     retry_id, due = inserted[0], retry.scheduled_for
     queues.on_commit(lambda: _schedule_retry_job(retry_id, due))
-    logger.info(
-        "Scheduled retry %s/%s for call %s in %s", call.attempt, max_retries, call.pk, humanize_delay(delay)
-    )
+    _log_retry_scheduled(call, retry, max_retries=max_retries, now=now)
     return True
+
+
+def calls_schedule_retries(*, calls: list[Call], failed_at: dict[int, datetime], now: datetime) -> int:
+    """call_schedule_retry for many failed calls at once (the tick's sweep of stuck calls),
+    each retry timed from its own call's ``failed_at`` (when it should have been failed),
+    not from when the sweep reached it (``now``): one query for the users, one insert, and
+    one Redis round trip for the jobs once the caller's transaction commits. A retry whose
+    window has closed by ``now`` (the tick was down) is not made. Returns how many retries
+    were scheduled."""
+    rules = policy_current()
+    users = User.objects.only(*_RETRY_USER_FIELDS).in_bulk({call.user_id for call in calls})
+    made: list[tuple[Call, Call, int]] = []
+    for call in calls:
+        retry, max_retries = _retry_for(call, user=users[call.user_id], rules=rules, now=failed_at[call.pk])
+        if retry is None:
+            continue
+        if retry.status == CallStatus.QUEUED and retry.scheduled_for + rules.window <= now:
+            local = retry.scheduled_for.astimezone(zone_or_none(users[call.user_id].local_tz))
+            logger.info(
+                "Call %s: no retry, its time, %s, passed before the call was found stuck",
+                call.pk,
+                f"{local:%Y-%m-%d %H:%M %Z}",
+            )
+            continue
+        made.append((call, retry, max_retries))
+    inserted = set(insert_calls_ignoring_conflicts([retry for _, retry, _ in made]))
+    due: dict[int, datetime] = {}
+    canceled: list[int] = []
+    if inserted:
+        # Which retry is which: the inserted rows, by the call they retry.
+        ids = dict(Call.objects.filter(pk__in=inserted).values_list("retry_of_id", "pk"))
+        for call, retry, max_retries in made:
+            retry_id = ids.get(call.pk)
+            if retry_id is None:
+                continue
+            if retry.status == CallStatus.CANCELED:
+                logger.info("Call %s: retry canceled, %s", call.pk, retry.error)
+                canceled.append(retry_id)
+                continue
+            due[retry_id] = retry.scheduled_for
+            _log_retry_scheduled(call, retry, max_retries=max_retries, now=failed_at[call.pk])
+    if canceled:
+        # Their own call.ended; the days they close are settled by the caller (calls.days).
+        days.calls_ended(call_ids=canceled)
+    if due:
+        batches, at = _retry_batches(due, now=now)
+        bulk.update_column(Call, "job_id", {pk: job_id for job_id, pks in batches.items() for pk in pks})
+        queues.on_commit(lambda: _enqueue_retry_batches(batches, at))
+    return len(due)
+
+
+def _retry_batches(
+    due: dict[int, datetime], *, now: datetime
+) -> tuple[dict[str, list[int]], dict[str, datetime]]:
+    """Retries due in the same second travel together, in batch jobs of CALL_BATCH_SIZE as
+    the tick's first attempts do (a job each would be tens of thousands of Redis writes
+    after an outage); released at that second, or at once if it has come."""
+    by_second: dict[datetime, list[int]] = {}
+    for pk, when in sorted(due.items(), key=lambda item: (item[1], item[0])):
+        second = when.replace(microsecond=0) + (timedelta(seconds=1) if when.microsecond else timedelta())
+        by_second.setdefault(second, []).append(pk)
+    batches: dict[str, list[int]] = {}
+    at: dict[str, datetime] = {}
+    size = settings.CALL_BATCH_SIZE
+    for second, pks in by_second.items():
+        for start in range(0, len(pks), size):
+            job_id = queues.batch_job_id(pks[start])
+            batches[job_id] = pks[start : start + size]
+            if second > now:
+                at[job_id] = second
+    return batches, at
+
+
+def _enqueue_retry_batches(batches: dict[str, list[int]], at: dict[str, datetime]) -> None:
+    try:
+        queues.enqueue_call_batches(batches, at=at)
+    except RedisError as exc:
+        # The retries are committed and queued; the first tick after each is due finds it
+        # without a live job and enqueues it.
+        count = sum(len(pks) for pks in batches.values())
+        logger.error(
+            "Redis unreachable (%s): %s retries will be enqueued by a tick", type(exc).__name__, count
+        )
 
 
 def _schedule_retry_job(call_id: int, due: datetime) -> None:

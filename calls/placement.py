@@ -17,13 +17,18 @@ from collections import Counter
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import DatabaseError, transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
+from redis.exceptions import RedisError
 from rq.timeouts import JobTimeoutException
 
-from users.hashed_numbers import phones_suppressed
+from users.models import Consent
+from users.suppression import numbers_suppressed
 
 from . import days, queues, selectors
 from .context import call_variables_for
@@ -38,14 +43,23 @@ from .providers.base import (
     ProviderError,
     ProviderMaybePlacedError,
     ProviderPermanentError,
+    agent_variables,
 )
 from .providers.http import threads_per_process
 from .slots import zone_or_none
 
 logger = logging.getLogger("relevel.calls")
+User = get_user_model()
+
+# A scheduled call that finds its user on another call (a manual one) is looked at again
+# this often, and for the last time this long before its window closes.
+USER_BUSY_RECHECK_SECONDS = 30
+USER_BUSY_MARGIN_SECONDS = 2
 
 
-def _reason_not_to_dial(call: Call, *, now: datetime, rules: Policy) -> tuple[str, str]:
+def _reason_not_to_dial(
+    call: Call, *, now: datetime, rules: Policy, suppressed: frozenset[str] | set[str] = frozenset()
+) -> tuple[str, str]:
     """Why a queued call must not be dialed at ``now``, as (the status it takes, the
     reason), or ("", "") to dial it. QUEUED means "not yet": it stays queued.
 
@@ -61,6 +75,10 @@ def _reason_not_to_dial(call: Call, *, now: datetime, rules: Policy) -> tuple[st
         return CallStatus.CANCELED, "User disabled calls before this call was placed."
     if not user.phone:
         return CallStatus.CANCELED, "User has no phone number."
+    if user.phone in suppressed:
+        return CallStatus.CANCELED, "Number suppressed: it is on the do-not-call list."
+    if rules.require_consent and user.consented_at is None:
+        return CallStatus.CANCELED, "No consent recorded, and the call policy requires one."
     if call.callback:
         # Asked for on an answered call; never while another call of the user is live.
         if selectors.user_has_live_call(user_id=user.pk, other_than=call.pk):
@@ -100,6 +118,32 @@ def _reason_not_to_dial(call: Call, *, now: datetime, rules: Policy) -> tuple[st
     return "", ""
 
 
+# The dial record's columns, written with the move to dialing (docs/operating/consent.md).
+DIAL_RECORD = ("dial_local_time", "dial_calling_hours", "dial_consent_id", "dial_suppression_checked")
+
+
+def _current_consent_id() -> Subquery:
+    # The person's current consent (users.consent.user_consent_current), read with the
+    # locked calls: one index probe per call on consent_user_given_idx.
+    return Subquery(
+        Consent.objects.filter(user_id=OuterRef("user_id"), given_at=OuterRef("user__consented_at"))
+        .order_by("-pk")
+        .values("pk")[:1]
+    )
+
+
+def _write_dial_record(call: Call, *, now: datetime, rules: Policy) -> None:
+    """What allowed this dial, as it was at this instant: the person's wall clock (zone and
+    offset), the calling hours in force, their consent and the suppression check (passed,
+    or the call would have been canceled)."""
+    tz = zone_or_none(call.user.local_tz)
+    local = now.astimezone(tz) if tz is not None else now
+    call.dial_local_time = f"{local.isoformat(timespec='seconds')} {call.user.local_tz}"[:64]
+    call.dial_calling_hours = rules.describe_hours()[:64]
+    call.dial_consent_id = getattr(call, "current_consent_id", None)
+    call.dial_suppression_checked = True
+
+
 def provider_for(call: Call) -> str:
     """The provider that will place this call: a variant's call keeps its variant's; any
     other goes to CALL_PROVIDER, which may have changed since the call was queued (the new
@@ -109,26 +153,92 @@ def provider_for(call: Call) -> str:
     return call.provider
 
 
-def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest], Counter]:
+def _wait_for_user(call: Call, live: tuple[int, str], *, now: datetime, rules: Policy):
+    """What becomes of a dialable call whose user is on another call (``live``: its id and
+    status): (status, reason, when to look again). A manual call is not placed (call now
+    is refused while a call is live; this one lost a race with the scheduled call). A
+    scheduled one waits, looked at again shortly, while its window (and, for a retry, its
+    local day) lasts; missed, saying why, once it is over."""
+    live_id, live_status = live
+    if call.manual:
+        reason = f"Not placed: the user was on call {live_id} when a worker took it."
+        return CallStatus.CANCELED, reason, None
+    closes = call.scheduled_for + rules.window
+    tz = zone_or_none(call.user.local_tz)
+    if call.attempt > 1 and tz is not None:
+        day_ends = datetime.combine(call.local_date + timedelta(days=1), datetime.min.time(), tzinfo=tz)
+        closes = min(closes, day_ends)
+    again = min(
+        now + timedelta(seconds=USER_BUSY_RECHECK_SECONDS),
+        closes - timedelta(seconds=USER_BUSY_MARGIN_SECONDS),
+    )
+    if again <= now:
+        return (
+            CallStatus.MISSED,
+            f"Its window closed while the user was on another call (call {live_id}, {live_status}).",
+            None,
+        )
+    return CallStatus.QUEUED, f"Waiting for the user's call {live_id} to end.", again
+
+
+class TakenCalls(NamedTuple):
+    """What take_calls_for_dialing did: the requests to send, a count of what happened to
+    the other calls, and the calls left queued because their user was on another call
+    ({call id: when a job of its own looks at it again})."""
+
+    requests: list[PlaceCallRequest]
+    others: Counter
+    waiting_for_user: dict[int, datetime]
+
+
+def take_calls_for_dialing(call_ids: list[int], *, provider: str | None = None) -> TakenCalls:
     """Move the dialable calls among ``call_ids`` from queued to dialing, in one transaction;
     cancel the ones whose user can no longer be called, and mark missed the ones whose
-    window (or local day) is over. Returns the requests to send and a count of what
-    happened to the others."""
+    window (or local day) is over.
+
+    A user never has two calls live at once (models.LIVE_STATUSES): a call whose user is on
+    another is not dialed (_wait_for_user). Taking is serialised per user on the user's row,
+    so two workers taking a user's scheduled call and a manual call at the same moment each
+    see the other's call dialing, never both only queued.
+
+    ``provider``: the calls were taken from that provider's waiting set, holding its lines:
+    they are placed through it, whatever CALL_PROVIDER says now (calls.dispatch)."""
     now = timezone.now()
     rules = policy_current()
     requests: list[PlaceCallRequest] = []
     dialing: list[Call] = []
+    waiting: list[Call] = []
+    waiting_for_user: dict[int, datetime] = {}
     others: Counter = Counter()
     with transaction.atomic():
+        user_ids = sorted(
+            set(
+                Call.objects.filter(pk__in=call_ids, status=CallStatus.QUEUED).values_list(
+                    "user_id", flat=True
+                )
+            )
+        )
+        # Users first, then calls, in id order: the order call now and profile changes lock
+        # in (no deadlock). NO KEY UPDATE: a webhook's retry may still insert a call of the
+        # user meanwhile; the tick's claim skips a locked user (it is not due: its day's
+        # call exists).
+        list(
+            User.objects.select_for_update(no_key=True)
+            .filter(pk__in=user_ids)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        live = selectors.calls_live_of_users(user_ids=user_ids, now=now)
         calls = {
             call.pk: call
             for call in Call.objects.select_for_update(of=("self",))
             .select_related("user")
+            .annotate(current_consent_id=_current_consent_id())
             .filter(pk__in=call_ids)
             .order_by("pk")
         }
-        # One query for the batch: numbers forgotten after an opt-out (users.hashed_numbers).
-        suppressed = phones_suppressed(phones=[call.user.phone for call in calls.values() if call.user.phone])
+        # The do-not-call list, for the numbers these calls would dial now: one query.
+        suppressed = numbers_suppressed(numbers=[call.user.phone for call in calls.values()])
         for call_id in call_ids:
             call = calls.get(call_id)
             if call is None:
@@ -152,9 +262,17 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
                 )
             else:
                 logger.info("Processing user call for %s", name)
-            status, reason = _reason_not_to_dial(call, now=now, rules=rules)
-            if status != CallStatus.CANCELED and user.phone in suppressed:
-                status, reason = CallStatus.CANCELED, "The number is on the suppression list."
+            status, reason = _reason_not_to_dial(call, now=now, rules=rules, suppressed=suppressed)
+            if not status and user.pk in live:
+                status, reason, again = _wait_for_user(call, live[user.pk], now=now, rules=rules)
+                if again is not None:
+                    call.error = reason
+                    call.job_id = queues.user_busy_job_id(call.pk, at=again)
+                    waiting.append(call)
+                    waiting_for_user[call.pk] = again
+                    logger.info("Call %s left queued: %s", call.pk, reason)
+                    others["waiting_for_user"] += 1
+                    continue
             if status == CallStatus.QUEUED:
                 logger.warning("Call %s left queued, not dialed: %s", call.pk, reason)
                 others["paused" if rules.paused else "early"] += 1
@@ -165,13 +283,18 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
                 logger.info("Call %s %s: %s", call.pk, status, reason)
                 others[str(status)] += 1
                 continue
-            if call.variant_id is None and (call.provider != settings.CALL_PROVIDER or not call.agent_id):
+            if provider is not None:
+                if call.provider != provider:  # (admitted before its provider was fixed)
+                    call.provider, call.agent_id = provider, default_agent_id(provider)
+            elif call.variant_id is None and (call.provider != settings.CALL_PROVIDER or not call.agent_id):
                 call.provider = provider_for(call)
                 call.agent_id = default_agent_id(call.provider)
             call.status = CallStatus.DIALING
             call.dialed_at = now  # taken; the real send time is recorded with the answer
             call.to_number = user.phone
+            _write_dial_record(call, now=now, rules=rules)
             dialing.append(call)
+            live[user.pk] = (call.pk, CallStatus.DIALING)  # a second call of theirs in this batch waits
             requests.append(
                 PlaceCallRequest(
                     call_id=call.pk,
@@ -180,19 +303,43 @@ def take_calls_for_dialing(call_ids: list[int]) -> tuple[list[PlaceCallRequest],
                     agent_id=call.agent_id,
                     name=name,
                     provider=call.provider,
+                    disclosure=rules.disclosure_text,
                 )
             )
         # One statement for the whole batch: a row per call would cost a round trip each.
-        Call.objects.bulk_update(dialing, ["status", "dialed_at", "to_number", "provider", "agent_id"])
+        Call.objects.bulk_update(
+            dialing, ["status", "dialed_at", "to_number", "provider", "agent_id", *DIAL_RECORD]
+        )
+        if waiting:
+            Call.objects.bulk_update(waiting, ["error", "job_id"])
+            jobs = {call.pk: (call.job_id, waiting_for_user[call.pk]) for call in waiting}
+            queues.on_commit(lambda: _enqueue_after_user_call(jobs))
         # The agent's variables (context and memory), for the whole batch in one query.
         variables = call_variables_for(calls=dialing)
     requests = [
         dataclasses.replace(
-            request, variables=variables.get(request.call_id, {}), voicemail_message=rules.voicemail_message
+            request,
+            # The disclosure line travels with the context and memory, as one more variable.
+            variables={**variables.get(request.call_id, {}), **agent_variables(request)},
+            voicemail_message=rules.voicemail_message,
         )
         for request in requests
     ]
-    return requests, others
+    return TakenCalls(requests, others, waiting_for_user)
+
+
+def _enqueue_after_user_call(jobs: dict[int, tuple[str, datetime]]) -> None:
+    """Each call waiting for its user's other call gets a job of its own to look again (its
+    row names it, so the tick's stranded sweep sees it live; if Redis is down, that sweep
+    enqueues the call again)."""
+    try:
+        for call_id, (job_id, at) in jobs.items():
+            queues.enqueue_place_call(call_id, at=at, job_id=job_id)
+    except RedisError as exc:
+        logger.error(
+            "Redis unreachable (%s): calls waiting for their user will be enqueued by a tick",
+            type(exc).__name__,
+        )
 
 
 @dataclass(frozen=True)
@@ -413,7 +560,7 @@ def call_place(*, call_id: int, is_last_try: bool = True) -> str:
     is left (the caller, an RQ job, is then retried with backoff). An answer that was lost
     after sending is never retried here: the call is left unconfirmed.
     """
-    requests, others = take_calls_for_dialing([call_id])
+    requests, others, _ = take_calls_for_dialing([call_id])
     if not requests:
         return next(iter(others))
     dialed = dial(requests[0])
@@ -459,7 +606,7 @@ def calls_place_batch(*, call_ids: list[int]) -> dict[str, int]:
     per-call states, errors and retries are the engine's, whatever the batch size.
     """
     intervals = list(settings.CALL_PLACE_RETRY_INTERVALS)
-    requests, counts = take_calls_for_dialing(call_ids)
+    requests, counts, _ = take_calls_for_dialing(call_ids)
     futures = {placement_pool().submit(dial, request): request for request in requests}
     transient: list[int] = []
     try:

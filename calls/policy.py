@@ -49,6 +49,8 @@ class Policy:
     budget_currency: str = "USD"
     # The monthly budget is reached: calls are paused (paused is True too).
     budget_reached: bool = False
+    require_consent: bool = False
+    disclosure_text: str = ""
 
     def retry_delay_seconds(self, *, retry_number: int) -> int:
         """The delay before retry ``retry_number`` (1 for the first); the last given delay
@@ -122,6 +124,8 @@ def _from_row(row: CallPolicy) -> Policy:
         monthly_budget=row.monthly_budget,
         budget_currency=row.budget_currency or "USD",
         budget_reached=budget_reached,
+        require_consent=row.require_consent,
+        disclosure_text=row.disclosure_text,
     )
 
 
@@ -164,6 +168,8 @@ def policy_as_dict(row: CallPolicy | None = None) -> dict[str, Any]:
         "voicemail_message": row.voicemail_message,
         "monthly_budget": str(row.monthly_budget) if row.monthly_budget is not None else None,
         "budget_currency": row.budget_currency,
+        "require_consent": row.require_consent,
+        "disclosure_text": row.disclosure_text,
         "updated_at": row.updated_at.isoformat() if row.updated_at else None,
         "paused_at": row.paused_at.isoformat() if row.paused_at else None,
         "paused_by": row.paused_by or None,

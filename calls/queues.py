@@ -76,6 +76,12 @@ def call_job_id(call_id: int) -> str:
     return f"call-{call_id}"
 
 
+def user_busy_job_id(call_id: int, *, at: datetime) -> str:
+    """The job that looks again at a call whose user was on another call, at ``at``: a name
+    of its own, as the call's own job (call-<pk>) may be the one running now."""
+    return f"call-{call_id}-after-{at.astimezone(UTC):%Y%m%dT%H%M%S}"
+
+
 def _job_options() -> dict[str, Any]:
     return {"result_ttl": settings.JOB_RESULT_TTL, "failure_ttl": settings.JOB_FAILURE_TTL}
 
@@ -172,6 +178,7 @@ def enqueue_place_call(
     at: datetime | None = None,
     retry_intervals: list[int] | None = None,
     description: str | None = None,
+    job_id: str | None = None,
 ) -> bool:
     """Give one call a job of its own ("call-<pk>"), now or at ``at``; False if one is live.
 
@@ -184,7 +191,7 @@ def enqueue_place_call(
     if retry_intervals is None:
         retry_intervals = list(settings.CALL_PLACE_RETRY_INTERVALS)
     queue = calls_queue()
-    job_id = call_job_id(call_id)
+    job_id = job_id or call_job_id(call_id)
     if job_id not in live_job_ids([job_id]):
         existing = queue.fetch_job(job_id)
         if existing is not None:
@@ -315,21 +322,24 @@ def _live_calls_key(provider: str) -> str:
 
 # Take up to ARGV[4] calls from the waiting set, earliest deadline first, as far as free
 # lines and the per-second rate allow, each leased until now + ARGV[5]. Calls whose window
-# closes before ARGV[6] are taken out as missed. Returns {taken, deadlines, missed}.
+# closes before ARGV[6] are taken out as missed. Returns {taken, deadlines, missed, lost}:
+# with a token (ARGV[7]), nothing is done unless the dispatcher lock (KEYS[5]) holds it
+# (lost = 1), in the same atomic step.
 _TAKE_SCRIPT = """
 local live, waiting, sent, hold = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local now, cap, rate = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local want, lease, miss_before = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+if ARGV[7] ~= '' and redis.call('GET', KEYS[5]) ~= ARGV[7] then return {{}, {}, {}, 1} end
 redis.call('ZREMRANGEBYSCORE', live, '-inf', now)
 local missed = redis.call('ZRANGEBYSCORE', waiting, '-inf', miss_before)
 if #missed > 0 then redis.call('ZREMRANGEBYSCORE', waiting, '-inf', miss_before) end
-if want <= 0 or redis.call('EXISTS', hold) == 1 then return {{}, {}, missed} end
+if want <= 0 or redis.call('EXISTS', hold) == 1 then return {{}, {}, missed, 0} end
 if cap > 0 then want = math.min(want, cap - redis.call('ZCARD', live)) end
 if rate > 0 then
   redis.call('ZREMRANGEBYSCORE', sent, '-inf', now - 1)
   want = math.min(want, rate - redis.call('ZCARD', sent))
 end
-if want <= 0 then return {{}, {}, missed} end
+if want <= 0 then return {{}, {}, missed, 0} end
 local picked = redis.call('ZRANGE', waiting, 0, want - 1, 'WITHSCORES')
 local taken, deadlines = {}, {}
 for i = 1, #picked, 2 do
@@ -341,7 +351,7 @@ for i = 1, #picked, 2 do
   if rate > 0 then redis.call('ZADD', sent, now, id .. ':' .. now) end
 end
 if rate > 0 then redis.call('EXPIRE', sent, 5) end
-return {taken, deadlines, missed}
+return {taken, deadlines, missed, 0}
 """
 
 # End a call's lease; returns {calls still waiting, whether a dispatcher is on them}.
@@ -389,30 +399,41 @@ def capacity_admit(provider: str, deadlines: dict[int, float]) -> None:
 class CapacityTake:
     taken: dict[int, float]  # call id -> its deadline, in deadline order
     missed: list[int]  # calls whose window closed while they waited
+    lost: bool = False  # the dispatcher's lock is not the caller's (nothing was done)
 
 
 def capacity_take(
-    provider: str, *, now: float, want: int, lease_seconds: float, send_margin: float = 0.0
+    provider: str,
+    *,
+    now: float,
+    want: int,
+    lease_seconds: float,
+    send_margin: float = 0.0,
+    token: str | None = None,
 ) -> CapacityTake:
     """Lease lines for up to ``want`` waiting calls, earliest deadline first (atomic across
-    processes). A call whose window closes within ``send_margin`` seconds is missed."""
-    taken, deadlines, missed = _connection().eval(
+    processes). A call whose window closes within ``send_margin`` seconds is missed. With a
+    dispatcher's ``token``, only while its lock is still that dispatcher's (else ``lost``)."""
+    taken, deadlines, missed, lost = _connection().eval(
         _TAKE_SCRIPT,
-        4,
+        5,
         _capacity_key(provider, "live"),
         _capacity_key(provider, "waiting"),
         _capacity_key(provider, "sent"),
         _capacity_key(provider, "hold"),
+        _capacity_key(provider, "dispatcher"),
         now,
         settings.PROVIDER_MAX_LIVE_CALLS.get(provider, 0),
         settings.PROVIDER_MAX_CALLS_PER_SECOND.get(provider, 0),
         want,
         lease_seconds,
         f"({now + send_margin}",  # exclusive: a window closing later than that is still open
+        token or "",
     )
     return CapacityTake(
         taken={int(call_id): float(deadline) for call_id, deadline in zip(taken, deadlines, strict=True)},
         missed=[int(call_id) for call_id in missed],
+        lost=bool(lost),
     )
 
 
@@ -440,6 +461,13 @@ def capacity_free(provider: str, call_ids: list[int]) -> None:
     """Free the lines of calls that were taken and will not be sent (or were refused for good)."""
     if call_ids:
         _connection().zrem(_live_calls_key(provider), *map(str, call_ids))
+
+
+def capacity_forget(provider: str, call_ids: list[int]) -> None:
+    """Take calls out of the provider's waiting set: settled elsewhere (the tick recorded
+    them missed), nobody is to take them."""
+    if call_ids:
+        _connection().zrem(_capacity_key(provider, "waiting"), *map(str, call_ids))
 
 
 @dataclass(frozen=True)

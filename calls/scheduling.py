@@ -121,7 +121,7 @@ def _reenqueue_stranded_calls(*, now: datetime, window: timedelta, summary: Tick
     paused = policy_current().paused
     summary.reenqueued, expired = sweeps.calls_reenqueue_stranded(now=now, window=window, paused=paused)
     summary.missed += expired
-    sweeps.dispatchers_ensure(now=now)
+    sweeps.dispatchers_ensure(now=now, paused=paused)
 
 
 def _fail_stuck_calls(*, now: datetime, window: timedelta, summary: TickSummary) -> None:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import Q, QuerySet
 
 from users.models import PEOPLE
 
-from .models import Call, CallStatus
+from .models import LIVE_STATUSES, Call, CallStatus
 
 User = get_user_model()
 
@@ -45,19 +46,20 @@ def calls_dialing_since(*, before: datetime, after_id: int = 0) -> QuerySet:
     )
 
 
-def calls_unconfirmed_since(*, before: datetime) -> QuerySet:
-    """Calls sent whose answer was lost, still without a webhook since ``before``."""
-    return Call.objects.filter(status=CallStatus.UNCONFIRMED, last_status_at__lte=before).order_by(
-        "last_status_at"
-    )
-
-
-def calls_without_outcome_since(*, before: datetime) -> QuerySet:
-    """Calls the provider reported as ringing or in progress before ``before`` and never
-    finished: their final webhook was lost."""
+def calls_unconfirmed_since(*, before: datetime, after_id: int = 0) -> QuerySet:
+    """Calls sent whose answer was lost, still without a webhook since ``before``, in id
+    order past ``after_id`` (keyset pages)."""
     return Call.objects.filter(
-        status__in=[CallStatus.RINGING, CallStatus.IN_PROGRESS], last_status_at__lte=before
-    ).order_by("last_status_at")
+        status=CallStatus.UNCONFIRMED, last_status_at__lte=before, pk__gt=after_id
+    ).order_by("pk")
+
+
+def calls_without_outcome_since(*, before: datetime, after_id: int = 0) -> QuerySet:
+    """Calls the provider reported as ringing or in progress before ``before`` and never
+    finished (their final webhook was lost), in id order past ``after_id``."""
+    return Call.objects.filter(
+        status__in=[CallStatus.RINGING, CallStatus.IN_PROGRESS], last_status_at__lte=before, pk__gt=after_id
+    ).order_by("pk")
 
 
 def users_callable_without_next_call() -> QuerySet:
@@ -85,9 +87,6 @@ def user_answered_on(*, user_id: int, local_date: date) -> bool:
         local_date=local_date,
         status__in=[CallStatus.IN_PROGRESS, CallStatus.COMPLETED],
     ).exists()
-
-
-LIVE_STATUSES = (CallStatus.DIALING, CallStatus.UNCONFIRMED, CallStatus.RINGING, CallStatus.IN_PROGRESS)
 
 
 def user_has_live_call(*, user_id: int, other_than: int | None = None) -> bool:
@@ -130,3 +129,18 @@ def call_history(*, user_id: int, since: date) -> QuerySet:
         .select_related("result")
         .order_by("-local_date", "-scheduled_for", "-pk")
     )
+
+
+def calls_live_of_users(*, user_ids: list[int], now: datetime) -> dict[int, tuple[int, str]]:
+    """The users among ``user_ids`` who have a call live now (models.LIVE_STATUSES, sent at
+    most PROVIDER_LIVE_CALL_TIMEOUT_SECONDS ago): {user id: (call id, status)}."""
+    if not user_ids:
+        return {}
+    since = now - timedelta(seconds=settings.PROVIDER_LIVE_CALL_TIMEOUT_SECONDS)
+    live = (
+        Call.objects.filter(user_id__in=user_ids, status__in=LIVE_STATUSES)
+        .filter(Q(dialed_at__isnull=True) | Q(dialed_at__gt=since))
+        .order_by("pk")
+        .values_list("user_id", "pk", "status")
+    )
+    return {user_id: (pk, status) for user_id, pk, status in live}

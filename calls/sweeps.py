@@ -15,7 +15,7 @@ from . import bulk, days, queues, selectors
 from .batching import enqueue_batches
 from .dispatch import calls_mark_missed_for_capacity
 from .models import Call, CallStatus
-from .outcomes import call_finish, call_schedule_retry, humanize_delay
+from .outcomes import calls_schedule_retries, humanize_delay
 from .policy import policy_current
 from .slots import first_attempt_release, zone_or_none
 
@@ -23,9 +23,12 @@ logger = logging.getLogger("relevel.calls")
 User = get_user_model()
 
 
-def dispatchers_ensure(*, now: datetime) -> None:
+def dispatchers_ensure(*, now: datetime, paused: bool = False) -> None:
     """Calls waiting for a free line with nobody dispatching them (its worker was killed,
-    and no webhook or batch came since to start another): one starts now."""
+    and no webhook or batch came since to start another; or calls were paused, which stops
+    the dispatchers): one starts now, unless calls are paused."""
+    if paused:
+        return
     for provider in queues.capped_providers():
         waiting = queues.capacity_counts(provider, now=now.timestamp()).waiting
         if waiting and queues.dispatcher_ensure(provider):
@@ -33,9 +36,11 @@ def dispatchers_ensure(*, now: datetime) -> None:
 
 
 
+# Stuck calls (unconfirmed, or without a final status) failed per page and transaction.
+STUCK_PAGE_SIZE = 2000
 # Queued calls the stranded sweep reads per page: one query and one or two Redis round trips.
 STRANDED_PAGE_SIZE = 5000
-STRANDED_COLUMNS = ("id", "job_id", "scheduled_for", "attempt", "user_id")
+STRANDED_COLUMNS = ("id", "job_id", "scheduled_for", "attempt", "user_id", "manual")
 
 
 def calls_reenqueue_stranded(
@@ -70,7 +75,7 @@ def calls_reenqueue_stranded(
         expired += page_expired
         if len(page) < page_size:
             break
-        last_id, _, last_due, _, _ = page[-1]
+        last_id, _, last_due, *_ = page[-1]
         after = (last_due, last_id)
     if reenqueued:
         logger.warning("%s queued calls had no live job in Redis: enqueued again", reenqueued)
@@ -78,7 +83,7 @@ def calls_reenqueue_stranded(
 
 
 def _repair_stranded_page(
-    page: list[tuple[int, str, datetime, int, int]], *, now: datetime, window: timedelta, paused: bool
+    page: list[tuple[int, str, datetime, int, int, bool]], *, now: datetime, window: timedelta, paused: bool
 ) -> tuple[int, int]:
     live = _live_calls(page)
     # A call waiting for a free line has no job and needs none: the dispatcher sends it, or
@@ -89,11 +94,14 @@ def _repair_stranded_page(
     late_for_capacity: dict[str, list[int]] = defaultdict(list)
     first_attempts: list[tuple[int, int, datetime]] = []
     retries: list[int] = []
-    for call_id, _, scheduled_for, attempt, user_id in page:
+    settled_waiting: dict[str, list[int]] = defaultdict(list)
+    for call_id, _, scheduled_for, attempt, user_id, manual in page:
         is_live = call_id in live
         if call_id in waiting:
             if now < scheduled_for + window:
                 continue
+            # Recorded missed below: out of the waiting set too, where nobody would take it.
+            settled_waiting[waiting[call_id]].append(call_id)
             if not paused:
                 late_for_capacity[waiting[call_id]].append(call_id)
                 continue
@@ -104,9 +112,11 @@ def _repair_stranded_page(
             (late if is_live else lost).append(call_id)
         elif is_live or paused:
             continue
-        elif attempt == 1:
+        elif attempt == 1 and not manual:
             first_attempts.append((call_id, user_id, scheduled_for))
         else:
+            # Retries, and manual calls (attempt 1 too, but never part of a spread slot:
+            # call now means now).
             retries.append(call_id)
     expired = _mark_missed(
         lost,
@@ -129,8 +139,10 @@ def _repair_stranded_page(
     )
     for provider, call_ids in late_for_capacity.items():
         expired += calls_mark_missed_for_capacity(call_ids, provider=provider)
+    for provider, call_ids in settled_waiting.items():
+        queues.capacity_forget(provider, call_ids)
     reenqueued = _reenqueue_in_batches(first_attempts, now=now)
-    # Retries travel alone (call-<pk>), as when they were scheduled.
+    # Retries and manual calls travel alone (call-<pk>), at once.
     reenqueued += sum(queues.enqueue_place_call(call_id) for call_id in retries)
     return reenqueued, expired
 
@@ -143,14 +155,14 @@ def _waiting_for_capacity(call_ids: list[int]) -> dict[int, str]:
     return waiting
 
 
-def _live_calls(page: list[tuple[int, str, datetime, int, int]]) -> set[int]:
+def _live_calls(page: list[tuple[int, str, datetime, int, int, bool]]) -> set[int]:
     """The calls of the page that a live job will still place. Their batch jobs are asked
     first, a few dozen for a page of thousands; only the calls whose batch job is over (or
     that have none) are asked about a job of their own (call-<pk>: a retry, or a call its
     batch handed on after a transient error)."""
-    batch_ids = sorted({job_id for _, job_id, _, _, _ in page if job_id})
+    batch_ids = sorted({job_id for _, job_id, *_ in page if job_id})
     live_batches = queues.live_job_ids(batch_ids)
-    live = {call_id for call_id, job_id, _, _, _ in page if job_id in live_batches}
+    live = {call_id for call_id, job_id, *_ in page if job_id in live_batches}
     own = [queues.call_job_id(call_id) for call_id, *_ in page if call_id not in live]
     live_own = queues.live_job_ids(own)
     live.update(call_id for call_id, *_ in page if queues.call_job_id(call_id) in live_own)
@@ -212,23 +224,26 @@ def _reenqueue_in_batches(calls: list[tuple[int, int, datetime]], *, now: dateti
     return enqueue_batches(batches, at=at)
 
 
-def calls_fail_stuck(*, now: datetime) -> tuple[int, int]:
+def calls_fail_stuck(*, now: datetime, page_size: int = STUCK_PAGE_SIZE) -> tuple[int, int]:
     """Give a final state to sent calls that will never get one by themselves: those the
     provider never confirmed, and those whose final webhook never came. Returns (unconfirmed
-    failed, silent failed)."""
-    unconfirmed_before = now - timedelta(seconds=settings.CALL_UNCONFIRMED_TIMEOUT_SECONDS)
+    failed, silent failed). Every such call is failed in this tick, however many (a
+    provider's outage leaves a whole rush unconfirmed), page by page."""
     unconfirmed = _fail_calls(
-        selectors.calls_unconfirmed_since(before=unconfirmed_before),
+        selectors.calls_unconfirmed_since,
+        timeout=timedelta(seconds=settings.CALL_UNCONFIRMED_TIMEOUT_SECONDS),
         now=now,
+        page_size=page_size,
         error=(
             "Sent, but neither the provider's answer nor its webhook arrived within "
             f"{humanize_delay(settings.CALL_UNCONFIRMED_TIMEOUT_SECONDS)}."
         ),
     )
-    silent_before = now - timedelta(seconds=settings.CALL_OUTCOME_TIMEOUT_SECONDS)
     silent = _fail_calls(
-        selectors.calls_without_outcome_since(before=silent_before),
+        selectors.calls_without_outcome_since,
+        timeout=timedelta(seconds=settings.CALL_OUTCOME_TIMEOUT_SECONDS),
         now=now,
+        page_size=page_size,
         error=(
             "No final status from the provider within "
             f"{humanize_delay(settings.CALL_OUTCOME_TIMEOUT_SECONDS)} (a lost webhook)."
@@ -277,20 +292,57 @@ def calls_unconfirm_abandoned(*, now: datetime, page_size: int = 1000) -> int:
     return count
 
 
-def _fail_calls(calls, *, now: datetime, error: str) -> int:
-    """Fail each call (if still in the state it was selected in) and apply the retry policy,
-    which drops the retry for a call the user had answered (in progress)."""
-    count = 0
-    for call_id, status in calls.values_list("id", "status")[:1000]:
-        with transaction.atomic():
-            call = Call.objects.select_for_update().filter(pk=call_id, status=status).first()
-            if call is None:
-                continue
-            answered = call.status == CallStatus.IN_PROGRESS
-            call_finish(call, status=CallStatus.FAILED, error=error, now=now, inferred=True)
-            if not answered:
-                call_schedule_retry(call=call, now=now)
-            days.calls_ended(call_ids=(), calls=[days.call_row(call)])
-            count += 1
-    return count
+# The columns of a stuck call that failing it and scheduling its retry read.
+_STUCK_COLUMNS = ("id", "status", "last_status_at", "user_id", "attempt", "local_date", "manual")
+_STUCK_COLUMNS += ("agent_id", "variant_id", "provider")
 
+
+def _fail_calls(select, *, timeout: timedelta, now: datetime, page_size: int, error: str) -> int:
+    """Fail every call ``select(before=, after_id=)`` finds stuck for ``timeout``, in keyset
+    pages of ``page_size`` (memory stays bounded), each page one transaction of a few
+    statements: its calls locked and failed set-wise, conditional on their still being in
+    the state they were found in (a webhook that settled one meanwhile wins), and their
+    retries scheduled together (outcomes.calls_schedule_retries). Each retry is timed from
+    its call's own deadline (last status + timeout: when it should have been failed), as if
+    the tick had been there at that moment. A call the user answered (in progress) is not
+    retried."""
+    before = now - timeout
+    count, after_id = 0, 0
+    while True:
+        page = list(select(before=before, after_id=after_id).values_list("id", flat=True)[:page_size])
+        if not page:
+            break
+        with transaction.atomic():
+            # The selection's own conditions again, under the lock.
+            rows = list(
+                select(before=before)
+                .filter(pk__in=page)
+                .select_for_update()
+                .order_by("pk")
+                .values_list(*_STUCK_COLUMNS)
+            )
+            failed = [dict(zip(_STUCK_COLUMNS, row, strict=True)) for row in rows]
+            Call.objects.filter(pk__in=[row["id"] for row in failed]).update(
+                status=CallStatus.FAILED,
+                error=error,
+                last_status_at=now,
+                completed_at=now,
+                outcome_inferred=True,
+            )
+            to_retry = [
+                Call(**{**row, "status": CallStatus.FAILED})
+                for row in failed
+                if row["status"] != CallStatus.IN_PROGRESS
+            ]
+            calls_schedule_retries(
+                calls=to_retry,
+                failed_at={call.pk: call.last_status_at + timeout for call in to_retry},
+                now=now,
+            )
+            # Their call.ended events and days, after the retries are in (calls.days).
+            days.calls_ended(call_ids=[row["id"] for row in failed])
+        count += len(failed)
+        if len(page) < page_size:
+            break
+        after_id = page[-1]
+    return count

@@ -8,7 +8,7 @@ import pytest
 import time_machine
 from django.urls import reverse
 
-from calls import manual, placement, policy_changes, scheduling
+from calls import manual, placement, policy, policy_changes, scheduling
 from calls.models import Call, CallStatus
 from calls.queues import calls_queue
 
@@ -141,3 +141,35 @@ def test_the_api_calls_a_user_now_and_answers_each_refusal_with_its_status(
         assert client.get("/api/users/crm-1/call", **auth).status_code == 405
         assert client.post("/api/users/crm-1/call").status_code == 401
     assert Call.objects.count() == 1
+
+
+def test_a_stranded_manual_call_is_enqueued_again_at_once_not_at_a_spread_offset(
+    make_user, settings, redis_conn
+):
+    """Issue 16's suspicion: the stranded sweep re-sends first attempts at their step of the
+    spread, and a manual call is attempt 1 too. Call now means now."""
+    from rq.registry import ScheduledJobRegistry
+
+    from calls import slots, sweeps
+
+    settings.CALL_SPREAD_MINUTES = 10
+    settings.CALL_STRANDED_AFTER_SECONDS = 0
+    now = MORNING
+    # A user whose step of a spread slot at the manual call's time is still to come.
+    user = make_user()
+    while slots.spread_release(slot=now - timedelta(seconds=1), user_id=user.pk, spread_minutes=10) <= now:
+        user = make_user()
+    call = Call.objects.create(
+        user=user,
+        to_number=user.phone,
+        manual=True,
+        local_date=now.date(),
+        scheduled_for=now - timedelta(seconds=1),  # its job was lost (Redis down at the time)
+        provider="callkaro",
+    )
+    with at(now):
+        reenqueued, _ = sweeps.calls_reenqueue_stranded(now=now, window=policy.policy_current().window)
+    call.refresh_from_db()
+    assert reenqueued == 1
+    assert calls_queue().job_ids == [f"call-{call.pk}"]  # queued now, on a job of its own
+    assert ScheduledJobRegistry(queue=calls_queue()).get_job_ids(cleanup=False) == []

@@ -164,7 +164,9 @@ def test_a_stuck_call_found_the_next_morning_is_failed_without_a_retry(make_call
     call.refresh_from_db()
     assert call.status == CallStatus.FAILED
     assert not Call.objects.filter(attempt=2).exists()
-    assert f"Call {call.pk}: no retry, 2026-11-29 10:00 IST is past its local day, 2026-11-28" in caplog.text
+    # Its retry would have been due at 22:01 last night (timed from when it should have
+    # been failed), long past.
+    assert f"Call {call.pk}: no retry, its time, 2026-11-28 22:01 IST, passed before the call" in caplog.text
 
 
 def test_a_call_left_dialing_overnight_is_unconfirmed_then_failed_without_a_retry(

@@ -16,7 +16,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
-from calls import dispatch, policy, policy_changes, queues, scheduling
+from calls import dispatch, placement, policy, policy_changes, queues, scheduling
 from calls.models import Call, CallStatus
 from tests.clock import midday_user_fields
 from tests.provider_fakes import fixture, vapi_server
@@ -339,3 +339,123 @@ def test_the_dispatcher_goes_ahead_of_the_batches_still_queued(settings, make_ca
         queues.DISPATCH_CALLS_JOB,
         queues.PLACE_CALLS_JOB,
     ]
+
+
+# --- Switching CALL_PROVIDER while calls wait (issue 16, defect 4) ---------------------------
+
+
+def test_calls_waiting_for_a_provider_are_placed_through_it_after_call_provider_changes(
+    settings, fake_callkaro, make_call, redis_conn
+):
+    """A call's provider is fixed when it is admitted to wait: the old provider's dispatcher
+    never sends it through the new one (past the new one's cap), and the line it leased is
+    the line its outcome frees."""
+    cap(settings, "callkaro", live=3)
+    cap(settings, "vapi", live=1)
+    now = timezone.now()
+    calls = [make_call(scheduled_for=now, local_date=now.date(), agent_id="") for _ in range(3)]
+    assert dispatch.calls_dispatch_batch(call_ids=[c.pk for c in calls]) == {"waiting_for_capacity": 3}
+    with vapi_server(settings) as vapi:  # the operator switches CALL_PROVIDER to vapi
+        counts = dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=5)
+        assert vapi.requests == []
+    assert counts == {"placed": 3}
+    assert len(fake_callkaro.requests) == 3
+    for call in Call.objects.filter(pk__in=[c.pk for c in calls]):
+        assert (call.provider, call.agent_id) == ("callkaro", django_settings.CALLKARO_AGENT_ID)
+        queues.live_call_ended(provider=call.provider, call_id=call.pk)  # as its webhook does
+    assert queues.capacity_counts("callkaro", now=wall.time()) == queues.CapacityCounts(live=0, waiting=0)
+    # Calls admitted after the switch wait for the new provider's lines.
+    later = make_call(scheduled_for=now, local_date=now.date(), agent_id="")
+    dispatch.calls_dispatch_batch(call_ids=[later.pk])
+    later.refresh_from_db()
+    assert later.provider == "vapi"
+    assert queues.capacity_counts("vapi", now=wall.time()).waiting == 1
+
+
+# --- The pause (issue 16, defect 6) -----------------------------------------------------------
+
+
+def test_while_paused_the_dispatcher_stops_at_once_and_resuming_starts_it_again(
+    settings, make_call, redis_conn, monkeypatch
+):
+    cap(settings, "callkaro", live=2)
+    now = timezone.now()
+    call = make_call(scheduled_for=now, local_date=now.date())
+    dispatch.calls_dispatch_batch(call_ids=[call.pk])
+    policy_changes.policy_update(changes={"paused": True}, user_id=None, actor="test")
+    queues.calls_queue().empty()
+    redis_conn.delete("relevel:capacity:callkaro:dispatch-enqueued")
+    polls = []
+    counts = queues.capacity_counts
+    monkeypatch.setattr(queues, "capacity_counts", lambda *a, **k: polls.append(1) or counts(*a, **k))
+
+    assert dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=2) == {}
+    assert len(polls) <= 1  # not ~47 a second for the whole budget
+    assert queues.calls_queue().get_jobs() == []  # and no fresh job to go on polling
+    assert not queues.dispatcher_is_running("callkaro")
+    # Nor does a tick during the pause start one; the call still waits for its line.
+    scheduling.calls_schedule_due()
+    assert queues.calls_queue().get_jobs() == []
+    assert queues.capacity_counts("callkaro", now=wall.time()).waiting == 1
+
+    policy_changes.policy_update(changes={"paused": False}, user_id=None, actor="test")
+    [tick] = queues.tick_queue().get_jobs()  # resuming enqueues a tick, which starts it
+    assert tick.func_name == queues.SCHEDULE_CALLS_JOB
+    scheduling.calls_schedule_due()
+    assert [job.func_name for job in queues.calls_queue().get_jobs()] == [queues.DISPATCH_CALLS_JOB]
+
+
+@pytest.mark.parametrize("paused", [True, False])
+def test_the_tick_takes_out_of_the_waiting_set_the_calls_it_records_missed(
+    settings, make_call, redis_conn, paused
+):
+    cap(settings, "callkaro", live=1)
+    now = timezone.now()
+    window = policy.policy_current().window
+    call = make_call(scheduled_for=now - window - timedelta(minutes=1), local_date=now.date())
+    queues.capacity_admit("callkaro", {call.pk: (call.scheduled_for + window).timestamp()})
+    if paused:
+        policy_changes.policy_update(changes={"paused": True}, user_id=None, actor="test")
+
+    assert scheduling.calls_schedule_due().missed == 1
+
+    call.refresh_from_db()
+    assert call.status == CallStatus.MISSED
+    assert call.error.startswith("Calls were paused" if paused else "Provider capacity:")
+    assert queues.capacity_counts("callkaro", now=wall.time()).waiting == 0
+
+
+# --- The dispatcher's lock (issue 16, suspicion) ----------------------------------------------
+
+
+def test_a_dispatcher_whose_lock_ran_out_during_slow_database_work_takes_no_more_calls(
+    settings, fake_callkaro, make_call, redis_conn, monkeypatch
+):
+    """Recording an answer outlives the lock (a slow or locked database) and another
+    dispatcher takes over: the first must not take another waiting call."""
+    cap(settings, "callkaro", live=10)
+    settings.PROVIDER_MAX_CONCURRENCY, settings.QUEUE_CONCURRENCY = 1, 1  # one call at a time
+    monkeypatch.setattr(dispatch, "LOCK_SECONDS", 0.5)
+    monkeypatch.setattr(dispatch, "RENEW_SECONDS", 0.1)
+    now = timezone.now()
+    calls = [make_call(scheduled_for=now, local_date=now.date()) for _ in range(3)]
+    dispatch.calls_dispatch_batch(call_ids=[c.pk for c in calls])
+    queues.calls_queue().empty()  # (the dispatcher job admission enqueued: this test runs it)
+    record = placement.record_dial_results
+    took_over = []
+
+    def slow_record(dialed, **kwargs):
+        outcomes = record(dialed, **kwargs)
+        if dialed and not took_over:
+            wall.sleep(0.8)  # the lock (0.5 s) runs out meanwhile
+            took_over.append(queues.dispatcher_claim("callkaro", "successor", ttl_seconds=30))
+        return outcomes
+
+    monkeypatch.setattr(placement, "record_dial_results", slow_record)
+    counts = dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=10)
+
+    assert took_over == [True]
+    assert len(fake_callkaro.requests) == 1, "it went on taking calls without its lock"
+    assert counts == {"placed": 1}
+    assert queues.capacity_counts("callkaro", now=wall.time()).waiting == 2  # left to the successor
+    assert queues.calls_queue().get_jobs() == []  # and no job of its own to follow it

@@ -23,8 +23,8 @@ from notifications.models import Notification, SmsOptOut
 from tests.conftest import CALL_SLOT
 from users import consent
 from users.erasure import forget_person
-from users.hashed_numbers import phone_digest
-from users.models import Erasure, SuppressedNumberHash, User
+from users.models import Consent, ConsentSource, Erasure, Suppression, User
+from users.suppression import number_hash, numbers_suppressed, suppression_add
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -187,6 +187,36 @@ def test_erasure_leaves_no_trace_in_any_table_or_in_redis(person, make_user, red
     assert other.phone and other.name  # nobody else is touched
 
 
+def test_the_do_not_call_list_and_the_consents_keep_no_copy_either(person, make_user):
+    """A number already on the do-not-call list (without an opt-out) stays on it as its hash
+    alone, and the consents, whose wording is the person's, go."""
+    consent.user_consent_record(
+        user_id=person.pk,
+        given_at=CALL_SLOT - timedelta(days=30),
+        source=ConsentSource.VERBAL,
+        text=f"{NAME} agreed on the phone to a daily call",
+        recorded_by="ops",
+    )
+    suppression_add(number=PHONE, reason="asked on a call")
+    other = make_user(phone="+14155550199")
+    consent.user_consent_record(
+        user_id=other.pk, given_at=CALL_SLOT, source=ConsentSource.WEB, text="v3 of the form", recorded_by="ops"
+    )
+    found = traces_in_database()
+    assert any(t.startswith("users.Consent.text") for t in found)
+    assert any(t.startswith("users.Suppression.number ") for t in found)
+
+    record = forget_person(user_id=person.pk, actor="test")
+
+    assert traces_in_database() == []
+    assert record.suppressed and record.counts["consents"] == 1
+    assert list(Suppression.objects.values_list("number", "number_hash", "reason")) == [
+        (None, number_hash(PHONE), "asked on a call")
+    ]
+    assert numbers_suppressed(numbers=[PHONE]) == {PHONE}
+    assert list(Consent.objects.values_list("user_id", "text")) == [(other.pk, "v3 of the form")]
+
+
 def test_the_calls_stay_anonymous_and_the_queued_one_is_canceled(person):
     forget_person(user_id=person.pk, actor="test")
 
@@ -250,7 +280,13 @@ def test_the_erasure_is_recorded_without_personal_data(person):
         "admin (ops)",
         False,
     )
-    assert record.counts == {"calls": 3, "notifications": 1, "events": Event.objects.count(), "users": 1}
+    assert record.counts == {
+        "calls": 3,
+        "notifications": 1,
+        "events": Event.objects.count(),
+        "consents": 0,
+        "users": 1,
+    }
     assert record.counts["events"] >= 1
     assert not Event.objects.filter(occurred_at__gte=record.erased_at).exists()  # none about the erasure
     # A call in flight at the erasure whose outcome came in since: forgetting again strips
@@ -261,7 +297,7 @@ def test_the_erasure_is_recorded_without_personal_data(person):
     late.refresh_from_db()
     assert late.provider_payloads == []
     assert Erasure.objects.count() == 1
-    assert not SuppressedNumberHash.objects.exists()  # they had not opted out
+    assert not Suppression.objects.exists()  # they had not opted out
 
 
 def test_a_number_that_opted_out_stays_suppressed_as_a_hash_and_is_never_called_again(
@@ -271,28 +307,23 @@ def test_a_number_that_opted_out_stays_suppressed_as_a_hash_and_is_never_called_
     record = forget_person(user_id=person.pk, actor="test")
 
     assert record.suppressed
-    assert list(SuppressedNumberHash.objects.values_list("digest", flat=True)) == [phone_digest(PHONE)]
-    assert PHONE[1:] not in phone_digest(PHONE)
-    # Through the API, a new person with that number is not switched on ...
-    response = client.put(
-        reverse("user-detail", args=["someone-else"]),
-        data=json.dumps({"name": "New owner", "phone": PHONE, "local_tz": "Asia/Kolkata"}),
-        content_type="application/json",
-        **TOKEN,
-    )
-    assert response.status_code == 409
-    assert "never called" in response.json()["error"]
-    assert not User.objects.filter(phone=PHONE).exists()
-    # ... and whoever carries it is not dialed.
+    row = Suppression.objects.get()
+    assert (row.number, row.number_hash) == (None, number_hash(PHONE))
+    assert PHONE[1:] not in row.number_hash
+    assert numbers_suppressed(numbers=[PHONE]) == {PHONE}
+    # Whoever carries it later is not dialed.
     carrier = make_user(phone=PHONE)
     call = make_call(user=carrier, scheduled_for=CALL_SLOT)
     import time_machine
 
     with time_machine.travel(CALL_SLOT + timedelta(minutes=1), tick=False):
-        requests, others = take_calls_for_dialing([call.pk])
+        requests, others, _ = take_calls_for_dialing([call.pk])
     call.refresh_from_db()
     assert requests == [] and others[CallStatus.CANCELED] == 1
-    assert (call.status, call.error) == (CallStatus.CANCELED, "The number is on the suppression list.")
+    assert (call.status, call.error) == (
+        CallStatus.CANCELED,
+        "Number suppressed: it is on the do-not-call list.",
+    )
 
 
 def test_the_api_forgets_with_204_and_answers_404_for_an_unknown_or_forgotten_id(person, client):

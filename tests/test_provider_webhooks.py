@@ -114,6 +114,7 @@ def test_without_a_webhook_the_call_is_failed_after_the_timeout_with_exactly_one
     early = tick_after(timed_out, timeout - 1, django_capture_on_commit_callbacks)
     timed_out.refresh_from_db()
     assert early.unconfirmed == 0 and timed_out.status == CallStatus.UNCONFIRMED
+    unconfirmed_at = timed_out.last_status_at
 
     due = tick_after(timed_out, timeout + 1, django_capture_on_commit_callbacks)
     timed_out.refresh_from_db()
@@ -124,14 +125,16 @@ def test_without_a_webhook_the_call_is_failed_after_the_timeout_with_exactly_one
     )
     [retry] = Call.objects.filter(retry_of=timed_out)
     assert (retry.attempt, retry.status) == (2, CallStatus.QUEUED)
-    assert retry.scheduled_for == timed_out.completed_at + timedelta(
-        seconds=settings.CALL_RETRY_DELAY_SECONDS
+    # Timed from when it should have been failed, not from the tick that found it.
+    assert retry.scheduled_for == unconfirmed_at + timedelta(
+        seconds=timeout + settings.CALL_RETRY_DELAY_SECONDS
     )
 
     again = tick_after(timed_out, timeout + 120, django_capture_on_commit_callbacks)
     assert again.unconfirmed == 0
     assert Call.objects.filter(user=timed_out.user).count() == 2
-    assert retry_job_ids() == [f"call-{retry.pk}"]
+    # The sweep's retries travel in batch jobs (place-calls-<first retry>), named on the row.
+    assert retry_job_ids() == [f"place-calls-{retry.pk}"] == [retry.job_id]
     assert len(fake_callkaro.requests) == 1
 
 

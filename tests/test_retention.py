@@ -194,8 +194,12 @@ def test_the_prune_reads_the_content_index_not_the_table(make_call):
 
     call_created(make_call, created_at=NOW - timedelta(days=91))
     query = Call.objects.filter(retention.CALL_HAS_CONTENT, created_at__lt=NOW).order_by("created_at", "id")
-    with connection.cursor() as cursor:
-        cursor.execute("SET enable_seqscan = off")
+    if connection.vendor == "postgresql":
+        # A handful of rows: tell the planner a table scan is dear, as it is on a big table.
+        with connection.cursor() as cursor:
+            cursor.execute("SET enable_seqscan = off")
+            plan = query.explain()
+            cursor.execute("RESET enable_seqscan")
+    else:  # SQLite (the zero-setup first run) has the same partial index
         plan = query.explain()
-        cursor.execute("RESET enable_seqscan")
     assert "call_content_created_idx" in plan

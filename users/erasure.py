@@ -21,11 +21,12 @@ import logging
 from datetime import datetime
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from .hashed_numbers import phone_suppress
-from .models import Erasure, User
+from .models import Consent, ConsentSource, Erasure, Suppression, User
+from .suppression import number_hash
 
 logger = logging.getLogger("relevel.users")
 
@@ -57,8 +58,8 @@ class CannotForget(Exception):
 
 def forget_person(*, user_id: int, actor: str, now: datetime | None = None) -> Erasure:
     """Erase everything that identifies user ``user_id``, in one transaction, and record the
-    erasure (when, by whom, which id). A number that had opted out stays on the suppression
-    list as a keyed hash. Forgetting someone already forgotten strips their calls and
+    erasure (when, by whom, which id). A number that had opted out, or was on the
+    do-not-call list, stays on it as its keyed hash only. Forgetting someone already forgotten strips their calls and
     messages again (an outcome that came in since) and returns the first record."""
     now = now or timezone.now()
     with transaction.atomic():
@@ -74,13 +75,14 @@ def forget_person(*, user_id: int, actor: str, now: datetime | None = None) -> E
             return earlier
         identifiers = [v for v in (user.phone, user.name, user.email, user.username) if v]
         identifiers += [v for v in (user.first_name, user.last_name) if v]
-        suppressed = bool(user.phone) and user.opted_out_at is not None
-        if suppressed:
-            phone_suppress(phone=user.phone)
+        suppressed = _number_forget(phone=user.phone, opted_out=user.opted_out_at is not None)
         counts = {
             app: import_string(path)(user_id=user_id, identifiers=identifiers, now=now)
             for app, path in PERSON_ERASERS
         }
+        # The consents' wording is the person's (what they agreed to, in their words or a
+        # link naming them): the rows go, and with them the proof nothing is dialed anyway.
+        counts["consents"], _ = Consent.objects.filter(user_id=user_id).delete()
         external_id = user.external_id or ""
         user.username = f"forgotten-{user.pk}"
         user.name = user.first_name = user.last_name = user.email = ""
@@ -111,3 +113,25 @@ def forget_person(*, user_id: int, actor: str, now: datetime | None = None) -> E
         "; number kept as a hash on the suppression list" if suppressed else "",
     )
     return erasure
+
+
+def _number_forget(*, phone: str | None, opted_out: bool) -> bool:
+    """Keep ``phone`` on the do-not-call list (users.Suppression) as its hash only, if the
+    person had opted out or the number was on the list already; True if it is there now.
+    Either way no row keeps the number itself."""
+    if not phone:
+        return False
+    hashed = number_hash(phone)
+    on_the_list = Suppression.objects.filter(Q(number=phone) | Q(number_hash=hashed))
+    if on_the_list.update(number=None):
+        return True
+    if not opted_out:
+        return False
+    Suppression.objects.create(
+        number=None,
+        number_hash=hashed,
+        reason="opted out, then asked to be forgotten",
+        source=ConsentSource.ADMIN,
+        created_by="erasure",
+    )
+    return True

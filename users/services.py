@@ -29,7 +29,6 @@ from events.endpoints import endpoints_want
 from events.models import EventType
 from events.outbox import EventDraft, events_emit_many
 
-from .hashed_numbers import SUPPRESSED_MESSAGE, phones_suppressed
 from .models import SCHEDULE_FIELDS, OptOutSource, User, first_attempts
 
 logger = logging.getLogger("relevel.users")
@@ -331,12 +330,6 @@ def users_conflicts(
         user = existing.get(row["external_id"]) if row else None
         if user is not None and user.opted_out_at is not None and row.get("call_enabled"):
             errors.setdefault(index, {})["call_enabled"] = opted_out_message(user)
-    # One query for every row's phone: a number forgotten after an opt-out is never
-    # called again, whoever carries it now (users.erasure).
-    suppressed = phones_suppressed(phones=[row["phone"] for row in rows if row and row.get("phone")])
-    for index, row in enumerate(rows):
-        if row and row.get("phone") in suppressed and row.get("call_enabled", True) is not False:
-            errors.setdefault(index, {}).setdefault("call_enabled", SUPPRESSED_MESSAGE)
     return dict(sorted(errors.items()))
 
 

@@ -33,7 +33,7 @@ from web.http import (
 
 from . import consent, erasure, selectors, services
 from .forms import profile_from_json
-from .models import User
+from .models import Consent, User
 from .validators import validate_external_id
 
 logger = logging.getLogger("relevel.api")
@@ -81,6 +81,20 @@ def _user_json(user: User) -> dict[str, Any]:
         "opted_out": None
         if user.opted_out_at is None
         else {"at": _utc(user.opted_out_at), "source": user.opt_out_source, "call_id": user.opt_out_call_id},
+        "consent": consent_json(consent.user_consent_current(user=user)),
+    }
+
+
+def consent_json(row: Consent | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {
+        "id": row.pk,
+        "given_at": _utc(row.given_at),
+        "source": row.source,
+        "text": row.text,
+        "recorded_by": row.recorded_by,
+        "recorded_at": _utc(row.recorded_at),
     }
 
 
@@ -257,7 +271,7 @@ def user_call_now(request: HttpRequest, external_id: str) -> JsonResponse:
     """Place one call to the user now, outside the daily schedule
     (docs/operating/call-policy.md, "Call now"): 202 with the call, 404 for an unknown user,
     409 when the user cannot be called now (paused, outside the calling hours, calls
-    disabled), 429 within 10 minutes of the last."""
+    disabled, a call of theirs live), 429 within 10 minutes of the last."""
     user = selectors.user_by_external_id(external_id=external_id)
     if user is None:
         return error_response(f"no user with external_id {external_id[:140]!r}", 404)

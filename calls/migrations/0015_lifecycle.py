@@ -24,7 +24,7 @@ class Migration(migrations.Migration):
     atomic = False
 
     dependencies = [
-        ('calls', '0012_status_choices_after_merge'),
+        ('calls', '0014_dial_record_and_consent_policy'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('users', '0009_user_context'),
+        ('users', '0010_consent_and_suppression'),
     ]
 
     operations = [
@@ -19,21 +19,10 @@ class Migration(migrations.Migration):
                 ('erased_at', models.DateTimeField()),
                 ('actor', models.CharField(max_length=150, verbose_name='by')),
                 ('counts', models.JSONField(blank=True, default=dict)),
-                ('suppressed', models.BooleanField(default=False, help_text='The number went on the suppression list as a hash (the person had opted out).')),
+                ('suppressed', models.BooleanField(default=False, help_text='The number stays on the do-not-call list as its hash only (the person had opted out, or it was on the list).')),
             ],
             options={
                 'ordering': ('-erased_at',),
-            },
-        ),
-        migrations.CreateModel(
-            name='SuppressedNumberHash',
-            fields=[
-                ('digest', models.CharField(max_length=64, primary_key=True, serialize=False)),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-            ],
-            options={
-                'verbose_name': 'suppressed number (hashed)',
-                'verbose_name_plural': 'suppressed numbers (hashed)',
             },
         ),
     ]
