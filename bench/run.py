@@ -28,11 +28,12 @@ from harness import say  # noqa: E402
 
 BENCHMARKS = (
     *("tick", "placement", "webhook", "enqueue", "import"),
-    *("dashboard", "capacity", "ontime", "events", "analysis"),
+    *("dashboard", "capacity", "ontime", "events", "analysis", "storage"),
 )
 # Run only when named with --only: the dashboard's seeds ~36M calls (about 20 minutes); the
 # on-time one waits for real cron ticks (about 7 minutes).
-ON_REQUEST = ("dashboard", "ontime")
+# The storage one seeds ~4M calls with their transcripts and payloads (~10 minutes).
+ON_REQUEST = ("dashboard", "ontime", "storage")
 
 
 def main() -> int:
@@ -138,6 +139,11 @@ def main() -> int:
             import bench_analysis
 
             tables.append(bench_analysis.run(calls=1_500 if args.quick else 6_000))
+            print(tables[-1].render() + "\n", file=sys.stderr, flush=True)
+        if "storage" in selected:
+            import bench_storage
+
+            tables.append(bench_storage.run(users=10_000 if args.quick else 100_000, days=30))
             print(tables[-1].render() + "\n", file=sys.stderr, flush=True)
         if "capacity" in selected:
             import bench_capacity

@@ -17,6 +17,7 @@ TICK_CRON_NAME = "schedule-calls"
 DASHBOARD_CRON_NAME = "refresh-dashboard"
 # By dotted path: the engine's modules never import the dashboard, which reads them.
 DASHBOARD_REFRESH_JOB = "dashboard.jobs.refresh_daily_stats"
+RETENTION_CRON_NAME = "prune-data"
 NOTIFY_SWEEP_CRON_NAME = "sweep-notifications"
 NOTIFY_SWEEP_JOB = "notifications.jobs.sweep_notifications"
 EVENTS_SWEEP_CRON_NAME = "sweep-events"
@@ -157,5 +158,19 @@ def build_cron_scheduler(*, logging_level: int = logging.INFO) -> OutageTolerant
             cron=settings.EVENTS_SWEEP_CRON,
             name=EVENTS_SWEEP_CRON_NAME,
             timeout=300,
+        )
+    if settings.RETENTION_CRON:
+        from .retention import PRUNE_JOB, PRUNE_JOB_TIMEOUT
+
+        # On the calls queue, not the tick's: a night's prune runs for minutes, and a tick
+        # behind it would be late.
+        scheduler.register(
+            import_string(PRUNE_JOB),
+            queue_name=settings.CALLS_QUEUE,
+            cron=settings.RETENTION_CRON,
+            name=RETENTION_CRON_NAME,
+            result_ttl=settings.JOB_RESULT_TTL,
+            failure_ttl=settings.JOB_FAILURE_TTL,
+            job_timeout=PRUNE_JOB_TIMEOUT,
         )
     return scheduler

@@ -9,7 +9,7 @@ from typing import Any
 from django.db import close_old_connections
 from rq import get_current_job
 
-from . import analysis, dispatch, scheduling
+from . import analysis, dispatch, retention, scheduling
 from .providers import provider_named
 
 
@@ -73,3 +73,9 @@ def analyse_noted_calls() -> str:
 def simulator_send_webhook(payload: dict) -> int:
     """The simulator's delayed status callback to our own webhook."""
     return provider_named("simulator").send_webhook(payload)
+
+
+@job
+def prune_data() -> str:
+    """The nightly retention prune (RETENTION_CRON, calls.retention)."""
+    return retention.data_prune().line()

@@ -69,6 +69,11 @@ STATUS_RANK = {
 }
 
 
+# A call that still holds content (what was said, raw provider payloads), which the
+# retention prune erases after RETENTION_DAYS_CONTENT (calls.retention).
+CALL_HAS_CONTENT = ~models.Q(transcript="") | ~models.Q(recording_url="") | ~models.Q(provider_payloads=[])
+
+
 class AgentVariant(models.Model):
     """A variant of the agent that calls (A/B tests): each user is assigned one by weight,
     deterministically, and keeps it until it is deactivated (calls.variants)."""
@@ -185,6 +190,11 @@ class Call(models.Model):
             models.Index(fields=["status", "scheduled_for"], name="call_status_scheduled_idx"),
             models.Index(fields=["local_date"], name="call_local_date_idx"),
             models.Index(fields=["-created_at"], name="call_created_idx"),
+            # Calls still holding what was said (calls.retention): the nightly prune reads
+            # only these, oldest first, so its cost is the rows left to prune, not the table.
+            models.Index(
+                fields=["created_at", "id"], name="call_content_created_idx", condition=CALL_HAS_CONTENT
+            ),
             # A user's live calls, looked up each time calls are taken for dialing: only the
             # live rows are in it, a few thousand at most, whatever the table's size.
             models.Index(
@@ -299,6 +309,17 @@ class AnsweredBy(models.TextChoices):
     UNKNOWN = "unknown", "Unknown"
 
 
+# A result that still holds what was said (calls.retention erases it with the call's content).
+RESULT_HAS_CONTENT = (
+    ~models.Q(summary="")
+    | ~models.Q(transcript="")
+    | ~models.Q(turns=[])
+    | ~models.Q(data={})
+    | ~models.Q(callback_note="")
+)
+RESULT_CONTENT_ERASED = {"summary": "", "transcript": "", "turns": [], "data": {}, "callback_note": ""}
+
+
 class CallResult(models.Model):
     """What an ended call yielded, in one shape whatever the provider (calls.results), and
     what relevel heard in it (calls.analysis). Written by the analysis job, never the webhook."""
@@ -333,7 +354,9 @@ class CallResult(models.Model):
         indexes = [
             models.Index(
                 fields=["created_at"], condition=models.Q(opt_out_heard=True), name="callresult_opt_out_idx"
-            )
+            ),
+            # Results still holding what was said, for the retention prune (calls.retention).
+            models.Index(fields=["call"], name="callresult_content_idx", condition=RESULT_HAS_CONTENT),
         ]
 
     def __str__(self) -> str:

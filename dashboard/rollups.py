@@ -350,6 +350,17 @@ def day_stats_store(day: date, *, now: datetime, margin: timedelta | None = None
     return True
 
 
+def day_rollup_final_ensure(*, day: date, now: datetime) -> tuple[bool, bool]:
+    """For the retention prune (calls.retention), before it deletes ``day``'s calls: whether
+    the day's rollup is now stored and final, and whether it had to be computed here. False
+    if another process holds the day's row (it is computing it right now)."""
+    if RollupDay.objects.filter(day=day, final=True).exists():
+        return True, False
+    if not day_stats_store(day, now=now):
+        return False, False
+    return RollupDay.objects.filter(day=day, final=True).exists(), True
+
+
 @dataclass
 class RefreshSummary:
     refreshed: list[date] = field(default_factory=list)

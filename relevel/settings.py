@@ -315,6 +315,25 @@ if DASHBOARD_REFRESH_CRON and not croniter.is_valid(DASHBOARD_REFRESH_CRON):
 ANALYSIS_CRON = env.str("ANALYSIS_CRON", default="* * * * *").strip()
 if ANALYSIS_CRON and not croniter.is_valid(ANALYSIS_CRON):
     raise ImproperlyConfigured(f"ANALYSIS_CRON {ANALYSIS_CRON!r} is not a valid cron expression (empty: off)")
+# Data lifecycle (calls.retention, docs/operating/data-lifecycle.md): what was said on a
+# call (transcript, recording link, raw provider payloads) is erased after
+# RETENTION_DAYS_CONTENT days; the call rows themselves after RETENTION_DAYS_CALLS, once the
+# dashboard's daily rollup of their day is stored. RETENTION_CRON runs the prune (empty: off).
+RETENTION_DAYS_CONTENT = env.int("RETENTION_DAYS_CONTENT", default=90)
+RETENTION_DAYS_CALLS = env.int("RETENTION_DAYS_CALLS", default=400)
+RETENTION_CRON = env.str("RETENTION_CRON", default="30 2 * * *").strip()
+RETENTION_BATCH_SIZE = env.int("RETENTION_BATCH_SIZE", default=1000)
+if RETENTION_CRON and not croniter.is_valid(RETENTION_CRON):
+    raise ImproperlyConfigured(
+        f"RETENTION_CRON {RETENTION_CRON!r} is not a valid cron expression (empty: off)"
+    )
+# The dashboard shows 31 days and a day's rollup is final two days after it: calls younger
+# than that are never pruned, whatever the setting says.
+if RETENTION_DAYS_CONTENT < 1 or RETENTION_DAYS_CALLS < 35 or not 1 <= RETENTION_BATCH_SIZE <= 100_000:
+    raise ImproperlyConfigured(
+        "RETENTION_DAYS_CONTENT must be >= 1, RETENTION_DAYS_CALLS >= 35 and RETENTION_BATCH_SIZE "
+        f"1 to 100000 (got {RETENTION_DAYS_CONTENT}, {RETENTION_DAYS_CALLS}, {RETENTION_BATCH_SIZE})"
+    )
 if CALL_TIME_WINDOW_MINUTES < 1 or CALL_MAX_RETRIES < 0 or CALL_RETRY_DELAY_SECONDS < 0:
     raise ImproperlyConfigured(
         "CALL_TIME_WINDOW_MINUTES must be >= 1; CALL_MAX_RETRIES and CALL_RETRY_DELAY_SECONDS >= 0"

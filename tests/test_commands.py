@@ -40,6 +40,7 @@ def test_the_cron_schedule_puts_the_tick_on_its_own_queue(settings, redis_conn):
     settings.NOTIFY_SWEEP_CRON = ""  # (the notifications' sweep: test_notifications_once.py)
     settings.EVENTS_SWEEP_CRON = ""  # (the events' sweep: test_events.py)
     settings.ANALYSIS_CRON = ""  # (the analysis': test_dashboard_cron.py too)
+    settings.RETENTION_CRON = ""  # (the retention prune: test_retention.py)
     scheduler = build_cron_scheduler()
     [cron_job] = scheduler.get_jobs()
     assert (cron_job.name, cron_job.cron, cron_job.queue_name) == (

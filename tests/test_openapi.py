@@ -216,7 +216,7 @@ def test_users_answers_conform(client, db, settings):
     conforms(bad, path, "PUT")
     conforms(client.get("/api/users/crm-42", **AUTH), path, "GET")
     conforms(client.get("/api/users/nobody", **AUTH), path, "GET")
-    conforms(client.delete("/api/users/crm-42", **AUTH), path, "GET")  # 405
+    conforms(client.patch("/api/users/crm-42", **AUTH), path, "GET")  # 405
 
     rows = {"users": [{"external_id": "crm-43", "phone": "+14155550123", "local_tz": "America/Los_Angeles"}]}
     bulk = client.post("/api/users/bulk", rows, content_type="application/json", **AUTH)
@@ -253,6 +253,12 @@ def test_users_answers_conform(client, db, settings):
     conforms(again, call_now, "POST")
     assert {first.status_code, again.status_code} <= {202, 409, 429}
     conforms(client.post("/api/users/nobody/call", **AUTH), call_now, "POST")
+
+    # Erasure last: it frees crm-42.
+    conforms(client.delete("/api/users/nobody", **AUTH), path, "DELETE")  # 404
+    forgotten = client.delete("/api/users/crm-42", **AUTH)
+    assert forgotten.status_code == 204
+    conforms(forgotten, path, "DELETE")
 
 
 def test_consent_and_suppression_answers_conform(client, make_user):

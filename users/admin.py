@@ -24,6 +24,7 @@ from users.services import users_set_call_enabled
 from web.display import admin_time, end_reason_text, status_badge
 
 from .admin_consent import ConsentFilter, consent_html
+from .admin_forget import forget_people_action
 from .admin_import import PeopleImportExportMixin
 from .consent import user_opt_in, user_opt_out
 from .forms import NOTIFY_FIELDS, CallTimeField, CallTimeInput, UserAdminChangeForm, UserAdminCreationForm
@@ -140,7 +141,7 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
     list_editable = ("call_time", "call_enabled")
     list_filter = (CallsFilter, ParkedFilter, ConsentFilter, OutsideCallingHoursFilter, "local_tz")
     search_fields = ("name", "phone", "email", "username", "external_id")
-    actions = ("enable_calls", "disable_calls", "call_now", "opt_out", "opt_in")
+    actions = ("enable_calls", "disable_calls", "call_now", "opt_out", "opt_in", "forget_people")
 
     # What an operator opens a person's page for comes first: when the next call is and how
     # the last 30 days went; then what can be changed.
@@ -362,6 +363,10 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
             else "None of the selected users had opted out.",
             messages.SUCCESS if done else messages.INFO,
         )
+
+    @admin.action(description="Forget this person (erase their personal data)", permissions=["delete"])
+    def forget_people(self, request: HttpRequest, queryset: QuerySet):
+        return forget_people_action(self, request, queryset)
 
     def _set_call_enabled(self, request: HttpRequest, queryset: QuerySet, *, enabled: bool) -> None:
         selected = queryset.count()

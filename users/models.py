@@ -362,3 +362,30 @@ class Suppression(models.Model):
 
     def __str__(self) -> str:
         return self.number or f"forgotten number {self.number_hash[:12]}"
+
+
+class Erasure(models.Model):
+    """That a person was forgotten (users.erasure.forget_person): when, by whom, which id.
+    Nothing personal: the user's row is the anonymised tombstone ``user_id`` names."""
+
+    # An id, not a foreign key: the record outlives whatever happens to the tombstone.
+    user_id = models.BigIntegerField(db_index=True)
+    # The product's id the erasure was asked for (its proof that the request was honoured).
+    external_id = models.CharField(max_length=128, blank=True)
+    erased_at = models.DateTimeField()
+    actor = models.CharField("by", max_length=150)
+    # How many rows each app's eraser changed, e.g. {"calls": 412, "notifications": 3}.
+    counts = models.JSONField(default=dict, blank=True)
+    suppressed = models.BooleanField(
+        default=False,
+        help_text=(
+            "The number stays on the do-not-call list as its hash only "
+            "(the person had opted out, or it was on the list)."
+        ),
+    )
+
+    class Meta:
+        ordering = ("-erased_at",)
+
+    def __str__(self) -> str:
+        return f"Erasure of user {self.user_id} on {self.erased_at:%Y-%m-%d}"

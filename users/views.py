@@ -10,7 +10,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.views.decorators.cache import never_cache
 
@@ -31,7 +31,7 @@ from web.http import (
     require_methods,
 )
 
-from . import consent, selectors, services
+from . import consent, erasure, selectors, services
 from .forms import profile_from_json
 from .models import Consent, User
 from .validators import validate_external_id
@@ -108,6 +108,15 @@ def _call_json(call: Call) -> dict[str, Any]:
     }
 
 
+def _user_forget(request: HttpRequest, external_id: str) -> HttpResponse:
+    user = selectors.user_by_external_id(external_id=external_id)
+    if user is None:
+        return error_response(f"no user with external_id {external_id[:140]!r}", 404)
+    record = erasure.forget_person(user_id=user.pk, actor=f"api ({request.operator})")
+    logger.info("Users API: user %s forgotten by %s (erasure %s)", user.pk, request.operator, record.pk)
+    return HttpResponse(status=204)
+
+
 def _invalid_user(errors: dict[str, str]) -> JsonResponse:
     return JsonResponse(
         {"success": False, "error": f"invalid user: {', '.join(errors)}", "errors": errors}, status=400
@@ -115,12 +124,15 @@ def _invalid_user(errors: dict[str, str]) -> JsonResponse:
 
 
 @never_cache
-@require_methods("GET", "PUT")
+@require_methods("GET", "PUT", "DELETE")
 @operator_required
 @limit_body(USER_MAX_BYTES)
-def user_detail(request: HttpRequest, external_id: str) -> JsonResponse:
+def user_detail(request: HttpRequest, external_id: str) -> HttpResponse:
     """GET: the user, their next call and today's calls. PUT: create or update the user
-    with the fields given (201 created, 200 updated), all or nothing."""
+    with the fields given (201 created, 200 updated), all or nothing. DELETE: forget the
+    person (users.erasure; 204)."""
+    if request.method == "DELETE":
+        return _user_forget(request, external_id)
     if request.method == "GET":
         user = selectors.user_by_external_id(external_id=external_id)
         if user is None:
