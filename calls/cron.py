@@ -164,13 +164,11 @@ def build_cron_scheduler(*, logging_level: int = logging.INFO) -> OutageTolerant
 
         # On the calls queue, not the tick's: a night's prune runs for minutes, and a tick
         # behind it would be late.
-        scheduler.register(
+        register(
             import_string(PRUNE_JOB),
-            queue_name=settings.CALLS_QUEUE,
+            queue=settings.CALLS_QUEUE,
             cron=settings.RETENTION_CRON,
             name=RETENTION_CRON_NAME,
-            result_ttl=settings.JOB_RESULT_TTL,
-            failure_ttl=settings.JOB_FAILURE_TTL,
-            job_timeout=PRUNE_JOB_TIMEOUT,
+            timeout=PRUNE_JOB_TIMEOUT,
         )
     return scheduler

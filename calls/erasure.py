@@ -3,9 +3,9 @@
 The call rows stay, for counting (the dashboard's rollups, the forecast's history), but
 carry nothing that identifies the person: no number, no payloads, transcript or recording,
 no result's summary, turns, transcript, extracted data or call-back note, no provider id;
-errors that quoted the number, the name or the e-mail address have it replaced. Queued calls are canceled, and the
-RQ jobs of every one of the person's calls (whose descriptions hold the number's last four
-digits) are deleted from Redis.
+errors that quoted the number, the name or the e-mail address have it replaced. Queued
+calls are canceled, and the RQ jobs of every one of the person's calls (whose descriptions
+hold the number's last four digits) are deleted from Redis.
 """
 
 from __future__ import annotations

@@ -4,7 +4,6 @@ recorded, and a number that had opted out is never called again."""
 
 from __future__ import annotations
 
-import json
 from datetime import date, timedelta
 
 import pytest
@@ -23,7 +22,7 @@ from notifications.models import Notification, SmsOptOut
 from tests.conftest import CALL_SLOT
 from users import consent
 from users.erasure import forget_person
-from users.models import Consent, ConsentSource, Erasure, Suppression, User
+from users.models import Consent, ConsentSource, Erasure, Suppression
 from users.suppression import number_hash, numbers_suppressed, suppression_add
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -200,7 +199,11 @@ def test_the_do_not_call_list_and_the_consents_keep_no_copy_either(person, make_
     suppression_add(number=PHONE, reason="asked on a call")
     other = make_user(phone="+14155550199")
     consent.user_consent_record(
-        user_id=other.pk, given_at=CALL_SLOT, source=ConsentSource.WEB, text="v3 of the form", recorded_by="ops"
+        user_id=other.pk,
+        given_at=CALL_SLOT,
+        source=ConsentSource.WEB,
+        text="v3 of the form",
+        recorded_by="ops",
     )
     found = traces_in_database()
     assert any(t.startswith("users.Consent.text") for t in found)

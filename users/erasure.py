@@ -59,8 +59,9 @@ class CannotForget(Exception):
 def forget_person(*, user_id: int, actor: str, now: datetime | None = None) -> Erasure:
     """Erase everything that identifies user ``user_id``, in one transaction, and record the
     erasure (when, by whom, which id). A number that had opted out, or was on the
-    do-not-call list, stays on it as its keyed hash only. Forgetting someone already forgotten strips their calls and
-    messages again (an outcome that came in since) and returns the first record."""
+    do-not-call list, stays on it as its keyed hash only. Forgetting someone already
+    forgotten strips their calls and messages again (an outcome that came in since) and
+    returns the first record."""
     now = now or timezone.now()
     with transaction.atomic():
         user = User.objects.select_for_update().get(pk=user_id)
