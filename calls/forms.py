@@ -202,8 +202,8 @@ class CallPolicyForm(forms.ModelForm):
             "any hour.",
             "calling_hours_end": "In each person's local time, not included; an end before the start runs "
             "overnight.",
-            "skip_dates": "Dates on which nobody is called, in each person's local date, separated by commas, "
-            "such as 2026-12-25, 2027-01-01. Blank: none.",
+            "skip_dates": "Dates on which nobody is called, in each person's local date, separated by "
+            "commas, such as 2026-12-25, 2027-01-01. Blank: none.",
             "holiday_countries": "Nobody is called on the public holidays of these countries (ISO codes such "
             "as US, IN, DE), in each person's local date. Blank: none.",
         }

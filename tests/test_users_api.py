@@ -92,6 +92,10 @@ def test_put_creates_a_user_with_a_generated_username_and_no_usable_password(cli
         "context": {},
         "parked_because": None,
         "opted_out": None,
+        "call_days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+        "pause_until": None,
+        "skipped_dates": [],
+        "off_today": None,
     }
     user = User.objects.get(external_id="crm-42")
     assert not user.has_usable_password()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
 from django.db import transaction
-from django.db.models import Max
+from django.db.models import Exists, F, Max, OuterRef, Q, QuerySet
 from django.utils import timezone
 
 from calls import bulk
@@ -35,7 +35,9 @@ logger = logging.getLogger("relevel.users")
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-CALL_DAYS_MESSAGE = 'a list of weekdays among mon tue wed thu fri sat sun (at least one), such as ["mon", "tue"]'
+CALL_DAYS_MESSAGE = (
+    'a list of weekdays among mon tue wed thu fri sat sun (at least one), such as ["mon", "tue"]'
+)
 # How far ahead a day may be skipped.
 SKIP_AHEAD_DAYS = 366
 
@@ -127,7 +129,9 @@ def user_skips_from(*, user_id: int | None, local_date: date) -> frozenset[date]
     if user_id is None:
         return frozenset()
     return frozenset(
-        CallSkip.objects.filter(user_id=user_id, local_date__gte=local_date).values_list("local_date", flat=True)
+        CallSkip.objects.filter(user_id=user_id, local_date__gte=local_date).values_list(
+            "local_date", flat=True
+        )
     )
 
 
@@ -209,6 +213,21 @@ def user_upcoming_skips(*, user: User, now: datetime) -> list[date]:
     return sorted(user_skips_from(user_id=user.pk, local_date=today))
 
 
+def people_off_on(*, local_date: date) -> QuerySet:
+    """The callable people who have ``local_date`` (their own) off: the dashboard's
+    "Skipped", apart from missed, and the people list's filter behind it. Everyone when the
+    policy makes the date off, else those whose call days leave its weekday out, whose pause
+    covers it or who skipped it: one query."""
+    callable_people = User.objects.filter(PEOPLE, call_enabled=True, phone__isnull=False)
+    if policy_current().day_off_reason(local_date) is not None:
+        return callable_people
+    return callable_people.alias(on_weekday=F("call_days").bitand(1 << local_date.weekday())).filter(
+        Q(on_weekday=0)
+        | Q(pause_until__gte=local_date)
+        | Exists(CallSkip.objects.filter(user_id=OuterRef("pk"), local_date=local_date))
+    )
+
+
 # --- Skipping a day -----------------------------------------------------------------------
 
 
@@ -288,8 +307,8 @@ def users_calendar_reschedule(*, now: datetime | None = None, batch_size: int = 
     while True:
         with transaction.atomic():
             rows = list(
-                User.objects.filter(PEOPLE, call_enabled=True, phone__isnull=False, next_call_at__isnull=False)
-                .filter(pk__gt=last_pk)
+                User.objects.filter(PEOPLE, call_enabled=True, phone__isnull=False)
+                .filter(next_call_at__isnull=False, pk__gt=last_pk)
                 .order_by("pk")
                 .select_for_update(no_key=True, of=("self",))
                 .values_list(*columns)[:batch_size]

@@ -9,4 +9,5 @@ urlpatterns = [
     path("api/users/<str:external_id>/call", views.user_call_now, name="user-call-now"),
     path("api/users/<str:external_id>/calls", views.user_calls, name="user-calls"),
     path("api/users/<str:external_id>/opt-out", views.user_opt_out, name="user-opt-out"),
+    path("api/users/<str:external_id>/skip", views.user_skip, name="user-skip"),
 ]
