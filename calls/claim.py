@@ -139,9 +139,7 @@ def slot_outcome(
             f"Its time, {slot.astimezone(tz):%H:%M %Z}, is outside the calling hours "
             f"({rules.describe_hours()})."
         )
-    off = day_off_reason(
-        call_days=call_days, pause_until=None, skips=(), local_date=local_date, rules=rules
-    )
+    off = day_off_reason(call_days=call_days, pause_until=None, skips=(), local_date=local_date, rules=rules)
     next_call_at = next_call_for(
         local_tz=local_tz,
         call_time=call_time,
@@ -388,6 +386,7 @@ def _claim_calls(queued: _CallRows, releases: list[datetime | None], *, batches:
     bulk.update_column(Call, "job_id", dict(zip(claimed_ids, plan.job_ids, strict=True)))
     return plan
 
+
 def users_schedule_unscheduled(*, now: datetime, limit: int = 1000) -> int:
     """Give a next call to callable users who have none (enabled by a raw UPDATE, created by
     bulk_create or loaddata): without it the tick would never select them."""
@@ -417,4 +416,3 @@ def _park(users: list[tuple[int, str]]) -> None:
             schedule_error=error
         ):
             logger.error("User %s has an unknown time zone %r: not scheduled", pk, local_tz)
-

@@ -167,20 +167,21 @@ def _due_and_skipped(
 def _count_skipped_days(*, start, end, rules: Policy, counts, skipped, in_range) -> None:
     """The days skipped for one person (CallSkip) in the range: few rows, one query. A day
     the group's rules already made off is counted there; one still counted due moves."""
-    rows = (
-        CallSkip.objects.filter(
-            local_date__gte=start.date() - timedelta(days=1),
-            local_date__lte=end.date() + timedelta(days=1),
-            user__call_enabled=True,
-            user__phone__isnull=False,
-            user__next_call_at__isnull=False,
-            user__is_staff=False,
-            user__is_superuser=False,
-        )
-        .values_list(
-            "local_date", "user__local_tz", "user__call_time", "user__call_days", "user__pause_until",
-            "user__next_call_at",
-        )
+    rows = CallSkip.objects.filter(
+        local_date__gte=start.date() - timedelta(days=1),
+        local_date__lte=end.date() + timedelta(days=1),
+        user__call_enabled=True,
+        user__phone__isnull=False,
+        user__next_call_at__isnull=False,
+        user__is_staff=False,
+        user__is_superuser=False,
+    ).values_list(
+        "local_date",
+        "user__local_tz",
+        "user__call_time",
+        "user__call_days",
+        "user__pause_until",
+        "user__next_call_at",
     )
     for local_date, local_tz, call_time, call_days, pause_until, next_call_at in rows:
         tz = zone_or_none(local_tz)

@@ -13,7 +13,6 @@ from datetime import date
 from typing import Any
 
 import holidays
-
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError

@@ -14,9 +14,9 @@ import logging
 import os
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from typing import NamedTuple
 

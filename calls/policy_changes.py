@@ -77,8 +77,11 @@ def _form_data(values: dict[str, Any]) -> dict[str, Any]:
         elif name in DAYS_OFF_FIELDS:
             if value is not None and not isinstance(value, list):
                 raise PolicyInvalid(
-                    {name: "a list of dates, such as [\"2026-12-25\"]" if name == "skip_dates" else
-                     "a list of country codes, such as [\"US\"]"}
+                    {
+                        name: 'a list of dates, such as ["2026-12-25"]'
+                        if name == "skip_dates"
+                        else 'a list of country codes, such as ["US"]'
+                    }
                 )
             data[name] = json.dumps(value or [])
         elif name == "retry_statuses":  # the check boxes' list as it is; the field says if it is not one

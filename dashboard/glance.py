@@ -27,8 +27,8 @@ from datetime import date, datetime, timedelta
 from django.db.models import Count, FilteredRelation, Q
 
 from calls import forecast
-from users.calendar import people_off_on
 from calls.models import Call, CallStatus
+from users.calendar import people_off_on
 
 from .models import TodaySnapshot
 

@@ -120,7 +120,9 @@ def test_without_a_cap_capacity_is_null(client, users_at, capped):
     body = client.get(URL, **bearer(TOKEN)).json()
 
     assert body["max_live_calls"] is None
-    assert body["slots"] == [{"start": "2026-06-15T10:00:00Z", "due": 3, "capacity": None, "will_miss": 0, "skipped": 0}]
+    assert body["slots"] == [
+        {"start": "2026-06-15T10:00:00Z", "due": 3, "capacity": None, "will_miss": 0, "skipped": 0}
+    ]
 
 
 @pytest.mark.usefixtures("at_now")

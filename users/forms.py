@@ -97,9 +97,7 @@ class CallTimeInput(forms.TimeInput):
     would set a person's call time from the operator's own clock, in the operator's zone."""
 
     def __init__(self, attrs=None):
-        super().__init__(
-            {"class": "call-time", "size": "8", "placeholder": "20:30", **(attrs or {})}
-        )
+        super().__init__({"class": "call-time", "size": "8", "placeholder": "20:30", **(attrs or {})})
 
 
 class CallTimeField(forms.TimeField):
