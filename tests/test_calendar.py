@@ -468,3 +468,16 @@ def test_the_persons_page_sets_call_days_with_check_boxes_and_says_why_today_is_
     assert (
         "Off (2026-11-28): 2026-11-28 is a Saturday, not one of this person&#x27;s call days (mon)." in page
     )
+
+
+def test_the_reschedule_command_moves_next_calls_and_says_how_many(make_user, capsys):
+    from django.core.management import call_command
+
+    now = datetime(2026, 12, 24, 18, 0, tzinfo=UTC)
+    auckland = person(make_user, tz="Pacific/Auckland", call_time=time(9, 0), now=now)
+    with at(now):
+        days_off(skip_dates=["2026-12-25"])
+        call_command("reschedule_calendars")
+    assert capsys.readouterr().out == "reschedule_calendars: 1 next call(s) moved\n"
+    auckland.refresh_from_db()
+    assert auckland.next_call_at == datetime(2026, 12, 25, 20, 0, tzinfo=UTC)
