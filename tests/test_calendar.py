@@ -481,3 +481,46 @@ def test_the_reschedule_command_moves_next_calls_and_says_how_many(make_user, ca
     assert capsys.readouterr().out == "reschedule_calendars: 1 next call(s) moved\n"
     auckland.refresh_from_db()
     assert auckland.next_call_at == datetime(2026, 12, 25, 20, 0, tzinfo=UTC)
+
+
+def test_a_rush_slot_is_worked_out_once_per_set_of_call_days_not_per_person(db, redis_conn):
+    """The claim's cost with calendars: the shared rules (the policy's days off, the call days)
+    once per (zone, call time, slot, call days); only the people with a skip or a pause ahead
+    one by one; the skips read once per batch."""
+    from unittest import mock
+
+    from calls import claim
+
+    slot = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)  # Friday 20:30 IST
+    weekdays = calendar.call_days_mask(WEEKDAYS)
+    User.objects.bulk_create(
+        User(
+            username=f"rush{i}",
+            phone=f"+9198{i:08d}",
+            local_tz="Asia/Kolkata",
+            call_time=time(20, 30),
+            call_days=weekdays if i % 2 else calendar.ALL_CALL_DAYS,
+            pause_until=date(2026, 12, 6) if i == 7 else None,
+            next_call_at=slot,
+        )
+        for i in range(300)
+    )
+    skipper = User.objects.get(username="rush8")
+    CallSkip.objects.create(user=skipper, local_date=date(2026, 12, 5))
+    with (
+        at(slot + timedelta(seconds=5)),
+        mock.patch.object(claim, "slot_outcome", wraps=claim.slot_outcome) as shared,
+        mock.patch.object(
+            claim.Claim, "personal_outcome", autospec=True, side_effect=claim.Claim.personal_outcome
+        ) as personal,
+    ):
+        summary = calls_schedule_due()
+    assert summary.claimed == 299  # rush7's pause covers today: no call
+    assert not Call.objects.filter(user__username="rush7").exists()
+    assert shared.call_count == 2  # every day, weekdays
+    assert personal.call_count == 2  # the pause, the skip
+    by_name = dict(User.objects.values_list("username", "next_call_at"))
+    assert by_name["rush2"] == datetime(2026, 12, 5, 15, 0, tzinfo=UTC)  # every day: Saturday
+    assert by_name["rush1"] == datetime(2026, 12, 7, 15, 0, tzinfo=UTC)  # weekdays: Monday
+    assert by_name["rush7"] == datetime(2026, 12, 7, 15, 0, tzinfo=UTC)  # paused to Sunday
+    assert by_name["rush8"] == datetime(2026, 12, 6, 15, 0, tzinfo=UTC)  # Saturday skipped
