@@ -304,6 +304,7 @@ def claim_due_batch(*, claim: Claim) -> int:
         parked: list[tuple[int, str]] = []
         assigned: dict[int, int] = {}  # users given a (new) variant: user id -> variant id
         releases: list[datetime | None] = []  # each queued call's release, in order
+        off_days: dict[str, int] = {}  # why a slot's day is off: users not called
         for pk, phone, local_tz, call_time, enabled, slot, variant_id, call_days, pause_until in rows:
             if not (enabled and phone):
                 # A stale next_call_at (calls disabled by a bulk UPDATE, say): stop here.
@@ -327,8 +328,9 @@ def claim_due_batch(*, claim: Claim) -> int:
                 )
             next_call_at[pk] = outcome.next_call_at
             if outcome.off:
-                # An off day reached before its user was moved on: no call, the next open day.
-                logger.info("No call for user %s on %s: %s", pk, outcome.local_date, outcome.off)
+                # An off day reached before its user was moved on (the policy's days off just
+                # changed): no call, the next open day. One log line per reason, not per user.
+                off_days[outcome.off] = off_days.get(outcome.off, 0) + 1
                 continue
             variant = (
                 variant_for(user_id=pk, current_id=variant_id, variants=claim.variants)
@@ -355,6 +357,8 @@ def claim_due_batch(*, claim: Claim) -> int:
     summary.due += len(rows)
     summary.claimed += plan.claimed
     summary.missed += len(missed_ids)
+    for reason, users in off_days.items():
+        logger.info("No call for %s user(s) on a day off: %s", users, reason)
     if missed_ids:
         for user_id, local_date, error in zip(missed.user_id, missed.local_date, missed.error, strict=True):
             logger.info("Missed call for user %s on %s: %s", user_id, local_date, error)

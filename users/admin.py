@@ -186,7 +186,8 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
     )
     add_fieldsets = (
         ("Person to call", {"fields": PERSON_FIELDS}),
-        ("Call days", {"fields": CALENDAR_FIELDS, "description": CALENDAR_HELP}),
+        # Folded: every day and no pause are what a new person starts with.
+        ("Call days", {"classes": ("collapse",), "fields": CALENDAR_FIELDS, "description": CALENDAR_HELP}),
         ("More", {"classes": ("collapse",), "fields": MORE_FIELDS}),
     )
     readonly_fields = (
