@@ -242,7 +242,10 @@ def test_a_persons_page_opens_on_the_next_call_and_the_record_and_says_why_when_
         fieldset = next(iter(response.context["adminform"]))
         return fieldset.name, [field for line in fieldset for field in line.fields]
 
-    assert first_group(make_user()) == ("Next call and the last 30 days", ["next_call", "off_today", "call_record"])
+    assert first_group(make_user()) == (
+        "Next call and the last 30 days",
+        ["next_call", "off_today", "call_record"],
+    )
     parked = make_user()
     User.objects.filter(pk=parked.pk).update(
         local_tz="Mars/Olympus", next_call_at=None, schedule_error="Time zone 'Mars/Olympus' is unknown."

@@ -225,6 +225,8 @@ PROFILE_FIELDS = (
     "notify_sms",
     "notify_email",
     "context",
+    "call_days",
+    "pause_until",
 )
 
 
@@ -244,9 +246,6 @@ class ContextField(forms.Field):
 
     def validate(self, value):
         validate_context(value)
-    "call_days",
-    "pause_until",
-)
 
 
 class CallDaysField(forms.Field):
