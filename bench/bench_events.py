@@ -1,8 +1,10 @@
 """Benchmark: events to the product's app (docs/events.md).
 
 - Delivery: events delivered per second by one events worker (a real `rqworker
-  relevel-events` process) to a receiver on 127.0.0.1, one job per event as the webhook
-  makes them; timed from the first try to the last (the worker's start-up left out).
+  relevel-events` process) to a receiver on 127.0.0.1, one commit per event as the webhook
+  makes them: with one job per event (the path before events.pump) and with the coalesced
+  batch jobs; timed from the first fan-out to the last try (the worker's start-up left out).
+  With --profile, each worker's cProfile goes to bench/out/events-worker-*.prof.
 - The tick: a rush slot claimed on time (no event: a claim is not an outcome) and the same
   rush found missed (a call.ended and a day.missed per user, the most a tick writes), each
   with events off and on, in the same run, taking turns.
@@ -21,7 +23,8 @@ from datetime import time as clock
 
 import psycopg
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 
 import seed
 from harness import BENCH_DSN, PYTHON, ROOT, Table, flush_redis, fmt_ratio, fmt_s, median, say, timed
@@ -60,7 +63,7 @@ def _tick(table: Table, *, users: int, url: str, repeats: int) -> None:
     def reset() -> None:
         with psycopg.connect(BENCH_DSN, autocommit=True) as conn:
             conn.execute("UPDATE users_user SET next_call_at = %s", (slot,))
-            conn.execute("TRUNCATE calls_call")
+            conn.execute("TRUNCATE calls_call CASCADE")  # and the tables that refer to it
             conn.execute("VACUUM (ANALYZE) users_user")
         _truncate_events()
         flush_redis()
@@ -95,9 +98,18 @@ def _webhook(table: Table, *, calls: int, url: str, rounds: int) -> None:
     _truncate_events()
     provider_ids = seed.seed_dialing_calls(start_user=1, count=calls, now=datetime.now(UTC))
     seed.vacuum_analyze()
-    per_round = calls // (2 * rounds)
+    per_round = calls // (2 * rounds) - 1
     times: dict[bool, list[float]] = {False: [], True: []}
     ids = iter(provider_ids)
+    statements: dict[bool, int] = {}
+    for on in (False, True):  # one call each, its statements counted (BEGIN and COMMIT included)
+        _events(on, url)
+        with CaptureQueriesContext(connection) as queries:
+            call_apply_event(
+                event=CallEvent(provider_call_id=next(ids), status="completed", retry=False),
+                providers=("callkaro",),
+            )
+        statements[on] = len(queries)
     for _ in range(rounds):
         for on in (False, True):
             _events(on, url)
@@ -108,19 +120,24 @@ def _webhook(table: Table, *, calls: int, url: str, rounds: int) -> None:
                 times[on].append(time.perf_counter() - started)
     off, on = median(times[False]), median(times[True])
     n = f"{per_round * rounds:,} each"
-    table.add("webhook service (completed), events off", n, fmt_s(off))
+    table.add(
+        "webhook service (completed), events off", n, fmt_s(off), note=f"{statements[False]} statements"
+    )
     table.add(
         "webhook service (completed), events on",
         n,
         fmt_s(on),
         fmt_ratio(on, off),
-        note="median per call; the HTTP layer (gunicorn, signature check) is bench_webhook's",
+        note=f"{statements[True]} statements; median per call; the HTTP layer is bench_webhook's",
     )
 
 
-def _delivery(table: Table, *, events: int, url: str, logs) -> None:
+def _delivery(table: Table, *, events: int, batched: bool, url: str, logs, out) -> None:
+    """One worker sends ``events`` events: one job per event as before events.pump
+    (``batched`` False), or the coalesced jobs a rush of commits asks for now."""
     from events.models import EventType
-    from events.outbox import events_emit
+    from events.outbox import enqueue_fan_out, events_emit
+    from events.pump import fan_out_request
 
     seed.truncate_all()
     _truncate_events()
@@ -134,19 +151,30 @@ def _delivery(table: Table, *, events: int, url: str, logs) -> None:
             (events,),
         )
     _events(True, url)
+    ids = []
     for user_id in range(1, events + 1):
-        with transaction.atomic():  # one event, one job: as the webhook makes them
-            events_emit(
-                type=EventType.USER_OPTED_OUT, user_id=user_id, local_date=None, data={"source": "bench"}
+        with transaction.atomic():  # one event per commit, as the webhook makes them
+            ids.append(
+                events_emit(
+                    type=EventType.USER_OPTED_OUT, user_id=user_id, local_date=None, data={"source": "bench"}
+                )
             )
+    flush_redis()  # the jobs the commits asked for: enqueued again below, the one way or the other
+    if batched:
+        fan_out_request()
+    else:
+        for pk in ids:
+            enqueue_fan_out([pk])
     env = {
         **os.environ,
         "EVENTS_WEBHOOK_URL": url,
         "EVENTS_WEBHOOK_SECRET": SECRET,
         "LOG_LEVEL": "WARNING",
     }
-    command = [PYTHON, "manage.py", "rqworker", settings.EVENTS_QUEUE, "--burst"]
-    with open(logs / "events-worker.log", "w") as log:
+    label = "batched" if batched else "one-by-one"
+    profile = [] if out is None else ["-m", "cProfile", "-o", str(out / f"events-worker-{label}.prof")]
+    command = [PYTHON, *profile, "manage.py", "rqworker", settings.EVENTS_QUEUE, "--burst"]
+    with open(logs / f"events-worker-{label}.log", "w") as log:
         worker = subprocess.run(
             [*command, "--worker-class", "rq.worker.SimpleWorker"],
             cwd=ROOT,
@@ -156,20 +184,23 @@ def _delivery(table: Table, *, events: int, url: str, logs) -> None:
             check=False,
         )
     with psycopg.connect(BENCH_DSN) as conn:
-        delivered, first, last = conn.execute(
-            "SELECT count(*) FILTER (WHERE status_code BETWEEN 200 AND 299), min(attempted_at), "
-            "max(attempted_at) FROM events_deliveryattempt"
+        delivered, last = conn.execute(
+            "SELECT count(*) FILTER (WHERE status_code BETWEEN 200 AND 299), max(attempted_at) "
+            "FROM events_deliveryattempt"
         ).fetchone()
+        first = conn.execute("SELECT min(fanned_out_at) FROM events_event").fetchone()[0]
+    # From the first fan-out to the last try: the worker's start-up left out, the fan-out in.
     seconds = (last - first).total_seconds() if first and last and last > first else float("nan")
     table.add(
-        "delivery, 1 worker, receiver on 127.0.0.1",
+        f"delivery, 1 worker, {label}"
+        + (" (events.pump)" if batched else " (one job per event, before)"),
         f"{events:,}",
         f"{delivered / seconds:.0f} events/s" if seconds == seconds else "n/a",
         note=f"{delivered:,} of {events:,} delivered in {seconds:.1f} s (worker exit {worker.returncode})",
     )
 
 
-def run(*, users: int, calls: int, events: int, logs, repeats: int = 3) -> Table:
+def run(*, users: int, calls: int, events: int, logs, repeats: int = 3, out=None) -> Table:
     from tests.fakes import FakeEventReceiver
 
     with psycopg.connect(BENCH_DSN, autocommit=True) as conn:
@@ -179,8 +210,12 @@ def run(*, users: int, calls: int, events: int, logs, repeats: int = 3) -> Table
     table = Table("Events to the product's app: delivery rate, and the tick's and webhook's cost")
     receiver = FakeEventReceiver().start()
     try:
-        say(f"events: delivery of {events:,} events by one worker")
-        _delivery(table, events=events, url=receiver.url, logs=logs)
+        # The one-by-one path at about 10 events/s: a tenth of the events, for a few minutes at most.
+        before = max(100, events // 10)
+        say(f"events: delivery of {before:,} events by one worker, one job per event")
+        _delivery(table, events=before, batched=False, url=receiver.url, logs=logs, out=out)
+        say(f"events: delivery of {events:,} events by one worker, in batches")
+        _delivery(table, events=events, batched=True, url=receiver.url, logs=logs, out=out)
         say(f"events: the tick, a {users:,}-user rush, events off and on")
         _tick(table, users=users, url=receiver.url, repeats=repeats)
         say(f"events: the webhook's service, {calls:,} calls, events off and on")

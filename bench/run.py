@@ -158,6 +158,7 @@ def main() -> int:
                     events=1_000 if args.quick else 3_000,
                     logs=logs,
                     repeats=3,
+                    out=out,
                 )
             )
             print(tables[-1].render() + "\n", file=sys.stderr, flush=True)

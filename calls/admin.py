@@ -429,6 +429,7 @@ class CallPolicyAdmin(admin.ModelAdmin):
         ),
         ("Voicemail", {"fields": ("voicemail_retry", "voicemail_message")}),
         ("Monthly budget", {"fields": ("monthly_budget", "budget_currency", "budget_status")}),
+        ("Consent and disclosure", {"fields": ("require_consent", "disclosure_text")}),
         ("In force", {"fields": ("in_force", "updated")}),
     )
     readonly_fields = ("users_outside_hours", "in_force", "updated", "budget_status")

@@ -8,7 +8,7 @@ commits.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
@@ -20,6 +20,7 @@ from django.db import transaction
 
 from users.calendar import day_off_reason, next_call_for, users_skips_from
 from users.models import ALL_CALL_DAYS, unknown_zone_error
+from users.suppression import numbers_suppressed
 
 from . import bulk, days, queues, selectors
 from .batching import BatchPacker, BatchPlan
@@ -58,7 +59,10 @@ DUE_USER_COLUMNS = (
     "agent_variant_id",
     "call_days",
     "pause_until",
+    "consented_at",
 )
+
+SUPPRESSED = "Number suppressed: it is on the do-not-call list."
 
 
 # A tick claims the slots that fall due before the next tick, and releases each at its own
@@ -268,7 +272,7 @@ class _CallRows:
     def columns(self, **same) -> bulk.Columns:
         names = ("user_id", "to_number", "local_date", "scheduled_for", "agent_id", "provider", "variant_id")
         values = {name: getattr(self, name) for name in names}
-        if same.get("status") == CallStatus.MISSED:
+        if same.get("status") in (CallStatus.MISSED, CallStatus.CANCELED):
             values["error"] = self.error
         return bulk.Columns(Call, values, {"attempt": 1, **same})
 
@@ -299,13 +303,28 @@ def claim_due_batch(*, claim: Claim) -> int:
         # The batch's skipped days, in one query on the (user, local_date) index: normally
         # none, and only the users who have one are worked out one by one.
         skips = users_skips_from([row[0] for row in rows], local_date=(now - timedelta(days=2)).date())
-        queued, missed = _CallRows(), _CallRows()
+        queued, missed, suppressed = _CallRows(), _CallRows(), _CallRows()
         next_call_at: dict[int, datetime | None] = {}
         parked: list[tuple[int, str]] = []
         assigned: dict[int, int] = {}  # users given a (new) variant: user id -> variant id
         releases: list[datetime | None] = []  # each queued call's release, in order
         off_days: dict[str, int] = {}  # why a slot's day is off: users not called
-        for pk, phone, local_tz, call_time, enabled, slot, variant_id, call_days, pause_until in rows:
+        # One query on the list's unique indexes for the whole batch. Such a user's day is
+        # recorded canceled, saying why (rare: a number on the list is normally nobody's).
+        on_the_list = numbers_suppressed(numbers=[row[1] for row in rows])
+        without_consent = 0
+        for (
+            pk,
+            phone,
+            local_tz,
+            call_time,
+            enabled,
+            slot,
+            variant_id,
+            call_days,
+            pause_until,
+            consented_at,
+        ) in rows:
             if not (enabled and phone):
                 # A stale next_call_at (calls disabled by a bulk UPDATE, say): stop here.
                 next_call_at[pk] = None
@@ -332,6 +351,13 @@ def claim_due_batch(*, claim: Claim) -> int:
                 # changed): no call, the next open day. One log line per reason, not per user.
                 off_days[outcome.off] = off_days.get(outcome.off, 0) + 1
                 continue
+            if claim.rules.require_consent and consented_at is None:
+                # Not claimed, and no row written: with consent required, everyone without
+                # one would otherwise add a canceled call a day. Moved on to the next slot,
+                # not filtered out of the due users, so they never pile up at the front of
+                # the next_call_at index for every tick to read again (docs: consent).
+                without_consent += 1
+                continue
             variant = (
                 variant_for(user_id=pk, current_id=variant_id, variants=claim.variants)
                 if claim.variants
@@ -339,7 +365,12 @@ def claim_due_batch(*, claim: Claim) -> int:
             )
             if variant is not None and variant.pk != variant_id:
                 assigned[pk] = variant.pk
-            (missed if outcome.error else queued).add(
+            if phone in on_the_list:
+                outcome = replace(outcome, error=SUPPRESSED)
+                rows_for = suppressed
+            else:
+                rows_for = missed if outcome.error else queued
+            rows_for.add(
                 user_id=pk, phone=phone, slot=slot, outcome=outcome, variant=variant, agent_id=claim.agent_id
             )
             if not outcome.error:
@@ -348,7 +379,10 @@ def claim_due_batch(*, claim: Claim) -> int:
         missed_ids = insert_calls_ignoring_conflicts(
             missed.columns(status=CallStatus.MISSED, completed_at=now, last_status_at=now)
         )
-        days.calls_ended(call_ids=missed_ids)
+        suppressed_ids = insert_calls_ignoring_conflicts(
+            suppressed.columns(status=CallStatus.CANCELED, completed_at=now, last_status_at=now)
+        )
+        days.calls_ended(call_ids=[*missed_ids, *suppressed_ids])
         bulk.update_column(User, "next_call_at", next_call_at)
         _park(parked)
         bulk.update_column(User, "agent_variant", assigned)
@@ -362,6 +396,12 @@ def claim_due_batch(*, claim: Claim) -> int:
     if missed_ids:
         for user_id, local_date, error in zip(missed.user_id, missed.local_date, missed.error, strict=True):
             logger.info("Missed call for user %s on %s: %s", user_id, local_date, error)
+    for user_id, local_date in zip(suppressed.user_id, suppressed.local_date, strict=True):
+        logger.info("Call for user %s on %s canceled: %s", user_id, local_date, SUPPRESSED)
+    if without_consent:
+        logger.info(
+            "%s due users not called: no consent recorded (the call policy requires it)", without_consent
+        )
     return len(rows)
 
 

@@ -103,55 +103,59 @@ def build_cron_scheduler(*, logging_level: int = logging.INFO) -> OutageTolerant
         # A tick that takes longer than the cron period is already a problem to see.
         job_timeout=600,
     )
+
+    def register(func, *, queue: str, cron: str, name: str, timeout: int) -> None:
+        scheduler.register(
+            func,
+            queue_name=queue,
+            cron=cron,
+            name=name,
+            result_ttl=settings.JOB_RESULT_TTL,
+            failure_ttl=settings.JOB_FAILURE_TTL,
+            job_timeout=timeout,
+        )
+
     if settings.DASHBOARD_REFRESH_CRON:
         from dashboard.rollups import REFRESH_JOB_TIMEOUT
 
         # So that the figures are fresh when an operator opens the page, not computed then.
         # It works for at most a minute (rollups.JOB_BUDGET_SECONDS): a tick behind it on
         # the same queue waits that long at worst, well inside a call's window.
-        scheduler.register(
+        register(
             import_string(DASHBOARD_REFRESH_JOB),
-            queue_name=settings.TICK_QUEUE,
+            queue=settings.TICK_QUEUE,
             cron=settings.DASHBOARD_REFRESH_CRON,
             name=DASHBOARD_CRON_NAME,
-            result_ttl=settings.JOB_RESULT_TTL,
-            failure_ttl=settings.JOB_FAILURE_TTL,
-            job_timeout=REFRESH_JOB_TIMEOUT,
+            timeout=REFRESH_JOB_TIMEOUT,
         )
     if settings.NOTIFY_SWEEP_CRON:
         # Messages whose send job Redis lost are sent by it (docs/notifications.md).
-        scheduler.register(
+        register(
             import_string(NOTIFY_SWEEP_JOB),
-            queue_name=settings.TICK_QUEUE,
+            queue=settings.TICK_QUEUE,
             cron=settings.NOTIFY_SWEEP_CRON,
             name=NOTIFY_SWEEP_CRON_NAME,
-            result_ttl=settings.JOB_RESULT_TTL,
-            failure_ttl=settings.JOB_FAILURE_TTL,
-            job_timeout=120,
+            timeout=120,
         )
     if settings.ANALYSIS_CRON:
         from .jobs import analyse_noted_calls
 
         # Hands the calls the webhooks noted to workers in batches (calls.analysis); it only
         # pops ids and enqueues, a second scheduler's copy finds the list already empty.
-        scheduler.register(
+        register(
             analyse_noted_calls,
-            queue_name=settings.TICK_QUEUE,
+            queue=settings.TICK_QUEUE,
             cron=settings.ANALYSIS_CRON,
             name=ANALYSIS_CRON_NAME,
-            result_ttl=settings.JOB_RESULT_TTL,
-            failure_ttl=settings.JOB_FAILURE_TTL,
-            job_timeout=120,
+            timeout=120,
         )
     if settings.EVENTS_SWEEP_CRON:
         # Re-sends the events that a lost job or a killed worker left undelivered.
-        scheduler.register(
+        register(
             import_string(EVENTS_SWEEP_JOB),
-            queue_name=settings.EVENTS_QUEUE,
+            queue=settings.EVENTS_QUEUE,
             cron=settings.EVENTS_SWEEP_CRON,
             name=EVENTS_SWEEP_CRON_NAME,
-            result_ttl=settings.JOB_RESULT_TTL,
-            failure_ttl=settings.JOB_FAILURE_TTL,
-            job_timeout=300,
+            timeout=300,
         )
     return scheduler

@@ -111,9 +111,14 @@ def _due_and_skipped(
     skipped, a policy skip date or holiday): counted apart, never as due nor as missed."""
     start = slot_start(now)
     end = start + timedelta(hours=hours)
+    # Every scheduled person, not only those due in the range: a day off in the range can
+    # come before a next call after it.
+    people = User.objects.filter(PEOPLE, call_enabled=True, phone__isnull=False, next_call_at__isnull=False)
+    if rules.require_consent:
+        # The tick passes over those without a consent (calls/claim.py): nobody to dial.
+        people = people.filter(consented_at__isnull=False)
     groups = (
-        User.objects.filter(PEOPLE, call_enabled=True, phone__isnull=False, next_call_at__isnull=False)
-        .exclude(phone="")
+        people.exclude(phone="")
         .values_list("local_tz", "call_time", "next_call_at", "call_days", "pause_until")
         .annotate(users=Count("id"))
         .order_by()

@@ -150,6 +150,10 @@ class RetryStatusesField(forms.MultipleChoiceField):
         return as_set(initial) != as_set(value)
 
 
+# A sentence or two the agent says; providers cap their variables' size.
+MAX_DISCLOSURE_CHARS = 500
+
+
 class CallPolicyForm(forms.ModelForm):
     retry_delays_minutes = MinutesListField(label="Retry delays (minutes)", required=False)
     retry_statuses = RetryStatusesField(
@@ -174,6 +178,8 @@ class CallPolicyForm(forms.ModelForm):
             "budget_currency",
             "skip_dates",
             "holiday_countries",
+            "require_consent",
+            "disclosure_text",
         )
         labels = {"max_retries": "Retries a day", "window_minutes": "Window (minutes)"}
         # Plain HH:MM inputs: the admin's clock widget and its "Now" (the operator's own
@@ -236,6 +242,12 @@ class CallPolicyForm(forms.ModelForm):
         if len(value) != 3 or not value.isalpha():
             raise ValidationError("a three-letter ISO 4217 currency code, such as USD")
         return value
+
+    def clean_disclosure_text(self) -> str:
+        value = self.cleaned_data.get("disclosure_text") or ""
+        if len(value) > MAX_DISCLOSURE_CHARS:
+            raise ValidationError(f"at most {MAX_DISCLOSURE_CHARS} characters")
+        return value.strip()
 
     def clean_max_retries(self) -> int | None:
         value = self.cleaned_data.get("max_retries")

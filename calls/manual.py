@@ -11,6 +11,8 @@ from django.db import transaction
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from users.suppression import number_is_suppressed
+
 from . import queues, selectors
 from .models import Call, CallStatus
 from .policy import policy_current
@@ -50,6 +52,10 @@ def user_call_now(*, user_id: int, requested_by: str, now: datetime | None = Non
         user = User.objects.select_for_update().get(pk=user_id)
         if not user.is_callable:
             raise CallNowRefused("the user cannot be called: calls disabled or no phone number")
+        if rules.require_consent and user.consented_at is None:
+            raise CallNowRefused("no consent recorded, and the call policy requires one")
+        if number_is_suppressed(number=user.phone):
+            raise CallNowRefused("the number is on the do-not-call list (suppressed)")
         tz = zone_or_none(user.local_tz)
         if tz is None:
             raise CallNowRefused(f"the user's time zone {user.local_tz!r} is not one this host knows")

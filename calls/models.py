@@ -138,6 +138,21 @@ class Call(models.Model):
         AgentVariant, null=True, blank=True, on_delete=models.SET_NULL, related_name="calls", db_index=False
     )
     duration_seconds = models.PositiveIntegerField(null=True, blank=True)
+    # The dial record (docs/operating/consent.md): written in the UPDATE that takes the call
+    # for dialing, so that an operator can show it went out at an allowed local time, with
+    # consent, past the do-not-call list. Text, as it was then: the person's zone, the hours
+    # and their consent may all change later. The consent is an id, not a foreign key:
+    # erasing a consent must not scan this table.
+    dial_local_time = models.CharField(
+        "local time at dial", max_length=64, blank=True, default="", db_default=""
+    )
+    dial_calling_hours = models.CharField(
+        "calling hours at dial", max_length=64, blank=True, default="", db_default=""
+    )
+    dial_consent_id = models.BigIntegerField("consent at dial", null=True, blank=True)
+    dial_suppression_checked = models.BooleanField(
+        "suppression list checked", default=False, db_default=False
+    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     scheduled_for = models.DateTimeField(help_text="When this attempt is due to be placed.")
@@ -258,6 +273,18 @@ class CallPolicy(models.Model):
         default=list,
         blank=True,
         help_text='ISO 3166 country codes whose public holidays nobody is called on, e.g. ["US"].',
+    )
+    require_consent = models.BooleanField(
+        default=False,
+        db_default=False,
+        help_text="Call only people with a recorded consent; the others are never dialed.",
+    )
+    disclosure_text = models.TextField(
+        blank=True,
+        default="",
+        db_default="",
+        help_text='Passed to the agent on every call (variable "disclosure"), such as '
+        '"This is an automated call from Example on behalf of ...".',
     )
     updated_at = models.DateTimeField(auto_now=True)
     # Who paused and when, for the banner every operator page shows while calls are paused

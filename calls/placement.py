@@ -23,11 +23,14 @@ from typing import NamedTuple
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import DatabaseError, transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 from redis.exceptions import RedisError
 from rq.timeouts import JobTimeoutException
 
 from users.calendar import user_day_off_reason, users_skipped_on
+from users.models import Consent
+from users.suppression import numbers_suppressed
 
 from . import days, queues, selectors
 from .context import call_variables_for
@@ -42,6 +45,7 @@ from .providers.base import (
     ProviderError,
     ProviderMaybePlacedError,
     ProviderPermanentError,
+    agent_variables,
 )
 from .providers.http import threads_per_process
 from .slots import zone_or_none
@@ -56,7 +60,12 @@ USER_BUSY_MARGIN_SECONDS = 2
 
 
 def _reason_not_to_dial(
-    call: Call, *, now: datetime, rules: Policy, skips: Iterable[date] | None = None
+    call: Call,
+    *,
+    now: datetime,
+    rules: Policy,
+    skips: Iterable[date] | None = None,
+    suppressed: frozenset[str] | set[str] = frozenset(),
 ) -> tuple[str, str]:
     """Why a queued call must not be dialed at ``now``, as (the status it takes, the
     reason), or ("", "") to dial it. QUEUED means "not yet": it stays queued.
@@ -75,6 +84,10 @@ def _reason_not_to_dial(
         return CallStatus.CANCELED, "User disabled calls before this call was placed."
     if not user.phone:
         return CallStatus.CANCELED, "User has no phone number."
+    if user.phone in suppressed:
+        return CallStatus.CANCELED, "Number suppressed: it is on the do-not-call list."
+    if rules.require_consent and user.consented_at is None:
+        return CallStatus.CANCELED, "No consent recorded, and the call policy requires one."
     if not (call.manual or call.callback):
         # A day that became off after the call was claimed (a skip, a new pause or policy
         # skip date): users/calendar.py. A manual call is the operator's own request, a
@@ -119,6 +132,32 @@ def _reason_not_to_dial(
             else (CallStatus.MISSED, said)
         )
     return "", ""
+
+
+# The dial record's columns, written with the move to dialing (docs/operating/consent.md).
+DIAL_RECORD = ("dial_local_time", "dial_calling_hours", "dial_consent_id", "dial_suppression_checked")
+
+
+def _current_consent_id() -> Subquery:
+    # The person's current consent (users.consent.user_consent_current), read with the
+    # locked calls: one index probe per call on consent_user_given_idx.
+    return Subquery(
+        Consent.objects.filter(user_id=OuterRef("user_id"), given_at=OuterRef("user__consented_at"))
+        .order_by("-pk")
+        .values("pk")[:1]
+    )
+
+
+def _write_dial_record(call: Call, *, now: datetime, rules: Policy) -> None:
+    """What allowed this dial, as it was at this instant: the person's wall clock (zone and
+    offset), the calling hours in force, their consent and the suppression check (passed,
+    or the call would have been canceled)."""
+    tz = zone_or_none(call.user.local_tz)
+    local = now.astimezone(tz) if tz is not None else now
+    call.dial_local_time = f"{local.isoformat(timespec='seconds')} {call.user.local_tz}"[:64]
+    call.dial_calling_hours = rules.describe_hours()[:64]
+    call.dial_consent_id = getattr(call, "current_consent_id", None)
+    call.dial_suppression_checked = True
 
 
 def provider_for(call: Call) -> str:
@@ -210,10 +249,13 @@ def take_calls_for_dialing(call_ids: list[int], *, provider: str | None = None) 
             call.pk: call
             for call in Call.objects.select_for_update(of=("self",))
             .select_related("user")
+            .annotate(current_consent_id=_current_consent_id())
             .filter(pk__in=call_ids)
             .order_by("pk")
         }
         skipped = users_skipped_on([(call.user_id, call.local_date) for call in calls.values()])
+        # The do-not-call list, for the numbers these calls would dial now: one query.
+        suppressed = numbers_suppressed(numbers=[call.user.phone for call in calls.values()])
         for call_id in call_ids:
             call = calls.get(call_id)
             if call is None:
@@ -238,7 +280,7 @@ def take_calls_for_dialing(call_ids: list[int], *, provider: str | None = None) 
             else:
                 logger.info("Processing user call for %s", name)
             status, reason = _reason_not_to_dial(
-                call, now=now, rules=rules, skips=skipped.get(call.user_id, ())
+                call, now=now, rules=rules, skips=skipped.get(call.user_id, ()), suppressed=suppressed
             )
             if not status and user.pk in live:
                 status, reason, again = _wait_for_user(call, live[user.pk], now=now, rules=rules)
@@ -269,6 +311,7 @@ def take_calls_for_dialing(call_ids: list[int], *, provider: str | None = None) 
             call.status = CallStatus.DIALING
             call.dialed_at = now  # taken; the real send time is recorded with the answer
             call.to_number = user.phone
+            _write_dial_record(call, now=now, rules=rules)
             dialing.append(call)
             live[user.pk] = (call.pk, CallStatus.DIALING)  # a second call of theirs in this batch waits
             requests.append(
@@ -279,10 +322,13 @@ def take_calls_for_dialing(call_ids: list[int], *, provider: str | None = None) 
                     agent_id=call.agent_id,
                     name=name,
                     provider=call.provider,
+                    disclosure=rules.disclosure_text,
                 )
             )
         # One statement for the whole batch: a row per call would cost a round trip each.
-        Call.objects.bulk_update(dialing, ["status", "dialed_at", "to_number", "provider", "agent_id"])
+        Call.objects.bulk_update(
+            dialing, ["status", "dialed_at", "to_number", "provider", "agent_id", *DIAL_RECORD]
+        )
         if waiting:
             Call.objects.bulk_update(waiting, ["error", "job_id"])
             jobs = {call.pk: (call.job_id, waiting_for_user[call.pk]) for call in waiting}
@@ -291,7 +337,10 @@ def take_calls_for_dialing(call_ids: list[int], *, provider: str | None = None) 
         variables = call_variables_for(calls=dialing)
     requests = [
         dataclasses.replace(
-            request, variables=variables.get(request.call_id, {}), voicemail_message=rules.voicemail_message
+            request,
+            # The disclosure line travels with the context and memory, as one more variable.
+            variables={**variables.get(request.call_id, {}), **agent_variables(request)},
+            voicemail_message=rules.voicemail_message,
         )
         for request in requests
     ]

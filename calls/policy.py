@@ -54,6 +54,8 @@ class Policy:
     # Days off for everyone, in each person's local date (users/calendar.py).
     skip_dates: frozenset[date] = frozenset()
     holiday_countries: tuple[str, ...] = ()
+    require_consent: bool = False
+    disclosure_text: str = ""
 
     def day_off_reason(self, local_date: date) -> str | None:
         """Why nobody is called on ``local_date`` (a skip date, a public holiday of one of
@@ -147,6 +149,8 @@ def _from_row(row: CallPolicy) -> Policy:
         budget_reached=budget_reached,
         skip_dates=frozenset(date.fromisoformat(day) for day in row.skip_dates or ()),
         holiday_countries=tuple(row.holiday_countries or ()),
+        require_consent=row.require_consent,
+        disclosure_text=row.disclosure_text,
     )
 
 
@@ -191,6 +195,8 @@ def policy_as_dict(row: CallPolicy | None = None) -> dict[str, Any]:
         "budget_currency": row.budget_currency,
         "skip_dates": list(row.skip_dates or []),
         "holiday_countries": list(row.holiday_countries or []),
+        "require_consent": row.require_consent,
+        "disclosure_text": row.disclosure_text,
         "updated_at": row.updated_at.isoformat() if row.updated_at else None,
         "paused_at": row.paused_at.isoformat() if row.paused_at else None,
         "paused_by": row.paused_by or None,

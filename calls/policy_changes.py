@@ -86,7 +86,7 @@ def _form_data(values: dict[str, Any]) -> dict[str, Any]:
             data[name] = json.dumps(value or [])
         elif name == "retry_statuses":  # the check boxes' list as it is; the field says if it is not one
             data[name] = "" if value is None else value
-        elif name in ("paused", "voicemail_retry"):
+        elif name in ("paused", "voicemail_retry", "require_consent"):
             if not isinstance(value, bool):
                 raise PolicyInvalid({name: "true or false"})
             if value:
@@ -99,6 +99,10 @@ def _form_data(values: dict[str, Any]) -> dict[str, Any]:
             data[name] = str(value)
         elif name in ("voicemail_message", "budget_currency") and not isinstance(value, str | None):
             raise PolicyInvalid({name: "a string"})
+        elif name == "disclosure_text":
+            if not isinstance(value, str):
+                raise PolicyInvalid({name: "a text"})
+            data[name] = value
         elif isinstance(value, time):
             data[name] = f"{value:%H:%M:%S}"
         elif value is None:

@@ -22,7 +22,8 @@ from redis.exceptions import RedisError
 
 from .endpoints import endpoints_active
 from .models import Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, Event
-from .outbox import enqueue_fan_out, events_queue
+from .outbox import events_queue
+from .pump import endpoint_request, fan_out_request
 from .transport import Answer, webhook_post
 
 logger = logging.getLogger("relevel.events")
@@ -141,43 +142,65 @@ def _settle(delivery: Delivery, answer: Answer, *, now: datetime) -> str:
             if endpoint.failing_since is not None:  # as read with the delivery: no write per success
                 Endpoint.objects.filter(pk=endpoint.pk).update(failing_since=None)
             return "delivered"
-        if answer.status_code == 410:
-            endpoint_disable(endpoint_id=endpoint.pk, reason="It answered 410 Gone.", now=now)
-            # Left due: sent if an operator turns the endpoint back on.
-            Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=now)
-            return "disabled"
-        Endpoint.objects.filter(pk=endpoint.pk, failing_since__isnull=True).update(failing_since=now)
-        failing_since = Endpoint.objects.values_list("failing_since", flat=True).get(pk=endpoint.pk)
-        if failing_since <= now - timedelta(seconds=settings.EVENTS_DISABLE_AFTER_SECONDS):
-            endpoint_disable(
-                endpoint_id=endpoint.pk,
-                reason=f"Every delivery failed for {settings.EVENTS_DISABLE_AFTER_SECONDS // 3600} h.",
-                now=now,
-            )
-            Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=now)
-            return "disabled"
-        delay = retry_delay(delivery.attempts)  # read after the claim: it counts this try
-        if delay is None:
-            Delivery.objects.filter(pk=delivery.pk).update(status=DeliveryStatus.FAILED, next_attempt_at=None)
-            logger.warning(
-                "Event %s to %s: given up after %s tries",
-                delivery.event.webhook_id,
-                endpoint,
-                delivery.attempts,
-            )
-            return "failed"
-        due = now + delay
-        Delivery.objects.filter(pk=delivery.pk).update(next_attempt_at=due)
-        attempts = delivery.attempts
-        transaction.on_commit(lambda: _enqueue_retry(delivery.pk, attempts, due))
+        outcome, _ = settle_failure(
+            delivery_id=delivery.pk,
+            attempts=delivery.attempts,
+            webhook_id=delivery.event.webhook_id,
+            endpoint=endpoint,
+            answer=answer,
+            now=now,
+            enqueue_retry=True,
+        )
+        return outcome
+
+
+def settle_failure(
+    *,
+    delivery_id: int,
+    attempts: int,
+    webhook_id: str,
+    endpoint: Endpoint,
+    answer: Answer,
+    now: datetime,
+    enqueue_retry: bool,
+) -> tuple[str, datetime | None]:
+    """A try that failed, in the caller's transaction: the endpoint disabled (410, or a
+    day of failures), the delivery given up, or its next try scheduled; the outcome and
+    when that next try is due. ``attempts`` counts this try. ``enqueue_retry``: enqueue
+    the delivery's own retry job (the one-by-one path; the batch path schedules its
+    endpoint's job instead)."""
+    if answer.status_code == 410:
+        endpoint_disable(endpoint_id=endpoint.pk, reason="It answered 410 Gone.", now=now)
+        # Left due: sent if an operator turns the endpoint back on.
+        Delivery.objects.filter(pk=delivery_id).update(next_attempt_at=now)
+        return "disabled", None
+    Endpoint.objects.filter(pk=endpoint.pk, failing_since__isnull=True).update(failing_since=now)
+    failing_since = Endpoint.objects.values_list("failing_since", flat=True).get(pk=endpoint.pk)
+    if failing_since <= now - timedelta(seconds=settings.EVENTS_DISABLE_AFTER_SECONDS):
+        endpoint_disable(
+            endpoint_id=endpoint.pk,
+            reason=f"Every delivery failed for {settings.EVENTS_DISABLE_AFTER_SECONDS // 3600} h.",
+            now=now,
+        )
+        Delivery.objects.filter(pk=delivery_id).update(next_attempt_at=now)
+        return "disabled", None
+    delay = retry_delay(attempts)
+    if delay is None:
+        Delivery.objects.filter(pk=delivery_id).update(status=DeliveryStatus.FAILED, next_attempt_at=None)
+        logger.warning("Event %s to %s: given up after %s tries", webhook_id, endpoint, attempts)
+        return "failed", None
+    due = now + delay
+    Delivery.objects.filter(pk=delivery_id).update(next_attempt_at=due)
+    if enqueue_retry:
+        transaction.on_commit(lambda: _enqueue_retry(delivery_id, attempts, due))
     logger.info(
         "Event %s to %s: %s, next try at %s",
-        delivery.event.webhook_id,
+        webhook_id,
         endpoint,
         answer.status_code or answer.error,
         f"{due:%H:%M:%S}",
     )
-    return "retry"
+    return "retry", due
 
 
 def _enqueue_retry(delivery_id: int, attempts: int, due: datetime) -> None:
@@ -211,35 +234,17 @@ def events_sweep(*, now: datetime | None = None) -> str:
     due for a while (a job Redis lost, a worker killed mid-request). Run by rqscheduler on
     EVENTS_SWEEP_CRON."""
     now = now or timezone.now()
-    unfanned = list(
-        Event.objects.filter(fanned_out_at__isnull=True, occurred_at__lte=now - SWEEP_GRACE)
-        .order_by("occurred_at")
-        .values_list("id", flat=True)[:10_000]
+    unfanned = Event.objects.filter(fanned_out_at__isnull=True, occurred_at__lte=now - SWEEP_GRACE).count()
+    if unfanned:
+        fan_out_request()
+    due = Delivery.objects.filter(
+        status=DeliveryStatus.PENDING, next_attempt_at__lte=now - SWEEP_GRACE, endpoint__active=True
     )
-    for start in range(0, len(unfanned), SWEEP_BATCH):
-        enqueue_fan_out(unfanned[start : start + SWEEP_BATCH])
-    due = list(
-        Delivery.objects.filter(
-            status=DeliveryStatus.PENDING, next_attempt_at__lte=now - SWEEP_GRACE, endpoint__active=True
-        )
-        .order_by("next_attempt_at")
-        .values_list("id", flat=True)[:10_000]
-    )
-    for start in range(0, len(due), SWEEP_BATCH):
-        chunk = due[start : start + SWEEP_BATCH]
-        try:
-            events_queue().enqueue(
-                "events.jobs.deliver_many",
-                chunk,
-                job_id=f"events-sweep-{chunk[0]}-{int(now.timestamp())}",
-                result_ttl=settings.JOB_RESULT_TTL,
-                failure_ttl=settings.JOB_FAILURE_TTL,
-            )
-        except RedisError as exc:
-            logger.error("Redis unreachable (%s): the sweep sends nothing now", type(exc).__name__)
-            break
-    line = f"Events sweep: {len(unfanned)} event(s) fanned out again, {len(due)} delivery(ies) sent again"
-    if unfanned or due:
+    count = due.count()
+    for endpoint_id in sorted(set(due.values_list("endpoint_id", flat=True).distinct())) if count else ():
+        endpoint_request(endpoint_id)
+    line = f"Events sweep: {unfanned} event(s) fanned out again, {count} delivery(ies) sent again"
+    if unfanned or count:
         logger.warning(line)
     return line
 

@@ -9,6 +9,7 @@ from typing import Any
 from django.db import close_old_connections
 
 from . import delivery
+from . import pump as delivery_pump
 
 
 def job(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -27,7 +28,8 @@ def job(func: Callable[..., Any]) -> Callable[..., Any]:
 
 @job
 def deliver_events(event_ids: list[int]) -> str:
-    """Create the events' deliveries and send each once (the job the outbox enqueues)."""
+    """Create the events' deliveries and send each once (the one-by-one path before
+    events.pump: for jobs an older release queued, and the benchmark's comparison)."""
     results = [
         delivery.delivery_attempt(delivery_id=pk) for pk in delivery.events_fan_out(event_ids=event_ids)
     ]
@@ -53,3 +55,17 @@ def sweep_events() -> str:
 
 def _summary(results: list[str]) -> str:
     return ", ".join(f"{results.count(name)} {name}" for name in sorted(set(results))) or "nothing due"
+
+
+@job
+def fan_out_pending() -> str:
+    """Create the deliveries of every event not fanned out yet, and ask for each
+    endpoint's delivery job (events.pump; the job a commit with events asks for)."""
+    return f"{delivery_pump.events_fan_out_pending()} event(s) fanned out"
+
+
+@job
+def deliver_endpoint(endpoint_id: int) -> str:
+    """Send an endpoint's due deliveries in batches (events.pump)."""
+    counts = delivery_pump.endpoint_deliver_due(endpoint_id=endpoint_id)
+    return ", ".join(f"{count} {name}" for name, count in counts.items() if count) or "nothing due"

@@ -278,6 +278,10 @@ EVENTS_RETRY_SCHEDULE_SECONDS = env.list(
 EVENTS_DISABLE_AFTER_SECONDS = env.int("EVENTS_DISABLE_AFTER_SECONDS", default=24 * 3600)
 # When rqscheduler re-sends what was never delivered (a lost job, a killed worker).
 EVENTS_SWEEP_CRON = env.str("EVENTS_SWEEP_CRON", default="* * * * *").strip()
+# A delivery job claims at most this many of an endpoint's due deliveries at a time, and
+# claims again until none is due or EVENTS_BATCH_SECONDS are up (then asks for another job).
+EVENTS_BATCH_SIZE = env.int("EVENTS_BATCH_SIZE", default=100)
+EVENTS_BATCH_SECONDS = env.float("EVENTS_BATCH_SECONDS", default=10.0)
 # How long a process trusts its list of the endpoints (a new one is used within this).
 EVENTS_ENDPOINTS_CACHE_SECONDS = env.float("EVENTS_ENDPOINTS_CACHE_SECONDS", default=30.0)
 

@@ -9,6 +9,26 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def send_json(handler: BaseHTTPRequestHandler, status: int, payload: bytes) -> None:
+    """Answer a fake's request with a JSON body (already encoded)."""
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
+
+
+def loopback_server(
+    handler: type[BaseHTTPRequestHandler],
+) -> tuple[ThreadingHTTPServer, str, threading.Thread]:
+    """A threaded HTTP server on 127.0.0.1 (a free port), its base URL, and the thread that
+    serves it (started by the fake's start())."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    return server, f"http://127.0.0.1:{server.server_address[1]}", thread
+
+
 class FakeCallKaro:
     """Answers POST /call/outbound. Script the answers with ``respond_with``.
 
@@ -59,18 +79,9 @@ class FakeCallKaro:
                 if fake.delay:
                     time.sleep(fake.delay)
                 payload = body if isinstance(body, bytes) else json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                send_json(self, status, payload)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self.server, self.url, self._thread = loopback_server(Handler)
 
     def respond_with(self, *answers: tuple[int, dict | bytes]) -> None:
         self.answers = list(answers)
@@ -147,8 +158,6 @@ class RedisServer:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -305,18 +314,10 @@ class FakeEventReceiver:
                 if fake.delay:
                     time.sleep(fake.delay)
                 payload = b'{"ok": true}' if 200 <= status < 300 else b'{"error": "not now"}'
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                send_json(self, status, payload)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/relevel"
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self.server, base, self._thread = loopback_server(Handler)
+        self.url = f"{base}/hooks/relevel"
 
     def start(self) -> FakeEventReceiver:
         self._thread.start()

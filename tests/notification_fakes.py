@@ -4,11 +4,12 @@ faked at their HTTP and SMTP boundaries and nowhere else."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from urllib.parse import parse_qs
+
+from tests.fakes import free_port, loopback_server, send_json
 
 FIXTURES = Path(__file__).parent / "fixtures" / "twilio"
 
@@ -52,18 +53,9 @@ class FakeTwilio:
                         body["from"] = form.get("From")
                         status = 201
                 payload = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                send_json(self, status, payload)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self.server, self.url, self._thread = loopback_server(Handler)
 
     def respond_with(self, *answers: tuple[int, dict]) -> None:
         self.answers = list(answers)
@@ -75,12 +67,6 @@ class FakeTwilio:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class FakeSmtp:

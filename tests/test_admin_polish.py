@@ -133,7 +133,14 @@ def test_the_add_and_change_pages_group_the_fields_the_same_way(admin_client, ma
     added = groups(admin_client.get(reverse("admin:users_user_add")))
     changed = groups(admin_client.get(reverse("admin:users_user_change", args=[make_user().pk])))
     assert list(added) == ["Person to call", "Call days", "More"]
-    readonly = {"next_call", "schedule_error", "opt_out_display", "username", "skipped_days"}
+    readonly = {
+        "next_call",
+        "schedule_error",
+        "opt_out_display",
+        "consent_display",
+        "username",
+        "skipped_days",
+    }
     for name, add_fields in added.items():
         assert add_fields == [field for field in changed[name] if field not in readonly], name
 

@@ -108,6 +108,7 @@ def test_a_pause_hours_and_retried_outcomes_that_change_the_demo_are_named(demo_
 
 def test_an_outcome_no_longer_retried_is_named(demo_users):
     policy_changes.policy_update(changes={"retry_statuses": ["busy"]}, user_id=None, actor="test")
+    # (A voicemail is retried as long as the policy's voicemail_retry is on, as by default.)
     assert runall.demo_policy_effects(users=demo_users) == [
-        "Maria (demo)'s no answer is not retried (the policy retries busy)"
+        "Maria (demo)'s no answer is not retried (the policy retries busy, voicemail)"
     ]

@@ -107,6 +107,16 @@ def test_slots_outside_the_calling_hours_are_left_out(users_at):
     assert due() == {"06-15 10:00": 2}
 
 
+def test_with_consent_required_people_without_one_are_left_out(users_at):
+    users_at(2, "10:10")
+    (agreed,) = users_at(1, "10:10")
+    User.objects.filter(pk=agreed.pk).update(consented_at=NOW - timedelta(days=1))
+    policy_update(changes={"require_consent": True}, user_id=None, actor="test")
+    policy_cache_clear()
+
+    assert due() == {"06-15 10:00": 1}
+
+
 def test_a_slot_whose_short_window_has_closed_is_not_due(users_at, settings):
     settings.CALL_TIME_WINDOW_MINUTES = 1
     users_at(2, "09:49", made_at=NOW - timedelta(minutes=5))  # window 09:49-09:50: closed at NOW

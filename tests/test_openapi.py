@@ -110,6 +110,8 @@ CONCRETE = [
     (re.compile(r"<(\w+)>"), r"{\1}"),
     (re.compile(r"^/api/webhooks/(callkaro|vapi|retell|simulator)$"), "/api/webhooks/{provider}"),
     (re.compile(r"^/api/users/(?!bulk$|\{)[\w.:-]+"), "/api/users/{external_id}"),
+    # A number's + ends the mention: /api/suppressions/+919876543210 is read as /api/suppressions.
+    (re.compile(r"^/api/suppressions(/\{number\})?$"), "/api/suppressions/{number}"),
 ]
 
 
@@ -251,6 +253,37 @@ def test_users_answers_conform(client, db, settings):
     conforms(again, call_now, "POST")
     assert {first.status_code, again.status_code} <= {202, 409, 429}
     conforms(client.post("/api/users/nobody/call", **AUTH), call_now, "POST")
+
+
+def test_consent_and_suppression_answers_conform(client, make_user):
+    make_user(external_id="crm-50")
+    path = "/api/users/{external_id}/consent"
+    body = {"source": "app", "text": "Terms v3", "given_at": "2026-12-01T09:30:00Z"}
+    recorded = client.put("/api/users/crm-50/consent", body, content_type="application/json", **AUTH)
+    assert recorded.status_code == 201
+    conforms(recorded, path, "PUT")
+    bad = client.put("/api/users/crm-50/consent", {"source": "fax"}, content_type="application/json", **AUTH)
+    assert bad.status_code == 400
+    conforms(bad, path, "PUT")
+    conforms(
+        client.put("/api/users/nobody/consent", body, content_type="application/json", **AUTH), path, "PUT"
+    )
+    conforms(client.get("/api/users/crm-50", **AUTH), "/api/users/{external_id}", "GET")
+
+    path = "/api/suppressions/{number}"
+    added = client.put(
+        "/api/suppressions/+14155550123", {"reason": "asked"}, content_type="application/json", **AUTH
+    )
+    assert added.status_code == 201
+    conforms(added, path, "PUT")
+    again = client.put("/api/suppressions/+14155550123", **AUTH)
+    assert again.status_code == 200
+    conforms(again, path, "PUT")
+    conforms(client.put("/api/suppressions/12345", **AUTH), path, "PUT")
+    removed = client.delete("/api/suppressions/+14155550123", **AUTH)
+    assert removed.status_code == 204
+    conforms(removed, path, "DELETE")
+    conforms(client.delete("/api/suppressions/+14155550123", **AUTH), path, "DELETE")
 
 
 def _signed(body: dict) -> dict:

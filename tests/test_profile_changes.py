@@ -19,6 +19,7 @@ from django.urls import reverse
 from calls.models import Call, CallStatus
 from events.endpoints import endpoints_want
 from events.models import EventType
+from notifications.wanted import notifications_wanted
 from tests.test_admin import list_editable_post
 from tests.test_user_validation import change_form_data
 from users import services
@@ -243,6 +244,7 @@ def test_many_users_are_canceled_in_one_statement_each_with_its_reason(make_user
         calls = [make_call(user=u, status=CallStatus.QUEUED) for u in users]
         reasons = {users[0].pk: "User disabled calls.", users[1].pk: "User removed their phone number."}
         assert not endpoints_want(EventType.USER_SCHEDULE_CHANGED)  # no endpoint (the list is read now)
+        assert not notifications_wanted()  # nor anyone wanting messages (read now, once a while)
         with CaptureQueriesContext(connection) as queries:
             assert services.users_cancel_pending_calls(reasons=reasons) == 2
     assert len(queries) == 1 or connection.vendor != "postgresql"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from calls import placement
+from calls import placement, policy_changes
 from calls.models import Call, CallStatus
 from calls.providers import reset_provider_cache
 from calls.providers.base import ProviderCapacityError
@@ -447,3 +447,16 @@ def test_an_unanswered_call_reported_twice_gets_one_retry(
     assert second.json() == applied(vapi_call, "no_answer", retry_scheduled=False)
     assert vapi_call.recording_url == report["message"]["artifact"]["recordingUrl"]
     assert Call.objects.filter(retry_of=vapi_call).count() == 1
+
+
+def test_the_policys_disclosure_line_reaches_the_agent_as_a_variable(fake_vapi, queued):
+    policy_changes.policy_update(
+        changes={"disclosure_text": "This is an automated call from Example Coaching."},
+        user_id=None,
+        actor="test",
+    )
+    assert placement.call_place(call_id=queued.pk) == "placed"
+    [request] = fake_vapi.requests
+    variables = request["json"]["assistantOverrides"]["variableValues"]
+    assert variables["disclosure"] == "This is an automated call from Example Coaching."
+    assert variables["name"] == queued.user.name  # beside the context and memory

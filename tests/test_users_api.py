@@ -96,6 +96,7 @@ def test_put_creates_a_user_with_a_generated_username_and_no_usable_password(cli
         "pause_until": None,
         "skipped_dates": [],
         "off_today": None,
+        "consent": None,
     }
     user = User.objects.get(external_id="crm-42")
     assert not user.has_usable_password()

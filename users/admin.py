@@ -23,6 +23,7 @@ from users.selectors import CallDay, user_call_record, users_calling_outside_hou
 from users.services import users_set_call_enabled
 from web.display import admin_time, end_reason_text, status_badge
 
+from .admin_consent import ConsentFilter, consent_html
 from .admin_import import PeopleImportExportMixin
 from .consent import user_opt_in, user_opt_out
 from .forms import NOTIFY_FIELDS, CallTimeField, CallTimeInput, UserAdminChangeForm, UserAdminCreationForm
@@ -165,7 +166,14 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
     list_display_links = ("user_display",)
     list_help = "Next calls are in each user's own time zone: hover over one for the zone and UTC."
     list_editable = ("call_time", "call_enabled")
-    list_filter = (CallsFilter, ParkedFilter, OutsideCallingHoursFilter, OffOnFilter, "local_tz")
+    list_filter = (
+        CallsFilter,
+        ParkedFilter,
+        ConsentFilter,
+        OutsideCallingHoursFilter,
+        OffOnFilter,
+        "local_tz",
+    )
     search_fields = ("name", "phone", "email", "username", "external_id")
     actions = ("enable_calls", "disable_calls", "call_now", "opt_out", "opt_in", "skip_today")
 
@@ -175,7 +183,7 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
         (RECORD_HEADING, {"fields": ("next_call", "off_today", "call_record")}),
         (
             "Person to call",
-            {"fields": (*PERSON_FIELDS, "opt_out_display"), "description": SCHEDULE_HELP},
+            {"fields": (*PERSON_FIELDS, "opt_out_display", "consent_display"), "description": SCHEDULE_HELP},
         ),
         ("Call days", {"fields": (*CALENDAR_FIELDS, "skipped_days"), "description": CALENDAR_HELP}),
         ("More", {"classes": ("collapse",), "fields": (*MORE_FIELDS, "username")}),
@@ -197,6 +205,7 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
         "opt_out_display",
         "off_today",
         "skipped_days",
+        "consent_display",
         "call_record",
         "recent_calls",
         "recent_results",
@@ -290,6 +299,10 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
             obj.get_opt_out_source_display(),
             on_call,
         )
+
+    @admin.display(description="Consent")
+    def consent_display(self, obj: User) -> str:
+        return consent_html(obj)
 
     @admin.display(description="today")
     def today_display(self, obj: User) -> str:

@@ -19,14 +19,14 @@ from calls.slots import zone_or_none
 from events.models import EventType
 from events.outbox import events_emit
 
-from .models import OptOutSource, User
+from .models import Consent, ConsentSource, OptOutSource, User
 from .services import opted_out_message, user_save, users_cancel_pending_calls
 
-__all__ = ["opted_out_message", "user_opt_in", "user_opt_out"]
+__all__ = ["opted_out_message", "user_consent_current", "user_consent_record", "user_opt_in", "user_opt_out"]
 
 logger = logging.getLogger("relevel.users")
 
-OPT_OUT_FIELDS = ("opted_out_at", "opt_out_source", "opt_out_call_id", "call_enabled")
+OPT_OUT_FIELDS = ("opted_out_at", "opt_out_source", "opt_out_call_id", "call_enabled", "consented_at")
 
 
 def user_opt_out(
@@ -51,6 +51,8 @@ def user_opt_out(
         user.opt_out_source = source
         user.opt_out_call_id = call_id
         user.call_enabled = False
+        # An opt-out withdraws the consent: only a new one (user_consent_record) calls again.
+        user.consented_at = None
         user_save(user=user, update_fields=OPT_OUT_FIELDS)
         zone = zone_or_none(user.local_tz)
         # The product's app hears of it in the same transaction (docs/events.md).
@@ -81,3 +83,42 @@ def user_opt_in(*, user_id: int, enable_calls: bool = True) -> bool:
         user_save(user=user, update_fields=OPT_OUT_FIELDS)
     logger.info("User %s opted in to calls again", user_id)
     return True
+
+
+def user_consent_record(
+    *,
+    user_id: int,
+    source: str,
+    text: str,
+    given_at: datetime,
+    recorded_by: str,
+    now: datetime | None = None,
+) -> Consent:
+    """Record a consent the person gave (a row of its history) and make the newest one
+    current. A new consent is the explicit opt-in: it ends an opt-out (user_opt_in), which
+    turns calls back on."""
+    source = ConsentSource(source)
+    now = now or timezone.now()
+    if timezone.is_naive(given_at):
+        raise ValueError("given_at must be an aware datetime")
+    with transaction.atomic():
+        user = User.objects.select_for_update().get(pk=user_id)
+        consent = Consent.objects.create(
+            user_id=user.pk, given_at=given_at, source=source, text=text, recorded_by=recorded_by[:150]
+        )
+        if user.opted_out_at is not None:
+            user_opt_in(user_id=user.pk)
+        # The newest given_at is current: a consent backfilled from an older record does not
+        # replace a newer one, but after an opt-out any new consent is current.
+        current = user.consented_at if user.opted_out_at is None else None
+        if current is None or given_at >= current:
+            User.objects.filter(pk=user.pk).update(consented_at=given_at)
+    logger.info("User %s consent %s recorded (source %s) by %s", user_id, consent.pk, source, recorded_by)
+    return consent
+
+
+def user_consent_current(*, user: User) -> Consent | None:
+    """The person's current consent: the newest given, none after an opt-out."""
+    if user.consented_at is None:
+        return None
+    return Consent.objects.filter(user_id=user.pk, given_at=user.consented_at).order_by("-pk").first()

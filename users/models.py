@@ -199,6 +199,10 @@ class User(AbstractUser):
         editable=False,
     )
     opt_out_call_id = models.BigIntegerField("opted out on call", null=True, blank=True, editable=False)
+    # When the current consent was given (users.consent.user_consent_record keeps it), NULL
+    # with none or after an opt-out: the tick reads it with the due users' other columns,
+    # so "require consent" costs no join and no query of its own.
+    consented_at = models.DateTimeField("consent given at", null=True, blank=True, editable=False)
 
     class Meta:
         constraints = [
@@ -339,3 +343,76 @@ class Operator(User):
         proxy = True
         verbose_name = "operator"
         verbose_name_plural = "operators"
+
+
+class ConsentSource(models.TextChoices):
+    """How the person gave their consent to be called."""
+
+    WEB = "web", "web"
+    APP = "app", "app"
+    API = "api", "API"
+    IMPORT = "import", "import"
+    ADMIN = "admin", "admin"
+    VERBAL = "verbal", "verbal"
+
+
+class Consent(models.Model):
+    """One consent to be called, as given: the newest (by given_at) is the person's current
+    one, the older ones its history. Never edited: a new consent is a new row."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="consents", db_index=False)
+    given_at = models.DateTimeField("given at")
+    source = models.CharField(max_length=16, choices=ConsentSource.choices)
+    text = models.TextField(
+        help_text="The wording the person agreed to, or a reference to it (a URL, a version)."
+    )
+    # Who recorded it: an operator's username, "api: <operator>", "import". Text rather than
+    # a foreign key: the record outlives the operator's login.
+    recorded_by = models.CharField(max_length=150, blank=True)
+    recorded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["user", "-given_at"], name="consent_user_given_idx")]
+
+    def __str__(self) -> str:
+        return f"Consent {self.pk} ({self.get_source_display()}, {self.given_at:%Y-%m-%d})"
+
+
+class Suppression(models.Model):
+    """A number that is never dialed, whoever carries it now or later (the do-not-call list).
+
+    Every row holds the number's keyed hash (users.suppression.number_hash); ``number`` may be
+    blank, for a person who asked to be forgotten: the list still stops their number, and no
+    longer says what it is. Checks match either column."""
+
+    # On PostgreSQL both columns use the collation "C" (migration users/0010): the checks
+    # look up a claiming batch's thousand numbers and hashes at once, and bytewise comparison
+    # is what an exact match needs; the locale's collation made the thousand hash probes
+    # fifteen times slower. Not declared here (db_collation): SQLite has no "C" collation,
+    # and the zero-setup first run migrates SQLite.
+    number = models.CharField(max_length=16, null=True, blank=True, validators=[validate_e164_phone])
+    number_hash = models.CharField(max_length=64, editable=False)
+    reason = models.CharField(max_length=200, blank=True)
+    source = models.CharField(max_length=16, choices=ConsentSource.choices, default=ConsentSource.ADMIN)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["number"], name="suppression_unique_number"),
+            models.UniqueConstraint(fields=["number_hash"], name="suppression_unique_hash"),
+        ]
+        indexes = [
+            # The checks match a row with a number by its number (a batch's numbers sit close
+            # together in that index), and only a forgotten row by its hash: random keys,
+            # probed in this index of the forgotten rows alone, not in the whole list's.
+            models.Index(
+                fields=["number_hash"],
+                name="suppression_forgotten_idx",
+                condition=models.Q(number__isnull=True),
+            ),
+        ]
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return self.number or f"forgotten number {self.number_hash[:12]}"

@@ -33,7 +33,7 @@ from web.http import (
 
 from . import calendar, consent, selectors, services
 from .forms import IsoDateField, profile_from_json
-from .models import User
+from .models import Consent, User
 from .validators import validate_external_id
 
 logger = logging.getLogger("relevel.api")
@@ -91,6 +91,20 @@ def _user_json(user: User) -> dict[str, Any]:
         "opted_out": None
         if user.opted_out_at is None
         else {"at": _utc(user.opted_out_at), "source": user.opt_out_source, "call_id": user.opt_out_call_id},
+        "consent": consent_json(consent.user_consent_current(user=user)),
+    }
+
+
+def consent_json(row: Consent | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {
+        "id": row.pk,
+        "given_at": _utc(row.given_at),
+        "source": row.source,
+        "text": row.text,
+        "recorded_by": row.recorded_by,
+        "recorded_at": _utc(row.recorded_at),
     }
 
 

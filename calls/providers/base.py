@@ -84,10 +84,19 @@ class PlaceCallRequest:
     # memory, flat, string-valued; each provider sends them its documented way.
     variables: Mapping[str, str] = field(default_factory=dict)
     voicemail_message: str = ""
+    # The call policy's AI-disclosure line (who calls, and that it is an automated voice);
+    # blank when the operator set none. Sent to the agent as the variable "disclosure".
+    disclosure: str = ""
 
     def metadata(self) -> dict[str, str]:
         """What the provider echoes back in its webhooks, so we can find our call."""
         return {"call_id": str(self.call_id), "user_id": str(self.user_id), "name": self.name}
+
+
+def agent_variables(request: PlaceCallRequest) -> dict[str, str]:
+    """The variables every call gives the agent, whatever the provider: today the
+    disclosure line. Each provider module puts them where its API takes variables."""
+    return {"disclosure": request.disclosure} if request.disclosure else {}
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,23 @@ import re
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
+from django.apps import apps
 from django.conf import settings
+from django.contrib import admin
+from django.test import RequestFactory
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 from rq.job import Job
 
-from calls.models import AgentVariant, CallStatus
+from calls.models import AgentVariant, AnsweredBy, CallResult, CallStatus, Sentiment
 from calls.policy import policy_row
 from calls.policy_changes import policy_update
 from calls.queues import calls_queue, enqueue_place_call, enqueue_tick
+from events.models import Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, Event, EventType
+from notifications.models import Channel, Notification, NotificationStatus, SmsOptOut
+from tests.browser.test_people_pages import IMPORT_PATH, MIXED_FILE, upload
+from users.consent import user_consent_record
+from users.suppression import suppression_add
 
 pytestmark = pytest.mark.browser
 
@@ -111,6 +120,26 @@ def seed_every_kind_of_row(make_user, make_call) -> dict[str, object]:
         completed_at=slot,
     )
     queued = make_call(user=make_user(name="Li Wei", local_tz="Asia/Shanghai"), status=CallStatus.QUEUED)
+    # What the answered call yielded: the call's "Result" box and the person's recent results.
+    CallResult.objects.create(
+        call=answered,
+        summary="Maria is well and slept better; she asked to be called back after her doctor's visit.",
+        data={"mood": "good", "medication_taken": True, "wants_callback_after": "doctor's appointment"},
+        sentiment=Sentiment.POSITIVE,
+        sentiment_score=0.64,
+        sentiment_source="computed",
+        answered_by=AnsweredBy.HUMAN,
+        user_talk_seconds=41,
+        cost_amount="0.1275",
+        cost_currency="USD",
+        turns=[
+            {"role": "agent", "text": "Good morning!"},
+            {"role": "user", "text": "Morning, all is well today."},
+        ],
+        transcript="Agent: Good morning! User: Morning, all is well today.",
+        callback_requested_for=slot + timedelta(days=1),
+        callback_note="Asked for a call-back tomorrow at 10:00 ART; placed as a manual call.",
+    )
     # Today's calls, so that the dashboard draws every chart with data, legends and all.
     now = timezone.now()
     for status in (CallStatus.COMPLETED, CallStatus.NO_ANSWER, CallStatus.MISSED):
@@ -153,6 +182,61 @@ def seed_every_kind_of_row(make_user, make_call) -> dict[str, object]:
     )
     finished.save()
     queue.finished_job_registry.add(finished, ttl=3600)
+
+    # One row of each kind the other admin pages list (message templates come with a data
+    # migration): a message that failed, an SMS opt-out, an endpoint with an event delivered
+    # after a failed try, a recorded consent and a suppressed number.
+    Notification.objects.create(
+        user=person,
+        channel=Channel.SMS,
+        local_date=date(2026, 11, 28),
+        status=NotificationStatus.FAILED,
+        due_at=slot + timedelta(hours=1),
+        recipient=person.phone,
+        error="Twilio answered 400: the 'To' number is not a valid mobile number (error 21614).",
+    )
+    SmsOptOut.objects.create(
+        user=missed.user, opted_out_at=slot, source="sms", keyword="STOP", also_calls=True
+    )
+    endpoint = Endpoint.objects.create(
+        name="product-app",
+        url="https://app.example.com/hooks/relevel/events/with/a/rather/long/path",
+        event_types=[EventType.CALL_ENDED],
+    )
+    event = Event.objects.create(
+        webhook_id="msg_2KWPBgLlAfxdpx2AI54pPJ85f4W",
+        type=EventType.CALL_ENDED,
+        user=person,
+        external_id="crm-000123",
+        sequence=1,
+        local_date=date(2026, 11, 28),
+        occurred_at=slot + timedelta(minutes=32),
+        data={"call_id": answered.pk, "status": "answered", "duration_seconds": 95},
+        fanned_out_at=slot + timedelta(minutes=32),
+    )
+    delivery = Delivery.objects.create(
+        event=event, endpoint=endpoint, status=DeliveryStatus.DELIVERED, attempts=2, delivered_at=slot
+    )
+    DeliveryAttempt.objects.create(
+        delivery=delivery,
+        attempted_at=slot + timedelta(minutes=32),
+        status_code=503,
+        latency_ms=1200,
+        response_excerpt="<html><body>Service Temporarily Unavailable</body></html>",
+    )
+    DeliveryAttempt.objects.create(
+        delivery=delivery, attempted_at=slot + timedelta(minutes=33), status_code=204, latency_ms=80
+    )
+    user_consent_record(
+        user_id=person.pk,
+        source="web",
+        text="Yes, call me each morning to check in; I can say stop at any time.",
+        given_at=slot - timedelta(days=3),
+        recorded_by="operator",
+    )
+    suppression_add(
+        number="+14155550123", reason="Asked on the phone never to be called again", created_by="operator"
+    )
     return {"person": person, "call": answered, "missed": missed, "variant": variant, "job": failed.id}
 
 
@@ -196,7 +280,68 @@ def pages(seeded: dict[str, object]) -> list[tuple[str, str]]:
     ]
 
 
-def walk(browser, operator, make_user, make_call, *, width: int) -> None:
+# Apps whose admin pages are django's own, unchanged: auth's groups are in the list above.
+NOT_RELEVELS = {"auth", "contenttypes", "sessions", "admin", "messages", "staticfiles"}
+# Admin views of relevel's own on a URL without an argument, opened with a GET: a form or
+# a list (the pause banner's "resume" only answers a POST).
+CUSTOM_VIEWS = {
+    "users_user_import",
+    "users_user_export",
+    "users_suppression_import",
+    "users_suppression_export",
+    "events_event_replay",
+}
+
+
+def relevels_apps() -> set[str]:
+    """The labels of the apps in this repository (not in a library's package)."""
+    here = str(settings.BASE_DIR)
+    return {
+        config.label
+        for config in apps.get_app_configs()
+        if config.path.startswith(here) and ".venv" not in config.path and "site-packages" not in config.path
+    }
+
+
+def registered_pages(operator) -> list[tuple[str, str]]:
+    """(name, path) of every model admin of relevel's apps: the list, the add form when
+    adding is allowed, the first row's page when there is a row, and relevel's own views."""
+    request = RequestFactory().get("/admin/")
+    request.user = operator
+    local = relevels_apps() - NOT_RELEVELS
+    found = []
+    for model, model_admin in admin.site._registry.items():
+        meta = model._meta
+        if meta.app_label not in local:
+            continue
+        prefix = f"{meta.app_label}-{meta.model_name}"
+        info = f"admin:{meta.app_label}_{meta.model_name}"
+        found.append((prefix, reverse(f"{info}_changelist")))
+        if model_admin.has_add_permission(request):
+            found.append((f"{prefix}-add", reverse(f"{info}_add")))
+        row = model_admin.get_queryset(request).order_by("pk").first()
+        if row is not None:
+            found.append((f"{prefix}-change", reverse(f"{info}_change", args=[row.pk])))
+        for pattern in model_admin.get_urls():
+            if pattern.name in CUSTOM_VIEWS:
+                try:
+                    found.append((pattern.name.replace("_", "-"), reverse(f"admin:{pattern.name}")))
+                except NoReverseMatch:
+                    pass
+    return found
+
+
+def every_page(seeded: dict[str, object], operator) -> list[tuple[str, str]]:
+    """The fixed list, then each registered page it does not already name."""
+    listed = pages(seeded)
+    paths = {path for _, path in listed}
+    extra = [(name, path) for name, path in registered_pages(operator) if path not in paths]
+    person = seeded["person"].pk
+    extra.append(("consent-record-for-a-person", f"/admin/users/consent/add/?user={person}"))
+    return listed + extra
+
+
+def walk(browser, operator, make_user, make_call, tmp_path, *, width: int) -> None:
     seeded = seed_every_kind_of_row(make_user, make_call)
     assert browser.viewport()[0] <= width and browser.driver.get_window_size()["width"] == width
     failures = []
@@ -205,27 +350,44 @@ def walk(browser, operator, make_user, make_call, *, width: int) -> None:
     failures += [f"login: {problem}" for problem in browser.driver.execute_script(LAYOUT_PROBLEMS)]
     browser.screenshot(f"{width}-login")
     browser.log_in_as(operator)
-    for name, path in pages(seeded):
+    visited = every_page(seeded, operator)
+    # The walk reaches every relevel admin list, not only the ones named above.
+    assert {"/admin/events/endpoint/", "/admin/users/consent/", "/admin/notifications/notification/"} <= {
+        path for _, path in visited
+    }, visited
+    for name, path in visited:
         browser.open(path)
         browser.find("#content")
         # A page that answered with an error (a 404, a 500, the login form) is not the page.
         title = browser.driver.title
-        assert "login" not in browser.path and not re.search(r"Page not found|Server Error", title), (
-            f"{path} did not open: {title!r} at {browser.path}"
-        )
+        assert "login" not in browser.path and not re.search(
+            r"Page not found|Server Error", title
+        ), f"{path} did not open: {title!r} at {browser.path}"
         problems = browser.driver.execute_script(LAYOUT_PROBLEMS)
         failures += [f"{name} ({path}): {problem}" for problem in problems]
         browser.screenshot(f"{width}-{name}")
+    # The people import with bad rows: the error table and the preview of the good ones.
+    upload_file = tmp_path / "people.csv"
+    upload_file.write_text(MIXED_FILE)
+    upload(browser, upload_file)
+    browser.find("table.import-errors")
+    problems = browser.driver.execute_script(LAYOUT_PROBLEMS)
+    failures += [f"users-import-bad-rows ({IMPORT_PATH}): {problem}" for problem in problems]
+    browser.screenshot(f"{width}-users-import-bad-rows")
     assert not failures, f"at {width} px:\n" + "\n".join(failures)
 
 
-def test_no_page_scrolls_sideways_or_breaks_a_word_at_1366_px(browser, operator, make_user, make_call):
-    walk(browser, operator, make_user, make_call, width=1366)
+def test_no_page_scrolls_sideways_or_breaks_a_word_at_1366_px(
+    browser, operator, make_user, make_call, tmp_path
+):
+    walk(browser, operator, make_user, make_call, tmp_path, width=1366)
 
 
 @pytest.mark.browser(window=(1920, 1080))
-def test_no_page_scrolls_sideways_or_breaks_a_word_at_1920_px(browser, operator, make_user, make_call):
-    walk(browser, operator, make_user, make_call, width=1920)
+def test_no_page_scrolls_sideways_or_breaks_a_word_at_1920_px(
+    browser, operator, make_user, make_call, tmp_path
+):
+    walk(browser, operator, make_user, make_call, tmp_path, width=1920)
 
 
 def test_the_check_sees_a_word_set_one_letter_per_line(browser):

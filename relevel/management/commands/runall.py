@@ -96,11 +96,11 @@ DEMO_USERS = (
     ),
 )  # fmt: skip
 DEMO_USER_BY_USERNAME = {demo.username: demo for demo in DEMO_USERS}
-# The call status each simulator outcome ends in (voicemail is a no answer).
+# The call status each simulator outcome ends in (CallKaro's VOICEMAIL_DETECTED: voicemail).
 DEMO_OUTCOME_STATUS = {
     "completed": "completed",
     "no_answer": "no_answer",
-    "voicemail": "no_answer",
+    "voicemail": "voicemail",
     "busy": "busy",
     "failed": "failed",
 }

@@ -9,8 +9,8 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('auth', '0012_alter_user_first_name_max_length'),
-        ('calls', '0014_policy_days_off'),
-        ('users', '0009_user_context'),
+        ('calls', '0015_policy_days_off'),
+        ('users', '0010_consent_and_suppression'),
     ]
 
     operations = [

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('calls', '0013_call_live_user_idx'),
+        ('calls', '0014_dial_record_and_consent_policy'),
     ]
 
     operations = [
