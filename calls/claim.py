@@ -18,7 +18,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
-from users.models import unknown_zone_error
+from users.calendar import day_off_reason, next_call_for, users_skips_from
+from users.models import ALL_CALL_DAYS, unknown_zone_error
 from users.suppression import numbers_suppressed
 
 from . import bulk, days, queues, selectors
@@ -26,7 +27,7 @@ from .batching import BatchPacker, BatchPlan
 from .models import Call, CallStatus
 from .outcomes import insert_calls_ignoring_conflicts
 from .policy import Policy
-from .slots import first_attempt_release, next_open_slot, slot_local_date, zone_or_none
+from .slots import first_attempt_release, slot_local_date, zone_or_none
 from .variants import Variant, variant_for
 
 logger = logging.getLogger("relevel.calls")
@@ -56,6 +57,8 @@ DUE_USER_COLUMNS = (
     "call_enabled",
     "next_call_at",
     "agent_variant_id",
+    "call_days",
+    "pause_until",
     "consented_at",
 )
 
@@ -98,15 +101,29 @@ class SlotOutcome:
     local_date: date
     # Empty for a call to place; else why it is recorded missed.
     error: str
-    next_call_at: datetime
+    # None: no open day in the next MAX_DAYS_OFF_IN_A_ROW (calls/slots.py).
+    next_call_at: datetime | None
     tz: ZoneInfo
+    # Why the slot's local date is off for these users (not a call day of theirs, a policy
+    # skip date or holiday), or empty. Normally empty: next_call_at never points at an off
+    # day; set only when the policy's days off changed and everyone's next call is still
+    # being moved (users.calendar.users_calendar_reschedule). No call is made then.
+    off: str = ""
 
 
 def slot_outcome(
-    *, local_tz: str, call_time: time, slot: datetime, now: datetime, rules: Policy
+    *,
+    local_tz: str,
+    call_time: time,
+    slot: datetime,
+    now: datetime,
+    rules: Policy,
+    call_days: int = ALL_CALL_DAYS,
 ) -> SlotOutcome | None:
     """The call for a due slot (queued; or missed, saying why, if its window closed or its time
-    is outside the calling hours) and the user's next slot; None if the zone is unknown."""
+    is outside the calling hours) and the user's next slot on a day open to ``call_days``
+    and the policy's days off; None if the zone is unknown. A person's own pause and skips
+    are not in it (claim_due_batch applies those, for the few who have them)."""
     tz = zone_or_none(local_tz)
     if tz is None:
         return None
@@ -126,8 +143,18 @@ def slot_outcome(
             f"Its time, {slot.astimezone(tz):%H:%M %Z}, is outside the calling hours "
             f"({rules.describe_hours()})."
         )
-    next_call_at = next_open_slot(call_time=call_time, tz=tz, now=now, window=window, after=local_date)
-    return SlotOutcome(local_date=local_date, error=error, next_call_at=next_call_at, tz=tz)
+    off = day_off_reason(call_days=call_days, pause_until=None, skips=(), local_date=local_date, rules=rules)
+    next_call_at = next_call_for(
+        local_tz=local_tz,
+        call_time=call_time,
+        call_days=call_days,
+        pause_until=None,
+        last_called=local_date,
+        skips=frozenset(),
+        now=now,
+        rules=rules,
+    )
+    return SlotOutcome(local_date=local_date, error=error, next_call_at=next_call_at, tz=tz, off=off or "")
 
 
 @dataclass
@@ -143,17 +170,61 @@ class Claim:
     variants: list[Variant]
     agent_id: str
     spread_minutes: int
-    outcomes: dict[tuple[str, time, datetime], SlotOutcome | None] = field(default_factory=dict)
+    # Keyed by call days too: a handful of distinct sets (every day, weekdays) in practice, so
+    # a rush slot is still worked out a few times, not once per user.
+    outcomes: dict[tuple[str, time, datetime, int], SlotOutcome | None] = field(default_factory=dict)
 
-    def outcome(self, local_tz: str, call_time: time, slot: datetime) -> SlotOutcome | None:
-        key = (local_tz, call_time, slot)
+    def outcome(self, local_tz: str, call_time: time, slot: datetime, call_days: int) -> SlotOutcome | None:
+        key = (local_tz, call_time, slot, call_days)
         try:
             return self.outcomes[key]
         except KeyError:
             outcome = self.outcomes[key] = slot_outcome(
-                local_tz=local_tz, call_time=call_time, slot=slot, now=self.now, rules=self.rules
+                local_tz=local_tz,
+                call_time=call_time,
+                slot=slot,
+                now=self.now,
+                rules=self.rules,
+                call_days=call_days,
             )
             return outcome
+
+    def personal_outcome(
+        self,
+        outcome: SlotOutcome,
+        *,
+        local_tz: str,
+        call_time: time,
+        call_days: int,
+        pause_until: date | None,
+        skips: frozenset[date],
+    ) -> SlotOutcome:
+        """The shared outcome with the person's own pause and skips applied: computed for
+        each of the few users who have one ahead, never cached."""
+        off = day_off_reason(
+            call_days=call_days,
+            pause_until=pause_until,
+            skips=skips,
+            local_date=outcome.local_date,
+            rules=self.rules,
+        )
+        next_call_at = next_call_for(
+            local_tz=local_tz,
+            call_time=call_time,
+            call_days=call_days,
+            pause_until=pause_until,
+            last_called=outcome.local_date,
+            skips=skips,
+            now=self.now,
+            rules=self.rules,
+        )
+        return SlotOutcome(
+            local_date=outcome.local_date,
+            error=outcome.error,
+            next_call_at=next_call_at,
+            tz=outcome.tz,
+            off=off or "",
+        )
 
     def release(self, *, slot: datetime, user_id: int, tz: ZoneInfo) -> datetime | None:
         """When a first attempt goes to the workers: at its time (or its step of the spread),
@@ -229,28 +300,57 @@ def claim_due_batch(*, claim: Claim) -> int:
         if not rows:
             return 0
         bulk.check_constraints_at_once()
+        # The batch's skipped days, in one query on the (user, local_date) index: normally
+        # none, and only the users who have one are worked out one by one.
+        skips = users_skips_from([row[0] for row in rows], local_date=(now - timedelta(days=2)).date())
         queued, missed, suppressed = _CallRows(), _CallRows(), _CallRows()
         next_call_at: dict[int, datetime | None] = {}
         parked: list[tuple[int, str]] = []
         assigned: dict[int, int] = {}  # users given a (new) variant: user id -> variant id
         releases: list[datetime | None] = []  # each queued call's release, in order
+        off_days: dict[str, int] = {}  # why a slot's day is off: users not called
         # One query on the list's unique indexes for the whole batch. Such a user's day is
         # recorded canceled, saying why (rare: a number on the list is normally nobody's).
         on_the_list = numbers_suppressed(numbers=[row[1] for row in rows])
         without_consent = 0
-        for pk, phone, local_tz, call_time, enabled, slot, variant_id, consented_at in rows:
+        for (
+            pk,
+            phone,
+            local_tz,
+            call_time,
+            enabled,
+            slot,
+            variant_id,
+            call_days,
+            pause_until,
+            consented_at,
+        ) in rows:
             if not (enabled and phone):
                 # A stale next_call_at (calls disabled by a bulk UPDATE, say): stop here.
                 next_call_at[pk] = None
                 continue
-            outcome = claim.outcome(local_tz, call_time, slot)
+            outcome = claim.outcome(local_tz, call_time, slot, call_days)
             if outcome is None:
                 # A zone this host's tzdata does not know (a raw UPDATE, an import): one bad
                 # row must not stop every tick. Parked until someone fixes the zone.
                 next_call_at[pk] = None
                 parked.append((pk, local_tz))
                 continue
+            if pk in skips or (pause_until is not None and pause_until >= outcome.local_date):
+                outcome = claim.personal_outcome(
+                    outcome,
+                    local_tz=local_tz,
+                    call_time=call_time,
+                    call_days=call_days,
+                    pause_until=pause_until,
+                    skips=skips.get(pk, frozenset()),
+                )
             next_call_at[pk] = outcome.next_call_at
+            if outcome.off:
+                # An off day reached before its user was moved on (the policy's days off just
+                # changed): no call, the next open day. One log line per reason, not per user.
+                off_days[outcome.off] = off_days.get(outcome.off, 0) + 1
+                continue
             if claim.rules.require_consent and consented_at is None:
                 # Not claimed, and no row written: with consent required, everyone without
                 # one would otherwise add a canceled call a day. Moved on to the next slot,
@@ -291,6 +391,8 @@ def claim_due_batch(*, claim: Claim) -> int:
     summary.due += len(rows)
     summary.claimed += plan.claimed
     summary.missed += len(missed_ids)
+    for reason, users in off_days.items():
+        logger.info("No call for %s user(s) on a day off: %s", users, reason)
     if missed_ids:
         for user_id, local_date, error in zip(missed.user_id, missed.local_date, missed.error, strict=True):
             logger.info("Missed call for user %s on %s: %s", user_id, local_date, error)

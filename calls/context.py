@@ -13,9 +13,11 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date, timedelta
 
+from users.calendar import day_off_reason
 from users.selectors import RECORD_DAYS, CallDay, DayOutcome, answered_streak, day_outcome
 
 from .models import Call
+from .policy import policy_current
 
 MEMORY_DAYS = 3
 # The memory's outcome words, as a prompt reads them.
@@ -26,6 +28,7 @@ OUTCOME_WORDS = {
     "in_progress": "in progress",
     "due": "not called yet",
     "not_scheduled": "no call",
+    "skipped": "a day off",
 }
 
 
@@ -54,11 +57,24 @@ def call_variables_for(*, calls: Sequence[Call]) -> dict[int, dict[str, str]]:
 
 def call_variables(*, call: Call, days_of_user: dict[date, list[Call]]) -> dict[str, str]:
     user = call.user
+    rules = policy_current()
     days = []
     for offset in range(RECORD_DAYS, 0, -1):  # the days before this call's, oldest first
         local_date = call.local_date - timedelta(days=offset)
         day_calls = days_of_user.get(local_date, [])
-        days.append(CallDay(local_date, day_outcome(day_calls), tuple(day_calls)))
+        # A day off (the person's call days and pause, the policy's days off; a skipped day
+        # is left to the record, which reads them) neither counts for nor breaks the streak.
+        off = (
+            day_off_reason(
+                call_days=user.call_days,
+                pause_until=user.pause_until,
+                skips=(),
+                local_date=local_date,
+                rules=rules,
+            )
+            is not None
+        )
+        days.append(CallDay(local_date, day_outcome(day_calls, off=off), tuple(day_calls)))
     memory = []
     for day in reversed(days[-MEMORY_DAYS:]):  # newest first
         summaries = [c.result.summary for c in day.calls if _has_result(c) and c.result.summary]

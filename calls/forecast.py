@@ -50,7 +50,8 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db.models import Avg, Count
 
-from users.models import PEOPLE
+from users.calendar import day_off_reason
+from users.models import PEOPLE, CallSkip
 
 from .models import Call, CallStatus
 from .policy import Policy, policy_current
@@ -75,6 +76,8 @@ class ForecastSlot:
     due: int
     capacity: int | None  # None: the provider has no cap
     will_miss: int
+    # Users whose slot here falls on a day off for them: not due, not missed.
+    skipped: int = 0
 
 
 @dataclass(frozen=True)
@@ -97,36 +100,111 @@ def slot_start(instant: datetime) -> datetime:
 def _due_instants(*, now: datetime, hours: int, rules: Policy) -> list[tuple[datetime, int]]:
     """(slot instant in UTC, users) for every slot in [slot_start(now), +hours) that the tick
     would call, in time order."""
+    return _due_and_skipped(now=now, hours=hours, rules=rules)[0]
+
+
+def _due_and_skipped(
+    *, now: datetime, hours: int, rules: Policy
+) -> tuple[list[tuple[datetime, int]], dict[datetime, int]]:
+    """The due instants (as _due_instants) and {slot instant: users} whose slot in the range
+    falls on a local date that is off for them (users/calendar.py: not a call day, paused,
+    skipped, a policy skip date or holiday): counted apart, never as due nor as missed."""
     start = slot_start(now)
     end = start + timedelta(hours=hours)
-    people = User.objects.filter(PEOPLE, call_enabled=True, phone__isnull=False, next_call_at__lt=end)
+    # Every scheduled person, not only those due in the range: a day off in the range can
+    # come before a next call after it.
+    people = User.objects.filter(PEOPLE, call_enabled=True, phone__isnull=False, next_call_at__isnull=False)
     if rules.require_consent:
         # The tick passes over those without a consent (calls/claim.py): nobody to dial.
         people = people.filter(consented_at__isnull=False)
     groups = (
         people.exclude(phone="")
-        .values_list("local_tz", "call_time", "next_call_at")
+        .values_list("local_tz", "call_time", "next_call_at", "call_days", "pause_until")
         .annotate(users=Count("id"))
         .order_by()
     )
     counts: dict[datetime, int] = {}
+    skipped: dict[datetime, int] = {}
     zones: dict[str, ZoneInfo | None] = {}  # a few dozen names for tens of thousands of groups
-    for local_tz, call_time, next_call_at, users in groups:
+
+    def in_range(slot: datetime, tz: ZoneInfo) -> bool:
+        return start <= slot < end and slot + rules.window > now and rules.allows_hour(slot, tz)
+
+    def off(call_days: int, pause_until, local_date) -> bool:
+        return (
+            day_off_reason(
+                call_days=call_days, pause_until=pause_until, skips=(), local_date=local_date, rules=rules
+            )
+            is not None
+        )
+
+    for local_tz, call_time, next_call_at, call_days, pause_until, users in groups:
         if local_tz not in zones:
             zones[local_tz] = zone_or_none(local_tz)
         tz = zones[local_tz]
         if tz is None:
             continue  # parked by the tick, never called
+        # The days before the next call that the range covers: off days are skipped ones
+        # (days already called are neither).
+        first_local = start.astimezone(tz).date() - timedelta(days=1)
+        day = first_local
+        while True:
+            slot = slot_for_date(local_date=day, call_time=call_time, tz=tz)
+            if slot >= next_call_at or slot >= end:
+                break
+            if in_range(slot, tz) and off(call_days, pause_until, day):
+                skipped[slot] = skipped.get(slot, 0) + users
+            day += timedelta(days=1)
         slot = next_call_at
         while slot < end:
-            if slot >= start and slot + rules.window > now and rules.allows_hour(slot, tz):
-                counts[slot] = counts.get(slot, 0) + users
+            local_date = slot_local_date(slot=slot, call_time=call_time, tz=tz)
+            if in_range(slot, tz):
+                tally = skipped if off(call_days, pause_until, local_date) else counts
+                tally[slot] = tally.get(slot, 0) + users
             if slot + SHORTEST_DAY >= end:
                 break
             # A short day (spring forward) can bring the next local day's slot inside the range.
-            local_date = slot_local_date(slot=slot, call_time=call_time, tz=tz)
             slot = slot_for_date(local_date=local_date + timedelta(days=1), call_time=call_time, tz=tz)
-    return sorted(counts.items())
+    _count_skipped_days(start=start, end=end, rules=rules, counts=counts, skipped=skipped, in_range=in_range)
+    return sorted(counts.items()), skipped
+
+
+def _count_skipped_days(*, start, end, rules: Policy, counts, skipped, in_range) -> None:
+    """The days skipped for one person (CallSkip) in the range: few rows, one query. A day
+    the group's rules already made off is counted there; one still counted due moves."""
+    rows = CallSkip.objects.filter(
+        local_date__gte=start.date() - timedelta(days=1),
+        local_date__lte=end.date() + timedelta(days=1),
+        user__call_enabled=True,
+        user__phone__isnull=False,
+        user__next_call_at__isnull=False,
+        user__is_staff=False,
+        user__is_superuser=False,
+    ).values_list(
+        "local_date",
+        "user__local_tz",
+        "user__call_time",
+        "user__call_days",
+        "user__pause_until",
+        "user__next_call_at",
+    )
+    for local_date, local_tz, call_time, call_days, pause_until, next_call_at in rows:
+        tz = zone_or_none(local_tz)
+        if tz is None:
+            continue
+        slot = slot_for_date(local_date=local_date, call_time=call_time, tz=tz)
+        if not in_range(slot, tz):
+            continue
+        if day_off_reason(
+            call_days=call_days, pause_until=pause_until, skips=(), local_date=local_date, rules=rules
+        ):
+            continue
+        if slot < next_call_at or counts.get(slot, 0) > 0:
+            if slot >= next_call_at:
+                counts[slot] -= 1
+                if not counts[slot]:
+                    del counts[slot]
+            skipped[slot] = skipped.get(slot, 0) + 1
 
 
 def users_due_per_slot(*, now: datetime, hours: int = 24) -> list[tuple[datetime, int]]:
@@ -241,7 +319,10 @@ def capacity_summary(*, now: datetime, hours: int = 24) -> CapacityForecast:
     provider = settings.CALL_PROVIDER
     average = average_call_seconds(now=now)
     rate = _calls_per_second(provider=provider, average=average)
-    instants = _due_instants(now=now, hours=hours, rules=rules)
+    instants, skipped_at = _due_and_skipped(now=now, hours=hours, rules=rules)
+    skipped: dict[datetime, int] = {}
+    for instant, users in skipped_at.items():
+        skipped[slot_start(instant)] = skipped.get(slot_start(instant), 0) + users
 
     per_slot: dict[datetime, list[int]] = {}  # slot start -> indexes of its instants
     for index, (instant, _) in enumerate(instants):
@@ -250,7 +331,9 @@ def capacity_summary(*, now: datetime, hours: int = 24) -> CapacityForecast:
     slots: list[ForecastSlot] = []
     if rate is None:
         for start, indexes in per_slot.items():
-            slots.append(ForecastSlot(start, sum(instants[i][1] for i in indexes), None, 0))
+            slots.append(
+                ForecastSlot(start, sum(instants[i][1] for i in indexes), None, 0, skipped.pop(start, 0))
+            )
     else:
         window = rules.window.total_seconds()
         origin = instants[0][0] if instants else now
@@ -262,7 +345,15 @@ def capacity_summary(*, now: datetime, hours: int = 24) -> CapacityForecast:
             windows = [(seconds[i][0], seconds[i][0] + window) for i in indexes]
             free = _window_length(windows) - _earlier_busy_inside(busy, busy_indexes, indexes[0], windows)
             taken = math.floor(sum(started[i] for i in indexes) + 1e-6)
-            slots.append(ForecastSlot(start, due, math.floor(rate * free + 1e-6), max(0, due - taken)))
+            slots.append(
+                ForecastSlot(
+                    start, due, math.floor(rate * free + 1e-6), max(0, due - taken), skipped.pop(start, 0)
+                )
+            )
+    # Slots where everyone is off: nobody due, only skipped.
+    none_due = None if rate is None else 0
+    slots += [ForecastSlot(start, 0, none_due, 0, users) for start, users in skipped.items()]
+    slots.sort(key=lambda slot: slot.start)
     return CapacityForecast(
         provider=provider,
         max_live_calls=settings.PROVIDER_MAX_LIVE_CALLS.get(provider, 0),

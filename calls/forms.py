@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import date
 from typing import Any
 
+import holidays
 from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -55,6 +57,67 @@ class MinutesListField(forms.CharField):
         return ", ".join(str(m) for m in value) if isinstance(value, list) else value
 
 
+MAX_SKIP_DATES = 366
+SKIP_DATES_MESSAGE = (
+    f"dates as YYYY-MM-DD, at most {MAX_SKIP_DATES}, separated by commas (or a JSON list), "
+    'such as ["2026-12-25", "2027-01-01"]'
+)
+COUNTRIES_MESSAGE = (
+    "ISO 3166 country codes the holidays package knows, separated by commas (or a JSON list), "
+    'such as ["US", "IN"]'
+)
+
+
+def _text_list(text: str, message: str) -> list[Any]:
+    """A list typed as "a, b" or sent as JSON ("[...]"), as a list."""
+    text = text.strip()
+    if not text:
+        return []
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except ValueError:
+            raise ValidationError(message) from None
+    else:
+        parsed = [part for part in re.split(r"[,\s]+", text) if part]
+    if not isinstance(parsed, list) or not all(isinstance(item, str) for item in parsed):
+        raise ValidationError(message)
+    return parsed
+
+
+class DateListField(forms.CharField):
+    """Local dates as a person types them ("2026-12-25, 2027-01-01") or as JSON; stored as a
+    sorted list of ISO dates."""
+
+    def to_python(self, value: Any) -> list[str]:
+        parsed = _text_list(super().to_python(value), SKIP_DATES_MESSAGE)
+        try:
+            days = {date.fromisoformat(item) for item in parsed if len(item) == 10}
+        except ValueError:
+            raise ValidationError(SKIP_DATES_MESSAGE) from None
+        if len(days) != len(set(parsed)) or len(days) > MAX_SKIP_DATES:
+            raise ValidationError(SKIP_DATES_MESSAGE)
+        return [day.isoformat() for day in sorted(days)]
+
+    def prepare_value(self, value: Any) -> Any:
+        return ", ".join(value) if isinstance(value, list) else value
+
+
+class CountryListField(forms.CharField):
+    """Country codes ("US, IN", any case) or JSON; stored upper case, in the order given."""
+
+    def to_python(self, value: Any) -> list[str]:
+        parsed = [code.upper() for code in _text_list(super().to_python(value), COUNTRIES_MESSAGE)]
+        known = holidays.list_supported_countries()
+        unknown = [code for code in parsed if code not in known]
+        if unknown:
+            raise ValidationError(f"unknown country code {', '.join(unknown)}: {COUNTRIES_MESSAGE}")
+        return list(dict.fromkeys(parsed))
+
+    def prepare_value(self, value: Any) -> Any:
+        return ", ".join(value) if isinstance(value, list) else value
+
+
 class RetryStatusesField(forms.MultipleChoiceField):
     """Check boxes for the retried outcomes. Blank in the database (None) means the default,
     all three: shown checked, and kept blank while all three stay checked."""
@@ -96,6 +159,8 @@ class CallPolicyForm(forms.ModelForm):
     retry_statuses = RetryStatusesField(
         label="Outcomes retried", required=False, choices=[(s.value, s.label) for s in RETRYABLE]
     )
+    skip_dates = DateListField(label="Skip dates", required=False)
+    holiday_countries = CountryListField(label="Holiday countries", required=False)
 
     class Meta:
         model = CallPolicy
@@ -111,6 +176,8 @@ class CallPolicyForm(forms.ModelForm):
             "voicemail_message",
             "monthly_budget",
             "budget_currency",
+            "skip_dates",
+            "holiday_countries",
             "require_consent",
             "disclosure_text",
         )
@@ -140,9 +207,15 @@ class CallPolicyForm(forms.ModelForm):
             "any hour.",
             "calling_hours_end": "In each person's local time, not included; an end before the start runs "
             "overnight.",
+            "skip_dates": "Dates on which nobody is called, in each person's local date, separated by "
+            "commas, such as 2026-12-25, 2027-01-01. Blank: none.",
+            "holiday_countries": "Nobody is called on the public holidays of these countries (ISO codes such "
+            "as US, IN, DE), in each person's local date. Blank: none.",
         }
         for name, text in help_texts.items():
             self.fields[name].help_text = text
+        self.fields["skip_dates"].widget.attrs.update(placeholder="2026-12-25, 2027-01-01", size=40)
+        self.fields["holiday_countries"].widget.attrs.update(placeholder="US, IN", size=20)
         self.fields["retry_delays_minutes"].widget.attrs.update(
             placeholder=f"{settings.CALL_RETRY_DELAY_SECONDS / 60:g}", size=20
         )

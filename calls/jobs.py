@@ -70,6 +70,14 @@ def analyse_noted_calls() -> str:
     return analysis.noted_calls_dispatch()
 
 
+@job
+def reschedule_calendars() -> str:
+    """Everyone's next call moved after the policy's days off changed (users.calendar)."""
+    from users.calendar import users_calendar_reschedule
+
+    return f"{users_calendar_reschedule()} next calls moved"
+
+
 def simulator_send_webhook(payload: dict) -> int:
     """The simulator's delayed status callback to our own webhook."""
     return provider_named("simulator").send_webhook(payload)

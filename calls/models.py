@@ -272,6 +272,18 @@ class CallPolicy(models.Model):
     # Set by calls.budget when the month's cost reached the budget: calls pause until the
     # budget is raised or cleared, or the month ends.
     budget_reached_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Days off for everyone, in each person's local date (users/calendar.py): dates listed
+    # here, and the public holidays of these countries (the holidays package).
+    skip_dates = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='Local dates on which nobody is called, e.g. ["2026-12-25"].',
+    )
+    holiday_countries = models.JSONField(
+        default=list,
+        blank=True,
+        help_text='ISO 3166 country codes whose public holidays nobody is called on, e.g. ["US"].',
+    )
     require_consent = models.BooleanField(
         default=False,
         db_default=False,

@@ -14,9 +14,10 @@ import logging
 import os
 import threading
 from collections import Counter
+from collections.abc import Iterable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import NamedTuple
 
 from django.conf import settings
@@ -27,6 +28,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 from rq.timeouts import JobTimeoutException
 
+from users.calendar import user_day_off_reason, users_skipped_on
 from users.models import Consent
 from users.suppression import numbers_suppressed
 
@@ -58,7 +60,12 @@ USER_BUSY_MARGIN_SECONDS = 2
 
 
 def _reason_not_to_dial(
-    call: Call, *, now: datetime, rules: Policy, suppressed: frozenset[str] | set[str] = frozenset()
+    call: Call,
+    *,
+    now: datetime,
+    rules: Policy,
+    skips: Iterable[date] | None = None,
+    suppressed: frozenset[str] | set[str] = frozenset(),
 ) -> tuple[str, str]:
     """Why a queued call must not be dialed at ``now``, as (the status it takes, the
     reason), or ("", "") to dial it. QUEUED means "not yet": it stays queued.
@@ -67,6 +74,8 @@ def _reason_not_to_dial(
     how late the job really ran (workers down while Redis kept their jobs, a scheduler that
     released a retry late): a first attempt is dialed only inside [slot, slot + window), a
     retry only inside its own window and on the local day it belongs to.
+
+    ``skips``: the person's skipped dates among this call's (read for the whole batch).
     """
     user = call.user
     if user.opted_out_at is not None:
@@ -79,6 +88,13 @@ def _reason_not_to_dial(
         return CallStatus.CANCELED, "Number suppressed: it is on the do-not-call list."
     if rules.require_consent and user.consented_at is None:
         return CallStatus.CANCELED, "No consent recorded, and the call policy requires one."
+    if not (call.manual or call.callback):
+        # A day that became off after the call was claimed (a skip, a new pause or policy
+        # skip date): users/calendar.py. A manual call is the operator's own request, a
+        # call-back the person's.
+        off = user_day_off_reason(user=user, local_date=call.local_date, rules=rules, skips=skips)
+        if off:
+            return CallStatus.CANCELED, f"Day off: {off}"
     if call.callback:
         # Asked for on an answered call; never while another call of the user is live.
         if selectors.user_has_live_call(user_id=user.pk, other_than=call.pk):
@@ -237,6 +253,7 @@ def take_calls_for_dialing(call_ids: list[int], *, provider: str | None = None) 
             .filter(pk__in=call_ids)
             .order_by("pk")
         }
+        skipped = users_skipped_on([(call.user_id, call.local_date) for call in calls.values()])
         # The do-not-call list, for the numbers these calls would dial now: one query.
         suppressed = numbers_suppressed(numbers=[call.user.phone for call in calls.values()])
         for call_id in call_ids:
@@ -262,7 +279,9 @@ def take_calls_for_dialing(call_ids: list[int], *, provider: str | None = None) 
                 )
             else:
                 logger.info("Processing user call for %s", name)
-            status, reason = _reason_not_to_dial(call, now=now, rules=rules, suppressed=suppressed)
+            status, reason = _reason_not_to_dial(
+                call, now=now, rules=rules, skips=skipped.get(call.user_id, ()), suppressed=suppressed
+            )
             if not status and user.pk in live:
                 status, reason, again = _wait_for_user(call, live[user.pk], now=now, rules=rules)
                 if again is not None:

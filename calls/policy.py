@@ -10,15 +10,17 @@ the admin's history.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time as monotonic_time
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import holidays
 from django.conf import settings
 from django.core.signals import setting_changed
 from django.dispatch import receiver
@@ -49,8 +51,22 @@ class Policy:
     budget_currency: str = "USD"
     # The monthly budget is reached: calls are paused (paused is True too).
     budget_reached: bool = False
+    # Days off for everyone, in each person's local date (users/calendar.py).
+    skip_dates: frozenset[date] = frozenset()
+    holiday_countries: tuple[str, ...] = ()
     require_consent: bool = False
     disclosure_text: str = ""
+
+    def day_off_reason(self, local_date: date) -> str | None:
+        """Why nobody is called on ``local_date`` (a skip date, a public holiday of one of
+        the countries), or None. Cheap: a set and a dict lookup per country."""
+        if local_date in self.skip_dates:
+            return f"{local_date} is a skip date of the call policy."
+        for country in self.holiday_countries:
+            name = holidays_of(country, local_date.year).get(local_date)
+            if name is not None:
+                return f"{local_date} is a public holiday in {country} ({name})."
+        return None
 
     def retry_delay_seconds(self, *, retry_number: int) -> int:
         """The delay before retry ``retry_number`` (1 for the first); the last given delay
@@ -81,6 +97,13 @@ class Policy:
             return "any hour"
         start, end = self.calling_hours
         return f"{start:%H:%M}-{end:%H:%M} local time"
+
+
+@functools.lru_cache(maxsize=512)
+def holidays_of(country: str, year: int) -> dict[date, str]:
+    """{date: name} of a country's public holidays in a year, from the holidays package: worked
+    out once per process and year (the package computes each year's dates on first use)."""
+    return dict(holidays.country_holidays(country, years=year))
 
 
 _cache: tuple[float, Policy] | None = None
@@ -124,6 +147,8 @@ def _from_row(row: CallPolicy) -> Policy:
         monthly_budget=row.monthly_budget,
         budget_currency=row.budget_currency or "USD",
         budget_reached=budget_reached,
+        skip_dates=frozenset(date.fromisoformat(day) for day in row.skip_dates or ()),
+        holiday_countries=tuple(row.holiday_countries or ()),
         require_consent=row.require_consent,
         disclosure_text=row.disclosure_text,
     )
@@ -168,6 +193,8 @@ def policy_as_dict(row: CallPolicy | None = None) -> dict[str, Any]:
         "voicemail_message": row.voicemail_message,
         "monthly_budget": str(row.monthly_budget) if row.monthly_budget is not None else None,
         "budget_currency": row.budget_currency,
+        "skip_dates": list(row.skip_dates or []),
+        "holiday_countries": list(row.holiday_countries or []),
         "require_consent": row.require_consent,
         "disclosure_text": row.disclosure_text,
         "updated_at": row.updated_at.isoformat() if row.updated_at else None,
@@ -235,7 +262,21 @@ def policy_in_force_rows(row: CallPolicy | None = None) -> list[tuple[str, str, 
             f"{effective.window.total_seconds() / 60:g} minutes after each person's call time",
             here if row.window_minutes else default,
         ),
+        (
+            "Days off",
+            _days_off_text(effective),
+            here if (row.skip_dates or row.holiday_countries) else f"{default} (none)",
+        ),
     ]
+
+
+def _days_off_text(rules: Policy) -> str:
+    parts = []
+    if rules.skip_dates:
+        parts.append("skip dates " + ", ".join(f"{day}" for day in sorted(rules.skip_dates)))
+    if rules.holiday_countries:
+        parts.append("public holidays of " + ", ".join(rules.holiday_countries))
+    return "; ".join(parts).capitalize() if parts else "None: every day may be a call day"
 
 
 @receiver(setting_changed)

@@ -74,6 +74,16 @@ def _form_data(values: dict[str, Any]) -> dict[str, Any]:
     for name, value in values.items():
         if name == "retry_delays_minutes":
             data[name] = "" if value is None else json.dumps(value)
+        elif name in DAYS_OFF_FIELDS:
+            if value is not None and not isinstance(value, list):
+                raise PolicyInvalid(
+                    {
+                        name: 'a list of dates, such as ["2026-12-25"]'
+                        if name == "skip_dates"
+                        else 'a list of country codes, such as ["US"]'
+                    }
+                )
+            data[name] = json.dumps(value or [])
         elif name == "retry_statuses":  # the check boxes' list as it is; the field says if it is not one
             data[name] = "" if value is None else value
         elif name in ("paused", "voicemail_retry", "require_consent"):
@@ -105,6 +115,9 @@ def _form_data(values: dict[str, Any]) -> dict[str, Any]:
             data[name] = str(value)
     return data
 
+
+# The fields that change who is off on which date: everyone's next call is moved after them.
+DAYS_OFF_FIELDS = ("skip_dates", "holiday_countries")
 
 API_HISTORY_USERNAME = "relevel-api-token"
 
@@ -166,6 +179,8 @@ def policy_changed(
         row.refresh_from_db(fields=["budget_reached_at"])
     if was_paused and not row.paused and row.budget_reached_at is None:
         transaction.on_commit(_tick_after_resume)
+    if set(DAYS_OFF_FIELDS) & set(changed):
+        transaction.on_commit(_reschedule_after_days_off)
 
 
 def _pause_record(*, row: CallPolicy, user_id: int | None) -> None:
@@ -180,6 +195,16 @@ def _pause_record(*, row: CallPolicy, user_id: int | None) -> None:
     else:
         row.paused_at, row.paused_by = None, ""
     row.save(update_fields=["paused_at", "paused_by"])
+
+
+def _reschedule_after_days_off() -> None:
+    # A job, in bounded batches: a million people's next call is not moved in a request.
+    try:
+        queues.enqueue_calendar_reschedule()
+    except RedisError:
+        logger.error(
+            "Days off changed; Redis unreachable: run `manage.py reschedule_calendars` to move next calls"
+        )
 
 
 def _tick_after_resume() -> None:

@@ -266,6 +266,18 @@ def enqueue_in(delay: timedelta, func: str, *args: Any) -> Job:
     return calls_queue().enqueue_in(delay, func, *args, **_job_options())
 
 
+CALENDAR_RESCHEDULE_JOB = "calls.jobs.reschedule_calendars"
+
+
+def enqueue_calendar_reschedule() -> Job:
+    """Move everyone's next call after the policy's days off changed (users.calendar)."""
+    return tick_queue().enqueue(
+        CALENDAR_RESCHEDULE_JOB,
+        description="Moving next calls after the call policy's days off changed",
+        **_job_options(),
+    )
+
+
 def enqueue_tick(*, description: str = "Scheduling tick, triggered now (not the cron's)") -> Job:
     """Enqueue one scheduling tick now (the manual trigger)."""
     return tick_queue().enqueue(SCHEDULE_CALLS_JOB, description=description, **_job_options())

@@ -16,6 +16,7 @@ in ``timedelta`` arithmetic.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
@@ -56,22 +57,45 @@ def slot_local_date(*, slot: datetime, call_time: time, tz: ZoneInfo) -> date:
     return shown
 
 
+# How many days off in a row next_open_slot looks past before it gives up: no calendar that
+# validation allows (at least one weekday, a bounded list of skip dates, a few holidays a
+# year) comes near it, and a pause is jumped over through ``after``, not walked day by day.
+MAX_DAYS_OFF_IN_A_ROW = 400
+
+
 def next_open_slot(
-    *, call_time: time, tz: ZoneInfo, now: datetime, window: timedelta, after: date | None = None
-) -> datetime:
-    """The earliest slot whose calling window has not closed at ``now``.
+    *,
+    call_time: time,
+    tz: ZoneInfo,
+    now: datetime,
+    window: timedelta,
+    after: date | None = None,
+    day_off: Callable[[date], bool] | None = None,
+) -> datetime | None:
+    """The earliest slot whose calling window has not closed at ``now``, on a local date
+    that is not off.
 
     A slot is callable while ``slot <= now < slot + window``, so a slot that began a few
     minutes ago is still returned: that is how a user created (or re-enabled, or moved to a
     later time) just after their time still gets today's call. Starting one day back catches
     a 23:58 slot that a tick at 00:01 must still pick up. ``after`` skips local dates up to
-    and including it (a date that already has its first attempt).
+    and including it (a date that already has its first attempt, or the last day of a
+    pause); ``day_off`` says which other local dates are off (users.calendar: the person's
+    call days and skips, the policy's skip dates and holidays). None when every one of the
+    next MAX_DAYS_OFF_IN_A_ROW dates is off.
     """
     local_today = now.astimezone(tz).date()
     day = local_today - timedelta(days=1)
     if after is not None and after >= day:
         day = after + timedelta(days=1)
+    days_off = 0
     while True:
+        if day_off is not None and day_off(day):
+            days_off += 1
+            if days_off > MAX_DAYS_OFF_IN_A_ROW:
+                return None
+            day += timedelta(days=1)
+            continue
         slot = slot_for_date(local_date=day, call_time=call_time, tz=tz)
         if slot + window > now:
             return slot

@@ -297,6 +297,7 @@ def capacity(request: HttpRequest) -> JsonResponse:
                     "due": slot.due,
                     "capacity": slot.capacity,
                     "will_miss": slot.will_miss,
+                    "skipped": slot.skipped,
                 }
                 for slot in slots
             ],

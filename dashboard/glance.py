@@ -28,6 +28,7 @@ from django.db.models import Count, FilteredRelation, Q
 
 from calls import forecast
 from calls.models import Call, CallStatus
+from users.calendar import people_off_on
 
 from .models import TodaySnapshot
 
@@ -87,7 +88,8 @@ def next_24_hours_compute(*, now: datetime) -> dict:
         "max_live_calls": summary.max_live_calls,
         "average_call_seconds": summary.average_call_seconds,
         "slots": [
-            [slot.start.isoformat(), slot.due, slot.capacity, slot.will_miss] for slot in summary.slots
+            [slot.start.isoformat(), slot.due, slot.capacity, slot.will_miss, slot.skipped]
+            for slot in summary.slots
         ],
     }
 
@@ -95,6 +97,7 @@ def next_24_hours_compute(*, now: datetime) -> dict:
 def today_snapshot_store(day: date, *, now: datetime) -> TodaySnapshot:
     started = time.perf_counter()
     counts = today_counts_compute(day)
+    counts["skipped"] = people_off_on(local_date=day).count()
     counts["next_24_hours"] = next_24_hours_compute(now=now)
     snapshot, _ = TodaySnapshot.objects.update_or_create(
         day=day,

@@ -152,6 +152,14 @@ def today_at_a_glance(*, now: datetime) -> Glance:
             "Attempts never dialed: their window closed first (see the reasons below).",
         ),
         Tile(
+            "skipped",
+            "Skipped",
+            counts.get("skipped", 0),
+            f"{reverse('admin:users_user_changelist')}?{urlencode({'off_on': day.isoformat()})}",
+            "People not called today because it is a day off for them (their call days, a pause, a "
+            "skipped day, the policy's skip dates or holidays): not missed.",
+        ),
+        Tile(
             "retries_pending",
             "Retries pending",
             retries_pending,
@@ -427,15 +435,20 @@ def chart_next_24_hours(kept: dict | None, *, now: datetime) -> Chart:
     kept = kept or {}
     first = datetime.fromisoformat(kept["from"]) if kept else forecast.slot_start(now)
     starts = [first + timedelta(minutes=15 * index) for index in range(96)]
+    # [start, due, capacity, will miss, skipped]; a snapshot kept before days off has no skipped.
     by_start = {
-        datetime.fromisoformat(start): (due, capacity, miss)
-        for start, due, capacity, miss in kept.get("slots", [])
+        datetime.fromisoformat(row[0]): (row[1], row[2], row[3], row[4] if len(row) > 4 else 0)
+        for row in kept.get("slots", [])
     }
-    due = [by_start.get(start, (0, None, 0))[0] for start in starts]
-    capacity = [by_start.get(start, (0, None, 0))[1] for start in starts]
-    will_miss = [by_start.get(start, (0, None, 0))[2] for start in starts]
+    empty = (0, None, 0, 0)
+    due = [by_start.get(start, empty)[0] for start in starts]
+    capacity = [by_start.get(start, empty)[1] for start in starts]
+    will_miss = [by_start.get(start, empty)[2] for start in starts]
+    skipped = [by_start.get(start, empty)[3] for start in starts]
     capped = any(value is not None for value in capacity)
     series = [Series("users due", due, PALETTE[0])]
+    if any(skipped):
+        series.append(Series("skipped (day off)", skipped, PALETTE[3]))
     if capped:
         series += [
             Series("will be missed", will_miss, PALETTE[4]),
@@ -458,11 +471,11 @@ def chart_next_24_hours(kept: dict | None, *, now: datetime) -> Chart:
         unit="count",
         labels=[f"{start:%H:%M}" for start in starts],
         series=series,
-        columns=["slot start (UTC)", "users due", "provider capacity", "will be missed"],
+        columns=["slot start (UTC)", "users due", "provider capacity", "will be missed", "skipped (day off)"],
         rows=[
-            [start.isoformat(), d, c, m]
-            for start, d, c, m in zip(starts, due, capacity, will_miss, strict=True)
-            if d
+            [start.isoformat(), d, c, m, k]
+            for start, d, c, m, k in zip(starts, due, capacity, will_miss, skipped, strict=True)
+            if d or k
         ],
     )
 

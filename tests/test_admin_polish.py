@@ -132,8 +132,15 @@ def test_the_add_and_change_pages_group_the_fields_the_same_way(admin_client, ma
 
     added = groups(admin_client.get(reverse("admin:users_user_add")))
     changed = groups(admin_client.get(reverse("admin:users_user_change", args=[make_user().pk])))
-    assert list(added) == ["Person to call", "More"]
-    readonly = {"next_call", "schedule_error", "opt_out_display", "consent_display", "username"}
+    assert list(added) == ["Person to call", "Call days", "More"]
+    readonly = {
+        "next_call",
+        "schedule_error",
+        "opt_out_display",
+        "consent_display",
+        "username",
+        "skipped_days",
+    }
     for name, add_fields in added.items():
         assert add_fields == [field for field in changed[name] if field not in readonly], name
 
@@ -242,14 +249,17 @@ def test_a_persons_page_opens_on_the_next_call_and_the_record_and_says_why_when_
         fieldset = next(iter(response.context["adminform"]))
         return fieldset.name, [field for line in fieldset for field in line.fields]
 
-    assert first_group(make_user()) == ("Next call and the last 30 days", ["next_call", "call_record"])
+    assert first_group(make_user()) == (
+        "Next call and the last 30 days",
+        ["next_call", "off_today", "call_record"],
+    )
     parked = make_user()
     User.objects.filter(pk=parked.pk).update(
         local_tz="Mars/Olympus", next_call_at=None, schedule_error="Time zone 'Mars/Olympus' is unknown."
     )
     assert first_group(parked) == (
         "Next call and the last 30 days",
-        ["next_call", "schedule_error", "call_record"],
+        ["next_call", "schedule_error", "off_today", "call_record"],
     )
 
 

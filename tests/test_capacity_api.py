@@ -104,10 +104,10 @@ def test_the_busiest_slots_come_first_and_empty_ones_are_left_out(client, users_
         "window_minutes": 15.0,
         "paused": False,
         "slots": [
-            {"start": "2026-06-15T14:00:00Z", "due": 45, "capacity": 30, "will_miss": 15},
-            {"start": "2026-06-15T10:00:00Z", "due": 40, "capacity": 30, "will_miss": 10},
-            {"start": "2026-06-15T12:00:00Z", "due": 20, "capacity": 30, "will_miss": 0},
-            {"start": "2026-06-15T16:00:00Z", "due": 20, "capacity": 30, "will_miss": 0},
+            {"start": "2026-06-15T14:00:00Z", "due": 45, "capacity": 30, "will_miss": 15, "skipped": 0},
+            {"start": "2026-06-15T10:00:00Z", "due": 40, "capacity": 30, "will_miss": 10, "skipped": 0},
+            {"start": "2026-06-15T12:00:00Z", "due": 20, "capacity": 30, "will_miss": 0, "skipped": 0},
+            {"start": "2026-06-15T16:00:00Z", "due": 20, "capacity": 30, "will_miss": 0, "skipped": 0},
         ],
     }
 
@@ -120,7 +120,9 @@ def test_without_a_cap_capacity_is_null(client, users_at, capped):
     body = client.get(URL, **bearer(TOKEN)).json()
 
     assert body["max_live_calls"] is None
-    assert body["slots"] == [{"start": "2026-06-15T10:00:00Z", "due": 3, "capacity": None, "will_miss": 0}]
+    assert body["slots"] == [
+        {"start": "2026-06-15T10:00:00Z", "due": 3, "capacity": None, "will_miss": 0, "skipped": 0}
+    ]
 
 
 @pytest.mark.usefixtures("at_now")

@@ -84,6 +84,7 @@ def test_the_page_shows_todays_numbers_linking_to_the_same_calls_in_the_admin(
         "answered": 1,
         "not_reached": 1,
         "missed": 1,
+        "skipped": 0,
         "retries_pending": 1,
         "in_flight": 1,
     }
@@ -262,8 +263,8 @@ def test_the_next_24_hours_chart_shows_users_due_per_slot_against_the_providers_
         page = admin_client.get(reverse("dashboard:index")).content.decode()
     assert chart.labels[0] == "09:00" and len(chart.labels) == 96
     assert chart.rows == [
-        ["2026-11-28T12:00:00+00:00", 4, 1, 3],
-        ["2026-11-28T18:30:00+00:00", 1, 1, 0],
+        ["2026-11-28T12:00:00+00:00", 4, 1, 3, 0],
+        ["2026-11-28T18:30:00+00:00", 1, 1, 0, 0],
     ]
     assert [s.name for s in chart.series] == ["users due", "will be missed", "provider capacity"]
     assert 'data-chart="next-24-hours"' in page
@@ -278,5 +279,5 @@ def test_the_next_24_hours_chart_without_a_cap_only_counts_the_users_due(make_us
         glance.today_snapshot_store(selectors.dashboard_today(now=now), now=now)
         chart = selectors.dashboard_chart("next-24-hours", now=now)
     assert [s.name for s in chart.series] == ["users due"]
-    assert chart.rows == [["2026-11-28T12:00:00+00:00", 1, None, 0]]
+    assert chart.rows == [["2026-11-28T12:00:00+00:00", 1, None, 0, 0]]
     assert "no live-call cap" in chart.help

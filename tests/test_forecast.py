@@ -169,7 +169,7 @@ def test_the_users_are_read_in_one_grouped_query_whatever_their_number(users_at,
     with CaptureQueriesContext(connection) as many:
         capacity_forecast(now=NOW)
 
-    assert len(many) == len(few) == 3  # the policy, the average, the users
+    assert len(many) == len(few) == 4  # the policy, the average, the users, the skipped days
 
 
 # --- The average call --------------------------------------------------------------------

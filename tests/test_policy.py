@@ -300,6 +300,7 @@ def test_the_rules_in_force_read_as_a_table(admin_client, settings):
         ),
         ("Outcomes retried", "No answer, busy", "set here"),
         ("Window", "15 minutes after each person's call time", "this deployment's default"),
+        ("Days off", "None: every day may be a call day", "this deployment's default (none)"),
     ]
     page = policy_page(admin_client).text
     assert '<table class="policy-in-force" id="policy-in-force">' in page

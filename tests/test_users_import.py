@@ -349,6 +349,8 @@ def test_the_export_has_the_import_columns(admin_client, make_user):
         "notify_sms": "false",
         "notify_email": "false",
         "context": "{}",
+        "call_days": "mon tue wed thu fri sat sun",
+        "pause_until": "",
     }
     assert (rows["crm-43"]["phone"], rows["crm-43"]["call_enabled"]) == ("", "false")
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import date, timedelta
 
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ChangeList
@@ -18,7 +18,7 @@ from django.utils.http import urlencode
 from calls.logsafe import mask_phone
 from calls.manual import CallNowRefused, user_call_now
 from calls.policy import policy_current
-from users import services
+from users import calendar, services
 from users.selectors import CallDay, user_call_record, users_calling_outside_hours, users_today
 from users.services import users_set_call_enabled
 from web.display import admin_time, end_reason_text, status_badge
@@ -38,12 +38,40 @@ PERSON_FIELDS = ("name", "phone", "local_tz", "call_time", "call_enabled")
 # The e-mail and the missed-day messages (notify_sms, notify_email) are folded away too:
 # most people added by hand need neither.
 MORE_FIELDS = ("external_id", "max_retries", "retry_delay_minutes", "context", "email", *NOTIFY_FIELDS)
+# The person's calendar (users/calendar.py).
+CALENDAR_FIELDS = ("call_days", "pause_until")
+CALENDAR_HELP = (
+    "No call on the days left unchecked, nor on local dates up to and including the pause's "
+    "last day, nor on the call policy's skip dates and holidays. Action \u201cSkip today\u201d skips "
+    "one day."
+)
 RECORD_HEADING = "Next call and the last 30 days"
 SCHEDULE_HELP = (
     "Saving recomputes the next call from these fields. Turning calls off, removing the phone "
     "or changing the call time or time zone cancels the calls still queued for the old "
     "schedule, saying why."
 )
+
+
+class OffOnFilter(admin.SimpleListFilter):
+    """The people whose local date ``off_on`` is a day off (the dashboard's "Skipped" links
+    here): offered only when the link gives a date."""
+
+    title = "day off on"
+    parameter_name = "off_on"
+
+    def lookups(self, request, model_admin):
+        value = request.GET.get(self.parameter_name)
+        return [(value, value)] if value else []
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        try:
+            day = date.fromisoformat(self.value())
+        except ValueError:
+            return queryset.none()
+        return queryset.filter(pk__in=calendar.people_off_on(local_date=day).values("pk"))
 
 
 class CallsFilter(admin.SimpleListFilter):
@@ -139,18 +167,29 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
     list_display_links = ("user_display",)
     list_help = "Next calls are in each user's own time zone: hover over one for the zone and UTC."
     list_editable = ("call_time", "call_enabled")
-    list_filter = (CallsFilter, ParkedFilter, ConsentFilter, OutsideCallingHoursFilter, "local_tz")
+    list_filter = (
+        CallsFilter,
+        ParkedFilter,
+        ConsentFilter,
+        OutsideCallingHoursFilter,
+        OffOnFilter,
+        "local_tz",
+    )
     search_fields = ("name", "phone", "email", "username", "external_id")
-    actions = ("enable_calls", "disable_calls", "call_now", "opt_out", "opt_in", "forget_people")
+    actions = (
+        *("enable_calls", "disable_calls", "call_now"),
+        *("opt_out", "opt_in", "skip_today", "forget_people"),
+    )
 
     # What an operator opens a person's page for comes first: when the next call is and how
     # the last 30 days went; then what can be changed.
     fieldsets = (
-        (RECORD_HEADING, {"fields": ("next_call", "call_record")}),
+        (RECORD_HEADING, {"fields": ("next_call", "off_today", "call_record")}),
         (
             "Person to call",
             {"fields": (*PERSON_FIELDS, "opt_out_display", "consent_display"), "description": SCHEDULE_HELP},
         ),
+        ("Call days", {"fields": (*CALENDAR_FIELDS, "skipped_days"), "description": CALENDAR_HELP}),
         ("More", {"classes": ("collapse",), "fields": (*MORE_FIELDS, "username")}),
         ("Recent calls", {"fields": ("recent_calls", "recent_results")}),
         # No password and no permissions: a person to call is not an admin login (those are
@@ -159,6 +198,8 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
     )
     add_fieldsets = (
         ("Person to call", {"fields": PERSON_FIELDS}),
+        # Folded: every day and no pause are what a new person starts with.
+        ("Call days", {"classes": ("collapse",), "fields": CALENDAR_FIELDS, "description": CALENDAR_HELP}),
         ("More", {"classes": ("collapse",), "fields": MORE_FIELDS}),
     )
     readonly_fields = (
@@ -166,6 +207,8 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
         "next_call",
         "schedule_error",
         "opt_out_display",
+        "off_today",
+        "skipped_days",
         "consent_display",
         "call_record",
         "recent_calls",
@@ -179,7 +222,10 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
             return fieldsets
         # Parked: why there is no next call, beside it.
         (name, options), *rest = fieldsets
-        return ((name, {**options, "fields": ("next_call", "schedule_error", "call_record")}), *rest)
+        return (
+            (name, {**options, "fields": ("next_call", "schedule_error", "off_today", "call_record")}),
+            *rest,
+        )
 
     def save_model(self, request: HttpRequest, obj: User, form, change: bool) -> None:
         # The change page and list_editable both save here: a new schedule cancels the
@@ -224,6 +270,23 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
         if obj.next_call_at is None:
             return "parked" if obj.schedule_error else "-"
         return admin_time(obj.next_call_at, obj.local_tz)
+
+    @admin.display(description="today")
+    def off_today(self, obj: User) -> str:
+        """Why the person's today is off, if it is (the next call above says when instead)."""
+        if obj.pk is None:
+            return "-"
+        off = calendar.user_off_today(user=obj, now=timezone.now())
+        if off is None:
+            return "A call day."
+        return f"Off ({off.local_date}): {off.reason}"
+
+    @admin.display(description="skipped days")
+    def skipped_days(self, obj: User) -> str:
+        if obj.pk is None:
+            return "-"
+        days = calendar.user_upcoming_skips(user=obj, now=timezone.now())
+        return ", ".join(f"{day}" for day in days) or "None ahead."
 
     @admin.display(description="Opted out")
     def opt_out_display(self, obj: User) -> str:
@@ -367,6 +430,20 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
     @admin.action(description="Forget this person (erase their personal data)", permissions=["delete"])
     def forget_people(self, request: HttpRequest, queryset: QuerySet):
         return forget_people_action(self, request, queryset)
+
+    @admin.action(description="Skip today for selected users (their local today)", permissions=["change"])
+    def skip_today(self, request: HttpRequest, queryset: QuerySet) -> None:
+        canceled = 0
+        pks = list(queryset.values_list("pk", flat=True))
+        for pk in pks:
+            result = calendar.user_skip_day(user_id=pk, requested_by=f"user:{request.user.pk}")
+            canceled += result.canceled_calls
+        self.message_user(
+            request,
+            f"Today skipped for {len(pks)} user{'s' if len(pks) != 1 else ''}; "
+            f"{canceled} queued call(s) canceled.",
+            messages.SUCCESS,
+        )
 
     def _set_call_enabled(self, request: HttpRequest, queryset: QuerySet, *, enabled: bool) -> None:
         selected = queryset.count()

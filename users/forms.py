@@ -7,7 +7,7 @@ import functools
 import json
 import re
 from collections.abc import Iterable
-from datetime import time
+from datetime import date, time
 from typing import Any
 
 from django import forms
@@ -17,7 +17,8 @@ from django.utils.html import format_html, format_html_join
 
 from calls.models import MAX_DELAY_MINUTES, MAX_RETRIES
 
-from .models import User
+from .calendar import CALL_DAYS_MESSAGE, WEEKDAY_NAMES, WEEKDAYS, call_days_mask, call_days_names
+from .models import ALL_CALL_DAYS, User
 from .services import username_for_person
 from .validators import (
     CALL_TIME_INVALID,
@@ -38,6 +39,8 @@ DAILY_CALL_FIELDS = (
     "max_retries",
     "retry_delay_minutes",
     "context",
+    "call_days",
+    "pause_until",
 )
 # Whether the user hears from us when a day is missed (notifications/); the address is
 # AbstractUser's email, in "Personal info".
@@ -94,9 +97,7 @@ class CallTimeInput(forms.TimeInput):
     would set a person's call time from the operator's own clock, in the operator's zone."""
 
     def __init__(self, attrs=None):
-        super().__init__(
-            {"class": "call-time", "size": "8", "placeholder": "20:30", **(attrs or {})}
-        )
+        super().__init__({"class": "call-time", "size": "8", "placeholder": "20:30", **(attrs or {})})
 
 
 class CallTimeField(forms.TimeField):
@@ -104,6 +105,44 @@ class CallTimeField(forms.TimeField):
 
     widget = CallTimeInput
     default_error_messages = {"invalid": CALL_TIME_INVALID}
+
+
+class CallDaysCheckboxes(forms.MultipleChoiceField):
+    """The admin's call days: a check box per weekday, stored as the mask (users/calendar.py)."""
+
+    widget = forms.CheckboxSelectMultiple
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.pop("max_value", None)
+        kwargs.pop("min_value", None)
+        kwargs.pop("max_length", None)
+        kwargs.setdefault("label", "Call days")
+        kwargs.setdefault(
+            "help_text",
+            "The weekdays the person may be called on, in their own time zone; none checked: every day.",
+        )
+        kwargs["required"] = False
+        super().__init__(choices=list(zip(WEEKDAYS, WEEKDAY_NAMES, strict=True)), **kwargs)
+
+    def prepare_value(self, value: Any) -> Any:
+        return call_days_names(value) if isinstance(value, int) else value
+
+    def clean(self, value: Any) -> int:
+        # None checked is every day, as an empty CSV cell: calls off is "calls enabled".
+        return call_days_mask(super().clean(value)) or ALL_CALL_DAYS
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        initial_names = call_days_names(initial) if isinstance(initial, int) else list(initial or [])
+        return set(initial_names) != set(data or [])
+
+
+class PauseDateInput(forms.DateInput):
+    """A plain date box (YYYY-MM-DD): the admin's calendar widget's "Today" is the operator's."""
+
+    input_type = "date"
+
+    def __init__(self, attrs=None):
+        super().__init__({"class": "pause-until", **(attrs or {})}, format="%Y-%m-%d")
 
 
 class DailyCallFieldsMixin:
@@ -136,11 +175,13 @@ class UserAdminCreationForm(DailyCallFieldsMixin, forms.ModelForm):
     them (users.services.username_for_person) and the password is an unusable one: the
     people relevel calls never log in. (An operator's login: the Operators page.)"""
 
+    call_days = CallDaysCheckboxes(initial=ALL_CALL_DAYS)
+
     class Meta:
         model = User
         fields = (*DAILY_CALL_FIELDS, "email", *NOTIFY_FIELDS)
         field_classes = {"phone": PhoneNumberField, "call_time": CallTimeField}
-        widgets = {"local_tz": TimeZoneInput}
+        widgets = {"local_tz": TimeZoneInput, "pause_until": PauseDateInput}
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -160,11 +201,13 @@ class UserAdminCreationForm(DailyCallFieldsMixin, forms.ModelForm):
 class UserAdminChangeForm(DailyCallFieldsMixin, forms.ModelForm):
     """A person's page: the same fields as adding them (no login: see the Operators page)."""
 
+    call_days = CallDaysCheckboxes()
+
     class Meta:
         model = User
         fields = (*DAILY_CALL_FIELDS, "email")
         field_classes = {"phone": PhoneNumberField, "call_time": CallTimeField}
-        widgets = {"local_tz": TimeZoneInput}
+        widgets = {"local_tz": TimeZoneInput, "pause_until": PauseDateInput}
 
 
 # --- The users API and the CSV import ------------------------------------------------------
@@ -182,6 +225,8 @@ PROFILE_FIELDS = (
     "notify_sms",
     "notify_email",
     "context",
+    "call_days",
+    "pause_until",
 )
 
 
@@ -201,6 +246,41 @@ class ContextField(forms.Field):
 
     def validate(self, value):
         validate_context(value)
+
+
+class CallDaysField(forms.Field):
+    """Call days as the API sends them (["mon", "tue"], at least one) or a CSV cell holds them
+    ("mon tue", commas allowed, any case; an empty cell is every day): the mask
+    (users/calendar.py)."""
+
+    default_error_messages = {"invalid": CALL_DAYS_MESSAGE}
+
+    def to_python(self, value: Any) -> int | None:
+        if isinstance(value, str):
+            if not value.strip():
+                return ALL_CALL_DAYS
+            value = [part for part in re.split(r"[,\s]+", value.strip().lower()) if part]
+        if not isinstance(value, list) or not value or not all(isinstance(name, str) for name in value):
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
+        if not set(value) <= set(WEEKDAYS) or len(set(value)) != len(value):
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
+        return call_days_mask(value)
+
+
+class IsoDateField(forms.Field):
+    """A date as YYYY-MM-DD, and nothing else (the API's and the CSV's shape)."""
+
+    default_error_messages = {"invalid": 'Enter a date as YYYY-MM-DD, such as "2026-12-31".'}
+
+    def to_python(self, value: Any) -> date | None:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value.strip()):
+            try:
+                return date.fromisoformat(value.strip())
+            except ValueError:
+                pass
+        raise ValidationError(self.error_messages["invalid"], code="invalid")
 
 
 class StrictBooleanField(forms.Field):
@@ -261,7 +341,8 @@ class UserProfileForm(forms.Form):
     Given, ``local_tz``, ``call_time`` and ``call_enabled`` must have a value; an empty
     ``phone`` removes the number, empty ``max_retries``/``retry_delay_minutes`` mean the
     call policy's, an empty ``email`` removes the address, empty ``notify_sms`` /
-    ``notify_email`` are false."""
+    ``notify_email`` are false, an empty ``pause_until`` ends the pause; ``call_days`` needs at
+    least one day (users/calendar.py)."""
 
     external_id = forms.CharField(max_length=128, strip=False, validators=[validate_external_id])
     phone = PhoneNumberField(required=False)
@@ -277,6 +358,10 @@ class UserProfileForm(forms.Form):
     notify_sms = StrictBooleanField(required=False)
     notify_email = StrictBooleanField(required=False)
     context = ContextField(required=False)
+    # Given, at least one day (an empty CSV cell: every day; calls off is call_enabled).
+    call_days = CallDaysField(required=False)
+    # Empty: no pause.
+    pause_until = IsoDateField(required=False)
 
     def __init__(self, data: dict[str, Any], *, given: Iterable[str]) -> None:
         super().__init__(data)
@@ -353,6 +438,8 @@ _JSON_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "notify_sms": ((bool,), "true or false"),
     "notify_email": ((bool,), "true or false"),
     "context": ((dict, type(None)), 'a JSON object, such as {"goal": "walk 20 minutes"}, or null'),
+    "call_days": ((list,), 'a list of weekdays, such as ["mon", "tue", "wed", "thu", "fri"]'),
+    "pause_until": ((str, type(None)), 'a date "YYYY-MM-DD" or null'),
 }
 
 

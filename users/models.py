@@ -10,7 +10,7 @@ from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
 
 from calls.models import MAX_DELAY_MINUTES, MAX_RETRIES
-from calls.slots import next_open_slot, zone_or_none
+from calls.slots import zone_or_none
 
 from .validators import (
     validate_context,
@@ -20,7 +20,11 @@ from .validators import (
 )
 
 # The fields that decide when (and whether) a user is called next.
-SCHEDULE_FIELDS = frozenset({"phone", "local_tz", "call_enabled", "call_time"})
+SCHEDULE_FIELDS = frozenset({"phone", "local_tz", "call_enabled", "call_time", "call_days", "pause_until"})
+
+# The person's call days as a bit mask, bit 0 Monday (date.weekday()) to bit 6 Sunday: one
+# small column that the tick reads with the due users and groups by (users/calendar.py).
+ALL_CALL_DAYS = 0b1111111
 
 # Two kinds of login share the users table: operators (staff or superuser: they log in to
 # the admin) and the people relevel calls (never either). One test for both, here: the
@@ -46,14 +50,6 @@ def unknown_zone_error(local_tz: str) -> str | None:
     if zone_or_none(local_tz) is None:
         return f"Time zone {local_tz!r} is not an IANA time zone this host knows."
     return None
-
-
-def _calling_window() -> timedelta:
-    # Imported here: the policy reads the admin's models, which are not loaded yet when
-    # this module is.
-    from calls.policy import policy_current
-
-    return policy_current().window
 
 
 def first_attempts(*, now: datetime | None = None) -> QuerySet:
@@ -171,6 +167,22 @@ class User(AbstractUser):
         help_text="E-mail the user's address when a day's calls all fail.",
     )
 
+    # The person's calendar (users/calendar.py): the weekdays they may be called on, and a
+    # break (no call on local dates up to and including pause_until). db_default: the column
+    # is added to a large table in one step, and the bulk writers name only what they set.
+    call_days = models.PositiveSmallIntegerField(
+        "call days",
+        default=ALL_CALL_DAYS,
+        db_default=ALL_CALL_DAYS,
+        help_text="The weekdays the person may be called on, in their own time zone.",
+    )
+    pause_until = models.DateField(
+        "no calls until",
+        null=True,
+        blank=True,
+        help_text="No call on the person's local dates up to and including this one (travel, a break).",
+    )
+
     # One opt-out state, whatever asked for it (users/consent.py). Its call is an id, not a
     # foreign key: calls already depend on users, and the call may be pruned before the
     # opt-out is.
@@ -201,6 +213,11 @@ class User(AbstractUser):
                 condition=models.Q(opted_out_at__isnull=True) | models.Q(call_enabled=False),
                 name="user_opted_out_not_called",
                 violation_error_message="This person opted out of calls: record a new opt-in first.",
+            ),
+            models.CheckConstraint(
+                condition=models.Q(call_days__gte=1, call_days__lte=ALL_CALL_DAYS),
+                name="user_call_days_some",
+                violation_error_message="Choose at least one call day.",
             ),
         ]
         indexes = [
@@ -245,23 +262,39 @@ class User(AbstractUser):
         standing = first_attempts(now=timezone.now())
         return standing.filter(user_id=self.pk).aggregate(last=Max("local_date"))["last"]
 
-    def next_call_at_after(self, *, last_called: date | None, now: datetime | None = None) -> datetime | None:
+    def next_call_at_after(
+        self, *, last_called: date | None, now: datetime | None = None, skips: frozenset[date] | None = None
+    ) -> datetime | None:
         """compute_next_call_at with the last local date that has a first attempt given, for
-        writes in bulk that read those dates for many users in one query."""
+        writes in bulk that read those dates for many users in one query (and ``skips``, the
+        person's skipped dates, read here when not given). The next slot on a local date
+        the person's calendar leaves open (users/calendar.py)."""
+        from calls.policy import policy_current
+
+        from .calendar import next_call_for, user_skips_from
+
         tz = zone_or_none(self.local_tz)
         if not self.is_callable or tz is None:
             return None
-        return next_open_slot(
+        now = now or timezone.now()
+        if skips is None:
+            skips = user_skips_from(user_id=self.pk, local_date=now.astimezone(tz).date() - timedelta(days=1))
+        return next_call_for(
+            local_tz=self.local_tz,
             call_time=self.call_time,
-            tz=tz,
-            now=now or timezone.now(),
-            window=_calling_window(),
-            after=last_called,
+            call_days=self.call_days,
+            pause_until=self.pause_until,
+            last_called=last_called,
+            skips=skips,
+            now=now,
+            rules=policy_current(),
         )
 
-    def refresh_schedule(self, *, last_called: date | None, now: datetime | None = None) -> None:
+    def refresh_schedule(
+        self, *, last_called: date | None, now: datetime | None = None, skips: frozenset[date] | None = None
+    ) -> None:
         """Set next_call_at and schedule_error from the schedule fields (not saved)."""
-        self.next_call_at = self.next_call_at_after(last_called=last_called, now=now)
+        self.next_call_at = self.next_call_at_after(last_called=last_called, now=now, skips=skips)
         self.schedule_error = unknown_zone_error(self.local_tz) if self.is_callable else None
 
     def save(self, *args, **kwargs):
@@ -280,6 +313,27 @@ class User(AbstractUser):
         if update_fields is not None:
             kwargs["update_fields"] = {*update_fields, "next_call_at", "schedule_error"}
         super().save(*args, **kwargs)
+
+
+class CallSkip(models.Model):
+    """A local date on which the person is not called ("skip today, they already checked
+    in"), asked for through the API or the admin: stored, so that a future date holds too
+    (users/calendar.py user_skip_day)."""
+
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="call_skips", db_index=False)
+    local_date = models.DateField(help_text="The person's local date with no call.")
+    requested_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # Its index (user first) is what the tick and the dialer read a batch's skips by.
+            models.UniqueConstraint(fields=["user", "local_date"], name="callskip_one_per_user_day"),
+        ]
+        verbose_name = "skipped day"
+
+    def __str__(self) -> str:
+        return f"{self.local_date} skipped"
 
 
 class Operator(User):

@@ -19,6 +19,7 @@ DAY_COLOURS = {
     DayOutcome.IN_PROGRESS: "#2563eb",
     DayOutcome.DUE: "#64748b",
     DayOutcome.NOT_SCHEDULED: "#a3a3a3",
+    DayOutcome.SKIPPED: "#0e7490",
 }
 
 

@@ -26,6 +26,7 @@ from import_export.utils import atomic_if_using_transaction
 from web.csv_cells import csv_cell, csv_cell_read
 
 from . import services
+from .calendar import call_days_names
 from .forms import PROFILE_FIELDS, UserProfileForm
 from .models import PEOPLE, SCHEDULE_FIELDS, User
 
@@ -47,6 +48,8 @@ COLUMNS = (
     "notify_sms",
     "notify_email",
     "context",
+    "call_days",
+    "pause_until",
 )
 
 
@@ -64,7 +67,18 @@ class TrueFalseWidget(widgets.Widget):
         return "" if value is None else ("true" if value else "false")
 
 
+class CallDaysWidget(widgets.Widget):
+    """Exports the call days as the import reads them: "mon tue wed thu fri"."""
+
+    def render(self, value, obj=None, **kwargs):
+        return "" if value is None else " ".join(call_days_names(value))
+
+
 class UserResource(resources.ModelResource):
+    call_days = fields.Field(attribute="call_days", column_name="call_days", widget=CallDaysWidget())
+    pause_until = fields.Field(
+        attribute="pause_until", column_name="pause_until", widget=widgets.DateWidget(format="%Y-%m-%d")
+    )
     call_enabled = fields.Field(
         attribute="call_enabled", column_name="call_enabled", widget=TrueFalseWidget()
     )

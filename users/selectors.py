@@ -12,9 +12,11 @@ from zoneinfo import ZoneInfo
 from django.db.models import Q, QuerySet
 
 from calls.models import TERMINAL_STATUSES, Call, CallStatus
+from calls.policy import policy_current
 from calls.slots import zone_or_none
 
-from .models import OPERATORS, PEOPLE, User
+from .calendar import day_off_reason
+from .models import OPERATORS, PEOPLE, CallSkip, User
 from .validators import iana_time_zones
 
 
@@ -74,6 +76,10 @@ class DayOutcome(StrEnum):
     DUE = "due"
     # No call that day (calls off, no phone, not yet a user), or only canceled ones.
     NOT_SCHEDULED = "not_scheduled"
+    # A day off in the person's calendar (not a call day, paused, skipped, a policy skip date
+    # or holiday: users/calendar.py) on which nobody was reached: not missed, and it neither
+    # counts for nor breaks the streak.
+    SKIPPED = "skipped"
 
     @property
     def label(self) -> str:
@@ -87,6 +93,7 @@ DAY_OUTCOME_LABELS = {
     DayOutcome.IN_PROGRESS: "In progress",
     DayOutcome.DUE: "Due",
     DayOutcome.NOT_SCHEDULED: "Not scheduled",
+    DayOutcome.SKIPPED: "Skipped",
 }
 _NOT_REACHED = frozenset({CallStatus.FAILED, CallStatus.NO_ANSWER, CallStatus.BUSY, CallStatus.VOICEMAIL})
 
@@ -110,9 +117,10 @@ class CallRecord:
         return self.days[-1]
 
 
-def day_outcome(calls: Iterable[Call], *, due_today: bool = False) -> DayOutcome:
+def day_outcome(calls: Iterable[Call], *, due_today: bool = False, off: bool = False) -> DayOutcome:
     """One local day's outcome from its calls: answered if any call was; otherwise in
-    progress while one is not final; not reached if one was dialed; missed if all were."""
+    progress while one is not final; not reached if one was dialed; skipped on a day off
+    (``off``); missed if all were."""
     statuses = {call.status for call in calls}
     if CallStatus.COMPLETED in statuses:
         return DayOutcome.ANSWERED
@@ -120,6 +128,8 @@ def day_outcome(calls: Iterable[Call], *, due_today: bool = False) -> DayOutcome
         return DayOutcome.IN_PROGRESS
     if statuses & _NOT_REACHED:
         return DayOutcome.NOT_REACHED
+    if off:
+        return DayOutcome.SKIPPED
     if CallStatus.MISSED in statuses:
         return DayOutcome.MISSED
     return DayOutcome.DUE if due_today else DayOutcome.NOT_SCHEDULED
@@ -147,16 +157,39 @@ def user_call_record(*, user: User, now: datetime, days: int = RECORD_DAYS) -> C
     )
     for call in calls:
         by_date[call.local_date].append(call)
+    # Days off as the calendar stands now (the person's days, pause and skips, the policy's).
+    rules = policy_current()
+    skips = set(
+        CallSkip.objects.filter(user=user, local_date__gte=first, local_date__lte=today).values_list(
+            "local_date", flat=True
+        )
+    )
     record = []
     for offset in range(days):
         local_date = first + timedelta(days=offset)
         day_calls = tuple(by_date.get(local_date, ()))
         due = local_date == today and _due_later_today(user, today=today, now=now)
-        record.append(CallDay(local_date, day_outcome(day_calls, due_today=due), day_calls))
+        off = _is_off(user, local_date, skips=skips, rules=rules)
+        record.append(CallDay(local_date, day_outcome(day_calls, due_today=due, off=off), day_calls))
     return CallRecord(days=tuple(record), streak=answered_streak(record))
 
 
+def _is_off(user: User, local_date: date, *, skips: set[date], rules) -> bool:
+    return (
+        day_off_reason(
+            call_days=user.call_days,
+            pause_until=user.pause_until,
+            skips=skips,
+            local_date=local_date,
+            rules=rules,
+        )
+        is not None
+    )
+
+
 def answered_streak(days: list[CallDay]) -> int:
+    # A day off neither counts for the streak nor breaks it.
+    days = [day for day in days if day.outcome != DayOutcome.SKIPPED]
     ordered = list(reversed(days))
     if ordered and ordered[0].outcome in (DayOutcome.DUE, DayOutcome.IN_PROGRESS, DayOutcome.NOT_SCHEDULED):
         ordered = ordered[1:]  # today is not over: it neither counts nor breaks the streak yet
@@ -180,11 +213,21 @@ def users_today(*, users: Sequence[User], now: datetime) -> dict[int, CallDay]:
         for call in calls:
             if call.local_date == today_of[call.user_id]:
                 by_user[call.user_id].append(call)
+    skipped: set[tuple[int, date]] = set()
+    if today_of:
+        skipped = set(
+            CallSkip.objects.filter(
+                user_id__in=list(today_of), local_date__in=set(today_of.values())
+            ).values_list("user_id", "local_date")
+        )
+    rules = policy_current()
     result = {}
     for user in users:
+        today = today_of[user.pk]
         day_calls = tuple(by_user.get(user.pk, ()))
-        due = _due_later_today(user, today=today_of[user.pk], now=now)
-        result[user.pk] = CallDay(today_of[user.pk], day_outcome(day_calls, due_today=due), day_calls)
+        due = _due_later_today(user, today=today, now=now)
+        off = _is_off(user, today, skips={today} if (user.pk, today) in skipped else set(), rules=rules)
+        result[user.pk] = CallDay(today, day_outcome(day_calls, due_today=due, off=off), day_calls)
     return result
 
 

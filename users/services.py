@@ -10,7 +10,7 @@ import secrets
 import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from django.contrib.admin.models import ADDITION, CHANGE, LogEntry
@@ -29,6 +29,7 @@ from events.endpoints import endpoints_want
 from events.models import EventType
 from events.outbox import EventDraft, events_emit_many
 
+from .calendar import users_skips_from
 from .models import SCHEDULE_FIELDS, OptOutSource, User, first_attempts
 
 logger = logging.getLogger("relevel.users")
@@ -522,16 +523,27 @@ def users_reschedule(
     User.save would, in one query for all of them; ``changes`` pairs each user with its
     schedule fields as they were (None for a new user). Returns {user id: why their queued
     calls are canceled} for users_cancel_pending_calls."""
-    last = last_first_attempts([user.pk for user, before in changes if before is not None], now=now)
-    # next_open_slot per distinct (zone, time, last date): a file of 100,000 users has far
-    # fewer of those, so the slot math is done once for each.
+    existing = [user.pk for user, before in changes if before is not None]
+    last = last_first_attempts(existing, now=now)
+    skips = users_skips_from(existing, local_date=(now - timedelta(days=2)).date())
+    # next_open_slot per distinct (zone, time, last date, calendar): a file of 100,000 users
+    # has far fewer of those, so the slot math is done once for each.
     slots: dict[tuple, tuple[datetime | None, str | None]] = {}
     reasons: dict[int, str] = {}
     for user, before in changes:
         last_called = last.get(user.pk) if before is not None else None
-        key = (user.local_tz, user.call_time, user.is_callable, last_called)
+        user_skips = skips.get(user.pk, frozenset())
+        key = (
+            user.local_tz,
+            user.call_time,
+            user.is_callable,
+            last_called,
+            user.call_days,
+            user.pause_until,
+            user_skips,
+        )
         if key not in slots:
-            user.refresh_schedule(last_called=last_called, now=now)
+            user.refresh_schedule(last_called=last_called, now=now, skips=user_skips)
             slots[key] = (user.next_call_at, user.schedule_error)
         user.next_call_at, user.schedule_error = slots[key]
         if before is not None:

@@ -31,8 +31,8 @@ from web.http import (
     require_methods,
 )
 
-from . import consent, erasure, selectors, services
-from .forms import profile_from_json
+from . import calendar, consent, erasure, selectors, services
+from .forms import IsoDateField, profile_from_json
 from .models import Consent, User
 from .validators import validate_external_id
 
@@ -53,6 +53,8 @@ def _utc(instant: datetime) -> str:
 
 
 def _user_json(user: User) -> dict[str, Any]:
+    now = timezone.now()
+    off = calendar.user_off_today(user=user, now=now)
     next_call = None
     tz = zone_or_none(user.local_tz)
     if user.next_call_at is not None and tz is not None:
@@ -75,6 +77,14 @@ def _user_json(user: User) -> dict[str, Any]:
         "notify_sms": user.notify_sms,
         "notify_email": user.notify_email,
         "context": user.context,
+        "call_days": calendar.call_days_names(user.call_days),
+        "pause_until": user.pause_until.isoformat() if user.pause_until else None,
+        "skipped_dates": [day.isoformat() for day in calendar.user_upcoming_skips(user=user, now=now)],
+        # Why the person's local today is off (not a call day, a pause, a skip, a holiday):
+        # next_call then says when they are called instead.
+        "off_today": (
+            None if off is None else {"local_date": off.local_date.isoformat(), "reason": off.reason}
+        ),
         "next_call": next_call,
         # Why a callable user has no next call (a time zone this host does not know).
         "parked_because": user.schedule_error,
@@ -374,4 +384,61 @@ def user_opt_out(request: HttpRequest, external_id: str) -> JsonResponse:
     logger.info("Users API: user %s (%s) opted out by %s", user.pk, external_id, request.operator)
     return JsonResponse(
         {"success": True, "result": "opted_out" if changed else "already_opted_out", "user": _user_json(user)}
+    )
+
+
+SKIP_KEYS = ("date",)
+
+
+@never_cache
+@require_methods("POST")
+@operator_required
+@limit_body(USER_MAX_BYTES)
+def user_skip(request: HttpRequest, external_id: str) -> JsonResponse:
+    """No call for the person on a day (body ``{"date": "YYYY-MM-DD"}``, default their local
+    today; docs/operating/calendar.md): that day's queued calls, a retry included, are
+    canceled, and the day shows as skipped. 400 naming the field for a bad body or a date
+    before their today."""
+    user = selectors.user_by_external_id(external_id=external_id)
+    if user is None:
+        return error_response(f"no user with external_id {external_id[:140]!r}", 404)
+    try:
+        body = json_body_decode(request.body) if request.body else {}
+    except BadPayload as exc:
+        return error_response(str(exc), 400)
+    if not isinstance(body, dict):
+        return error_response('body must be a JSON object such as {"date": "2026-12-24"}', 400)
+    errors = {key: "unknown field; the one field is date" for key in sorted(set(body) - set(SKIP_KEYS))}
+    local_date = None
+    if "date" in body:
+        try:
+            local_date = IsoDateField().clean(body["date"]) if isinstance(body["date"], str) else None
+        except ValidationError as exc:
+            errors["date"] = " ".join(exc.messages)
+        else:
+            if local_date is None:
+                errors["date"] = 'must be a date "YYYY-MM-DD" (leave it out for the person\'s today)'
+    if not errors:
+        try:
+            result = calendar.user_skip_day(
+                user_id=user.pk, local_date=local_date, requested_by=str(request.operator)
+            )
+        except calendar.SkipRefused as exc:
+            errors["date"] = str(exc)
+    if errors:
+        return JsonResponse(
+            {"success": False, "error": f"invalid skip: {', '.join(errors)}", "errors": errors}, status=400
+        )
+    user.refresh_from_db()
+    logger.info(
+        "Users API: user %s (%s) skips %s, by %s", user.pk, external_id, result.local_date, request.operator
+    )
+    return JsonResponse(
+        {
+            "success": True,
+            "result": "skipped" if result.created else "already_skipped",
+            "date": result.local_date.isoformat(),
+            "canceled_calls": result.canceled_calls,
+            "user": _user_json(user),
+        }
     )

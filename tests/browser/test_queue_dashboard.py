@@ -16,7 +16,8 @@ def test_the_dashboard_lists_both_queues_with_their_waiting_jobs(logged_in):
     browser.open("/django-rq/")
 
     assert browser.find("#content h1").text == "Queues"
-    assert browser.viewport()[0] == 1920
+    # The window is 1920 px wide (the page, four queues long, may take a scrollbar of it).
+    assert browser.driver.execute_script("return window.innerWidth") == 1920
     rows = {}
     for row in browser.find_all("#results_list tbody tr"):
         cells = [cell.text for cell in row.find_elements(By.CSS_SELECTOR, "th, td")]
