@@ -49,7 +49,7 @@ def _reset(snapshot: tuple[list[int], list[datetime]]) -> None:
             "AS v(id, t) WHERE u.id = v.id",
             (ids, slots),
         )
-        conn.execute("TRUNCATE calls_call")
+        conn.execute("TRUNCATE calls_call CASCADE")
         # Autovacuum's job in production; here it keeps repeats from scanning dead tuples.
         conn.execute("VACUUM (ANALYZE) users_user")
     flush_redis()
