@@ -443,6 +443,44 @@ def test_a_number_in_a_path_is_masked_in_the_access_line():
     assert '"GET /*********3210 HTTP/1.1"' in line
 
 
+def test_the_access_line_is_gunicorns_own_line_for_the_configured_format(monkeypatch):
+    # relevel's logger builds only the atoms the format names and masks them one by one
+    # (cheaper than gunicorn's every atom, then the whole line): the same line otherwise.
+    from gunicorn.glogging import Logger
+
+    monkeypatch.setattr(Logger, "now", lambda self: "[07/Dec/2026:04:37:23 +0000]")
+    environ, headers = admin_search("/api/webhooks/call", "", referer="-")
+    environ.update(REQUEST_METHOD="POST", HTTP_AUTHORIZATION="Basic dXNlcjpwYXNz")
+    ours = render_access_line(environ, headers)
+    cfg = ConfiguredGunicorn(GUNICORN_CONF).cfg
+    theirs = Logger(cfg)
+    stream = io.StringIO()
+    for handler in theirs.access_log.handlers:
+        if getattr(handler, "_gunicorn", False):
+            handler.setStream(stream)
+
+    class Response:
+        status = "302 Found"
+        sent = 0
+        headers = [("Location", "/admin/login/?next=/admin/users/user/%3Fq%3D%252B919876543210")]
+
+    theirs.access(Response(), headers, environ, datetime.timedelta(milliseconds=12))
+    assert ours == stream.getvalue()
+    assert ours.startswith(
+        '172.18.0.5 203.0.113.7 user [07/Dec/2026:04:37:23 +0000] "POST /api/webhooks/call'
+    )
+
+
+def test_a_number_in_a_header_of_the_access_line_is_masked():
+    environ, headers = admin_search("/", "", referer="-")
+    environ["HTTP_USER_AGENT"] = 'call me "+91 98765 43210"'
+    headers = [("X-FORWARDED-FOR", "919876543210")]
+    line = render_access_line(environ, headers)
+    assert " ********3210 - [" in line and 'call me \\"*********3210\\""' in line, line
+    for number in NUMBERS:
+        assert number not in line, line
+
+
 @pytest.mark.slow
 def test_a_real_gunicorns_access_log_holds_no_number():
     gunicorn = GunicornServer(env=web_env(), args=("-c", str(GUNICORN_CONF))).start()
