@@ -395,7 +395,9 @@ def capped_providers() -> list[str]:
 
 
 def _connection() -> Redis:
-    return calls_queue().connection
+    # The calls queue's connection, without building the queue: an RQ Queue object per
+    # call was most of the CPU of the webhook's one RPUSH (analysis_note).
+    return _redis_connection(settings.RQ_QUEUES[settings.CALLS_QUEUE]["URL"], settings.REDIS_SOCKET_TIMEOUT)
 
 
 def capacity_admit(provider: str, deadlines: dict[int, float]) -> None:
