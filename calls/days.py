@@ -15,7 +15,7 @@ from django.db.models import QuerySet
 
 from events.endpoints import endpoints_want
 from events.models import EventType
-from events.outbox import EventDraft, days_mark, events_emit_many
+from events.outbox import EventDraft, events_emit_many, events_emit_marking_days
 from notifications.services import notify_missed_day
 from notifications.wanted import notifications_wanted
 
@@ -128,7 +128,7 @@ def days_settle(*, calls: Sequence[dict], with_events: Sequence[EventDraft]) -> 
     Reached: the first answered attempt of the day (in progress or completed). Missed: a
     final, unanswered attempt after which the day holds no attempt still to come and none
     answered (retries spent, a missed slot, a canceled call). Each is recorded once per
-    user and day (events.outbox.days_mark), whoever finds it first.
+    user and day (the day marks of events.outbox), whoever finds it first.
 
     A day found missed also goes to the notifications app's notify_missed_day, once per user
     and day (the same mark), in the same transaction: its messages are sent after commit.
@@ -147,33 +147,34 @@ def days_settle(*, calls: Sequence[dict], with_events: Sequence[EventDraft]) -> 
         candidates = {
             (call["user_id"], call["local_date"], EventType.DAY_REACHED): call for call in reached
         } | {(call["user_id"], call["local_date"], EventType.DAY_MISSED): call for call in missed}
-        for mark in sorted(days_mark(marks=list(candidates))):
-            call = candidates[mark]
-            if mark[2] == EventType.DAY_REACHED:
-                if not endpoints_want(EventType.DAY_REACHED):
-                    continue
-                drafts.append(
-                    _day_draft(
-                        EventType.DAY_REACHED, call, {"call_id": call["id"], "attempt": call["attempt"]}
-                    )
-                )
-            else:
-                if endpoints_want(EventType.DAY_MISSED):
-                    drafts.append(
-                        _day_draft(
-                            EventType.DAY_MISSED,
-                            call,
-                            {
-                                "reason": _missed_reason(call),
-                                "last_call_id": call["id"],
-                                "attempts": call["attempt"],
-                                "last_status": str(call["status"]),
-                            },
-                        )
-                    )
-                notify_missed_day(user_id=call["user_id"], local_date=call["local_date"])
+        if candidates:
+            # The marks and every event in one statement: each day event is written only if
+            # its mark is new (events.outbox.events_emit_marking_days).
+            marks = [(mark, _mark_draft(mark, candidates[mark])) for mark in sorted(candidates)]
+            for mark in sorted(events_emit_marking_days(drafts=drafts, marks=marks)):
+                if mark[2] == EventType.DAY_MISSED:
+                    notify_missed_day(user_id=mark[0], local_date=mark[1])
+            return
     if drafts:
         events_emit_many(drafts=drafts)
+
+
+def _mark_draft(mark: tuple[int, date, str], call: dict) -> EventDraft | None:
+    """The day event that goes with a new mark, or None if no endpoint wants it."""
+    if not endpoints_want(mark[2]):
+        return None
+    if mark[2] == EventType.DAY_REACHED:
+        return _day_draft(EventType.DAY_REACHED, call, {"call_id": call["id"], "attempt": call["attempt"]})
+    return _day_draft(
+        EventType.DAY_MISSED,
+        call,
+        {
+            "reason": _missed_reason(call),
+            "last_call_id": call["id"],
+            "attempts": call["attempt"],
+            "last_status": str(call["status"]),
+        },
+    )
 
 
 def _day_draft(type: str, call: dict, data: dict) -> EventDraft:

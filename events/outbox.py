@@ -97,6 +97,90 @@ def _fan_out_request() -> None:
     fan_out_request()
 
 
+def events_emit_marking_days(
+    *,
+    drafts: Sequence[EventDraft],
+    marks: Sequence[tuple[tuple[int, date, str], EventDraft | None]],
+) -> set[tuple[int, date, str]]:
+    """days_mark and events_emit_many together, in the caller's transaction: ``drafts``
+    are written as events_emit_many writes them; each of ``marks`` ((user id, local date,
+    type), and the event that goes with it, or None) is recorded as days_mark records it, and
+    its event is written only if the mark is new. The marks that are new.
+
+    On PostgreSQL one statement does both (the day mark, then the events and the users'
+    sequences): a round trip less on the webhook's path than days_mark then events_emit_many.
+    The events take their sequence numbers in the order given, ``drafts`` first."""
+    if connection.vendor != "postgresql" or not marks:
+        new = days_mark(marks=[mark for mark, _ in marks])
+        events_emit_many(drafts=[*drafts, *(draft for mark, draft in marks if draft and mark in new)])
+        return new
+    wanted = [(draft, None) for draft in drafts if endpoints_want(draft.type)]
+    wanted += [(draft, mark) for mark, draft in marks if draft is not None and endpoints_want(draft.type)]
+    now = timezone.now()
+    with transaction.atomic(savepoint=False):
+        written, new = _insert_set_marking(wanted, [mark for mark, _ in marks], now=now)
+    if written:
+        transaction.on_commit(_fan_out_request)
+    return new
+
+
+def _insert_set_marking(
+    drafts: Sequence[tuple[EventDraft, tuple[int, date, str] | None]],
+    marks: Sequence[tuple[int, date, str]],
+    *,
+    now: datetime,
+) -> tuple[int, set[tuple[int, date, str]]]:
+    """_insert_set and days_mark in one statement: the marks first (in user order, as
+    days_mark), then the drafts whose mark is None or new. (events written, new marks)"""
+    sequences, events, users, day_marks = (
+        UserEventSequence._meta.db_table,
+        Event._meta.db_table,
+        User._meta.db_table,
+        DayMark._meta.db_table,
+    )
+    parameters = [
+        [mark[0] for mark in marks],
+        [mark[1] for mark in marks],
+        [str(mark[2]) for mark in marks],
+        [draft.user_id for draft, _ in drafts],
+        [new_webhook_id() for _ in drafts],
+        [str(draft.type) for draft, _ in drafts],
+        [draft.local_date for draft, _ in drafts],
+        [draft.occurred_at or now for draft, _ in drafts],
+        [json.dumps(dict(draft.data), default=str) for draft, _ in drafts],
+        [None if mark is None else str(mark[2]) for _, mark in drafts],
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH marks AS (INSERT INTO {day_marks} (user_id, local_date, type)"
+            " SELECT * FROM unnest(%s::bigint[], %s::date[], %s::text[]) ORDER BY 1"
+            " ON CONFLICT DO NOTHING RETURNING user_id, local_date, type),"
+            " drafts AS (SELECT t.* FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::date[],"
+            " %s::timestamptz[], %s::jsonb[], %s::text[])"
+            " WITH ORDINALITY AS t(user_id, webhook_id, type, local_date, occurred_at, data, mark, ord)"
+            " WHERE t.mark IS NULL OR EXISTS (SELECT FROM marks m WHERE m.user_id = t.user_id"
+            " AND m.local_date = t.local_date AND m.type = t.mark)),"
+            " input AS (SELECT d.*, row_number() OVER (PARTITION BY d.user_id ORDER BY d.ord) AS n,"
+            " count(*) OVER (PARTITION BY d.user_id) AS c FROM drafts d),"
+            " counts AS (SELECT user_id, max(c) AS c FROM input GROUP BY user_id),"
+            f" seq AS (INSERT INTO {sequences} (user_id, last) SELECT user_id, c FROM counts ORDER BY user_id"
+            f" ON CONFLICT (user_id) DO UPDATE SET last = {sequences}.last + EXCLUDED.last"
+            " RETURNING user_id, last),"
+            f" written AS (INSERT INTO {events} (webhook_id, type, user_id, external_id, sequence,"
+            " local_date, occurred_at, data, fanned_out_at)"
+            " SELECT i.webhook_id, i.type, i.user_id, u.external_id, seq.last - i.c + i.n, i.local_date,"
+            " i.occurred_at, i.data, NULL"
+            f" FROM input i JOIN seq ON seq.user_id = i.user_id LEFT JOIN {users} u ON u.id = i.user_id"
+            " ORDER BY i.ord RETURNING id)"
+            " SELECT (SELECT count(*) FROM written), m.user_id, m.local_date, m.type"
+            " FROM (SELECT 1) AS one LEFT JOIN marks m ON true",
+            parameters,
+        )
+        rows = cursor.fetchall()
+    new = {(user_id, local_date, type) for _, user_id, local_date, type in rows if user_id is not None}
+    return rows[0][0], new
+
+
 def _insert_set(drafts: Sequence[EventDraft], *, now: datetime) -> list[int]:
     """Every draft in one statement (PostgreSQL). Each user's sequence row is moved on by
     the number of its events, and they take the numbers in order. The upsert holds those
