@@ -8,7 +8,7 @@ runs on the same cores as gunicorn, PostgreSQL and Redis.
 
 gunicorn is started exactly as the Dockerfile's CMD starts it (the shipped web command,
 docker-compose's too), bound to 127.0.0.1; the alternatives change only its worker
-options. The baseline is the code of BASELINE_REV (git archive into the run's log
+options. The baseline is the code of each of BASELINE_REVS (git archive into the run's log
 directory) served by its own shipped command, in the same run: on a shared machine only
 figures taken side by side compare. Variants take turns over ``rounds`` rounds, each with
 its share of the calls, so that a busy minute of the neighbours does not fall on one alone.
@@ -44,8 +44,13 @@ TARGET_RPS = 1016
 TARGET_P99_MS = 50
 TARGET_VS_BASELINE = 2.0
 # The code issue 12 started from (its 229 req/s run). RELEVEL_BENCH_WEBHOOK_BASELINE names
-# another revision; "none" runs no baseline.
-BASELINE_REV = os.environ.get("RELEVEL_BENCH_WEBHOOK_BASELINE", "c1c3dee")
+# another revision, or several separated by commas (each served in every round; the target's
+# ratio is against the first); "none" runs no baseline.
+BASELINE_REVS = [
+    rev.strip()
+    for rev in os.environ.get("RELEVEL_BENCH_WEBHOOK_BASELINE", "c1c3dee").split(",")
+    if rev.strip() and rev.strip() != "none"
+]
 SECRET = "bench-webhook-secret-0123456789abcdef"  # harness.bench_env's CALLKARO_WEBHOOK_SECRET
 EVENTS = ("ringing", "in_progress", "completed")
 
@@ -213,9 +218,10 @@ def _load(file: Path, port: int, *, connections: int, timeout_s: int) -> dict[st
 
 def _servers(*, quick: bool, logs: Path) -> list[Server]:
     servers = []
-    tree = _baseline_tree(BASELINE_REV, logs) if BASELINE_REV != "none" else None
-    if tree is not None:
-        servers.append(Server(f"baseline {BASELINE_REV}, shipped command", root=tree, baseline=True))
+    for rev in BASELINE_REVS:
+        tree = _baseline_tree(rev, logs)
+        if tree is not None:
+            servers.append(Server(f"baseline {rev}, shipped command", root=tree, baseline=True))
     shipped = " ".join(shipped_web_command(ROOT)[1:])
     servers.append(Server(f"HEAD, shipped command ({shipped})", shipped=True))
     if not quick:
@@ -305,7 +311,19 @@ def _one_round(server: Server, *, calls: int, start_user: int, logs: Path, conne
     )
 
 
+def _cpu_ms(done: list[_Round]) -> tuple[list[float], list[float]]:
+    """Per round: gunicorn's and PostgreSQL's CPU milliseconds per request."""
+    return (
+        [r.server_cpu_s * 1000 / r.requests for r in done],
+        [r.database_cpu_s * 1000 / r.requests for r in done],
+    )
+
+
 def run(*, calls: int, quick: bool, logs: Path, connections: int = 16, rounds: int | None = None) -> Table:
+    """``rounds``: how many times each tree is served, taking turns (A B, then B A, ...:
+    neither side always follows the other), each round with ``calls // rounds`` calls (three
+    requests each). CPU per request is reported per round and as the rounds' median, so
+    that the noise of a shared machine shows beside the difference."""
     table = Table("3. Webhook throughput (gunicorn + relevel.wsgi, POST /api/webhooks/call)")
     servers = _servers(quick=quick, logs=logs)
     rounds = rounds or (1 if quick else 2)
@@ -319,9 +337,12 @@ def run(*, calls: int, quick: bool, logs: Path, connections: int = 16, rounds: i
             results[server.label].append(done)
             say(
                 f"webhook: {server.label}: {done.requests / done.seconds:,.0f} req/s, "
-                f"p50 {done.p50_ms:.1f} ms, p99 {done.p99_ms:.1f} ms, host busy {done.host_cpu:.0f}%"
+                f"p50 {done.p50_ms:.1f} ms, p99 {done.p99_ms:.1f} ms, host busy {done.host_cpu:.0f}%, "
+                f"CPU per request gunicorn {done.server_cpu_s * 1000 / done.requests:.2f} ms, "
+                f"PostgreSQL {done.database_cpu_s * 1000 / done.requests:.2f} ms"
             )
     baseline_rps = None
+    baselines: list[tuple[str, float, float]] = []  # (label, req/s, median gunicorn CPU ms)
     for server in servers:
         done = results[server.label]
         requests = sum(r.requests for r in done)
@@ -329,9 +350,19 @@ def run(*, calls: int, quick: bool, logs: Path, connections: int = 16, rounds: i
         rps = requests / seconds
         p50 = statistics.median(r.p50_ms for r in done)
         p99 = max(r.p99_ms for r in done)
+        server_rounds, database_rounds = _cpu_ms(done)
+        server_median = statistics.median(server_rounds)
         if server.baseline:
-            baseline_rps = rps
-        ratio = f"{rps / baseline_rps:.2f}x the baseline" if baseline_rps and not server.baseline else ""
+            baseline_rps = baseline_rps or rps  # the first baseline's: the target's
+            baselines.append((server.label.split(",")[0], rps, server_median))
+        ratio = (
+            "; ".join(
+                f"{rps / their_rps:.2f}x {label}, CPU {server_median / their_cpu:.2f}x"
+                for label, their_rps, their_cpu in baselines
+            )
+            if not server.baseline
+            else ""
+        )
         clean = all(r.non200 == 0 and r.socket_errors == 0 for r in done)
         ok = (
             rps >= TARGET_RPS
@@ -340,8 +371,7 @@ def run(*, calls: int, quick: bool, logs: Path, connections: int = 16, rounds: i
             and (baseline_rps is None or server.baseline or rps >= TARGET_VS_BASELINE * baseline_rps)
         )
         client_s = sum(r.client_cpu_s for r in done)
-        server_ms = sum(r.server_cpu_s for r in done) * 1000 / requests
-        database_ms = sum(r.database_cpu_s for r in done) * 1000 / requests
+        database_median = statistics.median(database_rounds)
         table.add(
             server.label,
             f"{requests:,} requests",
@@ -349,7 +379,9 @@ def run(*, calls: int, quick: bool, logs: Path, connections: int = 16, rounds: i
             ratio,
             f">= {TARGET_RPS}/s and {TARGET_VS_BASELINE:.0f}x the baseline, p99 <= {TARGET_P99_MS} ms",
             "" if server.baseline else met(ok),
-            note=f"CPU per request: gunicorn {server_ms:.2f} ms, PostgreSQL {database_ms:.2f} ms; "
+            note=f"CPU per request (median of the rounds): gunicorn {server_median:.2f} ms "
+            f"({', '.join(f'{ms:.2f}' for ms in server_rounds)}), PostgreSQL {database_median:.2f} ms "
+            f"({', '.join(f'{ms:.2f}' for ms in database_rounds)}); "
             f"{len(done)} round(s) ({', '.join(f'{r.requests / r.seconds:,.0f}' for r in done)} req/s; "
             f"p50 the median, p99 the worst of the rounds); {_tool()} with {connections} keep-alive "
             f"connections used {client_s:.1f} s CPU ({client_s * 100 / seconds:.0f}% of one core) over "

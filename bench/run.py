@@ -4,6 +4,7 @@
     python bench/run.py --quick    # smaller sizes (~3 min)
     python bench/run.py --only NAME [--only ...]   # NAME: one of BENCHMARKS below
     python bench/run.py --profile  # also write cProfile/EXPLAIN output to bench/out/
+    python bench/run.py --only webhook --webhook-rounds 6   # trees interleaved, CPU per round
 
 Each benchmark measures the alternative side by side in the same run, so the ratios hold
 on a noisy machine. The run creates and migrates its own PostgreSQL database
@@ -49,6 +50,13 @@ def main() -> int:
         help="placement setting to run instead of the default list, e.g. 4x80b40 (QUEUE_CONCURRENCY x "
         "PROVIDER_MAX_CONCURRENCY, CALL_BATCH_SIZE); suffix -pool for docker-compose's rqworker-pool "
         "command (repeatable)",
+    )
+    parser.add_argument(
+        "--webhook-rounds",
+        type=int,
+        metavar="K",
+        help="webhook: serve each tree K times, taking turns, and report CPU per request per round "
+        "and the rounds' median (default 1 with --quick, else 2)",
     )
     parser.add_argument("--profile", action="store_true", help="write profiles and query plans to bench/out/")
     args = parser.parse_args()
@@ -128,7 +136,12 @@ def main() -> int:
             import bench_webhook
 
             tables.append(
-                bench_webhook.run(calls=2_000 if args.quick else 6_000, quick=args.quick, logs=logs)
+                bench_webhook.run(
+                    calls=2_000 if args.quick else 6_000,
+                    quick=args.quick,
+                    logs=logs,
+                    rounds=args.webhook_rounds,
+                )
             )
             print(tables[-1].render() + "\n", file=sys.stderr, flush=True)
         if "ontime" in selected:
