@@ -134,7 +134,7 @@ def _start_gunicorn(server: Server, port: int, log: Path) -> subprocess.Popen:
     process = subprocess.Popen(
         _gunicorn_argv(server, port), cwd=server.root, env=env, stdout=output, stderr=output
     )
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # three workers importing Django on a busy host
     while time.monotonic() < deadline:
         try:
             if requests.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
