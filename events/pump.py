@@ -36,7 +36,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 
 from .models import Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, Event
-from .outbox import events_queue
+from .outbox import events_queue, events_redis
 from .transport import Answer, webhook_post
 
 logger = logging.getLogger("relevel.events")
@@ -61,20 +61,21 @@ def _backoff_key(endpoint_id: int) -> str:
 def pump_request(name: str, func: str, *args: object) -> bool:
     """Enqueue ``func(*args)`` unless a job for ``name`` is queued already; True if
     enqueued. Redis down: nothing (the sweep asks again once it is back)."""
-    queue = events_queue()
+    redis = events_redis()
     key = _queued_key(name)
     try:
-        if not queue.connection.set(key, 1, nx=True, ex=QUEUED_KEY_SECONDS):
+        # The queue is built only when a job is enqueued: most commits stop at this SET.
+        if not redis.set(key, 1, nx=True, ex=QUEUED_KEY_SECONDS):
             return False
         try:
-            queue.enqueue(
+            events_queue().enqueue(
                 func,
                 *args,
                 result_ttl=settings.JOB_RESULT_TTL,
                 failure_ttl=settings.JOB_FAILURE_TTL,
             )
         except RedisError:
-            queue.connection.delete(key)
+            redis.delete(key)
             raise
     except RedisError as exc:
         logger.error("Redis unreachable (%s): the sweep will send %s's events", type(exc).__name__, name)
@@ -85,7 +86,7 @@ def pump_request(name: str, func: str, *args: object) -> bool:
 def pump_started(name: str) -> None:
     """A job asked for under ``name`` begins: later commits must ask for a new one."""
     try:
-        events_queue().connection.delete(_queued_key(name))
+        events_redis().delete(_queued_key(name))
     except RedisError:
         pass  # the key expires by itself
 
