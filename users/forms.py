@@ -17,7 +17,7 @@ from django.utils.html import format_html, format_html_join
 
 from calls.models import MAX_DELAY_MINUTES, MAX_RETRIES
 
-from .calendar import CALL_DAYS_MESSAGE, WEEKDAY_NAMES, WEEKDAYS, call_days_mask, call_days_names
+from .call_days import CALL_DAYS_MESSAGE, WEEKDAY_NAMES, WEEKDAYS, call_days_mask, call_days_names
 from .models import ALL_CALL_DAYS, User
 from .services import username_for_person
 from .validators import (

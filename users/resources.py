@@ -26,7 +26,7 @@ from import_export.utils import atomic_if_using_transaction
 from web.csv_cells import csv_cell, csv_cell_read
 
 from . import services
-from .calendar import call_days_names
+from .call_days import call_days_names
 from .forms import PROFILE_FIELDS, UserProfileForm
 from .models import PEOPLE, SCHEDULE_FIELDS, User
 

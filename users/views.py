@@ -31,7 +31,7 @@ from web.http import (
     require_methods,
 )
 
-from . import calendar, consent, erasure, selectors, services
+from . import calendar, call_days, consent, erasure, selectors, services
 from .forms import IsoDateField, profile_from_json
 from .models import Consent, User
 from .validators import validate_external_id
@@ -77,7 +77,7 @@ def _user_json(user: User) -> dict[str, Any]:
         "notify_sms": user.notify_sms,
         "notify_email": user.notify_email,
         "context": user.context,
-        "call_days": calendar.call_days_names(user.call_days),
+        "call_days": call_days.call_days_names(user.call_days),
         "pause_until": user.pause_until.isoformat() if user.pause_until else None,
         "skipped_dates": [day.isoformat() for day in calendar.user_upcoming_skips(user=user, now=now)],
         # Why the person's local today is off (not a call day, a pause, a skip, a holiday):
