@@ -52,7 +52,7 @@ def unknown_zone_error(local_tz: str) -> str | None:
 def first_attempts(*, now: datetime | None = None) -> QuerySet:
     """The calls that make a local day's first attempt: a date with one is not scheduled
     again (next_open_slot's ``after``). The one place that says so, for User.save and the
-    writes in bulk (users.services.last_first_attempts).
+    writes in bulk (users.upsert.last_first_attempts).
 
     With ``now``, a first attempt the tick claimed ahead of its time (calls/claim.py) and
     still queued does not count: a schedule change releases it (users.services.
