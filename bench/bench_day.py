@@ -92,9 +92,10 @@ HOLD_S = 2.0  # an answered call, compressed (a real one is minutes)
 RING_S = 1.0  # an unanswered one
 WORKERS = 5  # QUEUE_CONCURRENCY, docker-compose's default
 EVENT_WORKERS = 2  # EVENTS_CONCURRENCY, docker-compose's default
-LEAD_S = 100  # from starting the processes to the sample's first call time
+LEAD_S = 60  # from the processes being up to the sample's first call time
 SETTLE_MAX_S = 240  # after the compressed day, at most this long for the last outcomes
 SLOTS = 288
+POLL_S = 4.0  # how often the harness looks at the sample's progress
 EVENTS_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMfKQ9r8GKYo="
 VAPI_SECRET = "bench-vapi-webhook-secret-0123456789abcdef"
 CALLKARO_TOKEN = "bench-callkaro-webhook-token-0123456789abcdef"
@@ -111,7 +112,7 @@ STAGE_OF_JOB = {
     "calls.jobs.schedule_calls": "sample ticks",
 }
 STAGES = [
-    ("tick", "tick and claim (the million, 288 ticks)"),
+    ("tick", "tick and claim (all users, 288 ticks)"),
     ("dispatch", "dispatch and placement (first attempts)"),
     ("webhook", "webhook (gunicorn)"),
     ("analysis", "result and analysis"),
@@ -510,6 +511,7 @@ class SampleDay:
 
 
 def _sample_day(*, sample: int, day_start: datetime, day_seconds: float, retry_delay: int, logs: Path):
+    from calls import queues
     from calls.queues import ANALYSIS_PENDING_KEY
     from calls.slots import release_step_at_or_after
     from tests.fakes import FakeEventReceiver
@@ -551,14 +553,7 @@ def _sample_day(*, sample: int, day_start: datetime, day_seconds: float, retry_d
         base["CALLKARO_BASE_URL"] = f"http://127.0.0.1:{callkaro_port}"
         base["VAPI_BASE_URL"] = f"http://127.0.0.1:{vapi_port}"
 
-        real_start = (datetime.now(UTC) + timedelta(seconds=LEAD_S)).replace(microsecond=0)
-        hours = _seed_sample(
-            count=sample, day_start=day_start, real_start=real_start, day_seconds=day_seconds
-        )
-        with psycopg.connect(BENCH_DSN, autocommit=True) as conn:
-            conn.execute("VACUUM (ANALYZE) users_user")
-        day = SampleDay(sample=sample, hours=hours)
-        size_before, wal_before = _db_size(), _wal_lsn()
+        day = SampleDay(sample=sample, hours={})
         manage = [PYTHON, str(ROOT / "manage.py")]
         web = _spawn(
             [
@@ -595,15 +590,16 @@ def _sample_day(*, sample: int, day_start: datetime, day_seconds: float, retry_d
         day.redis_used_start = int(redis_connection.info("memory")["used_memory"])
         sampler = Sampler(roles=processes).start()
         day.idle_from = time.perf_counter()
-        # A tick now, as an operator's trigger would: the cron's first comes within a minute.
-        subprocess.run(
-            [*manage, "shell", "-c", "from calls import queues; queues.enqueue_tick()"],
-            cwd=ROOT,
-            env=_role_env(base, "bench"),
-            check=True,
-            timeout=60,
-            capture_output=True,
+        # The sample, once every process is up: its first call time LEAD_S from now.
+        real_start = (datetime.now(UTC) + timedelta(seconds=LEAD_S)).replace(microsecond=0)
+        day.hours = _seed_sample(
+            count=sample, day_start=day_start, real_start=real_start, day_seconds=day_seconds
         )
+        with psycopg.connect(BENCH_DSN, autocommit=True) as conn:
+            conn.execute("ANALYZE users_user")
+        size_before, wal_before = _db_size(), _wal_lsn()
+        # A tick now, as an operator's trigger would: the cron's first comes within a minute.
+        queues.enqueue_tick()
         started = time.perf_counter()
         ends = real_start + timedelta(seconds=day_seconds)
         say(
@@ -614,7 +610,7 @@ def _sample_day(*, sample: int, day_start: datetime, day_seconds: float, retry_d
         last_report, quiet_polls = 0.0, 0
         with psycopg.connect(BENCH_DSN + " application_name=relevel-bench", autocommit=True) as conn:
             while True:
-                time.sleep(2.0)
+                time.sleep(POLL_S)
                 now = datetime.now(UTC)
                 if not day.idle_s and now >= real_start:
                     day.idle_s = time.perf_counter() - day.idle_from
@@ -637,7 +633,7 @@ def _sample_day(*, sample: int, day_start: datetime, day_seconds: float, retry_d
                     and not queued_jobs
                     and not pending_events
                 )
-                # Twice in a row, 2 s apart: a job taken from the queue is finished by then.
+                # Twice in a row, POLL_S apart: a job taken from the queue is finished by then.
                 quiet_polls = quiet_polls + 1 if quiet else 0
                 if quiet_polls >= 2:
                     break
@@ -690,9 +686,14 @@ def _sample_day(*, sample: int, day_start: datetime, day_seconds: float, retry_d
     finally:
         if sampler is not None and not sampler.stop.is_set():
             sampler.finish()
-        for role in ("scheduler", "workers", "events", "web", "fake"):
-            for process in processes.get(role, []):
-                stop_process(process, grace=30)
+        # All at once (each finishes its current job), then each waited for.
+        roles = ("scheduler", "workers", "events", "web", "fake")
+        everyone = [process for role in roles for process in processes.get(role, [])]
+        for process in everyone:
+            if process.poll() is None:
+                process.terminate()
+        for process in everyone:
+            stop_process(process, grace=30)
         receiver.stop()
 
 
@@ -700,7 +701,7 @@ def _sample_day(*, sample: int, day_start: datetime, day_seconds: float, retry_d
 
 
 class DayTable(Table):
-    headers = ["stage", "n", "app CPU ms / 1,000 calls", "PostgreSQL CPU ms / 1,000", "day total CPU s"]
+    headers = ["stage", "n (the unit)", "app CPU ms per 1,000", "PostgreSQL CPU ms per 1,000", "day total CPU s"]
 
     def render(self) -> str:
         cells = [[r.variant, r.n, r.figure, r.ratio, r.target] for r in self.rows]
@@ -731,9 +732,18 @@ def _report(a: TickDay, b: SampleDay, *, day_seconds: float, retry_delay: int) -
     placed = b.counts["first_placed"] + b.counts["retries_placed"]
     first = max(1, b.counts["first_placed"])
     per_first = placed / first
-    day_calls = a.claimed * per_first
-    per_k = 1000 / max(1, placed)
-
+    day_first = a.claimed * b.counts["first_placed"] / max(1, b.counts["first"])
+    day_calls = day_first * per_first
+    ended = sum(fake["webhooks_sent"] for fake in b.fakes.values())
+    # Each stage per 1,000 of what it handles in the sample, and that unit's count in the day.
+    units = {
+        "dispatch": (b.counts["first_placed"], "first attempts", day_first),
+        "webhook": (ended, "webhooks", day_calls),
+        "analysis": (b.results, "results", day_calls),
+        "events": (ended, "calls ended", day_calls),
+        "retries": (b.counts["retries_placed"], "retries", day_calls - day_first),
+        "overhead": (placed, "calls", day_calls),
+    }
     stage_app = dict.fromkeys([key for key, _ in STAGES], 0.0)
     stage_pg = dict.fromkeys([key for key, _ in STAGES], 0.0)
     job_app = job_pg = 0.0
@@ -769,13 +779,21 @@ def _report(a: TickDay, b: SampleDay, *, day_seconds: float, retry_delay: int) -
                 f"in {a.largest_tick_s:.2f} CPU s"
             )
         else:
-            app_ms, pg_ms = stage_app[key] * per_k * 1000, stage_pg[key] * per_k * 1000
-            total = (stage_app[key] + stage_pg[key]) * day_calls / max(1, placed)
-            n = f"{placed:,} calls"
+            count, unit, day_units = units[key]
+            per_unit = 1000 / max(1, count)
+            app_ms, pg_ms = stage_app[key] * per_unit * 1000, stage_pg[key] * per_unit * 1000
+            total = (stage_app[key] + stage_pg[key]) / max(1, count) * day_units
+            n = f"{count:,} {unit}"
             note = ""
         day_total += total
         table.add(label, n, f"{app_ms:,.0f}", f"{pg_ms:,.0f}", f"{total:,.0f}", note=note)
-    table.add("all stages", f"{day_calls:,.0f} calls/day", "", "", f"{day_total:,.0f}")
+    table.add(
+        "all stages, per 1,000 calls of the day",
+        f"{day_calls:,.0f} calls/day",
+        f"{day_total / day_calls * 1e6:,.0f} (app + PostgreSQL)",
+        "",
+        f"{day_total:,.0f}",
+    )
 
     raw = [lag for values in b.lags.values() for lag, _ in values]
     stepped = [lag for values in b.lags.values() for _, lag in values]
@@ -797,10 +815,12 @@ def _report(a: TickDay, b: SampleDay, *, day_seconds: float, retry_delay: int) -
     )
     idle_rate = b.idle_cpu / b.idle_s if b.idle_s else 0.0
     table.notes += [
-        f"Extrapolation: day calls = {a.claimed:,} first attempts claimed by the million's ticks x "
-        f"{per_first:.3f} attempts per first attempt placed in the sample ({placed:,} / {first:,}) = "
-        f"{day_calls:,.0f}; each stage's day total = its CPU in the sample x {day_calls:,.0f} / {placed:,} "
-        f"(the tick's is measured whole).",
+        f"Extrapolation: the day's first attempts = {a.claimed:,} claimed by the million's ticks x "
+        f"{b.counts['first_placed']:,} / {b.counts['first']:,} of the sample's claimed ones placed = "
+        f"{day_first:,.0f}; the day's calls = that x {per_first:.3f} attempts per first attempt in the "
+        f"sample ({placed:,} / {first:,}) = {day_calls:,.0f}. Each stage's day total = its CPU in the "
+        f"sample / the units it handled there (column n) x those units in the day (first attempts for "
+        f"dispatch, retries for retries, calls for the others); the tick's is measured whole.",
         f"Calls per CPU-second: {day_calls / day_total:,.1f} (app + PostgreSQL, all stages); "
         f"a {a.users:,}-user day takes {day_total / (2 * 86_400):.1%} of a 2-core box "
         f"({day_total:,.0f} CPU s / 172,800).",

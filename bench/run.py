@@ -153,7 +153,7 @@ def main() -> int:
                 bench_day.run(
                     users=100_000 if args.quick else 1_000_000,
                     sample=2_000 if args.quick else 21_000,
-                    day_seconds=240 if args.quick else 600,
+                    day_seconds=240 if args.quick else 540,
                     retry_delay=10 if args.quick else 20,
                     logs=logs,
                 )
