@@ -40,7 +40,6 @@ from __future__ import annotations
 import os
 import random
 import socket
-import statistics
 import subprocess
 import threading
 import time
@@ -645,8 +644,7 @@ def _sample_day(*, sample: int, day_start: datetime, day_seconds: float, retry_d
         for name, port in (("vapi", vapi_port), ("callkaro", callkaro_port)):
             stats = requests.get(f"http://127.0.0.1:{port}/_stats", timeout=10).json()
             day.fakes[name] = {
-                key: stats[key]
-                for key in ("max_live", "webhooks_sent", "webhooks_failed", "outcomes")
+                key: stats[key] for key in ("max_live", "webhooks_sent", "webhooks_failed", "outcomes")
             } | {"accepted": len(stats["accepts"]), "refused": len(stats["refusals"])}
         sampler.finish()
         jobs = redis_connection.hgetall("bench:day:jobs")
@@ -701,7 +699,10 @@ def _sample_day(*, sample: int, day_start: datetime, day_seconds: float, retry_d
 
 
 class DayTable(Table):
-    headers = ["stage", "n (the unit)", "app CPU ms per 1,000", "PostgreSQL CPU ms per 1,000", "day total CPU s"]
+    headers = [
+        *("stage", "n (the unit)", "app CPU ms per 1,000"),
+        *("PostgreSQL CPU ms per 1,000", "day total CPU s"),
+    ]
 
     def render(self) -> str:
         cells = [[r.variant, r.n, r.figure, r.ratio, r.target] for r in self.rows]

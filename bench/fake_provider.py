@@ -72,7 +72,7 @@ VAPI_CALL_NAME = re.compile(r"relevel call (\d+)")
 
 
 def parse_outcomes(text: str) -> list[tuple[str, int]]:
-    """"completed:70,no_answer:15" -> [("completed", 70), ("no_answer", 15)]."""
+    """Parse "completed:70,no_answer:15" into [("completed", 70), ("no_answer", 15)]."""
     mix = []
     for part in filter(None, (item.strip() for item in text.split(","))):
         name, _, weight = part.partition(":")
