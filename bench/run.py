@@ -4,6 +4,7 @@
     python bench/run.py --quick    # smaller sizes (~3 min)
     python bench/run.py --only NAME [--only ...]   # NAME: one of BENCHMARKS below
     python bench/run.py --profile  # also write cProfile/EXPLAIN output to bench/out/
+    python bench/run.py --only day [--quick]   # issue 21: a day, 1M users (~20 min; quick 100k, ~12 min)
 
 Each benchmark measures the alternative side by side in the same run, so the ratios hold
 on a noisy machine. The run creates and migrates its own PostgreSQL database
