@@ -72,7 +72,7 @@ def run(*, rows: int, naive_rows: int) -> Table:
     from import_export import resources
 
     from calls.models import Call, CallStatus
-    from users import services
+    from users import upsert
     from users.models import User
     from users.resources import UserResource
 
@@ -90,7 +90,7 @@ def run(*, rows: int, naive_rows: int) -> Table:
         result = UserResource().import_data(_dataset(text), dry_run=False, retain_instance_in_row_result=True)
         assert not result.has_errors() and not result.has_validation_errors()
         # What the admin adds: one history entry per user (UserAdmin.generate_log_entries).
-        services.users_record_import_history(
+        upsert.users_record_import_history(
             actor_id=admin.pk, created=[row.instance for row in result], updated=[]
         )
         return result

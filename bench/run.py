@@ -5,6 +5,7 @@
     python bench/run.py --only NAME [--only ...]   # NAME: one of BENCHMARKS below
     python bench/run.py --profile  # also write cProfile/EXPLAIN output to bench/out/
     python bench/run.py --only webhook --webhook-rounds 6   # trees interleaved, CPU per round
+    python bench/run.py --only day [--quick]   # issue 21: a day, 1M users (~20 min; quick 100k, ~12 min)
 
 Each benchmark measures the alternative side by side in the same run, so the ratios hold
 on a noisy machine. The run creates and migrates its own PostgreSQL database
@@ -29,12 +30,13 @@ from harness import say  # noqa: E402
 
 BENCHMARKS = (
     *("tick", "placement", "webhook", "enqueue", "import"),
-    *("dashboard", "capacity", "ontime", "events", "analysis", "storage"),
+    *("dashboard", "capacity", "ontime", "events", "analysis", "storage", "day"),
 )
 # Run only when named with --only: the dashboard's seeds ~36M calls (about 20 minutes); the
 # on-time one waits for real cron ticks (about 7 minutes).
 # The storage one seeds ~4M calls with their transcripts and payloads (~10 minutes).
-ON_REQUEST = ("dashboard", "ontime", "storage")
+# The day (issue 21): 1M users' ticks and a 20,000-person sample end to end (~20 minutes).
+ON_REQUEST = ("dashboard", "ontime", "storage", "day")
 
 
 def main() -> int:
@@ -157,6 +159,19 @@ def main() -> int:
             import bench_storage
 
             tables.append(bench_storage.run(users=10_000 if args.quick else 100_000, days=30))
+            print(tables[-1].render() + "\n", file=sys.stderr, flush=True)
+        if "day" in selected:
+            import bench_day
+
+            tables.append(
+                bench_day.run(
+                    users=100_000 if args.quick else 1_000_000,
+                    sample=2_000 if args.quick else 21_000,
+                    day_seconds=240 if args.quick else 540,
+                    retry_delay=10 if args.quick else 20,
+                    logs=logs,
+                )
+            )
             print(tables[-1].render() + "\n", file=sys.stderr, flush=True)
         if "capacity" in selected:
             import bench_capacity

@@ -9,19 +9,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 
 from django.db import connection
 from django.utils import timezone
 
 from .models import CallPolicy, MonthlyCost
+from .policy import month_start, policy_cache_clear, reached_in_force
 
 logger = logging.getLogger("relevel.policy")
-
-
-def month_start(now: datetime) -> datetime:
-    return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
 def cost_record(*, amount: Decimal, currency: str, now: datetime) -> None:
@@ -47,12 +44,6 @@ def month_cost(*, currency: str, now: datetime) -> Decimal:
 
 def month_costs(*, now: datetime) -> dict[str, Decimal]:
     return dict(MonthlyCost.objects.filter(month=month_start(now).date()).values_list("currency", "amount"))
-
-
-def reached_in_force(row: CallPolicy, *, now: datetime) -> bool:
-    """Whether the budget pauses calls now: reached this month, and still set."""
-    reached = row.budget_reached_at
-    return bool(row.monthly_budget is not None and reached is not None and reached >= month_start(now))
 
 
 @dataclass(frozen=True)
@@ -95,8 +86,6 @@ def budget_check(*, now: datetime | None = None) -> bool:
     """After a cost is recorded (the analysis job) or the budget changed (the policy): pause
     calls if the month's cost reached the budget, resume if it no longer does. True when
     paused by the budget."""
-    from .policy import policy_cache_clear
-
     now = now or timezone.now()
     row = CallPolicy.objects.filter(pk=1).first()
     if row is None:

@@ -15,7 +15,7 @@ import logging
 import threading
 import time as monotonic_time
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -116,6 +116,19 @@ def policy_row() -> CallPolicy:
     return row
 
 
+# The monthly budget (calls/budget.py) pauses calls when reached: the policy reads that as a
+# pause, from the row alone, so no hot path queries the month's cost.
+def month_start(now: datetime) -> datetime:
+    """The start of ``now``'s UTC month (costs and the budget are counted by UTC month)."""
+    return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def reached_in_force(row: CallPolicy, *, now: datetime) -> bool:
+    """Whether the budget pauses calls now: reached this month, and still set."""
+    reached = row.budget_reached_at
+    return bool(row.monthly_budget is not None and reached is not None and reached >= month_start(now))
+
+
 def _from_row(row: CallPolicy) -> Policy:
     hours = None
     if row.calling_hours_start is not None and row.calling_hours_end is not None:
@@ -132,8 +145,6 @@ def _from_row(row: CallPolicy) -> Policy:
         if row.voicemail_retry
         else (retry_statuses - {CallStatus.VOICEMAIL})
     )
-    from .budget import reached_in_force
-
     budget_reached = reached_in_force(row, now=timezone.now())
     return Policy(
         paused=row.paused or budget_reached,

@@ -517,9 +517,17 @@ def calls_waiting_for_capacity(provider: str, call_ids: list[int]) -> set[int]:
 
 
 def dispatcher_claim(provider: str, token: str, *, ttl_seconds: float) -> bool:
-    return bool(
+    """Become the provider's dispatcher. Taking the lock also clears the "just enqueued"
+    mark that dispatcher_ensure leaves: the job it marked is this one, now running. Left
+    for its 5 s, the mark would outlive a dispatcher that ran and stopped within them, and
+    calls admitted just after it stopped would wait with nobody to dispatch them until the
+    next tick."""
+    claimed = bool(
         _connection().set(_capacity_key(provider, "dispatcher"), token, nx=True, px=int(ttl_seconds * 1000))
     )
+    if claimed:
+        _connection().delete(_capacity_key(provider, "dispatch-enqueued"))
+    return claimed
 
 
 def dispatcher_renew(provider: str, token: str, *, ttl_seconds: float) -> bool:

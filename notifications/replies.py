@@ -24,7 +24,7 @@ from calls.logsafe import mask_phone
 from users.consent import user_opt_out
 from users.models import OptOutSource, User
 
-from .models import SmsOptOut
+from .sms_opt_outs import sms_opt_in, sms_opt_out
 
 logger = logging.getLogger("relevel.notifications")
 
@@ -86,47 +86,6 @@ def sms_reply_receive(
         return ReplyOutcome("opted_in", user_id)
     logger.info("SMS reply %s from user %s: not a keyword, ignored", message_sid, user_id)
     return ReplyOutcome("ignored", user_id)
-
-
-def sms_opt_out(
-    *,
-    user_id: int,
-    source: str,
-    keyword: str,
-    message_sid: str,
-    also_calls: bool = False,
-    now: datetime | None = None,
-) -> SmsOptOut:
-    """Stop SMS to the user, recording when, how (``source``: "sms", "twilio", "admin")
-    and with which reply. A second STOP renews the record; one row per user (its unique
-    constraint), so two replies at once cannot make two."""
-    now = now or timezone.now()
-    opt_out, _ = SmsOptOut.objects.update_or_create(
-        user_id=user_id,
-        defaults={
-            "opted_out_at": now,
-            "source": source,
-            "keyword": keyword[:64],
-            "message_sid": message_sid[:64],
-            "also_calls": also_calls,
-            "resumed_at": None,
-            "resumed_keyword": "",
-        },
-    )
-    logger.info("User %s opted out of SMS (%s%s)", user_id, source, f", {keyword}" if keyword else "")
-    return opt_out
-
-
-def sms_opt_in(*, user_id: int, keyword: str, now: datetime | None = None) -> bool:
-    """Resume SMS to the user (they replied START); False if they had not opted out."""
-    now = now or timezone.now()
-    resumed = SmsOptOut.objects.filter(user_id=user_id, resumed_at__isnull=True).update(
-        resumed_at=now, resumed_keyword=keyword[:64]
-    )
-    logger.info(
-        "User %s %s SMS (%s)", user_id, "resumed" if resumed else "asked to resume, already getting,", keyword
-    )
-    return bool(resumed)
 
 
 def user_opt_out_of_calls(*, user_id: int) -> None:

@@ -31,6 +31,7 @@ from .masking import mask_recipient
 from .models import Channel, Kind, Notification, NotificationStatus, SmsOptOut
 from .quiet_hours import hours_open_at
 from .rendering import TemplateInvalid, message_context, message_render, template_for
+from .sms_opt_outs import sms_opt_out
 
 logger = logging.getLogger("relevel.notifications")
 
@@ -269,8 +270,6 @@ def _deliver(notification: Notification, *, user: User, now: datetime) -> str:
         return "failed"
     except RecipientOptedOut as exc:
         _finish(notification.pk, status=NotificationStatus.FAILED, error=str(exc), now=now, recipient=masked)
-        from .replies import sms_opt_out
-
         sms_opt_out(user_id=user.pk, source="twilio", keyword="", message_sid="", now=now)
         logger.info(
             "Notification %s to %s: the number opted out with Twilio; SMS off for user %s",

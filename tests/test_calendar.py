@@ -15,7 +15,7 @@ from calls import forecast, outcomes, placement, policy_changes
 from calls.models import Call, CallStatus
 from calls.providers.base import CallEvent
 from calls.scheduling import calls_schedule_due
-from users import calendar
+from users import calendar, call_days
 from users.models import CallSkip, User
 from users.selectors import DayOutcome, user_call_record
 
@@ -55,7 +55,7 @@ def test_weekdays_only_in_auckland_skip_the_local_weekend_not_utcs(make_user):
         tz="Pacific/Auckland",
         call_time=time(9, 0),
         now=now,
-        call_days=calendar.call_days_mask(WEEKDAYS),
+        call_days=call_days.call_days_mask(WEEKDAYS),
     )
     # Monday 09:00 NZDT, which is still Sunday in UTC.
     assert user.next_call_at == datetime(2026, 12, 6, 20, 0, tzinfo=UTC)
@@ -68,7 +68,7 @@ def test_saturday_only_in_los_angeles_is_the_local_saturday_evening(make_user):
         tz="America/Los_Angeles",
         call_time=time(20, 0),
         now=now,
-        call_days=calendar.call_days_mask(["sat"]),
+        call_days=call_days.call_days_mask(["sat"]),
     )
     # Saturday 20:00 PST is Sunday 04:00 UTC; Friday 20:00 PST (Saturday in UTC) is not it.
     assert user.next_call_at == datetime(2026, 12, 6, 4, 0, tzinfo=UTC)
@@ -104,7 +104,7 @@ def test_the_tick_never_claims_a_day_off_and_moves_past_the_pause(make_user, red
         tz="Pacific/Auckland",
         call_time=time(9, 0),
         now=now,
-        call_days=calendar.call_days_mask(WEEKDAYS),
+        call_days=call_days.call_days_mask(WEEKDAYS),
     )
     friday_slot = datetime(2026, 12, 3, 20, 0, tzinfo=UTC)
     assert user.next_call_at == friday_slot
@@ -273,7 +273,7 @@ def test_a_weekday_off_shows_in_the_record_and_does_not_break_the_streak(make_us
         tz="Asia/Kolkata",
         call_time=time(20, 30),
         now=NOW,
-        call_days=calendar.call_days_mask(WEEKDAYS),
+        call_days=call_days.call_days_mask(WEEKDAYS),
     )
     for day in (date(2026, 11, 26), date(2026, 11, 27)):  # Thursday, Friday: answered
         make_call(user=user, local_date=day, status=CallStatus.COMPLETED)
@@ -291,7 +291,7 @@ def test_the_forecast_counts_skipped_users_apart_from_due_and_missed(make_user, 
     now = datetime(2026, 12, 4, 10, 0, tzinfo=UTC)  # Friday
     for _ in range(3):
         person(make_user, tz="UTC", call_time=time(12, 0), now=now)
-    person(make_user, tz="UTC", call_time=time(12, 0), now=now, call_days=calendar.call_days_mask(["sat"]))
+    person(make_user, tz="UTC", call_time=time(12, 0), now=now, call_days=call_days.call_days_mask(["sat"]))
     skipper = person(make_user, tz="UTC", call_time=time(12, 0), now=now)
     CallSkip.objects.create(user=skipper, local_date=date(2026, 12, 4))
     with at(now):
@@ -307,7 +307,7 @@ def test_the_dashboard_counts_people_off_today_apart_from_missed(admin_client, m
     now = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)  # Saturday
     person(make_user, tz="UTC", call_time=time(12, 0), now=now)
     weekdays = person(
-        make_user, tz="UTC", call_time=time(12, 0), now=now, call_days=calendar.call_days_mask(WEEKDAYS)
+        make_user, tz="UTC", call_time=time(12, 0), now=now, call_days=call_days.call_days_mask(WEEKDAYS)
     )
     paused = person(make_user, tz="UTC", call_time=time(12, 0), now=now, pause_until=date(2026, 11, 30))
     with at(now):
@@ -439,7 +439,7 @@ def test_the_csv_import_reads_call_days_as_words_and_refuses_a_bad_cell(admin_cl
     invalid = {row.number: row.error.message_dict for row in result.invalid_rows}
     assert list(invalid) == [4] and set(invalid[4]) == {"call_days"}
     valid = [row.instance for row in result.valid_rows()]
-    assert [calendar.call_days_names(user.call_days) for user in valid] == [
+    assert [call_days.call_days_names(user.call_days) for user in valid] == [
         ["mon", "tue", "wed"],
         ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],  # an empty cell: every day
     ]
@@ -461,8 +461,8 @@ def test_the_persons_page_sets_call_days_with_check_boxes_and_says_why_today_is_
             response = admin_client.post(url, data)
         assert response.status_code == 302, response.context["adminform"].form.errors
         user.refresh_from_db()
-        assert calendar.call_days_names(user.call_days) == ["sat", "sun"]
-        user.call_days = calendar.call_days_mask(["mon"])
+        assert call_days.call_days_names(user.call_days) == ["sat", "sun"]
+        user.call_days = call_days.call_days_mask(["mon"])
         user.save()
         page = admin_client.get(url).content.decode()
     assert (
@@ -492,14 +492,14 @@ def test_a_rush_slot_is_worked_out_once_per_set_of_call_days_not_per_person(db, 
     from calls import claim
 
     slot = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)  # Friday 20:30 IST
-    weekdays = calendar.call_days_mask(WEEKDAYS)
+    weekdays = call_days.call_days_mask(WEEKDAYS)
     User.objects.bulk_create(
         User(
             username=f"rush{i}",
             phone=f"+9198{i:08d}",
             local_tz="Asia/Kolkata",
             call_time=time(20, 30),
-            call_days=weekdays if i % 2 else calendar.ALL_CALL_DAYS,
+            call_days=weekdays if i % 2 else call_days.ALL_CALL_DAYS,
             pause_until=date(2026, 12, 6) if i == 7 else None,
             next_call_at=slot,
         )

@@ -459,3 +459,20 @@ def test_a_dispatcher_whose_lock_ran_out_during_slow_database_work_takes_no_more
     assert counts == {"placed": 1}
     assert queues.capacity_counts("callkaro", now=wall.time()).waiting == 2  # left to the successor
     assert queues.calls_queue().get_jobs() == []  # and no job of its own to follow it
+
+
+def test_calls_admitted_just_after_a_short_dispatcher_stopped_get_a_new_one(settings, make_call, redis_conn):
+    # A dispatcher that starts and stops within the "just enqueued" mark's 5 s (its waiting
+    # set momentarily empty between two batch jobs) must not keep the next batch's calls
+    # from getting a dispatcher of their own.
+    cap(settings, "callkaro", live=1)
+    now = timezone.now()
+    first, second = (make_call(scheduled_for=now, local_date=now.date()) for _ in range(2))
+    Call.objects.filter(pk=first.pk).update(status=CallStatus.CANCELED)  # nothing to send
+    assert queues.dispatcher_ensure("callkaro")  # the first batch's ensure: a job is enqueued
+    queues.calls_queue().empty()
+    assert dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=1) == {}  # it ran, stopped
+
+    dispatch.calls_dispatch_batch(call_ids=[second.pk])  # the next batch, a moment later
+
+    assert [job.func_name for job in queues.calls_queue().get_jobs()] == [queues.DISPATCH_CALLS_JOB]

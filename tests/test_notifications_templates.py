@@ -104,7 +104,7 @@ def test_the_admin_lists_every_message_masked_and_cannot_edit_them(admin_client,
 
 
 def test_the_opt_out_list_shows_who_stopped_and_how(admin_client, make_user):
-    from notifications.replies import sms_opt_out
+    from notifications.sms_opt_outs import sms_opt_out
 
     user = make_user(name="Asha Rao")
     sms_opt_out(user_id=user.pk, source="sms", keyword="STOP", message_sid="SM1")

@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 
 from calls.models import Call, CallStatus
 from tests.test_profile_changes import EVENING
-from users import services
+from users import upsert
 from users.models import User
 
 pytestmark = pytest.mark.django_db
@@ -251,7 +251,7 @@ def test_a_body_that_is_not_a_user_is_refused(client, body, status, message):
 
 
 def test_a_concurrent_change_that_takes_the_id_or_phone_is_a_409_and_writes_nothing(client):
-    with mock.patch.object(services, "users_write", side_effect=IntegrityError("duplicate key")):
+    with mock.patch.object(upsert, "users_write", side_effect=IntegrityError("duplicate key")):
         response = put(client, "crm-42", ASHA)
     assert response.status_code == 409 and "nothing was written" in response.json()["error"]
     assert not User.objects.exists()
@@ -553,13 +553,13 @@ def test_a_bulk_body_over_its_limit_is_a_413(client):
 
 
 def test_a_bulk_that_loses_a_race_for_an_id_or_phone_is_a_409_and_writes_nothing(client):
-    real_write = services.users_write
+    real_write = upsert.users_write
 
     def write_then_conflict(**kwargs):
         real_write(**kwargs)
         raise IntegrityError("duplicate key value violates unique constraint")
 
-    with mock.patch.object(services, "users_write", side_effect=write_then_conflict):
+    with mock.patch.object(upsert, "users_write", side_effect=write_then_conflict):
         response = bulk(client, {"users": people(3)})
     assert response.status_code == 409
     assert not User.objects.exists()

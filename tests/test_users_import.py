@@ -395,7 +395,7 @@ def test_a_person_added_in_the_admin_gets_an_external_id(admin_client):
 
 
 def test_an_external_id_the_product_uses_is_not_given_twice(make_user):
-    from users.services import users_give_external_ids
+    from users.upsert import users_give_external_ids
 
     first = make_user()
     make_user(external_id=f"relevel-{first.pk}")  # the product's own id, by chance the same

@@ -14,7 +14,7 @@ from django.db import OperationalError, connection, connections, transaction
 from calls.models import Call
 from calls.scheduling import calls_schedule_due
 from tests.test_users_import import HEADER, import_csv
-from users import services
+from users import services, upsert
 from users.models import User
 
 TOKEN = {"HTTP_AUTHORIZATION": "Bearer " + "t" * 40}
@@ -42,7 +42,7 @@ def test_the_import_holds_its_rows_locked_from_the_read_to_the_write(admin_clien
     seen: dict[str, object] = {}
     writing = threading.Event()
     finish = threading.Event()
-    real_write = services.users_write
+    real_write = upsert.users_write
 
     def write_and_wait(**kwargs):
         with connection.cursor() as cursor:
@@ -52,7 +52,7 @@ def test_the_import_holds_its_rows_locked_from_the_read_to_the_write(admin_clien
         writing.set()
         finish.wait(10)
 
-    real_read = services.users_by_external_id
+    real_read = upsert.users_by_external_id
 
     def read(*args, **kwargs):
         with connection.cursor() as cursor:
@@ -77,8 +77,8 @@ def test_the_import_holds_its_rows_locked_from_the_read_to_the_write(admin_clien
 
     with time_machine.travel(MORNING, tick=True):
         services_patch = pytest.MonkeyPatch()
-        services_patch.setattr(services, "users_write", write_and_wait)
-        services_patch.setattr(services, "users_by_external_id", read)
+        services_patch.setattr(upsert, "users_write", write_and_wait)
+        services_patch.setattr(upsert, "users_by_external_id", read)
         other = threading.Thread(target=other_process)
         other.start()
         try:

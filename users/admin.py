@@ -18,7 +18,7 @@ from django.utils.http import urlencode
 from calls.logsafe import mask_phone
 from calls.manual import CallNowRefused, user_call_now
 from calls.policy import policy_current
-from users import calendar, services
+from users import calendar, services, upsert
 from users.selectors import CallDay, user_call_record, users_calling_outside_hours, users_today
 from users.services import users_set_call_enabled
 from web.display import admin_time, end_reason_text, status_badge
@@ -233,7 +233,7 @@ class UserAdmin(PeopleImportExportMixin, BaseUserAdmin):
         services.user_save(user=obj)
         if not change and obj.external_id is None:
             # Every person has the import's and the users API's key (relevel-<id>).
-            services.users_give_external_ids(users=User.objects.filter(pk=obj.pk))
+            upsert.users_give_external_ids(users=User.objects.filter(pk=obj.pk))
             obj.refresh_from_db(fields=["external_id"])
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:

@@ -16,7 +16,7 @@ from import_export.admin import ImportExportMixin
 from import_export.formats.base_formats import CSV
 from import_export.results import Result, RowResult
 
-from . import services
+from . import upsert
 from .models import User
 from .resources import UserResource
 
@@ -134,7 +134,7 @@ class PeopleImportExportMixin(ImportExportMixin):
     def get_data_for_export(self, request: HttpRequest, queryset: QuerySet, **kwargs):
         # The import's key is the external id: the people without one get it now (the
         # export is a POST), so that the file imports back onto the same people.
-        services.users_give_external_ids(users=queryset)
+        upsert.users_give_external_ids(users=queryset)
         return super().get_data_for_export(request, queryset.all(), **kwargs)
 
     def add_success_message(self, result: Result, request: HttpRequest) -> None:
@@ -185,7 +185,7 @@ class PeopleImportExportMixin(ImportExportMixin):
 
     def generate_log_entries(self, result: Result, request: HttpRequest) -> None:
         # What the library records (an entry per user added or changed), written in bulk.
-        services.users_record_import_history(
+        upsert.users_record_import_history(
             actor_id=request.user.pk,
             created=[row.instance for row in result if row.import_type == RowResult.IMPORT_TYPE_NEW],
             updated=[

@@ -16,9 +16,9 @@ policy's days off moves everyone's next call in bounded batches
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from django.db import transaction
 from django.db.models import Exists, F, Max, OuterRef, Q, QuerySet
@@ -27,56 +27,18 @@ from django.utils import timezone
 from calls import bulk
 from calls.models import Call, CallStatus
 from calls.policy import Policy, policy_cache_clear, policy_current
-from calls.slots import next_open_slot, zone_or_none
+from calls.slots import zone_or_none
 
-from .models import ALL_CALL_DAYS, PEOPLE, CallSkip, User, first_attempts
+from .call_days import WEEKDAY_NAMES, call_days_text, next_call_for
+from .models import PEOPLE, CallSkip, User, first_attempts, user_skips_from
 
 logger = logging.getLogger("relevel.users")
 
-WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-CALL_DAYS_MESSAGE = (
-    'a list of weekdays among mon tue wed thu fri sat sun (at least one), such as ["mon", "tue"]'
-)
 # How far ahead a day may be skipped.
 SKIP_AHEAD_DAYS = 366
 
 
-# --- Call days: a bit mask, bit 0 Monday ------------------------------------------------
-
-
-def call_days_mask(names: Iterable[str]) -> int:
-    """The mask of weekday names ("mon" ... "sun"); ValueError for any other name."""
-    mask = 0
-    for name in names:
-        mask |= 1 << WEEKDAYS.index(name)
-    return mask
-
-
-def call_days_names(mask: int) -> list[str]:
-    """The weekday names of a mask, Monday first (the API's and the CSV's shape)."""
-    return [name for bit, name in enumerate(WEEKDAYS) if mask & (1 << bit)]
-
-
-def call_days_text(mask: int) -> str:
-    """ "every day", or the days as the CSV writes them ("mon tue wed thu fri")."""
-    return "every day" if mask == ALL_CALL_DAYS else " ".join(call_days_names(mask))
-
-
 # --- Is a local date off? ---------------------------------------------------------------
-
-
-def day_off_test(*, call_days: int, skips: frozenset[date], rules: Policy) -> Callable[[date], bool]:
-    """next_open_slot's ``day_off`` for a person (their pause goes in its ``after``)."""
-
-    def is_off(local_date: date) -> bool:
-        return (
-            not call_days & (1 << local_date.weekday())
-            or local_date in skips
-            or rules.day_off_reason(local_date) is not None
-        )
-
-    return is_off
 
 
 def day_off_reason(
@@ -124,17 +86,6 @@ def user_may_be_called_on(*, user: User, local_date: date, rules: Policy | None 
     return user_day_off_reason(user=user, local_date=local_date, rules=rules) is None
 
 
-def user_skips_from(*, user_id: int | None, local_date: date) -> frozenset[date]:
-    """The person's skipped dates from ``local_date`` on."""
-    if user_id is None:
-        return frozenset()
-    return frozenset(
-        CallSkip.objects.filter(user_id=user_id, local_date__gte=local_date).values_list(
-            "local_date", flat=True
-        )
-    )
-
-
 def users_skips_from(user_ids: Sequence[int], *, local_date: date) -> dict[int, frozenset[date]]:
     """{user id: skipped dates from ``local_date`` on} for many users in one query (on the
     (user, local_date) constraint's index); users without skips are left out."""
@@ -162,35 +113,6 @@ def users_skipped_on(pairs: Sequence[tuple[int, date]]) -> dict[int, frozenset[d
         if (user_id, day) in wanted:
             found.setdefault(user_id, set()).add(day)
     return {user_id: frozenset(days) for user_id, days in found.items()}
-
-
-def next_call_for(
-    *,
-    local_tz: str,
-    call_time: time,
-    call_days: int,
-    pause_until: date | None,
-    last_called: date | None,
-    skips: frozenset[date],
-    now: datetime,
-    rules: Policy,
-) -> datetime | None:
-    """The next slot of a person with this calendar: the first whose window is open at
-    ``now`` on a local date after ``last_called`` that is not off. None for an unknown zone."""
-    tz = zone_or_none(local_tz)
-    if tz is None:
-        return None
-    after = last_called
-    if pause_until is not None and (after is None or pause_until > after):
-        after = pause_until  # a pause is jumped over, not walked day by day
-    return next_open_slot(
-        call_time=call_time,
-        tz=tz,
-        now=now,
-        window=rules.window,
-        after=after,
-        day_off=day_off_test(call_days=call_days, skips=skips, rules=rules),
-    )
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,23 @@ from events.models import EventType
 from events.outbox import events_emit
 
 from .models import Consent, ConsentSource, OptOutSource, User
-from .services import opted_out_message, user_save, users_cancel_pending_calls
+from .services import user_save, users_cancel_pending_calls
 
 __all__ = ["opted_out_message", "user_consent_current", "user_consent_record", "user_opt_in", "user_opt_out"]
 
 logger = logging.getLogger("relevel.users")
 
 OPT_OUT_FIELDS = ("opted_out_at", "opt_out_source", "opt_out_call_id", "call_enabled", "consented_at")
+
+
+def opted_out_message(user: User) -> str:
+    """Why an opted-out person is not called, for the admin, the API and the import."""
+    when = user.opted_out_at.isoformat(timespec="seconds") if user.opted_out_at else "earlier"
+    source = OptOutSource(user.opt_out_source).label if user.opt_out_source else "unknown"
+    return (
+        f"this person opted out of calls at {when} (source: {source}); "
+        "record a new opt-in before calling them again"
+    )
 
 
 def user_opt_out(

@@ -17,9 +17,9 @@ from django.utils.html import format_html, format_html_join
 
 from calls.models import MAX_DELAY_MINUTES, MAX_RETRIES
 
-from .calendar import CALL_DAYS_MESSAGE, WEEKDAY_NAMES, WEEKDAYS, call_days_mask, call_days_names
+from .call_days import CALL_DAYS_MESSAGE, WEEKDAY_NAMES, WEEKDAYS, call_days_mask, call_days_names
 from .models import ALL_CALL_DAYS, User
-from .services import username_for_person
+from .upsert import username_for_person
 from .validators import (
     CALL_TIME_INVALID,
     iana_time_zones,
@@ -172,7 +172,7 @@ class DailyCallFieldsMixin:
 
 class UserAdminCreationForm(DailyCallFieldsMixin, forms.ModelForm):
     """Adding a person to call: what calling them needs, no login. The username is made for
-    them (users.services.username_for_person) and the password is an unusable one: the
+    them (users.upsert.username_for_person) and the password is an unusable one: the
     people relevel calls never log in. (An operator's login: the Operators page.)"""
 
     call_days = CallDaysCheckboxes(initial=ALL_CALL_DAYS)

@@ -12,6 +12,7 @@ from django.utils import timezone
 from calls.models import MAX_DELAY_MINUTES, MAX_RETRIES
 from calls.slots import zone_or_none
 
+from .call_days import ALL_CALL_DAYS, next_call_for
 from .validators import (
     validate_context,
     validate_e164_phone,
@@ -21,10 +22,6 @@ from .validators import (
 
 # The fields that decide when (and whether) a user is called next.
 SCHEDULE_FIELDS = frozenset({"phone", "local_tz", "call_enabled", "call_time", "call_days", "pause_until"})
-
-# The person's call days as a bit mask, bit 0 Monday (date.weekday()) to bit 6 Sunday: one
-# small column that the tick reads with the due users and groups by (users/calendar.py).
-ALL_CALL_DAYS = 0b1111111
 
 # Two kinds of login share the users table: operators (staff or superuser: they log in to
 # the admin) and the people relevel calls (never either). One test for both, here: the
@@ -55,7 +52,7 @@ def unknown_zone_error(local_tz: str) -> str | None:
 def first_attempts(*, now: datetime | None = None) -> QuerySet:
     """The calls that make a local day's first attempt: a date with one is not scheduled
     again (next_open_slot's ``after``). The one place that says so, for User.save and the
-    writes in bulk (users.services.last_first_attempts).
+    writes in bulk (users.upsert.last_first_attempts).
 
     With ``now``, a first attempt the tick claimed ahead of its time (calls/claim.py) and
     still queued does not count: a schedule change releases it (users.services.
@@ -271,8 +268,6 @@ class User(AbstractUser):
         the person's calendar leaves open (users/calendar.py)."""
         from calls.policy import policy_current
 
-        from .calendar import next_call_for, user_skips_from
-
         tz = zone_or_none(self.local_tz)
         if not self.is_callable or tz is None:
             return None
@@ -443,3 +438,14 @@ class Erasure(models.Model):
 
     def __str__(self) -> str:
         return f"Erasure of user {self.user_id} on {self.erased_at:%Y-%m-%d}"
+
+
+def user_skips_from(*, user_id: int | None, local_date: date) -> frozenset[date]:
+    """The person's skipped dates from ``local_date`` on."""
+    if user_id is None:
+        return frozenset()
+    return frozenset(
+        CallSkip.objects.filter(user_id=user_id, local_date__gte=local_date).values_list(
+            "local_date", flat=True
+        )
+    )

@@ -25,8 +25,8 @@ from import_export.utils import atomic_if_using_transaction
 
 from web.csv_cells import csv_cell, csv_cell_read
 
-from . import services
-from .calendar import call_days_names
+from . import services, upsert
+from .call_days import call_days_names
 from .forms import PROFILE_FIELDS, UserProfileForm
 from .models import PEOPLE, SCHEDULE_FIELDS, User
 
@@ -142,8 +142,8 @@ class UserResource(resources.ModelResource):
             if errors:
                 self._errors[number] = errors
         lock = not kwargs.get("dry_run", False)
-        self._existing = services.users_by_external_id([row["external_id"] for row in rows if row], lock=lock)
-        conflicts = services.users_conflicts(
+        self._existing = upsert.users_by_external_id([row["external_id"] for row in rows if row], lock=lock)
+        conflicts = upsert.users_conflicts(
             rows, existing=self._existing, label="line", first_number=FIRST_LINE
         )
         for index, row_errors in conflicts.items():
@@ -152,7 +152,7 @@ class UserResource(resources.ModelResource):
         new_ids = [
             row["external_id"] for row in self._rows.values() if row["external_id"] not in self._existing
         ]
-        self._usernames = services.usernames_for(new_ids)
+        self._usernames = upsert.usernames_for(new_ids)
 
     # --- Then every row, and the writes --------------------------------------------------
 
@@ -163,7 +163,7 @@ class UserResource(resources.ModelResource):
         bulk batch per row) with the answers before_import found for the whole file: the
         same Result, row by row (new, update, skip or invalid, with each row's errors), for
         the library's preview, confirm and history, at a fraction of its cost per row. The
-        writes are set-based (users.services.users_write, users_cancel_pending_calls), and
+        writes are set-based (users.upsert.users_write, users_cancel_pending_calls), and
         the preview (dry_run) makes none: every row was already checked against the
         database, so writing and rolling back would only double its time.
 
@@ -203,17 +203,17 @@ class UserResource(resources.ModelResource):
             cleaned = self._rows[number]
             user = self._existing.get(cleaned["external_id"])
             if user is None:
-                user = services.user_new(
+                user = upsert.user_new(
                     external_id=cleaned["external_id"],
                     username=self._usernames[cleaned["external_id"]],
                     template=template,
                 )
-                services.user_set_fields(user, cleaned)
+                upsert.user_set_fields(user, cleaned)
                 row_result.import_type = RowResult.IMPORT_TYPE_NEW
                 to_create.append(user)
                 rescheduled.append((user, None))
             else:
-                changed, before = services.user_set_fields(user, cleaned)
+                changed, before = upsert.user_set_fields(user, cleaned)
                 if not changed:
                     row_result.import_type = RowResult.IMPORT_TYPE_SKIP
                 else:
@@ -233,8 +233,8 @@ class UserResource(resources.ModelResource):
         if not dry_run and (not invalid or result.invalid_lines_left_out):
             try:
                 with atomic_if_using_transaction(using_transactions, using=self.get_db_connection_name()):
-                    reasons = services.users_reschedule(rescheduled, now=self._now)
-                    services.users_write(to_create=to_create, to_update=to_update, fields=self._given)
+                    reasons = upsert.users_reschedule(rescheduled, now=self._now)
+                    upsert.users_write(to_create=to_create, to_update=to_update, fields=self._given)
                     services.users_cancel_pending_calls(
                         reasons=reasons, now=self._now, release=services.users_still_callable(to_update)
                     )

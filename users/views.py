@@ -31,7 +31,7 @@ from web.http import (
     require_methods,
 )
 
-from . import calendar, consent, erasure, selectors, services
+from . import calendar, call_days, consent, erasure, selectors, upsert
 from .forms import IsoDateField, profile_from_json
 from .models import Consent, User
 from .validators import validate_external_id
@@ -77,7 +77,7 @@ def _user_json(user: User) -> dict[str, Any]:
         "notify_sms": user.notify_sms,
         "notify_email": user.notify_email,
         "context": user.context,
-        "call_days": calendar.call_days_names(user.call_days),
+        "call_days": call_days.call_days_names(user.call_days),
         "pause_until": user.pause_until.isoformat() if user.pause_until else None,
         "skipped_dates": [day.isoformat() for day in calendar.user_upcoming_skips(user=user, now=now)],
         # Why the person's local today is off (not a call day, a pause, a skip, a holiday):
@@ -173,8 +173,8 @@ def user_detail(request: HttpRequest, external_id: str) -> HttpResponse:
     if errors:
         return _invalid_user(errors)
     try:
-        result = services.users_upsert(rows=[row])
-    except services.UsersInvalid as exc:
+        result = upsert.users_upsert(rows=[row])
+    except upsert.UsersInvalid as exc:
         errors = exc.errors[0]
         if set(errors) == {"call_enabled"}:
             # Valid, but refused by the person's own choice: a conflict, not a bad request.
@@ -233,12 +233,12 @@ def users_bulk(request: HttpRequest) -> JsonResponse:
         # The valid rows' conflicts too, so that one answer lists every problem. Merged by
         # row, never replacing: users_conflicts skips the invalid rows today, and a row's
         # field errors must survive if that ever changes.
-        for index, row_errors in services.users_conflicts(rows, label="user").items():
+        for index, row_errors in upsert.users_conflicts(rows, label="user").items():
             errors.setdefault(index, {}).update(row_errors)
     else:
         try:
-            result = services.users_upsert(rows=rows)
-        except services.UsersInvalid as exc:
+            result = upsert.users_upsert(rows=rows)
+        except upsert.UsersInvalid as exc:
             errors = exc.errors
         except IntegrityError:
             return error_response(CONFLICT, 409)
