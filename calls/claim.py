@@ -17,9 +17,10 @@ from croniter import croniter
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 
 from users.calendar import day_off_reason, next_call_for, users_skips_from
-from users.models import ALL_CALL_DAYS, unknown_zone_error
+from users.models import ALL_CALL_DAYS, CallSkip, unknown_zone_error
 from users.suppression import numbers_suppressed
 
 from . import bulk, days, queues, selectors
@@ -292,17 +293,23 @@ def claim_due_batch(*, claim: Claim) -> int:
         # skip_locked: a second tick running at the same time takes other users, never
         # waits on (or double-claims) these. no_key: the lock still lets other transactions
         # insert calls that reference these users (a webhook's retry).
+        # Whether each has a skipped day ahead comes with the row (a probe of the (user,
+        # local_date) index): normally none, and only the users who have one are read and
+        # worked out one by one, without a second query of the whole batch.
+        skips_from = (now - timedelta(days=2)).date()
         rows = list(
             selectors.users_due_for_call(until=due_by)
             .select_for_update(skip_locked=True, no_key=True, of=("self",))
-            .values_list(*DUE_USER_COLUMNS)[:TICK_BATCH_SIZE]
+            .annotate(
+                has_skips=Exists(CallSkip.objects.filter(user_id=OuterRef("pk"), local_date__gte=skips_from))
+            )
+            .values_list(*DUE_USER_COLUMNS, "has_skips")[:TICK_BATCH_SIZE]
         )
         if not rows:
             return 0
         bulk.check_constraints_at_once()
-        # The batch's skipped days, in one query on the (user, local_date) index: normally
-        # none, and only the users who have one are worked out one by one.
-        skips = users_skips_from([row[0] for row in rows], local_date=(now - timedelta(days=2)).date())
+        with_skips = [row[0] for row in rows if row[-1]]
+        skips = users_skips_from(with_skips, local_date=skips_from) if with_skips else {}
         queued, missed, suppressed = _CallRows(), _CallRows(), _CallRows()
         next_call_at: dict[int, datetime | None] = {}
         parked: list[tuple[int, str]] = []
@@ -324,6 +331,7 @@ def claim_due_batch(*, claim: Claim) -> int:
             call_days,
             pause_until,
             consented_at,
+            _,
         ) in rows:
             if not (enabled and phone):
                 # A stale next_call_at (calls disabled by a bulk UPDATE, say): stop here.
