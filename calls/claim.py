@@ -297,7 +297,7 @@ def claim_due_batch(*, claim: Claim) -> int:
         # local_date) index): normally none, and only the users who have one are read and
         # worked out one by one, without a second query of the whole batch.
         skips_from = (now - timedelta(days=2)).date()
-        rows = list(
+        rows = bulk.values_rows(
             selectors.users_due_for_call(until=due_by)
             .select_for_update(skip_locked=True, no_key=True, of=("self",))
             .annotate(
