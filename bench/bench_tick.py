@@ -11,6 +11,7 @@ import functools
 import io
 import os
 import pstats
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock
@@ -93,17 +94,59 @@ def _cpu_seconds(process: psutil.Process) -> float:
     return times.user + times.system
 
 
+class _HelperBackends:
+    """The CPU of the PostgreSQL backends of connections the tick opens and closes itself
+    (a rush's claim helpers, calls.claim.CLAIM_CONNECTIONS): each is read every 10 ms while
+    it lives, since a backend that has exited can no longer be read."""
+
+    def __init__(self) -> None:
+        self.last: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def connected(self, sender, connection, **kwargs) -> None:
+        process = psutil.Process(connection.connection.info.backend_pid)
+        start = _cpu_seconds(process)
+
+        def sample() -> None:
+            while True:
+                try:
+                    self.last[process.pid] = _cpu_seconds(process) - start
+                except psutil.Error:
+                    return
+                if self.stop.wait(0.01):
+                    return
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def total(self) -> float:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+        return sum(self.last.values())
+
+
 def _tick_with_cpu(now: datetime):
     """The tick, timed, with the CPU seconds it took in this process and in its PostgreSQL
-    backend (the same host): (seconds, summary, process CPU s, backend CPU s)."""
+    backends (the same host): (seconds, summary, process CPU s, backends' CPU s)."""
+    from django.db.backends.signals import connection_created
+
     connection.ensure_connection()
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         backend = psutil.Process(cursor.fetchone()[0])
     me = psutil.Process()
-    cpu, pg_cpu = _cpu_seconds(me), _cpu_seconds(backend)
-    seconds, summary = timed(lambda: _tick(now))
-    return seconds, summary, _cpu_seconds(me) - cpu, _cpu_seconds(backend) - pg_cpu
+    helpers = _HelperBackends()
+    connection_created.connect(helpers.connected)
+    try:
+        cpu, pg_cpu = _cpu_seconds(me), _cpu_seconds(backend)
+        seconds, summary = timed(lambda: _tick(now))
+        cpu, pg_cpu = _cpu_seconds(me) - cpu, _cpu_seconds(backend) - pg_cpu
+    finally:
+        connection_created.disconnect(helpers.connected)
+    return seconds, summary, cpu, pg_cpu + helpers.total()
 
 
 def _bare_due_query(now: datetime) -> int:
@@ -284,7 +327,7 @@ def run(*, sizes: list[int], rush: int, repeats: int, naive_repeats: int, out: P
         note=f"claimed {rush_summary.claimed:,}, enqueued {rush_summary.enqueued:,} "
         f"in {-(-rush_summary.enqueued // _batch_size())} batch jobs; {rush / rush_median:,.0f} users/s; "
         f"CPU {median(rush_cpu):.2f} s in the tick's process, {median(rush_pg_cpu):.2f} s in its "
-        f"PostgreSQL backend (medians of {len(rush_ticks)}); load average {os.getloadavg()[0]:.1f}",
+        f"PostgreSQL backends (medians of {len(rush_ticks)}); load average {os.getloadavg()[0]:.1f}",
     )
     table.add(
         "rush slot: bare database work",
