@@ -9,13 +9,16 @@ from __future__ import annotations
 import cProfile
 import functools
 import io
+import os
 import pstats
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import psutil
 import psycopg
 from django.db import connection
 
@@ -27,6 +30,7 @@ TICK_AT = datetime(2026, 6, 15, 14, 30, tzinfo=UTC)
 SLOT = timedelta(minutes=5)
 TICK_TARGET_S = 0.5  # for 1M users
 RUSH_TARGET_S = 3.0  # 100,000 users due in one slot claimed and enqueued
+RUSH_BARE_TARGET = 2.0  # the rush within this many times the bare database work it needs (issue 21)
 RUSH_ZONE = "Asia/Kolkata"
 RUSH_TIME = clock(20, 30)
 NAIVE_BUDGET_S = 20.0  # per naive run: past it, per-user work stops and is extrapolated
@@ -53,6 +57,96 @@ def _reset(snapshot: tuple[list[int], list[datetime]]) -> None:
         # Autovacuum's job in production; here it keeps repeats from scanning dead tuples.
         conn.execute("VACUUM (ANALYZE) users_user")
     flush_redis()
+
+
+def _bare_rush(slot: datetime) -> tuple[float, float, float, int, float]:
+    """The database work a rush slot needs at the least, on its own connection: every due
+    person's call row inserted (one INSERT ... SELECT) and their row moved on to the next day
+    (one UPDATE), in one transaction with the foreign key checked per row as the claim has it.
+    Returns (seconds, seconds of the insert, of the update, calls inserted, backend CPU s)."""
+    with psycopg.connect(BENCH_DSN) as conn:
+        backend = psutil.Process(conn.info.backend_pid)
+        cpu = _cpu_seconds(backend)
+        started = time.perf_counter()
+        conn.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        inserted = conn.execute(
+            "INSERT INTO calls_call (to_number, agent_id, attempt, local_date, status, provider, job_id, "
+            "provider_payloads, error, transcript, recording_url, created_at, scheduled_for, user_id, "
+            "end_reason, outcome_inferred, manual) "
+            "SELECT phone, 'agent-bench', 1, (next_call_at AT TIME ZONE local_tz)::date, 'queued', "
+            "'callkaro', 'place-calls-' || id, '[]', '', '', '', now(), next_call_at, id, '', false, false "
+            "FROM users_user WHERE next_call_at <= %s",
+            (slot,),
+        ).rowcount
+        calls_s = time.perf_counter() - started
+        conn.execute(
+            "UPDATE users_user SET next_call_at = next_call_at + interval '1 day' WHERE next_call_at <= %s",
+            (slot,),
+        )
+        conn.commit()
+        seconds = time.perf_counter() - started
+        cpu = _cpu_seconds(backend) - cpu
+    return seconds, calls_s, seconds - calls_s, inserted, cpu
+
+
+def _cpu_seconds(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+class _HelperBackends:
+    """The CPU of the PostgreSQL backends of connections the tick opens and closes itself
+    (a rush's claim helpers, calls.claim.CLAIM_CONNECTIONS): each is read every 10 ms while
+    it lives, since a backend that has exited can no longer be read."""
+
+    def __init__(self) -> None:
+        self.last: dict[int, float] = {}
+        self.stop = threading.Event()
+        self.threads: list[threading.Thread] = []
+
+    def connected(self, sender, connection, **kwargs) -> None:
+        process = psutil.Process(connection.connection.info.backend_pid)
+        start = _cpu_seconds(process)
+
+        def sample() -> None:
+            while True:
+                try:
+                    self.last[process.pid] = _cpu_seconds(process) - start
+                except psutil.Error:
+                    return
+                if self.stop.wait(0.01):
+                    return
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def total(self) -> float:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join()
+        return sum(self.last.values())
+
+
+def _tick_with_cpu(now: datetime):
+    """The tick, timed, with the CPU seconds it took in this process and in its PostgreSQL
+    backends (the same host): (seconds, summary, process CPU s, backends' CPU s)."""
+    from django.db.backends.signals import connection_created
+
+    connection.ensure_connection()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        backend = psutil.Process(cursor.fetchone()[0])
+    me = psutil.Process()
+    helpers = _HelperBackends()
+    connection_created.connect(helpers.connected)
+    try:
+        cpu, pg_cpu = _cpu_seconds(me), _cpu_seconds(backend)
+        seconds, summary = timed(lambda: _tick(now))
+        cpu, pg_cpu = _cpu_seconds(me) - cpu, _cpu_seconds(backend) - pg_cpu
+    finally:
+        connection_created.disconnect(helpers.connected)
+    return seconds, summary, cpu, pg_cpu + helpers.total()
 
 
 def _bare_due_query(now: datetime) -> int:
@@ -205,15 +299,21 @@ def run(*, sizes: list[int], rush: int, repeats: int, naive_repeats: int, out: P
     )
     seed.vacuum_analyze()
     snapshot = _due_snapshot(slot)
-    rush_ticks, rush_summary = [], None
+    rush_ticks, rush_cpu, rush_pg_cpu, rush_summary, bares = [], [], [], None, []
     for _ in range(max(2, repeats // 2)):
+        # The bare work first each time, on the same rows, so both meet the same state.
         _reset(snapshot)
-        seconds, rush_summary = timed(lambda: _tick(slot))
+        bares.append(_bare_rush(slot))
+        _reset(snapshot)
+        seconds, rush_summary, cpu, pg_cpu = _tick_with_cpu(slot)
         rush_ticks.append(seconds)
+        rush_cpu.append(cpu)
+        rush_pg_cpu.append(pg_cpu)
     _reset(snapshot)
     seconds, naive_result = timed(lambda: _naive(slot))
     naive_s, cut = _naive_seconds(seconds, naive_result)
     rush_median = median(rush_ticks)
+    bare_median = median([bare[0] for bare in bares])
     n = f"{rush:,} due at once"
     table.add(
         "rush slot: tick",
@@ -225,7 +325,22 @@ def run(*, sizes: list[int], rush: int, repeats: int, naive_repeats: int, out: P
         if rush >= 100_000
         else f"{rush_median * 100_000 / rush:.1f} s scaled to 100k",
         note=f"claimed {rush_summary.claimed:,}, enqueued {rush_summary.enqueued:,} "
-        f"in {-(-rush_summary.enqueued // _batch_size())} batch jobs; {rush / rush_median:,.0f} users/s",
+        f"in {-(-rush_summary.enqueued // _batch_size())} batch jobs; {rush / rush_median:,.0f} users/s; "
+        f"CPU {median(rush_cpu):.2f} s in the tick's process, {median(rush_pg_cpu):.2f} s in its "
+        f"PostgreSQL backends (medians of {len(rush_ticks)}); load average {os.getloadavg()[0]:.1f}",
+    )
+    table.add(
+        "rush slot: bare database work",
+        n,
+        fmt_s(bare_median),
+        f"the tick is {rush_median / bare_median:.2f}x this",
+        f"tick <= {RUSH_BARE_TARGET:.0f}x this",
+        met(rush_median <= RUSH_BARE_TARGET * bare_median),
+        note=f"one INSERT ... SELECT of the {bares[-1][3]:,} calls "
+        f"({median([b[1] for b in bares]) * 1000:.0f} ms) and one UPDATE of the same users' "
+        f"next_call_at ({median([b[2] for b in bares]) * 1000:.0f} ms), "
+        f"one transaction, foreign key checked per row; CPU {median([b[4] for b in bares]):.2f} s "
+        "in its PostgreSQL backend",
     )
     table.add(
         "rush slot: naive tick",

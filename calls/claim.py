@@ -8,6 +8,7 @@ commits.
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from typing import Protocol
@@ -16,10 +17,11 @@ from zoneinfo import ZoneInfo
 from croniter import croniter
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
+from django.db import connection, transaction
+from django.db.models import Exists, OuterRef
 
 from users.calendar import day_off_reason, next_call_for, users_skips_from
-from users.models import ALL_CALL_DAYS, unknown_zone_error
+from users.models import ALL_CALL_DAYS, CallSkip, unknown_zone_error
 from users.suppression import numbers_suppressed
 
 from . import bulk, days, queues, selectors
@@ -36,6 +38,11 @@ User = get_user_model()
 # Users claimed per transaction: small enough to keep row locks short, large enough that
 # a rush slot of 100k users is a hundred round trips, not a hundred thousand.
 TICK_BATCH_SIZE = 1000
+# A rush (a first batch that came back full) is claimed on this many connections at once,
+# each in its own thread: while PostgreSQL writes one batch, the tick's Python works out
+# the next one instead of waiting. Their rows are disjoint (each skips the rows the others
+# hold locked), so each user is still claimed once, in one transaction, by one of them.
+CLAIM_CONNECTIONS = 2
 
 
 class ClaimCounts(Protocol):
@@ -280,6 +287,60 @@ class _CallRows:
         return len(self.user_id)
 
 
+@dataclass
+class _Counts:
+    """A helper thread's own counters (ClaimCounts), added to the tick's once it is done."""
+
+    due: int = 0
+    claimed: int = 0
+    missed: int = 0
+    enqueued: int = 0
+    enqueue_failed: int = 0
+
+
+def claim_all_due(*, claim: Claim) -> None:
+    """Claim batches until one comes back short of full: a rush on CLAIM_CONNECTIONS
+    connections at once (PostgreSQL only, and never inside a caller's transaction, whose
+    rows other connections could not see). Each helper packs its own batch jobs and flushes
+    them when it is done; the caller flushes ``claim.batches``. A batch that fails rolls back
+    whole, as ever; the first error is raised once every helper has stopped."""
+    if claim_due_batch(claim=claim) < TICK_BATCH_SIZE:
+        return
+    if CLAIM_CONNECTIONS < 2 or connection.vendor != "postgresql" or connection.in_atomic_block:
+        while claim_due_batch(claim=claim) == TICK_BATCH_SIZE:
+            pass
+        return
+    helpers = []
+    for _ in range(CLAIM_CONNECTIONS - 1):
+        counts = _Counts()
+        helpers.append(replace(claim, summary=counts, batches=BatchPacker(summary=counts)))
+    with ThreadPoolExecutor(max_workers=len(helpers), thread_name_prefix="claim") as pool:
+        futures = [pool.submit(_claim_on_own_connection, helper) for helper in helpers]
+        try:
+            while claim_due_batch(claim=claim) == TICK_BATCH_SIZE:
+                pass
+        finally:
+            wait(futures)
+            for helper in helpers:
+                for name in ("due", "claimed", "missed", "enqueued", "enqueue_failed"):
+                    setattr(claim.summary, name, getattr(claim.summary, name) + getattr(helper.summary, name))
+    for future in futures:
+        if future.exception() is not None:
+            raise future.exception()
+
+
+def _claim_on_own_connection(claim: Claim) -> None:
+    """A helper thread's share of a rush, on the thread's own connection (closed at the end)."""
+    try:
+        while claim_due_batch(claim=claim) == TICK_BATCH_SIZE:
+            pass
+    finally:
+        try:
+            claim.batches.flush()  # its committed batches, full or not
+        finally:
+            connection.close()
+
+
 def claim_due_batch(*, claim: Claim) -> int:
     """Claim one batch of due users in one transaction; returns how many users it took.
 
@@ -292,17 +353,23 @@ def claim_due_batch(*, claim: Claim) -> int:
         # skip_locked: a second tick running at the same time takes other users, never
         # waits on (or double-claims) these. no_key: the lock still lets other transactions
         # insert calls that reference these users (a webhook's retry).
-        rows = list(
+        # Whether each has a skipped day ahead comes with the row (a probe of the (user,
+        # local_date) index): normally none, and only the users who have one are read and
+        # worked out one by one, without a second query of the whole batch.
+        skips_from = (now - timedelta(days=2)).date()
+        rows = bulk.values_rows(
             selectors.users_due_for_call(until=due_by)
             .select_for_update(skip_locked=True, no_key=True, of=("self",))
-            .values_list(*DUE_USER_COLUMNS)[:TICK_BATCH_SIZE]
+            .annotate(
+                has_skips=Exists(CallSkip.objects.filter(user_id=OuterRef("pk"), local_date__gte=skips_from))
+            )
+            .values_list(*DUE_USER_COLUMNS, "has_skips")[:TICK_BATCH_SIZE]
         )
         if not rows:
             return 0
         bulk.check_constraints_at_once()
-        # The batch's skipped days, in one query on the (user, local_date) index: normally
-        # none, and only the users who have one are worked out one by one.
-        skips = users_skips_from([row[0] for row in rows], local_date=(now - timedelta(days=2)).date())
+        with_skips = [row[0] for row in rows if row[-1]]
+        skips = users_skips_from(with_skips, local_date=skips_from) if with_skips else {}
         queued, missed, suppressed = _CallRows(), _CallRows(), _CallRows()
         next_call_at: dict[int, datetime | None] = {}
         parked: list[tuple[int, str]] = []
@@ -324,6 +391,7 @@ def claim_due_batch(*, claim: Claim) -> int:
             call_days,
             pause_until,
             consented_at,
+            _,
         ) in rows:
             if not (enabled and phone):
                 # A stale next_call_at (calls disabled by a bulk UPDATE, say): stop here.

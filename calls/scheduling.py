@@ -93,8 +93,7 @@ def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
     try:
         summary.repaired = claim.users_schedule_unscheduled(now=now)
         work.variants = variants_active()
-        while claim.claim_due_batch(claim=work) == claim.TICK_BATCH_SIZE:
-            pass
+        claim.claim_all_due(claim=work)
     except DatabaseError as exc:
         # Batches committed so far stand (their jobs are enqueued); the failed batch rolled
         # back whole, so the next tick simply finds its users still due.

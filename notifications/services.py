@@ -11,15 +11,17 @@ blocks the other (each message is a job of its own).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
 from calls import queues
+from calls.bulk import array_cursor
 from calls.policy import policy_current
 from calls.slots import zone_or_none
 from users.models import User
@@ -159,6 +161,35 @@ def notify_missed_day(*, user_id: int, local_date: date, now: datetime | None = 
             queues.on_commit(
                 lambda notification_id=notification_id, due_at=due_at: _enqueue(notification_id, at=due_at)
             )
+    return created
+
+
+def notify_missed_days(*, days: Sequence[tuple[int, date]], now: datetime | None = None) -> list[int]:
+    """notify_missed_day for many (user id, local date) at once, as a tick finds a rush slot
+    missed: one query finds the few of those users who want a message on some channel, and
+    only they are worked out one by one (a query per user was 90% of such a tick's time)."""
+    if not days:
+        return []
+    ids = list({user_id for user_id, _ in days})
+    if connection.vendor == "postgresql":
+        # The ids as one array bound in binary, not an IN list of a thousand placeholders.
+        with array_cursor() as (cursor, a):
+            cursor.execute(
+                f"SELECT id FROM {User._meta.db_table} WHERE id = ANY({a}::bigint[]) "
+                "AND (notify_sms OR notify_email)",
+                [ids],
+            )
+            wanting = {row[0] for row in cursor.fetchall()}
+    else:
+        wanting = set(
+            User.objects.filter(Q(notify_sms=True) | Q(notify_email=True), pk__in=ids).values_list(
+                "pk", flat=True
+            )
+        )
+    created: list[int] = []
+    for user_id, local_date in days:
+        if user_id in wanting:
+            created += notify_missed_day(user_id=user_id, local_date=local_date, now=now)
     return created
 
 

@@ -4,10 +4,12 @@ from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.contrib.auth.validators import UnicodeUsernameValidator
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Max, Q, QuerySet
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
 
 from calls.models import MAX_DELAY_MINUTES, MAX_RETRIES
 from calls.slots import zone_or_none
@@ -80,6 +82,17 @@ class OptOutSource(models.TextChoices):
 
 
 class User(AbstractUser):
+    # AbstractUser's username, unique through Meta.constraints instead of unique=True (the
+    # same validation message): unique=True also builds a LIKE-pattern index on PostgreSQL
+    # that no query uses (the admin's search is a case-insensitive LIKE '%...%', which no
+    # index serves), and every claimed user's next_call_at update writes into it.
+    username = models.CharField(
+        _("username"),
+        max_length=150,
+        help_text=_("Required. 150 characters or fewer. Letters, digits and @/./+/-/_ only."),
+        validators=[UnicodeUsernameValidator()],
+        error_messages={"unique": _("A user with that username already exists.")},
+    )
     name = models.CharField(max_length=150, blank=True)
     # NULL rather than "" for "no phone", so that the unique constraint allows many of them.
     # Unique through Meta.constraints (same validation message): unique=True would also build
@@ -111,12 +124,12 @@ class User(AbstractUser):
     # leaves parked users out; saving the user with a valid zone clears it.
     schedule_error = models.TextField("parked because", null=True, blank=True, editable=False)
     # The product's own id for this person (the users API's key); NULL for users made in
-    # the admin, so that the unique constraint allows many of them.
+    # the admin, so that the unique constraint allows many of them. Unique through
+    # Meta.constraints, as phone and username are: no LIKE-pattern index for the tick to write.
     external_id = models.CharField(
         max_length=128,
         null=True,
         blank=True,
-        unique=True,
         validators=[validate_external_id],
         help_text="The product's own id for this user (the users API's key): letters, digits and . _ : -",
     )
@@ -204,6 +217,8 @@ class User(AbstractUser):
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["phone"], name="user_unique_phone"),
+            models.UniqueConstraint(fields=["username"], name="user_unique_username"),
+            models.UniqueConstraint(fields=["external_id"], name="user_unique_external_id"),
             # Whatever path tries it (a form, the API, an import, a raw UPDATE), an opted-out
             # person is never switched back on: only users.consent.user_opt_in does that.
             models.CheckConstraint(
