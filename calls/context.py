@@ -17,7 +17,7 @@ from users.calendar import day_off_reason
 from users.selectors import RECORD_DAYS, CallDay, DayOutcome, answered_streak, day_outcome
 
 from .models import Call
-from .policy import policy_current
+from .policy import Policy, policy_current
 
 MEMORY_DAYS = 3
 # The memory's outcome words, as a prompt reads them.
@@ -52,28 +52,44 @@ def call_variables_for(*, calls: Sequence[Call]) -> dict[int, dict[str, str]]:
     )
     for call in earlier:
         by_user_day[call.user_id][call.local_date].append(call)
-    return {call.pk: call_variables(call=call, days_of_user=by_user_day[call.user_id]) for call in calls}
-
-
-def call_variables(*, call: Call, days_of_user: dict[date, list[Call]]) -> dict[str, str]:
-    user = call.user
     rules = policy_current()
+    # The days without a call, shared by the batch's calls whose people have the same calendar:
+    # a batch's calls are mostly of one local date, and RECORD_DAYS days of each were most of
+    # a worker's CPU for building them.
+    empty_days: dict[tuple, CallDay] = {}
+    return {
+        call.pk: call_variables(
+            call=call, days_of_user=by_user_day[call.user_id], rules=rules, empty_days=empty_days
+        )
+        for call in calls
+    }
+
+
+def call_variables(
+    *,
+    call: Call,
+    days_of_user: dict[date, list[Call]],
+    rules: Policy | None = None,
+    empty_days: dict[tuple, CallDay] | None = None,
+) -> dict[str, str]:
+    """``empty_days``: the days without a call already built for this batch, by calendar."""
+    user = call.user
+    rules = rules or policy_current()
+    empty_days = {} if empty_days is None else empty_days
     days = []
     for offset in range(RECORD_DAYS, 0, -1):  # the days before this call's, oldest first
         local_date = call.local_date - timedelta(days=offset)
-        day_calls = days_of_user.get(local_date, [])
-        # A day off (the person's call days and pause, the policy's days off; a skipped day
-        # is left to the record, which reads them) neither counts for nor breaks the streak.
-        off = (
-            day_off_reason(
-                call_days=user.call_days,
-                pause_until=user.pause_until,
-                skips=(),
-                local_date=local_date,
-                rules=rules,
-            )
-            is not None
-        )
+        day_calls = days_of_user.get(local_date)
+        if not day_calls:
+            key = (user.call_days, user.pause_until, local_date)
+            day = empty_days.get(key)
+            if day is None:
+                day = empty_days[key] = CallDay(
+                    local_date, day_outcome((), off=_is_off(user, local_date, rules)), ()
+                )
+            days.append(day)
+            continue
+        off = _is_off(user, local_date, rules)
         days.append(CallDay(local_date, day_outcome(day_calls, off=off), tuple(day_calls)))
     memory = []
     for day in reversed(days[-MEMORY_DAYS:]):  # newest first
@@ -99,6 +115,21 @@ def call_variables(*, call: Call, days_of_user: dict[date, list[Call]]) -> dict[
     for key, value in context.items():
         variables[f"context_{key}"] = _text(value)
     return variables
+
+
+def _is_off(user, local_date: date, rules: Policy) -> bool:
+    # A day off (the person's call days and pause, the policy's days off; a skipped day is
+    # left to the record, which reads them) neither counts for nor breaks the streak.
+    return (
+        day_off_reason(
+            call_days=user.call_days,
+            pause_until=user.pause_until,
+            skips=(),
+            local_date=local_date,
+            rules=rules,
+        )
+        is not None
+    )
 
 
 def _has_result(call: Call) -> bool:
