@@ -401,7 +401,7 @@ def run(
             config, env, logs, profile_to=out if out is not None and config is configs[1] else None
         )
         rate = result.ringing / result.pickup_to_ringing_s if result.pickup_to_ringing_s else 0.0
-        ms_a_call = result.placing_cpu_s / max(config.calls, 1) * 1000
+        ms_a_call = result.placing_cpu_s / max(result.ringing, 1) * 1000
         share = rate / bare
         is_original = config.concurrency <= 5
         ok = (share >= TARGET_SHARE_OF_BARE) and result.peak_rss <= TARGET_RSS_BYTES
