@@ -53,13 +53,13 @@ def call_variables_for(*, calls: Sequence[Call]) -> dict[int, dict[str, str]]:
     for call in earlier:
         by_user_day[call.user_id][call.local_date].append(call)
     rules = policy_current()
-    # The days without a call, shared by the batch's calls whose people have the same calendar:
-    # a batch's calls are mostly of one local date, and RECORD_DAYS days of each were most of
-    # a worker's CPU for building them.
-    empty_days: dict[tuple, CallDay] = {}
+    # The record of days without a call, shared by the batch's calls of one local date whose
+    # people have the same calendar (nearly all of a batch): RECORD_DAYS days built for each
+    # call were most of a worker's CPU for this.
+    empty_records: dict[tuple, list[CallDay]] = {}
     return {
         call.pk: call_variables(
-            call=call, days_of_user=by_user_day[call.user_id], rules=rules, empty_days=empty_days
+            call=call, days_of_user=by_user_day[call.user_id], rules=rules, empty_records=empty_records
         )
         for call in calls
     }
@@ -70,27 +70,27 @@ def call_variables(
     call: Call,
     days_of_user: dict[date, list[Call]],
     rules: Policy | None = None,
-    empty_days: dict[tuple, CallDay] | None = None,
+    empty_records: dict[tuple, list[CallDay]] | None = None,
 ) -> dict[str, str]:
-    """``empty_days``: the days without a call already built for this batch, by calendar."""
+    """``empty_records``: the records of days without a call already built for the batch."""
     user = call.user
     rules = rules or policy_current()
-    empty_days = {} if empty_days is None else empty_days
-    days = []
-    for offset in range(RECORD_DAYS, 0, -1):  # the days before this call's, oldest first
-        local_date = call.local_date - timedelta(days=offset)
-        day_calls = days_of_user.get(local_date)
-        if not day_calls:
-            key = (user.call_days, user.pause_until, local_date)
-            day = empty_days.get(key)
-            if day is None:
-                day = empty_days[key] = CallDay(
-                    local_date, day_outcome((), off=_is_off(user, local_date, rules)), ()
-                )
-            days.append(day)
-            continue
-        off = _is_off(user, local_date, rules)
-        days.append(CallDay(local_date, day_outcome(day_calls, off=off), tuple(day_calls)))
+    empty_records = {} if empty_records is None else empty_records
+    key = (user.call_days, user.pause_until, call.local_date)
+    empty = empty_records.get(key)
+    if empty is None:
+        empty = empty_records[key] = [
+            CallDay(local_date, day_outcome((), off=_is_off(user, local_date, rules)), ())
+            for local_date in (
+                call.local_date - timedelta(days=offset) for offset in range(RECORD_DAYS, 0, -1)
+            )
+        ]
+    days = list(empty)  # the days before this call's, oldest first
+    for local_date, day_calls in days_of_user.items():
+        index = RECORD_DAYS - (call.local_date - local_date).days
+        if 0 <= index < RECORD_DAYS and day_calls:
+            off = _is_off(user, local_date, rules)
+            days[index] = CallDay(local_date, day_outcome(day_calls, off=off), tuple(day_calls))
     memory = []
     for day in reversed(days[-MEMORY_DAYS:]):  # newest first
         summaries = [c.result.summary for c in day.calls if _has_result(c) and c.result.summary]
