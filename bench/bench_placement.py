@@ -102,6 +102,9 @@ class Outcome:
     wall_s: float
     peak_rss: int
     cpu_s: float
+    # The workers' CPU from the first call picked up to the end: start-up (imports, Django's
+    # set-up, ~1 s a process) left out, so that it can be divided by the calls.
+    placing_cpu_s: float
     host_cpu_percent: float
     others_cpu: dict[str, float]
 
@@ -183,11 +186,13 @@ def _tree(processes: list[subprocess.Popen]) -> list[psutil.Process]:
 
 def _watch(
     config: Config, processes: list[subprocess.Popen], timeout: float, others: dict[int, tuple[str, float]]
-) -> tuple[int, float, float, float]:
-    """Sample RSS and CPU until the burst workers exit; (peak RSS, CPU s, host CPU %, wall s).
-    CPU of PostgreSQL backends (which end with the workers) is sampled into ``others``."""
+) -> tuple[int, float, float, float, list[tuple[datetime, float]]]:
+    """Sample RSS and CPU until the burst workers exit; (peak RSS, CPU s, host CPU %, wall s,
+    the workers' CPU s so far at each sample). CPU of PostgreSQL backends (which end with
+    the workers) is sampled into ``others``."""
     start = time.perf_counter()
     peak, cpu_by_pid, samples = 0, {}, 0
+    cpu_over_time: list[tuple[datetime, float]] = []
     psutil.cpu_percent()
     while time.perf_counter() - start < timeout:
         samples += 1
@@ -202,6 +207,7 @@ def _watch(
             except psutil.NoSuchProcess:
                 pass
         peak = max(peak, total)
+        cpu_over_time.append((datetime.now(UTC), sum(cpu_by_pid.values())))
         if all(p.poll() is not None for p in processes):
             break
         time.sleep(0.1)
@@ -209,22 +215,27 @@ def _watch(
     host_cpu = psutil.cpu_percent()
     for process in processes:
         stop_process(process)
-    return peak, sum(cpu_by_pid.values()), host_cpu, wall
+    return peak, sum(cpu_by_pid.values()), host_cpu, wall, cpu_over_time
 
 
-def _outcome(config: Config, watch: tuple[int, float, float, float], others: dict[str, float]) -> Outcome:
-    peak, cpu, host_cpu, wall = watch
+def _outcome(config: Config, watch: tuple, others: dict[str, float]) -> Outcome:
+    peak, cpu, host_cpu, wall, cpu_over_time = watch
     with psycopg.connect(BENCH_DSN) as conn:
         statuses = dict(conn.execute("SELECT status, count(*) FROM calls_call GROUP BY status").fetchall())
         first, last = conn.execute(
             "SELECT min(dialed_at), max(last_status_at) FILTER (WHERE status = 'ringing') FROM calls_call"
         ).fetchone()
     span = (last - first).total_seconds() if first and last else float("nan")
-    return Outcome(statuses.get("ringing", 0), statuses, span, wall, peak, cpu, host_cpu, others)
+    at_first = max((seconds for at, seconds in cpu_over_time if first and at <= first), default=0.0)
+    return Outcome(
+        statuses.get("ringing", 0), statuses, span, wall, peak, cpu, cpu - at_first, host_cpu, others
+    )
 
 
 def _py_spy(processes: list[subprocess.Popen], out: Path, name: str) -> list[subprocess.Popen]:
-    """Sample each worker with py-spy, only the thread holding the GIL: Python CPU time."""
+    """Sample each worker with py-spy, only the thread holding the GIL: Python CPU time.
+    --subprocesses: rqworker-pool's workers are forked children of the command's process,
+    which itself only waits on them."""
     import shutil
 
     py_spy = shutil.which("py-spy") or str(Path(PYTHON).with_name("py-spy"))
@@ -241,6 +252,7 @@ def _py_spy(processes: list[subprocess.Popen], out: Path, name: str) -> list[sub
                 "raw",
                 "--nonblocking",
                 "--gil",
+                "--subprocesses",
                 "--output",
                 str(out / f"{name}-{i}.txt"),
             ],
@@ -255,7 +267,7 @@ def summarize_py_spy(files: list[Path], *, top: int = 40) -> str:
     """Inclusive and self shares of functions across py-spy's collapsed stacks."""
     from collections import Counter
 
-    inclusive, own, total = Counter(), Counter(), 0
+    inclusive, own, total, start_up = Counter(), Counter(), 0, 0
     for file in files:
         if not file.exists():
             continue
@@ -263,17 +275,28 @@ def summarize_py_spy(files: list[Path], *, top: int = 40) -> str:
             stack, _, count = line.rpartition(" ")
             if not count.isdigit():
                 continue
+            # Leading frames name the process (--subprocesses) and the thread, not code.
             frames = [
                 f.split(" (")[0] + " (" + f.split(" (")[-1].split(":")[0].rsplit("/", 1)[-1] + ")"
-                for f in stack.split(";")[1:]
-            ]  # first frame is the thread
+                for f in stack.split(";")
+                if not f.startswith(("process ", "thread "))
+            ]
             n = int(count)
+            if not any(f.startswith(("BaseWorker.work ", "Thread._bootstrap ")) for f in frames):
+                # Start-up (imports, Django's set-up, forking the pool): not per call.
+                start_up += n
+                continue
             total += n
             for frame in set(frames):
                 inclusive[frame] += n
             if frames:
                 own[frames[-1]] += n
-    lines = [f"{total} samples of the thread holding the GIL (py-spy --gil)", "", "inclusive:"]
+    lines = [
+        f"{total} samples of the thread holding the GIL (py-spy --gil) in the workers' loop and their "
+        f"threads; {start_up} more in start-up, left out",
+        "",
+        "inclusive:",
+    ]
     lines += [f"{c / total:6.1%}  {f}" for f, c in inclusive.most_common(top)]
     lines += ["", "self:"] + [f"{c / total:6.1%}  {f}" for f, c in own.most_common(top)]
     return "\n".join(lines) + "\n"
@@ -372,11 +395,13 @@ def run(
             say(f"placement: skipped {config.label}: needs {config.db_connections} connections, {free} free")
             continue
         say(f"placement: {config.label}, {config.calls:,} calls")
+        load = os.getloadavg()[0]
         # --profile samples the first setting after the original with py-spy.
         result = place(
             config, env, logs, profile_to=out if out is not None and config is configs[1] else None
         )
         rate = result.ringing / result.pickup_to_ringing_s if result.pickup_to_ringing_s else 0.0
+        ms_a_call = result.placing_cpu_s / max(result.ringing, 1) * 1000
         share = rate / bare
         is_original = config.concurrency <= 5
         ok = (share >= TARGET_SHARE_OF_BARE) and result.peak_rss <= TARGET_RSS_BYTES
@@ -395,15 +420,20 @@ def run(
                 f"pickup->last ringing {result.pickup_to_ringing_s:.1f} s, "
                 f"wall incl. start-up {result.wall_s:.1f} s; peak RSS {result.peak_rss / 2**20:,.0f} MiB "
                 f"({config.processes} workers{' and the pool process' if config.pool else ''}); "
-                f"CPU s: workers {result.cpu_s:.1f}, "
+                f"CPU s: workers {result.cpu_s:.1f}, of which placing {result.placing_cpu_s:.1f} "
+                f"({ms_a_call:.2f} ms a call), "
                 + ", ".join(f"{k} {v:.1f}" for k, v in result.others_cpu.items())
-                + f" (host busy {result.host_cpu_percent:.0f}% of {os.cpu_count()} cores)"
+                + f" (host busy {result.host_cpu_percent:.0f}% of {os.cpu_count()} cores, "
+                f"load average {load:.1f} before)"
                 + (f"; statuses {result.statuses}" if result.ringing != config.calls else "")
                 + extra
             ),
         )
         rss_mib = result.peak_rss / 2**20
-        say(f"placement: {config.label}: {rate:,.0f} calls/s ({share:.0%} of bare), {rss_mib:,.0f} MiB RSS")
+        say(
+            f"placement: {config.label}: {rate:,.0f} calls/s ({share:.0%} of bare), {rss_mib:,.0f} MiB RSS, "
+            f"workers {ms_a_call:.2f} ms CPU a call"
+        )
     seed.truncate_all()
     flush_redis()
     return table

@@ -12,12 +12,13 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date, timedelta
+from typing import NamedTuple
 
 from users.calendar import day_off_reason
 from users.selectors import RECORD_DAYS, CallDay, DayOutcome, answered_streak, day_outcome
 
 from .models import Call
-from .policy import policy_current
+from .policy import Policy, policy_current
 
 MEMORY_DAYS = 3
 # The memory's outcome words, as a prompt reads them.
@@ -36,6 +37,45 @@ def _text(value: object) -> str:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
+class EarlierCall(NamedTuple):
+    """What the variables need of an earlier call: its status (the day's outcome) and its
+    result's summary (the memory). Rows, not model instances: a batch reads up to
+    RECORD_DAYS of calls for each of its people, and building a Call and a CallResult for
+    each was most of the CPU a worker spent on a call."""
+
+    status: str
+    summary: str
+
+
+class _BatchDays:
+    """What the calls of a batch share: the rules, whether a calendar is off on a date, and
+    the record of days without a call (nearly all of a batch's calls are of one local date
+    and people with the default calendar)."""
+
+    def __init__(self, rules: Policy) -> None:
+        self.rules = rules
+        self._off: dict[tuple, bool] = {}
+        self._empty: dict[tuple, list[CallDay]] = {}
+
+    def off(self, user, local_date: date) -> bool:
+        key = (user.call_days, user.pause_until, local_date)
+        found = self._off.get(key)
+        if found is None:
+            found = self._off[key] = _is_off(user, local_date, self.rules)
+        return found
+
+    def empty_record(self, user, local_date: date) -> list[CallDay]:
+        """The RECORD_DAYS days before ``local_date``, oldest first, as if without a call."""
+        key = (user.call_days, user.pause_until, local_date)
+        found = self._empty.get(key)
+        if found is None:
+            days = (local_date - timedelta(days=offset) for offset in range(RECORD_DAYS, 0, -1))
+            found = self._empty[key] = [
+                CallDay(day, day_outcome((), off=self.off(user, day)), ()) for day in days
+            ]
+        return found
+
+
 def call_variables_for(*, calls: Sequence[Call]) -> dict[int, dict[str, str]]:
     """Each call's variables, by call id; ``call.user`` must be loaded. One query for all."""
     if not calls:
@@ -43,41 +83,37 @@ def call_variables_for(*, calls: Sequence[Call]) -> dict[int, dict[str, str]]:
     user_ids = {call.user_id for call in calls}
     first = min(call.local_date for call in calls) - timedelta(days=RECORD_DAYS)
     last = max(call.local_date for call in calls)
-    by_user_day: dict[int, dict[date, list[Call]]] = defaultdict(lambda: defaultdict(list))
+    by_user_day: dict[int, dict[date, list[EarlierCall]]] = defaultdict(lambda: defaultdict(list))
     earlier = (
         Call.objects.filter(user_id__in=user_ids, local_date__gte=first, local_date__lte=last)
-        .select_related("result")
-        .only("id", "user_id", "local_date", "status", "attempt", "manual", "result__summary")
         .order_by("local_date", "manual", "attempt", "pk")
+        .values_list("user_id", "local_date", "status", "result__summary")
     )
-    for call in earlier:
-        by_user_day[call.user_id][call.local_date].append(call)
-    return {call.pk: call_variables(call=call, days_of_user=by_user_day[call.user_id]) for call in calls}
+    for user_id, local_date, status, summary in earlier:
+        by_user_day[user_id][local_date].append(EarlierCall(status, summary or ""))
+    batch = _BatchDays(policy_current())
+    return {
+        call.pk: call_variables(call=call, days_of_user=by_user_day[call.user_id], batch=batch)
+        for call in calls
+    }
 
 
-def call_variables(*, call: Call, days_of_user: dict[date, list[Call]]) -> dict[str, str]:
+def call_variables(
+    *, call: Call, days_of_user: dict[date, list[EarlierCall]], batch: _BatchDays | None = None
+) -> dict[str, str]:
+    """``days_of_user``: the person's earlier calls by local date; ``batch``: what the calls
+    of one batch share."""
     user = call.user
-    rules = policy_current()
-    days = []
-    for offset in range(RECORD_DAYS, 0, -1):  # the days before this call's, oldest first
-        local_date = call.local_date - timedelta(days=offset)
-        day_calls = days_of_user.get(local_date, [])
-        # A day off (the person's call days and pause, the policy's days off; a skipped day
-        # is left to the record, which reads them) neither counts for nor breaks the streak.
-        off = (
-            day_off_reason(
-                call_days=user.call_days,
-                pause_until=user.pause_until,
-                skips=(),
-                local_date=local_date,
-                rules=rules,
-            )
-            is not None
-        )
-        days.append(CallDay(local_date, day_outcome(day_calls, off=off), tuple(day_calls)))
+    batch = batch or _BatchDays(policy_current())
+    days = list(batch.empty_record(user, call.local_date))  # the days before this call's, oldest first
+    for local_date, day_calls in days_of_user.items():
+        index = RECORD_DAYS - (call.local_date - local_date).days
+        if 0 <= index < RECORD_DAYS and day_calls:
+            off = batch.off(user, local_date)
+            days[index] = CallDay(local_date, day_outcome(day_calls, off=off), tuple(day_calls))
     memory = []
     for day in reversed(days[-MEMORY_DAYS:]):  # newest first
-        summaries = [c.result.summary for c in day.calls if _has_result(c) and c.result.summary]
+        summaries = [c.summary for c in day.calls if c.summary]
         memory.append(
             {"date": day.local_date.isoformat(), "outcome": str(day.outcome), "summary": " ".join(summaries)}
         )
@@ -101,9 +137,16 @@ def call_variables(*, call: Call, days_of_user: dict[date, list[Call]]) -> dict[
     return variables
 
 
-def _has_result(call: Call) -> bool:
-    # select_related on a reverse one-to-one: a call without a result raises on access.
-    try:
-        return call.result is not None
-    except Call.result.RelatedObjectDoesNotExist:
-        return False
+def _is_off(user, local_date: date, rules: Policy) -> bool:
+    # A day off (the person's call days and pause, the policy's days off; a skipped day is
+    # left to the record, which reads them) neither counts for nor breaks the streak.
+    return (
+        day_off_reason(
+            call_days=user.call_days,
+            pause_until=user.pause_until,
+            skips=(),
+            local_date=local_date,
+            rules=rules,
+        )
+        is not None
+    )

@@ -32,7 +32,7 @@ from users.calendar import user_day_off_reason, users_skipped_on
 from users.models import Consent
 from users.suppression import numbers_suppressed
 
-from . import days, queues, selectors
+from . import bulk, days, queues, selectors
 from .context import call_variables_for
 from .logsafe import mask_phone, redact_phones
 from .models import STATUS_RANK, Call, CallStatus
@@ -66,6 +66,8 @@ def _reason_not_to_dial(
     rules: Policy,
     skips: Iterable[date] | None = None,
     suppressed: frozenset[str] | set[str] = frozenset(),
+    answered: set[tuple[int, date]] | None = None,
+    live_calls: dict[int, set[int]] | None = None,
 ) -> tuple[str, str]:
     """Why a queued call must not be dialed at ``now``, as (the status it takes, the
     reason), or ("", "") to dial it. QUEUED means "not yet": it stays queued.
@@ -75,7 +77,9 @@ def _reason_not_to_dial(
     released a retry late): a first attempt is dialed only inside [slot, slot + window), a
     retry only inside its own window and on the local day it belongs to.
 
-    ``skips``: the person's skipped dates among this call's (read for the whole batch).
+    ``skips``: the person's skipped dates among this call's; ``answered``: the (user id,
+    local date) pairs answered among the batch's retries'; ``live_calls``: the live calls'
+    ids of the batch's call-backs' users (each read for the whole batch, else here).
     """
     user = call.user
     if user.opted_out_at is not None:
@@ -97,10 +101,15 @@ def _reason_not_to_dial(
             return CallStatus.CANCELED, f"Day off: {off}"
     if call.callback:
         # Asked for on an answered call; never while another call of the user is live.
-        if selectors.user_has_live_call(user_id=user.pk, other_than=call.pk):
+        if live_calls is None:
+            live_calls = selectors.live_calls_of_users(user_ids=[user.pk])
+        if live_calls.get(user.pk, set()) - {call.pk}:
             return CallStatus.CANCELED, "Call-back not placed: another call to the user was live."
-    elif call.attempt > 1 and selectors.user_answered_on(user_id=user.pk, local_date=call.local_date):
-        return CallStatus.CANCELED, "User already answered a call today."
+    elif call.attempt > 1:
+        if answered is None:
+            answered = selectors.users_answered_on(pairs=[(user.pk, call.local_date)])
+        if (user.pk, call.local_date) in answered:
+            return CallStatus.CANCELED, "User already answered a call today."
     tz = zone_or_none(user.local_tz)
     if tz is None:
         return CallStatus.CANCELED, f"User's time zone {user.local_tz!r} is not one this host knows."
@@ -256,6 +265,17 @@ def take_calls_for_dialing(call_ids: list[int], *, provider: str | None = None) 
         skipped = users_skipped_on([(call.user_id, call.local_date) for call in calls.values()])
         # The do-not-call list, for the numbers these calls would dial now: one query.
         suppressed = numbers_suppressed(numbers=[call.user.phone for call in calls.values()])
+        # Whether a retry's day was answered, whether a call-back's person is on a call: one
+        # query each for the batch (none for a batch of first attempts).
+        queued = [call for call in calls.values() if call.status == CallStatus.QUEUED]
+        answered = selectors.users_answered_on(
+            pairs=[
+                (call.user_id, call.local_date) for call in queued if call.attempt > 1 and not call.callback
+            ]
+        )
+        live_calls = selectors.live_calls_of_users(
+            user_ids=[call.user_id for call in queued if call.callback]
+        )
         for call_id in call_ids:
             call = calls.get(call_id)
             if call is None:
@@ -280,7 +300,13 @@ def take_calls_for_dialing(call_ids: list[int], *, provider: str | None = None) 
             else:
                 logger.info("Processing user call for %s", name)
             status, reason = _reason_not_to_dial(
-                call, now=now, rules=rules, skips=skipped.get(call.user_id, ()), suppressed=suppressed
+                call,
+                now=now,
+                rules=rules,
+                skips=skipped.get(call.user_id, ()),
+                suppressed=suppressed,
+                answered=answered,
+                live_calls=live_calls,
             )
             if not status and user.pk in live:
                 status, reason, again = _wait_for_user(call, live[user.pk], now=now, rules=rules)
@@ -325,12 +351,13 @@ def take_calls_for_dialing(call_ids: list[int], *, provider: str | None = None) 
                     disclosure=rules.disclosure_text,
                 )
             )
-        # One statement for the whole batch: a row per call would cost a round trip each.
-        Call.objects.bulk_update(
+        # One statement for the whole batch: a row per call would cost a round trip each, and
+        # bulk_update's CASE WHEN per row and column was most of a worker's CPU (bulk.py).
+        bulk.update_columns(
             dialing, ["status", "dialed_at", "to_number", "provider", "agent_id", *DIAL_RECORD]
         )
         if waiting:
-            Call.objects.bulk_update(waiting, ["error", "job_id"])
+            bulk.update_columns(waiting, ["error", "job_id"])
             jobs = {call.pk: (call.job_id, waiting_for_user[call.pk]) for call in waiting}
             queues.on_commit(lambda: _enqueue_after_user_call(jobs))
         # The agent's variables (context and memory), for the whole batch in one query.
@@ -516,7 +543,7 @@ def _record_placed(placed: list[tuple[PlaceCallRequest, DialResult]]) -> None:
                 )
                 call.provider_payloads = [*call.provider_payloads, {REUSED_ID_KEY: result.provider_call_id}]
                 logger.error("Call %s: %s", call.pk, call.error)
-        Call.objects.bulk_update(
+        bulk.update_columns(
             calls, ["provider_payloads", "dialed_at", "provider_call_id", "status", "last_status_at", "error"]
         )
     for request, answer in placed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 
 from django.conf import settings
@@ -78,20 +79,32 @@ def users_callable_without_next_call() -> QuerySet:
     )
 
 
-def user_answered_on(*, user_id: int, local_date: date) -> bool:
-    """Whether the user answered one of the day's scheduled calls (a manual call does not
-    count: it never stands in for the day's call or its retries)."""
-    return Call.objects.filter(
-        user_id=user_id,
+def users_answered_on(*, pairs: Iterable[tuple[int, date]]) -> set[tuple[int, date]]:
+    """Those of the (user id, local date) pairs (a batch's retries) on which the user answered
+    one of the day's scheduled calls (a manual call does not count: it never stands in for
+    the day's call or its retries); one query."""
+    wanted = set(pairs)
+    if not wanted:
+        return set()
+    answered = Call.objects.filter(
+        user_id__in={user_id for user_id, _ in wanted},
+        local_date__in={day for _, day in wanted},
         manual=False,
-        local_date=local_date,
         status__in=[CallStatus.IN_PROGRESS, CallStatus.COMPLETED],
-    ).exists()
+    ).values_list("user_id", "local_date")
+    return wanted & set(answered)
 
 
-def user_has_live_call(*, user_id: int, other_than: int | None = None) -> bool:
-    """Whether a call to the user is being dialed or is under way (any kind, manual too)."""
-    return Call.objects.filter(user_id=user_id, status__in=LIVE_STATUSES).exclude(pk=other_than).exists()
+def live_calls_of_users(*, user_ids: Iterable[int]) -> dict[int, set[int]]:
+    """The calls being dialed or under way (any kind, manual too) of ``user_ids`` (a batch's
+    call-backs' people): {user id: their ids}; one query."""
+    wanted = set(user_ids)
+    live: dict[int, set[int]] = {}
+    if wanted:
+        rows = Call.objects.filter(user_id__in=wanted, status__in=LIVE_STATUSES).values_list("user_id", "pk")
+        for user_id, pk in rows:
+            live.setdefault(user_id, set()).add(pk)
+    return live
 
 
 def call_retry_chain(*, call: Call) -> list[Call]:

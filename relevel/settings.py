@@ -256,7 +256,9 @@ RQ_QUEUES = {
     for name in (CALLS_QUEUE, TICK_QUEUE, NOTIFICATIONS_QUEUE, EVENTS_QUEUE)
 }
 RQ_SHOW_ADMIN_LINK = True
-QUEUE_CONCURRENCY = env.int("QUEUE_CONCURRENCY", default=5)
+# Worker processes (rqworker-pool --num-workers). 4 x PROVIDER_MAX_CONCURRENCY 200 gives each
+# process a thread per call of a CALL_BATCH_SIZE batch: a batch is dialed in one round trip.
+QUEUE_CONCURRENCY = env.int("QUEUE_CONCURRENCY", default=4)
 
 # --- Events to the product's app (docs/events.md) -----------------------------------------
 # One endpoint from the environment, for simple deployments (others are added in the admin).
@@ -496,8 +498,11 @@ CALL_OUTCOME_TIMEOUT_SECONDS = env.int("CALL_OUTCOME_TIMEOUT_SECONDS", default=3
 # leave a worker idle waiting on the network.
 CALL_BATCH_SIZE = env.int("CALL_BATCH_SIZE", default=50)
 # Calls in flight at once to the provider, in total across the QUEUE_CONCURRENCY worker
-# processes (each process gets an equal share of at least one).
-PROVIDER_MAX_CONCURRENCY = env.int("PROVIDER_MAX_CONCURRENCY", default=100)
+# processes (each process gets an equal share of at least one). At 200 (50 a process, one
+# per call of a batch) a worker box sends up to 200 requests at once, about 1,000 a second
+# at a 200 ms answer: lower it for an account whose API rate limit is below that
+# (docs/deploying/scale-out.md). At 100, a batch of 50 took three rounds on 20 threads.
+PROVIDER_MAX_CONCURRENCY = env.int("PROVIDER_MAX_CONCURRENCY", default=200)
 if CALL_BATCH_SIZE < 1 or PROVIDER_MAX_CONCURRENCY < 1 or QUEUE_CONCURRENCY < 1:
     raise ImproperlyConfigured(
         "CALL_BATCH_SIZE, PROVIDER_MAX_CONCURRENCY and QUEUE_CONCURRENCY must be at least 1"

@@ -214,8 +214,8 @@ def test_the_worker_pool_serves_the_calls_queue_with_queue_concurrency_workers()
     command, options = parse_manage_py(argv)
     assert argv[2] == "rqworker-pool"
     assert options.args == settings.WORKER_QUEUES  # the tick's queue first
-    assert "${QUEUE_CONCURRENCY:-5}" in SERVICES["worker"]["command"]
-    assert options.num_workers == 5
+    assert "${QUEUE_CONCURRENCY:-4}" in SERVICES["worker"]["command"]
+    assert options.num_workers == 4  # the default, as in settings and .env.example
     assert options.worker_class == "rq.worker.SimpleWorker"
 
 

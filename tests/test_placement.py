@@ -152,6 +152,36 @@ def test_a_retry_is_dropped_when_the_user_already_answered_that_day(fake_callkar
     assert fake_callkaro.requests == []
 
 
+def _taking_statements(call_ids: list[int]) -> int:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        placement.take_calls_for_dialing(call_ids)
+    return len(queries)
+
+
+@pytest.mark.usefixtures("on_the_calls_day")
+def test_a_batch_of_retries_reads_the_answered_days_in_one_query_whatever_their_number(make_user, make_call):
+    def retries(count: int, *, answered: int) -> list[int]:
+        ids = []
+        for n in range(count):
+            user = make_user()
+            first = CallStatus.COMPLETED if n < answered else CallStatus.NO_ANSWER
+            make_call(user=user, attempt=1, status=first)
+            ids.append(make_call(user=user, attempt=2).pk)
+        return ids
+
+    # (One canceled in each: a call canceled is written on its own; the first fills the
+    # caches of event endpoints and notification channels that a cancel reads.)
+    warm_up, few, many = retries(1, answered=1), retries(2, answered=1), retries(12, answered=1)
+    _taking_statements(warm_up)
+    assert _taking_statements(many) == _taking_statements(few)
+    canceled = Call.objects.filter(pk__in=few + many, status=CallStatus.CANCELED)
+    assert set(canceled.values_list("pk", flat=True)) == {few[0], many[0]}
+    assert {call.error for call in canceled} == {"User already answered a call today."}
+
+
 @pytest.mark.parametrize(
     ("status", "error_message"), [(CallStatus.IN_PROGRESS, ""), (CallStatus.FAILED, "carrier rejected")]
 )

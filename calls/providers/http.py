@@ -10,9 +10,11 @@ twice because an answer was lost.
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 import urllib3.exceptions
@@ -57,6 +59,37 @@ class ProviderAnswer:
         return "no message"
 
 
+class _Session(requests.Session):
+    """A session that reads the environment (proxies and NO_PROXY, the CA bundle) once per
+    host, not on every request: requests looks up the proxy variables, walks os.environ and
+    looks for ~/.netrc on each call, a tenth of a placing worker's CPU. ~/.netrc is not
+    read at all: every provider authenticates with its own header, which a netrc entry for
+    its host would replace."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trust_env = False  # the environment is read below, once per host
+        self._environment: dict[tuple[str, str], tuple[dict[str, str], str | None]] = {}
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        host = urlsplit(url)[:2]
+        found = self._environment.get(host)
+        if found is None:
+            found = self._environment[host] = (
+                requests.utils.get_environ_proxies(url, no_proxy=None),
+                os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE"),
+            )
+        environ_proxies, ca_bundle = found
+        if proxies is not None and "no_proxy" in proxies:  # (not ours: read as requests does)
+            environ_proxies = requests.utils.get_environ_proxies(url, no_proxy=proxies["no_proxy"])
+        proxies = dict(proxies or {})
+        for key, value in environ_proxies.items():
+            proxies.setdefault(key, value)
+        if verify is True or verify is None:
+            verify = ca_bundle or verify
+        return super().merge_environment_settings(url, proxies, stream, verify, cert)
+
+
 class ProviderHTTP:
     def __init__(
         self,
@@ -70,7 +103,7 @@ class ProviderHTTP:
         self.provider = provider
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self.session = requests.Session()
+        self.session = _Session()
         adapter = HTTPAdapter(pool_connections=1, pool_maxsize=pool_size)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
