@@ -8,10 +8,9 @@ from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from rq import SimpleWorker
 
 from calls import placement, scheduling, sweeps
-from calls.analysis import call_analyse, noted_calls_dispatch
+from calls.analysis import call_analyse, calls_analyse, noted_calls_dispatch
 from calls.intents import callback_heard, callback_time, opt_out_heard
 from calls.models import Call, CallResult, CallStatus
 from calls.queues import ANALYSE_CALLS_JOB, ANALYSIS_PENDING_KEY, ANALYSIS_SWEPT_KEY, calls_queue
@@ -276,8 +275,9 @@ def test_retells_in_voicemail_after_a_completed_call_ended_makes_it_a_retried_vo
 
 
 def run_analysis_jobs() -> None:
-    queue = calls_queue()
-    SimpleWorker([queue], connection=queue.connection).work(burst=True)
+    # What each job runs (calls.jobs.analyse_calls), in this test's transaction.
+    for job in analysis_jobs():
+        assert calls_analyse(call_ids=job.args[0]) == {"analysed": len(job.args[0]), "failed": 0}
 
 
 @pytest.mark.django_db
