@@ -380,6 +380,9 @@ def calls_note_unanalysed(*, now: datetime, page_size: int = UNANALYSED_PAGE_SIZ
                 status__in=_ANALYSED_STATUSES,
                 outcome_inferred=False,
                 provider_call_id__isnull=False,
+                # Implied by the end time, and on an index (status, scheduled_for): the
+                # planner may take either that or the primary key's range.
+                scheduled_for__gte=since - _CREATED_BEFORE_ENDED,
                 completed_at__gte=since,
                 completed_at__lte=now - UNANALYSED_AFTER,
             )
@@ -406,6 +409,6 @@ def calls_note_unanalysed(*, now: datetime, page_size: int = UNANALYSED_PAGE_SIZ
 
 # The statuses a provider's final webhook gives (a missed call was never dialed).
 _ANALYSED_STATUSES = sorted(TERMINAL_STATUSES - {CallStatus.MISSED})
-# A call ends at most this long after it was created (claimed ahead of its slot, dialed
-# within its window, live for at most the provider's live-call timeout): generous.
+# A call ends at most this long after it was created or due (claimed ahead of its slot,
+# dialed within its window, live for at most the provider's live-call timeout): generous.
 _CREATED_BEFORE_ENDED = timedelta(days=1)
