@@ -1,13 +1,25 @@
-"""The call page's "Result" box: what the call yielded (calls.results), above the raw
-payloads."""
+"""What calls yielded in the admin: the call page's "Result" box (calls.results, above the
+raw payloads), the user page's recent summaries, and the read-only lists of results and of
+each month's cost."""
 
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 
+from django.conf import settings
+from django.contrib import admin
+from django.http import HttpRequest
+from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 
-from .models import Call, CallResult
+from web.display import admin_time
+
+from .logsafe import mask_phone
+from .models import Call, CallResult, MonthlyCost
+from .policy import policy_current
+from .selectors import call_ids_matching_text
 
 
 def result_html(call: Call) -> str:
@@ -89,3 +101,167 @@ def recent_results_html(*, user_id: int, since) -> str:
         ),
     )
     return format_html("{}<ul style='margin:4px 0 0;padding-left:1.2em'>{}</ul>", line, items)
+
+
+# The results' and the month's cost lists (read-only: the analysis job writes both) --------
+
+SUMMARY_CHARS = 90
+
+
+class ResultProviderFilter(admin.SimpleListFilter):
+    # The configured providers rather than SELECT DISTINCT over every call ever placed.
+    title = "provider"
+    parameter_name = "provider"
+
+    def lookups(self, request, model_admin):
+        return [(name, name) for name in settings.CALL_PROVIDERS]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(call__provider=self.value())
+        return queryset
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Written by the analysis job only: the admin is a window onto them."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+@admin.register(CallResult)
+class CallResultAdmin(ReadOnlyAdmin):
+    """What each ended call yielded: summary, who answered, sentiment, cost. The search
+    looks in the summaries and transcripts (PostgreSQL full text) and the user's names."""
+
+    list_display = (
+        "call_link",
+        "user_link",
+        "masked_to_number",
+        "ended_local",
+        "provider",
+        "answered_by_display",
+        "sentiment_display",
+        "summary_short",
+        "cost_display",
+    )
+    list_display_links = None
+    list_filter = ("sentiment", "answered_by", ResultProviderFilter, "opt_out_heard")
+    search_fields = ("call__user__name", "call__user__username", "call__user__external_id")
+    search_help_text = "A word or phrase of the summary or transcript, or the user's name or external id."
+    list_select_related = ("call", "call__user")
+    ordering = ("-call_id",)
+    # The results table grows with the calls: skip the unfiltered COUNT(*) on filtered pages.
+    show_full_result_count = False
+    list_help = "Each call's time is in its user's time zone: hover over one for the zone and UTC."
+    fields = (
+        "call_link",
+        "user_link",
+        "masked_to_number",
+        "ended_local",
+        "provider",
+        "result_display",
+        "analysed_at",
+    )
+    readonly_fields = fields
+
+    def get_search_results(self, request: HttpRequest, queryset, search_term: str):
+        found, may_have_duplicates = super().get_search_results(request, queryset, search_term)
+        if search_term.strip():
+            found |= queryset.filter(call_id__in=call_ids_matching_text(text=search_term))
+        return found, may_have_duplicates
+
+    @admin.display(description="call", ordering="call_id")
+    def call_link(self, obj: CallResult) -> str:
+        url = reverse("admin:calls_call_change", args=[obj.call_id])
+        return format_html('<a href="{}">Call {}</a>', url, obj.call_id)
+
+    @admin.display(description="user", ordering="call__user__name")
+    def user_link(self, obj: CallResult) -> str:
+        url = reverse("admin:users_user_change", args=[obj.call.user_id])
+        return format_html('<a href="{}">{}</a>', url, obj.call.user)
+
+    @admin.display(description="to")
+    def masked_to_number(self, obj: CallResult) -> str:
+        return mask_phone(obj.call.to_number)
+
+    @admin.display(description="ended", ordering="call__completed_at")
+    def ended_local(self, obj: CallResult) -> str:
+        return admin_time(obj.call.completed_at, obj.call.user.local_tz)
+
+    @admin.display(description="provider", ordering="call__provider")
+    def provider(self, obj: CallResult) -> str:
+        return obj.call.provider or "-"
+
+    @admin.display(description="answered by", ordering="answered_by")
+    def answered_by_display(self, obj: CallResult) -> str:
+        return obj.get_answered_by_display()
+
+    @admin.display(description="sentiment", ordering="sentiment_score")
+    def sentiment_display(self, obj: CallResult) -> str:
+        if not obj.sentiment:
+            return "-"
+        score = f" {obj.sentiment_score:+.2f}" if obj.sentiment_score is not None else ""
+        return format_html(
+            '<span title="{}">{}{}</span>',
+            f"from the {obj.sentiment_source or 'provider'}",
+            obj.get_sentiment_display(),
+            score,
+        )
+
+    @admin.display(description="summary")
+    def summary_short(self, obj: CallResult) -> str:
+        if not obj.summary:
+            return "-"
+        return format_html(
+            '<span title="{}">{}</span>', obj.summary, Truncator(obj.summary).chars(SUMMARY_CHARS)
+        )
+
+    @admin.display(description="cost", ordering="cost_amount")
+    def cost_display(self, obj: CallResult) -> str:
+        if obj.cost_amount is None:
+            return "-"
+        return f"{obj.cost_amount.normalize():f} {obj.cost_currency}"
+
+    @admin.display(description="result")
+    def result_display(self, obj: CallResult) -> str:
+        return result_html(obj.call)
+
+    @admin.display(description="analysed")
+    def analysed_at(self, obj: CallResult) -> str:
+        return admin_time(obj.updated_at, obj.call.user.local_tz)
+
+
+@admin.register(MonthlyCost)
+class MonthlyCostAdmin(ReadOnlyAdmin):
+    """The cost recorded per UTC month and currency, and the budget it counts against."""
+
+    list_display = ("month_display", "currency", "amount_display", "budget_display")
+    list_filter = ("currency",)
+    ordering = ("-month", "currency")
+    list_help = (
+        "Months are UTC months: a call's cost counts in the month its result was recorded. "
+        "The budget is the call policy's."
+    )
+
+    @admin.display(description="month", ordering="month")
+    def month_display(self, obj: MonthlyCost) -> str:
+        return f"{obj.month:%Y-%m}"
+
+    @admin.display(description="cost", ordering="amount")
+    def amount_display(self, obj: MonthlyCost) -> str:
+        return f"{obj.amount.normalize():f} {obj.currency}"
+
+    @admin.display(description="budget")
+    def budget_display(self, obj: MonthlyCost) -> str:
+        rules = policy_current()
+        if rules.monthly_budget is None or rules.budget_currency != obj.currency:
+            return "-"
+        share = obj.amount / rules.monthly_budget * 100 if rules.monthly_budget else Decimal(0)
+        return f"{rules.monthly_budget.normalize():f} {rules.budget_currency} ({share:.0f}% used)"

@@ -228,6 +228,26 @@ def analysis_note(call_id: int) -> None:
         logger.error("Redis unreachable (%s): call %s is not noted for analysis", type(exc).__name__, call_id)
 
 
+def analysis_note_many(call_ids: list[int]) -> None:
+    """analysis_note for several calls in one RPUSH (the tick's sweep of calls whose note
+    was lost). Raises RedisError: the tick logs it and tries again next time."""
+    if call_ids:
+        _connection().rpush(ANALYSIS_PENDING_KEY, *call_ids)
+
+
+ANALYSIS_SWEPT_KEY = "relevel:analysis:swept-until"
+
+
+def analysis_swept_until() -> int:
+    """The last call id the sweep noted, while its notes may still be waiting to be
+    analysed (0 once that time is over): the next tick goes on after it, not again."""
+    return int(_connection().get(ANALYSIS_SWEPT_KEY) or 0)
+
+
+def analysis_swept_set(call_id: int, *, seconds: int) -> None:
+    _connection().set(ANALYSIS_SWEPT_KEY, call_id, ex=seconds)
+
+
 def analysis_take_noted(*, limit: int) -> list[int]:
     """Pop up to ``limit`` noted call ids, oldest first, de-duplicated (a call noted twice,
     Retell's call_ended then call_analyzed, is analysed once, from all its payloads)."""

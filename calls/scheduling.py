@@ -34,6 +34,7 @@ class TickSummary:
     silent: int = 0
     repaired: int = 0
     enqueue_failed: int = 0
+    unanalysed: int = 0
 
     def line(self) -> str:
         return (
@@ -46,6 +47,7 @@ class TickSummary:
                     ("no-outcome", self.silent),
                     ("rescheduled", self.repaired),
                     ("enqueue-failed", self.enqueue_failed),
+                    ("unanalysed-noted", self.unanalysed),
                 )
                 if value
             )
@@ -69,7 +71,7 @@ def calls_schedule_due(*, now: datetime | None = None) -> TickSummary:
     # stuck call must not wait for the claim to work again, and the stranded sweep then
     # never reads the calls this tick claims (a late tick's rush is due before the
     # stranded threshold, yet was enqueued a moment ago).
-    for step in (_fail_stuck_calls, _reenqueue_stranded_calls):
+    for step in (_fail_stuck_calls, _reenqueue_stranded_calls, _note_unanalysed_calls):
         try:
             step(now=now, window=window, summary=summary)
         except (DatabaseError, RedisError) as exc:
@@ -121,6 +123,10 @@ def _reenqueue_stranded_calls(*, now: datetime, window: timedelta, summary: Tick
     summary.reenqueued, expired = sweeps.calls_reenqueue_stranded(now=now, window=window, paused=paused)
     summary.missed += expired
     sweeps.dispatchers_ensure(now=now, paused=paused)
+
+
+def _note_unanalysed_calls(*, now: datetime, window: timedelta, summary: TickSummary) -> None:
+    summary.unanalysed = sweeps.calls_note_unanalysed(now=now)
 
 
 def _fail_stuck_calls(*, now: datetime, window: timedelta, summary: TickSummary) -> None:

@@ -10,11 +10,12 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 
 from . import bulk, days, queues, selectors
 from .batching import enqueue_batches
 from .dispatch import calls_mark_missed_for_capacity
-from .models import Call, CallStatus
+from .models import TERMINAL_STATUSES, Call, CallResult, CallStatus
 from .outcomes import calls_schedule_retries, humanize_delay
 from .policy import policy_current
 from .slots import first_attempt_release, zone_or_none
@@ -33,7 +34,6 @@ def dispatchers_ensure(*, now: datetime, paused: bool = False) -> None:
         waiting = queues.capacity_counts(provider, now=now.timestamp()).waiting
         if waiting and queues.dispatcher_ensure(provider):
             logger.warning("Calls wait for a free %s line and no dispatcher ran: one is started", provider)
-
 
 
 # Stuck calls (unconfirmed, or without a final status) failed per page and transaction.
@@ -346,3 +346,69 @@ def _fail_calls(select, *, timeout: timedelta, now: datetime, page_size: int, er
             break
         after_id = page[-1]
     return count
+
+
+# Ended calls whose analysis note was lost (Redis down or flushed after the webhook's
+# commit): noted again once they have had this long to be analysed the ordinary way.
+UNANALYSED_AFTER = timedelta(minutes=5)
+# How far back the sweep looks: a Redis outage longer than this leaves the calls ended
+# before it without a result (docs/operating/troubleshooting.md).
+UNANALYSED_LOOKBACK = timedelta(hours=6)
+UNANALYSED_PAGE_SIZE = 2000
+UNANALYSED_PAGES_PER_TICK = 10  # 20,000 calls a tick at most; the next tick takes the rest
+
+
+def calls_note_unanalysed(*, now: datetime, page_size: int = UNANALYSED_PAGE_SIZE) -> int:
+    """Note again for analysis the calls a provider ended (its webhook gave the final
+    status) at least UNANALYSED_AFTER ago, within UNANALYSED_LOOKBACK, that still have no
+    result: their note (one RPUSH after the webhook's commit) was lost. Keyset pages in id
+    order from the first call created in the lookback (the primary key's index, ids grow
+    with creation), at most UNANALYSED_PAGES_PER_TICK pages a tick. A call noted twice is
+    harmless (the analysis job makes one result per call and acts on it once), but a tick
+    goes on where the last one stopped (for UNANALYSED_AFTER), not noting the same first
+    pages again while their analysis waits in a backlog."""
+    since = now - UNANALYSED_LOOKBACK
+    first = Call.objects.filter(created_at__gte=since - _CREATED_BEFORE_ENDED).order_by("created_at", "pk")
+    first_id = first.values_list("pk", flat=True).first()
+    if first_id is None:
+        return 0
+    after_id, noted = max(first_id - 1, queues.analysis_swept_until()), 0
+    for _ in range(UNANALYSED_PAGES_PER_TICK):
+        page = list(
+            Call.objects.filter(
+                pk__gt=after_id,
+                status__in=_ANALYSED_STATUSES,
+                outcome_inferred=False,
+                provider_call_id__isnull=False,
+                # Implied by the end time, and on an index (status, scheduled_for): the
+                # planner may take either that or the primary key's range.
+                scheduled_for__gte=since - _CREATED_BEFORE_ENDED,
+                completed_at__gte=since,
+                completed_at__lte=now - UNANALYSED_AFTER,
+            )
+            .filter(~Exists(CallResult.objects.filter(call_id=OuterRef("pk"))))
+            .order_by("pk")
+            .values_list("pk", flat=True)[:page_size]
+        )
+        if not page:
+            break
+        queues.analysis_note_many(page)
+        queues.analysis_swept_set(page[-1], seconds=int(UNANALYSED_AFTER.total_seconds()))
+        noted += len(page)
+        if len(page) < page_size:
+            break
+        after_id = page[-1]
+    if noted:
+        logger.warning(
+            "%s ended calls had no result after %s (their note for analysis was lost): noted again",
+            noted,
+            humanize_delay(int(UNANALYSED_AFTER.total_seconds())),
+        )
+    return noted
+
+
+# The statuses a provider's final webhook gives (a missed call was never dialed).
+_ANALYSED_STATUSES = sorted(TERMINAL_STATUSES - {CallStatus.MISSED})
+# A call ends at most this long after it was created or due (claimed ahead of its slot,
+# dialed within its window, live for at most the provider's live-call timeout): generous.
+_CREATED_BEFORE_ENDED = timedelta(days=1)

@@ -10,6 +10,8 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
+from web.display import admin_datetime, admin_time
+
 from .delivery import events_replay
 from .endpoints import endpoints_cache_clear
 from .models import Delivery, Endpoint, Event, EventType
@@ -33,9 +35,13 @@ class EndpointForm(forms.ModelForm):
 @admin.register(Endpoint)
 class EndpointAdmin(admin.ModelAdmin):
     form = EndpointForm
-    list_display = ("name", "url", "active", "types_display", "failing_since", "disabled_reason")
+    list_display = ("name", "url", "active", "types_display", "failing_since_display", "disabled_reason")
     list_filter = ("active",)
     readonly_fields = ("from_environment", "failing_since", "disabled_at", "disabled_reason", "created_at")
+
+    @admin.display(description="failing since", ordering="failing_since")
+    def failing_since_display(self, obj: Endpoint) -> str:
+        return admin_time(obj.failing_since)
 
     @admin.display(description="events")
     def types_display(self, obj: Endpoint) -> str:
@@ -63,7 +69,7 @@ class DeliveryInline(admin.TabularInline):
     def attempt_table(self, obj: Delivery) -> str:
         rows = [
             (
-                f"{attempt.attempted_at:%Y-%m-%d %H:%M:%S}",
+                admin_datetime(attempt.attempted_at),
                 attempt.status_code or "no answer",
                 f"{attempt.latency_ms} ms",
                 (attempt.response_excerpt or attempt.error)[:200],
@@ -95,7 +101,7 @@ class ReplayForm(forms.Form):
 @admin.register(Event)
 class EventAdmin(admin.ModelAdmin):
     list_display = (
-        "occurred_at",
+        "occurred",
         "type",
         "user_id",
         "external_id",
@@ -125,6 +131,10 @@ class EventAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related("deliveries")
+
+    @admin.display(description="occurred", ordering="occurred_at")
+    def occurred(self, obj: Event) -> str:
+        return admin_time(obj.occurred_at)
 
     @admin.display(description="deliveries")
     def deliveries_display(self, obj: Event) -> str:

@@ -59,9 +59,13 @@ class MessageTemplateForm(forms.ModelForm):
 @admin.register(MessageTemplate)
 class MessageTemplateAdmin(admin.ModelAdmin):
     form = MessageTemplateForm
-    list_display = ("__str__", "subject", "updated_at")
+    list_display = ("__str__", "subject", "updated")
     readonly_fields = ("preview", "variables")
     fields = ("kind", "channel", "subject", "body", "variables", "preview")
+
+    @admin.display(description="updated", ordering="updated_at")
+    def updated(self, obj: MessageTemplate) -> str:
+        return admin_time(obj.updated_at)
 
     @admin.display(description="variables")
     def variables(self, obj: MessageTemplate | None) -> str:
@@ -150,17 +154,27 @@ class NotificationAdmin(admin.ModelAdmin):
 class SmsOptOutAdmin(admin.ModelAdmin):
     list_display = (
         "user",
-        "opted_out_at",
+        "opted_out",
         "source",
         "keyword",
         "also_calls",
-        "resumed_at",
+        "resumed",
         "resumed_keyword",
     )
+    list_select_related = ("user",)
+    list_help = "Times are in each user's time zone: hover over one for the zone and UTC."
     list_filter = ("source", "also_calls", ("resumed_at", admin.EmptyFieldListFilter))
     search_fields = ("user__name", "user__username", "user__external_id")
     raw_id_fields = ("user",)
     readonly_fields = ("message_sid",)
+
+    @admin.display(description="opted out", ordering="opted_out_at")
+    def opted_out(self, obj: SmsOptOut) -> str:
+        return admin_time(obj.opted_out_at, obj.user.local_tz)
+
+    @admin.display(description="resumed", ordering="resumed_at")
+    def resumed(self, obj: SmsOptOut) -> str:
+        return admin_time(obj.resumed_at, obj.user.local_tz)
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict:
         # An operator recording an opt-out a person asked for by other means (a call, a letter).

@@ -3,16 +3,17 @@ result, an opt-out, a call-back (docs/conversation.md)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+import logging
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from calls import placement
-from calls.analysis import call_analyse, noted_calls_dispatch
+from calls import placement, scheduling, sweeps
+from calls.analysis import call_analyse, calls_analyse, noted_calls_dispatch
 from calls.intents import callback_heard, callback_time, opt_out_heard
 from calls.models import Call, CallResult, CallStatus
-from calls.queues import ANALYSE_CALLS_JOB, ANALYSIS_PENDING_KEY, calls_queue
+from calls.queues import ANALYSE_CALLS_JOB, ANALYSIS_PENDING_KEY, ANALYSIS_SWEPT_KEY, calls_queue
 from tests.provider_fakes import configure_retell, fixture, post_retell, post_vapi
 from tests.test_webhook import event, post
 
@@ -268,3 +269,71 @@ def test_retells_in_voicemail_after_a_completed_call_ended_makes_it_a_retried_vo
     assert CallResult.objects.get(call=call).answered_by == "voicemail"
     [retry] = Call.objects.filter(retry_of=call)
     assert (retry.attempt, retry.status) == (2, CallStatus.QUEUED)
+
+
+# --- The sweep for calls whose note was lost ----------------------------------------------------
+
+
+def run_analysis_jobs() -> None:
+    # What each job runs (calls.jobs.analyse_calls), in this test's transaction.
+    for job in analysis_jobs():
+        assert calls_analyse(call_ids=job.args[0]) == {"analysed": len(job.args[0]), "failed": 0}
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("on_the_calls_day")
+def test_a_call_whose_note_redis_lost_is_noted_again_by_the_tick_and_analysed_once(
+    make_call, make_user, client, django_capture_on_commit_callbacks, redis_conn, caplog
+):
+    call = make_call(status=CallStatus.DIALING, provider_call_id="ck-lost")
+    never_dialed = make_call(user=make_user(), status=CallStatus.MISSED)
+    with django_capture_on_commit_callbacks(execute=True):
+        post(client, event(call, "completed", transcript="Agent: Did you walk? User: I did, thanks."))
+    assert redis_conn.lrange(ANALYSIS_PENDING_KEY, 0, -1) == [str(call.pk).encode()]
+    redis_conn.flushdb()  # Redis restarts empty: the note is lost, the call has no result
+
+    ended = Call.objects.get(pk=call.pk).completed_at
+    # Within a few minutes its note may just be waiting: the sweep leaves it alone.
+    assert sweeps.calls_note_unanalysed(now=ended + timedelta(minutes=4)) == 0
+    with caplog.at_level(logging.WARNING, logger="relevel.calls"):
+        tick = scheduling.calls_schedule_due(now=ended + timedelta(minutes=6))
+    assert tick.unanalysed == 1 and "unanalysed-noted=1" in tick.line()
+    assert "1 ended calls had no result after 5 minutes" in caplog.text
+    assert redis_conn.lrange(ANALYSIS_PENDING_KEY, 0, -1) == [str(call.pk).encode()]  # not the missed call
+
+    assert noted_calls_dispatch() == "1 calls to analyse in 1 jobs"
+    run_analysis_jobs()
+    result = CallResult.objects.get()
+    assert result.call_id == call.pk and "I did, thanks." in result.transcript
+    assert not CallResult.objects.filter(call=never_dialed).exists()
+    # Analysed: later ticks find nothing to note, so the job never makes it twice.
+    redis_conn.delete(ANALYSIS_SWEPT_KEY)
+    assert sweeps.calls_note_unanalysed(now=ended + timedelta(minutes=30)) == 0
+    assert redis_conn.llen(ANALYSIS_PENDING_KEY) == 0
+    assert CallResult.objects.count() == 1
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("on_the_calls_day")
+def test_the_unanalysed_sweep_is_keyset_paged_bounded_per_tick_and_goes_on_where_it_stopped(
+    make_call, make_user, client, redis_conn, monkeypatch
+):
+    calls = []
+    for n in range(7):
+        call = make_call(user=make_user(), status=CallStatus.DIALING, provider_call_id=f"ck-sweep-{n}")
+        post(client, event(call, "no_answer"))
+        calls.append(call.pk)
+    redis_conn.flushdb()
+    monkeypatch.setattr(sweeps, "UNANALYSED_PAGES_PER_TICK", 2)
+    later = Call.objects.get(pk=calls[-1]).completed_at + timedelta(minutes=6)
+
+    assert sweeps.calls_note_unanalysed(now=later, page_size=2) == 4  # two pages of two
+    assert sweeps.calls_note_unanalysed(now=later + timedelta(minutes=1), page_size=2) == 3  # the rest
+    # Nothing noted twice while the notes wait for the analysis job.
+    assert sweeps.calls_note_unanalysed(now=later + timedelta(minutes=2), page_size=2) == 0
+    noted = [int(value) for value in redis_conn.lrange(ANALYSIS_PENDING_KEY, 0, -1)]
+    assert noted == sorted(calls)
+
+    assert noted_calls_dispatch() == "7 calls to analyse in 1 jobs"
+    run_analysis_jobs()
+    assert sorted(CallResult.objects.values_list("call_id", flat=True)) == sorted(calls)

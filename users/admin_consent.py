@@ -107,11 +107,17 @@ class ConsentAdmin(admin.ModelAdmin):
     """The history of consents: recorded here (which also ends an opt-out), never edited."""
 
     form = ConsentForm
-    list_display = ("__str__", "user", "source", "given_at", "recorded_by")
+    list_display = ("__str__", "user", "source", "given", "recorded_by")
     list_filter = ("source",)
     search_fields = ("user__name", "user__username", "user__external_id")
     raw_id_fields = ("user",)
     date_hierarchy = "given_at"
+    list_select_related = ("user",)
+    list_help = "Each consent's time is in its user's time zone: hover over one for the zone and UTC."
+
+    @admin.display(description="given", ordering="given_at")
+    def given(self, obj: Consent) -> str:
+        return admin_time(obj.given_at, obj.user.local_tz)
 
     def get_changeform_initial_data(self, request: HttpRequest) -> dict:
         return {
@@ -193,9 +199,13 @@ class SuppressionAdmin(ImportExportMixin, admin.ModelAdmin):
     form = SuppressionForm
     resource_classes = [SuppressionResource]
     import_formats = export_formats = [CSV]
-    list_display = ("shown_number", "reason", "source", "created_at", "created_by")
+    list_display = ("shown_number", "reason", "source", "added", "created_by")
     list_filter = ("source",)
     search_fields = ("number", "reason")
+
+    @admin.display(description="added", ordering="created_at")
+    def added(self, obj: Suppression) -> str:
+        return admin_time(obj.created_at)
 
     @admin.display(description="number", ordering="number")
     def shown_number(self, obj: Suppression) -> str:

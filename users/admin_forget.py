@@ -8,6 +8,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
+from web.display import admin_time
+
 from .erasure import forget_person
 from .models import Erasure
 
@@ -46,9 +48,13 @@ def forget_people_action(
 class ErasureAdmin(admin.ModelAdmin):
     """The record of erasures: read only (it is the proof that a request was honoured)."""
 
-    list_display = ("erased_at", "user_id", "external_id", "actor", "suppressed")
+    list_display = ("erased", "user_id", "external_id", "actor", "suppressed")
     search_fields = ("external_id",)
     readonly_fields = ("user_id", "external_id", "erased_at", "actor", "counts", "suppressed")
+
+    @admin.display(description="erased", ordering="erased_at")
+    def erased(self, obj: Erasure) -> str:
+        return admin_time(obj.erased_at)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
