@@ -65,7 +65,8 @@ def pump_request(name: str, func: str, *args: object) -> bool:
     key = _queued_key(name)
     try:
         # The queue is built only when a job is enqueued: most commits stop at this SET.
-        if not redis.set(key, 1, nx=True, ex=QUEUED_KEY_SECONDS):
+        # Its value is when it was asked for: the job gathers from then (pump_started).
+        if not redis.set(key, repr(time.time()), nx=True, ex=QUEUED_KEY_SECONDS):
             return False
         try:
             events_queue().enqueue(
@@ -84,10 +85,23 @@ def pump_request(name: str, func: str, *args: object) -> bool:
 
 
 def pump_started(name: str) -> None:
-    """A job asked for under ``name`` begins: later commits must ask for a new one."""
+    """A job asked for under ``name`` begins: later commits must ask for a new one.
+
+    It first lets EVENTS_GATHER_SECONDS pass since the commit that asked for it: the
+    commits of those moments find the key still set and ride along, instead of each
+    enqueueing a job of its own once the last one started. Webhooks coming steadily (not
+    in one burst) would otherwise cost a fan-out job and an endpoint job per commit. A job
+    that starts later than that (a busy queue) does not wait."""
+    redis = events_redis()
+    key = _queued_key(name)
     try:
-        events_redis().delete(_queued_key(name))
-    except RedisError:
+        asked_at = redis.get(key)
+        if asked_at is not None:
+            wait = float(asked_at) + settings.EVENTS_GATHER_SECONDS - time.time()
+            if wait > 0:
+                time.sleep(min(wait, settings.EVENTS_GATHER_SECONDS))
+        redis.delete(key)
+    except (RedisError, ValueError):
         pass  # the key expires by itself
 
 

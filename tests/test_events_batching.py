@@ -189,3 +189,36 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_resends_with_the_same_webho
     assert event_receiver.webhook_ids()[len(first_pass) :] == webhook_ids  # all again, same ids, in order
     assert first_pass == webhook_ids[:3]
     assert set(Delivery.objects.values_list("status", flat=True)) == {DeliveryStatus.DELIVERED}
+
+
+def test_commits_in_the_moments_after_a_request_share_its_job(settings, redis_conn):
+    """A job waits EVENTS_GATHER_SECONDS from the commit that asked for it before it looks,
+    so commits coming steadily (webhooks, not one burst) share a job instead of each
+    enqueueing one as soon as the last job started; one that commits after the job began
+    to look gets a job of its own."""
+    import threading
+
+    from events import pump
+
+    settings.EVENTS_GATHER_SECONDS = 2.0
+    assert pump.fan_out_request()  # the first commit: a job is enqueued
+    job_starts = threading.Thread(target=pump.pump_started, args=(pump.FAN_OUT_KEY,))
+    job_starts.start()  # an idle worker takes it at once
+    wall.sleep(0.2)
+    assert not pump.fan_out_request()  # a commit a moment later rides along
+    job_starts.join()
+    assert pump.fan_out_request()  # once the job looks, a new commit asks for a new job
+    assert len(events_queue().get_jobs()) == 2
+
+
+def test_a_job_that_starts_late_does_not_wait(settings, redis_conn, monkeypatch):
+    from events import pump
+
+    settings.EVENTS_GATHER_SECONDS = 30.0
+    slept: list[float] = []
+    monkeypatch.setattr(pump.time, "sleep", slept.append)
+    assert pump.fan_out_request()
+    redis_conn.set("relevel:events:queued:fan-out", repr(wall.time() - 31))  # asked 31 s ago
+    pump.pump_started(pump.FAN_OUT_KEY)
+    assert slept == []  # the gather is long over: a busy queue's job does not wait more
+    assert pump.fan_out_request()
