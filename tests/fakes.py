@@ -18,12 +18,20 @@ def send_json(handler: BaseHTTPRequestHandler, status: int, payload: bytes) -> N
     handler.wfile.write(payload)
 
 
+class _LoopbackHTTPServer(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: a worker's 50 placement threads, each opening a
+    # connection per request (the fakes speak HTTP/1.0), overflowed it on a busy host, and
+    # a dropped SYN waits out the kernel's retransmits until the connect timeout (5 s) fails
+    # the call. A provider's real front end accepts far more.
+    request_queue_size = 256
+
+
 def loopback_server(
     handler: type[BaseHTTPRequestHandler],
 ) -> tuple[ThreadingHTTPServer, str, threading.Thread]:
     """A threaded HTTP server on 127.0.0.1 (a free port), its base URL, and the thread that
     serves it (started by the fake's start())."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _LoopbackHTTPServer(("127.0.0.1", 0), handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     return server, f"http://127.0.0.1:{server.server_address[1]}", thread
