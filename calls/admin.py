@@ -18,6 +18,7 @@ from django.utils.text import Truncator
 from web.display import admin_datetime, admin_time, end_reason_label, status_badge
 
 from . import policy, policy_changes, selectors
+from .admin_filters import ProviderFilter
 from .admin_results import result_html
 from .forms import CallPolicyForm
 from .logsafe import mask_phone
@@ -49,20 +50,6 @@ def local_wall_clock(value, tz_name: str) -> str:
     if zone_or_none(tz_name) is None:
         return ""
     return admin_datetime(value, tz_name)
-
-
-class ProviderFilter(admin.SimpleListFilter):
-    # The configured providers rather than SELECT DISTINCT over every call ever placed.
-    title = "provider"
-    parameter_name = "provider"
-
-    def lookups(self, request, model_admin):
-        return [(name, name) for name in settings.CALL_PROVIDERS]
-
-    def queryset(self, request, queryset):
-        if self.value():
-            return queryset.filter(provider=self.value())
-        return queryset
 
 
 class EndReasonFilter(admin.SimpleListFilter):

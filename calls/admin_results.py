@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 
-from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import reverse
@@ -16,6 +15,7 @@ from django.utils.text import Truncator
 
 from web.display import admin_time
 
+from .admin_filters import ProviderFilter
 from .logsafe import mask_phone
 from .models import Call, CallResult, MonthlyCost
 from .policy import policy_current
@@ -108,18 +108,8 @@ def recent_results_html(*, user_id: int, since) -> str:
 SUMMARY_CHARS = 90
 
 
-class ResultProviderFilter(admin.SimpleListFilter):
-    # The configured providers rather than SELECT DISTINCT over every call ever placed.
-    title = "provider"
-    parameter_name = "provider"
-
-    def lookups(self, request, model_admin):
-        return [(name, name) for name in settings.CALL_PROVIDERS]
-
-    def queryset(self, request, queryset):
-        if self.value():
-            return queryset.filter(call__provider=self.value())
-        return queryset
+class ResultProviderFilter(ProviderFilter):
+    provider_field = "call__provider"
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
