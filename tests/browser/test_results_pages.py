@@ -79,3 +79,18 @@ def test_the_monthly_cost_list_shows_the_month_the_cost_and_the_budget(logged_in
     assert "2026-11" in text and "412.5 USD" in text and "500 USD (82% used)" in text
     assert "90 INR" in text
     logged_in.screenshot("list")
+
+
+@pytest.mark.browser(window=(1920, 1080))
+def test_the_results_and_cost_lists_at_1920_px(logged_in, make_user, make_call):
+    # A wide screen: every header still on screen, the filters beside the list, no scroll.
+    seed_results(make_user, make_call)
+    MonthlyCost.objects.create(month=date(2026, 11, 1), currency="USD", amount=Decimal("412.5"))
+    assert_every_header_visible(logged_in, "/admin/calls/callresult/", width=1920)
+    assert "2026-11-28 20:35:30 IST" in logged_in.page_text()
+    logged_in.screenshot("results")
+    assert_every_header_visible(logged_in, "/admin/calls/monthlycost/", width=1920)
+    assert "412.5 USD" in logged_in.page_text()
+    width = logged_in.driver.execute_script("return document.documentElement.scrollWidth")
+    assert width <= 1920
+    logged_in.screenshot("costs")
