@@ -206,8 +206,9 @@ class Call(models.Model):
             ),
             # The constraint's index above holds only calls that are not manual: without this
             # one, a user's calls with the manual ones (the agent's memory, the history) were a
-            # scan of the whole table, per retry placed. Partial: manual calls are few, so the
-            # tick's inserts and every status change write nothing to it.
+            # scan of the whole table, per retry placed, and so was call now's last manual call
+            # (calls.manual). Partial: manual calls are few, so the tick's inserts and every
+            # status change write nothing to it.
             models.Index(
                 fields=["user", "local_date"],
                 condition=models.Q(manual=True),
