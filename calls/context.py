@@ -19,6 +19,7 @@ from users.selectors import RECORD_DAYS, CallDay, DayOutcome, answered_streak, d
 
 from .models import Call
 from .policy import Policy, policy_current
+from .selectors import ANY_KIND
 
 MEMORY_DAYS = 3
 # The memory's outcome words, as a prompt reads them.
@@ -85,7 +86,8 @@ def call_variables_for(*, calls: Sequence[Call]) -> dict[int, dict[str, str]]:
     last = max(call.local_date for call in calls)
     by_user_day: dict[int, dict[date, list[EarlierCall]]] = defaultdict(lambda: defaultdict(list))
     earlier = (
-        Call.objects.filter(user_id__in=user_ids, local_date__gte=first, local_date__lte=last)
+        # ANY_KIND: on the user's indexes, not a scan of every call (a retry is a batch of one).
+        Call.objects.filter(ANY_KIND, user_id__in=user_ids, local_date__gte=first, local_date__lte=last)
         .order_by("local_date", "manual", "attempt", "pk")
         .values_list("user_id", "local_date", "status", "result__summary")
     )

@@ -99,7 +99,9 @@ class AgentVariant(models.Model):
 class Call(models.Model):
     """One attempt to phone a user: attempt 1 is the day's call, 2 and 3 are its retries."""
 
-    # No index of its own: the (user, local_date, attempt) constraint's index leads with it.
+    # No index of its own: the (user, local_date, attempt) constraint's index leads with it,
+    # for the day's calls and their retries; call_manual_user_day_idx holds the manual ones
+    # (a query for all of a user's calls asks for both, manual or not: calls.selectors).
     user = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="calls", db_index=False
     )
@@ -201,6 +203,16 @@ class Call(models.Model):
                 fields=["user"],
                 condition=models.Q(status__in=LIVE_STATUSES),
                 name="call_live_user_idx",
+            ),
+            # The constraint's index above holds only calls that are not manual: without this
+            # one, a user's calls with the manual ones (the agent's memory, the history) were a
+            # scan of the whole table, per retry placed, and so was call now's last manual call
+            # (calls.manual). Partial: manual calls are few, so the tick's inserts and every
+            # status change write nothing to it.
+            models.Index(
+                fields=["user", "local_date"],
+                condition=models.Q(manual=True),
+                name="call_manual_user_day_idx",
             ),
         ]
 

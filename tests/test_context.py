@@ -85,3 +85,19 @@ def test_the_memory_holds_the_last_three_days_their_summaries_and_the_streak(mak
     # The voicemail on the 26th broke the run: one answered day since.
     assert (variables["streak"], variables["attempt"]) == ("1", "2")
     assert (variables["context"], variables["context_goal"]) == ('{"goal":"walk"}', "walk")
+
+
+def test_the_memory_counts_a_manual_call_with_the_days_scheduled_ones(make_user, make_call):
+    # The earlier calls are read from two partial indexes (calls.selectors.ANY_KIND), manual
+    # calls from one of their own: they are still part of the day they were made on.
+    user = make_user()
+    make_call(user=user, local_date=date(2026, 11, 27), status=CallStatus.NO_ANSWER)
+    manual = make_call(user=user, local_date=date(2026, 11, 27), status=CallStatus.COMPLETED, manual=True)
+    CallResult.objects.create(call=manual, summary="Called back from the app.")
+    today = make_call(user=user, local_date=date(2026, 11, 28), attempt=2, status=CallStatus.DIALING)
+    today.user = user
+
+    variables = call_variables_for(calls=[today])[today.pk]
+
+    assert variables["last_days"].split("\n")[0] == "2026-11-27: answered. Called back from the app."
+    assert variables["streak"] == "1"

@@ -13,6 +13,7 @@ from django.db.models import Q, QuerySet
 
 from calls.models import TERMINAL_STATUSES, Call, CallStatus
 from calls.policy import policy_current
+from calls.selectors import ANY_KIND
 from calls.slots import zone_or_none
 
 from .calendar import day_off_reason
@@ -54,8 +55,8 @@ def user_local_date(*, user: User, now: datetime) -> date:
 
 
 def user_calls_on(*, user: User, local_date: date) -> QuerySet:
-    """The user's calls of one local day, first attempt first (the unique constraint's index)."""
-    return Call.objects.filter(user=user, local_date=local_date).order_by("attempt", "pk")
+    """The user's calls of one local day, first attempt first (the user's indexes: ANY_KIND)."""
+    return Call.objects.filter(ANY_KIND, user=user, local_date=local_date).order_by("attempt", "pk")
 
 
 # --- A user's call record: one outcome per local day -----------------------------------------
@@ -148,11 +149,11 @@ def _due_later_today(user: User, *, today: date, now: datetime) -> bool:
 def user_call_record(*, user: User, now: datetime, days: int = RECORD_DAYS) -> CallRecord:
     """The user's last ``days`` local days (in their own zone, today included), each with its
     outcome and its calls, and the current streak of answered days: one query, on the
-    (user, local_date, attempt) index."""
+    user's indexes (ANY_KIND)."""
     today = user_local_date(user=user, now=now)
     first = today - timedelta(days=days - 1)  # calendar dates: no wall-clock arithmetic
     by_date: dict[date, list[Call]] = defaultdict(list)
-    calls = Call.objects.filter(user=user, local_date__gte=first, local_date__lte=today).order_by(
+    calls = Call.objects.filter(ANY_KIND, user=user, local_date__gte=first, local_date__lte=today).order_by(
         "local_date", "manual", "attempt", "pk"
     )
     for call in calls:
