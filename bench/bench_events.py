@@ -192,8 +192,7 @@ def _delivery(table: Table, *, events: int, batched: bool, url: str, logs, out) 
     # From the first fan-out to the last try: the worker's start-up left out, the fan-out in.
     seconds = (last - first).total_seconds() if first and last and last > first else float("nan")
     table.add(
-        f"delivery, 1 worker, {label}"
-        + (" (events.pump)" if batched else " (one job per event, before)"),
+        f"delivery, 1 worker, {label}" + (" (events.pump)" if batched else " (one job per event, before)"),
         f"{events:,}",
         f"{delivered / seconds:.0f} events/s" if seconds == seconds else "n/a",
         note=f"{delivered:,} of {events:,} delivered in {seconds:.1f} s (worker exit {worker.returncode})",

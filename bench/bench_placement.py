@@ -232,7 +232,7 @@ def _outcome(config: Config, watch: tuple, others: dict[str, float]) -> Outcome:
     )
 
 
-def _py_spy(processes: list[subprocess.Popen], out: Path, name: str) -> list[subprocess.Popen]:
+def py_spy_record(processes: list[subprocess.Popen], out: Path, name: str) -> list[subprocess.Popen]:
     """Sample each worker with py-spy, only the thread holding the GIL: Python CPU time.
     --subprocesses: rqworker-pool's workers are forked children of the command's process,
     which itself only waits on them."""
@@ -263,8 +263,14 @@ def _py_spy(processes: list[subprocess.Popen], out: Path, name: str) -> list[sub
     ]
 
 
-def summarize_py_spy(files: list[Path], *, top: int = 40) -> str:
-    """Inclusive and self shares of functions across py-spy's collapsed stacks."""
+def summarize_py_spy(
+    files: list[Path],
+    *,
+    top: int = 40,
+    loop_frames: tuple[str, ...] = ("BaseWorker.work ", "Thread._bootstrap "),
+) -> str:
+    """Inclusive and self shares of functions across py-spy's collapsed stacks; samples
+    without one of ``loop_frames`` (the processes' serving loop) count as start-up."""
     from collections import Counter
 
     inclusive, own, total, start_up = Counter(), Counter(), 0, 0
@@ -282,7 +288,7 @@ def summarize_py_spy(files: list[Path], *, top: int = 40) -> str:
                 if not f.startswith(("process ", "thread "))
             ]
             n = int(count)
-            if not any(f.startswith(("BaseWorker.work ", "Thread._bootstrap ")) for f in frames):
+            if not any(f.startswith(loop_frames) for f in frames):
                 # Start-up (imports, Django's set-up, forking the pool): not per call.
                 start_up += n
                 continue
@@ -310,7 +316,7 @@ def place(config: Config, env: dict[str, str], logs: Path, profile_to: Path | No
     _cpu_of_others(before)
     after = dict(before)
     processes = _start_workers(config, env, log)
-    spies = _py_spy(processes, profile_to, name) if profile_to is not None else []
+    spies = py_spy_record(processes, profile_to, name) if profile_to is not None else []
     # Bounded: the original setting does ~20 calls/s, the others should do hundreds.
     timeout = 30 + config.calls / (15 if config.concurrency <= 5 else 100)
     watched = _watch(config, processes, timeout, after)

@@ -37,6 +37,7 @@ import psycopg
 import requests
 
 import seed
+from bench_placement import py_spy_record, summarize_py_spy
 from harness import BENCH_DSN, PYTHON, ROOT, Table, flush_redis, met, say, stop_process
 
 # Issue 12: twice the 508 req/s of the shipped command measured on 2026-12-01, p99 <= 50 ms.
@@ -275,7 +276,15 @@ def _database_cpu() -> float:
     return total
 
 
-def _one_round(server: Server, *, calls: int, start_user: int, logs: Path, connections: int) -> _Round:
+def _one_round(
+    server: Server,
+    *,
+    calls: int,
+    start_user: int,
+    logs: Path,
+    connections: int,
+    profile_to: Path | None = None,
+) -> _Round:
     seed.truncate_all()
     flush_redis()
     provider_ids = seed.seed_dialing_calls(start_user=start_user, count=calls, now=datetime.now(UTC))
@@ -285,6 +294,7 @@ def _one_round(server: Server, *, calls: int, start_user: int, logs: Path, conne
     port = _free_port()
     name = "".join(c if c.isalnum() else "_" for c in server.label)[:60]
     gunicorn = _start_gunicorn(server, port, logs / f"{name}.log")
+    spies = py_spy_record([gunicorn], profile_to, "webhook-gunicorn") if profile_to is not None else []
     try:
         server_cpu, database_cpu = _tree_cpu(psutil.Process(gunicorn.pid)), _database_cpu()
         psutil.cpu_percent()
@@ -294,6 +304,17 @@ def _one_round(server: Server, *, calls: int, start_user: int, logs: Path, conne
         database_cpu = _database_cpu() - database_cpu
     finally:
         stop_process(gunicorn)
+        for spy in spies:
+            try:
+                spy.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                stop_process(spy)
+    if profile_to is not None:
+        (profile_to / "webhook-gunicorn-summary.txt").write_text(
+            summarize_py_spy(
+                [profile_to / "webhook-gunicorn-0.txt"], loop_frames=("SyncWorker.run ", "ThreadWorker.run ")
+            )
+        )
     with psycopg.connect(BENCH_DSN) as conn:
         statuses = dict(conn.execute("SELECT status, count(*) FROM calls_call GROUP BY status").fetchall())
     return _Round(
@@ -319,11 +340,21 @@ def _cpu_ms(done: list[_Round]) -> tuple[list[float], list[float]]:
     )
 
 
-def run(*, calls: int, quick: bool, logs: Path, connections: int = 16, rounds: int | None = None) -> Table:
+def run(
+    *,
+    calls: int,
+    quick: bool,
+    logs: Path,
+    connections: int = 16,
+    rounds: int | None = None,
+    out: Path | None = None,
+) -> Table:
     """``rounds``: how many times each tree is served, taking turns (A B, then B A, ...:
     neither side always follows the other), each round with ``calls // rounds`` calls (three
     requests each). CPU per request is reported per round and as the rounds' median, so
-    that the noise of a shared machine shows beside the difference."""
+    that the noise of a shared machine shows beside the difference. With ``out``, one more
+    round of the shipped command, not counted, runs under py-spy (gunicorn's workers, the
+    thread holding the GIL) and its summary goes to out/webhook-gunicorn-summary.txt."""
     table = Table("3. Webhook throughput (gunicorn + relevel.wsgi, POST /api/webhooks/call)")
     servers = _servers(quick=quick, logs=logs)
     rounds = rounds or (1 if quick else 2)
@@ -341,6 +372,10 @@ def run(*, calls: int, quick: bool, logs: Path, connections: int = 16, rounds: i
                 f"CPU per request gunicorn {done.server_cpu_s * 1000 / done.requests:.2f} ms, "
                 f"PostgreSQL {done.database_cpu_s * 1000 / done.requests:.2f} ms"
             )
+    if out is not None:
+        shipped = next(server for server in servers if server.shipped)
+        say(f"webhook: one more round of {shipped.label} under py-spy (not counted)")
+        _one_round(shipped, calls=per_round, start_user=1, logs=logs, connections=connections, profile_to=out)
     baseline_rps = None
     baselines: list[tuple[str, float, float]] = []  # (label, req/s, median gunicorn CPU ms)
     for server in servers:

@@ -143,6 +143,7 @@ def main() -> int:
                     quick=args.quick,
                     logs=logs,
                     rounds=args.webhook_rounds,
+                    out=out,
                 )
             )
             print(tables[-1].render() + "\n", file=sys.stderr, flush=True)
