@@ -26,4 +26,4 @@ USER relevel
 
 EXPOSE 8000
 # The access log's format (no query strings: they may hold phone numbers) is in the config.
-CMD ["gunicorn", "relevel.wsgi", "-c", "deploy/gunicorn.conf.py", "--bind", "0.0.0.0:8000", "--workers", "3"]
+CMD ["gunicorn", "relevel.wsgi", "-c", "deploy/gunicorn.conf.py", "--bind", "0.0.0.0:8000"]

@@ -557,7 +557,7 @@ def _sample_day(*, sample: int, day_start: datetime, day_seconds: float, retry_d
         web = _spawn(
             [
                 *(PYTHON, "-m", "gunicorn", "relevel.wsgi", "-c", str(ROOT / "deploy" / "gunicorn.conf.py")),
-                *("--bind", f"127.0.0.1:{web_port}", "--workers", "3"),
+                *("--bind", f"127.0.0.1:{web_port}"),  # the shipped workers
             ],
             _role_env(base, "web"),
             logs / "day-gunicorn.log",

@@ -59,7 +59,7 @@ EVENTS = ("ringing", "in_progress", "completed")
 @dataclass(frozen=True)
 class Server:
     label: str
-    # Worker options replacing the shipped command's --workers (empty: as shipped).
+    # Worker options replacing the shipped command's worker count (empty: as shipped).
     workers: tuple[str, ...] = ()
     # The tree served (its shipped command too): the checkout, or the baseline's.
     root: Path = ROOT
@@ -82,8 +82,9 @@ def _gunicorn_argv(server: Server, port: int) -> list[str]:
     argv = shipped_web_command(server.root)[1:]
     argv[argv.index("--bind") + 1] = f"127.0.0.1:{port}"
     if server.workers:
-        at = argv.index("--workers")
-        del argv[at : at + 2]
+        if "--workers" in argv:  # (the trees that named it on the command line)
+            at = argv.index("--workers")
+            del argv[at : at + 2]
         argv += server.workers
     return [PYTHON, "-m", "gunicorn", *argv]
 

@@ -1,6 +1,25 @@
 """gunicorn settings of relevel's web process: `gunicorn relevel.wsgi -c deploy/gunicorn.conf.py`
-(docker-compose.yml, the Dockerfile). Bind address and worker count stay on the command line.
+(docker-compose.yml, the Dockerfile). The bind address stays on the command line.
 """
+
+import os
+
+# Sync workers, (2 x cores) + 1 of them: gunicorn's own starting point
+# (https://docs.gunicorn.org/en/stable/design.html#how-many-workers). A sync worker leaves
+# its core idle while PostgreSQL or Redis answers; with 3 workers on 2 cores a tenth of the
+# box idled under webhook load, with 5 none did (BENCHMARKS.md, issue 21). Capped at 9: each
+# worker is a process (about 60 MB) holding a PostgreSQL connection, and a big host is
+# usually shared. WEB_CONCURRENCY, or --workers on the command line, sets it instead.
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may run on
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+workers = int(os.environ.get("WEB_CONCURRENCY") or min(2 * _cores() + 1, 9))
 
 # The access log, on stdout. Each line names the path (%(U)s), never the query string or
 # the Referer: an admin search (/admin/users/user/?q=%2B919876543210) and the page opened

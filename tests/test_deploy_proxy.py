@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import json
 import os
 import re
 import shutil
@@ -362,11 +363,26 @@ def test_compose_and_the_image_run_gunicorn_with_its_settings_file(where):
     if where == "compose":
         argv = command_steps(SERVICES["web"]["command"])[-1]
     else:
-        import json
-
         (cmd,) = [rest for keyword, rest in dockerfile_instructions() if keyword == "CMD"]
         argv = json.loads(cmd)
     assert (ROOT / gunicorn_options(argv).config).resolve() == GUNICORN_CONF
+
+
+def test_the_shipped_web_command_runs_two_workers_a_core_and_one_unless_told(monkeypatch):
+    # (2 x cores) + 1, gunicorn's own starting point; capped; WEB_CONCURRENCY wins.
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert ConfiguredGunicorn(GUNICORN_CONF).cfg.workers == 5
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert ConfiguredGunicorn(GUNICORN_CONF).cfg.workers == 9
+    monkeypatch.setenv("WEB_CONCURRENCY", "3")
+    assert ConfiguredGunicorn(GUNICORN_CONF).cfg.workers == 3
+    # Neither shipped command names a count that would override it.
+    from tests.test_deploy_files import dockerfile_instructions
+
+    (cmd,) = [rest for keyword, rest in dockerfile_instructions() if keyword == "CMD"]
+    for argv in (command_steps(SERVICES["web"]["command"])[-1], json.loads(cmd)):
+        assert gunicorn_options(argv).workers is None
 
 
 def render_access_line(environ: dict, headers: list[tuple[str, str]]) -> str:
