@@ -241,8 +241,14 @@ def _advance_call(event: CallEvent, providers: tuple[str, ...], *, now: datetime
 
 def _applied(call: Call) -> None:
     """What follows an event that moved ``call``: the log line, and a final status frees
-    the provider's live-call slot once it is committed."""
-    logger.info(
+    the provider's live-call slot once it is committed.
+
+    The line is INFO for a call's outcome and DEBUG for the statuses on the way (ringing,
+    in progress): one line per call in the web log rather than one per webhook, which at
+    three webhooks a call was a tenth of the webhook's CPU (BENCHMARKS.md, issue 21). Every
+    status stays in the call's payloads, on its admin page."""
+    logger.log(
+        logging.INFO if call.status in TERMINAL_STATUSES else logging.DEBUG,
         "[Webhook:%s] Updated call %s: %s%s",
         call.provider or "provider",
         call.pk,

@@ -87,6 +87,23 @@ def accepted(call, status: str, *, retry_scheduled: bool = False) -> dict:
 # --- Transitions --------------------------------------------------------------------------
 
 
+def test_the_web_log_has_one_info_line_per_call_its_outcome_and_debug_lines_on_the_way(
+    make_call, client, caplog
+):
+    call = make_call(status=CallStatus.DIALING, provider_call_id="ck-1001")
+
+    with caplog.at_level(logging.DEBUG, logger="relevel.calls"):
+        for status in ("ringing", "in_progress", "completed"):
+            assert post(client, event(call, status)).status_code == 200
+
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if "Updated call" in r.getMessage()]
+    assert lines == [
+        (logging.DEBUG, f"[Webhook:callkaro] Updated call {call.pk}: ringing"),
+        (logging.DEBUG, f"[Webhook:callkaro] Updated call {call.pk}: in_progress"),
+        (logging.INFO, f"[Webhook:callkaro] Updated call {call.pk}: completed"),
+    ]
+
+
 def test_a_call_moves_through_ringing_in_progress_and_completed(make_call, client):
     call = make_call(status=CallStatus.DIALING, provider_call_id="ck-1001")
 
