@@ -91,7 +91,7 @@ def _call_rows(call_ids: list[int]) -> list[dict]:
     if connection.vendor != "postgresql" or not call_ids:
         return list(Call.objects.filter(pk__in=call_ids).values(*_CALL_FIELDS))
     columns = ", ".join(Call._meta.get_field(name).column for name in _CALL_FIELDS)
-    with array_cursor() as (cursor, a):
+    with array_cursor(rows=len(call_ids)) as (cursor, a):
         cursor.execute(
             f"SELECT {columns} FROM {Call._meta.db_table} WHERE id = ANY({a}::bigint[])", [call_ids]
         )
@@ -212,7 +212,7 @@ def _days_still_open(calls: Sequence[dict]) -> set[tuple[int, date]]:
             .exists()
         }
     table = Call._meta.db_table
-    with array_cursor() as (cursor, a):
+    with array_cursor(rows=len(calls)) as (cursor, a):
         cursor.execute(
             f"SELECT DISTINCT c.user_id, c.local_date FROM {table} c"
             f" JOIN unnest({a}::bigint[], {a}::date[], {a}::bigint[]) AS v(user_id, local_date, call_id)"

@@ -153,7 +153,7 @@ def _insert_set_marking(
         [None if mark is None else str(mark[2]) for _, mark in drafts],
     ]
     # Bound in binary (array_cursor), as _insert_set's: a rush found missed sends thousands.
-    with array_cursor() as (cursor, a):
+    with array_cursor(rows=len(drafts) + len(marks)) as (cursor, a):
         cursor.execute(
             f"WITH marks AS (INSERT INTO {day_marks} (user_id, local_date, type)"
             f" SELECT * FROM unnest({a}::bigint[], {a}::date[], {a}::text[]) ORDER BY 1"
@@ -205,7 +205,7 @@ def _insert_set(drafts: Sequence[EventDraft], *, now: datetime) -> list[int]:
     )
     # Bound in binary (array_cursor): quoted into the SQL text in Python, the arrays of a
     # rush found missed (a call.ended and a day.missed per user) cost more than the insert.
-    with array_cursor() as (cursor, a):
+    with array_cursor(rows=len(drafts)) as (cursor, a):
         cursor.execute(
             "WITH input AS ("
             " SELECT t.*, row_number() OVER (PARTITION BY t.user_id ORDER BY t.ord) AS n,"
@@ -253,7 +253,7 @@ def days_mark(*, marks: Sequence[tuple[int, date, str]]) -> set[tuple[int, date,
         return set()
     if connection.vendor != "postgresql":
         return {mark for mark in marks if day_mark(user_id=mark[0], local_date=mark[1], type=mark[2])}
-    with array_cursor() as (cursor, a):
+    with array_cursor(rows=len(marks)) as (cursor, a):
         cursor.execute(
             f"INSERT INTO {DayMark._meta.db_table} (user_id, local_date, type)"
             f" SELECT * FROM unnest({a}::bigint[], {a}::date[], {a}::text[]) ORDER BY 1"

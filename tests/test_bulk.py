@@ -161,3 +161,34 @@ def test_copy_values_inserts_plain_rows():
     )
     assert sorted(LogEntry.objects.values_list("object_repr", flat=True)) == ["user 0", "user 1", "user 2"]
     assert LogEntry.objects.first().get_change_message() == "Added."
+
+
+def prepared_statements() -> set[str]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        return {row[0] for row in cursor.fetchall()}
+
+
+def run_on_array_cursor(rows: int | None, ids: list[int], *, order: str = "") -> list[int]:
+    with bulk.array_cursor(rows=rows) as (cursor, a):
+        cursor.execute(f"SELECT id FROM calls_call WHERE id = ANY({a}::bigint[]) ORDER BY id {order}", [ids])
+        return [row[0] for row in cursor.fetchall()]
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="prepared statements are PostgreSQL's")
+def test_a_statement_of_a_few_rows_is_prepared_once_a_large_one_is_not(make_user, settings):
+    ids = sorted(insert([call_for(make_user()) for _ in range(3)]))
+    before = prepared_statements()  # (the connection's, from earlier tests)
+
+    assert run_on_array_cursor(bulk.PREPARED_MAX_ROWS + 1, ids, order="ASC") == ids
+    assert run_on_array_cursor(None, ids, order="ASC") == ids
+    assert prepared_statements() == before  # large (or unsized) ones are planned each time
+
+    assert run_on_array_cursor(3, ids) == ids
+    assert run_on_array_cursor(2, ids[:2]) == ids[:2]  # the same text: prepared once
+    [statement] = prepared_statements() - before
+    assert statement.startswith("SELECT id FROM calls_call WHERE id = ANY($1::bigint[])")
+
+    settings.DATABASE_PREPARED_STATEMENTS = False
+    assert run_on_array_cursor(3, ids, order="DESC") == ids[::-1]
+    assert prepared_statements() - before == {statement}
