@@ -222,7 +222,8 @@ def _advance_call(event: CallEvent, providers: tuple[str, ...], *, now: datetime
         conditions.append("id = %s")
         values.append(event.our_call_id)
     returning = ", ".join(field.column for field in _ADVANCED_FIELDS)
-    with connection.cursor() as cursor:
+    # A few shapes (per status and details given), run on every webhook: prepared.
+    with bulk.array_cursor(rows=1) as (cursor, _):
         cursor.execute(
             f"UPDATE {Call._meta.db_table} SET {', '.join(assignments)} "
             f"WHERE {' AND '.join(conditions)} RETURNING {returning}",
