@@ -84,21 +84,24 @@ def result_store(*, call: Call, result: NormalisedResult) -> CallResult:
 
     fields = result.fields
     before = CallResult.objects.filter(call=call).values_list("cost_amount", "cost_currency").first()
-    stored, _ = CallResult.objects.update_or_create(
-        call=call,
-        defaults={
-            "summary": fields.summary,
-            "data": fields.data,
-            "sentiment": fields.sentiment,
-            "sentiment_score": fields.sentiment_score,
-            "sentiment_source": result.sentiment_source,
-            "answered_by": fields.answered_by,
-            "user_talk_seconds": fields.user_talk_seconds,
-            "cost_amount": fields.cost_amount,
-            "cost_currency": fields.cost_currency,
-            "turns": fields.turns,
-            "transcript": "\n".join(f"{turn['role']}: {turn['text']}" for turn in fields.turns),
-        },
+    values = {
+        "summary": fields.summary,
+        "data": fields.data,
+        "sentiment": fields.sentiment,
+        "sentiment_score": fields.sentiment_score,
+        "sentiment_source": result.sentiment_source,
+        "answered_by": fields.answered_by,
+        "user_talk_seconds": fields.user_talk_seconds,
+        "cost_amount": fields.cost_amount,
+        "cost_currency": fields.cost_currency,
+        "turns": fields.turns,
+        "transcript": "\n".join(f"{turn['role']}: {turn['text']}" for turn in fields.turns),
+    }
+    # One INSERT ... ON CONFLICT DO UPDATE of these fields (update_or_create read the row
+    # under lock, then wrote it: two statements and a fifth of the analysis' CPU).
+    stored = CallResult(call=call, **values)
+    CallResult.objects.bulk_create(
+        [stored], update_conflicts=True, unique_fields=["call"], update_fields=[*values, "updated_at"]
     )
     # The month's total moves by what this result adds (a re-run adds nothing twice).
     old_amount, old_currency = before or (None, "")
