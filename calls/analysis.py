@@ -32,12 +32,13 @@ def _flag(value: Any) -> bool:
     return value is True or (isinstance(value, str) and value.strip().lower() in _TRUE_WORDS)
 
 
-def call_analyse(*, call_id: int) -> str:
+def call_analyse(*, call_id: int, call: Call | None = None) -> str:
     """Compute and store a final call's result, then act on an opt-out or a call-back heard
     in it. Idempotent: run again (a later payload), it refreshes the result and acts at most
     once (the opt-out and the call-back are recorded on the result, and a call-back is one
-    row a day by constraint)."""
-    call = Call.objects.select_related("user").filter(pk=call_id).first()
+    row a day by constraint). ``call``: the call with its user, if the caller read it."""
+    if call is None:
+        call = Call.objects.select_related("user").filter(pk=call_id).first()
     if call is None:
         return f"call {call_id} does not exist"
     if call.status not in TERMINAL_STATUSES:
@@ -93,11 +94,13 @@ def noted_calls_dispatch() -> str:
 
 
 def calls_analyse(*, call_ids: list[int]) -> dict[str, int]:
-    """call_analyse for each; one call's failure is logged and does not stop the others."""
+    """call_analyse for each; one call's failure is logged and does not stop the others.
+    The calls and their users are read in one query (one each was two-fifths of the job)."""
     done = failed = 0
+    calls = Call.objects.select_related("user").in_bulk(call_ids)
     for call_id in call_ids:
         try:
-            call_analyse(call_id=call_id)
+            call_analyse(call_id=call_id, call=calls.get(call_id))
             done += 1
         except Exception:
             logger.exception("Call %s: analysis failed", call_id)

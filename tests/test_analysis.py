@@ -118,6 +118,29 @@ def test_a_final_status_notes_the_call_after_commit_and_the_cron_hands_it_to_a_w
 
 @pytest.mark.django_db
 @pytest.mark.usefixtures("on_the_calls_day")
+def test_a_job_reads_its_calls_and_their_users_in_one_query_and_analyses_each(make_call, client):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    calls = [make_call(status=CallStatus.DIALING, provider_call_id=f"ck-{n}") for n in range(3)]
+    for call in calls:
+        post(client, event(call, "completed", transcript="Agent: Hi. User: All good, thanks."))
+    missing = max(call.pk for call in calls) + 1000
+
+    with CaptureQueriesContext(connection) as queries:
+        counts = calls_analyse(call_ids=[*(call.pk for call in calls), missing])
+
+    assert counts == {"analysed": 4, "failed": 0}  # (the missing one: nothing to do, not a failure)
+    assert set(CallResult.objects.values_list("call_id", flat=True)) == {call.pk for call in calls}
+    reads = [q["sql"] for q in queries.captured_queries if q["sql"].startswith('SELECT "calls_call"."id"')]
+    joined = [sql for sql in reads if 'INNER JOIN "users_user"' in sql]
+    # One read of the three with their users, and one more for the missing id alone.
+    assert len(joined) == 2 and f'"calls_call"."id" = {missing} ' in joined[1]
+    assert all(str(call.pk) in joined[0] for call in calls)
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("on_the_calls_day")
 def test_retell_analysis_is_stored_with_the_providers_sentiment(settings, make_call, client):
     configure_retell(settings)
     doc = fixture("retell", "webhook_call_ended.json")
