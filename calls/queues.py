@@ -261,13 +261,15 @@ def retries_gather(call_ids: list[int], *, bucket: int, now: datetime) -> str | 
 
 
 def _schedule_retries_job(bucket: int, *, job_id: str, at: datetime | None) -> None:
+    from .job_descriptions import retries_job_description
+
     queue = calls_queue()
     fields: dict[str, Any] = dict(
         args=(bucket,),
         job_id=job_id,
         # It places CALL_BATCH_SIZE calls itself and hands any more to batch jobs.
         timeout=batch_job_timeout(settings.CALL_BATCH_SIZE),
-        description=f"Retries due at {datetime.fromtimestamp(bucket, tz=UTC):%Y-%m-%d %H:%M:%S} UTC",
+        description=retries_job_description(datetime.fromtimestamp(bucket, tz=UTC)),
         **_job_options(),
     )
     if at is None:

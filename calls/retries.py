@@ -16,6 +16,7 @@ names the bucket's job (sweeps.calls_reenqueue_stranded).
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 
 from django.conf import settings
 from redis.exceptions import RedisError
@@ -60,5 +61,10 @@ def retries_release(*, bucket: int, job_id: str | None = None) -> dict[str, int]
     counts = dispatch.calls_dispatch_batch(call_ids=own)
     if batches:
         counts = {**counts, "handed_on": len(rest)}
-    logger.info("Released %s retries due at bucket %s: %s", len(call_ids), bucket, counts)
+    logger.info(
+        "Released %s retries due at %s: %s",
+        len(call_ids),
+        f"{datetime.fromtimestamp(bucket, tz=UTC):%Y-%m-%d %H:%M:%S} UTC",
+        counts,
+    )
     return counts
