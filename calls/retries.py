@@ -43,7 +43,8 @@ def retries_release(*, bucket: int, job_id: str | None = None) -> dict[str, int]
     batches = {
         queues.batch_job_id(rest[start]): rest[start : start + size] for start in range(0, len(rest), size)
     }
-    carriers = {pk: job_id for pk in own} if job_id and job_id != queues.retry_bucket_job_id(bucket) else {}
+    later_job = job_id if job_id and job_id != queues.retry_bucket_job_id(bucket) else None
+    carriers: dict[int, str] = dict.fromkeys(own, later_job) if later_job else {}
     carriers.update({pk: name for name, pks in batches.items() for pk in pks})
     if carriers:
         queued = set(
