@@ -106,6 +106,9 @@ STAGE_OF_JOB = {
     "calls.jobs.place_calls": "dispatch",
     "calls.jobs.dispatch_calls": "dispatch",
     "calls.jobs.place_call": "retries",
+    # Outcome retries, released in batches per RETRY_GATHER_SECONDS instant (calls/retries.py);
+    # a bucket of more than CALL_BATCH_SIZE hands the rest to place_calls jobs (dispatch).
+    "calls.jobs.place_retries": "retries",
     "calls.jobs.analyse_calls": "analysis",
     "calls.jobs.analyse_noted_calls": "analysis",
     "calls.jobs.schedule_calls": "sample ticks",

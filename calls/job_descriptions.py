@@ -7,6 +7,7 @@ may not: an id and four digits."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 
 def _last_four(phone: str) -> str:
@@ -38,3 +39,9 @@ def batch_job_description(call_ids: Sequence[int]) -> str:
     """ "Batch of 50 first attempts from call 123" (its first call, which names the job)."""
     count = len(call_ids)
     return f"Batch of {count} first attempt{'s' if count != 1 else ''} from call {call_ids[0]}"
+
+
+def retries_job_description(at: datetime) -> str:
+    """ "Outcome retries due at 2026-11-28 15:35:05 UTC": which calls, only the job knows
+    when it runs (it takes them out of its bucket)."""
+    return f"Outcome retries due at {at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"

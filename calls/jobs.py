@@ -9,7 +9,7 @@ from typing import Any
 from django.db import close_old_connections
 from rq import get_current_job
 
-from . import analysis, dispatch, retention, scheduling
+from . import analysis, dispatch, retention, retries, scheduling
 from .providers import provider_named
 
 
@@ -50,6 +50,13 @@ def place_calls(call_ids: list[int]) -> dict[str, int]:
     """A tick's batch of first attempts: placed concurrently (placement.calls_place_batch), or
     put to wait for a free line if the provider is capped (dispatch)."""
     return dispatch.calls_dispatch_batch(call_ids=call_ids)
+
+
+@job
+def place_retries(bucket: int) -> dict[str, int]:
+    """The outcome retries gathered for one instant (calls.retries), placed as a batch."""
+    current = get_current_job()
+    return retries.retries_release(bucket=bucket, job_id=current.id if current else None)
 
 
 @job

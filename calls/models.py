@@ -115,7 +115,9 @@ class Call(models.Model):
     status = models.CharField(max_length=16, choices=CallStatus.choices, default=CallStatus.QUEUED)
     provider = models.CharField(max_length=32, blank=True)
     # The RQ job that first carried this call: a batch job for a tick's first attempts
-    # ("place-calls-<pk of its first call>"), blank for calls on a job of their own ("call-<pk>").
+    # ("place-calls-<pk of its first call>"), an outcome retry's bucket job
+    # ("place-retries-<epoch second>", calls/retries.py), blank for calls on a job of their
+    # own ("call-<pk>").
     # Lets a later tick tell a call whose job Redis lost from one still waiting in line.
     job_id = models.CharField(max_length=64, blank=True)
     # Unique through Meta.constraints rather than unique=True, which on PostgreSQL also

@@ -446,7 +446,8 @@ def _log_retry_scheduled(call: Call, retry: Call, *, max_retries: int, now: date
 def call_schedule_retry(*, call: Call, now: datetime) -> bool:
     """Schedule the next attempt of a failed/unanswered call; True if this call created it.
 
-    Must run inside the transaction that recorded the outcome: the job is enqueued when it
+    Must run inside the transaction that recorded the outcome: the retry joins the batch of
+    its instant (its time rounded up to RETRY_GATHER_SECONDS, calls/retries.py) when it
     commits, and the insert is conditional, so a repeated outcome creates nothing.
     """
     if call.manual or call.callback:
@@ -467,11 +468,15 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
             # Its own call.ended; the day it closes is settled by its caller (calls.days).
             days.calls_ended(call_ids=canceled_ids)
         return False
+    # Released with the other retries of its instant (calls/retries.py): its row names the
+    # bucket's job, which the tick's sweeps ask Redis about.
+    bucket = queues.retry_bucket(retry.scheduled_for)
+    retry.job_id = queues.retry_bucket_job_id(bucket)
     inserted = insert_calls_ignoring_conflicts([retry])
     if not inserted:
         return False
-    retry_id, due = inserted[0], retry.scheduled_for
-    queues.on_commit(lambda: _schedule_retry_job(retry_id, due))
+    retry_id = inserted[0]
+    queues.on_commit(lambda: _gather_retry(retry_id, bucket))
     _log_retry_scheduled(call, retry, max_retries=max_retries, now=now)
     return True
 
@@ -559,12 +564,12 @@ def _enqueue_retry_batches(batches: dict[str, list[int]], at: dict[str, datetime
         )
 
 
-def _schedule_retry_job(call_id: int, due: datetime) -> None:
+def _gather_retry(call_id: int, bucket: int) -> None:
     try:
-        queues.enqueue_place_call(call_id, at=due)
+        queues.retries_gather([call_id], bucket=bucket, now=timezone.now())
     except RedisError as exc:
-        # The retry row is committed and queued; the first tick after it is due finds it
-        # without a job and enqueues it.
+        # The retry row is committed and queued, naming a job Redis does not have: the first
+        # tick after it is due finds it without a live job and enqueues it.
         logger.error(
             "Redis unreachable (%s): retry call %s will be enqueued by a tick", type(exc).__name__, call_id
         )

@@ -504,6 +504,12 @@ if any(seconds < 0 for seconds in CALL_PLACE_RETRY_INTERVALS):
 CALL_JOB_TIMEOUT = env.int("CALL_JOB_TIMEOUT", default=120)
 # A queued call whose job is not in Redis this long after it was due is enqueued again.
 CALL_STRANDED_AFTER_SECONDS = env.int("CALL_STRANDED_AFTER_SECONDS", default=120)
+# Outcome retries are gathered into shared batch jobs: each retry's time is rounded up to
+# the next multiple of this many seconds, and one job releases all the retries of that
+# instant. A retry may start up to this long after its computed time (inside its window).
+RETRY_GATHER_SECONDS = env.int("RETRY_GATHER_SECONDS", default=5)
+if not 1 <= RETRY_GATHER_SECONDS <= 60:
+    raise ImproperlyConfigured(f"RETRY_GATHER_SECONDS must be 1 to 60 (got {RETRY_GATHER_SECONDS})")
 # A call left in "dialing" this long (its worker died mid-request) is failed and retried.
 CALL_DIALING_TIMEOUT_SECONDS = env.int("CALL_DIALING_TIMEOUT_SECONDS", default=600)
 # A call left ringing or in progress this long never got its final webhook: it is failed

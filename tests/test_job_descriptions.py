@@ -1,7 +1,7 @@
 """Every job says in the queues dashboard which call, user and attempt it is for, with the
 user's phone cut to its last four digits."""
 
-from datetime import date
+from datetime import UTC, date, datetime
 
 import pytest
 from django.conf import settings
@@ -51,6 +51,17 @@ def test_a_batch_job_names_its_size_and_first_call(make_call, redis_conn):
     assert (
         Job.fetch(job_id, connection=redis_conn).description
         == f"Batch of 3 first attempts from call {calls[0].pk}"
+    )
+
+
+def test_an_outcome_retries_job_names_its_instant(make_call, redis_conn):
+    bucket = queues.retry_bucket(datetime(2026, 11, 28, 15, 35, 2, tzinfo=UTC))
+    job_id = queues.retries_gather(
+        [make_call().pk], bucket=bucket, now=datetime(2026, 11, 28, 15, 5, tzinfo=UTC)
+    )
+    assert (
+        Job.fetch(job_id, connection=redis_conn).description
+        == "Outcome retries due at 2026-11-28 15:35:05 UTC"
     )
 
 

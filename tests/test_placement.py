@@ -10,6 +10,7 @@ from rq.registry import ScheduledJobRegistry
 from calls import outcomes, placement
 from calls.models import Call, CallStatus
 from calls.providers.base import ProviderTransientError
+from tests.retry_buckets import retry_release
 
 # Workers take these calls inside their window (outside it they are missed, not dialed).
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("on_the_calls_day")]
@@ -126,7 +127,9 @@ def test_an_unreachable_provider_on_the_last_try_fails_the_call_and_schedules_a_
     assert call.status == CallStatus.FAILED and "unreachable" in call.error
     retry = Call.objects.get(retry_of=call)
     assert (retry.attempt, retry.status, retry.local_date) == (2, CallStatus.QUEUED, call.local_date)
-    assert f"call-{retry.pk}" in ScheduledJobRegistry("daily-calls", connection=redis_conn).get_job_ids()
+    job_id, released_at = retry_release(retry)
+    assert job_id in ScheduledJobRegistry("daily-calls", connection=redis_conn).get_job_ids()
+    assert released_at >= retry.scheduled_for
 
 
 def test_a_read_timeout_is_one_request_and_an_unconfirmed_call(fake_callkaro, settings, make_call):

@@ -34,6 +34,7 @@ from tests.provider_fakes import (
     our_metadata,
     post_callkaro,
 )
+from tests.retry_buckets import retry_release
 from tests.test_webhook import stored_state
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("on_the_calls_day")]
@@ -274,7 +275,7 @@ def test_each_hangup_reason_gives_its_status_keeps_the_raw_value_and_retries_as_
     retry = Call.objects.filter(retry_of=dialed).first()
     if retries:
         assert retry is not None and (retry.attempt, retry.status) == (2, CallStatus.QUEUED)
-        assert retry_job_ids(redis_conn) == [f"call-{retry.pk}"]
+        assert retry_job_ids(redis_conn) == [retry_release(retry)[0]]
     else:
         assert retry is None and retry_job_ids(redis_conn) == []
 
@@ -351,7 +352,7 @@ def test_concurrent_duplicates_from_both_webhook_levels_schedule_one_retry(
     assert call.status == CallStatus.BUSY and len(call.provider_payloads) == 1
     [retry] = Call.objects.filter(user=call.user).exclude(pk=call.pk)
     assert (retry.attempt, retry.retry_of_id) == (2, call.pk)
-    assert retry_job_ids(redis_conn) == [f"call-{retry.pk}"]
+    assert retry_job_ids(redis_conn) == [retry_release(retry)[0]]
 
 
 # --- Authentication: the URL token, or relevel's own HMAC signature ----------------------

@@ -10,6 +10,7 @@ from rq.registry import ScheduledJobRegistry
 from calls import outcomes, placement, scheduling, sweeps
 from calls.models import Call, CallStatus
 from calls.providers.base import CallEvent
+from tests.retry_buckets import retry_release, scheduled_jobs
 from users.services import user_save
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -38,9 +39,11 @@ def test_an_unanswered_call_is_retried_after_the_delay(make_call, redis_conn, ca
     retry = Call.objects.get(retry_of=call)
     assert (retry.attempt, retry.status) == (2, CallStatus.QUEUED)
     assert retry.scheduled_for == NOW + timedelta(seconds=1800)
-    registry = ScheduledJobRegistry("daily-calls", connection=redis_conn)
-    assert registry.get_job_ids() == [f"call-{retry.pk}"]
-    assert registry.get_scheduled_time(f"call-{retry.pk}") == NOW + timedelta(seconds=1800)
+    # Released with the other retries of its instant (a multiple of RETRY_GATHER_SECONDS,
+    # which NOW + 30 minutes already is), by one job.
+    job_id, released_at = retry_release(retry)
+    assert scheduled_jobs() == [job_id]
+    assert released_at == NOW + timedelta(seconds=1800)
     assert f"Scheduled retry 1/2 for call {call.pk} in 30 minutes" in caplog.text
 
 

@@ -1,13 +1,14 @@
 """End to end: tick -> RQ worker (burst) -> fake CallKaro on 127.0.0.1 -> webhook -> retry."""
 
 import time as wall
+from datetime import UTC, datetime
 
 import pytest
 from django.utils import timezone
 from rq import SimpleWorker
 from rq.registry import FailedJobRegistry
 
-from calls import outcomes, scheduling
+from calls import outcomes, queues, scheduling
 from calls.models import Call, CallStatus
 from calls.providers.base import CallEvent
 from calls.queues import calls_queue
@@ -79,6 +80,7 @@ def test_a_provider_400_is_not_retried(fake_callkaro, make_user):
 
 def test_an_unanswered_call_is_retried_after_the_configured_delay(fake_callkaro, make_user, settings):
     settings.CALL_RETRY_DELAY_SECONDS = 1
+    settings.RETRY_GATHER_SECONDS = 2
     due_now(make_user)
     scheduling.calls_schedule_due()
     run_worker_burst()
@@ -90,9 +92,9 @@ def test_an_unanswered_call_is_retried_after_the_configured_delay(fake_callkaro,
 
     run_worker_burst()  # not due yet: the scheduler leaves it
     assert len(fake_callkaro.requests) == 1
-    # Its job is released in the whole second after the retry is due (RQ keeps seconds).
-    due = Call.objects.get(attempt=2).scheduled_for
-    wall.sleep(max(0.0, (due - timezone.now()).total_seconds()) + 1.2)
+    # Its instant's job is released at the retry's time rounded up to RETRY_GATHER_SECONDS.
+    released = datetime.fromtimestamp(queues.retry_bucket(Call.objects.get(attempt=2).scheduled_for), UTC)
+    wall.sleep(max(0.0, (released - timezone.now()).total_seconds()) + 1.2)
     run_worker_burst()  # due: promoted and placed
     assert len(fake_callkaro.requests) == 2
     retry = Call.objects.get(attempt=2)
