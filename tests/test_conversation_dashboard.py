@@ -49,6 +49,7 @@ def test_voicemail_share_sentiment_and_cost_per_day_and_per_reached_user(make_us
     rollups.day_stats_store(DAY, now=NOW)
 
     share = chart("voicemail-share")
+
     def day_row(rows):  # the charts end with today so far, after the day under test
         return next(row for row in rows if row[0] == DAY.isoformat())
 

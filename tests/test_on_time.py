@@ -103,9 +103,7 @@ def test_a_call_claimed_early_is_dialed_at_its_time_not_at_the_next_tick(
 def test_a_call_time_two_minutes_before_the_end_of_the_calling_hours_is_dialed(
     make_user, redis_conn, fake_callkaro
 ):
-    policy_update(
-        changes={"calling_hours": {"start": "09:00", "end": "20:30"}}, user_id=None, actor="test"
-    )
+    policy_update(changes={"calling_hours": {"start": "09:00", "end": "20:30"}}, user_id=None, actor="test")
     user = user_due_at(make_user, time(20, 28))  # hours end at 20:30, the 15:00 UTC tick
     tick(TICK_BEFORE)
     work_at(SLOT - timedelta(minutes=2), redis_conn)
@@ -255,8 +253,12 @@ def test_a_call_time_seconds_before_the_hours_end_is_released_inside_them():
     assert release == slot  # not 21:00:00, the next 10 s step, after the hours
     # Otherwise the step of the clock at or after it: releases grouped, never early.
     release = first_attempt_release(
-        slot=slot - timedelta(minutes=1), user_id=1, tz=kolkata, spread_minutes=0,
-        window=timedelta(minutes=15), calling_hours=(time(9, 0), time(21, 0)),
+        slot=slot - timedelta(minutes=1),
+        user_id=1,
+        tz=kolkata,
+        spread_minutes=0,
+        window=timedelta(minutes=15),
+        calling_hours=(time(9, 0), time(21, 0)),
     )
     assert release == datetime(2026, 11, 28, 15, 29, tzinfo=UTC)
 

@@ -157,7 +157,7 @@ def test_two_workers_taking_a_users_scheduled_and_manual_call_at_once_dial_one(
         taken: list[int] = []
         errors: list[Exception] = []
 
-        def take(call_id: int) -> None:
+        def take(call_id: int, barrier=barrier, taken=taken, errors=errors) -> None:
             try:
                 barrier.wait()
                 requests = placement.take_calls_for_dialing([call_id])[0]

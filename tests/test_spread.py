@@ -235,20 +235,30 @@ def test_a_spread_slot_near_the_end_of_the_hours_is_folded_into_what_is_left_of_
     assert span == 5 * 60 - SPREAD_END_MARGIN_SECONDS
     # Earlier in the day the whole spread fits; the window bounds it too; in the hours' last
     # minute there is no spread at all; hours past midnight end the next day.
-    assert spread_span_seconds(
-        slot=SLOT, tz=kolkata, spread_minutes=SPREAD, window=window, calling_hours=hours
-    ) == SPREAD * 60
-    assert spread_span_seconds(
-        slot=SLOT, tz=kolkata, spread_minutes=SPREAD, window=timedelta(minutes=10), calling_hours=hours
-    ) == 9 * 60
+    assert (
+        spread_span_seconds(slot=SLOT, tz=kolkata, spread_minutes=SPREAD, window=window, calling_hours=hours)
+        == SPREAD * 60
+    )
+    assert (
+        spread_span_seconds(
+            slot=SLOT, tz=kolkata, spread_minutes=SPREAD, window=timedelta(minutes=10), calling_hours=hours
+        )
+        == 9 * 60
+    )
     last_minute = HOURS_END - timedelta(seconds=30)
-    assert spread_span_seconds(
-        slot=last_minute, tz=kolkata, spread_minutes=SPREAD, window=window, calling_hours=hours
-    ) == 0
+    assert (
+        spread_span_seconds(
+            slot=last_minute, tz=kolkata, spread_minutes=SPREAD, window=window, calling_hours=hours
+        )
+        == 0
+    )
     overnight = (time(20, 0), time(2, 0))
-    assert spread_span_seconds(
-        slot=LATE_SLOT, tz=kolkata, spread_minutes=SPREAD, window=window, calling_hours=overnight
-    ) == SPREAD * 60
+    assert (
+        spread_span_seconds(
+            slot=LATE_SLOT, tz=kolkata, spread_minutes=SPREAD, window=window, calling_hours=overnight
+        )
+        == SPREAD * 60
+    )
 
 
 @on_the_database
@@ -261,9 +271,7 @@ def test_no_user_of_a_spread_slot_inside_the_hours_is_released_after_they_end(
     from users.selectors import users_calling_outside_hours
 
     settings.CALL_SPREAD_MINUTES = SPREAD
-    policy_update(
-        changes={"calling_hours": {"start": "09:00", "end": "21:00"}}, user_id=None, actor="test"
-    )
+    policy_update(changes={"calling_hours": {"start": "09:00", "end": "21:00"}}, user_id=None, actor="test")
     with time_machine.travel(LATE_SLOT - timedelta(hours=1), tick=False):
         users = [make_user(call_time=time(20, 55)) for _ in range(12)]
     # Unfolded, some of these users' steps lie past 21:00.

@@ -360,9 +360,9 @@ def walk(browser, operator, make_user, make_call, tmp_path, *, width: int) -> No
         browser.find("#content")
         # A page that answered with an error (a 404, a 500, the login form) is not the page.
         title = browser.driver.title
-        assert "login" not in browser.path and not re.search(
-            r"Page not found|Server Error", title
-        ), f"{path} did not open: {title!r} at {browser.path}"
+        assert "login" not in browser.path and not re.search(r"Page not found|Server Error", title), (
+            f"{path} did not open: {title!r} at {browser.path}"
+        )
         problems = browser.driver.execute_script(LAYOUT_PROBLEMS)
         failures += [f"{name} ({path}): {problem}" for problem in problems]
         browser.screenshot(f"{width}-{name}")
