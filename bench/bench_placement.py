@@ -367,7 +367,7 @@ def run(
     specs = specs or (
         ["5x100b50-pool", "5x250b50-pool"]
         if quick
-        else ["5x100b50", "5x100b50-pool", "5x250b50-pool", "4x200b50", "4x200b50-pool", "2x100b50"]
+        else ["4x200b100-pool", "4x200b50-pool", "5x100b50-pool", "5x250b50-pool", "4x200b100", "2x100b50"]
     )
     configs = [original, *(parse_config(spec, calls) for spec in specs)]
 

@@ -267,8 +267,8 @@ RQ_QUEUES = {
     for name in (CALLS_QUEUE, TICK_QUEUE, NOTIFICATIONS_QUEUE, EVENTS_QUEUE)
 }
 RQ_SHOW_ADMIN_LINK = True
-# Worker processes (rqworker-pool --num-workers). 4 x PROVIDER_MAX_CONCURRENCY 200 gives each
-# process a thread per call of a CALL_BATCH_SIZE batch: a batch is dialed in one round trip.
+# Worker processes (rqworker-pool --num-workers). 4 x PROVIDER_MAX_CONCURRENCY 200: 50 threads
+# a process, each going on to the next call of its CALL_BATCH_SIZE batch as its answer comes.
 QUEUE_CONCURRENCY = env.int("QUEUE_CONCURRENCY", default=4)
 
 # --- Events to the product's app (docs/events.md) -----------------------------------------
@@ -517,13 +517,16 @@ CALL_DIALING_TIMEOUT_SECONDS = env.int("CALL_DIALING_TIMEOUT_SECONDS", default=6
 CALL_OUTCOME_TIMEOUT_SECONDS = env.int("CALL_OUTCOME_TIMEOUT_SECONDS", default=3600)
 # First attempts are placed in batch jobs of this many calls, each batch on a thread pool:
 # RQ runs one job per process, and a provider answers in ~200 ms, so one call per job would
-# leave a worker idle waiting on the network.
-CALL_BATCH_SIZE = env.int("CALL_BATCH_SIZE", default=50)
+# leave a worker idle waiting on the network. Twice a process's threads (100 for 50): a
+# thread whose answer came goes on to the batch's next call, so the threads wait on the
+# provider, not on the job's take and record (78% of a bare client at 50, 89% at 100 on the
+# bench host: BENCHMARKS.md, issue 21).
+CALL_BATCH_SIZE = env.int("CALL_BATCH_SIZE", default=100)
 # Calls in flight at once to the provider, in total across the QUEUE_CONCURRENCY worker
 # processes (each process gets an equal share of at least one). At 200 (50 a process, one
 # per call of a batch) a worker box sends up to 200 requests at once, about 1,000 a second
 # at a 200 ms answer: lower it for an account whose API rate limit is below that
-# (docs/deploying/scale-out.md). At 100, a batch of 50 took three rounds on 20 threads.
+# (docs/deploying/scale-out.md).
 PROVIDER_MAX_CONCURRENCY = env.int("PROVIDER_MAX_CONCURRENCY", default=200)
 if CALL_BATCH_SIZE < 1 or PROVIDER_MAX_CONCURRENCY < 1 or QUEUE_CONCURRENCY < 1:
     raise ImproperlyConfigured(
