@@ -263,6 +263,15 @@ def py_spy_record(processes: list[subprocess.Popen], out: Path, name: str) -> li
     ]
 
 
+def py_spy_finish(spies: list[subprocess.Popen]) -> None:
+    """Let each py-spy write its file once its process is gone (stopped if it hangs)."""
+    for spy in spies:
+        try:
+            spy.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            stop_process(spy)
+
+
 def summarize_py_spy(
     files: list[Path],
     *,
@@ -322,11 +331,7 @@ def place(config: Config, env: dict[str, str], logs: Path, profile_to: Path | No
     watched = _watch(config, processes, timeout, after)
     _cpu_of_others(after)
     outcome = _outcome(config, watched, _cpu_delta(before, after))
-    for spy in spies:
-        try:
-            spy.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            stop_process(spy)
+    py_spy_finish(spies)
     if profile_to is not None:
         files = [profile_to / f"{name}-{i}.txt" for i in range(len(processes))]
         (profile_to / f"{name}-summary.txt").write_text(summarize_py_spy(files))

@@ -37,7 +37,7 @@ import psycopg
 import requests
 
 import seed
-from bench_placement import py_spy_record, summarize_py_spy
+from bench_placement import py_spy_finish, py_spy_record, summarize_py_spy
 from harness import BENCH_DSN, PYTHON, ROOT, Table, flush_redis, met, say, stop_process
 
 # Issue 12: twice the 508 req/s of the shipped command measured on 2026-12-01, p99 <= 50 ms.
@@ -305,11 +305,7 @@ def _one_round(
         database_cpu = _database_cpu() - database_cpu
     finally:
         stop_process(gunicorn)
-        for spy in spies:
-            try:
-                spy.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                stop_process(spy)
+        py_spy_finish(spies)
     if profile_to is not None:
         (profile_to / "webhook-gunicorn-summary.txt").write_text(
             summarize_py_spy(
