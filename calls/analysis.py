@@ -98,9 +98,17 @@ def calls_analyse(*, call_ids: list[int]) -> dict[str, int]:
     The calls and their users are read in one query (one each was two-fifths of the job)."""
     done = failed = 0
     calls = Call.objects.select_related("user").in_bulk(call_ids)
+    analysed_users: set[int] = set()
     for call_id in call_ids:
+        call = calls.get(call_id)
+        if call is not None and call.user_id in analysed_users:
+            # An earlier call of the batch may have changed the person (an opt-out): read
+            # them again rather than act on what the batch's read saw.
+            call = None
+        elif call is not None:
+            analysed_users.add(call.user_id)
         try:
-            call_analyse(call_id=call_id, call=calls.get(call_id))
+            call_analyse(call_id=call_id, call=call)
             done += 1
         except Exception:
             logger.exception("Call %s: analysis failed", call_id)

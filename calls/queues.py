@@ -270,6 +270,8 @@ def _schedule_retries_job(bucket: int, *, job_id: str, at: datetime | None) -> N
         # It places CALL_BATCH_SIZE calls itself and hands any more to batch jobs.
         timeout=batch_job_timeout(settings.CALL_BATCH_SIZE),
         description=retries_job_description(datetime.fromtimestamp(bucket, tz=UTC)),
+        # A try that failed put its calls back (retries.retries_release): the next takes them.
+        retry=_retry(list(settings.CALL_PLACE_RETRY_INTERVALS)),
         **_job_options(),
     )
     if at is None:
@@ -279,6 +281,17 @@ def _schedule_retries_job(bucket: int, *, job_id: str, at: datetime | None) -> N
     with queue.connection.pipeline() as pipe:
         queue.schedule_job(job, at, pipeline=pipe)
         pipe.execute()
+
+
+def retries_put_back(bucket: int, call_ids: list[int]) -> None:
+    """Return call ids a bucket's job took but could not place (it failed): its next try
+    (RQ retries it) or the bucket's next job takes them again. Raises RedisError."""
+    if call_ids:
+        key = _retry_bucket_key(bucket, "calls")
+        with _connection().pipeline() as pipe:
+            pipe.sadd(key, *call_ids)
+            pipe.expire(key, RETRY_BUCKET_TTL_SECONDS)
+            pipe.execute()
 
 
 def retries_take(bucket: int) -> list[int]:

@@ -38,6 +38,19 @@ def retries_release(*, bucket: int, job_id: str | None = None) -> dict[str, int]
     call_ids = queues.retries_take(bucket)
     if not call_ids:
         return {}
+    try:
+        return _release(bucket, call_ids, job_id=job_id)
+    except BaseException:
+        # (RQ's timeout too.) Back in the bucket for this job's next try, which RQ makes;
+        # a call already dialed is not dialed again (its row is no longer queued).
+        try:
+            queues.retries_put_back(bucket, call_ids)
+        except RedisError:
+            logger.error("Redis unreachable: %s retries will be enqueued by a tick", len(call_ids))
+        raise
+
+
+def _release(bucket: int, call_ids: list[int], *, job_id: str | None) -> dict[str, int]:
     size = settings.CALL_BATCH_SIZE
     own, rest = call_ids[:size], call_ids[size:]
     batches = {

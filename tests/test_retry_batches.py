@@ -202,3 +202,40 @@ def test_retries_for_a_capped_provider_wait_for_a_line_and_are_placed(
     assert queues.calls_queue().fetch_job(job_id).return_value() == {"waiting_for_capacity": 2}
     assert dialed_call_ids(fake_callkaro) == sorted(retry.pk for retry in retries)
     assert set(Call.objects.filter(attempt=2).values_list("status", flat=True)) == {CallStatus.RINGING}
+
+
+def test_a_bucket_job_that_fails_puts_its_calls_back_and_its_next_try_places_them(
+    fake_callkaro, make_call, redis_conn, monkeypatch
+):
+    from calls import dispatch
+
+    retry = unanswered(make_call)
+    job_id, _ = retry_release(retry)
+    real_dispatch = dispatch.calls_dispatch_batch
+    failures = []
+
+    def failing_once(*, call_ids):
+        if not failures:
+            failures.append(call_ids)
+            raise RuntimeError("the database went away mid-job")
+        return real_dispatch(call_ids=call_ids)
+
+    monkeypatch.setattr(dispatch, "calls_dispatch_batch", failing_once)
+    taken_back: list[int] = []
+    real_take = queues.retries_take
+
+    def recording_take(bucket):
+        ids = real_take(bucket)
+        taken_back.extend(ids)
+        return ids
+
+    monkeypatch.setattr(queues, "retries_take", recording_take)
+
+    # The tests' CALL_PLACE_RETRY_INTERVALS are 0,0: RQ tries the job again at once.
+    burst_at(BUCKET_AT + timedelta(seconds=1))
+    assert failures == [[retry.pk]]
+    assert taken_back == [retry.pk, retry.pk]  # put back by the failed try, taken by the next
+    assert dialed_call_ids(fake_callkaro) == [retry.pk]  # once
+    assert Call.objects.get(pk=retry.pk).status == CallStatus.RINGING
+    assert gathered(queues.retry_bucket(retry.scheduled_for)) == set()
+    assert queues.calls_queue().fetch_job(job_id).return_value() == {"placed": 1}
