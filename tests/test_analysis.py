@@ -220,6 +220,21 @@ def test_a_call_back_is_not_dialed_while_another_call_to_the_user_is_live(make_c
 
 @pytest.mark.django_db
 @pytest.mark.usefixtures("on_the_calls_day")
+def test_in_one_job_an_opt_out_heard_first_stops_the_same_persons_call_back_asked_later(make_call, client):
+    stop = completed_with(make_call, client, "Agent: How was today? User: Please stop calling me.")
+    later = make_call(user=stop.user, attempt=2, status=CallStatus.DIALING, provider_call_id="ck-later")
+    post(client, event(later, "completed", transcript="Agent: Hi! User: Call me back in an hour."))
+
+    assert calls_analyse(call_ids=[stop.pk, later.pk]) == {"analysed": 2, "failed": 0}
+
+    stop.user.refresh_from_db()
+    assert stop.user.call_enabled is False
+    # The second call's analysis saw the person as they now are, not as the job first read them.
+    assert not Call.objects.filter(callback=True).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("on_the_calls_day")
 def test_stop_calling_me_opts_the_user_out_and_cancels_what_waits(make_call, client):
     call = completed_with(make_call, client, "Agent: How was today? User: Please stop calling me.")
     waiting = make_call(user=call.user, attempt=2, status=CallStatus.QUEUED)
