@@ -12,11 +12,24 @@ import os
 # usually shared. WEB_CONCURRENCY, or --workers on the command line, sets it instead.
 
 
+CGROUP_CPU_MAX = "/sys/fs/cgroup/cpu.max"
+
+
 def _cores() -> int:
+    """The cores this process may use: those it may run on, fewer if its container's CPU
+    quota (cgroup v2's cpu.max, what `docker --cpus` and Kubernetes' limits set) is lower."""
     try:
-        return len(os.sched_getaffinity(0))  # the cores this process may run on
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    try:
+        with open(CGROUP_CPU_MAX) as limits:
+            quota, period = limits.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, -(-int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit to read
+    return cores
 
 
 workers = int(os.environ.get("WEB_CONCURRENCY") or min(2 * _cores() + 1, 9))

@@ -375,6 +375,21 @@ def test_the_shipped_web_command_runs_two_workers_a_core_and_one_unless_told(mon
     assert ConfiguredGunicorn(GUNICORN_CONF).cfg.workers == 5
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
     assert ConfiguredGunicorn(GUNICORN_CONF).cfg.workers == 9
+    # A container's CPU quota counts, not the host's cores: 1.5 CPUs are 2 cores.
+    real_open = open
+
+    def quota_of(text):
+        def fake_open(path, *args, **kwargs):
+            if str(path) == "/sys/fs/cgroup/cpu.max":
+                return io.StringIO(text)
+            return real_open(path, *args, **kwargs)
+
+        return fake_open
+
+    monkeypatch.setattr("builtins.open", quota_of("150000 100000\n"))
+    assert ConfiguredGunicorn(GUNICORN_CONF).cfg.workers == 5
+    monkeypatch.setattr("builtins.open", quota_of("max 100000\n"))
+    assert ConfiguredGunicorn(GUNICORN_CONF).cfg.workers == 9
     monkeypatch.setenv("WEB_CONCURRENCY", "3")
     assert ConfiguredGunicorn(GUNICORN_CONF).cfg.workers == 3
     # Neither shipped command names a count that would override it.
