@@ -36,7 +36,7 @@ def call_job_description(call_id: int) -> str:
 
 
 def batch_job_description(call_ids: Sequence[int]) -> str:
-    """ "Batch of 50 first attempts from call 123" (its first call, which names the job)."""
+    """ "Batch of 100 first attempts from call 123" (its first call, which names the job)."""
     count = len(call_ids)
     return f"Batch of {count} first attempt{'s' if count != 1 else ''} from call {call_ids[0]}"
 

@@ -79,7 +79,9 @@ def result_normalise(*, provider: str, payloads: list[Any], status: str = "") ->
 
 def result_store(*, call: Call, result: NormalisedResult) -> CallResult:
     """Create or replace the call's result (a later payload, Retell's call_analyzed, say,
-    completes an earlier one). The analysis' own fields are left as they are."""
+    completes an earlier one). The analysis' own fields are left as they are in the row;
+    the instance returned does not hold them (nor the row's created_at): read the row for
+    those (call_analyse does, under its lock)."""
     from .budget import cost_record
 
     fields = result.fields

@@ -153,11 +153,12 @@ except (TypeError, ValueError) as exc:
 # its one connection; reconnecting for every job would cost more than the job's queries.
 DATABASES["default"]["CONN_MAX_AGE"] = env.int("CONN_MAX_AGE", default=60)
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
-# The set-based statements bound on the server (calls/bulk.py: the tick's claim, a day's
-# marks and events, the outbox) are prepared once per connection, so PostgreSQL plans each
-# shape once instead of on every run: a webhook's events statement cost 0.4 ms less of
-# PostgreSQL's CPU (BENCHMARKS.md, issue 21). Off for PgBouncer in transaction pooling mode
-# older than 1.21 (session mode, which docs/deploying/scale-out.md names, keeps them).
+# The few statements every webhook runs bound on the server (calls/bulk.py's array_cursor
+# with at most PREPARED_MAX_ROWS rows: the outcome's UPDATE, a day's marks and events) are
+# prepared once per connection, so PostgreSQL plans each shape once instead of on every
+# run: 0.4 ms less of PostgreSQL's CPU a webhook with events on (BENCHMARKS.md, issue 21).
+# Off behind a pooler in transaction mode unless it keeps prepared statements (PgBouncer
+# 1.22 or newer with max_prepared_statements above 0); session mode keeps them.
 DATABASE_PREPARED_STATEMENTS = env.bool("DATABASE_PREPARED_STATEMENTS", default=True)
 if DATABASE_PREPARED_STATEMENTS and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # psycopg prepares only on a connection with a threshold (Django sets None: never).
