@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from . import bulk, days, queues
+from . import bulk, days, queues, retry_buckets
 from .models import STATUS_RANK, TERMINAL_STATUSES, Call, CallStatus
 from .policy import policy_current
 from .providers.base import CallEvent
@@ -470,8 +470,8 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
         return False
     # Released with the other retries of its instant (calls/retries.py): its row names the
     # bucket's job, which the tick's sweeps ask Redis about.
-    bucket = queues.retry_bucket(retry.scheduled_for)
-    retry.job_id = queues.retry_bucket_job_id(bucket)
+    bucket = retry_buckets.retry_bucket(retry.scheduled_for)
+    retry.job_id = retry_buckets.retry_bucket_job_id(bucket)
     inserted = insert_calls_ignoring_conflicts([retry])
     if not inserted:
         return False
@@ -566,7 +566,7 @@ def _enqueue_retry_batches(batches: dict[str, list[int]], at: dict[str, datetime
 
 def _gather_retry(call_id: int, bucket: int) -> None:
     try:
-        queues.retries_gather([call_id], bucket=bucket, now=timezone.now())
+        retry_buckets.retries_gather([call_id], bucket=bucket, now=timezone.now())
     except RedisError as exc:
         # The retry row is committed and queued, naming a job Redis does not have: the first
         # tick after it is due finds it without a live job and enqueues it.

@@ -82,11 +82,11 @@ def user_busy_job_id(call_id: int, *, at: datetime) -> str:
     return f"call-{call_id}-after-{at.astimezone(UTC):%Y%m%dT%H%M%S}"
 
 
-def _job_options() -> dict[str, Any]:
+def job_options() -> dict[str, Any]:
     return {"result_ttl": settings.JOB_RESULT_TTL, "failure_ttl": settings.JOB_FAILURE_TTL}
 
 
-def _retry(intervals: list[int]) -> Retry | None:
+def rq_retry(intervals: list[int]) -> Retry | None:
     return Retry(max=len(intervals), interval=intervals) if intervals else None
 
 
@@ -134,7 +134,7 @@ def enqueue_call_batches(batches: dict[str, list[int]], *, at: Mapping[str, date
             job_id=job_id,
             timeout=batch_job_timeout(len(call_ids)),
             description=batch_job_description(call_ids),
-            **_job_options(),
+            **job_options(),
         )
 
     job_datas = [
@@ -161,145 +161,6 @@ def enqueue_call_batches(batches: dict[str, list[int]], *, at: Mapping[str, date
             queue.schedule_job(job, when, pipeline=pipe)
         pipe.execute()
     return sum(len(ids) for ids in batches.values())
-
-
-# --- Outcome retries, gathered ---------------------------------------------------------------
-# A webhook's retry does not get a job of its own: its call id joins the set of its bucket
-# (its time rounded up to RETRY_GATHER_SECONDS), and the first retry of a bucket schedules
-# the one job that releases them all at the bucket's time (calls/retries.py). Per bucket:
-#   calls       set of the call ids gathered;
-#   job         a marker: a job is scheduled and has not run yet;
-#   generation  how many jobs the bucket has had (a retry added after its job ran gets a
-#               new one, under a new name: the first cannot be rescheduled while it runs).
-PLACE_RETRIES_JOB = "calls.jobs.place_retries"
-# A bucket's calls and generation outlive any job that may still pop them by far.
-RETRY_BUCKET_TTL_SECONDS = 86_400
-# The marker outlives the bucket's time by this much: long enough for the job to run, short
-# enough that a marker left by a scheduling that failed half-way blocks nobody for long.
-RETRY_MARKER_MARGIN_SECONDS = 60
-
-# Add call ids (ARGV[3..]) to a bucket; if no job is scheduled for it, mark one (for
-# ARGV[2] seconds) and return the bucket's new generation, else 0. Atomic with
-# _TAKE_RETRIES_SCRIPT: a retry is either in the set a job pops, or it finds no marker and
-# schedules a job of its own.
-_GATHER_RETRIES_SCRIPT = """
-redis.call('SADD', KEYS[1], unpack(ARGV, 3))
-redis.call('EXPIRE', KEYS[1], ARGV[1])
-if not redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[2]) then return 0 end
-local generation = redis.call('INCR', KEYS[3])
-redis.call('EXPIRE', KEYS[3], ARGV[1])
-return generation
-"""
-
-# A bucket's job runs: the marker first (a retry added from now on schedules a new job),
-# then all the call ids, taken out.
-_TAKE_RETRIES_SCRIPT = """
-redis.call('DEL', KEYS[2])
-local ids = redis.call('SMEMBERS', KEYS[1])
-redis.call('DEL', KEYS[1])
-return ids
-"""
-
-
-def retry_bucket(due: datetime) -> int:
-    """The bucket a retry due at ``due`` is released with: the epoch second, a multiple of
-    RETRY_GATHER_SECONDS, at or after ``due`` (never before: the call would not be due)."""
-    gather = settings.RETRY_GATHER_SECONDS
-    second = int(due.timestamp())
-    if second < due.timestamp():
-        second += 1
-    return -(-second // gather) * gather
-
-
-def retry_bucket_job_id(bucket: int, *, generation: int = 1) -> str:
-    """The bucket's job: its first is named after the bucket alone (the name its retries'
-    rows carry), any later one (a retry added after the first ran) after its generation."""
-    name = f"place-retries-{bucket}"
-    return name if generation == 1 else f"{name}-{generation}"
-
-
-def _retry_bucket_key(bucket: int, part: str) -> str:
-    return f"relevel:retries:{bucket}:{part}"
-
-
-def retries_gather(call_ids: list[int], *, bucket: int, now: datetime) -> str | None:
-    """Add committed retries to their bucket and, if this is the first since the bucket's
-    job was last scheduled (or ran), schedule that job for the bucket's time (at once if it
-    has come). Returns the job id scheduled, None if one was already waiting. One round
-    trip, two for the first retry of a bucket. Raises RedisError; a job that could not be
-    scheduled leaves no marker behind, if Redis lets it go."""
-    if not call_ids:
-        return None
-    connection = _connection()
-    at = datetime.fromtimestamp(bucket, tz=UTC)
-    ahead = max(0, int((at - now).total_seconds()))
-    marker = _retry_bucket_key(bucket, "job")
-    generation = connection.eval(
-        _GATHER_RETRIES_SCRIPT,
-        3,
-        _retry_bucket_key(bucket, "calls"),
-        marker,
-        _retry_bucket_key(bucket, "generation"),
-        ahead + RETRY_BUCKET_TTL_SECONDS,
-        ahead + RETRY_MARKER_MARGIN_SECONDS,
-        *call_ids,
-    )
-    if not generation:
-        return None
-    job_id = retry_bucket_job_id(bucket, generation=int(generation))
-    try:
-        _schedule_retries_job(bucket, job_id=job_id, at=at if at > now else None)
-    except RedisError:
-        # Without the marker, the bucket's next retry schedules the job; if even this fails
-        # the marker runs out by itself, and the tick's stranded sweep finds the calls.
-        try:
-            connection.delete(marker)
-        except RedisError:
-            pass
-        raise
-    return job_id
-
-
-def _schedule_retries_job(bucket: int, *, job_id: str, at: datetime | None) -> None:
-    from .job_descriptions import retries_job_description
-
-    queue = calls_queue()
-    fields: dict[str, Any] = dict(
-        args=(bucket,),
-        job_id=job_id,
-        # It places CALL_BATCH_SIZE calls itself and hands any more to batch jobs.
-        timeout=batch_job_timeout(settings.CALL_BATCH_SIZE),
-        description=retries_job_description(datetime.fromtimestamp(bucket, tz=UTC)),
-        # A try that failed put its calls back (retries.retries_release): the next takes them.
-        retry=_retry(list(settings.CALL_PLACE_RETRY_INTERVALS)),
-        **_job_options(),
-    )
-    if at is None:
-        queue.enqueue_many([Queue.prepare_data(PLACE_RETRIES_JOB, **fields)])
-        return
-    job = queue.create_job(PLACE_RETRIES_JOB, status=JobStatus.SCHEDULED, **fields)
-    with queue.connection.pipeline() as pipe:
-        queue.schedule_job(job, at, pipeline=pipe)
-        pipe.execute()
-
-
-def retries_put_back(bucket: int, call_ids: list[int]) -> None:
-    """Return call ids a bucket's job took but could not place (it failed): its next try
-    (RQ retries it) or the bucket's next job takes them again. Raises RedisError."""
-    if call_ids:
-        key = _retry_bucket_key(bucket, "calls")
-        with _connection().pipeline() as pipe:
-            pipe.sadd(key, *call_ids)
-            pipe.expire(key, RETRY_BUCKET_TTL_SECONDS)
-            pipe.execute()
-
-
-def retries_take(bucket: int) -> list[int]:
-    """The bucket's call ids, taken out of Redis (its job runs now), in id order."""
-    ids = _connection().eval(
-        _TAKE_RETRIES_SCRIPT, 2, _retry_bucket_key(bucket, "calls"), _retry_bucket_key(bucket, "job")
-    )
-    return sorted(int(call_id) for call_id in ids)
 
 
 def _whole_second_after(at: datetime) -> datetime:
@@ -341,10 +202,10 @@ def enqueue_place_call(
         job_id=job_id,
         # The call, its user and attempt in the dashboard (a query unless the caller says).
         description=description or call_job_description(call_id),
-        retry=_retry(retry_intervals),
+        retry=rq_retry(retry_intervals),
         job_timeout=settings.CALL_JOB_TIMEOUT,
         unique=True,
-        **_job_options(),
+        **job_options(),
     )
     try:
         if at is None:
@@ -362,7 +223,7 @@ def analysis_note(call_id: int) -> None:
     noted calls to workers in batches. A Redis failure is logged, never raised: the outcome
     is committed and its payloads kept, so the call can be analysed later."""
     try:
-        _connection().rpush(ANALYSIS_PENDING_KEY, call_id)
+        redis_connection().rpush(ANALYSIS_PENDING_KEY, call_id)
     except RedisError as exc:
         logger.error("Redis unreachable (%s): call %s is not noted for analysis", type(exc).__name__, call_id)
 
@@ -371,7 +232,7 @@ def analysis_note_many(call_ids: list[int]) -> None:
     """analysis_note for several calls in one RPUSH (the tick's sweep of calls whose note
     was lost). Raises RedisError: the tick logs it and tries again next time."""
     if call_ids:
-        _connection().rpush(ANALYSIS_PENDING_KEY, *call_ids)
+        redis_connection().rpush(ANALYSIS_PENDING_KEY, *call_ids)
 
 
 ANALYSIS_SWEPT_KEY = "relevel:analysis:swept-until"
@@ -380,17 +241,17 @@ ANALYSIS_SWEPT_KEY = "relevel:analysis:swept-until"
 def analysis_swept_until() -> int:
     """The last call id the sweep noted, while its notes may still be waiting to be
     analysed (0 once that time is over): the next tick goes on after it, not again."""
-    return int(_connection().get(ANALYSIS_SWEPT_KEY) or 0)
+    return int(redis_connection().get(ANALYSIS_SWEPT_KEY) or 0)
 
 
 def analysis_swept_set(call_id: int, *, seconds: int) -> None:
-    _connection().set(ANALYSIS_SWEPT_KEY, call_id, ex=seconds)
+    redis_connection().set(ANALYSIS_SWEPT_KEY, call_id, ex=seconds)
 
 
 def analysis_take_noted(*, limit: int) -> list[int]:
     """Pop up to ``limit`` noted call ids, oldest first, de-duplicated (a call noted twice,
     Retell's call_ended then call_analyzed, is analysed once, from all its payloads)."""
-    popped = _connection().lpop(ANALYSIS_PENDING_KEY, limit) or []
+    popped = redis_connection().lpop(ANALYSIS_PENDING_KEY, limit) or []
     return list(dict.fromkeys(int(value) for value in popped))
 
 
@@ -422,7 +283,7 @@ def on_commit(func: Callable[[], Any]) -> None:
 
 def enqueue_in(delay: timedelta, func: str, *args: Any) -> Job:
     """Run the job at dotted path ``func`` after ``delay``."""
-    return calls_queue().enqueue_in(delay, func, *args, **_job_options())
+    return calls_queue().enqueue_in(delay, func, *args, **job_options())
 
 
 CALENDAR_RESCHEDULE_JOB = "calls.jobs.reschedule_calendars"
@@ -433,13 +294,13 @@ def enqueue_calendar_reschedule() -> Job:
     return tick_queue().enqueue(
         CALENDAR_RESCHEDULE_JOB,
         description="Moving next calls after the call policy's days off changed",
-        **_job_options(),
+        **job_options(),
     )
 
 
 def enqueue_tick(*, description: str = "Scheduling tick, triggered now (not the cron's)") -> Job:
     """Enqueue one scheduling tick now (the manual trigger)."""
-    return tick_queue().enqueue(SCHEDULE_CALLS_JOB, description=description, **_job_options())
+    return tick_queue().enqueue(SCHEDULE_CALLS_JOB, description=description, **job_options())
 
 
 # A job in one of these states will still run; any other (finished, failed, stopped,
@@ -553,7 +414,8 @@ def capped_providers() -> list[str]:
     return [provider for provider in settings.CALL_PROVIDERS if provider_is_capped(provider)]
 
 
-def _connection() -> Redis:
+def redis_connection() -> Redis:
+    """The calls queue's Redis connection (relevel's own keys live there too)."""
     # The calls queue's connection, without building the queue: an RQ Queue object per
     # call was most of the CPU of the webhook's one RPUSH (analysis_note).
     return _redis_connection(settings.RQ_QUEUES[settings.CALLS_QUEUE]["URL"], settings.REDIS_SOCKET_TIMEOUT)
@@ -563,7 +425,7 @@ def capacity_admit(provider: str, deadlines: dict[int, float]) -> None:
     """Put calls in the provider's waiting set, each scored by when its window closes (a
     call already there keeps the earlier deadline)."""
     if deadlines:
-        _connection().zadd(
+        redis_connection().zadd(
             _capacity_key(provider, "waiting"), {str(k): v for k, v in deadlines.items()}, lt=True
         )
 
@@ -587,7 +449,7 @@ def capacity_take(
     """Lease lines for up to ``want`` waiting calls, earliest deadline first (atomic across
     processes). A call whose window closes within ``send_margin`` seconds is missed. With a
     dispatcher's ``token``, only while its lock is still that dispatcher's (else ``lost``)."""
-    taken, deadlines, missed, lost = _connection().eval(
+    taken, deadlines, missed, lost = redis_connection().eval(
         _TAKE_SCRIPT,
         5,
         _capacity_key(provider, "live"),
@@ -613,7 +475,7 @@ def capacity_take(
 def capacity_extend(provider: str, call_id: int, *, until: float) -> None:
     """Keep a sent call's line until ``until`` (its outcome frees it sooner). A call whose
     outcome already came (and freed the line) is not leased again."""
-    _connection().zadd(_live_calls_key(provider), {str(call_id): until}, xx=True)
+    redis_connection().zadd(_live_calls_key(provider), {str(call_id): until}, xx=True)
 
 
 def capacity_give_back(provider: str, deadlines: dict[int, float], *, hold_seconds: float = 0) -> None:
@@ -622,7 +484,7 @@ def capacity_give_back(provider: str, deadlines: dict[int, float], *, hold_secon
     it is unreachable: sending again at once would only be refused again)."""
     if not deadlines:
         return
-    with _connection().pipeline() as pipe:
+    with redis_connection().pipeline() as pipe:
         pipe.zrem(_live_calls_key(provider), *map(str, deadlines))
         pipe.zadd(_capacity_key(provider, "waiting"), {str(k): v for k, v in deadlines.items()}, lt=True)
         if hold_seconds > 0:
@@ -633,14 +495,14 @@ def capacity_give_back(provider: str, deadlines: dict[int, float], *, hold_secon
 def capacity_free(provider: str, call_ids: list[int]) -> None:
     """Free the lines of calls that were taken and will not be sent (or were refused for good)."""
     if call_ids:
-        _connection().zrem(_live_calls_key(provider), *map(str, call_ids))
+        redis_connection().zrem(_live_calls_key(provider), *map(str, call_ids))
 
 
 def capacity_forget(provider: str, call_ids: list[int]) -> None:
     """Take calls out of the provider's waiting set: settled elsewhere (the tick recorded
     them missed), nobody is to take them."""
     if call_ids:
-        _connection().zrem(_capacity_key(provider, "waiting"), *map(str, call_ids))
+        redis_connection().zrem(_capacity_key(provider, "waiting"), *map(str, call_ids))
 
 
 @dataclass(frozen=True)
@@ -656,7 +518,7 @@ def capacity_counts(provider: str, *, now: float) -> CapacityCounts:
 def capacity_counts_of(providers: list[str], *, now: float) -> dict[str, CapacityCounts]:
     """Live calls (unexpired leases; one scored exactly ``now`` has run out) and calls
     waiting, per provider, in one round trip; raises RedisError."""
-    with _connection().pipeline(transaction=False) as pipe:
+    with redis_connection().pipeline(transaction=False) as pipe:
         for provider in providers:
             pipe.zcount(_live_calls_key(provider), f"({now}", "+inf")
             pipe.zcard(_capacity_key(provider, "waiting"))
@@ -671,7 +533,7 @@ def calls_waiting_for_capacity(provider: str, call_ids: list[int]) -> set[int]:
     """Which of these calls are in the provider's waiting set (they have no job, and need none)."""
     if not call_ids:
         return set()
-    scores = _connection().zmscore(_capacity_key(provider, "waiting"), [str(pk) for pk in call_ids])
+    scores = redis_connection().zmscore(_capacity_key(provider, "waiting"), [str(pk) for pk in call_ids])
     return {pk for pk, score in zip(call_ids, scores, strict=True) if score is not None}
 
 
@@ -682,34 +544,36 @@ def dispatcher_claim(provider: str, token: str, *, ttl_seconds: float) -> bool:
     calls admitted just after it stopped would wait with nobody to dispatch them until the
     next tick."""
     claimed = bool(
-        _connection().set(_capacity_key(provider, "dispatcher"), token, nx=True, px=int(ttl_seconds * 1000))
+        redis_connection().set(
+            _capacity_key(provider, "dispatcher"), token, nx=True, px=int(ttl_seconds * 1000)
+        )
     )
     if claimed:
-        _connection().delete(_capacity_key(provider, "dispatch-enqueued"))
+        redis_connection().delete(_capacity_key(provider, "dispatch-enqueued"))
     return claimed
 
 
 def dispatcher_renew(provider: str, token: str, *, ttl_seconds: float) -> bool:
     return bool(
-        _connection().eval(
+        redis_connection().eval(
             _RENEW_SCRIPT, 1, _capacity_key(provider, "dispatcher"), token, int(ttl_seconds * 1000)
         )
     )
 
 
 def dispatcher_release(provider: str, token: str) -> None:
-    _connection().eval(_UNLOCK_SCRIPT, 1, _capacity_key(provider, "dispatcher"), token)
+    redis_connection().eval(_UNLOCK_SCRIPT, 1, _capacity_key(provider, "dispatcher"), token)
 
 
 def dispatcher_is_running(provider: str) -> bool:
-    return bool(_connection().exists(_capacity_key(provider, "dispatcher")))
+    return bool(redis_connection().exists(_capacity_key(provider, "dispatcher")))
 
 
 def dispatcher_ensure(provider: str) -> bool:
     """Start a dispatcher for the provider's waiting calls unless one runs or was just
     enqueued (a rush's hundred batch jobs would otherwise enqueue a hundred); True if this
     call enqueued one."""
-    connection = _connection()
+    connection = redis_connection()
     if connection.exists(_capacity_key(provider, "dispatcher")):
         return False
     if not connection.set(_capacity_key(provider, "dispatch-enqueued"), 1, nx=True, px=5000):
@@ -729,7 +593,7 @@ def enqueue_dispatch(provider: str) -> Job:
         at_front=True,
         job_timeout=DISPATCHER_BUDGET_SECONDS + batch_job_timeout(1),
         description=f"Dispatch {provider}'s calls waiting for a free line",
-        **_job_options(),
+        **job_options(),
     )
 
 
@@ -742,7 +606,7 @@ def live_call_ended(*, provider: str, call_id: int) -> None:
     if not provider_is_capped(provider):
         return
     try:
-        waiting, dispatching = _connection().eval(
+        waiting, dispatching = redis_connection().eval(
             _RELEASE_SCRIPT,
             3,
             _live_calls_key(provider),

@@ -2,7 +2,7 @@
 
 A webhook's retry (outcomes.call_schedule_retry) joins the Redis bucket of its time rounded
 up to RETRY_GATHER_SECONDS, and the bucket's first retry schedules one job for that instant
-(queues.retries_gather). When it runs, the job takes every call id of the bucket out of
+(retry_buckets.retries_gather). When it runs, the job takes every call id of the bucket out of
 Redis and places them as a batch (dispatch.calls_dispatch_batch): one take, one round of
 dial-time checks, one read of the agents' variables and one write of the answers for up to
 CALL_BATCH_SIZE retries, where a job per retry did each of them once per call.
@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from redis.exceptions import RedisError
 
-from . import bulk, dispatch, queues
+from . import bulk, dispatch, queues, retry_buckets
 from .models import Call, CallStatus
 
 logger = logging.getLogger("relevel.calls")
@@ -35,7 +35,7 @@ def retries_release(*, bucket: int, job_id: str | None = None) -> dict[str, int]
     ``job_id``: this job's own id. The rows name the bucket's first job; a call carried by
     another job (a later generation of the bucket, or a batch this one hands on) is renamed
     first, so that the sweeps see it as live while that job is."""
-    call_ids = queues.retries_take(bucket)
+    call_ids = retry_buckets.retries_take(bucket)
     if not call_ids:
         return {}
     try:
@@ -44,7 +44,7 @@ def retries_release(*, bucket: int, job_id: str | None = None) -> dict[str, int]
         # (RQ's timeout too.) Back in the bucket for this job's next try, which RQ makes;
         # a call already dialed is not dialed again (its row is no longer queued).
         try:
-            queues.retries_put_back(bucket, call_ids)
+            retry_buckets.retries_put_back(bucket, call_ids)
         except RedisError:
             logger.error("Redis unreachable: %s retries will be enqueued by a tick", len(call_ids))
         raise
@@ -56,7 +56,7 @@ def _release(bucket: int, call_ids: list[int], *, job_id: str | None) -> dict[st
     batches = {
         queues.batch_job_id(rest[start]): rest[start : start + size] for start in range(0, len(rest), size)
     }
-    later_job = job_id if job_id and job_id != queues.retry_bucket_job_id(bucket) else None
+    later_job = job_id if job_id and job_id != retry_buckets.retry_bucket_job_id(bucket) else None
     carriers: dict[int, str] = dict.fromkeys(own, later_job) if later_job else {}
     carriers.update({pk: name for name, pks in batches.items() for pk in pks})
     if carriers:

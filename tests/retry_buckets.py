@@ -6,13 +6,13 @@ from datetime import datetime
 
 from rq.registry import ScheduledJobRegistry
 
-from calls import queues
+from calls import queues, retry_buckets
 from calls.models import Call
 
 
 def gathered(bucket: int) -> set[int]:
     """The call ids waiting in a bucket for its job."""
-    members = queues._connection().smembers(queues._retry_bucket_key(bucket, "calls"))
+    members = queues.redis_connection().smembers(retry_buckets.bucket_key(bucket, "calls"))
     return {int(member) for member in members}
 
 
@@ -23,8 +23,8 @@ def scheduled_jobs() -> list[str]:
 def retry_release(retry: Call) -> tuple[str, datetime | None]:
     """The job that will release ``retry`` (its row names it, its bucket holds it) and when
     RQ's scheduler releases that job (None if it is not scheduled)."""
-    bucket = queues.retry_bucket(retry.scheduled_for)
-    job_id = queues.retry_bucket_job_id(bucket)
+    bucket = retry_buckets.retry_bucket(retry.scheduled_for)
+    job_id = retry_buckets.retry_bucket_job_id(bucket)
     assert retry.job_id == job_id
     assert retry.pk in gathered(bucket)
     registry = ScheduledJobRegistry(queue=queues.calls_queue())

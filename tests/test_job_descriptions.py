@@ -8,7 +8,7 @@ from django.conf import settings
 from django.urls import reverse
 from rq.job import Job
 
-from calls import queues
+from calls import queues, retry_buckets
 from calls.models import CallStatus
 
 pytestmark = pytest.mark.django_db
@@ -55,8 +55,8 @@ def test_a_batch_job_names_its_size_and_first_call(make_call, redis_conn):
 
 
 def test_an_outcome_retries_job_names_its_instant(make_call, redis_conn):
-    bucket = queues.retry_bucket(datetime(2026, 11, 28, 15, 35, 2, tzinfo=UTC))
-    job_id = queues.retries_gather(
+    bucket = retry_buckets.retry_bucket(datetime(2026, 11, 28, 15, 35, 2, tzinfo=UTC))
+    job_id = retry_buckets.retries_gather(
         [make_call().pk], bucket=bucket, now=datetime(2026, 11, 28, 15, 5, tzinfo=UTC)
     )
     assert (

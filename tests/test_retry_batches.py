@@ -11,7 +11,7 @@ import redis
 import time_machine
 from rq import SimpleWorker
 
-from calls import outcomes, placement, queues, sweeps
+from calls import outcomes, placement, queues, retry_buckets, sweeps
 from calls.models import Call, CallStatus
 from calls.providers.base import CallEvent
 from tests.fakes import free_port
@@ -64,7 +64,7 @@ def test_two_retries_due_in_the_same_seconds_share_one_job_that_places_both(
     burst_at(BUCKET_AT + timedelta(seconds=1))
     assert dialed_call_ids(fake_callkaro) == [first.pk, second.pk]
     assert set(Call.objects.filter(attempt=2).values_list("status", flat=True)) == {CallStatus.RINGING}
-    assert gathered(queues.retry_bucket(first.scheduled_for)) == set()
+    assert gathered(retry_buckets.retry_bucket(first.scheduled_for)) == set()
     assert queues.calls_queue().fetch_job(job_id).return_value() == {"placed": 2}
 
 
@@ -88,38 +88,38 @@ def test_a_retry_added_after_its_buckets_job_took_the_calls_gets_a_job_of_its_ow
     monkeypatch.setattr(outcomes, "_gather_retry", lambda call_id, bucket: held.append((call_id, bucket)))
     late = unanswered(make_call, at=NOW + timedelta(seconds=1))
     monkeypatch.setattr(outcomes, "_gather_retry", real_gather)
-    bucket = queues.retry_bucket(early.scheduled_for)
+    bucket = retry_buckets.retry_bucket(early.scheduled_for)
     assert held == [(late.pk, bucket)]
 
-    real_take = queues.retries_take
+    real_take = retry_buckets.retries_take
     second_jobs: list[str | None] = []
 
     def take_then_the_late_retry_arrives(bucket_taken: int) -> list[int]:
         taken = real_take(bucket_taken)
         if held:
             call_id, its_bucket = held.pop()
-            second_jobs.append(queues.retries_gather([call_id], bucket=its_bucket, now=BUCKET_AT))
+            second_jobs.append(retry_buckets.retries_gather([call_id], bucket=its_bucket, now=BUCKET_AT))
         return taken
 
-    monkeypatch.setattr(queues, "retries_take", take_then_the_late_retry_arrives)
+    monkeypatch.setattr(retry_buckets, "retries_take", take_then_the_late_retry_arrives)
     burst_at(BUCKET_AT + timedelta(seconds=1))
 
-    assert second_jobs == [queues.retry_bucket_job_id(bucket, generation=2)]
+    assert second_jobs == [retry_buckets.retry_bucket_job_id(bucket, generation=2)]
     assert dialed_call_ids(fake_callkaro) == [early.pk, late.pk]  # each once
     late.refresh_from_db()
     assert late.status == CallStatus.RINGING and late.job_id == second_jobs[0]
-    first_job = queues.calls_queue().fetch_job(queues.retry_bucket_job_id(bucket))
+    first_job = queues.calls_queue().fetch_job(retry_buckets.retry_bucket_job_id(bucket))
     assert first_job.return_value() == {"placed": 1}
 
 
 def test_a_retry_added_before_the_job_takes_the_calls_never_schedules_a_second_job(make_call, redis_conn):
     first = unanswered(make_call)
-    bucket = queues.retry_bucket(first.scheduled_for)
+    bucket = retry_buckets.retry_bucket(first.scheduled_for)
     # Another webhook's retry for the same instant, the bucket's job still waiting.
-    assert queues.retries_gather([987654], bucket=bucket, now=NOW) is None
-    assert scheduled_jobs() == [queues.retry_bucket_job_id(bucket)]
-    assert queues.retries_take(bucket) == [first.pk, 987654]
-    assert queues.retries_take(bucket) == []  # taken once
+    assert retry_buckets.retries_gather([987654], bucket=bucket, now=NOW) is None
+    assert scheduled_jobs() == [retry_buckets.retry_bucket_job_id(bucket)]
+    assert retry_buckets.retries_take(bucket) == [first.pk, 987654]
+    assert retry_buckets.retries_take(bucket) == []  # taken once
 
 
 def test_a_call_already_taken_by_another_job_is_not_dialed_again_by_its_bucket(
@@ -154,13 +154,13 @@ def test_a_retry_gathered_while_redis_is_down_is_still_true_and_placed_by_a_tick
     fake_callkaro, make_call, redis_conn, monkeypatch, caplog, settings
 ):
     dead = redis.Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
-    monkeypatch.setattr(queues, "_connection", lambda: dead)
+    monkeypatch.setattr(queues, "redis_connection", lambda: dead)
     with caplog.at_level(logging.ERROR, logger="relevel.calls"):
         retry = unanswered(make_call)  # the webhook's answer: a retry was scheduled
     monkeypatch.undo()
     assert f"retry call {retry.pk} will be enqueued by a tick" in caplog.text
     assert scheduled_jobs() == [] and retry.status == CallStatus.QUEUED
-    assert retry.job_id == queues.retry_bucket_job_id(queues.retry_bucket(retry.scheduled_for))
+    assert retry.job_id == retry_buckets.retry_bucket_job_id(retry_buckets.retry_bucket(retry.scheduled_for))
 
     burst_at(BUCKET_AT + timedelta(seconds=1))  # nothing in Redis releases it
     assert fake_callkaro.requests == []
@@ -222,14 +222,14 @@ def test_a_bucket_job_that_fails_puts_its_calls_back_and_its_next_try_places_the
 
     monkeypatch.setattr(dispatch, "calls_dispatch_batch", failing_once)
     taken_back: list[int] = []
-    real_take = queues.retries_take
+    real_take = retry_buckets.retries_take
 
     def recording_take(bucket):
         ids = real_take(bucket)
         taken_back.extend(ids)
         return ids
 
-    monkeypatch.setattr(queues, "retries_take", recording_take)
+    monkeypatch.setattr(retry_buckets, "retries_take", recording_take)
 
     # The tests' CALL_PLACE_RETRY_INTERVALS are 0,0: RQ tries the job again at once.
     burst_at(BUCKET_AT + timedelta(seconds=1))
@@ -237,5 +237,5 @@ def test_a_bucket_job_that_fails_puts_its_calls_back_and_its_next_try_places_the
     assert taken_back == [retry.pk, retry.pk]  # put back by the failed try, taken by the next
     assert dialed_call_ids(fake_callkaro) == [retry.pk]  # once
     assert Call.objects.get(pk=retry.pk).status == CallStatus.RINGING
-    assert gathered(queues.retry_bucket(retry.scheduled_for)) == set()
+    assert gathered(retry_buckets.retry_bucket(retry.scheduled_for)) == set()
     assert queues.calls_queue().fetch_job(job_id).return_value() == {"placed": 1}

@@ -8,7 +8,7 @@ from django.utils import timezone
 from rq import SimpleWorker
 from rq.registry import FailedJobRegistry
 
-from calls import outcomes, queues, scheduling
+from calls import outcomes, retry_buckets, scheduling
 from calls.models import Call, CallStatus
 from calls.providers.base import CallEvent
 from calls.queues import calls_queue
@@ -93,7 +93,8 @@ def test_an_unanswered_call_is_retried_after_the_configured_delay(fake_callkaro,
     run_worker_burst()  # not due yet: the scheduler leaves it
     assert len(fake_callkaro.requests) == 1
     # Its instant's job is released at the retry's time rounded up to RETRY_GATHER_SECONDS.
-    released = datetime.fromtimestamp(queues.retry_bucket(Call.objects.get(attempt=2).scheduled_for), UTC)
+    retry_due = Call.objects.get(attempt=2).scheduled_for
+    released = datetime.fromtimestamp(retry_buckets.retry_bucket(retry_due), UTC)
     wall.sleep(max(0.0, (released - timezone.now()).total_seconds()) + 1.2)
     run_worker_burst()  # due: promoted and placed
     assert len(fake_callkaro.requests) == 2

@@ -1,0 +1,151 @@
+"""Outcome retries, gathered in Redis per instant, until their job releases them
+(calls/retries.py). Split from calls/queues.py, whose connection and job options it uses."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from django.conf import settings
+from redis.exceptions import RedisError
+from rq import Queue
+from rq.job import JobStatus
+
+from . import queues
+
+# A webhook's retry does not get a job of its own: its call id joins the set of its bucket
+# (its time rounded up to RETRY_GATHER_SECONDS), and the first retry of a bucket schedules
+# the one job that releases them all at the bucket's time (calls/retries.py). Per bucket:
+#   calls       set of the call ids gathered;
+#   job         a marker: a job is scheduled and has not run yet;
+#   generation  how many jobs the bucket has had (a retry added after its job ran gets a
+#               new one, under a new name: the first cannot be rescheduled while it runs).
+PLACE_RETRIES_JOB = "calls.jobs.place_retries"
+# A bucket's calls and generation outlive any job that may still pop them by far.
+RETRY_BUCKET_TTL_SECONDS = 86_400
+# The marker outlives the bucket's time by this much: long enough for the job to run, short
+# enough that a marker left by a scheduling that failed half-way blocks nobody for long.
+RETRY_MARKER_MARGIN_SECONDS = 60
+
+# Add call ids (ARGV[3..]) to a bucket; if no job is scheduled for it, mark one (for
+# ARGV[2] seconds) and return the bucket's new generation, else 0. Atomic with
+# _TAKE_RETRIES_SCRIPT: a retry is either in the set a job pops, or it finds no marker and
+# schedules a job of its own.
+_GATHER_RETRIES_SCRIPT = """
+redis.call('SADD', KEYS[1], unpack(ARGV, 3))
+redis.call('EXPIRE', KEYS[1], ARGV[1])
+if not redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[2]) then return 0 end
+local generation = redis.call('INCR', KEYS[3])
+redis.call('EXPIRE', KEYS[3], ARGV[1])
+return generation
+"""
+
+# A bucket's job runs: the marker first (a retry added from now on schedules a new job),
+# then all the call ids, taken out.
+_TAKE_RETRIES_SCRIPT = """
+redis.call('DEL', KEYS[2])
+local ids = redis.call('SMEMBERS', KEYS[1])
+redis.call('DEL', KEYS[1])
+return ids
+"""
+
+
+def retry_bucket(due: datetime) -> int:
+    """The bucket a retry due at ``due`` is released with: the epoch second, a multiple of
+    RETRY_GATHER_SECONDS, at or after ``due`` (never before: the call would not be due)."""
+    gather = settings.RETRY_GATHER_SECONDS
+    second = int(due.timestamp())
+    if second < due.timestamp():
+        second += 1
+    return -(-second // gather) * gather
+
+
+def retry_bucket_job_id(bucket: int, *, generation: int = 1) -> str:
+    """The bucket's job: its first is named after the bucket alone (the name its retries'
+    rows carry), any later one (a retry added after the first ran) after its generation."""
+    name = f"place-retries-{bucket}"
+    return name if generation == 1 else f"{name}-{generation}"
+
+
+def bucket_key(bucket: int, part: str) -> str:
+    return f"relevel:retries:{bucket}:{part}"
+
+
+def retries_gather(call_ids: list[int], *, bucket: int, now: datetime) -> str | None:
+    """Add committed retries to their bucket and, if this is the first since the bucket's
+    job was last scheduled (or ran), schedule that job for the bucket's time (at once if it
+    has come). Returns the job id scheduled, None if one was already waiting. One round
+    trip, two for the first retry of a bucket. Raises RedisError; a job that could not be
+    scheduled leaves no marker behind, if Redis lets it go."""
+    if not call_ids:
+        return None
+    connection = queues.redis_connection()
+    at = datetime.fromtimestamp(bucket, tz=UTC)
+    ahead = max(0, int((at - now).total_seconds()))
+    marker = bucket_key(bucket, "job")
+    generation = connection.eval(
+        _GATHER_RETRIES_SCRIPT,
+        3,
+        bucket_key(bucket, "calls"),
+        marker,
+        bucket_key(bucket, "generation"),
+        ahead + RETRY_BUCKET_TTL_SECONDS,
+        ahead + RETRY_MARKER_MARGIN_SECONDS,
+        *call_ids,
+    )
+    if not generation:
+        return None
+    job_id = retry_bucket_job_id(bucket, generation=int(generation))
+    try:
+        _schedule_retries_job(bucket, job_id=job_id, at=at if at > now else None)
+    except RedisError:
+        # Without the marker, the bucket's next retry schedules the job; if even this fails
+        # the marker runs out by itself, and the tick's stranded sweep finds the calls.
+        try:
+            connection.delete(marker)
+        except RedisError:
+            pass
+        raise
+    return job_id
+
+
+def _schedule_retries_job(bucket: int, *, job_id: str, at: datetime | None) -> None:
+    from .job_descriptions import retries_job_description
+
+    queue = queues.calls_queue()
+    fields: dict[str, Any] = dict(
+        args=(bucket,),
+        job_id=job_id,
+        # It places CALL_BATCH_SIZE calls itself and hands any more to batch jobs.
+        timeout=queues.batch_job_timeout(settings.CALL_BATCH_SIZE),
+        description=retries_job_description(datetime.fromtimestamp(bucket, tz=UTC)),
+        # A try that failed put its calls back (retries.retries_release): the next takes them.
+        retry=queues.rq_retry(list(settings.CALL_PLACE_RETRY_INTERVALS)),
+        **queues.job_options(),
+    )
+    if at is None:
+        queue.enqueue_many([Queue.prepare_data(PLACE_RETRIES_JOB, **fields)])
+        return
+    job = queue.create_job(PLACE_RETRIES_JOB, status=JobStatus.SCHEDULED, **fields)
+    with queue.connection.pipeline() as pipe:
+        queue.schedule_job(job, at, pipeline=pipe)
+        pipe.execute()
+
+
+def retries_put_back(bucket: int, call_ids: list[int]) -> None:
+    """Return call ids a bucket's job took but could not place (it failed): its next try
+    (RQ retries it) or the bucket's next job takes them again. Raises RedisError."""
+    if call_ids:
+        key = bucket_key(bucket, "calls")
+        with queues.redis_connection().pipeline() as pipe:
+            pipe.sadd(key, *call_ids)
+            pipe.expire(key, RETRY_BUCKET_TTL_SECONDS)
+            pipe.execute()
+
+
+def retries_take(bucket: int) -> list[int]:
+    """The bucket's call ids, taken out of Redis (its job runs now), in id order."""
+    ids = queues.redis_connection().eval(
+        _TAKE_RETRIES_SCRIPT, 2, bucket_key(bucket, "calls"), bucket_key(bucket, "job")
+    )
+    return sorted(int(call_id) for call_id in ids)
