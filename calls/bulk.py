@@ -82,13 +82,21 @@ def array_cursor(*, rows: int | None = None) -> Iterator[tuple[Any, str]]:
     could be the wrong one for thousands. Where Django logs
     queries (DEBUG, tests that read the SQL) it could not show such a statement's text, so
     there, and on SQLite, the ordinary cursor is used."""
+    with server_cursor(prepare=rows is not None and rows <= PREPARED_MAX_ROWS) as (cursor, bound):
+        yield cursor, "%b" if bound else "%s"
+
+
+@contextmanager
+def server_cursor(*, prepare: bool) -> Iterator[tuple[Any, bool]]:
+    """A cursor whose parameters travel apart from the SQL text, prepared with ``prepare``
+    (_server_bound_cursor), and whether it is one: where Django logs queries (DEBUG, tests
+    that read the SQL) and on SQLite, Django's ordinary cursor instead."""
     with connection.cursor() as cursor:
         if connection.vendor != "postgresql" or connection.queries_logged:
-            yield cursor, "%s"
+            yield cursor, False
             return
-    prepare = rows is not None and rows <= PREPARED_MAX_ROWS
     with connection.make_cursor(_server_bound_cursor(prepare=prepare)) as cursor:
-        yield cursor, "%b"
+        yield cursor, True
 
 
 def values_rows(queryset: QuerySet) -> list[tuple[Any, ...]]:

@@ -223,7 +223,7 @@ def _advance_call(event: CallEvent, providers: tuple[str, ...], *, now: datetime
         values.append(event.our_call_id)
     returning = ", ".join(field.column for field in _ADVANCED_FIELDS)
     # A few shapes (per status and details given), run on every webhook: prepared.
-    with bulk.array_cursor(rows=1) as (cursor, _):
+    with bulk.server_cursor(prepare=True) as (cursor, _):
         cursor.execute(
             f"UPDATE {Call._meta.db_table} SET {', '.join(assignments)} "
             f"WHERE {' AND '.join(conditions)} RETURNING {returning}",
