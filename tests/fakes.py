@@ -182,10 +182,15 @@ class LoggedProcess:
     process = None
 
     def start(self):
+        import os
         import subprocess
         import tempfile
 
-        self.log = tempfile.TemporaryFile(mode="w+")
+        # The child appends to a named file and output() reads it by name: a file offset
+        # shared with the child would let a seek-and-read race the child's writes.
+        self._log_dir = tempfile.TemporaryDirectory()
+        self._log_path = os.path.join(self._log_dir.name, "output.log")
+        self.log = open(self._log_path, "a")
         self.process = subprocess.Popen(
             self.argv, cwd=self.cwd, env=self.env, stdout=self.log, stderr=subprocess.STDOUT
         )
@@ -193,8 +198,8 @@ class LoggedProcess:
         return self
 
     def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
+        with open(self._log_path) as log:
+            return log.read()
 
     def stop(self) -> None:
         if self.process is not None:

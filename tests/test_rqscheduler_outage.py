@@ -41,7 +41,11 @@ def ticks_enqueued(url: str) -> int:
 @pytest.mark.slow
 def test_rqscheduler_keeps_running_through_a_redis_outage_and_enqueues_afterwards():
     server = RedisServer().start()
-    log = tempfile.TemporaryFile(mode="w+")
+    # The child appends (O_APPEND) and the test reads the file by name: a shared file
+    # offset would let the test's seek-and-read race the child's writes.
+    log_dir = tempfile.TemporaryDirectory()
+    log_path = Path(log_dir.name) / "rqscheduler.log"
+    log = open(log_path, "a")
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "relevel.settings_test",
@@ -55,8 +59,7 @@ def test_rqscheduler_keeps_running_through_a_redis_outage_and_enqueues_afterward
     )
 
     def output() -> str:
-        log.seek(0)
-        return log.read()
+        return log_path.read_text()
 
     try:
         wait_until(lambda: ticks_enqueued(server.url) >= 1, timeout=30, what="the first tick")
@@ -69,7 +72,9 @@ def test_rqscheduler_keeps_running_through_a_redis_outage_and_enqueues_afterward
         server.start()  # back, and empty (this Redis keeps nothing on disk)
         wait_until(lambda: ticks_enqueued(server.url) >= 1, timeout=30, what="a tick after the outage")
         assert process.poll() is None
-        assert "Redis answers again after" in output()
+        # The tick is in Redis a moment before the scheduler's loop logs its recovery.
+        wait_until(lambda: "Redis answers again after" in output(), timeout=10, what="the recovery line")
+        assert process.poll() is None
 
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=20) == 0, output()
@@ -79,3 +84,4 @@ def test_rqscheduler_keeps_running_through_a_redis_outage_and_enqueues_afterward
             process.wait()
         server.cleanup()
         log.close()
+        log_dir.cleanup()
