@@ -41,6 +41,12 @@ def batch_job_description(call_ids: Sequence[int]) -> str:
     return f"Batch of {count} first attempt{'s' if count != 1 else ''} from call {call_ids[0]}"
 
 
+def retry_batch_job_description(call_ids: Sequence[int]) -> str:
+    """ "Batch of 100 retries from call 123": the calls a retry bucket's job hands on."""
+    count = len(call_ids)
+    return f"Batch of {count} retr{'ies' if count != 1 else 'y'} from call {call_ids[0]}"
+
+
 def retries_job_description(at: datetime) -> str:
     """ "Outcome retries due at 2026-11-28 15:35:05 UTC": which calls, only the job knows
     when it runs (it takes them out of its bucket)."""

@@ -476,7 +476,7 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
     if not inserted:
         return False
     retry_id = inserted[0]
-    queues.on_commit(lambda: _gather_retry(retry_id, bucket))
+    queues.on_commit(lambda: _gather_retries({bucket: [retry_id]}))
     _log_retry_scheduled(call, retry, max_retries=max_retries, now=now)
     return True
 
@@ -484,10 +484,10 @@ def call_schedule_retry(*, call: Call, now: datetime) -> bool:
 def calls_schedule_retries(*, calls: list[Call], failed_at: dict[int, datetime], now: datetime) -> int:
     """call_schedule_retry for many failed calls at once (the tick's sweep of stuck calls),
     each retry timed from its own call's ``failed_at`` (when it should have been failed),
-    not from when the sweep reached it (``now``): one query for the users, one insert, and
-    one Redis round trip for the jobs once the caller's transaction commits. A retry whose
-    window has closed by ``now`` (the tick was down) is not made. Returns how many retries
-    were scheduled."""
+    not from when the sweep reached it (``now``): one query for the users, one insert, and,
+    once the caller's transaction commits, one Redis round trip per instant: they join the
+    webhook's retries' buckets (retry_buckets). A retry whose window has closed by ``now``
+    (the tick was down) is not made. Returns how many retries were scheduled."""
     rules = policy_current()
     users = User.objects.only(*_RETRY_USER_FIELDS).in_bulk({call.user_id for call in calls})
     made: list[tuple[Call, Call, int]] = []
@@ -524,52 +524,29 @@ def calls_schedule_retries(*, calls: list[Call], failed_at: dict[int, datetime],
         # Their own call.ended; the days they close are settled by the caller (calls.days).
         days.calls_ended(call_ids=canceled)
     if due:
-        batches, at = _retry_batches(due, now=now)
-        bulk.update_column(Call, "job_id", {pk: job_id for job_id, pks in batches.items() for pk in pks})
-        queues.on_commit(lambda: _enqueue_retry_batches(batches, at))
+        # Released with the other retries of their instant, as a webhook's retry is
+        # (call_schedule_retry): each row names its bucket's job, for the stranded sweep.
+        buckets: dict[int, list[int]] = {}
+        for pk, when in sorted(due.items()):
+            buckets.setdefault(retry_buckets.retry_bucket(when), []).append(pk)
+        bulk.update_column(
+            Call,
+            "job_id",
+            {pk: retry_buckets.retry_bucket_job_id(bucket) for bucket, pks in buckets.items() for pk in pks},
+        )
+        queues.on_commit(lambda: _gather_retries(buckets))
     return len(due)
 
 
-def _retry_batches(
-    due: dict[int, datetime], *, now: datetime
-) -> tuple[dict[str, list[int]], dict[str, datetime]]:
-    """Retries due in the same second travel together, in batch jobs of CALL_BATCH_SIZE as
-    the tick's first attempts do (a job each would be tens of thousands of Redis writes
-    after an outage); released at that second, or at once if it has come."""
-    by_second: dict[datetime, list[int]] = {}
-    for pk, when in sorted(due.items(), key=lambda item: (item[1], item[0])):
-        second = when.replace(microsecond=0) + (timedelta(seconds=1) if when.microsecond else timedelta())
-        by_second.setdefault(second, []).append(pk)
-    batches: dict[str, list[int]] = {}
-    at: dict[str, datetime] = {}
-    size = settings.CALL_BATCH_SIZE
-    for second, pks in by_second.items():
-        for start in range(0, len(pks), size):
-            job_id = queues.batch_job_id(pks[start])
-            batches[job_id] = pks[start : start + size]
-            if second > now:
-                at[job_id] = second
-    return batches, at
-
-
-def _enqueue_retry_batches(batches: dict[str, list[int]], at: dict[str, datetime]) -> None:
-    try:
-        queues.enqueue_call_batches(batches, at=at)
-    except RedisError as exc:
-        # The retries are committed and queued; the first tick after each is due finds it
-        # without a live job and enqueues it.
-        count = sum(len(pks) for pks in batches.values())
-        logger.error(
-            "Redis unreachable (%s): %s retries will be enqueued by a tick", type(exc).__name__, count
-        )
-
-
-def _gather_retry(call_id: int, bucket: int) -> None:
-    try:
-        retry_buckets.retries_gather([call_id], bucket=bucket, now=timezone.now())
-    except RedisError as exc:
-        # The retry row is committed and queued, naming a job Redis does not have: the first
-        # tick after it is due finds it without a live job and enqueues it.
-        logger.error(
-            "Redis unreachable (%s): retry call %s will be enqueued by a tick", type(exc).__name__, call_id
-        )
+def _gather_retries(buckets: dict[int, list[int]]) -> None:
+    now = timezone.now()
+    for bucket, call_ids in buckets.items():
+        try:
+            retry_buckets.retries_gather(call_ids, bucket=bucket, now=now)
+        except RedisError as exc:
+            # The retry rows are committed and queued, naming jobs Redis does not have: the
+            # first tick after they are due finds them without a live job and enqueues them.
+            ids = [call_id for ids in buckets.values() for call_id in ids]
+            which = f"retry call {ids[0]}" if len(ids) == 1 else f"{len(ids)} retries"
+            logger.error("Redis unreachable (%s): %s will be enqueued by a tick", type(exc).__name__, which)
+            return

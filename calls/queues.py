@@ -115,25 +115,32 @@ def batch_job_timeout(calls: int) -> int:
     return max(settings.CALL_JOB_TIMEOUT, int(worst) + 30)
 
 
-def enqueue_call_batches(batches: dict[str, list[int]], *, at: Mapping[str, datetime] | None = None) -> int:
+def enqueue_call_batches(
+    batches: dict[str, list[int]],
+    *,
+    at: Mapping[str, datetime] | None = None,
+    describe: Callable[[list[int]], str] | None = None,
+) -> int:
     """Enqueue place-calls batch jobs {job_id: call ids} in one Redis round trip.
 
     ``at`` {job_id: when} schedules those jobs instead, for RQ's scheduler to release then (a
     spread slot's later steps); the others are queued at once. A batch job tries each call
     once; a call that meets a transient provider error goes on to a job of its own
-    (enqueue_place_call) that RQ retries with backoff.
+    (enqueue_place_call) that RQ retries with backoff. ``describe`` words a job's
+    description from its call ids (a tick's first attempts unless the caller says).
     """
     from .job_descriptions import batch_job_description
 
     queue = calls_queue()
     at = at or {}
+    describe = describe or batch_job_description
 
     def job_fields(job_id: str, call_ids: list[int]) -> dict[str, Any]:
         return dict(
             args=(call_ids,),
             job_id=job_id,
             timeout=batch_job_timeout(len(call_ids)),
-            description=batch_job_description(call_ids),
+            description=describe(call_ids),
             **job_options(),
         )
 

@@ -22,6 +22,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 
 from . import bulk, dispatch, queues, retry_buckets
+from .job_descriptions import retry_batch_job_description
 from .models import Call, CallStatus
 
 logger = logging.getLogger("relevel.calls")
@@ -66,7 +67,7 @@ def _release(bucket: int, call_ids: list[int], *, job_id: str | None) -> dict[st
         bulk.update_column(Call, "job_id", {pk: name for pk, name in carriers.items() if pk in queued})
     if batches:
         try:
-            queues.enqueue_call_batches(batches)
+            queues.enqueue_call_batches(batches, describe=retry_batch_job_description)
         except RedisError as exc:
             # Their rows name jobs that never were: the tick's stranded sweep enqueues them.
             logger.error(

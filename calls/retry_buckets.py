@@ -26,6 +26,9 @@ RETRY_BUCKET_TTL_SECONDS = 86_400
 # The marker outlives the bucket's time by this much: long enough for the job to run, short
 # enough that a marker left by a scheduling that failed half-way blocks nobody for long.
 RETRY_MARKER_MARGIN_SECONDS = 60
+# Call ids per SADD: Lua's unpack() fails beyond about 8,000 values, and a sweep of stuck
+# calls after an outage may retry tens of thousands in one bucket.
+GATHER_CHUNK = 1_000
 
 # Add call ids (ARGV[3..]) to a bucket; if no job is scheduled for it, mark one (for
 # ARGV[2] seconds) and return the bucket's new generation, else 0. Atomic with
@@ -75,23 +78,34 @@ def retries_gather(call_ids: list[int], *, bucket: int, now: datetime) -> str | 
     """Add committed retries to their bucket and, if this is the first since the bucket's
     job was last scheduled (or ran), schedule that job for the bucket's time (at once if it
     has come). Returns the job id scheduled, None if one was already waiting. One round
-    trip, two for the first retry of a bucket. Raises RedisError; a job that could not be
-    scheduled leaves no marker behind, if Redis lets it go."""
+    trip, two for the first retry of a bucket, one more for over GATHER_CHUNK calls.
+    Raises RedisError; a job that could not be scheduled leaves no marker behind, if Redis
+    lets it go."""
     if not call_ids:
         return None
     connection = queues.redis_connection()
     at = datetime.fromtimestamp(bucket, tz=UTC)
     ahead = max(0, int((at - now).total_seconds()))
-    marker = bucket_key(bucket, "job")
+    calls_key, marker = bucket_key(bucket, "calls"), bucket_key(bucket, "job")
+    # All but the last chunk go in first, the last with the script: a job that takes the
+    # bucket in between places the early ones, and the script then finds no marker and
+    # schedules a job for the rest.
+    head, last = call_ids[:-GATHER_CHUNK], call_ids[-GATHER_CHUNK:]
+    if head:
+        with connection.pipeline(transaction=False) as pipe:
+            for start in range(0, len(head), GATHER_CHUNK):
+                pipe.sadd(calls_key, *head[start : start + GATHER_CHUNK])
+            pipe.expire(calls_key, ahead + RETRY_BUCKET_TTL_SECONDS)
+            pipe.execute()
     generation = connection.eval(
         _GATHER_RETRIES_SCRIPT,
         3,
-        bucket_key(bucket, "calls"),
+        calls_key,
         marker,
         bucket_key(bucket, "generation"),
         ahead + RETRY_BUCKET_TTL_SECONDS,
         ahead + RETRY_MARKER_MARGIN_SECONDS,
-        *call_ids,
+        *last,
     )
     if not generation:
         return None

@@ -84,10 +84,14 @@ def test_a_retry_added_after_its_buckets_job_took_the_calls_gets_a_job_of_its_ow
     bucket's second, under a name of its own: the first is still running)."""
     early = unanswered(make_call)
     held: list[tuple[int, int]] = []
-    real_gather = outcomes._gather_retry
-    monkeypatch.setattr(outcomes, "_gather_retry", lambda call_id, bucket: held.append((call_id, bucket)))
+    real_gather = outcomes._gather_retries
+    monkeypatch.setattr(
+        outcomes,
+        "_gather_retries",
+        lambda buckets: held.extend((call_id, bucket) for bucket, ids in buckets.items() for call_id in ids),
+    )
     late = unanswered(make_call, at=NOW + timedelta(seconds=1))
-    monkeypatch.setattr(outcomes, "_gather_retry", real_gather)
+    monkeypatch.setattr(outcomes, "_gather_retries", real_gather)
     bucket = retry_buckets.retry_bucket(early.scheduled_for)
     assert held == [(late.pk, bucket)]
 
@@ -148,6 +152,8 @@ def test_a_bucket_larger_than_a_batch_hands_the_rest_to_batch_jobs(
     assert job_ids[ids[0]] == job_ids[ids[1]] == retries[0].job_id
     assert job_ids[ids[2]] == job_ids[ids[3]] == queues.batch_job_id(ids[2])
     assert job_ids[ids[4]] == queues.batch_job_id(ids[4])
+    handed_on = queues.calls_queue().fetch_job(queues.batch_job_id(ids[2]))
+    assert handed_on.description == f"Batch of 2 retries from call {ids[2]}"
 
 
 def test_a_retry_gathered_while_redis_is_down_is_still_true_and_placed_by_a_tick(
@@ -239,3 +245,15 @@ def test_a_bucket_job_that_fails_puts_its_calls_back_and_its_next_try_places_the
     assert Call.objects.get(pk=retry.pk).status == CallStatus.RINGING
     assert gathered(retry_buckets.retry_bucket(retry.scheduled_for)) == set()
     assert queues.calls_queue().fetch_job(job_id).return_value() == {"placed": 1}
+
+
+def test_a_bucket_gathers_more_calls_at_once_than_one_redis_script_can_take(redis_conn):
+    """A sweep of stuck calls after an outage may retry tens of thousands in one instant:
+    Lua's unpack() fails beyond about 8,000 values, so they go in by chunks, and the bucket
+    still gets one job."""
+    bucket = retry_buckets.retry_bucket(BUCKET_AT)
+    call_ids = list(range(1, 20_001))
+    job_id = retry_buckets.retries_gather(call_ids, bucket=bucket, now=NOW)
+    assert job_id == retry_buckets.retry_bucket_job_id(bucket)
+    assert scheduled_jobs() == [job_id]
+    assert retry_buckets.retries_take(bucket) == call_ids

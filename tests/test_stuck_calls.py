@@ -8,11 +8,11 @@ from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
 import time_machine
-from rq.registry import ScheduledJobRegistry
 
-from calls import sweeps
+from calls import retry_buckets, sweeps
 from calls.models import Call, CallStatus
 from calls.queues import calls_queue
+from tests.retry_buckets import gathered, retry_release, scheduled_jobs
 from users.models import User
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -56,11 +56,13 @@ def test_every_unconfirmed_call_past_its_timeout_is_failed_and_retried_in_one_ti
     assert Call.objects.filter(attempt=1, status=CallStatus.FAILED, outcome_inferred=True).count() == 1200
     retries = Call.objects.filter(attempt=2, status=CallStatus.QUEUED)
     assert retries.count() == 1200
-    # Due in the same second: batch jobs of CALL_BATCH_SIZE, as the tick's, not 1,200 jobs.
-    registry = ScheduledJobRegistry(queue=calls_queue())
-    assert len(registry) == -(-1200 // settings.CALL_BATCH_SIZE)
-    carried = [pk for job_id in registry.get_job_ids() for pk in calls_queue().fetch_job(job_id).args[0]]
-    assert sorted(carried) == sorted(retries.values_list("pk", flat=True))
+    # Due in the same second: one bucket and its one job, as a webhook's retries, not 1,200 jobs.
+    bucket = retry_buckets.retry_bucket(retries[0].scheduled_for)
+    job_id = retry_buckets.retry_bucket_job_id(bucket)
+    assert retry_release(retries[0]) == (job_id, datetime.fromtimestamp(bucket, tz=UTC))
+    assert set(retries.values_list("job_id", flat=True)) == {job_id}
+    assert scheduled_jobs() == [job_id]
+    assert gathered(bucket) == set(retries.values_list("pk", flat=True))
 
 
 def test_retries_of_stuck_calls_are_due_at_their_own_deadline_plus_the_delay(settings, redis_conn):
@@ -80,17 +82,19 @@ def test_retries_of_stuck_calls_are_due_at_their_own_deadline_plus_the_delay(set
     with time_machine.travel(NOW, tick=False):
         assert sweeps.calls_fail_stuck(now=NOW) == (3, 1)
 
-    registry = ScheduledJobRegistry(queue=calls_queue())
     for call, (status, moment) in zip(calls, moments.values(), strict=True):
         timeout = silent_timeout if status == CallStatus.RINGING else unconfirmed_timeout
         retry = Call.objects.get(retry_of=call)
         assert retry.scheduled_for == moment + timeout + delay, status
-        # Its job (named on its row, for the stranded sweep) carries it at its time.
-        assert calls_queue().fetch_job(retry.job_id).args == ([retry.pk],)
-        if retry.scheduled_for > NOW:
-            assert registry.get_scheduled_time(retry.job_id) == retry.scheduled_for
+        # Its bucket's job (named on its row, for the stranded sweep) releases it at the
+        # bucket's time, its own rounded up to RETRY_GATHER_SECONDS.
+        job_id, released_at = retry_release(retry)
+        bucket_at = datetime.fromtimestamp(retry_buckets.retry_bucket(retry.scheduled_for), tz=UTC)
+        assert bucket_at - retry.scheduled_for < timedelta(seconds=settings.RETRY_GATHER_SECONDS)
+        if bucket_at > NOW:
+            assert released_at == bucket_at
         else:  # due already: queued at once, its window still open
-            assert retry.job_id in calls_queue().job_ids
+            assert released_at is None and job_id in calls_queue().job_ids
 
 
 def test_an_answered_or_manual_stuck_call_is_failed_without_a_retry(settings, redis_conn):
