@@ -136,8 +136,8 @@ def _delivery(table: Table, *, events: int, batched: bool, url: str, logs, out) 
     """One worker sends ``events`` events: one job per event as before events.pump
     (``batched`` False), or the coalesced jobs a rush of commits asks for now."""
     from events.models import EventType
-    from events.outbox import enqueue_fan_out, events_emit
-    from events.pump import fan_out_request
+    from events.outbox import events_emit
+    from events.queues import enqueue_fan_out, fan_out_request
 
     seed.truncate_all()
     _truncate_events()

@@ -22,8 +22,7 @@ from redis.exceptions import RedisError
 
 from .endpoints import endpoints_active
 from .models import Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, Event
-from .outbox import events_queue
-from .pump import endpoint_request, fan_out_request
+from .queues import endpoint_request, events_queue, fan_out_request
 from .transport import Answer, webhook_post
 
 logger = logging.getLogger("relevel.events")

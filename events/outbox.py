@@ -14,27 +14,20 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from functools import lru_cache
 from typing import Any
 
-import django_rq
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.utils import timezone
-from redis import Redis
-from redis.exceptions import RedisError
-from rq import Queue
 
 from calls.bulk import array_cursor
 
 from .endpoints import endpoints_want
 from .models import DayMark, Event, UserEventSequence
+from .queues import fan_out_request
 
 logger = logging.getLogger("relevel.events")
 User = get_user_model()
-
-FAN_OUT_JOB = "events.jobs.deliver_events"
 
 
 @dataclass(frozen=True)
@@ -94,8 +87,6 @@ def events_emit_many(*, drafts: Sequence[EventDraft]) -> list[int]:
 def _fan_out_request() -> None:
     # One coalesced job for every commit of a rush, not one per commit (events.pump); a
     # commit while that job is queued costs one Redis SET that changes nothing.
-    from .pump import fan_out_request  # the pump enqueues on this module's queue
-
     fan_out_request()
 
 
@@ -276,44 +267,3 @@ def day_mark(*, user_id: int, local_date: date, type: str) -> bool:
             [user_id, local_date, type],
         )
         return cursor.fetchone() is not None
-
-
-@lru_cache(maxsize=4)
-def _redis_connection(url: str, timeout: float) -> Redis:
-    # One pool per process, as calls.queues keeps: django-rq builds a new pool (a new TCP
-    # connection) on every get_queue(), which would cost the webhook a connect per event.
-    return Redis.from_url(
-        url, socket_connect_timeout=timeout, socket_timeout=timeout, health_check_interval=30
-    )
-
-
-def events_redis() -> Redis:
-    """The events queue's Redis connection, without building the queue (an RQ Queue object
-    costs more CPU than the one command a commit sends: events.pump)."""
-    return _redis_connection(settings.RQ_QUEUES[settings.EVENTS_QUEUE]["URL"], settings.REDIS_SOCKET_TIMEOUT)
-
-
-def events_queue() -> Queue:
-    """The events queue (commit_mode "auto": callers enqueue from on_commit themselves)."""
-    return django_rq.get_queue(settings.EVENTS_QUEUE, commit_mode="auto", connection=events_redis())
-
-
-def enqueue_fan_out(event_ids: list[int]) -> None:
-    """Enqueue one job that creates and sends these events' deliveries one by one (the
-    path before events.pump, kept for jobs already queued and the benchmark's comparison).
-    Redis down: the sweep
-    finds the events within a minute or two (EVENTS_SWEEP_CRON) and sends them."""
-    try:
-        events_queue().enqueue(
-            FAN_OUT_JOB,
-            event_ids,
-            job_id=f"events-{event_ids[0]}-{len(event_ids)}",
-            result_ttl=settings.JOB_RESULT_TTL,
-            failure_ttl=settings.JOB_FAILURE_TTL,
-        )
-    except RedisError as exc:
-        logger.error(
-            "Redis unreachable (%s): %s event(s) will be sent by the sweep",
-            type(exc).__name__,
-            len(event_ids),
-        )

@@ -2,10 +2,8 @@
 
 The outbox does not enqueue a job per event. A commit that wrote events asks for the
 fan-out job (events_fan_out_pending), and the fan-out asks for one delivery job per
-endpoint (endpoint_deliver_due). Asking is coalesced: a key in Redis set with NX says "a
-job for this is queued", so a rush of ten thousand commits enqueues a handful of jobs, not
-ten thousand. The job deletes its key before it looks at the database, so whatever commits
-after that look asks for (and gets) a job of its own.
+endpoint (endpoint_deliver_due). Asking is coalesced (events.queues): a rush of ten
+thousand commits enqueues a handful of jobs, not ten thousand.
 
 A delivery job claims its endpoint's due deliveries a batch at a time (one UPDATE ...
 RETURNING over SELECT ... FOR UPDATE SKIP LOCKED, which moves their next try a lease
@@ -35,90 +33,23 @@ from django.db.models import F
 from django.utils import timezone
 from redis.exceptions import RedisError
 
+from .delivery import claim_lease, events_fan_out, payload_body, settle_failure
 from .models import Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, Event
-from .outbox import events_queue, events_redis
+from .queues import ENDPOINT_JOB, FAN_OUT_KEY, endpoint_request, events_queue, fan_out_request, pump_started
 from .transport import Answer, webhook_post
 
 logger = logging.getLogger("relevel.events")
 
-FAN_OUT_JOB = "events.jobs.fan_out_pending"
-ENDPOINT_JOB = "events.jobs.deliver_endpoint"
-FAN_OUT_KEY = "fan-out"
 FAN_OUT_BATCH = 1000
-# How long a "job queued" key lives if its job is lost with it still set (a failed
-# enqueue deletes it at once): past this, the next commit or the sweep asks again.
-QUEUED_KEY_SECONDS = 60
-
-
-def _queued_key(name: str) -> str:
-    return f"relevel:events:queued:{name}"
 
 
 def _backoff_key(endpoint_id: int) -> str:
     return f"relevel:events:backoff:{endpoint_id}"
 
 
-def pump_request(name: str, func: str, *args: object) -> bool:
-    """Enqueue ``func(*args)`` unless a job for ``name`` is queued already; True if
-    enqueued. Redis down: nothing (the sweep asks again once it is back)."""
-    redis = events_redis()
-    key = _queued_key(name)
-    try:
-        # The queue is built only when a job is enqueued: most commits stop at this SET.
-        # Its value is when it was asked for: the job gathers from then (pump_started).
-        if not redis.set(key, repr(time.time()), nx=True, ex=QUEUED_KEY_SECONDS):
-            return False
-        try:
-            events_queue().enqueue(
-                func,
-                *args,
-                result_ttl=settings.JOB_RESULT_TTL,
-                failure_ttl=settings.JOB_FAILURE_TTL,
-            )
-        except RedisError:
-            redis.delete(key)
-            raise
-    except RedisError as exc:
-        logger.error("Redis unreachable (%s): the sweep will send %s's events", type(exc).__name__, name)
-        return False
-    return True
-
-
-def pump_started(name: str) -> None:
-    """A job asked for under ``name`` begins: later commits must ask for a new one.
-
-    It first lets EVENTS_GATHER_SECONDS pass since the commit that asked for it: the
-    commits of those moments find the key still set and ride along, instead of each
-    enqueueing a job of its own once the last one started. Webhooks coming steadily (not
-    in one burst) would otherwise cost a fan-out job and an endpoint job per commit. A job
-    that starts later than that (a busy queue) does not wait."""
-    redis = events_redis()
-    key = _queued_key(name)
-    try:
-        asked_at = redis.get(key)
-        if asked_at is not None:
-            wait = float(asked_at) + settings.EVENTS_GATHER_SECONDS - time.time()
-            if wait > 0:
-                time.sleep(min(wait, settings.EVENTS_GATHER_SECONDS))
-        redis.delete(key)
-    except (RedisError, ValueError):
-        pass  # the key expires by itself
-
-
-def fan_out_request() -> bool:
-    """The outbox's one call per commit: have the new events fanned out and sent."""
-    return pump_request(FAN_OUT_KEY, FAN_OUT_JOB)
-
-
-def endpoint_request(endpoint_id: int) -> bool:
-    return pump_request(f"endpoint-{endpoint_id}", ENDPOINT_JOB, endpoint_id)
-
-
 def events_fan_out_pending(*, now: datetime | None = None) -> int:
     """Create the deliveries of every event not fanned out yet (oldest first, in batches)
     and ask for each active endpoint's delivery job; how many events were fanned out."""
-    from .delivery import events_fan_out  # delivery imports this module
-
     pump_started(FAN_OUT_KEY)
     deadline = time.monotonic() + settings.EVENTS_BATCH_SECONDS
     done = 0
@@ -152,7 +83,6 @@ class _Claimed:
 def _claim(*, endpoint_id: int, now: datetime, limit: int) -> list[_Claimed]:
     """Up to ``limit`` due deliveries of an active endpoint, their next try moved a lease
     ahead and their tries counted, in one statement; in each user's sequence order."""
-    from .delivery import claim_lease
 
     lease_until = now + claim_lease()
     if connection.vendor != "postgresql":
@@ -220,7 +150,6 @@ def _claim_one_by_one(
 def endpoint_deliver_due(*, endpoint_id: int, now: datetime | None = None) -> dict[str, int]:
     """Send an endpoint's due deliveries in batches until none is due, one fails, or the
     job's time is up; counts of what became of them. ``now``: a fixed clock (tests)."""
-    from .delivery import payload_body
 
     pump_started(f"endpoint-{endpoint_id}")
     counts = {"delivered": 0, "retry": 0, "failed": 0, "disabled": 0}
@@ -269,7 +198,6 @@ def _settle_batch(
     """Record a batch's requests in one transaction: every try's log row in one INSERT,
     the delivered ones in one UPDATE; a failure (the batch's last request, if any) as
     events.delivery settles one; the unsent ones left to wait with it."""
-    from .delivery import settle_failure
 
     counts = {"delivered": 0, "retry": 0, "failed": 0, "disabled": 0}
     back_off: tuple[datetime, datetime] | None = None

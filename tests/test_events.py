@@ -22,7 +22,8 @@ from calls.providers.base import CallEvent
 from events import delivery
 from events.endpoints import endpoints_cache_clear, endpoints_want
 from events.models import Delivery, DeliveryStatus, Endpoint, Event, EventType
-from events.outbox import events_emit, events_queue
+from events.outbox import events_emit
+from events.queues import events_queue
 from events.transport import signed_headers
 from notifications.wanted import notifications_wanted
 from tests.conftest import EVENTS_SECRET

@@ -21,7 +21,8 @@ from rq import SimpleWorker
 
 from events import delivery
 from events.models import Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, Event, EventType
-from events.outbox import events_emit, events_queue
+from events.outbox import events_emit
+from events.queues import events_queue
 from tests.conftest import EVENTS_SECRET
 from tests.fakes import FakeEventReceiver
 from tests.test_events import run_events_worker
@@ -198,27 +199,27 @@ def test_commits_in_the_moments_after_a_request_share_its_job(settings, redis_co
     to look gets a job of its own."""
     import threading
 
-    from events import pump
+    from events import queues
 
     settings.EVENTS_GATHER_SECONDS = 2.0
-    assert pump.fan_out_request()  # the first commit: a job is enqueued
-    job_starts = threading.Thread(target=pump.pump_started, args=(pump.FAN_OUT_KEY,))
+    assert queues.fan_out_request()  # the first commit: a job is enqueued
+    job_starts = threading.Thread(target=queues.pump_started, args=(queues.FAN_OUT_KEY,))
     job_starts.start()  # an idle worker takes it at once
     wall.sleep(0.2)
-    assert not pump.fan_out_request()  # a commit a moment later rides along
+    assert not queues.fan_out_request()  # a commit a moment later rides along
     job_starts.join()
-    assert pump.fan_out_request()  # once the job looks, a new commit asks for a new job
+    assert queues.fan_out_request()  # once the job looks, a new commit asks for a new job
     assert len(events_queue().get_jobs()) == 2
 
 
 def test_a_job_that_starts_late_does_not_wait(settings, redis_conn, monkeypatch):
-    from events import pump
+    from events import queues
 
     settings.EVENTS_GATHER_SECONDS = 30.0
     slept: list[float] = []
-    monkeypatch.setattr(pump.time, "sleep", slept.append)
-    assert pump.fan_out_request()
+    monkeypatch.setattr(queues.time, "sleep", slept.append)
+    assert queues.fan_out_request()
     redis_conn.set("relevel:events:queued:fan-out", repr(wall.time() - 31))  # asked 31 s ago
-    pump.pump_started(pump.FAN_OUT_KEY)
+    queues.pump_started(queues.FAN_OUT_KEY)
     assert slept == []  # the gather is long over: a busy queue's job does not wait more
-    assert pump.fan_out_request()
+    assert queues.fan_out_request()

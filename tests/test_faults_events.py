@@ -25,7 +25,8 @@ from calls.models import Call, CallStatus
 from calls.providers.base import CallEvent
 from events import delivery
 from events.models import Delivery, DeliveryAttempt, DeliveryStatus, Event, EventType
-from events.outbox import events_emit, events_queue
+from events.outbox import events_emit
+from events.queues import events_queue
 from tests.test_faults import ROOT, burst_worker_command, child_env, postgres_only, seed_due_users
 
 pytestmark = pytest.mark.django_db(transaction=True)
