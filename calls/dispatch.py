@@ -6,10 +6,10 @@ Providers cap live calls, not requests (Vapi: 10 concurrent by default; Retell: 
 a provider with ``PROVIDER_MAX_LIVE_CALLS`` or ``PROVIDER_MAX_CALLS_PER_SECOND`` set, a call
 due is not sent by the job that carries it: the job puts it in the provider's waiting set
 in Redis, scored by when its window closes, and one dispatcher at a time sends the waiting
-calls as lines come free, earliest deadline first. A line is a lease in Redis (see the
-"Live-call leases" part of calls/queues.py): taken when the call is sent, freed when its
-outcome arrives (calls/outcomes.py), and given back by itself when its lease runs out, so a
-worker that dies holding lines loses nothing but the lease's time. A call whose window
+calls as lines come free, earliest deadline first. A line is a lease in Redis
+(calls/capacity.py): taken when the call is sent, freed when its outcome arrives
+(calls/outcomes.py), and given back by itself when its lease runs out, so a worker that
+dies holding lines loses nothing but the lease's time. A call whose window
 closes while it waits becomes missed ("provider capacity"), never dialed late.
 
 Providers without a cap are placed straight away by calls/placement.py, as before.
@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from . import days, placement, queues
+from . import capacity, days, placement, queues
 from .models import Call, CallStatus
 from .placement import DialResult
 from .policy import policy_current
@@ -107,7 +107,7 @@ def _admit_capped(call_ids: list[int]) -> tuple[set[int], set[int]]:
     as a line is free. The tick claims calls before their time and releases each at it, so
     a job that carries one early (a clock running behind the scheduler's) gets it a job of
     its own at its time instead."""
-    capped = queues.capped_providers()
+    capped = capacity.capped_providers()
     if not capped or not call_ids:
         return set(), set()
     rules = policy_current()
@@ -148,10 +148,10 @@ def _admit_capped(call_ids: list[int]) -> tuple[set[int], set[int]]:
             provider=provider, agent_id=default_agent_id(provider)
         )
     for provider, by_call in deadlines.items():
-        queues.capacity_admit(provider, by_call)
+        capacity.capacity_admit(provider, by_call)
         if not rules.paused:
             # (While paused nobody dispatches: the tick that resuming enqueues starts one.)
-            queues.dispatcher_ensure(provider)
+            capacity.dispatcher_ensure(provider)
         logger.info("%s calls wait for a free %s line", len(by_call), provider)
     return {call_id for by_call in deadlines.values() for call_id in by_call}, early
 
@@ -161,23 +161,23 @@ def calls_dispatch_waiting(*, provider: str, budget_seconds: float | None = None
     earliest deadline first, and record each answer; hand over to a fresh job at the end of
     the budget if calls still wait. Returns what happened, counted."""
     token = uuid.uuid4().hex
-    if not queues.dispatcher_claim(provider, token, ttl_seconds=LOCK_SECONDS):
+    if not capacity.dispatcher_claim(provider, token, ttl_seconds=LOCK_SECONDS):
         return {"another_dispatcher": 1}
     dispatcher = _Dispatcher(provider, token)
-    budget = queues.DISPATCHER_BUDGET_SECONDS if budget_seconds is None else budget_seconds
+    budget = capacity.DISPATCHER_BUDGET_SECONDS if budget_seconds is None else budget_seconds
     try:
         dispatcher.run(until=time.monotonic() + budget)
     finally:
         dispatcher.give_back_unsent()
-        queues.dispatcher_release(provider, token)
+        capacity.dispatcher_release(provider, token)
     # Paused, it hands over to nobody: resuming enqueues a tick, whose sweep starts a
     # dispatcher for the calls still waiting (sweeps.dispatchers_ensure).
     # Nor does one that lost its lock: another dispatcher has the calls.
     if (
         not (dispatcher.paused or dispatcher.lost)
-        and queues.capacity_counts(provider, now=time.time()).waiting
+        and capacity.capacity_counts(provider, now=time.time()).waiting
     ):
-        queues.enqueue_dispatch(provider)
+        capacity.enqueue_dispatch(provider)
     if dispatcher.counts:
         logger.info("Dispatched %s calls: %s", provider, dict(dispatcher.counts))
     return dict(dispatcher.counts)
@@ -208,7 +208,7 @@ class _Dispatcher:
         renewed = time.monotonic()
         while True:
             if time.monotonic() - renewed > RENEW_SECONDS:
-                if not queues.dispatcher_renew(self.provider, self.token, ttl_seconds=LOCK_SECONDS):
+                if not capacity.dispatcher_renew(self.provider, self.token, ttl_seconds=LOCK_SECONDS):
                     self.lost = True
                 renewed = time.monotonic()
             if self.lost:
@@ -225,7 +225,7 @@ class _Dispatcher:
             if taking and len(self.in_flight) < self.threads:
                 self._take_and_send()
             if not self.in_flight and (
-                not taking or not queues.capacity_counts(self.provider, now=time.time()).waiting
+                not taking or not capacity.capacity_counts(self.provider, now=time.time()).waiting
             ):
                 break
             if self.in_flight:
@@ -242,7 +242,7 @@ class _Dispatcher:
             # window closes first.
             return
         now = time.time()
-        took = queues.capacity_take(
+        took = capacity.capacity_take(
             self.provider,
             now=now,
             want=self.threads - len(self.in_flight),
@@ -278,8 +278,8 @@ class _Dispatcher:
             .exclude(pk__in=list(waiting_for_user))
             .values_list("pk", flat=True)
         )
-        queues.capacity_free(self.provider, [pk for pk in call_ids if pk not in still_queued])
-        queues.capacity_give_back(self.provider, {pk: deadlines[pk] for pk in still_queued})
+        capacity.capacity_free(self.provider, [pk for pk in call_ids if pk not in still_queued])
+        capacity.capacity_give_back(self.provider, {pk: deadlines[pk] for pk in still_queued})
 
     def _record_finished(self) -> None:
         finished = [(future, *self.in_flight.pop(future)) for future in list(self.in_flight) if future.done()]
@@ -318,13 +318,13 @@ class _Dispatcher:
             hold = (
                 FULL_HOLD_SECONDS if refused_for_capacity else (settings.CALL_PLACE_RETRY_INTERVALS or [1])[0]
             )
-            queues.capacity_give_back(self.provider, {request.call_id: deadline}, hold_seconds=hold)
+            capacity.capacity_give_back(self.provider, {request.call_id: deadline}, hold_seconds=hold)
         elif outcome in ("placed", "unconfirmed", "error"):
             # Live (or maybe live) at the provider: its line is held until its outcome.
             until = time.time() + settings.PROVIDER_LIVE_CALL_TIMEOUT_SECONDS
-            queues.capacity_extend(self.provider, request.call_id, until=until)
+            capacity.capacity_extend(self.provider, request.call_id, until=until)
         else:
-            queues.capacity_free(self.provider, [request.call_id])
+            capacity.capacity_free(self.provider, [request.call_id])
 
     def give_back_unsent(self) -> None:
         """Cut short (RQ's timeout, a shutdown): calls not yet sent go back to wait."""
@@ -337,7 +337,7 @@ class _Dispatcher:
             Call.objects.filter(pk__in=list(unsent), status=CallStatus.DIALING).update(
                 status=CallStatus.QUEUED
             )
-            queues.capacity_give_back(self.provider, unsent)
+            capacity.capacity_give_back(self.provider, unsent)
 
 
 def _was_placed(future: Future) -> bool:

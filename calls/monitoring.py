@@ -22,7 +22,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 from rq import Queue, Worker
 
-from . import queues
+from . import capacity, queues
 from .models import Call, CallStatus
 
 logger = logging.getLogger("relevel.api")
@@ -350,7 +350,7 @@ class ProviderCapacity:
 def provider_capacities(*, now: datetime) -> list[ProviderCapacity]:
     """Each provider's live calls (unexpired leases) and calls waiting for a slot, in one
     round trip; raises RedisError."""
-    counts = queues.capacity_counts_of(list(settings.CALL_PROVIDERS), now=now.timestamp())
+    counts = capacity.capacity_counts_of(list(settings.CALL_PROVIDERS), now=now.timestamp())
     return [
         ProviderCapacity(
             provider=provider,

@@ -14,7 +14,7 @@ from django.db.models import Q
 from django.utils import timezone
 from redis.exceptions import RedisError
 
-from . import bulk, days, queues, retry_buckets
+from . import bulk, capacity, days, queues, retry_buckets
 from .models import STATUS_RANK, TERMINAL_STATUSES, Call, CallStatus
 from .policy import policy_current
 from .providers.base import CallEvent
@@ -262,7 +262,7 @@ def _applied(call: Call) -> None:
 
 
 def _after_final_status(provider: str, call_id: int) -> None:
-    queues.live_call_ended(provider=provider, call_id=call_id)
+    capacity.live_call_ended(provider=provider, call_id=call_id)
     # The result and its analysis are computed by a job, off the webhook's path.
     queues.analysis_note(call_id)
 

@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 
-from . import bulk, days, queues, selectors
+from . import bulk, capacity, days, queues, selectors
 from .batching import enqueue_batches
 from .dispatch import calls_mark_missed_for_capacity
 from .models import TERMINAL_STATUSES, Call, CallResult, CallStatus
@@ -30,9 +30,9 @@ def dispatchers_ensure(*, now: datetime, paused: bool = False) -> None:
     the dispatchers): one starts now, unless calls are paused."""
     if paused:
         return
-    for provider in queues.capped_providers():
-        waiting = queues.capacity_counts(provider, now=now.timestamp()).waiting
-        if waiting and queues.dispatcher_ensure(provider):
+    for provider in capacity.capped_providers():
+        waiting = capacity.capacity_counts(provider, now=now.timestamp()).waiting
+        if waiting and capacity.dispatcher_ensure(provider):
             logger.warning("Calls wait for a free %s line and no dispatcher ran: one is started", provider)
 
 
@@ -140,7 +140,7 @@ def _repair_stranded_page(
     for provider, call_ids in late_for_capacity.items():
         expired += calls_mark_missed_for_capacity(call_ids, provider=provider)
     for provider, call_ids in settled_waiting.items():
-        queues.capacity_forget(provider, call_ids)
+        capacity.capacity_forget(provider, call_ids)
     reenqueued = _reenqueue_in_batches(first_attempts, now=now)
     # Retries and manual calls travel alone (call-<pk>), at once.
     reenqueued += sum(queues.enqueue_place_call(call_id) for call_id in retries)
@@ -150,8 +150,8 @@ def _repair_stranded_page(
 def _waiting_for_capacity(call_ids: list[int]) -> dict[int, str]:
     """Which of these calls wait in a capped provider's waiting set: {call id: provider}."""
     waiting: dict[int, str] = {}
-    for provider in queues.capped_providers():
-        waiting.update(dict.fromkeys(queues.calls_waiting_for_capacity(provider, call_ids), provider))
+    for provider in capacity.capped_providers():
+        waiting.update(dict.fromkeys(capacity.calls_waiting_for_capacity(provider, call_ids), provider))
     return waiting
 
 

@@ -16,7 +16,7 @@ from django.conf import settings as django_settings
 from django.db import connection
 from django.utils import timezone
 
-from calls import dispatch, placement, policy, policy_changes, queues, scheduling
+from calls import capacity, dispatch, placement, policy, policy_changes, queues, scheduling
 from calls.models import Call, CallStatus
 from tests.clock import midday_user_fields
 from tests.provider_fakes import fixture, vapi_server
@@ -72,7 +72,7 @@ class CallEnder:
                     # The span ends before the line is freed: spans lie inside leases.
                     self.spans.append((request["at"], wall.monotonic()))
                     self._ended.add(index)
-                    queues.live_call_ended(provider=self.provider, call_id=call_id)
+                    capacity.live_call_ended(provider=self.provider, call_id=call_id)
                 wall.sleep(0.01)
         finally:
             connection.close()
@@ -89,21 +89,21 @@ def due_users(make_user, count: int) -> list:
 def test_lines_go_to_the_earliest_deadlines_and_never_beyond_the_cap(settings, redis_conn):
     cap(settings, "callkaro", live=2)
     now = wall.time()
-    queues.capacity_admit("callkaro", {1: now + 300, 2: now + 100, 3: now + 200, 4: now + 50})
-    first = queues.capacity_take("callkaro", now=now, want=10, lease_seconds=60)
+    capacity.capacity_admit("callkaro", {1: now + 300, 2: now + 100, 3: now + 200, 4: now + 50})
+    first = capacity.capacity_take("callkaro", now=now, want=10, lease_seconds=60)
     assert list(first.taken) == [4, 2]
-    assert queues.capacity_take("callkaro", now=now, want=10, lease_seconds=60).taken == {}
+    assert capacity.capacity_take("callkaro", now=now, want=10, lease_seconds=60).taken == {}
 
-    queues.live_call_ended(provider="callkaro", call_id=4)
-    assert list(queues.capacity_take("callkaro", now=now, want=10, lease_seconds=60).taken) == [3]
-    assert queues.capacity_counts("callkaro", now=now) == queues.CapacityCounts(live=2, waiting=1)
+    capacity.live_call_ended(provider="callkaro", call_id=4)
+    assert list(capacity.capacity_take("callkaro", now=now, want=10, lease_seconds=60).taken) == [3]
+    assert capacity.capacity_counts("callkaro", now=now) == capacity.CapacityCounts(live=2, waiting=1)
 
 
 def test_a_call_whose_window_closes_while_it_waits_is_taken_out_as_missed(settings, redis_conn):
     cap(settings, "callkaro", live=1)
     now = wall.time()
-    queues.capacity_admit("callkaro", {1: now - 1, 2: now + 0.5, 3: now + 60})
-    took = queues.capacity_take("callkaro", now=now, want=5, lease_seconds=60, send_margin=1.0)
+    capacity.capacity_admit("callkaro", {1: now - 1, 2: now + 0.5, 3: now + 60})
+    took = capacity.capacity_take("callkaro", now=now, want=5, lease_seconds=60, send_margin=1.0)
     assert sorted(took.missed) == [1, 2]
     assert list(took.taken) == [3]
 
@@ -111,22 +111,22 @@ def test_a_call_whose_window_closes_while_it_waits_is_taken_out_as_missed(settin
 def test_calls_per_second_are_capped_over_a_sliding_second(settings, redis_conn):
     cap(settings, "callkaro", per_second=3)
     now = wall.time()
-    queues.capacity_admit("callkaro", {pk: now + 600 for pk in range(1, 11)})
-    assert len(queues.capacity_take("callkaro", now=now, want=10, lease_seconds=60).taken) == 3
-    assert len(queues.capacity_take("callkaro", now=now + 0.5, want=10, lease_seconds=60).taken) == 0
-    assert len(queues.capacity_take("callkaro", now=now + 1.01, want=10, lease_seconds=60).taken) == 3
+    capacity.capacity_admit("callkaro", {pk: now + 600 for pk in range(1, 11)})
+    assert len(capacity.capacity_take("callkaro", now=now, want=10, lease_seconds=60).taken) == 3
+    assert len(capacity.capacity_take("callkaro", now=now + 0.5, want=10, lease_seconds=60).taken) == 0
+    assert len(capacity.capacity_take("callkaro", now=now + 1.01, want=10, lease_seconds=60).taken) == 3
 
 
 def test_the_lines_of_a_sigkilled_worker_come_back_when_their_lease_runs_out(settings, redis_conn):
     cap(settings, "callkaro", live=2)
     now = wall.time()
-    queues.capacity_admit("callkaro", {pk: now + 600 for pk in range(1, 5)})
+    capacity.capacity_admit("callkaro", {pk: now + 600 for pk in range(1, 5)})
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
-            "import time, django; django.setup(); from calls import queues; "
-            "took = queues.capacity_take('callkaro', now=time.time(), want=5, lease_seconds=1.5); "
+            "import time, django; django.setup(); from calls import capacity; "
+            "took = capacity.capacity_take('callkaro', now=time.time(), want=5, lease_seconds=1.5); "
             "print(len(took.taken), flush=True); time.sleep(600)",
         ],
         cwd=ROOT,
@@ -138,22 +138,22 @@ def test_the_lines_of_a_sigkilled_worker_come_back_when_their_lease_runs_out(set
         assert holder.stdout.readline().strip() == "2"
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=10)
-        assert queues.capacity_take("callkaro", now=wall.time(), want=5, lease_seconds=60).taken == {}
+        assert capacity.capacity_take("callkaro", now=wall.time(), want=5, lease_seconds=60).taken == {}
         wall.sleep(1.6)
-        assert len(queues.capacity_take("callkaro", now=wall.time(), want=5, lease_seconds=60).taken) == 2
+        assert len(capacity.capacity_take("callkaro", now=wall.time(), want=5, lease_seconds=60).taken) == 2
     finally:
         holder.kill()
         holder.wait()
 
 
 def test_a_dispatcher_is_alone_until_its_lock_runs_out(redis_conn):
-    assert queues.dispatcher_claim("callkaro", "a", ttl_seconds=0.3)
-    assert not queues.dispatcher_claim("callkaro", "b", ttl_seconds=0.3)
-    assert not queues.dispatcher_renew("callkaro", "b", ttl_seconds=0.3)
-    queues.dispatcher_release("callkaro", "b")  # not b's to release
-    assert queues.dispatcher_is_running("callkaro")
+    assert capacity.dispatcher_claim("callkaro", "a", ttl_seconds=0.3)
+    assert not capacity.dispatcher_claim("callkaro", "b", ttl_seconds=0.3)
+    assert not capacity.dispatcher_renew("callkaro", "b", ttl_seconds=0.3)
+    capacity.dispatcher_release("callkaro", "b")  # not b's to release
+    assert capacity.dispatcher_is_running("callkaro")
     wall.sleep(0.35)
-    assert queues.dispatcher_claim("callkaro", "b", ttl_seconds=0.3)
+    assert capacity.dispatcher_claim("callkaro", "b", ttl_seconds=0.3)
 
 
 # --- Dispatching --------------------------------------------------------------------------
@@ -254,7 +254,7 @@ def test_a_providers_concurrency_refusal_waits_and_is_sent_again_inside_the_wind
     assert fake.requests[1]["at"] - fake.requests[0]["at"] >= dispatch.FULL_HOLD_SECONDS * 0.9
     assert call.status == CallStatus.RINGING
     assert call.dialed_at < call.scheduled_for + policy.policy_current().window
-    assert queues.capacity_counts("vapi", now=wall.time()) == queues.CapacityCounts(live=1, waiting=0)
+    assert capacity.capacity_counts("vapi", now=wall.time()) == capacity.CapacityCounts(live=1, waiting=0)
 
 
 def test_while_paused_waiting_calls_stay_waiting(settings, fake_callkaro, make_call, redis_conn):
@@ -265,7 +265,7 @@ def test_while_paused_waiting_calls_stay_waiting(settings, fake_callkaro, make_c
     policy_changes.policy_update(changes={"paused": True}, user_id=None, actor="test")
     assert dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=0.5) == {}
     assert fake_callkaro.requests == []
-    assert queues.capacity_counts("callkaro", now=wall.time()) == queues.CapacityCounts(live=0, waiting=1)
+    assert capacity.capacity_counts("callkaro", now=wall.time()) == capacity.CapacityCounts(live=0, waiting=1)
 
 
 def test_an_uncapped_provider_is_placed_at_once(fake_callkaro, make_call, redis_conn):
@@ -277,7 +277,7 @@ def test_an_uncapped_provider_is_placed_at_once(fake_callkaro, make_call, redis_
 
 def test_a_second_dispatcher_returns_at_once(settings, redis_conn):
     cap(settings, "callkaro", live=1)
-    assert queues.dispatcher_claim("callkaro", "someone-else", ttl_seconds=5)
+    assert capacity.dispatcher_claim("callkaro", "someone-else", ttl_seconds=5)
     assert dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=5) == {"another_dispatcher": 1}
 
 
@@ -287,8 +287,8 @@ def test_a_rush_of_batches_enqueues_one_dispatcher(settings, make_call, redis_co
     for _ in range(4):  # four batch jobs of the same slot, one after the other
         dispatch.calls_dispatch_batch(call_ids=[make_call(scheduled_for=now, local_date=now.date()).pk])
     jobs = queues.calls_queue().get_jobs()
-    assert [job.func_name for job in jobs] == [queues.DISPATCH_CALLS_JOB]
-    assert queues.capacity_counts("callkaro", now=wall.time()).waiting == 4
+    assert [job.func_name for job in jobs] == [capacity.DISPATCH_CALLS_JOB]
+    assert capacity.capacity_counts("callkaro", now=wall.time()).waiting == 4
 
 
 # --- The tick's sweep and calls waiting for a line -------------------------------------------
@@ -308,8 +308,8 @@ def test_the_tick_leaves_waiting_calls_alone_and_starts_a_dispatcher_if_none_run
     summary = scheduling.calls_schedule_due()
 
     assert summary.reenqueued == 0  # it waits for a line: not a stranded call
-    assert [job.func_name for job in queues.calls_queue().get_jobs()] == [queues.DISPATCH_CALLS_JOB]
-    assert queues.capacity_counts("callkaro", now=wall.time()).waiting == 1
+    assert [job.func_name for job in queues.calls_queue().get_jobs()] == [capacity.DISPATCH_CALLS_JOB]
+    assert capacity.capacity_counts("callkaro", now=wall.time()).waiting == 1
 
 
 def test_a_waiting_call_whose_window_closed_with_no_dispatcher_is_missed_for_capacity(
@@ -319,7 +319,7 @@ def test_a_waiting_call_whose_window_closed_with_no_dispatcher_is_missed_for_cap
     now = timezone.now()
     window = policy.policy_current().window
     call = make_call(scheduled_for=now - window - timedelta(minutes=1), local_date=now.date())
-    queues.capacity_admit("callkaro", {call.pk: (call.scheduled_for + window).timestamp()})
+    capacity.capacity_admit("callkaro", {call.pk: (call.scheduled_for + window).timestamp()})
 
     summary = scheduling.calls_schedule_due()
 
@@ -336,7 +336,7 @@ def test_the_dispatcher_goes_ahead_of_the_batches_still_queued(settings, make_ca
     queues.enqueue_call_batches({"place-calls-later": [queued_batch.pk]})
     dispatch.calls_dispatch_batch(call_ids=[make_call(scheduled_for=now, local_date=now.date()).pk])
     assert [job.func_name for job in queues.calls_queue().get_jobs()] == [
-        queues.DISPATCH_CALLS_JOB,
+        capacity.DISPATCH_CALLS_JOB,
         queues.PLACE_CALLS_JOB,
     ]
 
@@ -362,14 +362,14 @@ def test_calls_waiting_for_a_provider_are_placed_through_it_after_call_provider_
     assert len(fake_callkaro.requests) == 3
     for call in Call.objects.filter(pk__in=[c.pk for c in calls]):
         assert (call.provider, call.agent_id) == ("callkaro", django_settings.CALLKARO_AGENT_ID)
-        queues.live_call_ended(provider=call.provider, call_id=call.pk)  # as its webhook does
-    assert queues.capacity_counts("callkaro", now=wall.time()) == queues.CapacityCounts(live=0, waiting=0)
+        capacity.live_call_ended(provider=call.provider, call_id=call.pk)  # as its webhook does
+    assert capacity.capacity_counts("callkaro", now=wall.time()) == capacity.CapacityCounts(live=0, waiting=0)
     # Calls admitted after the switch wait for the new provider's lines.
     later = make_call(scheduled_for=now, local_date=now.date(), agent_id="")
     dispatch.calls_dispatch_batch(call_ids=[later.pk])
     later.refresh_from_db()
     assert later.provider == "vapi"
-    assert queues.capacity_counts("vapi", now=wall.time()).waiting == 1
+    assert capacity.capacity_counts("vapi", now=wall.time()).waiting == 1
 
 
 # --- The pause (issue 16, defect 6) -----------------------------------------------------------
@@ -386,23 +386,23 @@ def test_while_paused_the_dispatcher_stops_at_once_and_resuming_starts_it_again(
     queues.calls_queue().empty()
     redis_conn.delete("relevel:capacity:callkaro:dispatch-enqueued")
     polls = []
-    counts = queues.capacity_counts
-    monkeypatch.setattr(queues, "capacity_counts", lambda *a, **k: polls.append(1) or counts(*a, **k))
+    counts = capacity.capacity_counts
+    monkeypatch.setattr(capacity, "capacity_counts", lambda *a, **k: polls.append(1) or counts(*a, **k))
 
     assert dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=2) == {}
     assert len(polls) <= 1  # not ~47 a second for the whole budget
     assert queues.calls_queue().get_jobs() == []  # and no fresh job to go on polling
-    assert not queues.dispatcher_is_running("callkaro")
+    assert not capacity.dispatcher_is_running("callkaro")
     # Nor does a tick during the pause start one; the call still waits for its line.
     scheduling.calls_schedule_due()
     assert queues.calls_queue().get_jobs() == []
-    assert queues.capacity_counts("callkaro", now=wall.time()).waiting == 1
+    assert capacity.capacity_counts("callkaro", now=wall.time()).waiting == 1
 
     policy_changes.policy_update(changes={"paused": False}, user_id=None, actor="test")
     [tick] = queues.tick_queue().get_jobs()  # resuming enqueues a tick, which starts it
     assert tick.func_name == queues.SCHEDULE_CALLS_JOB
     scheduling.calls_schedule_due()
-    assert [job.func_name for job in queues.calls_queue().get_jobs()] == [queues.DISPATCH_CALLS_JOB]
+    assert [job.func_name for job in queues.calls_queue().get_jobs()] == [capacity.DISPATCH_CALLS_JOB]
 
 
 @pytest.mark.parametrize("paused", [True, False])
@@ -413,7 +413,7 @@ def test_the_tick_takes_out_of_the_waiting_set_the_calls_it_records_missed(
     now = timezone.now()
     window = policy.policy_current().window
     call = make_call(scheduled_for=now - window - timedelta(minutes=1), local_date=now.date())
-    queues.capacity_admit("callkaro", {call.pk: (call.scheduled_for + window).timestamp()})
+    capacity.capacity_admit("callkaro", {call.pk: (call.scheduled_for + window).timestamp()})
     if paused:
         policy_changes.policy_update(changes={"paused": True}, user_id=None, actor="test")
 
@@ -422,7 +422,7 @@ def test_the_tick_takes_out_of_the_waiting_set_the_calls_it_records_missed(
     call.refresh_from_db()
     assert call.status == CallStatus.MISSED
     assert call.error.startswith("Calls were paused" if paused else "Provider capacity:")
-    assert queues.capacity_counts("callkaro", now=wall.time()).waiting == 0
+    assert capacity.capacity_counts("callkaro", now=wall.time()).waiting == 0
 
 
 # --- The dispatcher's lock (issue 16, suspicion) ----------------------------------------------
@@ -448,7 +448,7 @@ def test_a_dispatcher_whose_lock_ran_out_during_slow_database_work_takes_no_more
         outcomes = record(dialed, **kwargs)
         if dialed and not took_over:
             wall.sleep(0.8)  # the lock (0.5 s) runs out meanwhile
-            took_over.append(queues.dispatcher_claim("callkaro", "successor", ttl_seconds=30))
+            took_over.append(capacity.dispatcher_claim("callkaro", "successor", ttl_seconds=30))
         return outcomes
 
     monkeypatch.setattr(placement, "record_dial_results", slow_record)
@@ -457,7 +457,7 @@ def test_a_dispatcher_whose_lock_ran_out_during_slow_database_work_takes_no_more
     assert took_over == [True]
     assert len(fake_callkaro.requests) == 1, "it went on taking calls without its lock"
     assert counts == {"placed": 1}
-    assert queues.capacity_counts("callkaro", now=wall.time()).waiting == 2  # left to the successor
+    assert capacity.capacity_counts("callkaro", now=wall.time()).waiting == 2  # left to the successor
     assert queues.calls_queue().get_jobs() == []  # and no job of its own to follow it
 
 
@@ -469,10 +469,10 @@ def test_calls_admitted_just_after_a_short_dispatcher_stopped_get_a_new_one(sett
     now = timezone.now()
     first, second = (make_call(scheduled_for=now, local_date=now.date()) for _ in range(2))
     Call.objects.filter(pk=first.pk).update(status=CallStatus.CANCELED)  # nothing to send
-    assert queues.dispatcher_ensure("callkaro")  # the first batch's ensure: a job is enqueued
+    assert capacity.dispatcher_ensure("callkaro")  # the first batch's ensure: a job is enqueued
     queues.calls_queue().empty()
     assert dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=1) == {}  # it ran, stopped
 
     dispatch.calls_dispatch_batch(call_ids=[second.pk])  # the next batch, a moment later
 
-    assert [job.func_name for job in queues.calls_queue().get_jobs()] == [queues.DISPATCH_CALLS_JOB]
+    assert [job.func_name for job in queues.calls_queue().get_jobs()] == [capacity.DISPATCH_CALLS_JOB]

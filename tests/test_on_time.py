@@ -8,7 +8,7 @@ import time_machine
 from rq import Queue, SimpleWorker
 from rq.registry import ScheduledJobRegistry
 
-from calls import dispatch, monitoring, queues
+from calls import capacity, dispatch, monitoring, queues
 from calls.claim import claim_horizon, next_tick_after
 from calls.health_checks import check_first_attempts
 from calls.models import Call, CallStatus
@@ -227,12 +227,12 @@ def test_a_capped_provider_admits_a_call_to_wait_only_once_it_is_due(make_user, 
     with time_machine.travel(SLOT - timedelta(seconds=30), tick=False):
         counts = dispatch.calls_dispatch_batch(call_ids=[call.pk])
     assert counts == {"early": 1}
-    assert queues.calls_waiting_for_capacity("callkaro", [call.pk]) == set()
+    assert capacity.calls_waiting_for_capacity("callkaro", [call.pk]) == set()
     own = ScheduledJobRegistry(queue=calls_queue(redis_conn))
     assert own.get_scheduled_time(queues.call_job_id(call.pk)) == SLOT
     with time_machine.travel(SLOT, tick=False):
         assert dispatch.calls_dispatch_batch(call_ids=[call.pk]) == {"waiting_for_capacity": 1}
-    assert queues.calls_waiting_for_capacity("callkaro", [call.pk]) == {call.pk}
+    assert capacity.calls_waiting_for_capacity("callkaro", [call.pk]) == {call.pk}
 
 
 def test_a_call_time_seconds_before_the_hours_end_is_released_inside_them():

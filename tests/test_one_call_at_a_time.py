@@ -14,7 +14,7 @@ from django.urls import reverse
 from django.utils import timezone
 from rq.registry import ScheduledJobRegistry
 
-from calls import manual, placement, policy
+from calls import capacity, manual, placement, policy
 from calls.models import Call, CallStatus
 from calls.queues import calls_queue
 from tests.conftest import CALL_SLOT
@@ -183,7 +183,7 @@ def test_a_capped_providers_dispatcher_frees_the_line_of_a_call_whose_user_is_bu
 ):
     """Not put back to wait (it would be taken again every 20 ms): its own job admits it
     again once it is looked at again."""
-    from calls import dispatch, queues
+    from calls import dispatch
 
     settings.PROVIDER_MAX_LIVE_CALLS = {**settings.PROVIDER_MAX_LIVE_CALLS, "callkaro": 2}
     user = make_user()
@@ -193,7 +193,7 @@ def test_a_capped_providers_dispatcher_frees_the_line_of_a_call_whose_user_is_bu
     dispatch.calls_dispatch_waiting(provider="callkaro", budget_seconds=2)
     first.refresh_from_db()
     assert first.status == CallStatus.QUEUED and fake_callkaro.requests == []
-    assert queues.capacity_counts("callkaro", now=timezone.now().timestamp()) == queues.CapacityCounts(
+    assert capacity.capacity_counts("callkaro", now=timezone.now().timestamp()) == capacity.CapacityCounts(
         live=0, waiting=0
     )
     assert first.job_id in scheduled_jobs()
