@@ -126,7 +126,7 @@ def test_the_lines_of_a_sigkilled_worker_come_back_when_their_lease_runs_out(set
             sys.executable,
             "-c",
             "import time, django; django.setup(); from calls import capacity; "
-            "took = capacity.capacity_take('callkaro', now=time.time(), want=5, lease_seconds=1.5); "
+            "took = capacity.capacity_take('callkaro', now=time.time(), want=5, lease_seconds=3); "
             "print(len(took.taken), flush=True); time.sleep(600)",
         ],
         cwd=ROOT,
@@ -139,7 +139,7 @@ def test_the_lines_of_a_sigkilled_worker_come_back_when_their_lease_runs_out(set
         holder.send_signal(signal.SIGKILL)
         holder.wait(timeout=10)
         assert capacity.capacity_take("callkaro", now=wall.time(), want=5, lease_seconds=60).taken == {}
-        wall.sleep(1.6)
+        wall.sleep(3.1)  # (3 s leases: room for a loaded machine between the take and the kill)
         assert len(capacity.capacity_take("callkaro", now=wall.time(), want=5, lease_seconds=60).taken) == 2
     finally:
         holder.kill()
@@ -147,13 +147,14 @@ def test_the_lines_of_a_sigkilled_worker_come_back_when_their_lease_runs_out(set
 
 
 def test_a_dispatcher_is_alone_until_its_lock_runs_out(redis_conn):
-    assert capacity.dispatcher_claim("callkaro", "a", ttl_seconds=0.3)
-    assert not capacity.dispatcher_claim("callkaro", "b", ttl_seconds=0.3)
-    assert not capacity.dispatcher_renew("callkaro", "b", ttl_seconds=0.3)
+    # A second's lock: room for a loaded CI machine to stall between the steps.
+    assert capacity.dispatcher_claim("callkaro", "a", ttl_seconds=1.0)
+    assert not capacity.dispatcher_claim("callkaro", "b", ttl_seconds=1.0)
+    assert not capacity.dispatcher_renew("callkaro", "b", ttl_seconds=1.0)
     capacity.dispatcher_release("callkaro", "b")  # not b's to release
     assert capacity.dispatcher_is_running("callkaro")
-    wall.sleep(0.35)
-    assert capacity.dispatcher_claim("callkaro", "b", ttl_seconds=0.3)
+    wall.sleep(1.05)
+    assert capacity.dispatcher_claim("callkaro", "b", ttl_seconds=1.0)
 
 
 # --- Dispatching --------------------------------------------------------------------------
