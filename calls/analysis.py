@@ -20,6 +20,7 @@ from .models import TERMINAL_STATUSES, Call, CallResult, CallStatus
 from .policy import policy_current
 from .providers.base import as_iso_datetime
 from .results import result_normalise, result_store
+from .selectors import ANY_KIND
 from .slots import zone_or_none
 
 logger = logging.getLogger("relevel.calls")
@@ -152,7 +153,7 @@ def _opt_out_without_consent_app(*, user_id: int, call_id: int) -> None:
     # Until users.consent lands: calls off, and every call still waiting canceled with why.
     now = timezone.now()
     User.objects.filter(pk=user_id).update(call_enabled=False, next_call_at=None)
-    Call.objects.filter(user_id=user_id, status=CallStatus.QUEUED).update(
+    Call.objects.filter(ANY_KIND, user_id=user_id, status=CallStatus.QUEUED).update(
         status=CallStatus.CANCELED,
         error=f"The user asked not to be called again on call {call_id}.",
         last_status_at=now,

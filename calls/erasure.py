@@ -19,6 +19,7 @@ from django.db.models.functions import Replace
 
 from . import queues
 from .models import RESULT_CONTENT_ERASED, Call, CallResult, CallStatus
+from .selectors import ANY_KIND
 
 logger = logging.getLogger("relevel.calls")
 
@@ -47,7 +48,9 @@ def calls_erase_person(*, user_id: int, identifiers: Iterable[str], now: datetim
     """Cancel the person's queued calls and strip every call of theirs of what identifies
     them (``identifiers``: their phone, name, e-mail). Runs in the caller's transaction;
     the Redis jobs go when it commits. Returns how many calls were changed."""
-    calls = Call.objects.filter(user_id=user_id)
+    # ANY_KIND: the person's calls from the user's two indexes; by user_id alone each of the
+    # statements below was a scan of every call (281 ms each on 2,000,000 calls).
+    calls = Call.objects.filter(ANY_KIND, user_id=user_id)
     calls.filter(status=CallStatus.QUEUED).update(
         status=CallStatus.CANCELED, error=FORGOTTEN_REASON, last_status_at=now, completed_at=now
     )
@@ -59,7 +62,7 @@ def calls_erase_person(*, user_id: int, identifiers: Iterable[str], now: datetim
         to_number="", provider_payloads=[], transcript="", recording_url="", provider_call_id=None
     )
     # Their results' words go too; sentiment, cost and flags stay for the dashboard's counts.
-    CallResult.objects.filter(call__user_id=user_id).update(**RESULT_CONTENT_ERASED)
+    CallResult.objects.filter(call__in=calls.values("pk")).update(**RESULT_CONTENT_ERASED)
     call_ids = list(calls.values_list("pk", flat=True))
     queues.on_commit(lambda: call_jobs_delete(call_ids=call_ids))
     logger.info("User %s forgotten: %s call(s) stripped", user_id, changed)

@@ -8,9 +8,10 @@ from datetime import date, timedelta
 
 import pytest
 from django.apps import apps
-from django.db import models
+from django.db import connection, models
 from django.db.models import TextField
 from django.db.models.functions import Cast
+from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from calls import queues
@@ -360,3 +361,36 @@ def test_the_admin_asks_first_then_forgets(person, admin_client):
     assert Erasure.objects.get().actor == "admin (admin)"
     records = admin_client.get(reverse("admin:users_erasure_changelist")).content.decode()
     assert "admin (admin)" in records and "zq-4471" in records and NAME not in records
+
+
+def calls_table_plans(statements: list[str]) -> list[str]:
+    """The plan of each captured statement that reads the calls table, with a table scan
+    made dear (a handful of rows: the planner would scan, as it never does on a big table)."""
+    plans = []
+    with connection.cursor() as cursor:
+        cursor.execute("SET enable_seqscan = off")
+        try:
+            for sql in statements:
+                if '"calls_call"' in sql and not sql.lstrip().upper().startswith(("SAVEPOINT", "RELEASE")):
+                    cursor.execute("EXPLAIN " + sql)
+                    plans.append("\n".join(row[0] for row in cursor.fetchall()))
+        finally:
+            cursor.execute("RESET enable_seqscan")
+    return plans
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="the planner's choice is PostgreSQL's")
+def test_forgetting_a_person_reads_their_calls_from_the_users_indexes_not_every_call(person, make_call):
+    """Calls have no index on the user alone (its writes would cost every tick): by user_id
+    alone, each of the eraser's statements was a scan of the whole table, seconds each on a
+    year of a million people's calls. Their calls, manual or not, come from the user's two
+    partial indexes (calls.selectors.ANY_KIND)."""
+
+    make_call(user=person, local_date=PAST_DAY, manual=True, status=CallStatus.COMPLETED)
+    with CaptureQueriesContext(connection) as captured:
+        forget_person(user_id=person.pk, actor="test")
+    plans = calls_table_plans([query["sql"] for query in captured.captured_queries])
+    assert len(plans) >= 4  # the cancel, the scrubs, the strip, the results, the job ids
+    for plan in plans:
+        assert "Seq Scan on calls_call" not in plan, plan
+    assert Call.objects.filter(user=person, manual=True, to_number="").count() == 1

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from calls import days
 from calls.models import Call, CallStatus
+from calls.selectors import ANY_KIND
 from calls.slots import zone_or_none
 from events.endpoints import endpoints_want
 from events.models import EventType
@@ -133,7 +134,8 @@ def users_cancel_pending_calls(
     if len(reasons) == 1:
         [(user_id, reason)] = reasons.items()
         canceled = days.calls_end(
-            Call.objects.filter(user_id=user_id, status=CallStatus.QUEUED),
+            # ANY_KIND: from the user's indexes, not every queued call of a rush.
+            Call.objects.filter(ANY_KIND, user_id=user_id, status=CallStatus.QUEUED),
             status=CallStatus.CANCELED,
             error=reason,
             last_status_at=now,
@@ -151,7 +153,7 @@ def users_cancel_pending_calls(
             by_reason.setdefault(reason, []).append(user_id)
         for reason, user_ids in by_reason.items():
             canceled += days.calls_end(
-                Call.objects.filter(user_id__in=user_ids, status=CallStatus.QUEUED),
+                Call.objects.filter(ANY_KIND, user_id__in=user_ids, status=CallStatus.QUEUED),
                 status=CallStatus.CANCELED,
                 error=reason,
                 last_status_at=now,
