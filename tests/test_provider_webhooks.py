@@ -15,7 +15,7 @@ import time_machine
 from django.contrib.auth import get_user_model
 from rq.registry import ScheduledJobRegistry
 
-from calls import placement, scheduling
+from calls import placement, retry_buckets, scheduling
 from calls.models import Call, CallStatus
 from calls.queues import calls_queue
 from tests.provider_fakes import (
@@ -133,8 +133,9 @@ def test_without_a_webhook_the_call_is_failed_after_the_timeout_with_exactly_one
     again = tick_after(timed_out, timeout + 120, django_capture_on_commit_callbacks)
     assert again.unconfirmed == 0
     assert Call.objects.filter(user=timed_out.user).count() == 2
-    # The sweep's retries travel in batch jobs (place-calls-<first retry>), named on the row.
-    assert retry_job_ids() == [f"place-calls-{retry.pk}"] == [retry.job_id]
+    # The sweep's retries join their instant's bucket, as a webhook's do; its job is named on the row.
+    bucket_job = retry_buckets.retry_bucket_job_id(retry_buckets.retry_bucket(retry.scheduled_for))
+    assert retry_job_ids() == [bucket_job] == [retry.job_id]
     assert len(fake_callkaro.requests) == 1
 
 
