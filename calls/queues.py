@@ -132,43 +132,46 @@ def enqueue_call_batches(
     """
     from .job_descriptions import batch_job_description
 
-    queue = calls_queue()
     at = at or {}
     describe = describe or batch_job_description
-
-    def job_fields(job_id: str, call_ids: list[int]) -> dict[str, Any]:
-        return dict(
-            args=(call_ids,),
-            job_id=job_id,
-            timeout=batch_job_timeout(len(call_ids)),
-            description=describe(call_ids),
-            **job_options(),
+    jobs = [
+        (
+            dict(
+                args=(call_ids,),
+                job_id=job_id,
+                timeout=batch_job_timeout(len(call_ids)),
+                description=describe(call_ids),
+                **job_options(),
+            ),
+            at.get(job_id),
         )
-
-    job_datas = [
-        Queue.prepare_data(PLACE_CALLS_JOB, **job_fields(job_id, call_ids))
         for job_id, call_ids in batches.items()
-        if call_ids and job_id not in at
+        if call_ids
     ]
+    enqueue_jobs(PLACE_CALLS_JOB, jobs)
+    return sum(len(ids) for ids in batches.values())
+
+
+def enqueue_jobs(func: str, jobs: list[tuple[dict[str, Any], datetime | None]]) -> None:
+    """Enqueue jobs of ``func`` on the calls queue in one Redis round trip: each is its
+    fields (RQ's job options) and when RQ's scheduler releases it (None: queued at once)."""
+    queue = calls_queue()
+    job_datas = [Queue.prepare_data(func, **fields) for fields, when in jobs if when is None]
     # enqueue_many takes immediate jobs only; a scheduled job is saved and put in the
     # scheduled registry (schedule_job) on the same pipeline.
     scheduled = [
-        (
-            queue.create_job(PLACE_CALLS_JOB, status=JobStatus.SCHEDULED, **job_fields(job_id, call_ids)),
-            at[job_id],
-        )
-        for job_id, call_ids in batches.items()
-        if call_ids and job_id in at
+        (queue.create_job(func, status=JobStatus.SCHEDULED, **fields), when)
+        for fields, when in jobs
+        if when is not None
     ]
     if not job_datas and not scheduled:
-        return 0
+        return
     with queue.connection.pipeline() as pipe:
         if job_datas:
             queue.enqueue_many(job_datas, pipeline=pipe)
         for job, when in scheduled:
             queue.schedule_job(job, when, pipeline=pipe)
         pipe.execute()
-    return sum(len(ids) for ids in batches.values())
 
 
 def _whole_second_after(at: datetime) -> datetime:

@@ -8,8 +8,6 @@ from typing import Any
 
 from django.conf import settings
 from redis.exceptions import RedisError
-from rq import Queue
-from rq.job import JobStatus
 
 from . import queues
 
@@ -126,7 +124,6 @@ def retries_gather(call_ids: list[int], *, bucket: int, now: datetime) -> str | 
 def _schedule_retries_job(bucket: int, *, job_id: str, at: datetime | None) -> None:
     from .job_descriptions import retries_job_description
 
-    queue = queues.calls_queue()
     fields: dict[str, Any] = dict(
         args=(bucket,),
         job_id=job_id,
@@ -137,13 +134,7 @@ def _schedule_retries_job(bucket: int, *, job_id: str, at: datetime | None) -> N
         retry=queues.rq_retry(list(settings.CALL_PLACE_RETRY_INTERVALS)),
         **queues.job_options(),
     )
-    if at is None:
-        queue.enqueue_many([Queue.prepare_data(PLACE_RETRIES_JOB, **fields)])
-        return
-    job = queue.create_job(PLACE_RETRIES_JOB, status=JobStatus.SCHEDULED, **fields)
-    with queue.connection.pipeline() as pipe:
-        queue.schedule_job(job, at, pipeline=pipe)
-        pipe.execute()
+    queues.enqueue_jobs(PLACE_RETRIES_JOB, [(fields, at)])
 
 
 def retries_put_back(bucket: int, call_ids: list[int]) -> None:
