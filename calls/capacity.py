@@ -12,7 +12,7 @@ from django.conf import settings
 from redis.exceptions import RedisError
 from rq.job import Job
 
-from .queues import batch_job_timeout, calls_queue, job_options, redis_connection
+from . import queues
 
 logger = logging.getLogger("relevel.calls")
 
@@ -107,7 +107,7 @@ def capacity_admit(provider: str, deadlines: dict[int, float]) -> None:
     """Put calls in the provider's waiting set, each scored by when its window closes (a
     call already there keeps the earlier deadline)."""
     if deadlines:
-        redis_connection().zadd(
+        queues.redis_connection().zadd(
             _capacity_key(provider, "waiting"), {str(k): v for k, v in deadlines.items()}, lt=True
         )
 
@@ -131,7 +131,7 @@ def capacity_take(
     """Lease lines for up to ``want`` waiting calls, earliest deadline first (atomic across
     processes). A call whose window closes within ``send_margin`` seconds is missed. With a
     dispatcher's ``token``, only while its lock is still that dispatcher's (else ``lost``)."""
-    taken, deadlines, missed, lost = redis_connection().eval(
+    taken, deadlines, missed, lost = queues.redis_connection().eval(
         _TAKE_SCRIPT,
         5,
         _capacity_key(provider, "live"),
@@ -157,7 +157,7 @@ def capacity_take(
 def capacity_extend(provider: str, call_id: int, *, until: float) -> None:
     """Keep a sent call's line until ``until`` (its outcome frees it sooner). A call whose
     outcome already came (and freed the line) is not leased again."""
-    redis_connection().zadd(_live_calls_key(provider), {str(call_id): until}, xx=True)
+    queues.redis_connection().zadd(_live_calls_key(provider), {str(call_id): until}, xx=True)
 
 
 def capacity_give_back(provider: str, deadlines: dict[int, float], *, hold_seconds: float = 0) -> None:
@@ -166,7 +166,7 @@ def capacity_give_back(provider: str, deadlines: dict[int, float], *, hold_secon
     it is unreachable: sending again at once would only be refused again)."""
     if not deadlines:
         return
-    with redis_connection().pipeline() as pipe:
+    with queues.redis_connection().pipeline() as pipe:
         pipe.zrem(_live_calls_key(provider), *map(str, deadlines))
         pipe.zadd(_capacity_key(provider, "waiting"), {str(k): v for k, v in deadlines.items()}, lt=True)
         if hold_seconds > 0:
@@ -177,14 +177,14 @@ def capacity_give_back(provider: str, deadlines: dict[int, float], *, hold_secon
 def capacity_free(provider: str, call_ids: list[int]) -> None:
     """Free the lines of calls that were taken and will not be sent (or were refused for good)."""
     if call_ids:
-        redis_connection().zrem(_live_calls_key(provider), *map(str, call_ids))
+        queues.redis_connection().zrem(_live_calls_key(provider), *map(str, call_ids))
 
 
 def capacity_forget(provider: str, call_ids: list[int]) -> None:
     """Take calls out of the provider's waiting set: settled elsewhere (the tick recorded
     them missed), nobody is to take them."""
     if call_ids:
-        redis_connection().zrem(_capacity_key(provider, "waiting"), *map(str, call_ids))
+        queues.redis_connection().zrem(_capacity_key(provider, "waiting"), *map(str, call_ids))
 
 
 @dataclass(frozen=True)
@@ -200,7 +200,7 @@ def capacity_counts(provider: str, *, now: float) -> CapacityCounts:
 def capacity_counts_of(providers: list[str], *, now: float) -> dict[str, CapacityCounts]:
     """Live calls (unexpired leases; one scored exactly ``now`` has run out) and calls
     waiting, per provider, in one round trip; raises RedisError."""
-    with redis_connection().pipeline(transaction=False) as pipe:
+    with queues.redis_connection().pipeline(transaction=False) as pipe:
         for provider in providers:
             pipe.zcount(_live_calls_key(provider), f"({now}", "+inf")
             pipe.zcard(_capacity_key(provider, "waiting"))
@@ -215,7 +215,9 @@ def calls_waiting_for_capacity(provider: str, call_ids: list[int]) -> set[int]:
     """Which of these calls are in the provider's waiting set (they have no job, and need none)."""
     if not call_ids:
         return set()
-    scores = redis_connection().zmscore(_capacity_key(provider, "waiting"), [str(pk) for pk in call_ids])
+    scores = queues.redis_connection().zmscore(
+        _capacity_key(provider, "waiting"), [str(pk) for pk in call_ids]
+    )
     return {pk for pk, score in zip(call_ids, scores, strict=True) if score is not None}
 
 
@@ -226,36 +228,36 @@ def dispatcher_claim(provider: str, token: str, *, ttl_seconds: float) -> bool:
     calls admitted just after it stopped would wait with nobody to dispatch them until the
     next tick."""
     claimed = bool(
-        redis_connection().set(
+        queues.redis_connection().set(
             _capacity_key(provider, "dispatcher"), token, nx=True, px=int(ttl_seconds * 1000)
         )
     )
     if claimed:
-        redis_connection().delete(_capacity_key(provider, "dispatch-enqueued"))
+        queues.redis_connection().delete(_capacity_key(provider, "dispatch-enqueued"))
     return claimed
 
 
 def dispatcher_renew(provider: str, token: str, *, ttl_seconds: float) -> bool:
     return bool(
-        redis_connection().eval(
+        queues.redis_connection().eval(
             _RENEW_SCRIPT, 1, _capacity_key(provider, "dispatcher"), token, int(ttl_seconds * 1000)
         )
     )
 
 
 def dispatcher_release(provider: str, token: str) -> None:
-    redis_connection().eval(_UNLOCK_SCRIPT, 1, _capacity_key(provider, "dispatcher"), token)
+    queues.redis_connection().eval(_UNLOCK_SCRIPT, 1, _capacity_key(provider, "dispatcher"), token)
 
 
 def dispatcher_is_running(provider: str) -> bool:
-    return bool(redis_connection().exists(_capacity_key(provider, "dispatcher")))
+    return bool(queues.redis_connection().exists(_capacity_key(provider, "dispatcher")))
 
 
 def dispatcher_ensure(provider: str) -> bool:
     """Start a dispatcher for the provider's waiting calls unless one runs or was just
     enqueued (a rush's hundred batch jobs would otherwise enqueue a hundred); True if this
     call enqueued one."""
-    connection = redis_connection()
+    connection = queues.redis_connection()
     if connection.exists(_capacity_key(provider, "dispatcher")):
         return False
     if not connection.set(_capacity_key(provider, "dispatch-enqueued"), 1, nx=True, px=5000):
@@ -269,13 +271,13 @@ def enqueue_dispatch(provider: str) -> Job:
     find its lock and return at once)."""
     # At the front: behind a rush's hundred batch jobs, the lines would stay idle until
     # every batch had been put to wait.
-    return calls_queue().enqueue(
+    return queues.calls_queue().enqueue(
         DISPATCH_CALLS_JOB,
         provider,
         at_front=True,
-        job_timeout=DISPATCHER_BUDGET_SECONDS + batch_job_timeout(1),
+        job_timeout=DISPATCHER_BUDGET_SECONDS + queues.batch_job_timeout(1),
         description=f"Dispatch {provider}'s calls waiting for a free line",
-        **job_options(),
+        **queues.job_options(),
     )
 
 
@@ -288,7 +290,7 @@ def live_call_ended(*, provider: str, call_id: int) -> None:
     if not provider_is_capped(provider):
         return
     try:
-        waiting, dispatching = redis_connection().eval(
+        waiting, dispatching = queues.redis_connection().eval(
             _RELEASE_SCRIPT,
             3,
             _live_calls_key(provider),

@@ -540,13 +540,19 @@ def calls_schedule_retries(*, calls: list[Call], failed_at: dict[int, datetime],
 
 def _gather_retries(buckets: dict[int, list[int]]) -> None:
     now = timezone.now()
-    for bucket, call_ids in buckets.items():
+    pending = list(buckets.items())
+    for index, (bucket, call_ids) in enumerate(pending):
         try:
             retry_buckets.retries_gather(call_ids, bucket=bucket, now=now)
         except RedisError as exc:
-            # The retry rows are committed and queued, naming jobs Redis does not have: the
-            # first tick after they are due finds them without a live job and enqueues them.
-            ids = [call_id for ids in buckets.values() for call_id in ids]
+            # The retry rows are committed and queued: the first tick after they are due
+            # finds them without a live job and enqueues them. Their rows name their
+            # bucket's job, which webhooks' retries may have scheduled and which will not
+            # carry them: the name goes, or the tick would wait for that job to run first.
+            # The buckets after this one are left too (Redis is down: each would cost a
+            # timeout more).
+            ids = [call_id for _, left in pending[index:] for call_id in left]
+            Call.objects.filter(pk__in=ids, status=CallStatus.QUEUED).update(job_id="")
             which = f"retry call {ids[0]}" if len(ids) == 1 else f"{len(ids)} retries"
             logger.error("Redis unreachable (%s): %s will be enqueued by a tick", type(exc).__name__, which)
             return

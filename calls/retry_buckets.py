@@ -19,6 +19,7 @@ from . import queues
 #   generation  how many jobs the bucket has had (a retry added after its job ran gets a
 #               new one, under a new name: the first cannot be rescheduled while it runs).
 PLACE_RETRIES_JOB = "calls.jobs.place_retries"
+RETRY_JOB_PREFIX = "place-retries-"
 # A bucket's calls and generation outlive any job that may still pop them by far.
 RETRY_BUCKET_TTL_SECONDS = 86_400
 # The marker outlives the bucket's time by this much: long enough for the job to run, short
@@ -64,12 +65,42 @@ def retry_bucket(due: datetime) -> int:
 def retry_bucket_job_id(bucket: int, *, generation: int = 1) -> str:
     """The bucket's job: its first is named after the bucket alone (the name its retries'
     rows carry), any later one (a retry added after the first ran) after its generation."""
-    name = f"place-retries-{bucket}"
+    name = f"{RETRY_JOB_PREFIX}{bucket}"
     return name if generation == 1 else f"{name}-{generation}"
 
 
 def bucket_key(bucket: int, part: str) -> str:
     return f"relevel:retries:{bucket}:{part}"
+
+
+def retries_waiting_for_later_job(call_jobs: dict[int, str]) -> set[int]:
+    """Of these calls {call id: the job its row names}, the retries still in their bucket
+    whose row names the bucket's first job while a later job of the bucket will still run:
+    the first ran, and these were gathered after it (a webhook's a moment late, a sweep's
+    next page), so the second takes them. Their rows are renamed only when it does, so the
+    stranded sweep asks here before it takes such a call for lost. One round trip, two if
+    any bucket had a later job."""
+    by_bucket: dict[int, list[int]] = {}
+    for call_id, job_id in call_jobs.items():
+        bucket = job_id.removeprefix(RETRY_JOB_PREFIX)
+        if bucket != job_id and bucket.isdigit():
+            by_bucket.setdefault(int(bucket), []).append(call_id)
+    if not by_bucket:
+        return set()
+    with queues.redis_connection().pipeline(transaction=False) as pipe:
+        for bucket, call_ids in by_bucket.items():
+            pipe.get(bucket_key(bucket, "generation"))
+            pipe.smismember(bucket_key(bucket, "calls"), call_ids)
+        answers = pipe.execute()
+    waiting: dict[str, list[int]] = {}  # the bucket's latest job -> its calls still gathered
+    for (bucket, call_ids), generation, gathered in zip(
+        by_bucket.items(), answers[::2], answers[1::2], strict=True
+    ):
+        if generation is not None and int(generation) > 1:
+            latest = retry_bucket_job_id(bucket, generation=int(generation))
+            waiting[latest] = [call_id for call_id, member in zip(call_ids, gathered, strict=True) if member]
+    live = queues.live_job_ids(sorted(waiting))
+    return {call_id for job_id, call_ids in waiting.items() if job_id in live for call_id in call_ids}
 
 
 def retries_gather(call_ids: list[int], *, bucket: int, now: datetime) -> str | None:
@@ -78,7 +109,8 @@ def retries_gather(call_ids: list[int], *, bucket: int, now: datetime) -> str | 
     has come). Returns the job id scheduled, None if one was already waiting. One round
     trip, two for the first retry of a bucket, one more for over GATHER_CHUNK calls.
     Raises RedisError; a job that could not be scheduled leaves no marker behind, if Redis
-    lets it go."""
+    lets it go. Chunks that went in before a failure wait in the set with no job: the tick's
+    stranded sweep finds their calls, and a job that takes them later finds them placed."""
     if not call_ids:
         return None
     connection = queues.redis_connection()

@@ -12,7 +12,7 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Exists, OuterRef
 
-from . import bulk, capacity, days, queues, selectors
+from . import bulk, capacity, days, queues, retry_buckets, selectors
 from .batching import enqueue_batches
 from .dispatch import calls_mark_missed_for_capacity
 from .models import TERMINAL_STATUSES, Call, CallResult, CallStatus
@@ -157,12 +157,17 @@ def _waiting_for_capacity(call_ids: list[int]) -> dict[int, str]:
 
 def _live_calls(page: list[tuple[int, str, datetime, int, int, bool]]) -> set[int]:
     """The calls of the page that a live job will still place. Their batch jobs are asked
-    first, a few dozen for a page of thousands; only the calls whose batch job is over (or
+    first, a few dozen for a page of thousands; a retry whose row names its bucket's first
+    job is live too if a later job of the bucket will take it
+    (retry_buckets.retries_waiting_for_later_job); only the calls whose job is over (or
     that have none) are asked about a job of their own (call-<pk>: a retry, or a call its
     batch handed on after a transient error)."""
     batch_ids = sorted({job_id for _, job_id, *_ in page if job_id})
     live_batches = queues.live_job_ids(batch_ids)
     live = {call_id for call_id, job_id, *_ in page if job_id in live_batches}
+    live |= retry_buckets.retries_waiting_for_later_job(
+        {call_id: job_id for call_id, job_id, *_ in page if job_id and call_id not in live}
+    )
     own = [queues.call_job_id(call_id) for call_id, *_ in page if call_id not in live]
     live_own = queues.live_job_ids(own)
     live.update(call_id for call_id, *_ in page if queues.call_job_id(call_id) in live_own)

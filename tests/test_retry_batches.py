@@ -10,6 +10,7 @@ import pytest
 import redis
 import time_machine
 from rq import SimpleWorker
+from rq.job import Job
 
 from calls import outcomes, placement, queues, retry_buckets, sweeps
 from calls.models import Call, CallStatus
@@ -166,7 +167,8 @@ def test_a_retry_gathered_while_redis_is_down_is_still_true_and_placed_by_a_tick
     monkeypatch.undo()
     assert f"retry call {retry.pk} will be enqueued by a tick" in caplog.text
     assert scheduled_jobs() == [] and retry.status == CallStatus.QUEUED
-    assert retry.job_id == retry_buckets.retry_bucket_job_id(retry_buckets.retry_bucket(retry.scheduled_for))
+    # Not the bucket's job: webhooks' retries may schedule it, and it would not carry this one.
+    assert retry.job_id == ""
 
     burst_at(BUCKET_AT + timedelta(seconds=1))  # nothing in Redis releases it
     assert fake_callkaro.requests == []
@@ -257,3 +259,31 @@ def test_a_bucket_gathers_more_calls_at_once_than_one_redis_script_can_take(redi
     assert job_id == retry_buckets.retry_bucket_job_id(bucket)
     assert scheduled_jobs() == [job_id]
     assert retry_buckets.retries_take(bucket) == call_ids
+
+
+def test_a_retry_waiting_for_its_buckets_later_job_is_not_taken_for_stranded(make_call, redis_conn, settings):
+    """A retry gathered after its bucket's first job ran waits for the bucket's second job,
+    and its row still names the first (renamed only when the second takes it): the tick's
+    stranded sweep, past its threshold with that job still queued (workers behind), must
+    not give it a job of its own as if it were lost."""
+    early = unanswered(make_call)
+    bucket = retry_buckets.retry_bucket(early.scheduled_for)
+    first_job = retry_buckets.retry_bucket_job_id(bucket)
+    assert retry_buckets.retries_take(bucket) == [early.pk]  # the first job runs...
+    redis_conn.hset(Job.key_for(first_job), "status", "finished")  # ...and is done
+    late = unanswered(make_call, at=NOW + timedelta(seconds=1))
+    assert late.job_id == first_job
+    second_job = retry_buckets.retry_bucket_job_id(bucket, generation=2)
+    assert second_job in scheduled_jobs() and late.pk in gathered(bucket)
+
+    found_at = late.scheduled_for + timedelta(seconds=settings.CALL_STRANDED_AFTER_SECONDS + 1)
+    with time_machine.travel(found_at, tick=False):
+        window = outcomes.policy_current().window
+        assert sweeps.calls_reenqueue_stranded(now=found_at, window=window) == (1, 0)  # the early one
+    assert queues.call_job_id(late.pk) not in queues.calls_queue().job_ids
+    assert queues.call_job_id(early.pk) in queues.calls_queue().job_ids
+
+    redis_conn.hset(Job.key_for(second_job), "status", "finished")  # the second, lost in turn
+    with time_machine.travel(found_at, tick=False):
+        assert sweeps.calls_reenqueue_stranded(now=found_at, window=window) == (1, 0)  # now the late one
+    assert queues.call_job_id(late.pk) in queues.calls_queue().job_ids

@@ -90,7 +90,6 @@ def test_retries_of_stuck_calls_are_due_at_their_own_deadline_plus_the_delay(set
         # bucket's time, its own rounded up to RETRY_GATHER_SECONDS.
         job_id, released_at = retry_release(retry)
         bucket_at = datetime.fromtimestamp(retry_buckets.retry_bucket(retry.scheduled_for), tz=UTC)
-        assert bucket_at - retry.scheduled_for < timedelta(seconds=settings.RETRY_GATHER_SECONDS)
         if bucket_at > NOW:
             assert released_at == bucket_at
         else:  # due already: queued at once, its window still open
