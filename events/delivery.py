@@ -22,7 +22,7 @@ from redis.exceptions import RedisError
 
 from .endpoints import endpoints_active
 from .models import Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, Event
-from .queues import endpoint_request, events_queue, fan_out_request
+from .queues import endpoint_request, events_enqueue, fan_out_request
 from .transport import Answer, webhook_post
 
 logger = logging.getLogger("relevel.events")
@@ -204,14 +204,7 @@ def settle_failure(
 
 def _enqueue_retry(delivery_id: int, attempts: int, due: datetime) -> None:
     try:
-        events_queue().enqueue_at(
-            due,
-            DELIVER_JOB,
-            delivery_id,
-            job_id=f"event-delivery-{delivery_id}-{attempts}",
-            result_ttl=settings.JOB_RESULT_TTL,
-            failure_ttl=settings.JOB_FAILURE_TTL,
-        )
+        events_enqueue(DELIVER_JOB, delivery_id, job_id=f"event-delivery-{delivery_id}-{attempts}", at=due)
     except RedisError as exc:
         logger.error(
             "Redis unreachable (%s): delivery %s is left to the sweep", type(exc).__name__, delivery_id
@@ -281,7 +274,7 @@ def events_replay(
         def enqueue() -> None:
             for start in range(0, len(delivery_ids), SWEEP_BATCH):
                 chunk = delivery_ids[start : start + SWEEP_BATCH]
-                events_queue().enqueue("events.jobs.deliver_many", chunk, result_ttl=settings.JOB_RESULT_TTL)
+                events_enqueue("events.jobs.deliver_many", chunk)
 
         transaction.on_commit(enqueue)
     logger.info("Replay of %s event(s) to endpoint %s", len(delivery_ids), endpoint_id)

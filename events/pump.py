@@ -35,16 +35,21 @@ from redis.exceptions import RedisError
 
 from .delivery import claim_lease, events_fan_out, payload_body, settle_failure
 from .models import Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, Event
-from .queues import ENDPOINT_JOB, FAN_OUT_KEY, endpoint_request, events_queue, fan_out_request, pump_started
+from .queues import (
+    ENDPOINT_JOB,
+    FAN_OUT_KEY,
+    endpoint_back_off_set,
+    endpoint_back_off_until,
+    endpoint_request,
+    events_enqueue,
+    fan_out_request,
+    pump_started,
+)
 from .transport import Answer, webhook_post
 
 logger = logging.getLogger("relevel.events")
 
 FAN_OUT_BATCH = 1000
-
-
-def _backoff_key(endpoint_id: int) -> str:
-    return f"relevel:events:backoff:{endpoint_id}"
 
 
 def events_fan_out_pending(*, now: datetime | None = None) -> int:
@@ -153,11 +158,8 @@ def endpoint_deliver_due(*, endpoint_id: int, now: datetime | None = None) -> di
 
     pump_started(f"endpoint-{endpoint_id}")
     counts = {"delivered": 0, "retry": 0, "failed": 0, "disabled": 0}
-    try:
-        until = events_queue().connection.get(_backoff_key(endpoint_id))
-    except RedisError:
-        until = None
-    if until is not None and float(until) > (now or timezone.now()).timestamp():
+    until = endpoint_back_off_until(endpoint_id)
+    if until is not None and until > (now or timezone.now()).timestamp():
         return counts  # its scheduled job comes when the back-off is over
     endpoint = Endpoint.objects.filter(pk=endpoint_id, active=True).first()
     if endpoint is None:
@@ -258,16 +260,13 @@ def _back_off(endpoint_id: int, due: datetime, now: datetime) -> None:
     # The value is the instant (the clock the jobs read); the expiry only tidies up.
     seconds = max(1, int((due - now).total_seconds()) + 60)
     try:
-        queue = events_queue()
-        queue.connection.set(_backoff_key(endpoint_id), due.timestamp(), ex=seconds)
-        queue.enqueue_at(
-            due + timedelta(seconds=1),
+        endpoint_back_off_set(endpoint_id, until=due.timestamp(), seconds=seconds)
+        events_enqueue(
             ENDPOINT_JOB,
             endpoint_id,
             # One scheduled job per endpoint and ten seconds: failures close together share it.
             job_id=f"events-endpoint-{endpoint_id}-at-{int(due.timestamp()) // 10}",
-            result_ttl=settings.JOB_RESULT_TTL,
-            failure_ttl=settings.JOB_FAILURE_TTL,
+            at=due + timedelta(seconds=1),
         )
     except RedisError as exc:
         logger.error(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import datetime
 from functools import lru_cache
 
 import django_rq
@@ -33,6 +34,10 @@ QUEUED_KEY_SECONDS = 60
 
 def _queued_key(name: str) -> str:
     return f"relevel:events:queued:{name}"
+
+
+def _backoff_key(endpoint_id: int) -> str:
+    return f"relevel:events:backoff:{endpoint_id}"
 
 
 # The path before the pump: one job creates and sends a list of events' deliveries.
@@ -59,19 +64,26 @@ def events_queue() -> Queue:
     return django_rq.get_queue(settings.EVENTS_QUEUE, commit_mode="auto", connection=events_redis())
 
 
+def events_enqueue(func: str, *args: object, job_id: str | None = None, at: datetime | None = None) -> None:
+    """Enqueue ``func(*args)`` on the events queue, or schedule it for ``at``, with the
+    results kept as every job's are. Raises RedisError: the caller says what the sweep
+    will do instead."""
+    options: dict = dict(
+        job_id=job_id, result_ttl=settings.JOB_RESULT_TTL, failure_ttl=settings.JOB_FAILURE_TTL
+    )
+    if at is None:
+        events_queue().enqueue(func, *args, **options)
+    else:
+        events_queue().enqueue_at(at, func, *args, **options)
+
+
 def enqueue_fan_out(event_ids: list[int]) -> None:
     """Enqueue one job that creates and sends these events' deliveries one by one (the
     path before events.pump, kept for jobs already queued and the benchmark's comparison).
     Redis down: the sweep
     finds the events within a minute or two (EVENTS_SWEEP_CRON) and sends them."""
     try:
-        events_queue().enqueue(
-            DELIVER_EVENTS_JOB,
-            event_ids,
-            job_id=f"events-{event_ids[0]}-{len(event_ids)}",
-            result_ttl=settings.JOB_RESULT_TTL,
-            failure_ttl=settings.JOB_FAILURE_TTL,
-        )
+        events_enqueue(DELIVER_EVENTS_JOB, event_ids, job_id=f"events-{event_ids[0]}-{len(event_ids)}")
     except RedisError as exc:
         logger.error(
             "Redis unreachable (%s): %s event(s) will be sent by the sweep",
@@ -91,12 +103,7 @@ def pump_request(name: str, func: str, *args: object) -> bool:
         if not redis.set(key, repr(time.time()), nx=True, ex=QUEUED_KEY_SECONDS):
             return False
         try:
-            events_queue().enqueue(
-                func,
-                *args,
-                result_ttl=settings.JOB_RESULT_TTL,
-                failure_ttl=settings.JOB_FAILURE_TTL,
-            )
+            events_enqueue(func, *args)
         except RedisError:
             redis.delete(key)
             raise
@@ -134,3 +141,18 @@ def fan_out_request() -> bool:
 
 def endpoint_request(endpoint_id: int) -> bool:
     return pump_request(f"endpoint-{endpoint_id}", ENDPOINT_JOB, endpoint_id)
+
+
+def endpoint_back_off_set(endpoint_id: int, *, until: float, seconds: int) -> None:
+    """Leave the endpoint alone until ``until`` (epoch seconds, the clock the jobs read);
+    the key expires after ``seconds``, which only tidies up. Raises RedisError."""
+    events_redis().set(_backoff_key(endpoint_id), until, ex=seconds)
+
+
+def endpoint_back_off_until(endpoint_id: int) -> float | None:
+    """Until when the endpoint is left alone, if it is; None if Redis does not answer."""
+    try:
+        until = events_redis().get(_backoff_key(endpoint_id))
+    except RedisError:
+        return None
+    return float(until) if until is not None else None
