@@ -1,5 +1,6 @@
 """Everything the events app says to Redis and RQ: the events queue and its connection,
-and the coalesced requests for the pump's jobs (events.pump).
+its jobs (events_enqueue), the coalesced requests for the pump's jobs (events.pump) and an
+endpoint's back-off.
 
 Asking is coalesced: a key in Redis set with NX says "a job for this is queued", so a rush
 of ten thousand commits enqueues a handful of jobs, not ten thousand. The job deletes its
