@@ -88,7 +88,6 @@ class _Claimed:
 def _claim(*, endpoint_id: int, now: datetime, limit: int) -> list[_Claimed]:
     """Up to ``limit`` due deliveries of an active endpoint, their next try moved a lease
     ahead and their tries counted, in one statement; in each user's sequence order."""
-
     lease_until = now + claim_lease()
     if connection.vendor != "postgresql":
         return _claim_one_by_one(endpoint_id=endpoint_id, now=now, limit=limit, lease_until=lease_until)
@@ -155,7 +154,6 @@ def _claim_one_by_one(
 def endpoint_deliver_due(*, endpoint_id: int, now: datetime | None = None) -> dict[str, int]:
     """Send an endpoint's due deliveries in batches until none is due, one fails, or the
     job's time is up; counts of what became of them. ``now``: a fixed clock (tests)."""
-
     pump_started(f"endpoint-{endpoint_id}")
     counts = {"delivered": 0, "retry": 0, "failed": 0, "disabled": 0}
     until = endpoint_back_off_until(endpoint_id)
@@ -200,7 +198,6 @@ def _settle_batch(
     """Record a batch's requests in one transaction: every try's log row in one INSERT,
     the delivered ones in one UPDATE; a failure (the batch's last request, if any) as
     events.delivery settles one; the unsent ones left to wait with it."""
-
     counts = {"delivered": 0, "retry": 0, "failed": 0, "disabled": 0}
     back_off: tuple[datetime, datetime] | None = None
     delivered = [claimed.delivery_id for claimed, answer, _ in sent if answer.ok]
